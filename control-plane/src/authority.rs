@@ -1,0 +1,328 @@
+//! The rules of the control plane, independent of gRPC: who gets a ticket, what a ticket
+//! buys, how sessions are created, found, capped and ended.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tonic::codegen::http::Uri;
+
+use crate::clock::Clock;
+use crate::config::TicketConfig;
+use crate::domain::{
+    CreateOutcome, NewSession, Page, RevocationReason, Session, SessionCap, Target, Ticket, User, UserKey,
+};
+use crate::error::Error;
+use crate::store::{MAX_PAGE_SIZE, Store};
+use crate::tokens::{self, TokenHash};
+use crate::virtual_proxies::VirtualProxies;
+
+/// Longest target URI remembered.
+const MAX_TARGET_URI_LEN: usize = 4096;
+/// Page size when the caller asks for none.
+const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// A ticket just issued. Its text exists only here and in the answer to the caller.
+#[derive(Debug, Clone)]
+pub struct IssuedTicket {
+    pub ticket: String,
+    pub target_uri: Option<String>,
+    pub user: User,
+    pub expires: SystemTime,
+}
+
+/// A session just created. Its token exists only here and in the answer to the caller.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    pub token: String,
+    pub session: Session,
+    pub evicted: Vec<Session>,
+}
+
+/// How a caller names a session.
+#[derive(Debug, Clone)]
+pub enum SessionSelector {
+    Token(String),
+    Handle(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Authority {
+    store: Arc<dyn Store>,
+    proxies: VirtualProxies,
+    tickets: TicketConfig,
+    clock: Arc<dyn Clock>,
+}
+
+impl Authority {
+    pub fn new(store: Arc<dyn Store>, proxies: VirtualProxies, tickets: TicketConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            proxies,
+            tickets,
+            clock,
+        }
+    }
+
+    pub fn virtual_proxies(&self) -> &VirtualProxies {
+        &self.proxies
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub async fn request_ticket(
+        &self,
+        virtual_proxy: &str,
+        user: User,
+        target_id: Option<&str>,
+    ) -> Result<IssuedTicket, Error> {
+        self.proxies.get(virtual_proxy)?;
+        // An unknown target id still gets a ticket, only without a URI, as in QPS.
+        let target_uri = match target_id.filter(|id| is_plausible_id(id)) {
+            Some(id) => self
+                .store
+                .get_target(id)
+                .await?
+                .filter(|target| target.virtual_proxy == virtual_proxy)
+                .map(|target| target.uri),
+            None => None,
+        };
+        let ticket = tokens::new_ticket();
+        self.store
+            .put_ticket(
+                &TokenHash::of(&ticket),
+                &Ticket {
+                    virtual_proxy: virtual_proxy.to_owned(),
+                    user: user.clone(),
+                },
+                self.tickets.ticket_ttl,
+            )
+            .await?;
+        Ok(IssuedTicket {
+            ticket,
+            target_uri,
+            user,
+            expires: self.clock.now() + self.tickets.ticket_ttl,
+        })
+    }
+
+    /// Turns a ticket into a session. Single use, and only at the issuing virtual proxy.
+    pub async fn redeem_ticket(&self, virtual_proxy: &str, ticket: &str) -> Result<IssuedSession, Error> {
+        self.proxies.get(virtual_proxy)?;
+        if ticket.is_empty() || ticket.len() > 256 {
+            return Err(Error::invalid("ticket must be 1 to 256 characters long"));
+        }
+        let ticket = self
+            .store
+            .take_ticket(&TokenHash::of(ticket), virtual_proxy)
+            .await?
+            // One message for every case, so the answer reveals nothing about the ticket.
+            .ok_or_else(|| Error::NotFound("ticket is unknown, expired, already used or for another virtual proxy".into()))?;
+        self.start_session(virtual_proxy, ticket.user, tokens::new_session_token())
+            .await
+    }
+
+    pub async fn create_target(&self, virtual_proxy: &str, uri: &str) -> Result<(String, SystemTime), Error> {
+        self.proxies.get(virtual_proxy)?;
+        check_target_uri(uri)?;
+        let id = tokens::new_id();
+        let target = Target {
+            virtual_proxy: virtual_proxy.to_owned(),
+            uri: uri.to_owned(),
+        };
+        self.store
+            .put_target(&id, &target, self.tickets.target_ttl)
+            .await?;
+        Ok((id, self.clock.now() + self.tickets.target_ttl))
+    }
+
+    /// Creates a session for a trusted caller, with a caller-chosen token if it is random
+    /// enough (the caller then sets the cookie itself).
+    pub async fn create_session(
+        &self,
+        virtual_proxy: &str,
+        user: User,
+        token: Option<String>,
+    ) -> Result<IssuedSession, Error> {
+        self.proxies.get(virtual_proxy)?;
+        let token = match token {
+            Some(token) => {
+                tokens::check_caller_token(&token)?;
+                token
+            }
+            None => tokens::new_session_token(),
+        };
+        self.start_session(virtual_proxy, user, token).await
+    }
+
+    async fn start_session(&self, virtual_proxy: &str, user: User, token: String) -> Result<IssuedSession, Error> {
+        let proxy = self.proxies.get(virtual_proxy)?;
+        let now = self.clock.now();
+        let new = NewSession {
+            token_hash: TokenHash::of(&token),
+            virtual_proxy: virtual_proxy.to_owned(),
+            user,
+            created: now,
+            inactivity_timeout: proxy.inactivity_timeout,
+            absolute_expiry: now + proxy.max_lifetime,
+        };
+        let cap = SessionCap {
+            max_per_user: proxy.max_sessions_per_user,
+            policy: proxy.session_cap_policy,
+        };
+        match self.store.create_session(new, cap).await? {
+            CreateOutcome::Created { session, evicted } => Ok(IssuedSession {
+                token,
+                session,
+                evicted,
+            }),
+            CreateOutcome::CapReached => Err(Error::SessionCapReached(proxy.max_sessions_per_user)),
+            CreateOutcome::TokenInUse => Err(Error::AlreadyExists("a session with this token exists already")),
+        }
+    }
+
+    pub async fn get_session(&self, selector: &SessionSelector) -> Result<Session, Error> {
+        self.find(selector)
+            .await?
+            .ok_or_else(|| Error::NotFound("no such session".into()))
+    }
+
+    pub async fn delete_session(&self, selector: &SessionSelector) -> Result<Session, Error> {
+        let session = self.get_session(selector).await?;
+        self.store
+            .delete_session(&session.handle, RevocationReason::Deleted)
+            .await?
+            .ok_or_else(|| Error::NotFound("no such session".into()))
+    }
+
+    pub async fn list_user_sessions(&self, user: &UserKey, virtual_proxy: Option<&str>) -> Result<Vec<Session>, Error> {
+        let mut sessions = Vec::new();
+        for prefix in self.proxies.select(virtual_proxy)? {
+            sessions.extend(self.store.user_sessions(prefix, user).await?);
+        }
+        Ok(sessions)
+    }
+
+    /// Logs a user out of one virtual proxy, or of all of them.
+    pub async fn delete_user_sessions(
+        &self,
+        user: &UserKey,
+        virtual_proxy: Option<&str>,
+    ) -> Result<Vec<Session>, Error> {
+        let mut sessions = Vec::new();
+        for prefix in self.proxies.select(virtual_proxy)? {
+            sessions.extend(
+                self.store
+                    .delete_user_sessions(prefix, user, RevocationReason::UserLoggedOut)
+                    .await?,
+            );
+        }
+        Ok(sessions)
+    }
+
+    pub async fn list_sessions(
+        &self,
+        virtual_proxy: Option<&str>,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Page, Error> {
+        if let Some(prefix) = virtual_proxy {
+            self.proxies.get(prefix)?;
+        }
+        let page_size = match usize::try_from(page_size).unwrap_or(usize::MAX) {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size > MAX_PAGE_SIZE => {
+                return Err(Error::invalid(format!("page_size must be at most {MAX_PAGE_SIZE}")));
+            }
+            size => size,
+        };
+        Ok(self
+            .store
+            .list_sessions(virtual_proxy, page_size, page_token)
+            .await?)
+    }
+
+    /// The caller's own session, found by its token. Counts as activity.
+    pub async fn current_session(&self, token: &str, virtual_proxy: Option<&str>) -> Result<Session, Error> {
+        let session = self.own_session(token, virtual_proxy).await?;
+        Ok(self
+            .store
+            .touch_session(&session.handle, self.clock.now())
+            .await?
+            .unwrap_or(session))
+    }
+
+    /// Ends the caller's own session.
+    pub async fn logout(&self, token: &str, virtual_proxy: Option<&str>) -> Result<Session, Error> {
+        let session = self.own_session(token, virtual_proxy).await?;
+        self.store
+            .delete_session(&session.handle, RevocationReason::Logout)
+            .await?
+            .ok_or(Error::Unauthenticated(NO_SESSION))
+    }
+
+    async fn own_session(&self, token: &str, virtual_proxy: Option<&str>) -> Result<Session, Error> {
+        if let Some(prefix) = virtual_proxy {
+            self.proxies.get(prefix)?;
+        }
+        let session = self
+            .find(&SessionSelector::Token(token.to_owned()))
+            .await?
+            .ok_or(Error::Unauthenticated(NO_SESSION))?;
+        if virtual_proxy.is_some_and(|prefix| prefix != session.virtual_proxy) {
+            return Err(Error::Unauthenticated(NO_SESSION));
+        }
+        Ok(session)
+    }
+
+    async fn find(&self, selector: &SessionSelector) -> Result<Option<Session>, Error> {
+        let session = match selector {
+            SessionSelector::Token(token) => self.store.session_by_token(&TokenHash::of(token)).await?,
+            SessionSelector::Handle(handle) => self.store.session_by_handle(handle).await?,
+        };
+        let now = self.clock.now();
+        Ok(session.filter(|session| !session.is_expired(now)))
+    }
+}
+
+/// Shown for every Personal API failure to authenticate, whatever the cause.
+pub const NO_SESSION: &str = "no valid session: send the session token as `authorization: Bearer <token>` or in the virtual proxy's cookie";
+
+fn is_plausible_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A target is where a browser is sent back after login: an absolute http(s) URL.
+fn check_target_uri(uri: &str) -> Result<(), Error> {
+    if uri.len() > MAX_TARGET_URI_LEN {
+        return Err(Error::invalid(format!("target_uri is longer than {MAX_TARGET_URI_LEN} bytes")));
+    }
+    let parsed: Uri = uri
+        .parse()
+        .map_err(|_| Error::invalid("target_uri is not a valid URI"))?;
+    let http = matches!(parsed.scheme_str(), Some(scheme) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"));
+    if !http || parsed.host().is_none_or(str::is_empty) {
+        return Err(Error::invalid("target_uri must be an absolute http or https URL"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_uris_must_be_absolute_http() {
+        assert!(check_target_uri("https://portal.example.com/sense/app/1?x=1").is_ok());
+        assert!(check_target_uri("HTTP://h/").is_ok());
+        for bad in ["/relative", "javascript:alert(1)", "ftp://h/", "https://", "not a uri"] {
+            assert!(check_target_uri(bad).is_err(), "{bad}");
+        }
+        assert!(check_target_uri(&format!("https://h/{}", "a".repeat(5000))).is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! The control plane's vocabulary: users, sessions, tickets, targets and revocations. No I/O.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest user directory or user id accepted, in bytes.
+pub const MAX_USER_FIELD_LEN: usize = 256;
+/// Most attributes one user may carry.
+pub const MAX_ATTRIBUTES: usize = 256;
+/// Longest attribute name or value accepted, in bytes.
+pub const MAX_ATTRIBUTE_LEN: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attribute {
+    pub name: String,
+    pub value: String,
+}
+
+/// A validated user: directory and id trimmed, not blank, no backslash, bounded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub directory: String,
+    pub id: String,
+    pub attributes: Vec<Attribute>,
+}
+
+/// Why a user given by a client is not acceptable; shown to that client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("{0} must not be blank")]
+    Blank(&'static str),
+    #[error("{0} must not contain a backslash")]
+    Backslash(&'static str),
+    #[error("{0} must not contain control characters")]
+    Control(&'static str),
+    #[error("{0} is longer than {MAX_USER_FIELD_LEN} bytes")]
+    TooLong(&'static str),
+    #[error("attribute names must not be blank")]
+    BlankAttributeName,
+    #[error("attributes are limited to {MAX_ATTRIBUTES}, each name and value to {MAX_ATTRIBUTE_LEN} bytes")]
+    AttributesTooLarge,
+}
+
+impl User {
+    /// Checks and normalises a user as QPS does: directory and id are trimmed.
+    pub fn new(directory: &str, id: &str, attributes: Vec<Attribute>) -> Result<Self, UserError> {
+        let directory = user_field("user_directory", directory)?;
+        let id = user_field("user_id", id)?;
+        if attributes.len() > MAX_ATTRIBUTES
+            || attributes
+                .iter()
+                .any(|a| a.name.len() > MAX_ATTRIBUTE_LEN || a.value.len() > MAX_ATTRIBUTE_LEN)
+        {
+            return Err(UserError::AttributesTooLarge);
+        }
+        if attributes.iter().any(|a| a.name.trim().is_empty()) {
+            return Err(UserError::BlankAttributeName);
+        }
+        Ok(Self {
+            directory,
+            id,
+            attributes,
+        })
+    }
+
+    /// The identity without attributes, for finding a user's sessions.
+    pub fn key(&self) -> UserKey {
+        UserKey {
+            directory: self.directory.clone(),
+            id: self.id.clone(),
+        }
+    }
+}
+
+/// Who a user is, without what they carry: the unit of "log this user out".
+/// Directory and id compare case-insensitively, as user directories do in QPS.
+#[derive(Debug, Clone, Eq)]
+pub struct UserKey {
+    pub directory: String,
+    pub id: String,
+}
+
+impl UserKey {
+    pub fn new(directory: &str, id: &str) -> Result<Self, UserError> {
+        Ok(Self {
+            directory: user_field("user_directory", directory)?,
+            id: user_field("user_id", id)?,
+        })
+    }
+
+    /// Case-folded form used to index sessions.
+    pub fn normalized(&self) -> (String, String) {
+        (self.directory.to_lowercase(), self.id.to_lowercase())
+    }
+
+    pub fn matches(&self, user: &User) -> bool {
+        self.normalized() == user.key().normalized()
+    }
+}
+
+impl PartialEq for UserKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.normalized() == other.normalized()
+    }
+}
+
+fn user_field(field: &'static str, value: &str) -> Result<String, UserError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(UserError::Blank(field));
+    }
+    if value.contains('\\') {
+        return Err(UserError::Backslash(field));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(UserError::Control(field));
+    }
+    if value.len() > MAX_USER_FIELD_LEN {
+        return Err(UserError::TooLong(field));
+    }
+    Ok(value.to_owned())
+}
+
+/// What happens when a user already holds the maximum number of sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapPolicy {
+    /// The new session is refused (`RESOURCE_EXHAUSTED`), as QPS does.
+    #[default]
+    Refuse,
+    /// The user's oldest sessions are ended to make room.
+    EvictOldest,
+}
+
+/// The session cap of one virtual proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCap {
+    pub max_per_user: u32,
+    pub policy: CapPolicy,
+}
+
+/// A session as everyone but its holder sees it. The token is not part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Public name for listing and admin deletion; assigned by the store.
+    pub handle: String,
+    pub virtual_proxy: String,
+    pub user: User,
+    pub created: SystemTime,
+    pub last_active: SystemTime,
+    pub inactivity_timeout: Duration,
+    pub absolute_expiry: SystemTime,
+}
+
+impl Session {
+    /// When the session ends if nothing keeps it active.
+    pub fn inactivity_expiry(&self) -> SystemTime {
+        (self.last_active + self.inactivity_timeout).min(self.absolute_expiry)
+    }
+
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        now >= self.inactivity_expiry()
+    }
+
+    /// The session after activity at `at` (activity never moves backwards).
+    pub fn touched(&self, at: SystemTime) -> Self {
+        Self {
+            last_active: self.last_active.max(at),
+            ..self.clone()
+        }
+    }
+}
+
+/// A session about to be stored: everything but the handle, plus the hash of its token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub token_hash: crate::tokens::TokenHash,
+    pub virtual_proxy: String,
+    pub user: User,
+    pub created: SystemTime,
+    pub inactivity_timeout: Duration,
+    pub absolute_expiry: SystemTime,
+}
+
+/// The result of storing a new session.
+#[derive(Debug, Clone)]
+pub enum CreateOutcome {
+    Created {
+        session: Session,
+        /// Sessions ended to make room under [`CapPolicy::EvictOldest`].
+        evicted: Vec<Session>,
+    },
+    /// The user is at the cap and the policy is [`CapPolicy::Refuse`].
+    CapReached,
+    /// A session with this token exists already (only possible for caller-chosen tokens).
+    TokenInUse,
+}
+
+/// A one-time login ticket as stored (under the hash of the ticket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub virtual_proxy: String,
+    pub user: User,
+}
+
+/// The URL a browser asked for before it was sent to log in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub virtual_proxy: String,
+    pub uri: String,
+}
+
+/// Why a session ended, as told to data-plane nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationReason {
+    /// Deleted through the Session API.
+    Deleted,
+    /// Its user was logged out through the Session API.
+    UserLoggedOut,
+    /// Its holder logged out through the Personal API.
+    Logout,
+    /// Ended to make room under the evict-oldest cap policy.
+    Evicted,
+}
+
+impl RevocationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deleted => "deleted",
+            Self::UserLoggedOut => "user-logged-out",
+            Self::Logout => "logout",
+            Self::Evicted => "evicted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Deleted, Self::UserLoggedOut, Self::Logout, Self::Evicted]
+            .into_iter()
+            .find(|reason| reason.as_str() == text)
+    }
+}
+
+/// One entry of the revocation stream every data-plane node follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Position in the stream; a node resumes after it.
+    pub cursor: String,
+    pub handle: String,
+    pub virtual_proxy: String,
+    pub reason: RevocationReason,
+}
+
+/// Revocations after a cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocations {
+    pub events: Vec<Revocation>,
+    /// The cursor is older than what the stream still holds: events were missed, so a node
+    /// must drop every session it cached.
+    pub trimmed: bool,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub sessions: Vec<Session>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_fields_are_trimmed_and_checked() {
+        let user = User::new("  CORP ", " alice\t", vec![]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((user.directory.as_str(), user.id.as_str()), ("CORP", "alice"));
+        assert_eq!(User::new(" ", "a", vec![]), Err(UserError::Blank("user_directory")));
+        assert_eq!(User::new("d", "a\\b", vec![]), Err(UserError::Backslash("user_id")));
+        assert_eq!(User::new("d", &"x".repeat(300), vec![]), Err(UserError::TooLong("user_id")));
+        assert_eq!(User::new("d", "a\nb", vec![]), Err(UserError::Control("user_id")));
+        let blank_name = vec![Attribute {
+            name: " ".into(),
+            value: "v".into(),
+        }];
+        assert_eq!(User::new("d", "a", blank_name), Err(UserError::BlankAttributeName));
+    }
+
+    #[test]
+    fn user_keys_compare_case_insensitively() {
+        let user = User::new("Corp", "Alice", vec![]).unwrap_or_else(|e| panic!("{e}"));
+        let key = UserKey::new("CORP", "alice").unwrap_or_else(|e| panic!("{e}"));
+        assert!(key.matches(&user));
+        assert_eq!(key, user.key());
+    }
+
+    #[test]
+    fn inactivity_expiry_slides_but_never_passes_the_absolute_expiry() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let session = Session {
+            handle: "h".into(),
+            virtual_proxy: String::new(),
+            user: User::new("d", "u", vec![]).unwrap_or_else(|e| panic!("{e}")),
+            created: start,
+            last_active: start,
+            inactivity_timeout: Duration::from_secs(60),
+            absolute_expiry: start + Duration::from_secs(100),
+        };
+        assert_eq!(session.inactivity_expiry(), start + Duration::from_secs(60));
+        let touched = session.touched(start + Duration::from_secs(50));
+        assert_eq!(touched.inactivity_expiry(), start + Duration::from_secs(100));
+        assert!(!touched.is_expired(start + Duration::from_secs(99)));
+        assert!(touched.is_expired(start + Duration::from_secs(100)));
+        assert_eq!(touched.touched(start).last_active, touched.last_active);
+    }
+}

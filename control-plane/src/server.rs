@@ -1,0 +1,150 @@
+//! Assembles the gRPC server: the four Gatehouse services, health and reflection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::api::authentication::AuthenticationApi;
+use crate::api::node::NodeApi;
+use crate::api::personal::PersonalApi;
+use crate::api::session::SessionApi;
+use crate::authority::Authority;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, StoreBackend};
+use crate::error::StoreError;
+use crate::store::{MemoryStore, RedisStore, Store};
+use crate::virtual_proxies::VirtualProxies;
+
+/// How often store reachability is reflected in `grpc.health.v1`.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the session store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+}
+
+/// A control plane whose socket is bound, ready to serve.
+#[derive(Debug)]
+pub struct BoundServer {
+    listener: TcpListener,
+    authority: Authority,
+}
+
+/// Builds the store the configuration names.
+pub fn build_store(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, StoreError> {
+    let kept = usize::try_from(config.store.revocation_stream_max_len).unwrap_or(usize::MAX);
+    Ok(match config.store.backend {
+        StoreBackend::Memory => Arc::new(MemoryStore::new(clock, kept)),
+        StoreBackend::Redis => Arc::new(RedisStore::new(&config.store)?),
+    })
+}
+
+impl BoundServer {
+    /// Binds the listen address and sets up the store. Redis need not be reachable yet.
+    pub async fn bind(config: &Config) -> Result<Self, StartError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = build_store(config, clock.clone())?;
+        Self::bind_with(config, store, clock).await
+    }
+
+    /// As [`bind`](Self::bind), with a given store and clock (tests inject them).
+    pub async fn bind_with(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                address: config.listen,
+                source,
+            })?;
+        let authority = Authority::new(
+            store,
+            VirtualProxies::new(&config.virtual_proxies),
+            config.tickets,
+            clock,
+        );
+        Ok(Self { listener, authority })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight calls.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|error| {
+                // The descriptor sets are compiled in; failing here is a build defect.
+                tracing::error!(%error, "reflection service unavailable");
+            })
+            .ok();
+        let probe = tokio::spawn(report_store_health(health_reporter, self.authority.store().clone()));
+
+        let authority = self.authority;
+        let router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_optional_service(reflection)
+            .add_service(pb::authentication_service_server::AuthenticationServiceServer::new(
+                AuthenticationApi::new(authority.clone()),
+            ))
+            .add_service(pb::session_service_server::SessionServiceServer::new(SessionApi::new(
+                authority.clone(),
+            )))
+            .add_service(pb::personal_service_server::PersonalServiceServer::new(PersonalApi::new(
+                authority.clone(),
+            )))
+            .add_service(pb::node_service_server::NodeServiceServer::new(NodeApi::new(authority)));
+        let result = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await;
+        probe.abort();
+        result
+    }
+}
+
+/// The overall health (service "") and each Gatehouse service follow store reachability, so a
+/// Kubernetes gRPC probe takes a replica that cannot reach Redis out of rotation.
+async fn report_store_health(reporter: tonic_health::server::HealthReporter, store: Arc<dyn Store>) {
+    let services = [
+        "",
+        "gatehouse.v1.AuthenticationService",
+        "gatehouse.v1.SessionService",
+        "gatehouse.v1.PersonalService",
+        "gatehouse.v1.NodeService",
+    ];
+    let mut last = None;
+    loop {
+        let status = match store.ping().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(error) => {
+                if last != Some(ServingStatus::NotServing) {
+                    tracing::warn!(%error, "session store unreachable; reporting NOT_SERVING");
+                }
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            for service in services {
+                reporter.set_service_status(service, status).await;
+            }
+            last = Some(status);
+        }
+        tokio::time::sleep(HEALTH_PROBE_INTERVAL).await;
+    }
+}

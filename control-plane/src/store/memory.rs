@@ -1,0 +1,336 @@
+//! The in-process store: one mutex over plain maps. For a single control-plane replica only;
+//! every operation is atomic because it runs under the lock.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::{MAX_PAGE_SIZE, Store, StoreError};
+use crate::clock::Clock;
+use crate::domain::{
+    CapPolicy, CreateOutcome, NewSession, Page, Revocation, RevocationReason, Revocations, Session, SessionCap,
+    Target, Ticket, UserKey,
+};
+use crate::tokens::{self, TokenHash};
+
+/// How often expired entries are swept out (they are invisible to reads as soon as they expire).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct MemoryStore {
+    clock: Arc<dyn Clock>,
+    revocations_kept: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    tickets: HashMap<TokenHash, (Ticket, SystemTime)>,
+    targets: HashMap<String, (Target, SystemTime)>,
+    /// By handle; ordered so listings can resume after a handle.
+    sessions: BTreeMap<String, StoredSession>,
+    handles_by_token: HashMap<TokenHash, String>,
+    revocations: VecDeque<(u64, Revocation)>,
+    next_revocation: u64,
+    /// Highest sequence number dropped from `revocations` to bound memory.
+    last_trimmed: u64,
+    last_sweep: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+struct StoredSession {
+    session: Session,
+    token_hash: TokenHash,
+}
+
+impl MemoryStore {
+    /// `revocations_kept`: how many revocation events are retained for reconnecting nodes.
+    pub fn new(clock: Arc<dyn Clock>, revocations_kept: usize) -> Self {
+        let now = clock.now();
+        Self {
+            clock,
+            revocations_kept: revocations_kept.max(1),
+            state: Mutex::new(State {
+                tickets: HashMap::new(),
+                targets: HashMap::new(),
+                sessions: BTreeMap::new(),
+                handles_by_token: HashMap::new(),
+                revocations: VecDeque::new(),
+                next_revocation: 1,
+                last_trimmed: 0,
+                last_sweep: now,
+            }),
+        }
+    }
+
+    /// Locks the state after sweeping it if due. A panic while holding the lock cannot leave
+    /// the maps half-updated in a way that matters more than losing the process would, so a
+    /// poisoned lock is simply taken over.
+    fn state(&self) -> (MutexGuard<'_, State>, SystemTime) {
+        let now = self.clock.now();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if now.duration_since(state.last_sweep).unwrap_or_default() >= SWEEP_INTERVAL {
+            state.sweep(now);
+        }
+        (state, now)
+    }
+}
+
+impl State {
+    fn sweep(&mut self, now: SystemTime) {
+        self.tickets.retain(|_, (_, expires)| *expires > now);
+        self.targets.retain(|_, (_, expires)| *expires > now);
+        let expired: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, stored)| stored.session.is_expired(now))
+            .map(|(handle, _)| handle.clone())
+            .collect();
+        for handle in expired {
+            self.forget(&handle);
+        }
+        self.last_sweep = now;
+    }
+
+    fn live(&self, handle: &str, now: SystemTime) -> Option<&StoredSession> {
+        self.sessions
+            .get(handle)
+            .filter(|stored| !stored.session.is_expired(now))
+    }
+
+    /// Removes a session without telling anyone (it expired, or the caller records why).
+    fn forget(&mut self, handle: &str) -> Option<StoredSession> {
+        let stored = self.sessions.remove(handle)?;
+        self.handles_by_token.remove(&stored.token_hash);
+        Some(stored)
+    }
+
+    fn revoke(&mut self, handle: &str, reason: RevocationReason, kept: usize) -> Option<Session> {
+        let stored = self.forget(handle)?;
+        let sequence = self.next_revocation;
+        self.next_revocation += 1;
+        self.revocations.push_back((
+            sequence,
+            Revocation {
+                cursor: sequence.to_string(),
+                handle: handle.to_owned(),
+                virtual_proxy: stored.session.virtual_proxy.clone(),
+                reason,
+            },
+        ));
+        while self.revocations.len() > kept {
+            if let Some((trimmed, _)) = self.revocations.pop_front() {
+                self.last_trimmed = trimmed;
+            }
+        }
+        Some(stored.session)
+    }
+
+    fn user_handles(&self, virtual_proxy: &str, user: &UserKey, now: SystemTime) -> Vec<String> {
+        let mut sessions: Vec<&Session> = self
+            .sessions
+            .values()
+            .map(|stored| &stored.session)
+            .filter(|s| s.virtual_proxy == virtual_proxy && user.matches(&s.user) && !s.is_expired(now))
+            .collect();
+        sessions.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.handle.cmp(&b.handle)));
+        sessions.into_iter().map(|s| s.handle.clone()).collect()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn put_ticket(&self, hash: &TokenHash, ticket: &Ticket, ttl: Duration) -> Result<(), StoreError> {
+        let (mut state, now) = self.state();
+        state.tickets.insert(hash.clone(), (ticket.clone(), now + ttl));
+        Ok(())
+    }
+
+    async fn take_ticket(&self, hash: &TokenHash, virtual_proxy: &str) -> Result<Option<Ticket>, StoreError> {
+        let (mut state, now) = self.state();
+        let usable = matches!(
+            state.tickets.get(hash),
+            Some((ticket, expires)) if *expires > now && ticket.virtual_proxy == virtual_proxy
+        );
+        Ok(if usable {
+            state.tickets.remove(hash).map(|(ticket, _)| ticket)
+        } else {
+            None
+        })
+    }
+
+    async fn put_target(&self, id: &str, target: &Target, ttl: Duration) -> Result<(), StoreError> {
+        let (mut state, now) = self.state();
+        state.targets.insert(id.to_owned(), (target.clone(), now + ttl));
+        Ok(())
+    }
+
+    async fn get_target(&self, id: &str) -> Result<Option<Target>, StoreError> {
+        let (state, now) = self.state();
+        Ok(state
+            .targets
+            .get(id)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(target, _)| target.clone()))
+    }
+
+    async fn create_session(&self, new: NewSession, cap: SessionCap) -> Result<CreateOutcome, StoreError> {
+        let (mut state, now) = self.state();
+        if let Some(existing) = state.handles_by_token.get(&new.token_hash).cloned() {
+            if state.live(&existing, now).is_some() {
+                return Ok(CreateOutcome::TokenInUse);
+            }
+            state.forget(&existing);
+        }
+        let handles = state.user_handles(&new.virtual_proxy, &new.user.key(), now);
+        let max = usize::try_from(cap.max_per_user).unwrap_or(usize::MAX);
+        let mut evicted = Vec::new();
+        if handles.len() >= max {
+            if cap.policy == CapPolicy::Refuse {
+                return Ok(CreateOutcome::CapReached);
+            }
+            for handle in &handles[..=handles.len() - max] {
+                evicted.extend(state.revoke(handle, RevocationReason::Evicted, self.revocations_kept));
+            }
+        }
+        let session = Session {
+            handle: tokens::new_id(),
+            virtual_proxy: new.virtual_proxy,
+            user: new.user,
+            created: new.created,
+            last_active: new.created,
+            inactivity_timeout: new.inactivity_timeout,
+            absolute_expiry: new.absolute_expiry,
+        };
+        state
+            .handles_by_token
+            .insert(new.token_hash.clone(), session.handle.clone());
+        state.sessions.insert(
+            session.handle.clone(),
+            StoredSession {
+                session: session.clone(),
+                token_hash: new.token_hash,
+            },
+        );
+        Ok(CreateOutcome::Created { session, evicted })
+    }
+
+    async fn session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let (state, now) = self.state();
+        Ok(state
+            .handles_by_token
+            .get(hash)
+            .and_then(|handle| state.live(handle, now))
+            .map(|stored| stored.session.clone()))
+    }
+
+    async fn session_by_handle(&self, handle: &str) -> Result<Option<Session>, StoreError> {
+        let (state, now) = self.state();
+        Ok(state.live(handle, now).map(|stored| stored.session.clone()))
+    }
+
+    async fn touch_session(&self, handle: &str, at: SystemTime) -> Result<Option<Session>, StoreError> {
+        let (mut state, now) = self.state();
+        if state.live(handle, now).is_none() {
+            return Ok(None);
+        }
+        Ok(state.sessions.get_mut(handle).map(|stored| {
+            stored.session = stored.session.touched(at);
+            stored.session.clone()
+        }))
+    }
+
+    async fn delete_session(&self, handle: &str, reason: RevocationReason) -> Result<Option<Session>, StoreError> {
+        let (mut state, now) = self.state();
+        if state.live(handle, now).is_none() {
+            return Ok(None);
+        }
+        Ok(state.revoke(handle, reason, self.revocations_kept))
+    }
+
+    async fn user_sessions(&self, virtual_proxy: &str, user: &UserKey) -> Result<Vec<Session>, StoreError> {
+        let (state, now) = self.state();
+        Ok(state
+            .user_handles(virtual_proxy, user, now)
+            .iter()
+            .filter_map(|handle| state.sessions.get(handle))
+            .map(|stored| stored.session.clone())
+            .collect())
+    }
+
+    async fn delete_user_sessions(
+        &self,
+        virtual_proxy: &str,
+        user: &UserKey,
+        reason: RevocationReason,
+    ) -> Result<Vec<Session>, StoreError> {
+        let (mut state, now) = self.state();
+        let handles = state.user_handles(virtual_proxy, user, now);
+        Ok(handles
+            .iter()
+            .filter_map(|handle| state.revoke(handle, reason, self.revocations_kept))
+            .collect())
+    }
+
+    async fn list_sessions(
+        &self,
+        virtual_proxy: Option<&str>,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<Page, StoreError> {
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(page_token)
+                .map_err(|_| StoreError::InvalidPageToken)?;
+            Some(String::from_utf8(bytes).map_err(|_| StoreError::InvalidPageToken)?)
+        };
+        let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
+        let (state, now) = self.state();
+        let range = match &after {
+            Some(handle) => state
+                .sessions
+                .range::<String, _>((std::ops::Bound::Excluded(handle), std::ops::Bound::Unbounded)),
+            None => state.sessions.range::<String, _>(..),
+        };
+        let mut matching = range
+            .map(|(_, stored)| &stored.session)
+            .filter(|s| !s.is_expired(now) && virtual_proxy.is_none_or(|vp| s.virtual_proxy == vp));
+        let sessions: Vec<Session> = matching.by_ref().take(page_size).cloned().collect();
+        let next_page_token = match (matching.next(), sessions.last()) {
+            (Some(_), Some(last)) => URL_SAFE_NO_PAD.encode(&last.handle),
+            _ => String::new(),
+        };
+        Ok(Page {
+            sessions,
+            next_page_token,
+        })
+    }
+
+    async fn revocations_after(&self, cursor: Option<&str>, limit: usize) -> Result<Revocations, StoreError> {
+        let after = match cursor {
+            Some(text) => text.parse::<u64>().map_err(|_| StoreError::InvalidCursor)?,
+            None => 0,
+        };
+        let (state, _) = self.state();
+        Ok(Revocations {
+            events: state
+                .revocations
+                .iter()
+                .filter(|(sequence, _)| *sequence > after)
+                .take(limit)
+                .map(|(_, revocation)| revocation.clone())
+                .collect(),
+            trimmed: cursor.is_some() && after < state.last_trimmed,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests of Gatehouse. The harness starts a private `redis-server` and the control
+//! plane on ephemeral loopback ports; tests call it through the generated gRPC clients, as a
+//! user's program would, and look at what Redis holds.
+//!
+//! Test modules are grouped by the behaviour a user notices. They live in this one crate (one
+//! test binary) so the suite links once.
+
+// Test code: a failed expectation is the test failing, so panicking is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod harness;
