@@ -9,3 +9,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod harness;
+
+#[cfg(test)]
+mod errors;
+#[cfg(test)]
+mod personal;
+#[cfg(test)]
+mod reflection;
+#[cfg(test)]
+mod sessions;
+#[cfg(test)]
+mod store_conformance;
+#[cfg(test)]
+mod tickets;
