@@ -513,11 +513,14 @@ impl Store for RedisStore {
                 reason: RevocationReason::parse(&field("reason")?).ok_or_else(|| corrupt("revocation reason"))?,
             });
         }
+        // Only trimming removes entries, oldest first. If the stream no longer holds the
+        // cursor's own entry, entries after it may have gone too: report that, at the cost of
+        // a needless cache flush when exactly the cursor's entry was the last one trimmed.
         let trimmed = match cursor.and_then(parse_stream_id) {
             Some(position) => self
-                .max_deleted_revocation()
+                .oldest_revocation()
                 .await?
-                .is_some_and(|deleted| deleted > position),
+                .is_some_and(|oldest| oldest > position),
             None => false,
         };
         Ok(Revocations { events, trimmed })
@@ -565,23 +568,25 @@ impl RedisStore {
             .collect()
     }
 
-    /// The newest stream id Redis has trimmed away (Redis 7+), if any.
-    async fn max_deleted_revocation(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        let info: Value = match self
-            .query(redis::cmd("XINFO").arg("STREAM").arg(self.keys.revocations()))
-            .await
-        {
-            Ok(info) => info,
-            // No stream yet: nothing was ever trimmed.
-            Err(StoreError::Rejected(_)) => return Ok(None),
-            Err(error) => return Err(error),
-        };
-        let info = field_values(&info)?;
-        Ok(info
-            .get("max-deleted-entry-id")
-            .and_then(|id| text(id).ok())
-            .and_then(|id| parse_stream_id(&id))
-            .filter(|&id| id != (0, 0)))
+    /// Id of the oldest revocation still in the stream.
+    async fn oldest_revocation(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let first: Value = self
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(self.keys.revocations())
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1),
+            )
+            .await?;
+        match array(&first)?.first() {
+            Some(entry) => {
+                let id = array(entry)?.first().ok_or_else(|| corrupt("revocation entry"))?;
+                Ok(parse_stream_id(&text(id)?))
+            }
+            None => Ok(None),
+        }
     }
 }
 
