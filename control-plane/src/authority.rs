@@ -9,7 +9,8 @@ use tonic::codegen::http::Uri;
 use crate::clock::Clock;
 use crate::config::TicketConfig;
 use crate::domain::{
-    CreateOutcome, NewSession, Page, RevocationReason, Session, SessionCap, Target, Ticket, User, UserKey,
+    CreateOutcome, NewSession, Page, RevocationReason, Session, SessionCap, Target, Ticket, User,
+    UserKey,
 };
 use crate::error::Error;
 use crate::store::{MAX_PAGE_SIZE, Store};
@@ -54,7 +55,12 @@ pub struct Authority {
 }
 
 impl Authority {
-    pub fn new(store: Arc<dyn Store>, proxies: VirtualProxies, tickets: TicketConfig, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        proxies: VirtualProxies,
+        tickets: TicketConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             store,
             proxies,
@@ -108,7 +114,11 @@ impl Authority {
     }
 
     /// Turns a ticket into a session. Single use, and only at the issuing virtual proxy.
-    pub async fn redeem_ticket(&self, virtual_proxy: &str, ticket: &str) -> Result<IssuedSession, Error> {
+    pub async fn redeem_ticket(
+        &self,
+        virtual_proxy: &str,
+        ticket: &str,
+    ) -> Result<IssuedSession, Error> {
         self.proxies.get(virtual_proxy)?;
         if ticket.is_empty() || ticket.len() > 256 {
             return Err(Error::invalid("ticket must be 1 to 256 characters long"));
@@ -118,12 +128,20 @@ impl Authority {
             .take_ticket(&TokenHash::of(ticket), virtual_proxy)
             .await?
             // One message for every case, so the answer reveals nothing about the ticket.
-            .ok_or_else(|| Error::NotFound("ticket is unknown, expired, already used or for another virtual proxy".into()))?;
+            .ok_or_else(|| {
+                Error::NotFound(
+                    "ticket is unknown, expired, already used or for another virtual proxy".into(),
+                )
+            })?;
         self.start_session(virtual_proxy, ticket.user, tokens::new_session_token())
             .await
     }
 
-    pub async fn create_target(&self, virtual_proxy: &str, uri: &str) -> Result<(String, SystemTime), Error> {
+    pub async fn create_target(
+        &self,
+        virtual_proxy: &str,
+        uri: &str,
+    ) -> Result<(String, SystemTime), Error> {
         self.proxies.get(virtual_proxy)?;
         check_target_uri(uri)?;
         let id = tokens::new_id();
@@ -156,7 +174,12 @@ impl Authority {
         self.start_session(virtual_proxy, user, token).await
     }
 
-    async fn start_session(&self, virtual_proxy: &str, user: User, token: String) -> Result<IssuedSession, Error> {
+    async fn start_session(
+        &self,
+        virtual_proxy: &str,
+        user: User,
+        token: String,
+    ) -> Result<IssuedSession, Error> {
         let proxy = self.proxies.get(virtual_proxy)?;
         let now = self.clock.now();
         let new = NewSession {
@@ -178,7 +201,9 @@ impl Authority {
                 evicted,
             }),
             CreateOutcome::CapReached => Err(Error::SessionCapReached(proxy.max_sessions_per_user)),
-            CreateOutcome::TokenInUse => Err(Error::AlreadyExists("a session with this token exists already")),
+            CreateOutcome::TokenInUse => Err(Error::AlreadyExists(
+                "a session with this token exists already",
+            )),
         }
     }
 
@@ -196,7 +221,11 @@ impl Authority {
             .ok_or_else(|| Error::NotFound("no such session".into()))
     }
 
-    pub async fn list_user_sessions(&self, user: &UserKey, virtual_proxy: Option<&str>) -> Result<Vec<Session>, Error> {
+    pub async fn list_user_sessions(
+        &self,
+        user: &UserKey,
+        virtual_proxy: Option<&str>,
+    ) -> Result<Vec<Session>, Error> {
         let mut sessions = Vec::new();
         for prefix in self.proxies.select(virtual_proxy)? {
             sessions.extend(self.store.user_sessions(prefix, user).await?);
@@ -233,7 +262,9 @@ impl Authority {
         let page_size = match usize::try_from(page_size).unwrap_or(usize::MAX) {
             0 => DEFAULT_PAGE_SIZE,
             size if size > MAX_PAGE_SIZE => {
-                return Err(Error::invalid(format!("page_size must be at most {MAX_PAGE_SIZE}")));
+                return Err(Error::invalid(format!(
+                    "page_size must be at most {MAX_PAGE_SIZE}"
+                )));
             }
             size => size,
         };
@@ -244,7 +275,11 @@ impl Authority {
     }
 
     /// The caller's own session, found by its token. Counts as activity.
-    pub async fn current_session(&self, token: &str, virtual_proxy: Option<&str>) -> Result<Session, Error> {
+    pub async fn current_session(
+        &self,
+        token: &str,
+        virtual_proxy: Option<&str>,
+    ) -> Result<Session, Error> {
         let session = self.own_session(token, virtual_proxy).await?;
         Ok(self
             .store
@@ -262,7 +297,11 @@ impl Authority {
             .ok_or(Error::Unauthenticated(NO_SESSION))
     }
 
-    async fn own_session(&self, token: &str, virtual_proxy: Option<&str>) -> Result<Session, Error> {
+    async fn own_session(
+        &self,
+        token: &str,
+        virtual_proxy: Option<&str>,
+    ) -> Result<Session, Error> {
         if let Some(prefix) = virtual_proxy {
             self.proxies.get(prefix)?;
         }
@@ -278,7 +317,9 @@ impl Authority {
 
     async fn find(&self, selector: &SessionSelector) -> Result<Option<Session>, Error> {
         let session = match selector {
-            SessionSelector::Token(token) => self.store.session_by_token(&TokenHash::of(token)).await?,
+            SessionSelector::Token(token) => {
+                self.store.session_by_token(&TokenHash::of(token)).await?
+            }
             SessionSelector::Handle(handle) => self.store.session_by_handle(handle).await?,
         };
         let now = self.clock.now();
@@ -300,14 +341,18 @@ fn is_plausible_id(id: &str) -> bool {
 /// A target is where a browser is sent back after login: an absolute http(s) URL.
 fn check_target_uri(uri: &str) -> Result<(), Error> {
     if uri.len() > MAX_TARGET_URI_LEN {
-        return Err(Error::invalid(format!("target_uri is longer than {MAX_TARGET_URI_LEN} bytes")));
+        return Err(Error::invalid(format!(
+            "target_uri is longer than {MAX_TARGET_URI_LEN} bytes"
+        )));
     }
     let parsed: Uri = uri
         .parse()
         .map_err(|_| Error::invalid("target_uri is not a valid URI"))?;
     let http = matches!(parsed.scheme_str(), Some(scheme) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"));
     if !http || parsed.host().is_none_or(str::is_empty) {
-        return Err(Error::invalid("target_uri must be an absolute http or https URL"));
+        return Err(Error::invalid(
+            "target_uri must be an absolute http or https URL",
+        ));
     }
     Ok(())
 }
@@ -320,7 +365,13 @@ mod tests {
     fn target_uris_must_be_absolute_http() {
         assert!(check_target_uri("https://portal.example.com/sense/app/1?x=1").is_ok());
         assert!(check_target_uri("HTTP://h/").is_ok());
-        for bad in ["/relative", "javascript:alert(1)", "ftp://h/", "https://", "not a uri"] {
+        for bad in [
+            "/relative",
+            "javascript:alert(1)",
+            "ftp://h/",
+            "https://",
+            "not a uri",
+        ] {
             assert!(check_target_uri(bad).is_err(), "{bad}");
         }
         assert!(check_target_uri(&format!("https://h/{}", "a".repeat(5000))).is_err());

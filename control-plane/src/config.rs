@@ -190,9 +190,8 @@ impl Config {
     }
 
     fn from_toml_with(text: &str, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let mut file: FileConfig = toml::from_str(text)
-            // toml's messages span several lines with a source excerpt; keep the first.
-            .map_err(|error| ConfigError::Parse(first_line(&error.to_string())))?;
+        let mut file: FileConfig =
+            toml::from_str(text).map_err(|error| parse_error(text, &error))?;
         if let Some(listen) = overrides.listen {
             file.listen = listen;
         }
@@ -207,11 +206,14 @@ impl Config {
 
     fn validate(file: FileConfig) -> Result<Self, ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        if file.store.backend == StoreBackend::Redis {
-            if let Err(error) = redis::Client::open(file.store.redis_url.as_str()) {
-                // The URL may hold a password: name the problem, never the URL.
-                return invalid(format!("store.redis_url is not a usable Redis URL ({:?})", error.kind()));
-            }
+        if file.store.backend == StoreBackend::Redis
+            && let Err(error) = redis::Client::open(file.store.redis_url.as_str())
+        {
+            // The URL may hold a password: name the problem, never the URL.
+            return invalid(format!(
+                "store.redis_url is not a usable Redis URL ({:?})",
+                error.kind()
+            ));
         }
         if file.store.key_prefix.is_empty()
             || !file
@@ -220,13 +222,18 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
         {
-            return invalid("store.key_prefix must be non-empty letters, digits, '-', '_', '.' or ':'".to_owned());
+            return invalid(
+                "store.key_prefix must be non-empty letters, digits, '-', '_', '.' or ':'"
+                    .to_owned(),
+            );
         }
         if file.store.connect_timeout.is_zero() || file.store.response_timeout.is_zero() {
             return invalid("store timeouts must be greater than zero".to_owned());
         }
         if file.tickets.ticket_ttl.is_zero() || file.tickets.target_ttl.is_zero() {
-            return invalid("tickets.ticket_ttl and tickets.target_ttl must be greater than zero".to_owned());
+            return invalid(
+                "tickets.ticket_ttl and tickets.target_ttl must be greater than zero".to_owned(),
+            );
         }
 
         let file_proxies = if file.virtual_proxies.is_empty() {
@@ -256,20 +263,28 @@ impl Config {
                 .cookie_name
                 .unwrap_or_else(|| default_cookie_name(&prefix));
             if let Err(reason) = validate_cookie_name(&cookie_name) {
-                return invalid(format!("cookie name {cookie_name:?} of virtual proxy {prefix:?} {reason}"));
+                return invalid(format!(
+                    "cookie name {cookie_name:?} of virtual proxy {prefix:?} {reason}"
+                ));
             }
             // Browsers treat cookie names case-sensitively, but intermediaries do not always:
             // two names differing only in case would be one cookie to some of them.
             if !cookie_names.insert(cookie_name.to_ascii_lowercase()) {
-                return invalid(format!("cookie name {cookie_name:?} is used by two virtual proxies"));
+                return invalid(format!(
+                    "cookie name {cookie_name:?} is used by two virtual proxies"
+                ));
             }
-            if proxy.inactivity_timeout < Duration::from_secs(1) || proxy.max_lifetime < Duration::from_secs(1) {
+            if proxy.inactivity_timeout < Duration::from_secs(1)
+                || proxy.max_lifetime < Duration::from_secs(1)
+            {
                 return invalid(format!(
                     "virtual proxy {prefix:?}: inactivity_timeout and max_lifetime must be at least 1s"
                 ));
             }
             if proxy.max_sessions_per_user == 0 {
-                return invalid(format!("virtual proxy {prefix:?}: max_sessions_per_user must be at least 1"));
+                return invalid(format!(
+                    "virtual proxy {prefix:?}: max_sessions_per_user must be at least 1"
+                ));
             }
             virtual_proxies.push(VirtualProxyConfig {
                 prefix,
@@ -326,8 +341,16 @@ fn validate_cookie_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or_default().trim().to_owned()
+/// toml's messages span several lines with a source excerpt; the operator gets one line.
+fn parse_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            ConfigError::Parse(format!("line {line}: {}", message.trim()))
+        }
+        None => ConfigError::Parse(message.trim().to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -387,7 +410,10 @@ mod tests {
         let clash = "[[virtual_proxies]]\nprefix = \"a\"\ncookie_name = \"S\"\n\
                      [[virtual_proxies]]\nprefix = \"b\"\ncookie_name = \"s\"";
         assert!(rejected(clash).contains("used by two"));
-        assert!(rejected("[[virtual_proxies]]\nprefix = \"a\"\ncookie_name = \"a b\"").contains("may only hold"));
+        assert!(
+            rejected("[[virtual_proxies]]\nprefix = \"a\"\ncookie_name = \"a b\"")
+                .contains("may only hold")
+        );
     }
 
     #[test]
@@ -395,8 +421,14 @@ mod tests {
         let message = rejected("lisen = \"127.0.0.1:1\"");
         assert!(message.contains("lisen"), "{message}");
         assert!(!message.contains('\n'));
-        assert!(rejected("[[virtual_proxies]]\nprefix = \"\"\nmax_sessions_per_user = 0").contains("at least 1"));
-        assert!(rejected("[store]\nbackend = \"redis\"\nredis_url = \"http://x\"").contains("redis_url"));
+        assert!(
+            rejected("[[virtual_proxies]]\nprefix = \"\"\nmax_sessions_per_user = 0")
+                .contains("at least 1")
+        );
+        assert!(
+            rejected("[store]\nbackend = \"redis\"\nredis_url = \"http://x\"")
+                .contains("redis_url")
+        );
     }
 
     #[test]

@@ -38,7 +38,9 @@ pub enum UserError {
     TooLong(&'static str),
     #[error("attribute names must not be blank")]
     BlankAttributeName,
-    #[error("attributes are limited to {MAX_ATTRIBUTES}, each name and value to {MAX_ATTRIBUTE_LEN} bytes")]
+    #[error(
+        "attributes are limited to {MAX_ATTRIBUTES}, each name and value to {MAX_ATTRIBUTE_LEN} bytes"
+    )]
     AttributesTooLarge,
 }
 
@@ -184,6 +186,8 @@ pub struct NewSession {
 }
 
 /// The result of storing a new session.
+// Made once per login and moved straight into the answer: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum CreateOutcome {
     Created {
@@ -235,9 +239,14 @@ impl RevocationReason {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Deleted, Self::UserLoggedOut, Self::Logout, Self::Evicted]
-            .into_iter()
-            .find(|reason| reason.as_str() == text)
+        [
+            Self::Deleted,
+            Self::UserLoggedOut,
+            Self::Logout,
+            Self::Evicted,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == text)
     }
 }
 
@@ -275,16 +284,34 @@ mod tests {
     #[test]
     fn user_fields_are_trimmed_and_checked() {
         let user = User::new("  CORP ", " alice\t", vec![]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((user.directory.as_str(), user.id.as_str()), ("CORP", "alice"));
-        assert_eq!(User::new(" ", "a", vec![]), Err(UserError::Blank("user_directory")));
-        assert_eq!(User::new("d", "a\\b", vec![]), Err(UserError::Backslash("user_id")));
-        assert_eq!(User::new("d", &"x".repeat(300), vec![]), Err(UserError::TooLong("user_id")));
-        assert_eq!(User::new("d", "a\nb", vec![]), Err(UserError::Control("user_id")));
+        assert_eq!(
+            (user.directory.as_str(), user.id.as_str()),
+            ("CORP", "alice")
+        );
+        assert_eq!(
+            User::new(" ", "a", vec![]),
+            Err(UserError::Blank("user_directory"))
+        );
+        assert_eq!(
+            User::new("d", "a\\b", vec![]),
+            Err(UserError::Backslash("user_id"))
+        );
+        assert_eq!(
+            User::new("d", &"x".repeat(300), vec![]),
+            Err(UserError::TooLong("user_id"))
+        );
+        assert_eq!(
+            User::new("d", "a\nb", vec![]),
+            Err(UserError::Control("user_id"))
+        );
         let blank_name = vec![Attribute {
             name: " ".into(),
             value: "v".into(),
         }];
-        assert_eq!(User::new("d", "a", blank_name), Err(UserError::BlankAttributeName));
+        assert_eq!(
+            User::new("d", "a", blank_name),
+            Err(UserError::BlankAttributeName)
+        );
     }
 
     #[test]
@@ -309,7 +336,10 @@ mod tests {
         };
         assert_eq!(session.inactivity_expiry(), start + Duration::from_secs(60));
         let touched = session.touched(start + Duration::from_secs(50));
-        assert_eq!(touched.inactivity_expiry(), start + Duration::from_secs(100));
+        assert_eq!(
+            touched.inactivity_expiry(),
+            start + Duration::from_secs(100)
+        );
         assert!(!touched.is_expired(start + Duration::from_secs(99)));
         assert!(touched.is_expired(start + Duration::from_secs(100)));
         assert_eq!(touched.touched(start).last_active, touched.last_active);

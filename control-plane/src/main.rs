@@ -4,14 +4,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gatehouse_control_plane::config::{Config, Overrides};
 use gatehouse_control_plane::BoundServer;
+use gatehouse_control_plane::config::{Config, Overrides};
 
 /// Exit code for bad configuration (EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
 
 #[derive(Debug, Parser)]
-#[command(name = "control-plane", version, about = "Gatehouse control plane (gRPC)")]
+#[command(
+    name = "control-plane",
+    version,
+    about = "Gatehouse control plane (gRPC)"
+)]
 struct Cli {
     /// TOML configuration file; without one, defaults apply.
     #[arg(long, short, env = "GATEHOUSE_CONFIG")]

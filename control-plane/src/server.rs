@@ -62,20 +62,28 @@ impl BoundServer {
     }
 
     /// As [`bind`](Self::bind), with a given store and clock (tests inject them).
-    pub async fn bind_with(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                address: config.listen,
-                source,
-            })?;
+    pub async fn bind_with(
+        config: &Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: config.listen,
+                    source,
+                })?;
         let authority = Authority::new(
             store,
             VirtualProxies::new(&config.virtual_proxies),
             config.tickets,
             clock,
         );
-        Ok(Self { listener, authority })
+        Ok(Self {
+            listener,
+            authority,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -83,7 +91,10 @@ impl BoundServer {
     }
 
     /// Serves until `shutdown` completes, then drains in-flight calls.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -94,22 +105,29 @@ impl BoundServer {
                 tracing::error!(%error, "reflection service unavailable");
             })
             .ok();
-        let probe = tokio::spawn(report_store_health(health_reporter, self.authority.store().clone()));
+        let probe = tokio::spawn(report_store_health(
+            health_reporter,
+            self.authority.store().clone(),
+        ));
 
         let authority = self.authority;
         let router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_optional_service(reflection)
-            .add_service(pb::authentication_service_server::AuthenticationServiceServer::new(
-                AuthenticationApi::new(authority.clone()),
+            .add_service(
+                pb::authentication_service_server::AuthenticationServiceServer::new(
+                    AuthenticationApi::new(authority.clone()),
+                ),
+            )
+            .add_service(pb::session_service_server::SessionServiceServer::new(
+                SessionApi::new(authority.clone()),
             ))
-            .add_service(pb::session_service_server::SessionServiceServer::new(SessionApi::new(
-                authority.clone(),
-            )))
-            .add_service(pb::personal_service_server::PersonalServiceServer::new(PersonalApi::new(
-                authority.clone(),
-            )))
-            .add_service(pb::node_service_server::NodeServiceServer::new(NodeApi::new(authority)));
+            .add_service(pb::personal_service_server::PersonalServiceServer::new(
+                PersonalApi::new(authority.clone()),
+            ))
+            .add_service(pb::node_service_server::NodeServiceServer::new(
+                NodeApi::new(authority),
+            ));
         let result = router
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await;
@@ -120,7 +138,10 @@ impl BoundServer {
 
 /// The overall health (service "") and each Gatehouse service follow store reachability, so a
 /// Kubernetes gRPC probe takes a replica that cannot reach Redis out of rotation.
-async fn report_store_health(reporter: tonic_health::server::HealthReporter, store: Arc<dyn Store>) {
+async fn report_store_health(
+    reporter: tonic_health::server::HealthReporter,
+    store: Arc<dyn Store>,
+) {
     let services = [
         "",
         "gatehouse.v1.AuthenticationService",

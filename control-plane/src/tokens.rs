@@ -65,7 +65,9 @@ impl std::fmt::Debug for TokenHash {
 /// Why a caller-chosen session token is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("session_token must be {MIN_CALLER_TOKEN_LEN} to {MAX_CALLER_TOKEN_LEN} characters long")]
+    #[error(
+        "session_token must be {MIN_CALLER_TOKEN_LEN} to {MAX_CALLER_TOKEN_LEN} characters long"
+    )]
     Length,
     #[error("session_token may only hold letters, digits and -_.~")]
     Alphabet,
@@ -85,7 +87,9 @@ pub fn check_caller_token(token: &str) -> Result<(), TokenError> {
     {
         return Err(TokenError::Alphabet);
     }
-    if estimated_entropy_bits(token.as_bytes()) < MIN_CALLER_TOKEN_BITS || is_mostly_sequential(token.as_bytes()) {
+    if estimated_entropy_bits(token.as_bytes()) < MIN_CALLER_TOKEN_BITS
+        || is_mostly_sequential(token.as_bytes())
+    {
         return Err(TokenError::LowEntropy);
     }
     Ok(())
@@ -130,7 +134,11 @@ mod tests {
         assert_eq!(new_id().len(), 22);
         assert_ne!(new_session_token(), new_session_token());
         assert!(check_caller_token(&new_session_token()).is_ok());
-        assert!(new_ticket().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            new_ticket()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
     }
 
     #[test]
@@ -143,14 +151,26 @@ mod tests {
     #[test]
     fn caller_tokens_must_be_long_safe_and_random() {
         assert_eq!(check_caller_token("short"), Err(TokenError::Length));
-        assert_eq!(check_caller_token(&"a".repeat(300)), Err(TokenError::Length));
-        assert_eq!(check_caller_token(&"a".repeat(40)), Err(TokenError::LowEntropy));
-        assert_eq!(check_caller_token(&"ab".repeat(20)), Err(TokenError::LowEntropy));
+        assert_eq!(
+            check_caller_token(&"a".repeat(300)),
+            Err(TokenError::Length)
+        );
+        assert_eq!(
+            check_caller_token(&"a".repeat(40)),
+            Err(TokenError::LowEntropy)
+        );
+        assert_eq!(
+            check_caller_token(&"ab".repeat(20)),
+            Err(TokenError::LowEntropy)
+        );
         assert_eq!(
             check_caller_token("abcdefghijklmnopqrstuvwxyz0123456789ABCD"),
             Err(TokenError::LowEntropy)
         );
-        assert_eq!(check_caller_token(&format!("{};x", new_session_token())), Err(TokenError::Alphabet));
+        assert_eq!(
+            check_caller_token(&format!("{};x", new_session_token())),
+            Err(TokenError::Alphabet)
+        );
         // A random UUID, as portals commonly use for session ids.
         assert!(check_caller_token("9b2f7c1e-4d8a-4e3b-a6f0-2c7d5e9a1b84").is_ok());
     }

@@ -86,10 +86,18 @@ pub(crate) fn sessions_to_proto(sessions: Vec<Session>) -> Vec<pb::Session> {
     sessions.into_iter().map(session_to_proto).collect()
 }
 
-pub(crate) fn selector_from_proto(selector: Option<pb::SessionSelector>) -> Result<SessionSelector, Error> {
+pub(crate) fn selector_from_proto(
+    selector: Option<pb::SessionSelector>,
+) -> Result<SessionSelector, Error> {
     match selector.and_then(|selector| selector.by) {
-        Some(pb::session_selector::By::SessionToken(token)) if !token.is_empty() => Ok(SessionSelector::Token(token)),
-        Some(pb::session_selector::By::Handle(handle)) if !handle.is_empty() => Ok(SessionSelector::Handle(handle)),
-        _ => Err(Error::invalid("session must name a session_token or a handle")),
+        Some(pb::session_selector::By::SessionToken(token)) if !token.is_empty() => {
+            Ok(SessionSelector::Token(token))
+        }
+        Some(pb::session_selector::By::Handle(handle)) if !handle.is_empty() => {
+            Ok(SessionSelector::Handle(handle))
+        }
+        _ => Err(Error::invalid(
+            "session must name a session_token or a handle",
+        )),
     }
 }

@@ -21,7 +21,11 @@ impl PersonalApi {
 
     /// The caller's token: a bearer token, else the virtual proxy's cookie (the default
     /// proxy's when none is named).
-    fn caller_token(&self, metadata: &MetadataMap, virtual_proxy: Option<&str>) -> Result<String, Error> {
+    fn caller_token(
+        &self,
+        metadata: &MetadataMap,
+        virtual_proxy: Option<&str>,
+    ) -> Result<String, Error> {
         if let Some(token) = bearer_token(metadata) {
             return Ok(token);
         }
@@ -51,10 +55,16 @@ impl pb::personal_service_server::PersonalService for PersonalApi {
         }))
     }
 
-    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
         let virtual_proxy = request.get_ref().virtual_proxy.clone();
         let token = self.caller_token(request.metadata(), virtual_proxy.as_deref())?;
-        let session = self.authority.logout(&token, virtual_proxy.as_deref()).await?;
+        let session = self
+            .authority
+            .logout(&token, virtual_proxy.as_deref())
+            .await?;
         Ok(Response::new(pb::LogoutResponse {
             session: Some(session_to_proto(session)),
         }))
@@ -95,16 +105,31 @@ mod tests {
 
     #[test]
     fn bearer_tokens_are_read_case_insensitively() {
-        assert_eq!(bearer_token(&metadata(&[("authorization", "bearer abc")])), Some("abc".into()));
-        assert_eq!(bearer_token(&metadata(&[("authorization", "Basic abc")])), None);
-        assert_eq!(bearer_token(&metadata(&[("authorization", "Bearer ")])), None);
+        assert_eq!(
+            bearer_token(&metadata(&[("authorization", "bearer abc")])),
+            Some("abc".into())
+        );
+        assert_eq!(
+            bearer_token(&metadata(&[("authorization", "Basic abc")])),
+            None
+        );
+        assert_eq!(
+            bearer_token(&metadata(&[("authorization", "Bearer ")])),
+            None
+        );
     }
 
     #[test]
     fn the_named_cookie_is_found_among_others() {
-        let headers = metadata(&[("cookie", "a=1; X-Qlik-Session=tok; b=2"), ("cookie", "X-Qlik-Session-hr=\"hr\"")]);
+        let headers = metadata(&[
+            ("cookie", "a=1; X-Qlik-Session=tok; b=2"),
+            ("cookie", "X-Qlik-Session-hr=\"hr\""),
+        ]);
         assert_eq!(cookie_value(&headers, "X-Qlik-Session"), Some("tok".into()));
-        assert_eq!(cookie_value(&headers, "X-Qlik-Session-hr"), Some("hr".into()));
+        assert_eq!(
+            cookie_value(&headers, "X-Qlik-Session-hr"),
+            Some("hr".into())
+        );
         assert_eq!(cookie_value(&headers, "X-Qlik-Session-x"), None);
     }
 }

@@ -3,7 +3,9 @@
 use gatehouse_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{selector_from_proto, session_to_proto, sessions_to_proto, user_from_proto, user_key_from_proto};
+use super::{
+    selector_from_proto, session_to_proto, sessions_to_proto, user_from_proto, user_key_from_proto,
+};
 use crate::authority::Authority;
 
 #[derive(Debug, Clone)]
@@ -95,7 +97,11 @@ impl pb::session_service_server::SessionService for SessionApi {
         let request = request.into_inner();
         let page = self
             .authority
-            .list_sessions(request.virtual_proxy.as_deref(), request.page_size, &request.page_token)
+            .list_sessions(
+                request.virtual_proxy.as_deref(),
+                request.page_size,
+                &request.page_token,
+            )
             .await?;
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions_to_proto(page.sessions),

@@ -12,8 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::{MAX_PAGE_SIZE, Store, StoreError};
 use crate::clock::Clock;
 use crate::domain::{
-    CapPolicy, CreateOutcome, NewSession, Page, Revocation, RevocationReason, Revocations, Session, SessionCap,
-    Target, Ticket, UserKey,
+    CapPolicy, CreateOutcome, NewSession, Page, Revocation, RevocationReason, Revocations, Session,
+    SessionCap, Target, Ticket, UserKey,
 };
 use crate::tokens::{self, TokenHash};
 
@@ -135,22 +135,39 @@ impl State {
             .sessions
             .values()
             .map(|stored| &stored.session)
-            .filter(|s| s.virtual_proxy == virtual_proxy && user.matches(&s.user) && !s.is_expired(now))
+            .filter(|s| {
+                s.virtual_proxy == virtual_proxy && user.matches(&s.user) && !s.is_expired(now)
+            })
             .collect();
-        sessions.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.handle.cmp(&b.handle)));
+        sessions.sort_by(|a, b| {
+            a.created
+                .cmp(&b.created)
+                .then_with(|| a.handle.cmp(&b.handle))
+        });
         sessions.into_iter().map(|s| s.handle.clone()).collect()
     }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn put_ticket(&self, hash: &TokenHash, ticket: &Ticket, ttl: Duration) -> Result<(), StoreError> {
+    async fn put_ticket(
+        &self,
+        hash: &TokenHash,
+        ticket: &Ticket,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let (mut state, now) = self.state();
-        state.tickets.insert(hash.clone(), (ticket.clone(), now + ttl));
+        state
+            .tickets
+            .insert(hash.clone(), (ticket.clone(), now + ttl));
         Ok(())
     }
 
-    async fn take_ticket(&self, hash: &TokenHash, virtual_proxy: &str) -> Result<Option<Ticket>, StoreError> {
+    async fn take_ticket(
+        &self,
+        hash: &TokenHash,
+        virtual_proxy: &str,
+    ) -> Result<Option<Ticket>, StoreError> {
         let (mut state, now) = self.state();
         let usable = matches!(
             state.tickets.get(hash),
@@ -165,7 +182,9 @@ impl Store for MemoryStore {
 
     async fn put_target(&self, id: &str, target: &Target, ttl: Duration) -> Result<(), StoreError> {
         let (mut state, now) = self.state();
-        state.targets.insert(id.to_owned(), (target.clone(), now + ttl));
+        state
+            .targets
+            .insert(id.to_owned(), (target.clone(), now + ttl));
         Ok(())
     }
 
@@ -178,7 +197,11 @@ impl Store for MemoryStore {
             .map(|(target, _)| target.clone()))
     }
 
-    async fn create_session(&self, new: NewSession, cap: SessionCap) -> Result<CreateOutcome, StoreError> {
+    async fn create_session(
+        &self,
+        new: NewSession,
+        cap: SessionCap,
+    ) -> Result<CreateOutcome, StoreError> {
         let (mut state, now) = self.state();
         if let Some(existing) = state.handles_by_token.get(&new.token_hash).cloned() {
             if state.live(&existing, now).is_some() {
@@ -194,7 +217,11 @@ impl Store for MemoryStore {
                 return Ok(CreateOutcome::CapReached);
             }
             for handle in &handles[..=handles.len() - max] {
-                evicted.extend(state.revoke(handle, RevocationReason::Evicted, self.revocations_kept));
+                evicted.extend(state.revoke(
+                    handle,
+                    RevocationReason::Evicted,
+                    self.revocations_kept,
+                ));
             }
         }
         let session = Session {
@@ -233,7 +260,11 @@ impl Store for MemoryStore {
         Ok(state.live(handle, now).map(|stored| stored.session.clone()))
     }
 
-    async fn touch_session(&self, handle: &str, at: SystemTime) -> Result<Option<Session>, StoreError> {
+    async fn touch_session(
+        &self,
+        handle: &str,
+        at: SystemTime,
+    ) -> Result<Option<Session>, StoreError> {
         let (mut state, now) = self.state();
         if state.live(handle, now).is_none() {
             return Ok(None);
@@ -244,7 +275,11 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn delete_session(&self, handle: &str, reason: RevocationReason) -> Result<Option<Session>, StoreError> {
+    async fn delete_session(
+        &self,
+        handle: &str,
+        reason: RevocationReason,
+    ) -> Result<Option<Session>, StoreError> {
         let (mut state, now) = self.state();
         if state.live(handle, now).is_none() {
             return Ok(None);
@@ -252,7 +287,11 @@ impl Store for MemoryStore {
         Ok(state.revoke(handle, reason, self.revocations_kept))
     }
 
-    async fn user_sessions(&self, virtual_proxy: &str, user: &UserKey) -> Result<Vec<Session>, StoreError> {
+    async fn user_sessions(
+        &self,
+        virtual_proxy: &str,
+        user: &UserKey,
+    ) -> Result<Vec<Session>, StoreError> {
         let (state, now) = self.state();
         Ok(state
             .user_handles(virtual_proxy, user, now)
@@ -293,9 +332,10 @@ impl Store for MemoryStore {
         let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
         let (state, now) = self.state();
         let range = match &after {
-            Some(handle) => state
-                .sessions
-                .range::<String, _>((std::ops::Bound::Excluded(handle), std::ops::Bound::Unbounded)),
+            Some(handle) => state.sessions.range::<String, _>((
+                std::ops::Bound::Excluded(handle),
+                std::ops::Bound::Unbounded,
+            )),
             None => state.sessions.range::<String, _>(..),
         };
         let mut matching = range
@@ -312,7 +352,11 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn revocations_after(&self, cursor: Option<&str>, limit: usize) -> Result<Revocations, StoreError> {
+    async fn revocations_after(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Revocations, StoreError> {
         let after = match cursor {
             Some(text) => text.parse::<u64>().map_err(|_| StoreError::InvalidCursor)?,
             None => 0,

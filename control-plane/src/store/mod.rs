@@ -16,8 +16,8 @@ use async_trait::async_trait;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 use crate::domain::{
-    CreateOutcome, NewSession, Page, RevocationReason, Revocations, Session, SessionCap, Target, Ticket,
-    UserKey,
+    CreateOutcome, NewSession, Page, RevocationReason, Revocations, Session, SessionCap, Target,
+    Ticket, UserKey,
 };
 pub use crate::error::StoreError;
 use crate::tokens::TokenHash;
@@ -30,19 +30,32 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a ticket under the hash of its text, for `ttl`.
-    async fn put_ticket(&self, hash: &TokenHash, ticket: &Ticket, ttl: Duration) -> Result<(), StoreError>;
+    async fn put_ticket(
+        &self,
+        hash: &TokenHash,
+        ticket: &Ticket,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
 
     /// Consumes the ticket if it exists, has not expired and belongs to `virtual_proxy`.
     /// Atomic: of concurrent calls for one ticket, at most one gets it. A ticket presented at
     /// the wrong virtual proxy is left in place.
-    async fn take_ticket(&self, hash: &TokenHash, virtual_proxy: &str) -> Result<Option<Ticket>, StoreError>;
+    async fn take_ticket(
+        &self,
+        hash: &TokenHash,
+        virtual_proxy: &str,
+    ) -> Result<Option<Ticket>, StoreError>;
 
     async fn put_target(&self, id: &str, target: &Target, ttl: Duration) -> Result<(), StoreError>;
 
     async fn get_target(&self, id: &str) -> Result<Option<Target>, StoreError>;
 
     /// Stores a session, enforcing the per-user cap of its virtual proxy atomically.
-    async fn create_session(&self, new: NewSession, cap: SessionCap) -> Result<CreateOutcome, StoreError>;
+    async fn create_session(
+        &self,
+        new: NewSession,
+        cap: SessionCap,
+    ) -> Result<CreateOutcome, StoreError>;
 
     /// The live session whose token has this hash.
     async fn session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError>;
@@ -50,13 +63,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn session_by_handle(&self, handle: &str) -> Result<Option<Session>, StoreError>;
 
     /// Records activity at `at`, sliding the inactivity expiry (never past the absolute one).
-    async fn touch_session(&self, handle: &str, at: SystemTime) -> Result<Option<Session>, StoreError>;
+    async fn touch_session(
+        &self,
+        handle: &str,
+        at: SystemTime,
+    ) -> Result<Option<Session>, StoreError>;
 
     /// Deletes a session and returns it.
-    async fn delete_session(&self, handle: &str, reason: RevocationReason) -> Result<Option<Session>, StoreError>;
+    async fn delete_session(
+        &self,
+        handle: &str,
+        reason: RevocationReason,
+    ) -> Result<Option<Session>, StoreError>;
 
     /// The user's live sessions in one virtual proxy, oldest first.
-    async fn user_sessions(&self, virtual_proxy: &str, user: &UserKey) -> Result<Vec<Session>, StoreError>;
+    async fn user_sessions(
+        &self,
+        virtual_proxy: &str,
+        user: &UserKey,
+    ) -> Result<Vec<Session>, StoreError>;
 
     /// Deletes the user's sessions in one virtual proxy and returns them.
     async fn delete_user_sessions(
@@ -77,7 +102,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Revocation events after `cursor` (from the oldest retained one when `None`), at most
     /// `limit` of them.
-    async fn revocations_after(&self, cursor: Option<&str>, limit: usize) -> Result<Revocations, StoreError>;
+    async fn revocations_after(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Revocations, StoreError>;
 
     /// Succeeds when the store can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;

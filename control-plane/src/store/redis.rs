@@ -16,8 +16,8 @@ use super::{MAX_PAGE_SIZE, Store, StoreError};
 use crate::clock::{from_millis, to_millis};
 use crate::config::StoreConfig;
 use crate::domain::{
-    CapPolicy, CreateOutcome, NewSession, Page, Revocation, RevocationReason, Revocations, Session, SessionCap,
-    Target, Ticket, User, UserKey,
+    CapPolicy, CreateOutcome, NewSession, Page, Revocation, RevocationReason, Revocations, Session,
+    SessionCap, Target, Ticket, User, UserKey,
 };
 use crate::tokens::{self, TokenHash};
 
@@ -54,15 +54,17 @@ impl RedisStore {
     /// Connects lazily: the control plane starts (and answers `UNAVAILABLE`) while Redis is
     /// down, and reconnects on its own when Redis returns.
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
-        let client = redis::Client::open(config.redis_url.as_str())
-            .map_err(|error| StoreError::Unavailable(format!("invalid Redis URL ({:?})", error.kind())))?;
+        let client = redis::Client::open(config.redis_url.as_str()).map_err(|error| {
+            StoreError::Unavailable(format!("invalid Redis URL ({:?})", error.kind()))
+        })?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config).map_err(classify)?;
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(classify)?;
         Ok(Self {
             connection,
             keys: Keys::new(&config.key_prefix),
@@ -97,8 +99,13 @@ impl RedisStore {
         self.run(command.query_async(&mut connection)).await
     }
 
-    async fn read_session(&self, address: &SessionAddress) -> Result<Option<StoredSession>, StoreError> {
-        let fields: HashMap<String, String> = self.query(redis::cmd("HGETALL").arg(self.keys.session(address))).await?;
+    async fn read_session(
+        &self,
+        address: &SessionAddress,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let fields: HashMap<String, String> = self
+            .query(redis::cmd("HGETALL").arg(self.keys.session(address)))
+            .await?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -106,7 +113,11 @@ impl RedisStore {
     }
 
     /// After sessions were deleted: drop their token pointers and tell the data plane.
-    async fn forget_deleted(&self, deleted: &[StoredSession], reason: RevocationReason) -> Result<(), StoreError> {
+    async fn forget_deleted(
+        &self,
+        deleted: &[StoredSession],
+        reason: RevocationReason,
+    ) -> Result<(), StoreError> {
         if deleted.is_empty() {
             return Ok(());
         }
@@ -144,7 +155,10 @@ impl RedisStore {
         items
             .chunks(2)
             .map(|pair| match pair {
-                [id, fields] => stored_session(&SessionAddress::new(tag.to_owned(), text(id)?), &field_map(fields)?),
+                [id, fields] => stored_session(
+                    &SessionAddress::new(tag.to_owned(), text(id)?),
+                    &field_map(fields)?,
+                ),
                 _ => Err(corrupt("odd-length list of deleted sessions")),
             })
             .collect()
@@ -153,9 +167,15 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn put_ticket(&self, hash: &TokenHash, ticket: &Ticket, ttl: Duration) -> Result<(), StoreError> {
+    async fn put_ticket(
+        &self,
+        hash: &TokenHash,
+        ticket: &Ticket,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let key = self.keys.ticket(hash);
-        let record = serde_json::to_string(&ticket.user).map_err(|error| corrupt(&error.to_string()))?;
+        let record =
+            serde_json::to_string(&ticket.user).map_err(|error| corrupt(&error.to_string()))?;
         let mut pipeline = redis::pipe();
         pipeline
             .atomic()
@@ -174,7 +194,11 @@ impl Store for RedisStore {
         self.run(pipeline.query_async::<()>(&mut connection)).await
     }
 
-    async fn take_ticket(&self, hash: &TokenHash, virtual_proxy: &str) -> Result<Option<Ticket>, StoreError> {
+    async fn take_ticket(
+        &self,
+        hash: &TokenHash,
+        virtual_proxy: &str,
+    ) -> Result<Option<Ticket>, StoreError> {
         let mut connection = self.connection.clone();
         let record: Option<String> = self
             .run(
@@ -187,7 +211,8 @@ impl Store for RedisStore {
             .await?;
         record
             .map(|record| {
-                let user: User = serde_json::from_str(&record).map_err(|_| corrupt("ticket record"))?;
+                let user: User =
+                    serde_json::from_str(&record).map_err(|_| corrupt("ticket record"))?;
                 Ok(Ticket {
                     virtual_proxy: virtual_proxy.to_owned(),
                     user,
@@ -209,13 +234,19 @@ impl Store for RedisStore {
     }
 
     async fn get_target(&self, id: &str) -> Result<Option<Target>, StoreError> {
-        let record: Option<String> = self.query(redis::cmd("GET").arg(self.keys.target(id))).await?;
+        let record: Option<String> = self
+            .query(redis::cmd("GET").arg(self.keys.target(id)))
+            .await?;
         record
             .map(|record| serde_json::from_str(&record).map_err(|_| corrupt("target record")))
             .transpose()
     }
 
-    async fn create_session(&self, new: NewSession, cap: SessionCap) -> Result<CreateOutcome, StoreError> {
+    async fn create_session(
+        &self,
+        new: NewSession,
+        cap: SessionCap,
+    ) -> Result<CreateOutcome, StoreError> {
         let now = to_millis(new.created);
         let absolute = to_millis(new.absolute_expiry);
         let ttl = to_millis(new.created + new.inactivity_timeout)
@@ -231,7 +262,11 @@ impl Store for RedisStore {
         let pointer_ttl = absolute.saturating_sub(now).max(1);
         let claim = || {
             let mut command = redis::cmd("SET");
-            command.arg(&token_key).arg(&handle).arg("PX").arg(pointer_ttl);
+            command
+                .arg(&token_key)
+                .arg(&handle)
+                .arg("PX")
+                .arg(pointer_ttl);
             command
         };
         let claimed: Option<String> = self.query(claim().arg("NX")).await?;
@@ -298,7 +333,8 @@ impl Store for RedisStore {
                     Some(list) => self.deleted_sessions(&tag, list)?,
                     None => Vec::new(),
                 };
-                self.forget_deleted(&evicted, RevocationReason::Evicted).await?;
+                self.forget_deleted(&evicted, RevocationReason::Evicted)
+                    .await?;
                 Ok(CreateOutcome::Created {
                     session: Session {
                         handle,
@@ -317,7 +353,9 @@ impl Store for RedisStore {
     }
 
     async fn session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
-        let handle: Option<String> = self.query(redis::cmd("GET").arg(self.keys.token(hash))).await?;
+        let handle: Option<String> = self
+            .query(redis::cmd("GET").arg(self.keys.token(hash)))
+            .await?;
         let Some(address) = handle.as_deref().and_then(SessionAddress::from_handle) else {
             return Ok(None);
         };
@@ -333,10 +371,17 @@ impl Store for RedisStore {
         let Some(address) = SessionAddress::from_handle(handle) else {
             return Ok(None);
         };
-        Ok(self.read_session(&address).await?.map(|stored| stored.session))
+        Ok(self
+            .read_session(&address)
+            .await?
+            .map(|stored| stored.session))
     }
 
-    async fn touch_session(&self, handle: &str, at: SystemTime) -> Result<Option<Session>, StoreError> {
+    async fn touch_session(
+        &self,
+        handle: &str,
+        at: SystemTime,
+    ) -> Result<Option<Session>, StoreError> {
         let Some(address) = SessionAddress::from_handle(handle) else {
             return Ok(None);
         };
@@ -357,7 +402,11 @@ impl Store for RedisStore {
         stored_session(&address, &field_map(&fields)?).map(|stored| Some(stored.session))
     }
 
-    async fn delete_session(&self, handle: &str, reason: RevocationReason) -> Result<Option<Session>, StoreError> {
+    async fn delete_session(
+        &self,
+        handle: &str,
+        reason: RevocationReason,
+    ) -> Result<Option<Session>, StoreError> {
         let Some(address) = SessionAddress::from_handle(handle) else {
             return Ok(None);
         };
@@ -376,14 +425,24 @@ impl Store for RedisStore {
             return Ok(None);
         }
         let stored = stored_session(&address, &field_map(&fields)?)?;
-        self.forget_deleted(std::slice::from_ref(&stored), reason).await?;
+        self.forget_deleted(std::slice::from_ref(&stored), reason)
+            .await?;
         Ok(Some(stored.session))
     }
 
-    async fn user_sessions(&self, virtual_proxy: &str, user: &UserKey) -> Result<Vec<Session>, StoreError> {
+    async fn user_sessions(
+        &self,
+        virtual_proxy: &str,
+        user: &UserKey,
+    ) -> Result<Vec<Session>, StoreError> {
         let tag = user_tag(virtual_proxy, user);
         let ids: Vec<String> = self
-            .query(redis::cmd("ZRANGE").arg(self.keys.user_index(&tag)).arg(0).arg(-1))
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(self.keys.user_index(&tag))
+                    .arg(0)
+                    .arg(-1),
+            )
             .await?;
         let addresses: Vec<SessionAddress> = ids
             .into_iter()
@@ -422,7 +481,10 @@ impl Store for RedisStore {
         page_token: &str,
     ) -> Result<Page, StoreError> {
         let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
-        let ListPosition { mut cursor, mut skip } = ListPosition::parse(page_token)?;
+        let ListPosition {
+            mut cursor,
+            mut skip,
+        } = ListPosition::parse(page_token)?;
         let mut sessions = Vec::new();
         for _ in 0..MAX_SCANS_PER_PAGE {
             let (next, keys): (u64, Vec<String>) = self
@@ -441,7 +503,9 @@ impl Store for RedisStore {
                 .skip(skip)
                 .filter_map(|(offset, key)| Some((offset, self.keys.address_of(key)?)))
                 .collect();
-            let read = self.read_sessions_aligned(found.iter().map(|(_, address)| address)).await?;
+            let read = self
+                .read_sessions_aligned(found.iter().map(|(_, address)| address))
+                .await?;
             for ((offset, _), stored) in found.iter().zip(read) {
                 let Some(stored) = stored else { continue };
                 if virtual_proxy.is_some_and(|vp| stored.session.virtual_proxy != vp) {
@@ -451,9 +515,15 @@ impl Store for RedisStore {
                 if sessions.len() == page_size {
                     let consumed = offset + 1;
                     let position = if consumed < keys.len() {
-                        ListPosition { cursor, skip: consumed }
+                        ListPosition {
+                            cursor,
+                            skip: consumed,
+                        }
                     } else {
-                        ListPosition { cursor: next, skip: 0 }
+                        ListPosition {
+                            cursor: next,
+                            skip: 0,
+                        }
                     };
                     let next_page_token = if position.cursor == 0 && position.skip == 0 {
                         String::new()
@@ -481,7 +551,11 @@ impl Store for RedisStore {
         })
     }
 
-    async fn revocations_after(&self, cursor: Option<&str>, limit: usize) -> Result<Revocations, StoreError> {
+    async fn revocations_after(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Revocations, StoreError> {
         let start = match cursor {
             Some(cursor) => {
                 parse_stream_id(cursor).ok_or(StoreError::InvalidCursor)?;
@@ -505,12 +579,18 @@ impl Store for RedisStore {
                 return Err(corrupt("revocation entry"));
             };
             let fields = field_map(fields)?;
-            let field = |name: &str| fields.get(name).cloned().ok_or_else(|| corrupt("revocation entry"));
+            let field = |name: &str| {
+                fields
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| corrupt("revocation entry"))
+            };
             events.push(Revocation {
                 cursor: text(id)?,
                 handle: field("handle")?,
                 virtual_proxy: field("vp")?,
-                reason: RevocationReason::parse(&field("reason")?).ok_or_else(|| corrupt("revocation reason"))?,
+                reason: RevocationReason::parse(&field("reason")?)
+                    .ok_or_else(|| corrupt("revocation reason"))?,
             });
         }
         // Only trimming removes entries, oldest first. If the stream no longer holds the
@@ -533,7 +613,10 @@ impl Store for RedisStore {
 
 impl RedisStore {
     /// Reads several sessions in one round trip, skipping those that no longer exist.
-    async fn read_sessions(&self, addresses: &[SessionAddress]) -> Result<Vec<StoredSession>, StoreError> {
+    async fn read_sessions(
+        &self,
+        addresses: &[SessionAddress],
+    ) -> Result<Vec<StoredSession>, StoreError> {
         Ok(self
             .read_sessions_aligned(addresses.iter())
             .await?
@@ -555,7 +638,8 @@ impl RedisStore {
             pipeline.cmd("HGETALL").arg(self.keys.session(address));
         }
         let mut connection = self.connection.clone();
-        let all: Vec<HashMap<String, String>> = self.run(pipeline.query_async(&mut connection)).await?;
+        let all: Vec<HashMap<String, String>> =
+            self.run(pipeline.query_async(&mut connection)).await?;
         addresses
             .zip(all)
             .map(|(address, fields)| {
@@ -582,7 +666,9 @@ impl RedisStore {
             .await?;
         match array(&first)?.first() {
             Some(entry) => {
-                let id = array(entry)?.first().ok_or_else(|| corrupt("revocation entry"))?;
+                let id = array(entry)?
+                    .first()
+                    .ok_or_else(|| corrupt("revocation entry"))?;
                 Ok(parse_stream_id(&text(id)?))
             }
             None => Ok(None),
@@ -607,7 +693,9 @@ impl ListPosition {
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .ok_or(StoreError::InvalidPageToken)?;
-        let (cursor, skip) = decoded.split_once(':').ok_or(StoreError::InvalidPageToken)?;
+        let (cursor, skip) = decoded
+            .split_once(':')
+            .ok_or(StoreError::InvalidPageToken)?;
         Ok(Self {
             cursor: cursor.parse().map_err(|_| StoreError::InvalidPageToken)?,
             skip: skip.parse().map_err(|_| StoreError::InvalidPageToken)?,
@@ -628,7 +716,10 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn stored_session(address: &SessionAddress, fields: &HashMap<String, String>) -> Result<StoredSession, StoreError> {
+fn stored_session(
+    address: &SessionAddress,
+    fields: &HashMap<String, String>,
+) -> Result<StoredSession, StoreError> {
     let field = |name: &str| {
         fields
             .get(name)
@@ -668,7 +759,9 @@ fn array(value: &Value) -> Result<&[Value], StoreError> {
 
 fn text(value: &Value) -> Result<String, StoreError> {
     match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).map_err(|_| corrupt("non-UTF-8 text")),
+        Value::BulkString(bytes) => {
+            String::from_utf8(bytes.clone()).map_err(|_| corrupt("non-UTF-8 text"))
+        }
         Value::SimpleString(text) => Ok(text.clone()),
         Value::Int(number) => Ok(number.to_string()),
         Value::Okay => Ok("OK".to_owned()),
@@ -679,7 +772,10 @@ fn text(value: &Value) -> Result<String, StoreError> {
 /// A flat name/value list (RESP2) or a map (RESP3), with values kept as they are.
 fn field_values(value: &Value) -> Result<HashMap<String, &Value>, StoreError> {
     match value {
-        Value::Map(pairs) => pairs.iter().map(|(name, value)| Ok((text(name)?, value))).collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .map(|(name, value)| Ok((text(name)?, value)))
+            .collect(),
         other => array(other)?
             .chunks(2)
             .map(|pair| match pair {

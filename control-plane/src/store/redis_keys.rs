@@ -133,11 +133,23 @@ mod tests {
     #[test]
     fn handles_round_trip_and_garbage_is_not_a_handle() {
         let keys = Keys::new("gh");
-        let tag = user_tag("", &UserKey::new("d", "u").unwrap_or_else(|e| panic!("{e}")));
+        let tag = user_tag(
+            "",
+            &UserKey::new("d", "u").unwrap_or_else(|e| panic!("{e}")),
+        );
         let address = SessionAddress::new(tag.clone(), crate::tokens::new_id());
-        assert_eq!(SessionAddress::from_handle(&address.handle()), Some(address.clone()));
+        assert_eq!(
+            SessionAddress::from_handle(&address.handle()),
+            Some(address.clone())
+        );
         assert_eq!(keys.address_of(&keys.session(&address)), Some(address));
-        for garbage in ["", ".", "x.y", "a*b{c}.d", &format!("{tag}.{}", "*".repeat(22))] {
+        for garbage in [
+            "",
+            ".",
+            "x.y",
+            "a*b{c}.d",
+            &format!("{tag}.{}", "*".repeat(22)),
+        ] {
             assert_eq!(SessionAddress::from_handle(garbage), None, "{garbage}");
         }
     }
