@@ -7,5 +7,6 @@ pub mod v1 {
     tonic::include_proto!("gatehouse.v1");
 
     /// Descriptor of every `gatehouse.v1` service, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("gatehouse_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("gatehouse_descriptor");
 }
