@@ -1,9 +1,9 @@
 //! The `control-plane` binary as an operator meets it: bad configuration is one clear line
 //! and exit code 64; `--check-config` validates without serving.
 
-
 // Test helpers: a failure to run the binary is the test failing.
 #![allow(clippy::expect_used)]
+
 use std::process::{Command, Output};
 
 fn control_plane(args: &[&str], envs: &[(&str, &str)]) -> Output {
