@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use tonic::codegen::http::Uri;
 
 use crate::clock::Clock;
-use crate::config::TicketConfig;
+use crate::config::{AnonymousMode, TicketConfig};
 use crate::domain::{
     CreateOutcome, NewSession, Page, RevocationReason, Session, SessionCap, Target, Ticket, User,
     UserKey,
@@ -272,6 +272,80 @@ impl Authority {
             .store
             .list_sessions(virtual_proxy, page_size, page_token)
             .await?)
+    }
+
+    /// A data-plane node's cache miss: the live session of this token in this virtual proxy.
+    pub async fn validate_session(
+        &self,
+        virtual_proxy: &str,
+        token: &str,
+    ) -> Result<Session, Error> {
+        self.proxies.get(virtual_proxy)?;
+        if token.is_empty() || token.len() > tokens::MAX_CALLER_TOKEN_LEN {
+            return Err(Error::NotFound("no such session".into()));
+        }
+        self.find(&SessionSelector::Token(token.to_owned()))
+            .await?
+            .filter(|session| session.virtual_proxy == virtual_proxy)
+            .ok_or_else(|| Error::NotFound("no such session".into()))
+    }
+
+    /// A session for a user a trusted header named; only where header authentication is on.
+    pub async fn header_login(
+        &self,
+        virtual_proxy: &str,
+        user: User,
+    ) -> Result<IssuedSession, Error> {
+        if self
+            .proxies
+            .get(virtual_proxy)?
+            .header_authentication
+            .is_none()
+        {
+            return Err(Error::PermissionDenied(
+                "this virtual proxy does not use header authentication",
+            ));
+        }
+        self.start_session(virtual_proxy, user, tokens::new_session_token())
+            .await
+    }
+
+    /// A session for an anonymous user (directory `NONE`, id `anonymous<random>`), as QPS
+    /// names them; only where anonymous access is allowed.
+    pub async fn anonymous_login(&self, virtual_proxy: &str) -> Result<IssuedSession, Error> {
+        if self.proxies.get(virtual_proxy)?.anonymous == AnonymousMode::None {
+            return Err(Error::PermissionDenied(
+                "this virtual proxy does not allow anonymous access",
+            ));
+        }
+        let user = User::new(
+            "NONE",
+            &format!("anonymous{}", tokens::new_id()),
+            Vec::new(),
+        )?;
+        self.start_session(virtual_proxy, user, tokens::new_session_token())
+            .await
+    }
+
+    /// Records activity nodes saw; returns the handles of sessions that no longer exist.
+    pub async fn touch_sessions(
+        &self,
+        activity: Vec<(String, SystemTime)>,
+    ) -> Result<Vec<String>, Error> {
+        let now = self.clock.now();
+        let mut ended = Vec::new();
+        for (handle, at) in activity {
+            // A node's clock may run ahead; activity cannot be in the future.
+            if self
+                .store
+                .touch_session(&handle, at.min(now))
+                .await?
+                .is_none()
+            {
+                ended.push(handle);
+            }
+        }
+        Ok(ended)
     }
 
     /// The caller's own session, found by its token. Counts as activity.

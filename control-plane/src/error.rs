@@ -34,6 +34,8 @@ pub enum Error {
     Unauthenticated(&'static str),
     #[error("{0}")]
     AlreadyExists(&'static str),
+    #[error("{0}")]
+    PermissionDenied(&'static str),
     #[error("user already has the maximum of {0} sessions in this virtual proxy")]
     SessionCapReached(u32),
     #[error(transparent)]

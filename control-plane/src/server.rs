@@ -10,13 +10,15 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::api::authentication::AuthenticationApi;
-use crate::api::node::NodeApi;
+use crate::api::node::{NodeApi, NodeCredential};
 use crate::api::personal::PersonalApi;
 use crate::api::session::SessionApi;
 use crate::authority::Authority;
 use crate::clock::{Clock, SystemClock};
+use crate::config::Secret;
 use crate::config::{Config, StoreBackend};
 use crate::error::StoreError;
+use crate::events::RevocationFeed;
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::virtual_proxies::VirtualProxies;
 
@@ -42,6 +44,7 @@ pub enum StartError {
 pub struct BoundServer {
     listener: TcpListener,
     authority: Authority,
+    node_secret: Option<Secret>,
 }
 
 /// Builds the store the configuration names.
@@ -80,9 +83,13 @@ impl BoundServer {
             config.tickets,
             clock,
         );
+        if config.node_secret.is_none() {
+            tracing::warn!("no node secret configured: data-plane nodes will be refused");
+        }
         Ok(Self {
             listener,
             authority,
+            node_secret: config.node_secret.clone(),
         })
     }
 
@@ -111,6 +118,11 @@ impl BoundServer {
         ));
 
         let authority = self.authority;
+        let feed = RevocationFeed::start(authority.store().clone());
+        let node_api = pb::node_service_server::NodeServiceServer::with_interceptor(
+            NodeApi::new(authority.clone(), feed),
+            NodeCredential::new(self.node_secret),
+        );
         let router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_optional_service(reflection)
@@ -125,9 +137,7 @@ impl BoundServer {
             .add_service(pb::personal_service_server::PersonalServiceServer::new(
                 PersonalApi::new(authority.clone()),
             ))
-            .add_service(pb::node_service_server::NodeServiceServer::new(
-                NodeApi::new(authority),
-            ));
+            .add_service(node_api);
         let result = router
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await;

@@ -7,12 +7,14 @@ use crate::error::Error;
 
 #[derive(Debug, Clone)]
 pub struct VirtualProxies {
+    all: Vec<VirtualProxyConfig>,
     by_prefix: HashMap<String, VirtualProxyConfig>,
 }
 
 impl VirtualProxies {
     pub fn new(proxies: &[VirtualProxyConfig]) -> Self {
         Self {
+            all: proxies.to_vec(),
             by_prefix: proxies
                 .iter()
                 .map(|proxy| (proxy.prefix.clone(), proxy.clone()))
@@ -25,6 +27,11 @@ impl VirtualProxies {
         self.by_prefix
             .get(prefix)
             .ok_or_else(|| Error::unknown_virtual_proxy(prefix))
+    }
+
+    /// Every virtual proxy, in configuration order.
+    pub fn all(&self) -> &[VirtualProxyConfig] {
+        &self.all
     }
 
     /// Prefixes of every virtual proxy, sorted.

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
 use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -25,6 +27,8 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     revocations_kept: usize,
     state: Mutex<State>,
+    /// Wakes whoever waits for revocation events.
+    revoked: Notify,
 }
 
 #[derive(Debug)]
@@ -64,7 +68,15 @@ impl MemoryStore {
                 last_trimmed: 0,
                 last_sweep: now,
             }),
+            revoked: Notify::new(),
         }
+    }
+
+    /// Ends a session, records the revocation and wakes whoever follows revocations.
+    fn revoke(&self, state: &mut State, handle: &str, reason: RevocationReason) -> Option<Session> {
+        let session = state.revoke(handle, reason, self.revocations_kept);
+        self.revoked.notify_waiters();
+        session
     }
 
     /// Locks the state after sweeping it if due. A panic while holding the lock cannot leave
@@ -116,7 +128,7 @@ impl State {
         self.revocations.push_back((
             sequence,
             Revocation {
-                cursor: sequence.to_string(),
+                cursor: cursor_of(sequence),
                 handle: handle.to_owned(),
                 virtual_proxy: stored.session.virtual_proxy.clone(),
                 reason,
@@ -217,11 +229,7 @@ impl Store for MemoryStore {
                 return Ok(CreateOutcome::CapReached);
             }
             for handle in &handles[..=handles.len() - max] {
-                evicted.extend(state.revoke(
-                    handle,
-                    RevocationReason::Evicted,
-                    self.revocations_kept,
-                ));
+                evicted.extend(self.revoke(&mut state, handle, RevocationReason::Evicted));
             }
         }
         let session = Session {
@@ -284,7 +292,7 @@ impl Store for MemoryStore {
         if state.live(handle, now).is_none() {
             return Ok(None);
         }
-        Ok(state.revoke(handle, reason, self.revocations_kept))
+        Ok(self.revoke(&mut state, handle, reason))
     }
 
     async fn user_sessions(
@@ -311,7 +319,7 @@ impl Store for MemoryStore {
         let handles = state.user_handles(virtual_proxy, user, now);
         Ok(handles
             .iter()
-            .filter_map(|handle| state.revoke(handle, reason, self.revocations_kept))
+            .filter_map(|handle| self.revoke(&mut state, handle, reason))
             .collect())
     }
 
@@ -358,7 +366,7 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Revocations, StoreError> {
         let after = match cursor {
-            Some(text) => text.parse::<u64>().map_err(|_| StoreError::InvalidCursor)?,
+            Some(text) => sequence_of(text)?,
             None => 0,
         };
         let (state, _) = self.state();
@@ -374,9 +382,50 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn revocation_head(&self) -> Result<Option<String>, StoreError> {
+        let (state, _) = self.state();
+        Ok(state
+            .revocations
+            .back()
+            .map(|(sequence, _)| cursor_of(*sequence)))
+    }
+
+    async fn wait_for_revocations(
+        &self,
+        cursor: Option<&str>,
+        wait: Duration,
+    ) -> Result<Revocations, StoreError> {
+        // Register interest before looking, so an event between the look and the wait is
+        // not missed.
+        let notified = self.revoked.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let revocations = self
+            .revocations_after(cursor, super::REVOCATION_BATCH)
+            .await?;
+        if !revocations.events.is_empty() || revocations.trimmed {
+            return Ok(revocations);
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+        self.revocations_after(cursor, super::REVOCATION_BATCH)
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// Cursors look like Redis stream ids, so nodes handle one format.
+fn cursor_of(sequence: u64) -> String {
+    format!("0-{sequence}")
+}
+
+fn sequence_of(cursor: &str) -> Result<u64, StoreError> {
+    cursor
+        .strip_prefix("0-")
+        .and_then(|sequence| sequence.parse().ok())
+        .ok_or(StoreError::InvalidCursor)
 }
 
 #[cfg(test)]

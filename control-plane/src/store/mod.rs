@@ -11,6 +11,9 @@ mod redis_scripts;
 
 use std::time::{Duration, SystemTime};
 
+/// Most revocation events one read returns.
+pub const REVOCATION_BATCH: usize = 1000;
+
 use async_trait::async_trait;
 
 pub use self::memory::MemoryStore;
@@ -106,6 +109,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         cursor: Option<&str>,
         limit: usize,
+    ) -> Result<Revocations, StoreError>;
+
+    /// Cursor of the newest revocation event (`None` while there has been none): where a node
+    /// that has just cached nothing starts following.
+    async fn revocation_head(&self) -> Result<Option<String>, StoreError>;
+
+    /// As [`revocations_after`](Self::revocations_after), but when nothing follows the
+    /// cursor, waits up to `wait` for an event instead of answering empty at once.
+    async fn wait_for_revocations(
+        &self,
+        cursor: Option<&str>,
+        wait: Duration,
     ) -> Result<Revocations, StoreError>;
 
     /// Succeeds when the store can serve requests.

@@ -36,6 +36,9 @@ struct Scripts {
 #[derive(Debug)]
 pub struct RedisStore {
     connection: ConnectionManager,
+    /// For XREAD BLOCK only: a blocked command holds up everything behind it on its
+    /// connection, so it gets a connection of its own.
+    blocking: ConnectionManager,
     keys: Keys,
     revocations_kept: u64,
     /// Upper bound on any one operation, reconnection included: a caller hears
@@ -64,9 +67,16 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_millis(500));
         let connection =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(classify)?;
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+                .map_err(classify)?;
+        let blocking = ConnectionManager::new_lazy_with_config(
+            client,
+            manager_config.set_response_timeout(None),
+        )
+        .map_err(classify)?;
         Ok(Self {
             connection,
+            blocking,
             keys: Keys::new(&config.key_prefix),
             revocations_kept: config.revocation_stream_max_len.max(1),
             deadline: config.connect_timeout + config.response_timeout,
@@ -604,6 +614,66 @@ impl Store for RedisStore {
             None => false,
         };
         Ok(Revocations { events, trimmed })
+    }
+
+    async fn revocation_head(&self) -> Result<Option<String>, StoreError> {
+        let newest: Value = self
+            .query(
+                redis::cmd("XREVRANGE")
+                    .arg(self.keys.revocations())
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1),
+            )
+            .await?;
+        match array(&newest)?.first() {
+            Some(entry) => {
+                let id = array(entry)?
+                    .first()
+                    .ok_or_else(|| corrupt("revocation entry"))?;
+                Ok(Some(text(id)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn wait_for_revocations(
+        &self,
+        cursor: Option<&str>,
+        wait: Duration,
+    ) -> Result<Revocations, StoreError> {
+        let revocations = self
+            .revocations_after(cursor, super::REVOCATION_BATCH)
+            .await?;
+        if !revocations.events.is_empty() || revocations.trimmed {
+            return Ok(revocations);
+        }
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(millis(wait).max(1))
+            .arg("STREAMS")
+            .arg(self.keys.revocations())
+            .arg(cursor.unwrap_or("0-0"));
+        let mut connection = self.blocking.clone();
+        match tokio::time::timeout(
+            wait + self.deadline,
+            command.query_async::<Value>(&mut connection),
+        )
+        .await
+        {
+            Ok(result) => drop(result.map_err(classify)?),
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "no answer from Redis to XREAD".to_owned(),
+                ));
+            }
+        }
+        self.revocations_after(cursor, super::REVOCATION_BATCH)
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

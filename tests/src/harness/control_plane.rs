@@ -9,7 +9,23 @@ use gatehouse_proto::v1::personal_service_client::PersonalServiceClient;
 use gatehouse_proto::v1::session_service_client::SessionServiceClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// The node credential every test control plane is configured with.
+pub const NODE_SECRET: &str = "test-node-secret-not-for-production-0123456789";
+
+/// Adds the node credential to every call, as a data-plane node does.
+#[derive(Debug, Clone)]
+pub struct NodeCredential;
+
+impl tonic::service::Interceptor for NodeCredential {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let value = format!("Bearer {NODE_SECRET}").parse().expect("ascii");
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
 
 /// A running control plane; stopped when dropped.
 #[derive(Debug)]
@@ -22,9 +38,13 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// Starts a control plane with this TOML configuration; `listen` is replaced by
-    /// `127.0.0.1:0`.
+    /// `127.0.0.1:0`, and the node secret is [`NODE_SECRET`] unless the text sets one.
     pub async fn start(config_toml: &str) -> Self {
-        let mut config = Config::from_toml_str(config_toml).expect("test configuration is valid");
+        let mut text = config_toml.to_owned();
+        if !text.contains("[node_api]") {
+            text.push_str(&format!("\n[node_api]\nshared_secret = \"{NODE_SECRET}\"\n"));
+        }
+        let mut config = Config::from_toml_str(&text).expect("test configuration is valid");
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let server = BoundServer::bind(&config).await.expect("control plane binds");
         let address = server.local_addr().expect("bound address");
@@ -67,7 +87,13 @@ impl ControlPlane {
         PersonalServiceClient::new(self.channel())
     }
 
-    pub fn node(&self) -> NodeServiceClient<Channel> {
+    /// The node API, with the node credential.
+    pub fn node(&self) -> NodeServiceClient<InterceptedService<Channel, NodeCredential>> {
+        NodeServiceClient::with_interceptor(self.channel(), NodeCredential)
+    }
+
+    /// The node API without any credential.
+    pub fn node_without_credential(&self) -> NodeServiceClient<Channel> {
         NodeServiceClient::new(self.channel())
     }
 

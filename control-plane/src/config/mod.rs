@@ -2,14 +2,20 @@
 //! then overridden by environment variables and command-line flags (in that order of
 //! precedence, lowest first). Every key and its default is documented in the README.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::CapPolicy;
+mod virtual_proxy;
+
+use self::virtual_proxy::FileVirtualProxy;
+pub use self::virtual_proxy::{
+    AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig,
+    IDENTITY_HEADERS, IdentityPreset, RuleAction, UpstreamConfig, VirtualProxyConfig,
+    validate_prefix,
+};
 
 /// Everything the control plane needs to run, validated.
 #[derive(Debug, Clone)]
@@ -20,6 +26,52 @@ pub struct Config {
     pub tickets: TicketConfig,
     /// At least one; prefixes and cookie names are unique.
     pub virtual_proxies: Vec<VirtualProxyConfig>,
+    /// The credential data-plane nodes present; without one the node API refuses every call.
+    pub node_secret: Option<Secret>,
+}
+
+/// A credential: compared in constant time, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison, so response timing does not reveal how much of a guess
+    /// was right.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (expected, candidate) = (self.0.as_bytes(), candidate.as_bytes());
+        expected.len() == candidate.len()
+            && expected
+                .iter()
+                .zip(candidate)
+                .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Shortest node secret accepted.
+const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeApiConfig {
+    /// The secret itself (prefer `shared_secret_file` or the environment).
+    pub shared_secret: Option<String>,
+    /// A file holding the secret (e.g. a mounted Kubernetes secret).
+    pub shared_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -79,29 +131,13 @@ impl Default for TicketConfig {
     }
 }
 
-/// One virtual proxy, as the control plane enforces it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VirtualProxyConfig {
-    /// Lowercase path prefix; "" is the default proxy.
-    pub prefix: String,
-    /// Name of the session cookie, unique among virtual proxies.
-    pub cookie_name: String,
-    /// A session ends after this long without activity.
-    pub inactivity_timeout: Duration,
-    /// A session ends this long after it was created, whatever its activity.
-    pub max_lifetime: Duration,
-    /// Parallel sessions one user may hold in this virtual proxy.
-    pub max_sessions_per_user: u32,
-    /// What happens to a new session beyond `max_sessions_per_user`.
-    pub session_cap_policy: CapPolicy,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
     listen: SocketAddr,
     store: StoreConfig,
     tickets: TicketConfig,
+    node_api: NodeApiConfig,
     virtual_proxies: Vec<FileVirtualProxy>,
 }
 
@@ -111,36 +147,10 @@ impl Default for FileConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4243)),
             store: StoreConfig::default(),
             tickets: TicketConfig::default(),
+            node_api: NodeApiConfig::default(),
             virtual_proxies: Vec::new(),
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileVirtualProxy {
-    prefix: String,
-    cookie_name: Option<String>,
-    #[serde(default = "default_inactivity_timeout", with = "humantime_serde")]
-    inactivity_timeout: Duration,
-    #[serde(default = "default_max_lifetime", with = "humantime_serde")]
-    max_lifetime: Duration,
-    #[serde(default = "default_max_sessions_per_user")]
-    max_sessions_per_user: u32,
-    #[serde(default)]
-    session_cap_policy: CapPolicy,
-}
-
-fn default_inactivity_timeout() -> Duration {
-    Duration::from_secs(30 * 60)
-}
-
-fn default_max_lifetime() -> Duration {
-    Duration::from_secs(12 * 60 * 60)
-}
-
-fn default_max_sessions_per_user() -> u32 {
-    5
 }
 
 /// Settings given on the command line or in the environment; they win over the file.
@@ -155,6 +165,9 @@ pub struct Overrides {
     /// Redis URL, for `--store redis` [default: redis://127.0.0.1:6379/]
     #[arg(long, env = "GATEHOUSE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Secret data-plane nodes present (at least 32 characters)
+    #[arg(long, env = "GATEHOUSE_NODE_SECRET", hide_env_values = true)]
+    pub node_secret: Option<String>,
 }
 
 /// Why the configuration cannot be used; the message is one line for the operator.
@@ -201,6 +214,12 @@ impl Config {
         if let Some(url) = &overrides.redis_url {
             file.store.redis_url.clone_from(url);
         }
+        if let Some(secret) = &overrides.node_secret {
+            file.node_api = NodeApiConfig {
+                shared_secret: Some(secret.clone()),
+                shared_secret_file: None,
+            };
+        }
         Self::validate(file)
     }
 
@@ -236,109 +255,42 @@ impl Config {
             );
         }
 
-        let file_proxies = if file.virtual_proxies.is_empty() {
-            vec![FileVirtualProxy {
-                prefix: String::new(),
-                cookie_name: None,
-                inactivity_timeout: default_inactivity_timeout(),
-                max_lifetime: default_max_lifetime(),
-                max_sessions_per_user: default_max_sessions_per_user(),
-                session_cap_policy: CapPolicy::default(),
-            }]
-        } else {
-            file.virtual_proxies
-        };
-        let mut prefixes = HashSet::new();
-        let mut cookie_names = HashSet::new();
-        let mut virtual_proxies = Vec::with_capacity(file_proxies.len());
-        for proxy in file_proxies {
-            let prefix = proxy.prefix;
-            if let Err(reason) = validate_prefix(&prefix) {
-                return invalid(format!("virtual proxy prefix {prefix:?} {reason}"));
-            }
-            if !prefixes.insert(prefix.clone()) {
-                return invalid(format!("virtual proxy prefix {prefix:?} is defined twice"));
-            }
-            let cookie_name = proxy
-                .cookie_name
-                .unwrap_or_else(|| default_cookie_name(&prefix));
-            if let Err(reason) = validate_cookie_name(&cookie_name) {
-                return invalid(format!(
-                    "cookie name {cookie_name:?} of virtual proxy {prefix:?} {reason}"
-                ));
-            }
-            // Browsers treat cookie names case-sensitively, but intermediaries do not always:
-            // two names differing only in case would be one cookie to some of them.
-            if !cookie_names.insert(cookie_name.to_ascii_lowercase()) {
-                return invalid(format!(
-                    "cookie name {cookie_name:?} is used by two virtual proxies"
-                ));
-            }
-            if proxy.inactivity_timeout < Duration::from_secs(1)
-                || proxy.max_lifetime < Duration::from_secs(1)
-            {
-                return invalid(format!(
-                    "virtual proxy {prefix:?}: inactivity_timeout and max_lifetime must be at least 1s"
-                ));
-            }
-            if proxy.max_sessions_per_user == 0 {
-                return invalid(format!(
-                    "virtual proxy {prefix:?}: max_sessions_per_user must be at least 1"
-                ));
-            }
-            virtual_proxies.push(VirtualProxyConfig {
-                prefix,
-                cookie_name,
-                inactivity_timeout: proxy.inactivity_timeout,
-                max_lifetime: proxy.max_lifetime,
-                max_sessions_per_user: proxy.max_sessions_per_user,
-                session_cap_policy: proxy.session_cap_policy,
-            });
-        }
+        let virtual_proxies =
+            virtual_proxy::validate_all(file.virtual_proxies).map_err(ConfigError::Invalid)?;
+        let node_secret = node_secret(&file.node_api)?;
         Ok(Self {
             listen: file.listen,
             store: file.store,
             tickets: file.tickets,
             virtual_proxies,
+            node_secret,
         })
     }
 }
 
-/// QPS's convention, so existing clients that set the cookie themselves keep working.
-fn default_cookie_name(prefix: &str) -> String {
-    if prefix.is_empty() {
-        "X-Qlik-Session".to_owned()
-    } else {
-        format!("X-Qlik-Session-{prefix}")
+fn node_secret(config: &NodeApiConfig) -> Result<Option<Secret>, ConfigError> {
+    let secret = match (&config.shared_secret, &config.shared_secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid(
+                "node_api: give shared_secret or shared_secret_file, not both".to_owned(),
+            ));
+        }
+        (Some(secret), None) => secret.trim().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(ConfigError::Invalid(format!(
+            "node_api secret must be at least {MIN_SECRET_LEN} characters"
+        )));
     }
-}
-
-/// Prefix rules as in QPS: lowercase `a-z 0-9 - . _ ~`, no slashes.
-pub fn validate_prefix(prefix: &str) -> Result<(), &'static str> {
-    if prefix.len() > 64 {
-        return Err("is longer than 64 characters");
-    }
-    if !prefix
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._~".contains(c))
-    {
-        return Err("may only hold lowercase letters, digits, '-', '.', '_' and '~'");
-    }
-    Ok(())
-}
-
-/// A cookie name is an HTTP token (RFC 6265 / RFC 9110 `tchar`).
-fn validate_cookie_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || name.len() > 128 {
-        return Err("must be 1 to 128 characters long");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
-    {
-        return Err("may only hold letters, digits and !#$%&'*+-.^_`|~");
-    }
-    Ok(())
+    Ok(Some(Secret::new(secret)))
 }
 
 /// toml's messages span several lines with a source excerpt; the operator gets one line.
@@ -356,6 +308,7 @@ fn parse_error(text: &str, error: &toml::de::Error) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::CapPolicy;
 
     #[test]
     fn empty_file_gives_one_default_proxy_on_memory() {
@@ -437,11 +390,31 @@ mod tests {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9))),
             store: Some(StoreBackend::Redis),
             redis_url: Some("redis://127.0.0.1:1/".to_owned()),
+            node_secret: Some("s".repeat(40)),
         };
         let config = Config::from_toml_with("listen = \"127.0.0.1:8\"", &overrides)
             .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(config.listen.port(), 9);
         assert_eq!(config.store.backend, StoreBackend::Redis);
         assert_eq!(config.store.redis_url, "redis://127.0.0.1:1/");
+        assert!(
+            config
+                .node_secret
+                .is_some_and(|secret| secret.matches(&"s".repeat(40)))
+        );
+    }
+
+    #[test]
+    fn node_secrets_are_long_and_never_printed() {
+        assert!(rejected("[node_api]\nshared_secret = \"short\"").contains("at least 32"));
+        let config = Config::from_toml_str(&format!(
+            "[node_api]\nshared_secret = \"{}\"",
+            "k".repeat(32)
+        ))
+        .unwrap();
+        let secret = config.node_secret.clone().unwrap();
+        assert!(secret.matches(&"k".repeat(32)));
+        assert!(!secret.matches(&"k".repeat(31)));
+        assert!(!format!("{config:?}").contains(&"k".repeat(32)));
     }
 }

@@ -1,0 +1,188 @@
+//! `gatehouse.v1.NodeService`: what data-plane nodes call. Every call must carry the node
+//! credential (see [`NodeCredential`]).
+
+mod virtual_proxy;
+mod watch;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use gatehouse_proto::v1 as pb;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub(crate) use self::watch::WatchSource;
+use super::{session_to_proto, sessions_to_proto, user_from_proto};
+use crate::authority::Authority;
+use crate::config::Secret;
+use crate::events::RevocationFeed;
+
+/// Most activity records one `Touch` may carry.
+const MAX_TOUCH_BATCH: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct NodeApi {
+    authority: Authority,
+    watch: WatchSource,
+}
+
+impl NodeApi {
+    pub fn new(authority: Authority, feed: Arc<RevocationFeed>) -> Self {
+        let watch = WatchSource {
+            store: authority.store().clone(),
+            feed,
+            virtual_proxies: Arc::new(authority.virtual_proxies().all().to_vec()),
+        };
+        Self { authority, watch }
+    }
+}
+
+/// Checks `authorization: Bearer <node secret>` on every node call.
+#[derive(Debug, Clone)]
+pub struct NodeCredential {
+    secret: Option<Secret>,
+}
+
+impl NodeCredential {
+    pub fn new(secret: Option<Secret>) -> Self {
+        Self { secret }
+    }
+}
+
+impl tonic::service::Interceptor for NodeCredential {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(secret) = &self.secret else {
+            return Err(Status::unauthenticated(
+                "the node API is disabled: the control plane has no node secret configured",
+            ));
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        match presented {
+            Some(candidate) if secret.matches(candidate.trim()) => Ok(request),
+            _ => Err(Status::unauthenticated("missing or wrong node credential")),
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::node_service_server::NodeService for NodeApi {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let request = request.into_inner();
+        let receiver = self.watch.open(request.node_id, request.cursor).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn validate_session(
+        &self,
+        request: Request<pb::ValidateSessionRequest>,
+    ) -> Result<Response<pb::ValidateSessionResponse>, Status> {
+        let request = request.into_inner();
+        let session = self
+            .authority
+            .validate_session(&request.virtual_proxy, &request.session_token)
+            .await?;
+        Ok(Response::new(pb::ValidateSessionResponse {
+            session: Some(session_to_proto(session)),
+        }))
+    }
+
+    async fn redeem_ticket(
+        &self,
+        request: Request<pb::RedeemTicketRequest>,
+    ) -> Result<Response<pb::RedeemTicketResponse>, Status> {
+        let request = request.into_inner();
+        let issued = self
+            .authority
+            .redeem_ticket(&request.virtual_proxy, &request.ticket)
+            .await?;
+        Ok(Response::new(pb::RedeemTicketResponse {
+            session_token: issued.token,
+            session: Some(session_to_proto(issued.session)),
+            evicted: sessions_to_proto(issued.evicted),
+        }))
+    }
+
+    async fn create_target(
+        &self,
+        request: Request<pb::CreateTargetRequest>,
+    ) -> Result<Response<pb::CreateTargetResponse>, Status> {
+        let request = request.into_inner();
+        let (target_id, expires) = self
+            .authority
+            .create_target(&request.virtual_proxy, &request.target_uri)
+            .await?;
+        Ok(Response::new(pb::CreateTargetResponse {
+            target_id,
+            expires: Some(expires.into()),
+        }))
+    }
+
+    async fn header_login(
+        &self,
+        request: Request<pb::HeaderLoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let request = request.into_inner();
+        let user = user_from_proto(request.user)?;
+        let issued = self
+            .authority
+            .header_login(&request.virtual_proxy, user)
+            .await?;
+        Ok(Response::new(pb::LoginResponse {
+            session_token: issued.token,
+            session: Some(session_to_proto(issued.session)),
+        }))
+    }
+
+    async fn anonymous_login(
+        &self,
+        request: Request<pb::AnonymousLoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let issued = self
+            .authority
+            .anonymous_login(&request.into_inner().virtual_proxy)
+            .await?;
+        Ok(Response::new(pb::LoginResponse {
+            session_token: issued.token,
+            session: Some(session_to_proto(issued.session)),
+        }))
+    }
+
+    async fn touch(
+        &self,
+        request: Request<pb::TouchRequest>,
+    ) -> Result<Response<pb::TouchResponse>, Status> {
+        let activity = request.into_inner().activity;
+        if activity.len() > MAX_TOUCH_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_TOUCH_BATCH} activity records per call"
+            )));
+        }
+        let activity = activity
+            .into_iter()
+            .map(|record| {
+                let at = record
+                    .last_active
+                    .and_then(|at| SystemTime::try_from(at).ok())
+                    .ok_or_else(|| {
+                        Status::invalid_argument("every activity record needs last_active")
+                    })?;
+                Ok((record.handle, at))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let ended = self.authority.touch_sessions(activity).await?;
+        Ok(Response::new(pb::TouchResponse { ended }))
+    }
+}

@@ -1,0 +1,87 @@
+//! Virtual-proxy configuration as data-plane nodes receive it in `Watch` snapshots.
+
+use gatehouse_proto::v1 as pb;
+
+use crate::config::{
+    AccessRuleConfig, AnonymousMode, BalanceStrategy, IdentityPreset, RuleAction, UpstreamConfig,
+    VirtualProxyConfig,
+};
+
+pub(crate) fn virtual_proxy_to_proto(proxy: &VirtualProxyConfig) -> pb::VirtualProxy {
+    pb::VirtualProxy {
+        prefix: proxy.prefix.clone(),
+        cookie_name: proxy.cookie_name.clone(),
+        cookie_domain: proxy.cookie_domain.clone().unwrap_or_default(),
+        inactivity_timeout: duration(proxy.inactivity_timeout),
+        authentication_module_uri: proxy.authentication_module_uri.clone().unwrap_or_default(),
+        host_allow_list: proxy.host_allow_list.clone(),
+        anonymous: match proxy.anonymous {
+            AnonymousMode::None => pb::AnonymousMode::None,
+            AnonymousMode::Allow => pb::AnonymousMode::Allow,
+            AnonymousMode::Always => pb::AnonymousMode::Always,
+        }
+        .into(),
+        header_authentication: proxy.header_authentication.as_ref().map(|header| {
+            pb::HeaderAuthentication {
+                header: header.header.clone(),
+                user_directory: header.user_directory.clone().unwrap_or_default(),
+                pattern: header.pattern.clone().unwrap_or_default(),
+                trusted_networks: header.trusted_networks.clone(),
+            }
+        }),
+        strip_prefix: proxy.strip_prefix,
+        upstream: Some(upstream_to_proto(&proxy.upstream)),
+        identity_headers: Some(pb::IdentityHeaders {
+            preset: match proxy.identity_headers {
+                IdentityPreset::Qlik => pb::IdentityPreset::Qlik,
+                IdentityPreset::Generic => pb::IdentityPreset::Generic,
+            }
+            .into(),
+        }),
+        access_rules: proxy.access_rules.iter().map(rule_to_proto).collect(),
+        additional_response_headers: proxy
+            .additional_response_headers
+            .iter()
+            .map(|(name, value)| pb::HeaderValue {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        proxy_id: proxy.proxy_id.clone(),
+    }
+}
+
+fn upstream_to_proto(upstream: &UpstreamConfig) -> pb::Upstream {
+    pb::Upstream {
+        nodes: upstream.nodes.clone(),
+        strategy: match upstream.strategy {
+            BalanceStrategy::RoundRobin => pb::BalanceStrategy::RoundRobin,
+            BalanceStrategy::LeastOutstanding => pb::BalanceStrategy::LeastOutstanding,
+            BalanceStrategy::StickySession => pb::BalanceStrategy::StickySession,
+        }
+        .into(),
+        http2: upstream.http2,
+        eject_after_failures: upstream.eject_after_failures,
+        ejection_time: duration(upstream.ejection_time),
+        connect_timeout: duration(upstream.connect_timeout),
+        response_timeout: duration(upstream.response_timeout),
+    }
+}
+
+fn rule_to_proto(rule: &AccessRuleConfig) -> pb::AccessRule {
+    pb::AccessRule {
+        path_prefix: rule.path_prefix.clone(),
+        methods: rule.methods.clone(),
+        allow: rule.action == RuleAction::Allow,
+        user_directory: rule.user_directory.clone().unwrap_or_default(),
+        user_id: rule.user_id.clone().unwrap_or_default(),
+        attribute: rule.attribute.as_ref().map(|attribute| pb::Attribute {
+            name: attribute.name.clone(),
+            value: attribute.value.clone(),
+        }),
+    }
+}
+
+fn duration(duration: std::time::Duration) -> Option<prost_types::Duration> {
+    prost_types::Duration::try_from(duration).ok()
+}

@@ -1,0 +1,572 @@
+//! Virtual proxies as configured: how each one authenticates, what it forwards and where.
+//! The control plane enforces the session rules and streams the rest to data-plane nodes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::CapPolicy;
+
+/// Headers the proxy itself sets for upstreams; a client can never supply them, so header
+/// authentication cannot use them.
+pub const IDENTITY_HEADERS: &[&str] = &[
+    "x-qlik-user",
+    "x-qlik-security",
+    "x-qlik-proxyid",
+    "x-qlik-virtual-proxy-prefix",
+    "x-gatehouse-user-directory",
+    "x-gatehouse-user-id",
+    "x-gatehouse-attributes",
+    "x-gatehouse-virtual-proxy",
+];
+
+/// Headers that mean something else already; trusting them as identity would be a hole.
+const UNTRUSTABLE_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "host",
+    "forwarded",
+    "x-forwarded-for",
+];
+
+/// One virtual proxy, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualProxyConfig {
+    /// Lowercase path prefix; "" is the default proxy.
+    pub prefix: String,
+    /// Name of the session cookie, unique among virtual proxies.
+    pub cookie_name: String,
+    /// Parent domain the cookie is set for, if any.
+    pub cookie_domain: Option<String>,
+    /// A session ends after this long without activity.
+    pub inactivity_timeout: Duration,
+    /// A session ends this long after it was created, whatever its activity.
+    pub max_lifetime: Duration,
+    /// Parallel sessions one user may hold in this virtual proxy.
+    pub max_sessions_per_user: u32,
+    /// What happens to a new session beyond `max_sessions_per_user`.
+    pub session_cap_policy: CapPolicy,
+    /// Where browsers without a session are sent for a ticket.
+    pub authentication_module_uri: Option<String>,
+    /// Hosts (lowercase, optional `:port`) browsers may be sent back to and open WebSockets
+    /// from, besides the request's own host.
+    pub host_allow_list: Vec<String>,
+    pub anonymous: AnonymousMode,
+    pub header_authentication: Option<HeaderAuthConfig>,
+    /// Remove `/{prefix}` from the path before forwarding.
+    pub strip_prefix: bool,
+    pub upstream: UpstreamConfig,
+    pub identity_headers: IdentityPreset,
+    pub access_rules: Vec<AccessRuleConfig>,
+    pub additional_response_headers: Vec<(String, String)>,
+    /// Sent upstream in `X-Qlik-ProxyId`.
+    pub proxy_id: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnonymousMode {
+    /// Every user logs in.
+    #[default]
+    None,
+    /// Users without a session are anonymous unless they ask to log in
+    /// (`forceAuthentication=yes`).
+    Allow,
+    /// Every user without a session is anonymous.
+    Always,
+}
+
+/// Trust a request header as the user's identity, from trusted networks only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderAuthConfig {
+    pub header: String,
+    /// Static: every user is in this directory.
+    #[serde(default)]
+    pub user_directory: Option<String>,
+    /// Dynamic: `$ud` and `$id` placeholders, e.g. `$ud\$id` for `CORP\alice`.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// CIDR networks the header is accepted from. Empty: from nowhere.
+    #[serde(default)]
+    pub trusted_networks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BalanceStrategy {
+    #[default]
+    RoundRobin,
+    /// Power of two choices on outstanding requests.
+    LeastOutstanding,
+    /// The same session goes to the same node while it is healthy.
+    StickySession,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port` of each node; DNS names are re-resolved.
+    pub nodes: Vec<String>,
+    pub strategy: BalanceStrategy,
+    /// Speak HTTP/2 (prior knowledge) to the nodes.
+    pub http2: bool,
+    /// Consecutive connect failures before a node is ejected.
+    pub eject_after_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub ejection_time: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time to the upstream's response headers.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            strategy: BalanceStrategy::RoundRobin,
+            http2: false,
+            eject_after_failures: 3,
+            ejection_time: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityPreset {
+    /// `X-Qlik-User`, `X-Qlik-Security`, `X-Qlik-ProxyId`, `X-Qlik-Virtual-Proxy-Prefix`.
+    #[default]
+    Qlik,
+    /// `X-Gatehouse-User-Directory`, `-User-Id`, `-Attributes`, `-Virtual-Proxy`.
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleAction {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeMatch {
+    pub name: String,
+    pub value: String,
+}
+
+/// The first rule whose path, method and user match decides; no match allows.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRuleConfig {
+    /// Path below the virtual proxy prefix, starting with `/`.
+    pub path_prefix: String,
+    /// Empty: every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub action: RuleAction,
+    #[serde(default)]
+    pub user_directory: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub attribute: Option<AttributeMatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileVirtualProxy {
+    prefix: String,
+    cookie_name: Option<String>,
+    cookie_domain: Option<String>,
+    #[serde(default = "default_inactivity_timeout", with = "humantime_serde")]
+    inactivity_timeout: Duration,
+    #[serde(default = "default_max_lifetime", with = "humantime_serde")]
+    max_lifetime: Duration,
+    #[serde(default = "default_max_sessions_per_user")]
+    max_sessions_per_user: u32,
+    #[serde(default)]
+    session_cap_policy: CapPolicy,
+    authentication_module_uri: Option<String>,
+    #[serde(default)]
+    host_allow_list: Vec<String>,
+    #[serde(default)]
+    anonymous: AnonymousMode,
+    header_authentication: Option<HeaderAuthConfig>,
+    #[serde(default = "default_strip_prefix")]
+    strip_prefix: bool,
+    #[serde(default)]
+    upstream: UpstreamConfig,
+    #[serde(default)]
+    identity_headers: IdentityPreset,
+    #[serde(default)]
+    access_rules: Vec<AccessRuleConfig>,
+    #[serde(default)]
+    additional_response_headers: BTreeMap<String, String>,
+    #[serde(default = "default_proxy_id")]
+    proxy_id: String,
+}
+
+impl FileVirtualProxy {
+    fn default_proxy() -> Self {
+        Self {
+            prefix: String::new(),
+            cookie_name: None,
+            cookie_domain: None,
+            inactivity_timeout: default_inactivity_timeout(),
+            max_lifetime: default_max_lifetime(),
+            max_sessions_per_user: default_max_sessions_per_user(),
+            session_cap_policy: CapPolicy::default(),
+            authentication_module_uri: None,
+            host_allow_list: Vec::new(),
+            anonymous: AnonymousMode::default(),
+            header_authentication: None,
+            strip_prefix: default_strip_prefix(),
+            upstream: UpstreamConfig::default(),
+            identity_headers: IdentityPreset::default(),
+            access_rules: Vec::new(),
+            additional_response_headers: BTreeMap::new(),
+            proxy_id: default_proxy_id(),
+        }
+    }
+}
+
+fn default_inactivity_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(12 * 60 * 60)
+}
+
+fn default_max_sessions_per_user() -> u32 {
+    5
+}
+
+fn default_strip_prefix() -> bool {
+    true
+}
+
+fn default_proxy_id() -> String {
+    "gatehouse".to_owned()
+}
+
+/// Validates every virtual proxy and their uniqueness; no proxies means one default proxy.
+pub(super) fn validate_all(
+    proxies: Vec<FileVirtualProxy>,
+) -> Result<Vec<VirtualProxyConfig>, String> {
+    let proxies = if proxies.is_empty() {
+        vec![FileVirtualProxy::default_proxy()]
+    } else {
+        proxies
+    };
+    let mut prefixes = HashSet::new();
+    let mut cookie_names = HashSet::new();
+    let mut validated = Vec::with_capacity(proxies.len());
+    for proxy in proxies {
+        let proxy = validate(proxy)?;
+        if !prefixes.insert(proxy.prefix.clone()) {
+            return Err(format!(
+                "virtual proxy prefix {:?} is defined twice",
+                proxy.prefix
+            ));
+        }
+        // Browsers treat cookie names case-sensitively, but intermediaries do not always:
+        // two names differing only in case would be one cookie to some of them.
+        if !cookie_names.insert(proxy.cookie_name.to_ascii_lowercase()) {
+            return Err(format!(
+                "cookie name {:?} is used by two virtual proxies",
+                proxy.cookie_name
+            ));
+        }
+        validated.push(proxy);
+    }
+    Ok(validated)
+}
+
+fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
+    let prefix = proxy.prefix;
+    let named = |message: String| format!("virtual proxy {prefix:?}: {message}");
+    validate_prefix(&prefix)
+        .map_err(|reason| format!("virtual proxy prefix {prefix:?} {reason}"))?;
+    let cookie_name = proxy
+        .cookie_name
+        .unwrap_or_else(|| default_cookie_name(&prefix));
+    validate_cookie_name(&cookie_name)
+        .map_err(|reason| named(format!("cookie name {cookie_name:?} {reason}")))?;
+    if let Some(domain) = &proxy.cookie_domain
+        && !is_host_name(domain.trim_start_matches('.'))
+    {
+        return Err(named(format!(
+            "cookie_domain {domain:?} is not a domain name"
+        )));
+    }
+    if proxy.inactivity_timeout < Duration::from_secs(1)
+        || proxy.max_lifetime < Duration::from_secs(1)
+    {
+        return Err(named(
+            "inactivity_timeout and max_lifetime must be at least 1s".to_owned(),
+        ));
+    }
+    if proxy.max_sessions_per_user == 0 {
+        return Err(named("max_sessions_per_user must be at least 1".to_owned()));
+    }
+    if let Some(uri) = &proxy.authentication_module_uri
+        && !is_absolute_http_uri(uri)
+    {
+        return Err(named(
+            "authentication_module_uri must be an absolute http or https URL".to_owned(),
+        ));
+    }
+    let host_allow_list: Vec<String> = proxy
+        .host_allow_list
+        .iter()
+        .map(|host| host.trim().to_ascii_lowercase())
+        .collect();
+    if let Some(host) = host_allow_list.iter().find(|host| !is_host_and_port(host)) {
+        return Err(named(format!(
+            "host_allow_list entry {host:?} is not a host name"
+        )));
+    }
+    if let Some(header) = &proxy.header_authentication {
+        validate_header_auth(header).map_err(named)?;
+    }
+    validate_upstream(&proxy.upstream).map_err(named)?;
+    for rule in &proxy.access_rules {
+        if !rule.path_prefix.starts_with('/') {
+            return Err(named(format!(
+                "access rule path_prefix {:?} must start with '/'",
+                rule.path_prefix
+            )));
+        }
+        if let Some(method) = rule.methods.iter().find(|m| !is_token(m)) {
+            return Err(named(format!(
+                "access rule method {method:?} is not an HTTP method"
+            )));
+        }
+    }
+    for (name, value) in &proxy.additional_response_headers {
+        if !is_token(name) || value.chars().any(|c| c.is_control()) {
+            return Err(named(format!(
+                "additional response header {name:?} is not a valid header"
+            )));
+        }
+    }
+    if !is_token(&proxy.proxy_id) {
+        return Err(named("proxy_id must be a non-empty token".to_owned()));
+    }
+    Ok(VirtualProxyConfig {
+        prefix: prefix.clone(),
+        cookie_name,
+        cookie_domain: proxy.cookie_domain,
+        inactivity_timeout: proxy.inactivity_timeout,
+        max_lifetime: proxy.max_lifetime,
+        max_sessions_per_user: proxy.max_sessions_per_user,
+        session_cap_policy: proxy.session_cap_policy,
+        authentication_module_uri: proxy.authentication_module_uri,
+        host_allow_list,
+        anonymous: proxy.anonymous,
+        header_authentication: proxy.header_authentication,
+        strip_prefix: proxy.strip_prefix,
+        upstream: proxy.upstream,
+        identity_headers: proxy.identity_headers,
+        access_rules: proxy.access_rules,
+        additional_response_headers: proxy.additional_response_headers.into_iter().collect(),
+        proxy_id: proxy.proxy_id,
+    })
+}
+
+fn validate_header_auth(header: &HeaderAuthConfig) -> Result<(), String> {
+    let name = header.header.to_ascii_lowercase();
+    if !is_token(&name) {
+        return Err(format!(
+            "header_authentication.header {:?} is not a header name",
+            header.header
+        ));
+    }
+    if IDENTITY_HEADERS.contains(&name.as_str()) || UNTRUSTABLE_HEADERS.contains(&name.as_str()) {
+        return Err(format!(
+            "header_authentication.header {:?} collides with a header the proxy sets or trusts otherwise",
+            header.header
+        ));
+    }
+    match (&header.user_directory, &header.pattern) {
+        (Some(directory), None) if !directory.trim().is_empty() && !directory.contains('\\') => {}
+        (None, Some(pattern)) if pattern.contains("$ud") && pattern.contains("$id") => {}
+        _ => {
+            return Err(
+                "header_authentication needs either user_directory (static) or a pattern holding $ud and $id (dynamic)"
+                    .to_owned(),
+            );
+        }
+    }
+    if let Some(network) = header
+        .trusted_networks
+        .iter()
+        .find(|network| network.parse::<ipnet::IpNet>().is_err())
+    {
+        return Err(format!(
+            "trusted network {network:?} is not a CIDR network such as 10.0.0.0/8"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_upstream(upstream: &UpstreamConfig) -> Result<(), String> {
+    if let Some(node) = upstream
+        .nodes
+        .iter()
+        .find(|node| !is_host_and_port(node) || !node.contains(':'))
+    {
+        return Err(format!("upstream node {node:?} must be host:port"));
+    }
+    if upstream.eject_after_failures == 0 {
+        return Err("upstream.eject_after_failures must be at least 1".to_owned());
+    }
+    if upstream.connect_timeout.is_zero() || upstream.response_timeout.is_zero() {
+        return Err("upstream timeouts must be greater than zero".to_owned());
+    }
+    Ok(())
+}
+
+/// QPS's convention, so existing clients that set the cookie themselves keep working.
+fn default_cookie_name(prefix: &str) -> String {
+    if prefix.is_empty() {
+        "X-Qlik-Session".to_owned()
+    } else {
+        format!("X-Qlik-Session-{prefix}")
+    }
+}
+
+/// Prefix rules as in QPS: lowercase `a-z 0-9 - . _ ~`, no slashes.
+pub fn validate_prefix(prefix: &str) -> Result<(), &'static str> {
+    if prefix.len() > 64 {
+        return Err("is longer than 64 characters");
+    }
+    if !prefix
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._~".contains(c))
+    {
+        return Err("may only hold lowercase letters, digits, '-', '.', '_' and '~'");
+    }
+    Ok(())
+}
+
+/// A cookie name is an HTTP token (RFC 6265 / RFC 9110 `tchar`).
+fn validate_cookie_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 128 {
+        return Err("must be 1 to 128 characters long");
+    }
+    if !is_token(name) {
+        return Err("may only hold letters, digits and !#$%&'*+-.^_`|~");
+    }
+    Ok(())
+}
+
+/// RFC 9110 token.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+fn is_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+/// `host` or `host:port`, with an IPv6 literal in brackets.
+fn is_host_and_port(text: &str) -> bool {
+    if text.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    is_host_name(host) && port.is_none_or(|port| port.parse::<u16>().is_ok())
+}
+
+fn is_absolute_http_uri(uri: &str) -> bool {
+    uri.parse::<tonic::codegen::http::Uri>()
+        .is_ok_and(|parsed| {
+            matches!(parsed.scheme_str(), Some("http" | "https"))
+                && parsed.host().is_some_and(|h| !h.is_empty())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy(extra: &str) -> Result<Vec<VirtualProxyConfig>, String> {
+        let file: super::super::FileConfig =
+            toml::from_str(&format!("[[virtual_proxies]]\nprefix = \"p\"\n{extra}"))
+                .map_err(|error| error.to_string())?;
+        validate_all(file.virtual_proxies)
+    }
+
+    #[test]
+    fn data_plane_settings_have_safe_defaults() {
+        let proxy = &proxy("").unwrap()[0];
+        assert_eq!(proxy.anonymous, AnonymousMode::None);
+        assert!(proxy.header_authentication.is_none());
+        assert!(proxy.strip_prefix);
+        assert_eq!(proxy.identity_headers, IdentityPreset::Qlik);
+        assert_eq!(proxy.upstream.strategy, BalanceStrategy::RoundRobin);
+        assert!(proxy.upstream.nodes.is_empty());
+    }
+
+    #[test]
+    fn header_authentication_cannot_use_identity_or_credential_headers() {
+        for header in [
+            "X-Qlik-User",
+            "cookie",
+            "Authorization",
+            "x-gatehouse-user-id",
+        ] {
+            let error = proxy(&format!(
+                "[virtual_proxies.header_authentication]\nheader = \"{header}\"\nuser_directory = \"CORP\""
+            ))
+            .unwrap_err();
+            assert!(error.contains("collides"), "{header}: {error}");
+        }
+        assert!(
+            proxy("[virtual_proxies.header_authentication]\nheader = \"X-Remote-User\"\npattern = '$ud\\$id'\ntrusted_networks = [\"10.0.0.0/8\"]")
+                .is_ok()
+        );
+        let error = proxy("[virtual_proxies.header_authentication]\nheader = \"X-Remote-User\"")
+            .unwrap_err();
+        assert!(error.contains("either user_directory"), "{error}");
+        let error = proxy(
+            "[virtual_proxies.header_authentication]\nheader = \"X-U\"\nuser_directory = \"D\"\ntrusted_networks = [\"10.0.0.0/33\"]",
+        )
+        .unwrap_err();
+        assert!(error.contains("CIDR"), "{error}");
+    }
+
+    #[test]
+    fn upstreams_rules_and_uris_are_checked() {
+        assert!(
+            proxy("[virtual_proxies.upstream]\nnodes = [\"engine:4747\", \"127.0.0.1:1\"]").is_ok()
+        );
+        assert!(proxy("[virtual_proxies.upstream]\nnodes = [\"engine\"]").is_err());
+        assert!(proxy("authentication_module_uri = \"/login\"").is_err());
+        assert!(proxy("host_allow_list = [\"evil.com/path\"]").is_err());
+        assert!(
+            proxy("[[virtual_proxies.access_rules]]\npath_prefix = \"admin\"\naction = \"deny\"")
+                .is_err()
+        );
+        assert!(proxy("additional_response_headers = { \"Bad Header\" = \"x\" }").is_err());
+    }
+}
