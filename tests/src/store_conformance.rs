@@ -82,6 +82,8 @@ conformance!(
     listings_page_through_every_session_once,
     revocation_cursors_resume_where_they_left_off,
     unknown_handles_and_tokens_are_absent_not_errors,
+    the_revocation_head_is_the_newest_event,
+    waiting_for_revocations_wakes_on_a_new_event,
 );
 
 #[tokio::test]
@@ -573,4 +575,51 @@ async fn unknown_handles_and_tokens_are_absent_not_errors(subject: Subject) {
         None
     );
     store.ping().await.unwrap();
+}
+
+async fn the_revocation_head_is_the_newest_event(subject: Subject) {
+    let store = subject.store;
+    assert_eq!(store.revocation_head().await.unwrap(), None);
+    for index in 0..3 {
+        let (_, session) = create(&*store, "", user("CORP", &format!("user{index}"))).await;
+        store
+            .delete_session(&session.handle, RevocationReason::Deleted)
+            .await
+            .unwrap();
+    }
+    let events = store.revocations_after(None, 100).await.unwrap().events;
+    assert_eq!(store.revocation_head().await.unwrap(), Some(events[2].cursor.clone()));
+}
+
+async fn waiting_for_revocations_wakes_on_a_new_event(subject: Subject) {
+    let store = subject.store;
+    let (_, before) = create(&*store, "", user("CORP", "before")).await;
+    store
+        .delete_session(&before.handle, RevocationReason::Deleted)
+        .await
+        .unwrap();
+    let head = store.revocation_head().await.unwrap().unwrap();
+    let (_, session) = create(&*store, "", user("CORP", "alice")).await;
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .wait_for_revocations(Some(&head), Duration::from_secs(30))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store
+        .delete_session(&session.handle, RevocationReason::Logout)
+        .await
+        .unwrap();
+    // The wait is 30 s: finishing within 5 s means the event woke it.
+    let woken = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter was woken by the event")
+        .unwrap();
+    assert_eq!(woken.events.len(), 1);
+    assert_eq!(woken.events[0].handle, session.handle);
+    assert_eq!(woken.events[0].reason, RevocationReason::Logout);
 }
