@@ -1,0 +1,97 @@
+//! The session cookie: reading it from requests, setting and clearing it, and keeping it away
+//! from upstreams.
+
+use http::HeaderValue;
+use http::header::{COOKIE, HeaderMap};
+
+use crate::vproxy::VirtualProxy;
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|header| header.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(cookie, _)| *cookie == name)
+        .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// `Set-Cookie` for a new session. HttpOnly always, Secure over TLS, SameSite=Lax.
+pub fn set(proxy: &VirtualProxy, token: &str, secure: bool) -> Option<HeaderValue> {
+    let mut cookie = format!(
+        "{}={token}; Path=/; HttpOnly; SameSite=Lax",
+        proxy.cookie_name
+    );
+    if let Some(domain) = &proxy.cookie_domain {
+        cookie.push_str("; Domain=");
+        cookie.push_str(domain);
+    }
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie).ok()
+}
+
+/// `Set-Cookie` that removes the session cookie from the browser.
+pub fn clear(proxy: &VirtualProxy, secure: bool) -> Option<HeaderValue> {
+    let mut cookie = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+        proxy.cookie_name
+    );
+    if let Some(domain) = &proxy.cookie_domain {
+        cookie.push_str("; Domain=");
+        cookie.push_str(domain);
+    }
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie).ok()
+}
+
+/// Removes cookie `name` from the `Cookie` headers, keeping every other cookie: the session
+/// token is Gatehouse's, not the upstream's.
+pub fn strip(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|header| header.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            !pair.is_empty()
+                && pair
+                    .split_once('=')
+                    .is_none_or(|(cookie, _)| cookie != name)
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_read_and_stripped_without_touching_others() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("a=1; X-Qlik-Session=tok"));
+        headers.append(COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(read(&headers, "X-Qlik-Session").as_deref(), Some("tok"));
+        assert_eq!(read(&headers, "X-Qlik-Session-x"), None);
+        strip(&mut headers, "X-Qlik-Session");
+        assert_eq!(headers.get(COOKIE).unwrap(), "a=1; b=2");
+        let mut only = HeaderMap::new();
+        only.insert(COOKIE, HeaderValue::from_static("X-Qlik-Session=tok"));
+        strip(&mut only, "X-Qlik-Session");
+        assert!(only.get(COOKIE).is_none());
+    }
+}

@@ -1,0 +1,281 @@
+//! Who is making a request: the session cookie, a login ticket, a trusted header or anonymous
+//! access, else the login flow (a redirect to the authentication module for a GET, 401 for
+//! anything else). Never a 401 or a redirect for a session that merely could not be checked:
+//! that is a 503.
+
+// A refusal is the response itself, handed straight back to the client; boxing it would only
+// add an allocation.
+#![allow(clippy::result_large_err)]
+
+pub mod cookie;
+pub mod header;
+pub mod query;
+pub mod rules;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use gatehouse_proto::v1 as pb;
+use http::request::Parts;
+use http::{HeaderValue, Method, Response, StatusCode};
+use tonic::Code;
+
+use crate::cache::CachedSession;
+use crate::control::{ControlError, Login};
+use crate::proxy::upstream::ProxyBody;
+use crate::respond;
+use crate::state::{NodeState, Validation};
+use crate::vproxy::{Anonymous, VirtualProxy};
+
+/// The request's user, and the cookie to set if a session was just created for it.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub session: Arc<CachedSession>,
+    pub set_cookie: Option<HeaderValue>,
+}
+
+/// What the request gets instead of reaching the upstream.
+pub type Refusal = Response<ProxyBody>;
+
+/// The request's scheme and host, as the browser addressed us.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub secure: bool,
+    pub host: Option<String>,
+}
+
+impl Origin {
+    pub fn of(parts: &Parts, secure: bool) -> Self {
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|authority| authority.to_string()));
+        Self { secure, host }
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.secure { "https" } else { "http" }
+    }
+
+    /// The absolute URL of a path on this host.
+    pub fn url(&self, path_and_query: &str) -> Option<String> {
+        Some(format!(
+            "{}://{}{path_and_query}",
+            self.scheme(),
+            self.host.as_ref()?
+        ))
+    }
+}
+
+/// Identifies the user of a request without a ticket.
+pub async fn authenticate(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    peer: SocketAddr,
+    origin: &Origin,
+) -> Result<Authenticated, Refusal> {
+    let header_user = proxy
+        .header_authentication
+        .as_ref()
+        .and_then(|config| header::user(config, &parts.headers, peer.ip()));
+    if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
+        match state.validate(proxy, &token).await {
+            Validation::Valid(session) => {
+                let same_user = header_user.as_ref().is_none_or(|(directory, id)| {
+                    directory.eq_ignore_ascii_case(&session.user_directory)
+                        && id.eq_ignore_ascii_case(&session.user_id)
+                });
+                if same_user {
+                    return Ok(Authenticated {
+                        session,
+                        set_cookie: None,
+                    });
+                }
+            }
+            Validation::Invalid => {}
+            Validation::Unavailable => return Err(unavailable()),
+        }
+    }
+    if let Some((directory, id)) = header_user {
+        let user = pb::User {
+            user_directory: directory,
+            user_id: id,
+            attributes: Vec::new(),
+        };
+        let login = state.control.header_login(&proxy.prefix, user).await;
+        return logged_in(state, proxy, origin, login);
+    }
+    let forced = query::param(parts.uri.query(), "forceAuthentication")
+        .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+    if proxy.anonymous == Anonymous::Always || (proxy.anonymous == Anonymous::Allow && !forced) {
+        let login = state.control.anonymous_login(&proxy.prefix).await;
+        return logged_in(state, proxy, origin, login);
+    }
+    Err(login_required(state, proxy, parts, origin).await)
+}
+
+/// Exchanges a ticket for a session.
+pub async fn redeem(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    ticket: &str,
+    origin: &Origin,
+) -> Result<Authenticated, Refusal> {
+    match state.control.redeem(&proxy.prefix, ticket).await {
+        Ok(Some(login)) => logged_in(state, proxy, origin, Ok(login)),
+        Ok(None) => Err(respond::error(
+            StatusCode::FORBIDDEN,
+            "the login ticket is invalid, expired or already used",
+        )),
+        Err(error) => logged_in(state, proxy, origin, Err(error)),
+    }
+}
+
+fn logged_in(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    origin: &Origin,
+    login: Result<Login, ControlError>,
+) -> Result<Authenticated, Refusal> {
+    match login {
+        Ok(login) => {
+            let session = state.remember(&login.token, &login.session);
+            Ok(Authenticated {
+                session,
+                set_cookie: cookie::set(proxy, &login.token, origin.secure),
+            })
+        }
+        Err(ControlError::Unavailable(detail)) => {
+            tracing::warn!(%detail, "cannot log in: control plane unavailable");
+            Err(unavailable())
+        }
+        Err(ControlError::Refused(status)) => Err(match status.code() {
+            Code::ResourceExhausted => respond::error(
+                StatusCode::FORBIDDEN,
+                "this user has reached the maximum number of sessions",
+            ),
+            Code::InvalidArgument => respond::error(
+                StatusCode::BAD_REQUEST,
+                "the user named by the request is not valid",
+            ),
+            code => {
+                tracing::error!(
+                    ?code,
+                    message = status.message(),
+                    "login refused by the control plane"
+                );
+                respond::error(StatusCode::FORBIDDEN, "login refused")
+            }
+        }),
+    }
+}
+
+fn unavailable() -> Refusal {
+    respond::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sessions cannot be checked right now; try again shortly",
+    )
+}
+
+/// No session: a GET goes to the authentication module with a remembered target; anything
+/// else is 401, since a redirect would lose its body.
+async fn login_required(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    origin: &Origin,
+) -> Refusal {
+    if parts.method != Method::GET {
+        return respond::error(StatusCode::UNAUTHORIZED, "authentication required");
+    }
+    let Some(module) = &proxy.authentication_module_uri else {
+        return respond::error(StatusCode::UNAUTHORIZED, "authentication required");
+    };
+    let target = match query::param(parts.uri.query(), "reloadUri") {
+        Some(reload) => match allowed_target(proxy, origin, &reload) {
+            Some(target) => target,
+            None => {
+                return respond::error(
+                    StatusCode::BAD_REQUEST,
+                    "reloadUri points to a host that is not allowed",
+                );
+            }
+        },
+        None => {
+            let path =
+                query::without_param(parts.uri.path(), parts.uri.query(), "forceAuthentication");
+            match origin.url(&path) {
+                Some(url) => url,
+                None => {
+                    return respond::error(
+                        StatusCode::BAD_REQUEST,
+                        "the request has no Host header",
+                    );
+                }
+            }
+        }
+    };
+    login_redirect(state, proxy, origin, module, &target).await
+}
+
+/// 302 to the authentication module with `proxyRestUri` and `targetId`, as QPS does.
+pub async fn login_redirect(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    origin: &Origin,
+    module: &str,
+    target: &str,
+) -> Refusal {
+    match login_uri(state, proxy, origin, module, target).await {
+        Ok(location) => respond::redirect(&location, None),
+        Err(refusal) => refusal,
+    }
+}
+
+/// The module URL a browser is sent to for logging in to `target`.
+pub async fn login_uri(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    origin: &Origin,
+    module: &str,
+    target: &str,
+) -> Result<String, Refusal> {
+    let target_id = match state.control.create_target(&proxy.prefix, target).await {
+        Ok(id) => id,
+        Err(ControlError::Unavailable(_)) => return Err(unavailable()),
+        Err(ControlError::Refused(status)) => {
+            tracing::warn!(message = status.message(), "target refused");
+            return Err(respond::error(
+                StatusCode::BAD_REQUEST,
+                "the requested URL cannot be a login target",
+            ));
+        }
+    };
+    // Modules find the virtual proxy as the last path segment, as with QPS's REST address.
+    let rest = origin
+        .url(&format!("/qps/{}/", proxy.prefix))
+        .unwrap_or_else(|| format!("/qps/{}/", proxy.prefix));
+    let separator = if module.contains('?') { '&' } else { '?' };
+    Ok(format!(
+        "{module}{separator}proxyRestUri={}&targetId={target_id}",
+        percent_encoding::utf8_percent_encode(&rest, percent_encoding::NON_ALPHANUMERIC)
+    ))
+}
+
+/// `uri` if it is an absolute http(s) URL on this host or an allowed one (no open redirects).
+pub fn allowed_target(proxy: &VirtualProxy, origin: &Origin, uri: &str) -> Option<String> {
+    let parsed: http::Uri = uri.parse().ok()?;
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) {
+        return None;
+    }
+    let authority = parsed.authority()?.as_str();
+    if authority.contains('@') {
+        return None;
+    }
+    proxy
+        .host_allowed(authority, origin.host.as_deref())
+        .then(|| uri.to_owned())
+}

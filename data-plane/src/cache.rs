@@ -1,0 +1,298 @@
+//! The node's cache of validated sessions: bounded, sharded, keyed by the hash of the token.
+//!
+//! An entry is *fresh* for `ttl` after validation and used without asking anyone; after that
+//! and up to `grace`, it is used only while the control plane cannot be reached. Revocations
+//! drop entries by session handle at once. A handle revoked moments ago is remembered, so a
+//! validation that was in flight when the revocation arrived cannot put it back.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest as _, Sha256};
+
+const SHARDS: usize = 64;
+/// Entries looked at to choose one to evict when a shard is full.
+const EVICTION_SAMPLE: usize = 8;
+
+/// SHA-256 of a session token: the node keeps no token in the clear.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenKey([u8; 32]);
+
+impl TokenKey {
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(..)")
+    }
+}
+
+/// What the node knows of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedSession {
+    pub handle: String,
+    pub virtual_proxy: String,
+    pub user_directory: String,
+    pub user_id: String,
+    pub attributes: Vec<(String, String)>,
+    /// The session ends at this time whatever its activity.
+    pub absolute_expiry: SystemTime,
+}
+
+impl CachedSession {
+    pub fn from_proto(session: &gatehouse_proto::v1::Session) -> Self {
+        let user = session.user.clone().unwrap_or_default();
+        Self {
+            handle: session.handle.clone(),
+            virtual_proxy: session.virtual_proxy.clone(),
+            user_directory: user.user_directory,
+            user_id: user.user_id,
+            attributes: user
+                .attributes
+                .into_iter()
+                .map(|attribute| (attribute.name, attribute.value))
+                .collect(),
+            absolute_expiry: session
+                .absolute_expiry
+                .and_then(|at| SystemTime::try_from(at).ok())
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    session: Arc<CachedSession>,
+    validated: Instant,
+    /// Last use not yet reported to the control plane.
+    unreported_use: Option<SystemTime>,
+}
+
+/// A cache lookup.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Fresh(Arc<CachedSession>),
+    /// Past `ttl` but within `grace`: use only if validation cannot be done.
+    Stale(Arc<CachedSession>),
+    Missing,
+}
+
+#[derive(Debug)]
+pub struct SessionCache {
+    shards: Vec<Mutex<HashMap<TokenKey, Entry>>>,
+    shard_capacity: usize,
+    ttl: Duration,
+    grace: Duration,
+    /// Handle → tokens cached for it, to drop a session by handle.
+    by_handle: Mutex<HashMap<String, Vec<TokenKey>>>,
+    /// Handles revoked within the last `ttl`, with when.
+    revoked: Mutex<HashMap<String, Instant>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the maps consistent; a panic elsewhere does not poison
+    // the cache's meaning.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SessionCache {
+    pub fn new(max_sessions: usize, ttl: Duration, grace: Duration) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shard_capacity: max_sessions.div_ceil(SHARDS).max(1),
+            ttl,
+            grace,
+            by_handle: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashMap::new()),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &TokenKey) -> &Mutex<HashMap<TokenKey, Entry>> {
+        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        &self.shards[index]
+    }
+
+    /// The hot path: one shard lock, no allocation. A use is recorded as activity.
+    pub fn get(&self, key: &TokenKey) -> Lookup {
+        let now = Instant::now();
+        let mut shard = lock(self.shard(key));
+        match shard.get_mut(key) {
+            Some(entry) if now < entry.validated + self.ttl => {
+                entry.unreported_use = Some(SystemTime::now());
+                Lookup::Fresh(entry.session.clone())
+            }
+            Some(entry) if now < entry.validated + self.grace => {
+                Lookup::Stale(entry.session.clone())
+            }
+            _ => Lookup::Missing,
+        }
+    }
+
+    /// Sessions used since the last call, with their latest use, to report as activity.
+    pub fn take_activity(&self) -> Vec<(String, SystemTime)> {
+        let mut activity = HashMap::new();
+        for shard in &self.shards {
+            for entry in lock(shard).values_mut() {
+                if let Some(used) = entry.unreported_use.take() {
+                    let latest = activity.entry(entry.session.handle.clone()).or_insert(used);
+                    *latest = (*latest).max(used);
+                }
+            }
+        }
+        activity.into_iter().collect()
+    }
+
+    /// Caches a session just validated, unless it was revoked meanwhile.
+    pub fn insert(&self, key: TokenKey, session: Arc<CachedSession>) -> bool {
+        let now = Instant::now();
+        {
+            let mut revoked = lock(&self.revoked);
+            revoked.retain(|_, at| now.duration_since(*at) < self.ttl.max(Duration::from_secs(5)));
+            if revoked.contains_key(&session.handle) {
+                return false;
+            }
+        }
+        let evicted = {
+            let mut shard = lock(self.shard(&key));
+            let evicted = if shard.len() >= self.shard_capacity && !shard.contains_key(&key) {
+                let oldest = shard
+                    .iter()
+                    .take(EVICTION_SAMPLE)
+                    .min_by_key(|(_, entry)| entry.validated)
+                    .map(|(key, entry)| (*key, entry.session.handle.clone()));
+                if let Some((oldest, _)) = &oldest {
+                    shard.remove(oldest);
+                }
+                oldest
+            } else {
+                None
+            };
+            shard.insert(
+                key,
+                Entry {
+                    session: session.clone(),
+                    validated: now,
+                    unreported_use: Some(SystemTime::now()),
+                },
+            );
+            evicted
+        };
+        let mut by_handle = lock(&self.by_handle);
+        if let Some((evicted_key, evicted_handle)) = evicted {
+            forget_key(&mut by_handle, &evicted_handle, &evicted_key);
+        }
+        let keys = by_handle.entry(session.handle.clone()).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+        true
+    }
+
+    /// Drops a token (the control plane said it is unknown).
+    pub fn remove(&self, key: &TokenKey) {
+        let removed = lock(self.shard(key)).remove(key);
+        if let Some(entry) = removed {
+            forget_key(&mut lock(&self.by_handle), &entry.session.handle, key);
+        }
+    }
+
+    /// Drops every token of a revoked session and remembers the revocation briefly.
+    pub fn revoke(&self, handle: &str) {
+        lock(&self.revoked).insert(handle.to_owned(), Instant::now());
+        let keys = lock(&self.by_handle).remove(handle).unwrap_or_default();
+        for key in keys {
+            lock(self.shard(&key)).remove(&key);
+        }
+    }
+
+    /// Drops everything (revocations were missed).
+    pub fn flush(&self) {
+        for shard in &self.shards {
+            lock(shard).clear();
+        }
+        lock(&self.by_handle).clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn forget_key(by_handle: &mut HashMap<String, Vec<TokenKey>>, handle: &str, key: &TokenKey) {
+    if let Some(keys) = by_handle.get_mut(handle) {
+        keys.retain(|k| k != key);
+        if keys.is_empty() {
+            by_handle.remove(handle);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(handle: &str) -> Arc<CachedSession> {
+        Arc::new(CachedSession {
+            handle: handle.into(),
+            virtual_proxy: String::new(),
+            user_directory: "D".into(),
+            user_id: "u".into(),
+            attributes: vec![],
+            absolute_expiry: SystemTime::now() + Duration::from_secs(3600),
+        })
+    }
+
+    #[test]
+    fn entries_are_fresh_then_stale_then_gone() {
+        let cache = SessionCache::new(10, Duration::from_millis(30), Duration::from_millis(80));
+        let key = TokenKey::of("t");
+        assert!(matches!(cache.get(&key), Lookup::Missing));
+        cache.insert(key, session("h"));
+        assert!(matches!(cache.get(&key), Lookup::Fresh(_)));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(matches!(cache.get(&key), Lookup::Stale(_)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(matches!(cache.get(&key), Lookup::Missing));
+    }
+
+    #[test]
+    fn revocation_drops_every_token_of_a_handle_and_blocks_late_inserts() {
+        let cache = SessionCache::new(10, Duration::from_secs(60), Duration::from_secs(60));
+        let (a, b) = (TokenKey::of("a"), TokenKey::of("b"));
+        cache.insert(a, session("h"));
+        cache.insert(b, session("h"));
+        cache.insert(TokenKey::of("c"), session("other"));
+        cache.revoke("h");
+        assert!(matches!(cache.get(&a), Lookup::Missing));
+        assert!(matches!(cache.get(&b), Lookup::Missing));
+        assert_eq!(cache.len(), 1);
+        assert!(
+            !cache.insert(a, session("h")),
+            "a validation racing the revocation loses"
+        );
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound() {
+        let cache = SessionCache::new(SHARDS * 2, Duration::from_secs(60), Duration::from_secs(60));
+        for index in 0..SHARDS * 20 {
+            cache.insert(
+                TokenKey::of(&index.to_string()),
+                session(&index.to_string()),
+            );
+        }
+        assert!(cache.len() <= SHARDS * 2);
+        assert!(lock(&cache.by_handle).len() <= SHARDS * 2);
+    }
+}

@@ -1,0 +1,357 @@
+//! A data-plane node's own configuration: where it listens, where the control plane is and
+//! how it proves it is a node, and how it caches. Everything about virtual proxies comes from
+//! the control plane. TOML file, then environment, then flags (highest wins).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Shortest node secret accepted (the control plane asks the same).
+const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where browsers and clients connect.
+    pub listen: SocketAddr,
+    /// `/live`, `/ready`.
+    pub admin_listen: SocketAddr,
+    /// Name of this node in the control plane's logs.
+    pub node_id: String,
+    pub control_plane: ControlPlaneConfig,
+    pub cache: CacheConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlPlaneConfig {
+    /// gRPC endpoints (`http://host:port`), tried in turn.
+    pub endpoints: Vec<String>,
+    pub secret: NodeSecret,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// The node credential; never printed.
+#[derive(Clone)]
+pub struct NodeSecret(String);
+
+impl NodeSecret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for NodeSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeSecret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Sessions kept; the least recently validated go first.
+    pub max_sessions: usize,
+    /// A cached session is trusted this long before it is validated again. Shorter than
+    /// `touch_interval`, so a session that expired for inactivity elsewhere is noticed.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// While the control plane cannot be reached, a session validated this recently keeps
+    /// working.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Activity is reported to the control plane in batches this often.
+    #[serde(with = "humantime_serde")]
+    pub touch_interval: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 100_000,
+            ttl: Duration::from_secs(20),
+            grace: Duration::from_secs(300),
+            touch_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Protection against slow and oversized clients.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Time a client has to send its request headers.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// All request headers together, in bytes (QPS: 16384).
+    pub max_header_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    node_id: Option<String>,
+    control_plane: FileControlPlane,
+    cache: CacheConfig,
+    limits: LimitsConfig,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            node_id: None,
+            control_plane: FileControlPlane::default(),
+            cache: CacheConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileControlPlane {
+    endpoints: Vec<String>,
+    shared_secret: Option<String>,
+    shared_secret_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    request_timeout: Duration,
+}
+
+impl Default for FileControlPlane {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:4243".to_owned()],
+            shared_secret: None,
+            shared_secret_file: None,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Settings from the command line or the environment; they win over the file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Address for browsers and clients [default: 127.0.0.1:8080]
+    #[arg(long, env = "GATEHOUSE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of /live and /ready [default: 127.0.0.1:9901]
+    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Control-plane gRPC endpoints, comma-separated [default: http://127.0.0.1:4243]
+    #[arg(long, env = "GATEHOUSE_CONTROL_PLANE", value_delimiter = ',')]
+    pub control_plane: Option<Vec<String>>,
+    /// Secret this node presents to the control plane (at least 32 characters)
+    #[arg(long, env = "GATEHOUSE_NODE_SECRET", hide_env_values = true)]
+    pub node_secret: Option<String>,
+    /// Name of this node [default: the host name]
+    #[arg(long, env = "GATEHOUSE_NODE_ID")]
+    pub node_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration is not valid TOML: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Self::from_toml_with(&text, overrides)
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with(text, &Overrides::default())
+    }
+
+    fn from_toml_with(text: &str, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut file: FileConfig = toml::from_str(text).map_err(|error| {
+            let line = error
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let message = error.message().replace('\n', " ");
+            ConfigError::Parse(match line {
+                Some(line) => format!("line {line}: {}", message.trim()),
+                None => message.trim().to_owned(),
+            })
+        })?;
+        if let Some(listen) = overrides.listen {
+            file.listen = listen;
+        }
+        if let Some(admin) = overrides.admin_listen {
+            file.admin_listen = admin;
+        }
+        if let Some(endpoints) = &overrides.control_plane {
+            file.control_plane.endpoints.clone_from(endpoints);
+        }
+        if let Some(secret) = &overrides.node_secret {
+            file.control_plane.shared_secret = Some(secret.clone());
+            file.control_plane.shared_secret_file = None;
+        }
+        if let Some(node_id) = &overrides.node_id {
+            file.node_id = Some(node_id.clone());
+        }
+        Self::validate(file)
+    }
+
+    fn validate(file: FileConfig) -> Result<Self, ConfigError> {
+        let invalid = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
+        let control = file.control_plane;
+        if control.endpoints.is_empty() {
+            return invalid("control_plane.endpoints must name at least one endpoint");
+        }
+        if let Some(endpoint) = control
+            .endpoints
+            .iter()
+            .find(|endpoint| tonic::transport::Endpoint::from_shared((*endpoint).clone()).is_err())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "control_plane endpoint {endpoint:?} is not a URL such as http://control-plane:4243"
+            )));
+        }
+        let secret = match (control.shared_secret, control.shared_secret_file) {
+            (Some(_), Some(_)) => {
+                return invalid(
+                    "control_plane: give shared_secret or shared_secret_file, not both",
+                );
+            }
+            (Some(secret), None) => secret.trim().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path, source })?
+                .trim()
+                .to_owned(),
+            (None, None) => {
+                return invalid(
+                    "a node secret is required: control_plane.shared_secret_file or GATEHOUSE_NODE_SECRET",
+                );
+            }
+        };
+        if secret.len() < MIN_SECRET_LEN {
+            return invalid("the node secret must be at least 32 characters");
+        }
+        let cache = file.cache;
+        if cache.max_sessions == 0 {
+            return invalid("cache.max_sessions must be at least 1");
+        }
+        if cache.ttl.is_zero() || cache.ttl >= cache.touch_interval {
+            return invalid(
+                "cache.ttl must be greater than zero and shorter than cache.touch_interval",
+            );
+        }
+        if cache.grace < cache.ttl {
+            return invalid("cache.grace must be at least cache.ttl");
+        }
+        let limits = file.limits;
+        if limits.max_header_bytes < 1024
+            || limits.header_read_timeout.is_zero()
+            || limits.idle_timeout.is_zero()
+        {
+            return invalid(
+                "limits: max_header_bytes must be at least 1024 and timeouts greater than zero",
+            );
+        }
+        let node_id = file
+            .node_id
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|id| !id.trim().is_empty())
+            .unwrap_or_else(|| "data-plane".to_owned());
+        Ok(Self {
+            listen: file.listen,
+            admin_listen: file.admin_listen,
+            node_id,
+            control_plane: ControlPlaneConfig {
+                endpoints: control.endpoints,
+                secret: NodeSecret(secret),
+                connect_timeout: control.connect_timeout,
+                request_timeout: control.request_timeout,
+            },
+            cache,
+            limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "[control_plane]\nshared_secret = \"0123456789abcdef0123456789abcdef\"\n";
+
+    #[test]
+    fn defaults_need_only_a_secret() {
+        let config = Config::from_toml_str(SECRET).unwrap();
+        assert_eq!(config.listen.port(), 8080);
+        assert_eq!(
+            config.control_plane.endpoints,
+            vec!["http://127.0.0.1:4243"]
+        );
+        assert!(config.cache.ttl < config.cache.touch_interval);
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(
+            Config::from_toml_str("")
+                .unwrap_err()
+                .to_string()
+                .contains("node secret")
+        );
+        let short = "[control_plane]\nshared_secret = \"short\"";
+        assert!(
+            Config::from_toml_str(short)
+                .unwrap_err()
+                .to_string()
+                .contains("32")
+        );
+        let slow_cache = format!("{SECRET}[cache]\nttl = \"60s\"\ntouch_interval = \"30s\"");
+        assert!(
+            Config::from_toml_str(&slow_cache)
+                .unwrap_err()
+                .to_string()
+                .contains("shorter")
+        );
+        let typo = format!("{SECRET}lisen = \"x\"");
+        assert!(
+            Config::from_toml_str(&typo)
+                .unwrap_err()
+                .to_string()
+                .contains("lisen")
+        );
+    }
+}

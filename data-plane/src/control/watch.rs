@@ -1,0 +1,109 @@
+//! Following the control plane's `Watch` stream: snapshots replace the routing table,
+//! revocations end sessions (cache entry and WebSockets) within milliseconds. On a broken
+//! stream the node reconnects with its last cursor, so nothing revoked meanwhile is missed.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use gatehouse_proto::v1 as pb;
+use rand::Rng as _;
+
+use crate::state::NodeState;
+use crate::vproxy::ProxyTable;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Follows the stream until the process ends.
+pub async fn follow(state: Arc<NodeState>) {
+    let mut cursor: Option<String> = None;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let request = pb::WatchRequest {
+            node_id: state.control.node_id().to_owned(),
+            cursor: cursor.clone(),
+        };
+        let mut client = state.control.node_client();
+        match client.watch(request).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(event)) => {
+                            backoff = MIN_BACKOFF;
+                            apply(&state, event, &mut cursor);
+                        }
+                        Ok(None) => {
+                            tracing::warn!("control plane ended the watch stream; reconnecting");
+                            break;
+                        }
+                        Err(status) => {
+                            tracing::warn!(code = ?status.code(), message = status.message(), "watch stream broke; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "cannot watch the control plane");
+            }
+        }
+        let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
+        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn apply(state: &NodeState, event: pb::WatchEvent, cursor: &mut Option<String>) {
+    match event.event {
+        Some(pb::watch_event::Event::Snapshot(snapshot)) => {
+            let table = ProxyTable::from_snapshot(&snapshot, &state.table.load());
+            tracing::info!(
+                virtual_proxies = table.all().len(),
+                flush = snapshot.flush_cache,
+                "configuration snapshot applied"
+            );
+            state.table.store(Arc::new(table));
+            if snapshot.flush_cache {
+                // Revocations were missed: no cached session and no open WebSocket can be
+                // trusted any more.
+                state.cache.flush();
+                let closed = state.sockets.close_all();
+                tracing::warn!(
+                    closed,
+                    "revocations were missed; cache flushed and WebSockets closed"
+                );
+            }
+            state.mark_ready();
+        }
+        Some(pb::watch_event::Event::Revocation(revocation)) => {
+            let closed = state.end_session(&revocation.handle);
+            tracing::debug!(
+                reason = %revocation.reason,
+                websockets_closed = closed,
+                delay_ms = propagation_delay_ms(&event.cursor),
+                "session revoked"
+            );
+        }
+        None => {}
+    }
+    if !event.cursor.is_empty() {
+        *cursor = Some(event.cursor);
+    }
+}
+
+/// Stream cursors start with the time the revocation was recorded (Redis stream ids).
+fn propagation_delay_ms(cursor: &str) -> Option<u64> {
+    let recorded: u64 = cursor.split_once('-')?.0.parse().ok()?;
+    if recorded == 0 {
+        return None;
+    }
+    let now = u64::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_millis(),
+    )
+    .ok()?;
+    now.checked_sub(recorded)
+}

@@ -1,0 +1,83 @@
+//! `data-plane`: reads the node configuration and serves until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use gatehouse_data_plane::BoundNode;
+use gatehouse_data_plane::config::{Config, Overrides};
+
+/// Exit code for bad configuration (EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "data-plane",
+    version,
+    about = "Gatehouse data-plane node (HTTP and WebSocket proxy)"
+)]
+struct Cli {
+    /// TOML configuration file; without one, defaults apply.
+    #[arg(long, short, env = "GATEHOUSE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), &cli.overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("data-plane: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if cli.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let node = match BoundNode::bind(config).await {
+        Ok(node) => node,
+        Err(error) => {
+            eprintln!("data-plane: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let (Ok(address), Ok(admin)) = (node.local_addr(), node.admin_addr()) {
+        tracing::info!(%address, %admin, "data-plane node listening");
+    }
+    node.serve(shutdown_signal()).await;
+    tracing::info!("data-plane node stopped");
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

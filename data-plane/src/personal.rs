@@ -1,0 +1,116 @@
+//! The Personal API over HTTP, under each virtual proxy's prefix as in QPS:
+//! `GET /{prefix}/qps/user` tells who is logged in, `DELETE /{prefix}/qps/user` logs out.
+
+use http::header::{ALLOW, SET_COOKIE};
+use http::request::Parts;
+use http::{HeaderValue, Method, Response, StatusCode};
+use serde_json::json;
+
+use crate::auth::{self, Origin, cookie, query};
+use crate::control::ControlError;
+use crate::proxy::upstream::ProxyBody;
+use crate::respond;
+use crate::state::{NodeState, Validation};
+use crate::vproxy::VirtualProxy;
+
+pub async fn handle(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    secure: bool,
+) -> Response<ProxyBody> {
+    let origin = Origin::of(parts, secure);
+    match parts.method {
+        Method::GET => who_am_i(state, proxy, parts, &origin).await,
+        Method::DELETE => logout(state, proxy, parts, &origin).await,
+        _ => {
+            let mut response = respond::error(StatusCode::METHOD_NOT_ALLOWED, "use GET or DELETE");
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, DELETE"));
+            response
+        }
+    }
+}
+
+async fn who_am_i(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    origin: &Origin,
+) -> Response<ProxyBody> {
+    if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
+        match state.validate(proxy, &token).await {
+            Validation::Valid(session) => {
+                return respond::json(
+                    StatusCode::OK,
+                    &json!({
+                        "userDirectory": session.user_directory,
+                        "userId": session.user_id,
+                        "userName": session.user_id,
+                        "logoutUri": origin.url(&format!("{}/qps/user", proxy.path_prefix())),
+                    }),
+                );
+            }
+            Validation::Invalid => {}
+            Validation::Unavailable => {
+                return respond::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "sessions cannot be checked right now",
+                );
+            }
+        }
+    }
+    let mut inactive = json!({ "session": "inactive" });
+    let target = query::param(parts.uri.query(), "targetUri");
+    if let (Some(target), Some(module)) = (target, &proxy.authentication_module_uri) {
+        // Only a target on an allowed host gets a login URI: no open redirects.
+        if let Some(target) = auth::allowed_target(proxy, origin, &target) {
+            match auth::login_uri(state, proxy, origin, module, &target).await {
+                Ok(login) => inactive["loginUri"] = login.into(),
+                Err(refusal) => return refusal,
+            }
+        }
+    }
+    respond::json(StatusCode::OK, &inactive)
+}
+
+async fn logout(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    origin: &Origin,
+) -> Response<ProxyBody> {
+    let ended = match cookie::read(&parts.headers, &proxy.cookie_name) {
+        Some(token) => match state.control.logout(&proxy.prefix, &token).await {
+            Ok(session) => session,
+            Err(ControlError::Unavailable(_)) => {
+                return respond::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cannot log out right now; try again",
+                );
+            }
+            Err(ControlError::Refused(status)) => {
+                tracing::warn!(message = status.message(), "logout refused");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut response = match ended {
+        Some(session) => {
+            // The revocation reaches every node through Watch; this node need not wait for it.
+            state.end_session(&session.handle);
+            let user = session.user.unwrap_or_default();
+            respond::json(
+                StatusCode::OK,
+                &json!({ "session": "ended", "userDirectory": user.user_directory, "userId": user.user_id }),
+            )
+        }
+        None => respond::json(StatusCode::OK, &json!({ "session": "inactive" })),
+    };
+    if let Some(clear) = cookie::clear(proxy, origin.secure) {
+        response.headers_mut().append(SET_COOKIE, clear);
+    }
+    response
+}

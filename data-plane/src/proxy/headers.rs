@@ -1,0 +1,293 @@
+//! What an upstream receives: hop-by-hop headers removed, client-supplied identity headers
+//! and the session cookie stripped, the user's identity injected, forwarding headers added.
+
+use std::net::SocketAddr;
+
+use http::header::{CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::auth::cookie;
+use crate::cache::CachedSession;
+use crate::vproxy::{IdentityPreset, VirtualProxy};
+
+/// URL-encoding for identity values: everything but RFC 3986 unreserved characters.
+const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Identity headers of both presets: never accepted from a client.
+pub const IDENTITY_HEADERS: [HeaderName; 8] = [
+    HeaderName::from_static("x-qlik-user"),
+    HeaderName::from_static("x-qlik-security"),
+    HeaderName::from_static("x-qlik-proxyid"),
+    HeaderName::from_static("x-qlik-virtual-proxy-prefix"),
+    HeaderName::from_static("x-gatehouse-user-directory"),
+    HeaderName::from_static("x-gatehouse-user-id"),
+    HeaderName::from_static("x-gatehouse-attributes"),
+    HeaderName::from_static("x-gatehouse-virtual-proxy"),
+];
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("proxy-authenticate"),
+    HeaderName::from_static("proxy-authorization"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("transfer-encoding"),
+];
+const UPGRADE: HeaderName = HeaderName::from_static("upgrade");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Rewrites request headers for the upstream.
+pub fn for_upstream(
+    headers: &mut HeaderMap,
+    proxy: &VirtualProxy,
+    session: &CachedSession,
+    peer: SocketAddr,
+    secure: bool,
+    websocket: bool,
+) {
+    remove_hop_by_hop(headers, websocket);
+    if websocket {
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    }
+    for name in &IDENTITY_HEADERS {
+        headers.remove(name);
+    }
+    if let Some(header) = &proxy.header_authentication {
+        headers.remove(&header.header);
+    }
+    cookie::strip(headers, &proxy.cookie_name);
+
+    let peer_ip = peer.ip().to_canonical().to_string();
+    let forwarded_for = match headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(earlier) => format!("{earlier}, {peer_ip}"),
+        None => peer_ip,
+    };
+    insert(headers, X_FORWARDED_FOR, &forwarded_for);
+    insert(
+        headers,
+        X_FORWARDED_PROTO,
+        if secure { "https" } else { "http" },
+    );
+    if let Some(host) = headers.get(HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    inject_identity(headers, proxy, session, secure);
+}
+
+fn inject_identity(
+    headers: &mut HeaderMap,
+    proxy: &VirtualProxy,
+    session: &CachedSession,
+    secure: bool,
+) {
+    let directory = encode(&session.user_directory);
+    let id = encode(&session.user_id);
+    let attributes: Vec<String> = session
+        .attributes
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect();
+    match proxy.identity {
+        IdentityPreset::Qlik => {
+            insert(
+                headers,
+                HeaderName::from_static("x-qlik-user"),
+                &format!("UserDirectory={directory}; UserId={id}"),
+            );
+            let mut security = format!("SecureRequest={secure}; Context=AppAccess");
+            for attribute in &attributes {
+                security.push_str("; ");
+                security.push_str(attribute);
+            }
+            insert(
+                headers,
+                HeaderName::from_static("x-qlik-security"),
+                &security,
+            );
+            insert(
+                headers,
+                HeaderName::from_static("x-qlik-proxyid"),
+                &format!("ProxyId={}; Prefix={}", proxy.proxy_id, proxy.prefix),
+            );
+            insert(
+                headers,
+                HeaderName::from_static("x-qlik-virtual-proxy-prefix"),
+                &proxy.prefix,
+            );
+        }
+        IdentityPreset::Generic => {
+            insert(
+                headers,
+                HeaderName::from_static("x-gatehouse-user-directory"),
+                &directory,
+            );
+            insert(headers, HeaderName::from_static("x-gatehouse-user-id"), &id);
+            insert(
+                headers,
+                HeaderName::from_static("x-gatehouse-attributes"),
+                &attributes.join("; "),
+            );
+            insert(
+                headers,
+                HeaderName::from_static("x-gatehouse-virtual-proxy"),
+                &proxy.prefix,
+            );
+        }
+    }
+}
+
+fn encode(value: &str) -> String {
+    utf8_percent_encode(value, ENCODE).to_string()
+}
+
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    // Every value here is encoded or built from validated parts; a failure would only drop
+    // the header, never panic.
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    use gatehouse_proto::v1 as pb;
+
+    fn proxy(preset: pb::IdentityPreset) -> VirtualProxy {
+        VirtualProxy::from_proto(
+            &pb::VirtualProxy {
+                prefix: "sales".into(),
+                cookie_name: "X-Qlik-Session-sales".into(),
+                identity_headers: Some(pb::IdentityHeaders {
+                    preset: preset.into(),
+                }),
+                proxy_id: "gatehouse".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap()
+    }
+
+    fn session() -> CachedSession {
+        CachedSession {
+            handle: "h".into(),
+            virtual_proxy: "sales".into(),
+            user_directory: "CORP".into(),
+            user_id: "alice smith".into(),
+            attributes: vec![
+                ("group".into(), "a;b".into()),
+                ("group".into(), "admins".into()),
+            ],
+            absolute_expiry: SystemTime::now(),
+        }
+    }
+
+    fn client_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-qlik-user",
+            HeaderValue::from_static("UserDirectory=EVIL; UserId=root"),
+        );
+        headers.insert("x-gatehouse-user-id", HeaderValue::from_static("root"));
+        headers.insert(
+            "cookie",
+            HeaderValue::from_static("X-Qlik-Session-sales=secret; other=1"),
+        );
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("hop"));
+        headers.insert("host", HeaderValue::from_static("sense.example.com"));
+        headers.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
+        headers
+    }
+
+    #[test]
+    fn the_qlik_preset_replaces_client_identity_and_hides_the_cookie() {
+        let mut headers = client_headers();
+        let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        for_upstream(
+            &mut headers,
+            &proxy(pb::IdentityPreset::Qlik),
+            &session(),
+            peer,
+            false,
+            false,
+        );
+        assert_eq!(
+            headers["x-qlik-user"],
+            "UserDirectory=CORP; UserId=alice%20smith"
+        );
+        assert_eq!(
+            headers["x-qlik-security"],
+            "SecureRequest=false; Context=AppAccess; group=a%3Bb; group=admins"
+        );
+        assert_eq!(headers["x-qlik-virtual-proxy-prefix"], "sales");
+        assert_eq!(headers["x-qlik-proxyid"], "ProxyId=gatehouse; Prefix=sales");
+        assert!(headers.get("x-gatehouse-user-id").is_none());
+        assert_eq!(headers["cookie"], "other=1");
+        assert!(headers.get("x-private").is_none() && headers.get("connection").is_none());
+        assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(headers["x-forwarded-host"], "sense.example.com");
+        assert_eq!(headers["traceparent"], "00-abc-def-01");
+    }
+
+    #[test]
+    fn the_generic_preset_uses_its_own_headers() {
+        let mut headers = client_headers();
+        let peer: SocketAddr = "[::ffff:10.0.0.1]:5000".parse().unwrap();
+        for_upstream(
+            &mut headers,
+            &proxy(pb::IdentityPreset::Generic),
+            &session(),
+            peer,
+            true,
+            false,
+        );
+        assert_eq!(headers["x-gatehouse-user-id"], "alice%20smith");
+        assert_eq!(
+            headers["x-gatehouse-attributes"],
+            "group=a%3Bb; group=admins"
+        );
+        assert!(headers.get("x-qlik-user").is_none());
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+    }
+}

@@ -1,0 +1,156 @@
+//! The request path: route to a virtual proxy, find out who is asking, apply access rules,
+//! then forward (HTTP) or splice (WebSocket) to an upstream node.
+
+pub mod headers;
+pub mod upstream;
+pub mod websocket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::SET_COOKIE;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+
+use self::upstream::{ProxyBody, UpstreamError};
+use crate::auth::{self, Authenticated, Origin, query};
+use crate::personal;
+use crate::respond;
+use crate::state::NodeState;
+use crate::vproxy::VirtualProxy;
+
+/// Serves one request. Never fails: every problem becomes a response with a status and a
+/// short reason.
+pub async fn handle(
+    state: Arc<NodeState>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    secure: bool,
+) -> Response<ProxyBody> {
+    let table = state.table.load_full();
+    let Some(proxy) = table.route(request.uri().path()).cloned() else {
+        return respond::error(StatusCode::NOT_FOUND, "no virtual proxy serves this path");
+    };
+    let mut response = serve(&state, &proxy, request, peer, secure).await;
+    for (name, value) in &proxy.response_headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+async fn serve(
+    state: &NodeState,
+    proxy: &Arc<VirtualProxy>,
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    secure: bool,
+) -> Response<ProxyBody> {
+    let relative = relative_path(request.uri().path(), proxy).into_owned();
+    if relative == "/qps/user" {
+        let (parts, _) = request.into_parts();
+        return personal::handle(state, proxy, &parts, secure).await;
+    }
+    let websocket = websocket::is_upgrade(&request);
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    let origin = Origin::of(&parts, secure);
+
+    let ticket = query::param(parts.uri.query(), "qlikTicket");
+    let authenticated = match &ticket {
+        Some(ticket) => match auth::redeem(state, proxy, ticket, &origin).await {
+            // The ticket must not stay in the browser's history or reach upstream logs.
+            Ok(login) if !websocket => {
+                let clean = query::without_param(parts.uri.path(), parts.uri.query(), "qlikTicket");
+                return respond::redirect(&clean, login.set_cookie);
+            }
+            Ok(login) => login,
+            Err(refusal) => return refusal,
+        },
+        None => match auth::authenticate(state, proxy, &parts, peer, &origin).await {
+            Ok(login) => login,
+            Err(refusal) => return refusal,
+        },
+    };
+    let Authenticated {
+        session,
+        set_cookie,
+    } = authenticated;
+
+    if let Some(reason) = auth::rules::denied(
+        &proxy.access_rules,
+        &relative,
+        parts.method.as_str(),
+        &session,
+    ) {
+        return respond::error(StatusCode::FORBIDDEN, reason);
+    }
+    if ticket.is_some() {
+        let clean = query::without_param(parts.uri.path(), parts.uri.query(), "qlikTicket");
+        parts.uri = clean.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    }
+    parts.uri = upstream_path(&parts.uri, proxy);
+    headers::for_upstream(&mut parts.headers, proxy, &session, peer, secure, websocket);
+
+    let mut response = match client_upgrade {
+        Some(client_upgrade) => {
+            websocket::splice(state, proxy, &session, parts, client_upgrade, &origin).await
+        }
+        None => {
+            let request = Request::from_parts(parts, body.boxed());
+            match proxy.upstream.send(request, Some(&session.handle)).await {
+                Ok((response, _)) => {
+                    let (mut parts, body) = response.into_parts();
+                    headers::remove_hop_by_hop(&mut parts.headers, false);
+                    Response::from_parts(parts, body.boxed())
+                }
+                Err(error) => upstream_failure(&error),
+            }
+        }
+    };
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The status for an upstream failure; the detail goes to the log only.
+pub fn upstream_failure(error: &UpstreamError) -> Response<ProxyBody> {
+    tracing::warn!(%error, "upstream request failed");
+    match error {
+        UpstreamError::NoNodes => {
+            respond::error(StatusCode::SERVICE_UNAVAILABLE, "no upstream is available")
+        }
+        UpstreamError::Timeout(_) => respond::error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the upstream did not answer in time",
+        ),
+        UpstreamError::Connect(_) | UpstreamError::Failed { .. } => {
+            respond::error(StatusCode::BAD_GATEWAY, "the upstream could not be reached")
+        }
+    }
+}
+
+/// The path below the virtual proxy's prefix, starting with `/`.
+fn relative_path<'a>(path: &'a str, proxy: &VirtualProxy) -> std::borrow::Cow<'a, str> {
+    let prefix = proxy.path_prefix();
+    let rest = path.strip_prefix(&prefix).unwrap_or(path);
+    if rest.starts_with('/') {
+        rest.into()
+    } else {
+        format!("/{rest}").into()
+    }
+}
+
+/// The URI the upstream sees: the prefix removed if the proxy says so.
+fn upstream_path(uri: &Uri, proxy: &VirtualProxy) -> Uri {
+    if !proxy.strip_prefix || proxy.prefix.is_empty() {
+        return uri.clone();
+    }
+    let path = relative_path(uri.path(), proxy);
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.into_owned(),
+    };
+    path_and_query.parse().unwrap_or_else(|_| uri.clone())
+}

@@ -1,0 +1,158 @@
+//! WebSockets: the upgrade is checked (`Origin` against the host allow list), passed to an
+//! upstream node, and the two connections are spliced message by message, so that when the
+//! session ends the node can send the browser a proper close frame.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::header::{CONNECTION, ORIGIN, SEC_WEBSOCKET_EXTENSIONS, UPGRADE};
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::upstream::ProxyBody;
+use crate::auth::Origin;
+use crate::cache::CachedSession;
+use crate::respond;
+use crate::state::NodeState;
+use crate::vproxy::VirtualProxy;
+
+/// Whether a request asks to become a WebSocket.
+pub fn is_upgrade<B>(request: &Request<B>) -> bool {
+    let has_token = |name, token: &str| {
+        request
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|part| part.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(CONNECTION, "upgrade") && has_token(UPGRADE, "websocket")
+}
+
+/// Passes the upgrade upstream; on 101, splices the two sides until either closes or the
+/// session ends.
+pub async fn splice(
+    state: &NodeState,
+    proxy: &Arc<VirtualProxy>,
+    session: &Arc<CachedSession>,
+    mut parts: Parts,
+    client_upgrade: OnUpgrade,
+    origin: &Origin,
+) -> Response<ProxyBody> {
+    // Browsers always send Origin; a foreign one is a cross-site WebSocket hijack attempt.
+    if let Some(request_origin) = parts
+        .headers
+        .get(ORIGIN)
+        .and_then(|value| value.to_str().ok())
+    {
+        let host = request_origin
+            .split_once("://")
+            .map_or(request_origin, |(_, host)| host)
+            .trim_end_matches('/');
+        if !proxy.host_allowed(host, origin.host.as_deref()) {
+            return respond::error(StatusCode::FORBIDDEN, "WebSocket origin is not allowed");
+        }
+    }
+    // Extensions such as permessage-deflate change the frames; the node relays plain ones.
+    parts.headers.remove(SEC_WEBSOCKET_EXTENSIONS);
+    parts
+        .headers
+        .insert(UPGRADE, HeaderValue::from_static("websocket"));
+    let registration = state.sockets.register(&session.handle);
+    let request = Request::from_parts(parts, respond::empty());
+    let mut upstream = match proxy.upstream.send(request, Some(&session.handle)).await {
+        Ok((response, _)) => response,
+        Err(error) => return super::upstream_failure(&error),
+    };
+    if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The upstream declined the upgrade; its answer goes back as it is.
+        let (mut parts, body) = upstream.into_parts();
+        super::headers::remove_hop_by_hop(&mut parts.headers, false);
+        return Response::from_parts(parts, body.boxed());
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream);
+    let mut response = Response::new(respond::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *response.headers_mut() = upstream.headers().clone();
+
+    let handle = session.handle.clone();
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let client =
+            WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
+        let upstream =
+            WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None).await;
+        relay(client, upstream, registration.ended.clone()).await;
+        tracing::debug!(session = %handle, "WebSocket closed");
+        drop(registration);
+    });
+    response
+}
+
+async fn relay<C, U>(
+    client: WebSocketStream<C>,
+    upstream: WebSocketStream<U>,
+    ended: tokio_util::sync::CancellationToken,
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut upstream_tx, mut upstream_rx) = upstream.split();
+    loop {
+        tokio::select! {
+            () = ended.cancelled() => {
+                let frame = CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "session ended".into(),
+                };
+                let _ = client_tx.send(Message::Close(Some(frame))).await;
+                let _ = upstream_tx.send(Message::Close(None)).await;
+                let _ = client_tx.close().await;
+                let _ = upstream_tx.close().await;
+                return;
+            }
+            message = client_rx.next() => match message {
+                Some(Ok(message)) => {
+                    let closing = message.is_close();
+                    if upstream_tx.send(message).await.is_err() || closing {
+                        let _ = client_tx.close().await;
+                        return;
+                    }
+                }
+                _ => {
+                    let _ = upstream_tx.close().await;
+                    return;
+                }
+            },
+            message = upstream_rx.next() => match message {
+                Some(Ok(message)) => {
+                    let closing = message.is_close();
+                    if client_tx.send(message).await.is_err() || closing {
+                        let _ = upstream_tx.close().await;
+                        return;
+                    }
+                }
+                _ => {
+                    let _ = client_tx.close().await;
+                    return;
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Responses the node writes itself: errors with a status and a short reason (never internal
+//! detail), redirects, and JSON.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+
+use crate::proxy::upstream::ProxyBody;
+
+pub fn body(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn empty() -> ProxyBody {
+    body(Bytes::new())
+}
+
+/// A plain-text error: the status and one line saying what was wrong.
+pub fn error(status: StatusCode, reason: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(body(format!("{reason}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A 302 to `location`, optionally setting or clearing the session cookie.
+pub fn redirect(location: &str, cookie: Option<HeaderValue>) -> Response<ProxyBody> {
+    let Ok(location) = HeaderValue::from_str(location) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the redirect target is not a valid URL",
+        );
+    };
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::FOUND;
+    response.headers_mut().insert(LOCATION, location);
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    response
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
+    let mut response = Response::new(body(value.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

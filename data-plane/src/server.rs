@@ -1,0 +1,176 @@
+//! Binding the node's sockets and serving: the proxy listener and the admin listener, plus
+//! the background tasks (the `Watch` follower and activity reports).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::control::{ControlClient, activity, watch};
+use crate::state::NodeState;
+use crate::{admin, proxy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    ControlPlane(String),
+}
+
+/// A node whose sockets are bound.
+#[derive(Debug)]
+pub struct BoundNode {
+    listener: TcpListener,
+    admin: TcpListener,
+    state: Arc<NodeState>,
+    config: Config,
+}
+
+impl BoundNode {
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let bind = |address: SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| StartError::Bind { address, source })
+        };
+        let listener = bind(config.listen).await?;
+        let admin = bind(config.admin_listen).await?;
+        let control = ControlClient::new(&config.control_plane, &config.node_id)
+            .map_err(StartError::ControlPlane)?;
+        let state = Arc::new(NodeState::new(&config, control));
+        Ok(Self {
+            listener,
+            admin,
+            state,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    pub fn state(&self) -> Arc<NodeState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
+    /// finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let watcher = tokio::spawn(watch::follow(self.state.clone()));
+        let reporter = tokio::spawn(activity::report_forever(
+            self.state.clone(),
+            self.config.cache.touch_interval,
+        ));
+
+        let limits = self.config.limits;
+        let state = self.state.clone();
+        let proxy_loop = accept_loop(
+            self.listener,
+            stop.clone(),
+            tasks.clone(),
+            limits,
+            move |peer| {
+                let state = state.clone();
+                service_fn(move |request| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(proxy::handle(state, request, peer, false).await) }
+                })
+            },
+        );
+        let state = self.state.clone();
+        let admin_loop = accept_loop(self.admin, stop.clone(), tasks.clone(), limits, move |_| {
+            let state = state.clone();
+            service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(admin::handle(state, request).await) }
+            })
+        });
+        let proxy_task = tokio::spawn(proxy_loop);
+        let admin_task = tokio::spawn(admin_loop);
+        shutdown.await;
+        stop.cancel();
+        let _ = tokio::join!(proxy_task, admin_task);
+        tasks.close();
+        tasks.wait().await;
+        watcher.abort();
+        reporter.abort();
+        // What was used but not yet reported still counts.
+        activity::report_once(&self.state).await;
+    }
+}
+
+async fn accept_loop<S, F>(
+    listener: TcpListener,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    limits: crate::config::LimitsConfig,
+    make_service: F,
+) where
+    F: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::proxy::upstream::ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = make_service(peer);
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192));
+            builder.http2().timer(TokioTimer::new());
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                }
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+}

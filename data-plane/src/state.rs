@@ -1,0 +1,154 @@
+//! What one node holds, shared by every connection: the routing table from the latest
+//! snapshot, the session cache, open WebSockets, and the control-plane client.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use tokio::sync::OnceCell;
+
+use crate::cache::{CachedSession, Lookup, SessionCache, TokenKey};
+use crate::config::Config;
+use crate::control::{ControlClient, ControlError};
+use crate::sockets::WebSocketRegistry;
+use crate::vproxy::{ProxyTable, VirtualProxy};
+
+/// The outcome of checking a session token.
+#[derive(Debug, Clone)]
+pub enum Validation {
+    Valid(Arc<CachedSession>),
+    /// Unknown, expired, or of another virtual proxy: fail closed.
+    Invalid,
+    /// Could not be checked and is not known from before: 503.
+    Unavailable,
+}
+
+type InFlight = Arc<OnceCell<Result<Option<Arc<CachedSession>>, ControlError>>>;
+
+#[derive(Debug)]
+pub struct NodeState {
+    pub table: ArcSwap<ProxyTable>,
+    ready: AtomicBool,
+    pub cache: SessionCache,
+    pub sockets: Arc<WebSocketRegistry>,
+    pub control: ControlClient,
+    /// One validation per token at a time: concurrent misses wait for the same answer.
+    validations: Mutex<HashMap<TokenKey, InFlight>>,
+}
+
+impl NodeState {
+    pub fn new(config: &Config, control: ControlClient) -> Self {
+        Self {
+            table: ArcSwap::from_pointee(ProxyTable::default()),
+            ready: AtomicBool::new(false),
+            cache: SessionCache::new(
+                config.cache.max_sessions,
+                config.cache.ttl,
+                config.cache.grace,
+            ),
+            sockets: Arc::new(WebSocketRegistry::default()),
+            control,
+            validations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Ready once a configuration snapshot has arrived; it stays ready through outages.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Ends a session on this node: forget it and close its WebSockets.
+    pub fn end_session(&self, handle: &str) -> usize {
+        self.cache.revoke(handle);
+        self.sockets.close_session(handle)
+    }
+
+    /// Checks a session token: the cache when fresh, else one call to the control plane
+    /// (shared by concurrent requests), else a stale entry while the control plane is down.
+    pub async fn validate(&self, proxy: &VirtualProxy, token: &str) -> Validation {
+        let key = TokenKey::of(token);
+        let stale = match self.cache.get(&key) {
+            Lookup::Fresh(session) => return for_proxy(session, proxy),
+            Lookup::Stale(session) => Some(session),
+            Lookup::Missing => None,
+        };
+        let cell = {
+            let mut validations = self
+                .validations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            validations.entry(key).or_default().clone()
+        };
+        let answer = cell
+            .get_or_init(|| async {
+                match self.control.validate(&proxy.prefix, token).await {
+                    Ok(Some(session)) => {
+                        let session = Arc::new(CachedSession::from_proto(&session));
+                        // A revocation that overtook this answer wins.
+                        Ok(self.cache.insert(key, session.clone()).then_some(session))
+                    }
+                    Ok(None) => {
+                        self.cache.remove(&key);
+                        Ok(None)
+                    }
+                    Err(error) => Err(error),
+                }
+            })
+            .await
+            .clone();
+        {
+            let mut validations = self
+                .validations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if validations
+                .get(&key)
+                .is_some_and(|current| Arc::ptr_eq(current, &cell))
+            {
+                validations.remove(&key);
+            }
+        }
+        match answer {
+            Ok(Some(session)) => for_proxy(session, proxy),
+            Ok(None) => Validation::Invalid,
+            Err(ControlError::Unavailable(detail)) => match stale {
+                Some(session) => {
+                    tracing::debug!(%detail, "control plane unavailable; serving a recently validated session");
+                    for_proxy(session, proxy)
+                }
+                None => {
+                    tracing::warn!(%detail, "control plane unavailable; cannot validate a session");
+                    Validation::Unavailable
+                }
+            },
+            Err(ControlError::Refused(status)) => {
+                tracing::warn!(code = ?status.code(), "control plane refused a validation");
+                Validation::Unavailable
+            }
+        }
+    }
+
+    /// Caches a session the node has just created (login), so the next request is a hit.
+    pub fn remember(
+        &self,
+        token: &str,
+        session: &gatehouse_proto::v1::Session,
+    ) -> Arc<CachedSession> {
+        let session = Arc::new(CachedSession::from_proto(session));
+        self.cache.insert(TokenKey::of(token), session.clone());
+        session
+    }
+}
+
+fn for_proxy(session: Arc<CachedSession>, proxy: &VirtualProxy) -> Validation {
+    if session.virtual_proxy == proxy.prefix {
+        Validation::Valid(session)
+    } else {
+        Validation::Invalid
+    }
+}

@@ -1,0 +1,338 @@
+//! Virtual proxies as a node serves them, built from the control plane's snapshots, and the
+//! table that routes a request path to one of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_proto::v1 as pb;
+use http::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+use crate::proxy::upstream::{Strategy, UpstreamPool, UpstreamSettings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anonymous {
+    None,
+    Allow,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityPreset {
+    Qlik,
+    Generic,
+}
+
+/// Where header authentication finds the user.
+#[derive(Debug, Clone)]
+pub enum HeaderUser {
+    /// Every user is in this directory; the header is the user id.
+    Static(String),
+    /// The header holds directory and id, laid out by a pattern such as `$ud\\$id`.
+    Pattern(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderAuthentication {
+    pub header: HeaderName,
+    pub user: HeaderUser,
+    pub trusted_networks: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessRule {
+    pub path_prefix: String,
+    /// Upper-case; empty matches every method.
+    pub methods: Vec<String>,
+    pub allow: bool,
+    pub user_directory: Option<String>,
+    pub user_id: Option<String>,
+    pub attribute: Option<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct VirtualProxy {
+    pub prefix: String,
+    pub cookie_name: String,
+    pub cookie_domain: Option<String>,
+    pub inactivity_timeout: Duration,
+    pub authentication_module_uri: Option<String>,
+    pub host_allow_list: Vec<String>,
+    pub anonymous: Anonymous,
+    pub header_authentication: Option<HeaderAuthentication>,
+    pub strip_prefix: bool,
+    pub upstream: Arc<UpstreamPool>,
+    pub identity: IdentityPreset,
+    pub access_rules: Vec<AccessRule>,
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    pub proxy_id: String,
+}
+
+impl VirtualProxy {
+    /// The path prefix with its leading slash ("" for the default proxy).
+    pub fn path_prefix(&self) -> String {
+        if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.prefix)
+        }
+    }
+
+    /// Whether `host` (a `Host` or `Origin` authority, any case) is this proxy's own or allowed.
+    pub fn host_allowed(&self, host: &str, own_host: Option<&str>) -> bool {
+        let host = host.to_ascii_lowercase();
+        let without_port = strip_port(&host);
+        own_host.is_some_and(|own| own.eq_ignore_ascii_case(&host))
+            || self
+                .host_allow_list
+                .iter()
+                .any(|allowed| *allowed == host || *allowed == without_port)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(ip, _)| &host[..=ip.len()]);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(name, _)| name)
+}
+
+/// Why a snapshot's virtual proxy could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("virtual proxy {prefix:?}: {reason}")]
+pub struct SnapshotError {
+    prefix: String,
+    reason: String,
+}
+
+impl VirtualProxy {
+    /// Builds a proxy from a snapshot entry, reusing `previous`'s upstream pool when its
+    /// settings are unchanged (so health and balancing state survive configuration pushes).
+    pub fn from_proto(
+        proto: &pb::VirtualProxy,
+        previous: Option<&VirtualProxy>,
+    ) -> Result<Self, SnapshotError> {
+        let fail = |reason: String| SnapshotError {
+            prefix: proto.prefix.clone(),
+            reason,
+        };
+        let header_authentication = match &proto.header_authentication {
+            Some(header) if !header.header.is_empty() => Some(HeaderAuthentication {
+                header: HeaderName::from_bytes(header.header.as_bytes())
+                    .map_err(|_| fail(format!("bad header name {:?}", header.header)))?,
+                user: if header.pattern.is_empty() {
+                    HeaderUser::Static(header.user_directory.clone())
+                } else {
+                    HeaderUser::Pattern(header.pattern.clone())
+                },
+                trusted_networks: header
+                    .trusted_networks
+                    .iter()
+                    .map(|network| {
+                        network
+                            .parse()
+                            .map_err(|_| fail(format!("bad network {network:?}")))
+                    })
+                    .collect::<Result<_, _>>()?,
+            }),
+            _ => None,
+        };
+        let upstream = proto.upstream.clone().unwrap_or_default();
+        let settings = UpstreamSettings {
+            nodes: upstream.nodes.clone(),
+            strategy: match upstream.strategy() {
+                pb::BalanceStrategy::RoundRobin => Strategy::RoundRobin,
+                pb::BalanceStrategy::LeastOutstanding => Strategy::LeastOutstanding,
+                pb::BalanceStrategy::StickySession => Strategy::StickySession,
+            },
+            http2: upstream.http2,
+            eject_after_failures: upstream.eject_after_failures.max(1),
+            ejection_time: duration(upstream.ejection_time, Duration::from_secs(10)),
+            connect_timeout: duration(upstream.connect_timeout, Duration::from_secs(2)),
+            response_timeout: duration(upstream.response_timeout, Duration::from_secs(60)),
+        };
+        let upstream = match previous {
+            Some(previous) if previous.upstream.settings() == &settings => {
+                previous.upstream.clone()
+            }
+            _ => UpstreamPool::new(settings),
+        };
+        let response_headers = proto
+            .additional_response_headers
+            .iter()
+            .map(|header| {
+                Ok((
+                    HeaderName::from_bytes(header.name.as_bytes())
+                        .map_err(|_| fail(format!("bad response header {:?}", header.name)))?,
+                    HeaderValue::from_str(&header.value).map_err(|_| {
+                        fail(format!("bad value for response header {:?}", header.name))
+                    })?,
+                ))
+            })
+            .collect::<Result<_, SnapshotError>>()?;
+        Ok(Self {
+            prefix: proto.prefix.clone(),
+            cookie_name: proto.cookie_name.clone(),
+            cookie_domain: Some(proto.cookie_domain.clone()).filter(|domain| !domain.is_empty()),
+            inactivity_timeout: duration(proto.inactivity_timeout, Duration::from_secs(1800)),
+            authentication_module_uri: Some(proto.authentication_module_uri.clone())
+                .filter(|uri| !uri.is_empty()),
+            host_allow_list: proto
+                .host_allow_list
+                .iter()
+                .map(|host| host.to_ascii_lowercase())
+                .collect(),
+            anonymous: match proto.anonymous() {
+                pb::AnonymousMode::None => Anonymous::None,
+                pb::AnonymousMode::Allow => Anonymous::Allow,
+                pb::AnonymousMode::Always => Anonymous::Always,
+            },
+            header_authentication,
+            strip_prefix: proto.strip_prefix,
+            upstream,
+            identity: match proto
+                .identity_headers
+                .as_ref()
+                .map(pb::IdentityHeaders::preset)
+            {
+                Some(pb::IdentityPreset::Generic) => IdentityPreset::Generic,
+                _ => IdentityPreset::Qlik,
+            },
+            access_rules: proto
+                .access_rules
+                .iter()
+                .map(|rule| AccessRule {
+                    path_prefix: rule.path_prefix.clone(),
+                    methods: rule
+                        .methods
+                        .iter()
+                        .map(|m| m.to_ascii_uppercase())
+                        .collect(),
+                    allow: rule.allow,
+                    user_directory: Some(rule.user_directory.clone()).filter(|d| !d.is_empty()),
+                    user_id: Some(rule.user_id.clone()).filter(|id| !id.is_empty()),
+                    attribute: rule
+                        .attribute
+                        .as_ref()
+                        .map(|attribute| (attribute.name.clone(), attribute.value.clone())),
+                })
+                .collect(),
+            response_headers,
+            proxy_id: proto.proxy_id.clone(),
+        })
+    }
+}
+
+fn duration(value: Option<prost_types::Duration>, default: Duration) -> Duration {
+    value
+        .and_then(|value| Duration::try_from(value).ok())
+        .filter(|value| !value.is_zero())
+        .unwrap_or(default)
+}
+
+/// All virtual proxies of the current snapshot, routable by path.
+#[derive(Debug, Default)]
+pub struct ProxyTable {
+    proxies: Vec<Arc<VirtualProxy>>,
+}
+
+impl ProxyTable {
+    /// Builds the table for a snapshot. A proxy that cannot be built is left out (and logged),
+    /// rather than taking the others down with it.
+    pub fn from_snapshot(snapshot: &pb::ConfigSnapshot, previous: &ProxyTable) -> Self {
+        let mut proxies = Vec::new();
+        for proto in &snapshot.virtual_proxies {
+            let before = previous.by_prefix(&proto.prefix);
+            match VirtualProxy::from_proto(proto, before.map(|p| &**p)) {
+                Ok(proxy) => proxies.push(Arc::new(proxy)),
+                Err(error) => tracing::error!(%error, "virtual proxy left out of the snapshot"),
+            }
+        }
+        Self { proxies }
+    }
+
+    pub fn by_prefix(&self, prefix: &str) -> Option<&Arc<VirtualProxy>> {
+        self.proxies.iter().find(|proxy| proxy.prefix == prefix)
+    }
+
+    pub fn all(&self) -> &[Arc<VirtualProxy>] {
+        &self.proxies
+    }
+
+    /// The proxy a path belongs to: the one whose prefix is the path's first segment, else
+    /// the default proxy.
+    pub fn route(&self, path: &str) -> Option<&Arc<VirtualProxy>> {
+        let first = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if !first.is_empty()
+            && let Some(proxy) = self.by_prefix(first)
+        {
+            return Some(proxy);
+        }
+        self.by_prefix("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(prefixes: &[&str]) -> ProxyTable {
+        let snapshot = pb::ConfigSnapshot {
+            virtual_proxies: prefixes
+                .iter()
+                .map(|prefix| pb::VirtualProxy {
+                    prefix: (*prefix).into(),
+                    cookie_name: format!("c{prefix}"),
+                    ..Default::default()
+                })
+                .collect(),
+            flush_cache: false,
+        };
+        ProxyTable::from_snapshot(&snapshot, &ProxyTable::default())
+    }
+
+    #[test]
+    fn paths_route_by_their_first_segment() {
+        let table = table(&["", "sales"]);
+        assert_eq!(
+            table.route("/sales/hub").map(|p| p.prefix.as_str()),
+            Some("sales")
+        );
+        assert_eq!(
+            table.route("/sales").map(|p| p.prefix.as_str()),
+            Some("sales")
+        );
+        assert_eq!(
+            table.route("/salesforce/x").map(|p| p.prefix.as_str()),
+            Some("")
+        );
+        assert_eq!(table.route("/").map(|p| p.prefix.as_str()), Some(""));
+        assert!(self::table(&["sales"]).route("/hr/x").is_none());
+    }
+
+    #[test]
+    fn hosts_are_allowed_by_list_or_as_the_own_host() {
+        let table = table(&[""]);
+        let mut proxy = VirtualProxy::from_proto(
+            &pb::VirtualProxy {
+                host_allow_list: vec!["Portal.Example.com".into()],
+                ..Default::default()
+            },
+            table.by_prefix("").map(|p| &**p),
+        )
+        .unwrap();
+        assert!(proxy.host_allowed("portal.example.com:443", None));
+        assert!(proxy.host_allowed("sense.local:8080", Some("sense.local:8080")));
+        assert!(!proxy.host_allowed("evil.com", Some("sense.local")));
+        proxy.host_allow_list.clear();
+        assert!(!proxy.host_allowed("portal.example.com", None));
+    }
+}
