@@ -85,9 +85,6 @@ pub struct LimitsConfig {
     /// Time a client has to send its request headers.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// An idle keep-alive connection is closed after this long.
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
     /// All request headers together, in bytes (QPS: 16384).
     pub max_header_bytes: usize,
 }
@@ -96,7 +93,6 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
             max_header_bytes: 16 * 1024,
         }
     }
@@ -277,12 +273,10 @@ impl Config {
             return invalid("cache.grace must be at least cache.ttl");
         }
         let limits = file.limits;
-        if limits.max_header_bytes < 1024
-            || limits.header_read_timeout.is_zero()
-            || limits.idle_timeout.is_zero()
-        {
+        // hyper needs a read buffer of at least 8 KiB.
+        if limits.max_header_bytes < 8192 || limits.header_read_timeout.is_zero() {
             return invalid(
-                "limits: max_header_bytes must be at least 1024 and timeouts greater than zero",
+                "limits: max_header_bytes must be at least 8192 and header_read_timeout greater than zero",
             );
         }
         let node_id = file

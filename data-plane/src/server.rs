@@ -156,7 +156,7 @@ async fn accept_loop<S, F>(
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes.max(8192));
+                .max_buf_size(limits.max_header_bytes);
             builder.http2().timer(TokioTimer::new());
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(connection);
