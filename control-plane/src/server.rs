@@ -7,6 +7,7 @@ use std::time::Duration;
 use gatehouse_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::api::authentication::AuthenticationApi;
@@ -119,8 +120,9 @@ impl BoundServer {
 
         let authority = self.authority;
         let feed = RevocationFeed::start(authority.store().clone());
+        let stopping = CancellationToken::new();
         let node_api = pb::node_service_server::NodeServiceServer::with_interceptor(
-            NodeApi::new(authority.clone(), feed),
+            NodeApi::new(authority.clone(), feed, stopping.clone()),
             NodeCredential::new(self.node_secret),
         );
         let router = tonic::transport::Server::builder()
@@ -138,6 +140,11 @@ impl BoundServer {
                 PersonalApi::new(authority.clone()),
             ))
             .add_service(node_api);
+        // Long-lived Watch streams would hold a graceful shutdown open forever: end them.
+        let shutdown = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
         let result = router
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await;

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use gatehouse_proto::v1 as pb;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 pub(crate) use self::watch::WatchSource;
@@ -29,11 +30,17 @@ pub struct NodeApi {
 }
 
 impl NodeApi {
-    pub fn new(authority: Authority, feed: Arc<RevocationFeed>) -> Self {
+    /// `stopping` ends every `Watch` stream when cancelled.
+    pub fn new(
+        authority: Authority,
+        feed: Arc<RevocationFeed>,
+        stopping: CancellationToken,
+    ) -> Self {
         let watch = WatchSource {
             store: authority.store().clone(),
             feed,
             virtual_proxies: Arc::new(authority.virtual_proxies().all().to_vec()),
+            stopping,
         };
         Self { authority, watch }
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use gatehouse_proto::v1 as pb;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::virtual_proxy::virtual_proxy_to_proto;
@@ -25,6 +26,8 @@ pub(crate) struct WatchSource {
     pub store: Arc<dyn Store>,
     pub feed: Arc<RevocationFeed>,
     pub virtual_proxies: Arc<Vec<VirtualProxyConfig>>,
+    /// Cancelled when the server shuts down: streams end, so connections can drain.
+    pub stopping: CancellationToken,
 }
 
 impl WatchSource {
@@ -129,7 +132,14 @@ impl WatchSource {
             }
         }
         loop {
-            match live.recv().await {
+            let received = tokio::select! {
+                () = self.stopping.cancelled() => {
+                    let _ = sender.send(Err(Status::unavailable("control plane shutting down"))).await;
+                    return;
+                }
+                received = live.recv() => received,
+            };
+            match received {
                 Ok(FeedEvent::Revoked(event)) => {
                     if !send_revocation(sender, event, &mut last).await {
                         return;
