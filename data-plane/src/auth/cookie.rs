@@ -21,24 +21,27 @@ pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// `Set-Cookie` for a new session. HttpOnly always, Secure over TLS, SameSite=Lax.
 pub fn set(proxy: &VirtualProxy, token: &str, secure: bool) -> Option<HeaderValue> {
-    let mut cookie = format!(
-        "{}={token}; Path=/; HttpOnly; SameSite=Lax",
-        proxy.cookie_name
-    );
-    if let Some(domain) = &proxy.cookie_domain {
-        cookie.push_str("; Domain=");
-        cookie.push_str(domain);
-    }
-    if secure {
-        cookie.push_str("; Secure");
-    }
-    HeaderValue::from_str(&cookie).ok()
+    set_cookie(proxy, token, "", secure)
 }
 
 /// `Set-Cookie` that removes the session cookie from the browser.
 pub fn clear(proxy: &VirtualProxy, secure: bool) -> Option<HeaderValue> {
+    set_cookie(
+        proxy,
+        "",
+        "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+        secure,
+    )
+}
+
+fn set_cookie(
+    proxy: &VirtualProxy,
+    value: &str,
+    lifetime: &str,
+    secure: bool,
+) -> Option<HeaderValue> {
     let mut cookie = format!(
-        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax{lifetime}",
         proxy.cookie_name
     );
     if let Some(domain) = &proxy.cookie_domain {
