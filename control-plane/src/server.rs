@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use gatehouse_proto::v1 as pb;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
@@ -140,13 +139,17 @@ impl BoundServer {
                 PersonalApi::new(authority.clone()),
             ))
             .add_service(node_api);
+        // Without TCP_NODELAY, answers of a few hundred bytes wait ~40 ms for delayed ACKs.
+        let incoming = tonic::transport::server::TcpIncoming::from(self.listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
         // Long-lived Watch streams would hold a graceful shutdown open forever: end them.
         let shutdown = async move {
             shutdown.await;
             stopping.cancel();
         };
         let result = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         probe.abort();
         result

@@ -13,6 +13,8 @@ pub mod harness;
 #[cfg(test)]
 mod errors;
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod personal;
 #[cfg(test)]
 mod reflection;

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use gatehouse_control_plane::clock::SystemClock;
 use gatehouse_control_plane::config::{StoreBackend, StoreConfig};
 use gatehouse_control_plane::domain::{
-    Attribute, CapPolicy, CreateOutcome, NewSession, RevocationReason, Session, SessionCap, Target, Ticket, User,
-    UserKey,
+    Attribute, CapPolicy, CreateOutcome, NewSession, RevocationReason, Session, SessionCap, Target,
+    Ticket, User, UserKey,
 };
 use gatehouse_control_plane::store::{MemoryStore, RedisStore, Store, StoreError};
 use gatehouse_control_plane::tokens::{self, TokenHash};
@@ -118,7 +118,12 @@ fn key(directory: &str, id: &str) -> UserKey {
     UserKey::new(directory, id).unwrap()
 }
 
-fn new_session(virtual_proxy: &str, user: User, idle: Duration, lifetime: Duration) -> (String, NewSession) {
+fn new_session(
+    virtual_proxy: &str,
+    user: User,
+    idle: Duration,
+    lifetime: Duration,
+) -> (String, NewSession) {
     let token = tokens::new_session_token();
     let now = SystemTime::now();
     let new = NewSession {
@@ -164,9 +169,20 @@ async fn tickets_are_taken_once_and_only_at_their_virtual_proxy(subject: Subject
         user: user("CORP", "alice"),
     };
     store.put_ticket(&hash, &ticket, HOUR).await.unwrap();
-    assert_eq!(store.take_ticket(&hash, "hr").await.unwrap(), None, "wrong proxy");
-    assert_eq!(store.take_ticket(&hash, "sales").await.unwrap(), Some(ticket));
-    assert_eq!(store.take_ticket(&hash, "sales").await.unwrap(), None, "second use");
+    assert_eq!(
+        store.take_ticket(&hash, "hr").await.unwrap(),
+        None,
+        "wrong proxy"
+    );
+    assert_eq!(
+        store.take_ticket(&hash, "sales").await.unwrap(),
+        Some(ticket)
+    );
+    assert_eq!(
+        store.take_ticket(&hash, "sales").await.unwrap(),
+        None,
+        "second use"
+    );
 }
 
 async fn tickets_expire(subject: Subject) {
@@ -214,15 +230,15 @@ async fn targets_are_kept_for_their_ttl(subject: Subject) {
         virtual_proxy: "sales".into(),
         uri: "https://portal.example.com/sense/app/1".into(),
     };
-    store
-        .put_target("kept", &target, HOUR)
-        .await
-        .unwrap();
+    store.put_target("kept", &target, HOUR).await.unwrap();
     store
         .put_target("brief", &target, Duration::from_millis(150))
         .await
         .unwrap();
-    assert_eq!(store.get_target("kept").await.unwrap(), Some(target.clone()));
+    assert_eq!(
+        store.get_target("kept").await.unwrap(),
+        Some(target.clone())
+    );
     assert_eq!(store.get_target("missing").await.unwrap(), None);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.get_target("brief").await.unwrap(), None);
@@ -241,14 +257,28 @@ async fn sessions_are_found_by_token_and_by_handle(subject: Subject) {
         .unwrap()
         .unwrap();
     // Timestamps are kept to the millisecond.
-    let millis = |time: SystemTime| time.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis();
+    let millis = |time: SystemTime| {
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
     assert_eq!(by_token.handle, session.handle);
-    assert_eq!(by_token.user, session.user, "attributes with repeated names keep their order");
+    assert_eq!(
+        by_token.user, session.user,
+        "attributes with repeated names keep their order"
+    );
     assert_eq!(by_token.virtual_proxy, "sales");
     assert_eq!(millis(by_token.created), millis(session.created));
-    assert_eq!(millis(by_token.absolute_expiry), millis(session.absolute_expiry));
+    assert_eq!(
+        millis(by_token.absolute_expiry),
+        millis(session.absolute_expiry)
+    );
     assert_eq!(by_token.inactivity_timeout, HOUR);
-    let by_handle = store.session_by_handle(&session.handle).await.unwrap().unwrap();
+    let by_handle = store
+        .session_by_handle(&session.handle)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_handle, by_token);
 }
 
@@ -286,7 +316,10 @@ async fn the_refuse_policy_caps_sessions_per_user_and_proxy(subject: Subject) {
         CreateOutcome::CapReached
     ));
     assert_eq!(
-        store.session_by_token(&TokenHash::of(&token)).await.unwrap(),
+        store
+            .session_by_token(&TokenHash::of(&token))
+            .await
+            .unwrap(),
         None,
         "a refused session leaves nothing behind"
     );
@@ -306,7 +339,11 @@ async fn the_evict_policy_ends_the_oldest_sessions(subject: Subject) {
     let mut handles = Vec::new();
     for _ in 0..2 {
         let (_, new) = new_session("", user("CORP", "alice"), HOUR, HOUR);
-        handles.push(created(store.create_session(new, cap).await.unwrap()).0.handle);
+        handles.push(
+            created(store.create_session(new, cap).await.unwrap())
+                .0
+                .handle,
+        );
         // Creation times order eviction; keep them apart.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -346,10 +383,20 @@ async fn concurrent_creations_never_exceed_the_cap(subject: Subject) {
         .collect();
     let mut created = 0;
     for attempt in attempts {
-        created += usize::from(matches!(attempt.await.unwrap(), CreateOutcome::Created { .. }));
+        created += usize::from(matches!(
+            attempt.await.unwrap(),
+            CreateOutcome::Created { .. }
+        ));
     }
     assert_eq!(created, 3);
-    assert_eq!(store.user_sessions("", &key("CORP", "alice")).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .user_sessions("", &key("CORP", "alice"))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 async fn activity_slides_the_inactivity_expiry(subject: Subject) {
@@ -370,13 +417,25 @@ async fn activity_slides_the_inactivity_expiry(subject: Subject) {
         assert!(touched.inactivity_expiry() > active.inactivity_expiry());
     }
     // 900 ms in: the untouched session has expired, the touched one lives.
-    assert_eq!(store.session_by_handle(&idle_session.handle).await.unwrap(), None);
     assert_eq!(
-        store.touch_session(&idle_session.handle, SystemTime::now()).await.unwrap(),
+        store.session_by_handle(&idle_session.handle).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .touch_session(&idle_session.handle, SystemTime::now())
+            .await
+            .unwrap(),
         None,
         "activity cannot revive an expired session"
     );
-    assert!(store.session_by_handle(&active.handle).await.unwrap().is_some());
+    assert!(
+        store
+            .session_by_handle(&active.handle)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn the_absolute_expiry_caps_activity(subject: Subject) {
@@ -391,8 +450,17 @@ async fn the_absolute_expiry_caps_activity(subject: Subject) {
         .unwrap();
     assert_eq!(touched.inactivity_expiry(), touched.absolute_expiry);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(store.session_by_token(&TokenHash::of(&token)).await.unwrap(), None);
-    assert_eq!(store.session_by_handle(&session.handle).await.unwrap(), None);
+    assert_eq!(
+        store
+            .session_by_token(&TokenHash::of(&token))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.session_by_handle(&session.handle).await.unwrap(),
+        None
+    );
 }
 
 async fn deleting_returns_the_session_and_records_a_revocation(subject: Subject) {
@@ -404,8 +472,17 @@ async fn deleting_returns_the_session_and_records_a_revocation(subject: Subject)
         .unwrap()
         .unwrap();
     assert_eq!(deleted.handle, session.handle);
-    assert_eq!(store.session_by_token(&TokenHash::of(&token)).await.unwrap(), None);
-    assert_eq!(store.session_by_handle(&session.handle).await.unwrap(), None);
+    assert_eq!(
+        store
+            .session_by_token(&TokenHash::of(&token))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.session_by_handle(&session.handle).await.unwrap(),
+        None
+    );
     assert_eq!(
         store
             .delete_session(&session.handle, RevocationReason::Deleted)
@@ -413,7 +490,13 @@ async fn deleting_returns_the_session_and_records_a_revocation(subject: Subject)
             .unwrap(),
         None
     );
-    assert!(store.user_sessions("sales", &key("CORP", "alice")).await.unwrap().is_empty());
+    assert!(
+        store
+            .user_sessions("sales", &key("CORP", "alice"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let events = store.revocations_after(None, 100).await.unwrap().events;
     assert_eq!(events.len(), 1, "one deletion, one event");
     assert_eq!(events[0].handle, session.handle);
@@ -436,25 +519,56 @@ async fn user_sessions_are_listed_and_deleted_per_proxy(subject: Subject) {
         .into_iter()
         .map(|s| s.handle)
         .collect();
-    assert_eq!(listed, vec![first.handle.clone(), second.handle.clone()], "oldest first");
+    assert_eq!(
+        listed,
+        vec![first.handle.clone(), second.handle.clone()],
+        "oldest first"
+    );
 
     let deleted: HashSet<String> = store
-        .delete_user_sessions("sales", &key("CORP", "alice"), RevocationReason::UserLoggedOut)
+        .delete_user_sessions(
+            "sales",
+            &key("CORP", "alice"),
+            RevocationReason::UserLoggedOut,
+        )
         .await
         .unwrap()
         .into_iter()
         .map(|s| s.handle)
         .collect();
-    assert_eq!(deleted, HashSet::from([first.handle.clone(), second.handle.clone()]));
+    assert_eq!(
+        deleted,
+        HashSet::from([first.handle.clone(), second.handle.clone()])
+    );
     assert_eq!(store.session_by_handle(&first.handle).await.unwrap(), None);
-    assert!(store.session_by_handle(&other_proxy.handle).await.unwrap().is_some());
-    assert!(store.session_by_handle(&other_user.handle).await.unwrap().is_some());
-    let events = store.revocations_after(None, 100).await.unwrap().events;
-    assert_eq!(events.len(), 2);
-    assert!(events.iter().all(|e| e.reason == RevocationReason::UserLoggedOut));
     assert!(
         store
-            .delete_user_sessions("sales", &key("CORP", "alice"), RevocationReason::UserLoggedOut)
+            .session_by_handle(&other_proxy.handle)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .session_by_handle(&other_user.handle)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let events = store.revocations_after(None, 100).await.unwrap().events;
+    assert_eq!(events.len(), 2);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.reason == RevocationReason::UserLoggedOut)
+    );
+    assert!(
+        store
+            .delete_user_sessions(
+                "sales",
+                &key("CORP", "alice"),
+                RevocationReason::UserLoggedOut
+            )
             .await
             .unwrap()
             .is_empty()
@@ -524,7 +638,14 @@ async fn revocation_cursors_resume_where_they_left_off(subject: Subject) {
         .collect();
     assert_eq!(order, handles);
     let last = rest.events.last().unwrap().cursor.clone();
-    assert!(store.revocations_after(Some(&last), 100).await.unwrap().events.is_empty());
+    assert!(
+        store
+            .revocations_after(Some(&last), 100)
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
     assert!(matches!(
         store.revocations_after(Some("garbage"), 1).await,
         Err(StoreError::InvalidCursor)
@@ -538,7 +659,9 @@ async fn trimmed_streams_are_reported(subject: Subject) {
         .delete_session(&session.handle, RevocationReason::Deleted)
         .await
         .unwrap();
-    let first = store.revocations_after(None, 1).await.unwrap().events[0].cursor.clone();
+    let first = store.revocations_after(None, 1).await.unwrap().events[0]
+        .cursor
+        .clone();
     // Redis trims approximately, whole stream nodes (100 entries) at a time: go well past that.
     for index in 0..300 {
         let (_, session) = create(&*store, "", user("CORP", &format!("user{index}"))).await;
@@ -551,13 +674,23 @@ async fn trimmed_streams_are_reported(subject: Subject) {
     assert!(after_first.trimmed, "events after the cursor were dropped");
     assert!(after_first.events.len() < 300);
     let latest = after_first.events.last().unwrap().cursor.clone();
-    assert!(!store.revocations_after(Some(&latest), 10).await.unwrap().trimmed);
+    assert!(
+        !store
+            .revocations_after(Some(&latest), 10)
+            .await
+            .unwrap()
+            .trimmed
+    );
 }
 
 async fn unknown_handles_and_tokens_are_absent_not_errors(subject: Subject) {
     let store = subject.store;
     for handle in ["", "nonsense", "a.b", "*", "{x}.y", &"x".repeat(1000)] {
-        assert_eq!(store.session_by_handle(handle).await.unwrap(), None, "{handle}");
+        assert_eq!(
+            store.session_by_handle(handle).await.unwrap(),
+            None,
+            "{handle}"
+        );
         assert_eq!(
             store
                 .delete_session(handle, RevocationReason::Deleted)
@@ -565,7 +698,13 @@ async fn unknown_handles_and_tokens_are_absent_not_errors(subject: Subject) {
                 .unwrap(),
             None
         );
-        assert_eq!(store.touch_session(handle, SystemTime::now()).await.unwrap(), None);
+        assert_eq!(
+            store
+                .touch_session(handle, SystemTime::now())
+                .await
+                .unwrap(),
+            None
+        );
     }
     assert_eq!(
         store
@@ -588,7 +727,10 @@ async fn the_revocation_head_is_the_newest_event(subject: Subject) {
             .unwrap();
     }
     let events = store.revocations_after(None, 100).await.unwrap().events;
-    assert_eq!(store.revocation_head().await.unwrap(), Some(events[2].cursor.clone()));
+    assert_eq!(
+        store.revocation_head().await.unwrap(),
+        Some(events[2].cursor.clone())
+    );
 }
 
 async fn waiting_for_revocations_wakes_on_a_new_event(subject: Subject) {

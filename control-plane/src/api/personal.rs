@@ -19,22 +19,26 @@ impl PersonalApi {
         Self { authority }
     }
 
-    /// The caller's token: a bearer token, else the virtual proxy's cookie (the default
-    /// proxy's when none is named).
+    /// The caller's token, and the virtual proxy its session must belong to: a bearer token
+    /// (of the named proxy, or of any when none is named), else the named proxy's cookie (the
+    /// default proxy's when none is named), whose session must be of that proxy.
     fn caller_token(
         &self,
         metadata: &MetadataMap,
         virtual_proxy: Option<&str>,
-    ) -> Result<String, Error> {
+    ) -> Result<(String, Option<String>), Error> {
         if let Some(token) = bearer_token(metadata) {
-            return Ok(token);
+            return Ok((token, virtual_proxy.map(str::to_owned)));
         }
+        let prefix = virtual_proxy.unwrap_or_default();
         let proxy = self
             .authority
             .virtual_proxies()
-            .get(virtual_proxy.unwrap_or_default())
+            .get(prefix)
             .map_err(|_| Error::Unauthenticated(NO_SESSION))?;
-        cookie_value(metadata, &proxy.cookie_name).ok_or(Error::Unauthenticated(NO_SESSION))
+        let token =
+            cookie_value(metadata, &proxy.cookie_name).ok_or(Error::Unauthenticated(NO_SESSION))?;
+        Ok((token, Some(prefix.to_owned())))
     }
 }
 
@@ -44,8 +48,8 @@ impl pb::personal_service_server::PersonalService for PersonalApi {
         &self,
         request: Request<pb::GetCurrentUserRequest>,
     ) -> Result<Response<pb::GetCurrentUserResponse>, Status> {
-        let virtual_proxy = request.get_ref().virtual_proxy.clone();
-        let token = self.caller_token(request.metadata(), virtual_proxy.as_deref())?;
+        let requested = request.get_ref().virtual_proxy.clone();
+        let (token, virtual_proxy) = self.caller_token(request.metadata(), requested.as_deref())?;
         let session = self
             .authority
             .current_session(&token, virtual_proxy.as_deref())
@@ -59,8 +63,8 @@ impl pb::personal_service_server::PersonalService for PersonalApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let virtual_proxy = request.get_ref().virtual_proxy.clone();
-        let token = self.caller_token(request.metadata(), virtual_proxy.as_deref())?;
+        let requested = request.get_ref().virtual_proxy.clone();
+        let (token, virtual_proxy) = self.caller_token(request.metadata(), requested.as_deref())?;
         let session = self
             .authority
             .logout(&token, virtual_proxy.as_deref())

@@ -268,29 +268,21 @@ impl Store for RedisStore {
         let handle = address.handle();
         let token_key = self.keys.token(&new.token_hash);
 
-        // Claim the token first, so two sessions can never share one.
-        let pointer_ttl = absolute.saturating_sub(now).max(1);
-        let claim = || {
-            let mut command = redis::cmd("SET");
-            command
-                .arg(&token_key)
-                .arg(&handle)
-                .arg("PX")
-                .arg(pointer_ttl);
-            command
-        };
-        let claimed: Option<String> = self.query(claim().arg("NX")).await?;
+        // Claim the token first, so two sessions can never share one. The pointer lives exactly
+        // as long as the session (activity extends both), so a claim that fails means a live
+        // session, or one being created right now, holds the token.
+        let claimed: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(&token_key)
+                    .arg(&handle)
+                    .arg("PX")
+                    .arg(ttl)
+                    .arg("NX"),
+            )
+            .await?;
         if claimed.is_none() {
-            // A pointer outlives an idle-expired session; only a live session holds its token.
-            let holder: Option<String> = self.query(redis::cmd("GET").arg(&token_key)).await?;
-            let live = match holder.as_deref().and_then(SessionAddress::from_handle) {
-                Some(address) => self.read_session(&address).await?.is_some(),
-                None => false,
-            };
-            if live {
-                return Ok(CreateOutcome::TokenInUse);
-            }
-            self.query::<()>(&claim()).await?;
+            return Ok(CreateOutcome::TokenInUse);
         }
 
         let user = serde_json::to_string(&new.user).map_err(|error| corrupt(&error.to_string()))?;
@@ -396,7 +388,7 @@ impl Store for RedisStore {
             return Ok(None);
         };
         let mut connection = self.connection.clone();
-        let fields: Value = self
+        let touched: Value = self
             .run(
                 self.scripts
                     .touch_session
@@ -406,10 +398,19 @@ impl Store for RedisStore {
                     .invoke_async(&mut connection),
             )
             .await?;
-        if fields == Value::Nil {
+        let [ttl, fields] = array(&touched)? else {
             return Ok(None);
-        }
-        stored_session(&address, &field_map(&fields)?).map(|stored| Some(stored.session))
+        };
+        let stored = stored_session(&address, &field_map(fields)?)?;
+        // The token's pointer must live as long as the session (another slot: not atomic; a
+        // pointer that expires early only logs the session out sooner).
+        self.query::<()>(
+            redis::cmd("PEXPIRE")
+                .arg(self.keys.token_from_text(&stored.token_hash))
+                .arg(text(ttl)?),
+        )
+        .await?;
+        Ok(Some(stored.session))
     }
 
     async fn delete_session(

@@ -8,7 +8,7 @@
 //! |----------------------------------|--------|-----------------------------------------|---------|
 //! | `P:ticket:<hash of ticket>`      | hash   | `vp`, `rec` (JSON user)                 | ticket TTL |
 //! | `P:target:<id>`                  | string | JSON target                             | target TTL |
-//! | `P:token:<hash of token>`        | string | the session's handle                    | session's absolute expiry |
+//! | `P:token:<hash of token>`        | string | the session's handle                    | with the session |
 //! | `P:{<tag>}:session:<id>`         | hash   | `vp user th created last idle abs`      | session's inactivity expiry |
 //! | `P:{<tag>}:sessions`             | zset   | session ids scored by creation time     | latest absolute expiry |
 //! | `P:revocations`                  | stream | `handle vp reason` per ended session    | trimmed to a length |

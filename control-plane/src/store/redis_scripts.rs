@@ -40,7 +40,7 @@ return {'ok', evicted}
 ";
 
 /// Slides a session's inactivity expiry. KEYS: session. ARGV: activity time ms, now ms.
-/// Returns the session's fields, or nil when it does not exist or has expired.
+/// Returns {ttl ms, fields}, or nil when the session does not exist or has expired.
 pub(super) const TOUCH_SESSION: &str = r"
 local f = redis.call('HMGET', KEYS[1], 'last', 'idle', 'abs')
 if not f[1] then return false end
@@ -49,7 +49,7 @@ local ttl = math.min(last + tonumber(f[2]), tonumber(f[3])) - tonumber(ARGV[2])
 if ttl <= 0 then return false end
 redis.call('HSET', KEYS[1], 'last', string.format('%.0f', last))
 redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ttl))
-return redis.call('HGETALL', KEYS[1])
+return {string.format('%.0f', ttl), redis.call('HGETALL', KEYS[1])}
 ";
 
 /// Deletes one session. KEYS: session, user index. ARGV: session id.

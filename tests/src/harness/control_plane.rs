@@ -20,7 +20,10 @@ pub const NODE_SECRET: &str = "test-node-secret-not-for-production-0123456789";
 pub struct NodeCredential;
 
 impl tonic::service::Interceptor for NodeCredential {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let value = format!("Bearer {NODE_SECRET}").parse().expect("ascii");
         request.metadata_mut().insert("authorization", value);
         Ok(request)
@@ -42,11 +45,15 @@ impl ControlPlane {
     pub async fn start(config_toml: &str) -> Self {
         let mut text = config_toml.to_owned();
         if !text.contains("[node_api]") {
-            text.push_str(&format!("\n[node_api]\nshared_secret = \"{NODE_SECRET}\"\n"));
+            text.push_str(&format!(
+                "\n[node_api]\nshared_secret = \"{NODE_SECRET}\"\n"
+            ));
         }
         let mut config = Config::from_toml_str(&text).expect("test configuration is valid");
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let server = BoundServer::bind(&config).await.expect("control plane binds");
+        let server = BoundServer::bind(&config)
+            .await
+            .expect("control plane binds");
         let address = server.local_addr().expect("bound address");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

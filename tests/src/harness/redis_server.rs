@@ -52,10 +52,14 @@ impl RedisServer {
             .expect("redis-server must be installed (apt-get install redis-server)");
         self.child = Some(child);
         let url = self.url();
-        eventually("redis-server to answer PING", Duration::from_secs(10), || {
-            let url = url.clone();
-            async move { ping(&url).await.then_some(()) }
-        })
+        eventually(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            || {
+                let url = url.clone();
+                async move { ping(&url).await.then_some(()) }
+            },
+        )
         .await;
     }
 
