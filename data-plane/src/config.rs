@@ -85,6 +85,10 @@ pub struct LimitsConfig {
     /// Time a client has to send its request headers.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A connection that moves no byte for this long is closed (QPS keep-alive: 300 s).
+    /// Upgraded WebSockets are exempt: they may sit quiet for hours.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// All request headers together, in bytes (QPS: 16384).
     pub max_header_bytes: usize,
 }
@@ -93,6 +97,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
             max_header_bytes: 16 * 1024,
         }
     }
@@ -274,9 +279,12 @@ impl Config {
         }
         let limits = file.limits;
         // hyper needs a read buffer of at least 8 KiB.
-        if limits.max_header_bytes < 8192 || limits.header_read_timeout.is_zero() {
+        if limits.max_header_bytes < 8192
+            || limits.header_read_timeout.is_zero()
+            || limits.idle_timeout.is_zero()
+        {
             return invalid(
-                "limits: max_header_bytes must be at least 8192 and header_read_timeout greater than zero",
+                "limits: max_header_bytes must be at least 8192 and timeouts greater than zero",
             );
         }
         let node_id = file

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod control;
+pub mod idle;
 pub mod personal;
 pub mod proxy;
 pub mod respond;

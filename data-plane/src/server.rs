@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::control::{ControlClient, activity, watch};
+use crate::idle::{Activity, Watched};
 use crate::state::NodeState;
 use crate::{admin, proxy};
 
@@ -158,15 +159,22 @@ async fn accept_loop<S, F>(
                 .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(limits.max_header_bytes);
             builder.http2().timer(TokioTimer::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let activity = Activity::new();
+            let io = TokioIo::new(Watched::new(stream, activity.clone()));
+            let connection = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(connection);
             tokio::select! {
+                // An upgrade also ends this future: the WebSocket lives on without an idle limit.
                 result = connection.as_mut() => {
                     if let Err(error) = result {
                         tracing::debug!(%error, "connection ended with an error");
                     }
                 }
                 () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+                () = activity.idle_for(limits.idle_timeout) => {
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
                 }
