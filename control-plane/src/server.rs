@@ -9,13 +9,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
+use crate::api::access::{AccessPolicy, Role};
 use crate::api::authentication::AuthenticationApi;
-use crate::api::node::{NodeApi, NodeCredential};
+use crate::api::node::NodeApi;
 use crate::api::personal::PersonalApi;
 use crate::api::session::SessionApi;
 use crate::authority::Authority;
 use crate::clock::{Clock, SystemClock};
-use crate::config::Secret;
 use crate::config::{Config, StoreBackend};
 use crate::error::StoreError;
 use crate::events::RevocationFeed;
@@ -37,6 +37,33 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
+    #[error("cannot read TLS material {path}: {source}")]
+    Tls {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The server's certificate and the CA its clients' certificates must chain to. A client
+/// certificate is optional at the TLS level, so the Personal API works without one; the
+/// other services' interceptors require it.
+fn server_tls(
+    config: &crate::config::TlsConfig,
+) -> Result<tonic::transport::ServerTlsConfig, StartError> {
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|source| StartError::Tls {
+            path: path.clone(),
+            source,
+        })
+    };
+    let identity =
+        tonic::transport::Identity::from_pem(read(&config.cert_file)?, read(&config.key_file)?);
+    Ok(tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(tonic::transport::Certificate::from_pem(read(
+            &config.client_ca_file,
+        )?))
+        .client_auth_optional(true))
 }
 
 /// A control plane whose socket is bound, ready to serve.
@@ -44,7 +71,8 @@ pub enum StartError {
 pub struct BoundServer {
     listener: TcpListener,
     authority: Authority,
-    node_secret: Option<Secret>,
+    access: AccessPolicy,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Builds the store the configuration names.
@@ -83,13 +111,20 @@ impl BoundServer {
             config.tickets,
             clock,
         );
-        if config.node_secret.is_none() {
-            tracing::warn!("no node secret configured: data-plane nodes will be refused");
+        let tls = config.tls.as_ref().map(server_tls).transpose()?;
+        if tls.is_none() {
+            tracing::warn!(
+                "TLS is off (loopback development): admin APIs are open, nodes use the shared secret"
+            );
+            if config.node_secret.is_none() {
+                tracing::warn!("no node secret configured: data-plane nodes will be refused");
+            }
         }
         Ok(Self {
             listener,
             authority,
-            node_secret: config.node_secret.clone(),
+            access: AccessPolicy::new(config.tls.as_ref(), config.node_secret.clone()),
+            tls,
         })
     }
 
@@ -120,21 +155,30 @@ impl BoundServer {
         let authority = self.authority;
         let feed = RevocationFeed::start(authority.store().clone());
         let stopping = CancellationToken::new();
+        let access = self.access;
         let node_api = pb::node_service_server::NodeServiceServer::with_interceptor(
             NodeApi::new(authority.clone(), feed, stopping.clone()),
-            NodeCredential::new(self.node_secret),
+            access.require(Role::Node),
         );
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let router = builder
             .add_service(health_service)
             .add_optional_service(reflection)
             .add_service(
-                pb::authentication_service_server::AuthenticationServiceServer::new(
+                pb::authentication_service_server::AuthenticationServiceServer::with_interceptor(
                     AuthenticationApi::new(authority.clone()),
+                    access.require(Role::Admin),
                 ),
             )
-            .add_service(pb::session_service_server::SessionServiceServer::new(
-                SessionApi::new(authority.clone()),
-            ))
+            .add_service(
+                pb::session_service_server::SessionServiceServer::with_interceptor(
+                    SessionApi::new(authority.clone()),
+                    access.require(Role::Admin),
+                ),
+            )
             .add_service(pb::personal_service_server::PersonalServiceServer::new(
                 PersonalApi::new(authority.clone()),
             ))

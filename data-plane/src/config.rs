@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::tls::CertificateFiles;
+
 /// Shortest node secret accepted (the control plane asks the same).
 const MIN_SECRET_LEN: usize = 32;
 
@@ -22,13 +24,36 @@ pub struct Config {
     pub control_plane: ControlPlaneConfig,
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
+    /// TLS termination; plain HTTP when absent.
+    pub tls: Option<ServerTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The first is served when SNI names none of them.
+    pub certificates: Vec<CertificateFiles>,
+    /// How often the files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+/// How the node proves itself to the control plane.
+#[derive(Debug, Clone)]
+pub enum NodeCredential {
+    /// Mutual TLS: the control plane's CA, and this node's certificate and key.
+    Certificate {
+        ca_file: PathBuf,
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
+    /// Development only, with a loopback control plane: a shared secret.
+    Secret(NodeSecret),
 }
 
 #[derive(Debug, Clone)]
 pub struct ControlPlaneConfig {
-    /// gRPC endpoints (`http://host:port`), tried in turn.
+    /// gRPC endpoints (`https://host:port`, or `http://` on loopback for development).
     pub endpoints: Vec<String>,
-    pub secret: NodeSecret,
+    pub credential: NodeCredential,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
 }
@@ -112,6 +137,19 @@ struct FileConfig {
     control_plane: FileControlPlane,
     cache: CacheConfig,
     limits: LimitsConfig,
+    tls: Option<FileTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    certificates: Vec<CertificateFiles>,
+    #[serde(default = "default_reload_interval", with = "humantime_serde")]
+    reload_interval: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 impl Default for FileConfig {
@@ -123,6 +161,7 @@ impl Default for FileConfig {
             control_plane: FileControlPlane::default(),
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
+            tls: None,
         }
     }
 }
@@ -133,6 +172,9 @@ struct FileControlPlane {
     endpoints: Vec<String>,
     shared_secret: Option<String>,
     shared_secret_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -145,6 +187,9 @@ impl Default for FileControlPlane {
             endpoints: vec!["http://127.0.0.1:4243".to_owned()],
             shared_secret: None,
             shared_secret_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
         }
@@ -245,26 +290,52 @@ impl Config {
                 "control_plane endpoint {endpoint:?} is not a URL such as http://control-plane:4243"
             )));
         }
-        let secret = match (control.shared_secret, control.shared_secret_file) {
-            (Some(_), Some(_)) => {
-                return invalid(
-                    "control_plane: give shared_secret or shared_secret_file, not both",
-                );
+        let tls_endpoints = control
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        let credential = if tls_endpoints == control.endpoints.len() {
+            match (control.ca_file, control.cert_file, control.key_file) {
+                (Some(ca_file), Some(cert_file), Some(key_file)) => {
+                    for path in [&ca_file, &cert_file, &key_file] {
+                        if !path.is_file() {
+                            return Err(ConfigError::Invalid(format!(
+                                "control_plane: {} is not a readable file",
+                                path.display()
+                            )));
+                        }
+                    }
+                    NodeCredential::Certificate {
+                        ca_file,
+                        cert_file,
+                        key_file,
+                    }
+                }
+                _ => {
+                    return invalid(
+                        "control_plane: https endpoints need ca_file, cert_file and key_file (this node's client certificate)",
+                    );
+                }
             }
-            (Some(secret), None) => secret.trim().to_owned(),
-            (None, Some(path)) => std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read { path, source })?
-                .trim()
-                .to_owned(),
-            (None, None) => {
-                return invalid(
-                    "a node secret is required: control_plane.shared_secret_file or GATEHOUSE_NODE_SECRET",
-                );
+        } else if tls_endpoints == 0 {
+            // The shared secret is a development convenience: it never crosses a network.
+            if let Some(endpoint) = control
+                .endpoints
+                .iter()
+                .find(|endpoint| !is_loopback_url(endpoint))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "control_plane endpoint {endpoint:?} is plain http on a non-loopback host: use https with a client certificate"
+                )));
             }
+            NodeCredential::Secret(NodeSecret(read_secret(
+                control.shared_secret,
+                control.shared_secret_file,
+            )?))
+        } else {
+            return invalid("control_plane endpoints must be all https or all http");
         };
-        if secret.len() < MIN_SECRET_LEN {
-            return invalid("the node secret must be at least 32 characters");
-        }
         let cache = file.cache;
         if cache.max_sessions == 0 {
             return invalid("cache.max_sessions must be at least 1");
@@ -298,13 +369,64 @@ impl Config {
             node_id,
             control_plane: ControlPlaneConfig {
                 endpoints: control.endpoints,
-                secret: NodeSecret(secret),
+                credential,
                 connect_timeout: control.connect_timeout,
                 request_timeout: control.request_timeout,
             },
             cache,
             limits,
+            tls: match file.tls {
+                Some(tls) if tls.certificates.is_empty() => {
+                    return invalid("tls.certificates must name at least one certificate");
+                }
+                Some(tls) => Some(ServerTls {
+                    certificates: tls.certificates,
+                    reload_interval: tls.reload_interval.max(Duration::from_millis(100)),
+                }),
+                None => None,
+            },
         })
+    }
+}
+
+fn read_secret(secret: Option<String>, file: Option<PathBuf>) -> Result<String, ConfigError> {
+    let secret = match (secret, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid(
+                "control_plane: give shared_secret or shared_secret_file, not both".to_owned(),
+            ));
+        }
+        (Some(secret), None) => secret.trim().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path, source })?
+            .trim()
+            .to_owned(),
+        (None, None) => {
+            return Err(ConfigError::Invalid(
+                "a node secret is required with an http control plane: control_plane.shared_secret_file or GATEHOUSE_NODE_SECRET".to_owned(),
+            ));
+        }
+    };
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(ConfigError::Invalid(
+            "the node secret must be at least 32 characters".to_owned(),
+        ));
+    }
+    Ok(secret)
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    match uri.host() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod respond;
 pub mod server;
 pub mod sockets;
 pub mod state;
+pub mod tls;
 pub mod vproxy;
 
 pub use config::Config;

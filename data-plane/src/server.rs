@@ -17,7 +17,9 @@ use crate::config::Config;
 use crate::control::{ControlClient, activity, watch};
 use crate::idle::{Activity, Watched};
 use crate::state::NodeState;
+use crate::tls::CertificateStore;
 use crate::{admin, proxy};
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -28,6 +30,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     ControlPlane(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A node whose sockets are bound.
@@ -37,6 +41,7 @@ pub struct BoundNode {
     admin: TcpListener,
     state: Arc<NodeState>,
     config: Config,
+    certificates: Option<Arc<CertificateStore>>,
 }
 
 impl BoundNode {
@@ -51,11 +56,16 @@ impl BoundNode {
         let control = ControlClient::new(&config.control_plane, &config.node_id)
             .map_err(StartError::ControlPlane)?;
         let state = Arc::new(NodeState::new(&config, control));
+        let certificates = match &config.tls {
+            Some(tls) => Some(CertificateStore::load(tls.certificates.clone())?),
+            None => None,
+        };
         Ok(Self {
             listener,
             admin,
             state,
             config,
+            certificates,
         })
     }
 
@@ -83,9 +93,27 @@ impl BoundNode {
         ));
 
         let limits = self.config.limits;
+        let mut reloader = None;
+        let tls = match (&self.certificates, &self.config.tls) {
+            (Some(store), Some(settings)) => match store.server_config() {
+                Ok(config) => {
+                    reloader = Some(tokio::spawn(
+                        store.clone().reload_forever(settings.reload_interval),
+                    ));
+                    Some(TlsAcceptor::from(config))
+                }
+                Err(error) => {
+                    tracing::error!(%error, "TLS cannot be set up; not serving");
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let secure = tls.is_some();
         let state = self.state.clone();
         let proxy_loop = accept_loop(
             self.listener,
+            tls,
             stop.clone(),
             tasks.clone(),
             limits,
@@ -93,18 +121,25 @@ impl BoundNode {
                 let state = state.clone();
                 service_fn(move |request| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(proxy::handle(state, request, peer, false).await) }
+                    async move { Ok::<_, Infallible>(proxy::handle(state, request, peer, secure).await) }
                 })
             },
         );
         let state = self.state.clone();
-        let admin_loop = accept_loop(self.admin, stop.clone(), tasks.clone(), limits, move |_| {
-            let state = state.clone();
-            service_fn(move |request| {
+        let admin_loop = accept_loop(
+            self.admin,
+            None,
+            stop.clone(),
+            tasks.clone(),
+            limits,
+            move |_| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(admin::handle(state, request).await) }
-            })
-        });
+                service_fn(move |request| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(admin::handle(state, request).await) }
+                })
+            },
+        );
         let proxy_task = tokio::spawn(proxy_loop);
         let admin_task = tokio::spawn(admin_loop);
         shutdown.await;
@@ -114,6 +149,9 @@ impl BoundNode {
         tasks.wait().await;
         watcher.abort();
         reporter.abort();
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         // What was used but not yet reported still counts.
         activity::report_once(&self.state).await;
     }
@@ -121,6 +159,7 @@ impl BoundNode {
 
 async fn accept_loop<S, F>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
     tasks: TaskTracker,
     limits: crate::config::LimitsConfig,
@@ -151,34 +190,68 @@ async fn accept_loop<S, F>(
         let _ = stream.set_nodelay(true);
         let service = make_service(peer);
         let stop = stop.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes);
-            builder.http2().timer(TokioTimer::new());
             let activity = Activity::new();
-            let io = TokioIo::new(Watched::new(stream, activity.clone()));
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(connection);
-            tokio::select! {
-                // An upgrade also ends this future: the WebSocket lives on without an idle limit.
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "connection ended with an error");
+            let stream = Watched::new(stream, activity.clone());
+            match tls {
+                Some(tls) => {
+                    // The handshake counts as reading the request head: same time limit.
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, activity, service, stop, limits).await
+                        }
+                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-                () = activity.idle_for(limits.idle_timeout) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+                None => serve_connection(stream, activity, service, stop, limits).await,
             }
         });
+    }
+}
+
+async fn serve_connection<I, S>(
+    io: I,
+    activity: Activity,
+    service: S,
+    stop: CancellationToken,
+    limits: crate::config::LimitsConfig,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::proxy::upstream::ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder.http2().timer(TokioTimer::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        // An upgrade also ends this future: the WebSocket lives on without an idle limit.
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        }
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+        () = activity.idle_for(limits.idle_timeout) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The gRPC surface: one module per service, each only translating proto ⇄ domain and calling
 //! the [`Authority`](crate::authority::Authority).
 
+pub mod access;
 pub mod authentication;
 pub mod node;
 pub mod personal;

@@ -26,8 +26,38 @@ pub struct Config {
     pub tickets: TicketConfig,
     /// At least one; prefixes and cookie names are unique.
     pub virtual_proxies: Vec<VirtualProxyConfig>,
-    /// The credential data-plane nodes present; without one the node API refuses every call.
+    /// The credential data-plane nodes present when TLS is off (loopback development only);
+    /// without one the node API refuses every call.
     pub node_secret: Option<Secret>,
+    /// gRPC over TLS with client certificates. Required unless `listen` is a loopback address.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS for the gRPC server, and which client certificates may call what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_file: PathBuf,
+    /// PEM private key of the server.
+    pub key_file: PathBuf,
+    /// PEM CA that signs client certificates. A client certificate is optional at the TLS
+    /// level (the Personal API needs none) and required by the other services.
+    pub client_ca_file: PathBuf,
+    #[serde(default)]
+    pub roles: RolesConfig,
+}
+
+/// Client-certificate names (subject CN or DNS SAN) allowed in each role.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesConfig {
+    /// May call the Authentication and Session APIs.
+    #[serde(default)]
+    pub admin: Vec<String>,
+    /// May call the node API (data-plane nodes).
+    #[serde(default)]
+    pub node: Vec<String>,
 }
 
 /// A credential: compared in constant time, never printed.
@@ -138,6 +168,7 @@ struct FileConfig {
     store: StoreConfig,
     tickets: TicketConfig,
     node_api: NodeApiConfig,
+    tls: Option<TlsConfig>,
     virtual_proxies: Vec<FileVirtualProxy>,
 }
 
@@ -148,6 +179,7 @@ impl Default for FileConfig {
             store: StoreConfig::default(),
             tickets: TicketConfig::default(),
             node_api: NodeApiConfig::default(),
+            tls: None,
             virtual_proxies: Vec::new(),
         }
     }
@@ -258,12 +290,37 @@ impl Config {
         let virtual_proxies =
             virtual_proxy::validate_all(file.virtual_proxies).map_err(ConfigError::Invalid)?;
         let node_secret = node_secret(&file.node_api)?;
+        match &file.tls {
+            None if !file.listen.ip().is_loopback() => {
+                return Err(ConfigError::Invalid(format!(
+                    "TLS is required to listen on {} (configure [tls], or listen on a loopback address for development)",
+                    file.listen
+                )));
+            }
+            Some(tls) => {
+                for path in [&tls.cert_file, &tls.key_file, &tls.client_ca_file] {
+                    if !path.is_file() {
+                        return Err(ConfigError::Invalid(format!(
+                            "tls: {} is not a readable file",
+                            path.display()
+                        )));
+                    }
+                }
+                if tls.roles.admin.is_empty() && tls.roles.node.is_empty() {
+                    return Err(ConfigError::Invalid(
+                        "tls.roles: name at least one admin or node certificate, or no client can call anything".to_owned(),
+                    ));
+                }
+            }
+            None => {}
+        }
         Ok(Self {
             listen: file.listen,
             store: file.store,
             tickets: file.tickets,
             virtual_proxies,
             node_secret,
+            tls: file.tls,
         })
     }
 }
@@ -402,6 +459,14 @@ mod tests {
                 .node_secret
                 .is_some_and(|secret| secret.matches(&"s".repeat(40)))
         );
+    }
+
+    #[test]
+    fn non_loopback_addresses_need_tls() {
+        assert!(rejected("listen = \"0.0.0.0:4243\"").contains("TLS is required"));
+        assert!(Config::from_toml_str("listen = \"[::1]:4243\"").is_ok());
+        let missing = "listen = \"0.0.0.0:1\"\n[tls]\ncert_file = \"/nonexistent\"\nkey_file = \"/x\"\nclient_ca_file = \"/y\"";
+        assert!(rejected(missing).contains("not a readable file"));
     }
 
     #[test]

@@ -11,10 +11,10 @@ use gatehouse_proto::v1 as pb;
 use pb::node_service_client::NodeServiceClient;
 use pb::personal_service_client::PersonalServiceClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
-use crate::config::ControlPlaneConfig;
+use crate::config::{ControlPlaneConfig, NodeCredential};
 
 /// Why a call to the control plane did not give an answer to act on.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,15 +40,18 @@ impl From<Status> for ControlError {
     }
 }
 
-/// Adds the node credential to every call.
+/// Adds the development shared secret to every call; with mutual TLS the certificate is the
+/// credential and nothing is added.
 #[derive(Debug, Clone)]
-pub struct Credential(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub struct Credential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Credential {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
+        if let Some(secret) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", secret.clone());
+        }
         Ok(request)
     }
 }
@@ -72,6 +75,28 @@ pub struct ControlClient {
 impl ControlClient {
     /// Connects lazily to every endpoint, balancing calls over them.
     pub fn new(config: &ControlPlaneConfig, node_id: &str) -> Result<Self, String> {
+        let (tls, credential) = match &config.credential {
+            NodeCredential::Certificate {
+                ca_file,
+                cert_file,
+                key_file,
+            } => {
+                let read = |path: &std::path::PathBuf| {
+                    std::fs::read(path)
+                        .map_err(|error| format!("cannot read {}: {error}", path.display()))
+                };
+                let tls = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(read(ca_file)?))
+                    .identity(Identity::from_pem(read(cert_file)?, read(key_file)?));
+                (Some(tls), Credential(None))
+            }
+            NodeCredential::Secret(secret) => {
+                let value = format!("Bearer {}", secret.expose())
+                    .parse()
+                    .map_err(|_| "the node secret must be printable ASCII".to_owned())?;
+                (None, Credential(Some(value)))
+            }
+        };
         let endpoints = config
             .endpoints
             .iter()
@@ -87,14 +112,17 @@ impl ControlClient {
                             .keep_alive_while_idle(true)
                     })
                     .map_err(|error| format!("bad control-plane endpoint {endpoint:?}: {error}"))
+                    .and_then(|endpoint| match &tls {
+                        Some(tls) => endpoint.tls_config(tls.clone()).map_err(|error| {
+                            format!("TLS setup for a control-plane endpoint failed: {error}")
+                        }),
+                        None => Ok(endpoint),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let channel = Channel::balance_list(endpoints.into_iter());
-        let credential = format!("Bearer {}", config.secret.expose())
-            .parse()
-            .map_err(|_| "the node secret must be printable ASCII".to_owned())?;
         Ok(Self {
-            node: NodeServiceClient::with_interceptor(channel.clone(), Credential(credential)),
+            node: NodeServiceClient::with_interceptor(channel.clone(), credential),
             personal: PersonalServiceClient::new(channel),
             node_id: node_id.to_owned(),
         })

@@ -1,5 +1,5 @@
 //! `gatehouse.v1.NodeService`: what data-plane nodes call. Every call must carry the node
-//! credential (see [`NodeCredential`]).
+//! credential (see [`crate::api::access`]).
 
 mod virtual_proxy;
 mod watch;
@@ -17,7 +17,6 @@ use tonic::{Request, Response, Status};
 pub(crate) use self::watch::WatchSource;
 use super::{session_to_proto, sessions_to_proto, user_from_proto};
 use crate::authority::Authority;
-use crate::config::Secret;
 use crate::events::RevocationFeed;
 
 /// Most activity records one `Touch` may carry.
@@ -43,37 +42,6 @@ impl NodeApi {
             stopping,
         };
         Self { authority, watch }
-    }
-}
-
-/// Checks `authorization: Bearer <node secret>` on every node call.
-#[derive(Debug, Clone)]
-pub struct NodeCredential {
-    secret: Option<Secret>,
-}
-
-impl NodeCredential {
-    pub fn new(secret: Option<Secret>) -> Self {
-        Self { secret }
-    }
-}
-
-impl tonic::service::Interceptor for NodeCredential {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(secret) = &self.secret else {
-            return Err(Status::unauthenticated(
-                "the node API is disabled: the control plane has no node secret configured",
-            ));
-        };
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        match presented {
-            Some(candidate) if secret.matches(candidate.trim()) => Ok(request),
-            _ => Err(Status::unauthenticated("missing or wrong node credential")),
-        }
     }
 }
 

@@ -1,0 +1,135 @@
+//! Who may call which service. With TLS, a client certificate signed by the configured CA
+//! names its holder (subject CN or DNS SAN): admin names may call the Authentication and
+//! Session APIs, node names the node API. The Personal API needs no certificate: the session
+//! token is the credential. Without TLS (loopback development only), the admin APIs are open
+//! and nodes present the shared secret.
+
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use tonic::{Request, Status};
+
+use crate::config::{Secret, TlsConfig};
+
+/// The services that need a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Node,
+}
+
+#[derive(Debug)]
+enum Policy {
+    /// TLS with client certificates.
+    Certificates {
+        admin: Vec<String>,
+        node: Vec<String>,
+    },
+    /// No TLS: loopback development.
+    Development { node_secret: Option<Secret> },
+}
+
+/// Checks every call of one service against its role.
+#[derive(Debug, Clone)]
+pub struct RequireRole {
+    role: Role,
+    policy: Arc<Policy>,
+}
+
+/// Builds the interceptors of a server.
+#[derive(Debug, Clone)]
+pub struct AccessPolicy(Arc<Policy>);
+
+impl AccessPolicy {
+    pub fn new(tls: Option<&TlsConfig>, node_secret: Option<Secret>) -> Self {
+        Self(Arc::new(match tls {
+            Some(tls) => Policy::Certificates {
+                admin: lowercase(&tls.roles.admin),
+                node: lowercase(&tls.roles.node),
+            },
+            None => Policy::Development { node_secret },
+        }))
+    }
+
+    pub fn require(&self, role: Role) -> RequireRole {
+        RequireRole {
+            role,
+            policy: self.0.clone(),
+        }
+    }
+}
+
+fn lowercase(names: &[String]) -> Vec<String> {
+    names.iter().map(|name| name.to_ascii_lowercase()).collect()
+}
+
+impl tonic::service::Interceptor for RequireRole {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        match &*self.policy {
+            Policy::Certificates { admin, node } => {
+                let allowed = match self.role {
+                    Role::Admin => admin,
+                    Role::Node => node,
+                };
+                let Some(certificates) = request.peer_certs() else {
+                    return Err(Status::unauthenticated(
+                        "a client certificate is required for this service",
+                    ));
+                };
+                let names = certificates
+                    .first()
+                    .map(certificate_names)
+                    .unwrap_or_default();
+                if names.iter().any(|name| allowed.contains(name)) {
+                    Ok(request)
+                } else {
+                    Err(Status::permission_denied(
+                        "this client certificate may not call this service",
+                    ))
+                }
+            }
+            Policy::Development { node_secret } => match self.role {
+                Role::Admin => Ok(request),
+                Role::Node => check_node_secret(node_secret.as_ref(), request),
+            },
+        }
+    }
+}
+
+fn check_node_secret(secret: Option<&Secret>, request: Request<()>) -> Result<Request<()>, Status> {
+    let Some(secret) = secret else {
+        return Err(Status::unauthenticated(
+            "the node API is disabled: the control plane has no node secret configured",
+        ));
+    };
+    let presented = request
+        .metadata()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(candidate) if secret.matches(candidate.trim()) => Ok(request),
+        _ => Err(Status::unauthenticated("missing or wrong node credential")),
+    }
+}
+
+/// Subject common names and DNS subject-alternative names of a certificate, lowercase.
+pub fn certificate_names(certificate: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certificate.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = parsed
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push(dns.to_ascii_lowercase());
+            }
+        }
+    }
+    names
+}
