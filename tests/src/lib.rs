@@ -24,3 +24,5 @@ mod sessions;
 mod store_conformance;
 #[cfg(test)]
 mod tickets;
+#[cfg(test)]
+mod tls;

@@ -1,0 +1,407 @@
+//! TLS and mutual TLS, with certificates made by `deploy/dev-ca.sh`: who may call which
+//! control-plane service, the data plane's TLS termination (ALPN h2, certificate rotation
+//! without a restart, Secure cookies), and nodes reaching the control plane over mTLS.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use gatehouse_data_plane::BoundNode;
+use gatehouse_proto::v1 as pb;
+use http_body_util::{BodyExt as _, Empty};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::harness::{ControlPlane, eventually};
+
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A fresh dev CA and certificates from the documented script.
+fn dev_certificates(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gatehouse-tls-{}-{name}", std::process::id()));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dev-ca.sh");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run deploy/dev-ca.sh (needs openssl)");
+    assert!(status.success(), "deploy/dev-ca.sh failed");
+    dir
+}
+
+fn control_plane_toml(certs: &Path) -> String {
+    format!(
+        r#"
+        [tls]
+        cert_file = "{dir}/control-plane.pem"
+        key_file = "{dir}/control-plane-key.pem"
+        client_ca_file = "{dir}/ca.pem"
+        [tls.roles]
+        admin = ["admin.gatehouse"]
+        node = ["node.gatehouse"]
+        [[virtual_proxies]]
+        prefix = ""
+        anonymous = "always"
+        [[virtual_proxies]]
+        prefix = "app"
+        "#,
+        dir = certs.display()
+    )
+}
+
+/// A channel to the control plane over TLS, with a client certificate when `client` names one.
+async fn channel(address: SocketAddr, certs: &Path, client: Option<&str>) -> Channel {
+    let read = |file: &str| std::fs::read(certs.join(file)).expect("read certificate");
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .domain_name("localhost");
+    if let Some(name) = client {
+        tls = tls.identity(Identity::from_pem(
+            read(&format!("{name}.pem")),
+            read(&format!("{name}-key.pem")),
+        ));
+    }
+    Endpoint::from_shared(format!("https://localhost:{}", address.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS connection to the control plane")
+}
+
+fn user(id: &str) -> Option<pb::User> {
+    Some(pb::User {
+        user_directory: "CORP".into(),
+        user_id: id.into(),
+        attributes: vec![],
+    })
+}
+
+#[tokio::test]
+async fn each_service_admits_only_its_role() {
+    install_crypto_provider();
+    let certs = dev_certificates("roles");
+    let control = ControlPlane::start(&control_plane_toml(&certs)).await;
+    let address = control.address();
+    let list = pb::ListSessionsRequest::default();
+
+    // No client certificate: the admin APIs refuse.
+    let anonymous = channel(address, &certs, None).await;
+    let mut sessions = pb::session_service_client::SessionServiceClient::new(anonymous.clone());
+    let status = sessions.list_sessions(list.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let mut tickets =
+        pb::authentication_service_client::AuthenticationServiceClient::new(anonymous.clone());
+    let request = pb::RequestTicketRequest {
+        virtual_proxy: "app".into(),
+        user: user("alice"),
+        target_id: None,
+    };
+    assert_eq!(
+        tickets
+            .request_ticket(request.clone())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+
+    // A node certificate: the node API yes, the admin APIs no.
+    let node = channel(address, &certs, Some("node")).await;
+    let status = pb::session_service_client::SessionServiceClient::new(node.clone())
+        .list_sessions(list.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let target = pb::CreateTargetRequest {
+        virtual_proxy: "app".into(),
+        target_uri: "https://localhost/app/hub".into(),
+    };
+    pb::node_service_client::NodeServiceClient::new(node.clone())
+        .create_target(target.clone())
+        .await
+        .expect("a node certificate may call the node API");
+
+    // An admin certificate: the admin APIs yes, the node API no.
+    let admin = channel(address, &certs, Some("admin")).await;
+    let mut sessions = pb::session_service_client::SessionServiceClient::new(admin.clone());
+    let created = sessions
+        .create_session(pb::CreateSessionRequest {
+            virtual_proxy: "app".into(),
+            user: user("alice"),
+            session_token: None,
+        })
+        .await
+        .expect("an admin certificate may create sessions")
+        .into_inner();
+    pb::authentication_service_client::AuthenticationServiceClient::new(admin.clone())
+        .request_ticket(request)
+        .await
+        .expect("an admin certificate may request tickets");
+    let status = pb::node_service_client::NodeServiceClient::new(admin.clone())
+        .create_target(target)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // The Personal API needs no certificate, only the session's token.
+    let mut personal = pb::personal_service_client::PersonalServiceClient::new(anonymous);
+    let mut who = tonic::Request::new(pb::GetCurrentUserRequest::default());
+    who.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", created.session_token).parse().unwrap(),
+    );
+    let me = personal
+        .get_current_user(who)
+        .await
+        .expect("Personal API with a token")
+        .into_inner();
+    assert_eq!(me.session.unwrap().user.unwrap().user_id, "alice");
+    control.stop().await;
+}
+
+#[tokio::test]
+async fn plain_grpc_to_a_tls_control_plane_fails() {
+    install_crypto_provider();
+    let certs = dev_certificates("plain");
+    let control = ControlPlane::start(&control_plane_toml(&certs)).await;
+    let mut sessions = pb::session_service_client::SessionServiceClient::new(control.channel());
+    assert!(
+        sessions
+            .list_sessions(pb::ListSessionsRequest::default())
+            .await
+            .is_err()
+    );
+    control.stop().await;
+}
+
+/// A data-plane node terminating TLS with a copy of the dev certificate (so the test can
+/// rotate it), talking to the control plane over mutual TLS.
+struct TlsNode {
+    address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    served: PathBuf,
+}
+
+impl Drop for TlsNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn tls_node(control: &ControlPlane, certs: &Path) -> TlsNode {
+    let served = certs.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::copy(certs.join("data-plane.pem"), served.join("cert.pem")).unwrap();
+    std::fs::copy(certs.join("data-plane-key.pem"), served.join("key.pem")).unwrap();
+    let config = gatehouse_data_plane::Config::from_toml_str(&format!(
+        r#"
+        listen = "127.0.0.1:0"
+        admin_listen = "127.0.0.1:0"
+        [control_plane]
+        endpoints = ["https://localhost:{port}"]
+        ca_file = "{dir}/ca.pem"
+        cert_file = "{dir}/node.pem"
+        key_file = "{dir}/node-key.pem"
+        [tls]
+        reload_interval = "100ms"
+        [[tls.certificates]]
+        cert_file = "{served}/cert.pem"
+        key_file = "{served}/key.pem"
+        "#,
+        port = control.address().port(),
+        dir = certs.display(),
+        served = served.display(),
+    ))
+    .expect("node configuration");
+    let node = BoundNode::bind(config).await.expect("node binds");
+    let address = node.local_addr().unwrap();
+    let state = node.state();
+    let task = tokio::spawn(node.serve(std::future::pending()));
+    eventually(
+        "the node to receive its configuration over mTLS",
+        Duration::from_secs(10),
+        || {
+            let ready = state.is_ready();
+            async move { ready.then_some(()) }
+        },
+    )
+    .await;
+    TlsNode {
+        address,
+        task,
+        served,
+    }
+}
+
+/// A TLS connection to the node offering `h2` and `http/1.1`.
+async fn tls_connect(
+    address: SocketAddr,
+    certs: &Path,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(address).await.unwrap();
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the node")
+}
+
+/// The certificate the node presented (DER): a reissued certificate differs.
+fn presented(stream: &tokio_rustls::client::TlsStream<TcpStream>) -> Vec<u8> {
+    stream.get_ref().1.peer_certificates().unwrap()[0]
+        .as_ref()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn the_node_negotiates_h2_and_serves_rotated_certificates_without_restart() {
+    install_crypto_provider();
+    let certs = dev_certificates("rotation");
+    let control = ControlPlane::start(&control_plane_toml(&certs)).await;
+    let node = tls_node(&control, &certs).await;
+
+    let first = tls_connect(node.address, &certs).await;
+    assert_eq!(first.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let before = presented(&first);
+
+    reissue_server_certificate(&certs, &node.served);
+
+    let rotated = eventually(
+        "the node to serve the new certificate",
+        Duration::from_secs(10),
+        || {
+            let (address, certs, before) = (node.address, certs.clone(), before.clone());
+            async move {
+                let stream = tls_connect(address, &certs).await;
+                let now = presented(&stream);
+                (now != before).then_some(now)
+            }
+        },
+    )
+    .await;
+    assert_ne!(rotated, before);
+    control.stop().await;
+}
+
+/// Signs a new data-plane certificate with the existing CA and writes it over the served one.
+fn reissue_server_certificate(certs: &Path, served: &Path) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(certs)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "openssl {args:?}");
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "renewed-key.pem",
+    ]);
+    run(&[
+        "req",
+        "-new",
+        "-key",
+        "renewed-key.pem",
+        "-subj",
+        "/CN=renewed",
+        "-out",
+        "renewed.csr",
+    ]);
+    std::fs::write(
+        certs.join("renewed.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "renewed.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "renewed.ext",
+        "-out",
+        "renewed.pem",
+    ]);
+    // Key first, then certificate: a reload between the two copies fails and is retried.
+    std::fs::copy(certs.join("renewed-key.pem"), served.join("key.pem")).unwrap();
+    std::fs::copy(certs.join("renewed.pem"), served.join("cert.pem")).unwrap();
+}
+
+#[tokio::test]
+async fn cookies_are_secure_over_tls() {
+    install_crypto_provider();
+    let certs = dev_certificates("cookies");
+    let control = ControlPlane::start(&control_plane_toml(&certs)).await;
+    let node = tls_node(&control, &certs).await;
+
+    // The default proxy admits everyone anonymously: the first request creates a session.
+    let stream = tls_connect(node.address, &certs).await;
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let response = if h2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get("https://localhost/")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap()
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get("/")
+            .header("host", "localhost")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap()
+    };
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .expect("an anonymous session is set")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = response.into_body().collect().await;
+    assert!(cookie.starts_with("X-Qlik-Session="), "{cookie}");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+    control.stop().await;
+}
