@@ -114,8 +114,14 @@ pub struct LimitsConfig {
     /// Upgraded WebSockets are exempt: they may sit quiet for hours.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// All request headers together, in bytes (QPS: 16384).
+    /// All request headers together, in bytes (QPS: 16384); larger is 431.
     pub max_header_bytes: usize,
+    /// One header line, in bytes (QPS: 8192); longer is 431.
+    pub max_header_line_bytes: usize,
+    /// The request target (path and query), in bytes; longer is 414.
+    pub max_uri_bytes: usize,
+    /// Client connections served at once; more get 503 and are closed.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -124,6 +130,9 @@ impl Default for LimitsConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_header_bytes: 16 * 1024,
+            max_header_line_bytes: 8 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_connections: 10_000,
         }
     }
 }
@@ -356,6 +365,14 @@ impl Config {
         {
             return invalid(
                 "limits: max_header_bytes must be at least 8192 and timeouts greater than zero",
+            );
+        }
+        if limits.max_header_line_bytes < 256
+            || limits.max_uri_bytes < 256
+            || limits.max_connections == 0
+        {
+            return invalid(
+                "limits: header line and URI limits must be at least 256 bytes, max_connections at least 1",
             );
         }
         let node_id = file

@@ -6,7 +6,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::json;
 
-use crate::auth::{self, Origin, cookie, query};
+use crate::auth::{self, Origin, cookie, csrf, query};
 use crate::control::ControlError;
 use crate::proxy::upstream::ProxyBody;
 use crate::respond;
@@ -20,6 +20,9 @@ pub async fn handle(
     secure: bool,
 ) -> Response<ProxyBody> {
     let origin = Origin::of(parts, secure);
+    if parts.uri.path().ends_with("/qps/csrftoken") {
+        return csrf_token(state, proxy, parts).await;
+    }
     match parts.method {
         Method::GET => who_am_i(state, proxy, parts, &origin).await,
         Method::DELETE => logout(state, proxy, parts, &origin).await,
@@ -81,7 +84,19 @@ async fn logout(
     parts: &Parts,
     origin: &Origin,
 ) -> Response<ProxyBody> {
-    let ended = match cookie::read(&parts.headers, &proxy.cookie_name) {
+    // A cross-site page must not be able to log the user out.
+    let token = cookie::read(&parts.headers, &proxy.cookie_name);
+    let trusted = csrf::same_origin(parts, proxy, origin)
+        || token
+            .as_deref()
+            .is_some_and(|token| csrf::carries_token(parts, token));
+    if !trusted {
+        return respond::error(
+            StatusCode::FORBIDDEN,
+            "cross-origin request refused: send it from an allowed origin or with the qlik-csrf-token header",
+        );
+    }
+    let ended = match token {
         Some(token) => match state.control.logout(&proxy.prefix, &token).await {
             Ok(session) => session,
             Err(ControlError::Unavailable(_)) => {
@@ -113,4 +128,28 @@ async fn logout(
         response.headers_mut().append(SET_COOKIE, clear);
     }
     response
+}
+
+/// `GET /{prefix}/qps/csrftoken`: the session's CSRF token in the `qlik-csrf-token` header.
+async fn csrf_token(state: &NodeState, proxy: &VirtualProxy, parts: &Parts) -> Response<ProxyBody> {
+    if parts.method != Method::GET {
+        return respond::error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+    }
+    let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) else {
+        return respond::error(StatusCode::UNAUTHORIZED, "authentication required");
+    };
+    match state.validate(proxy, &token).await {
+        Validation::Valid(_) => {
+            let mut response = respond::json(StatusCode::OK, &json!({ "csrf": "issued" }));
+            if let Ok(value) = HeaderValue::from_str(&csrf::token_for(&token)) {
+                response.headers_mut().insert(csrf::TOKEN_HEADER, value);
+            }
+            response
+        }
+        Validation::Invalid => respond::error(StatusCode::UNAUTHORIZED, "authentication required"),
+        Validation::Unavailable => respond::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sessions cannot be checked right now",
+        ),
+    }
 }

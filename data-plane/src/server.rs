@@ -10,6 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -18,7 +19,7 @@ use crate::control::{ControlClient, activity, watch};
 use crate::idle::{Activity, Watched};
 use crate::state::NodeState;
 use crate::tls::CertificateStore;
-use crate::{admin, proxy};
+use crate::{admin, proxy, respond};
 use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
@@ -111,28 +112,44 @@ impl BoundNode {
         };
         let secure = tls.is_some();
         let state = self.state.clone();
-        let proxy_loop = accept_loop(
-            self.listener,
+        let proxy_listener = Listener {
+            listener: self.listener,
             tls,
+            capacity: Some(Arc::new(Semaphore::new(limits.max_connections))),
+        };
+        let proxy_loop = accept_loop(
+            proxy_listener,
             stop.clone(),
             tasks.clone(),
             limits,
-            move |peer| {
+            move |peer, busy| {
                 let state = state.clone();
                 service_fn(move |request| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(proxy::handle(state, request, peer, secure).await) }
+                    async move {
+                        if busy {
+                            return Ok::<_, Infallible>(respond::error(
+                                http::StatusCode::SERVICE_UNAVAILABLE,
+                                "this node is at its connection limit; try again",
+                            ));
+                        }
+                        Ok(proxy::handle(state, request, peer, secure).await)
+                    }
                 })
             },
         );
         let state = self.state.clone();
+        let admin_listener = Listener {
+            listener: self.admin,
+            tls: None,
+            capacity: None,
+        };
         let admin_loop = accept_loop(
-            self.admin,
-            None,
+            admin_listener,
             stop.clone(),
             tasks.clone(),
             limits,
-            move |_| {
+            move |_, _| {
                 let state = state.clone();
                 service_fn(move |request| {
                     let state = state.clone();
@@ -157,15 +174,22 @@ impl BoundNode {
     }
 }
 
-async fn accept_loop<S, F>(
+/// Connections this listener accepts: served in full while `capacity` has room; past it,
+/// answered 503 and closed, so an overloaded node says so instead of hanging.
+struct Listener {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    capacity: Option<Arc<Semaphore>>,
+}
+
+async fn accept_loop<S, F>(
+    listener: Listener,
     stop: CancellationToken,
     tasks: TaskTracker,
     limits: crate::config::LimitsConfig,
     make_service: F,
 ) where
-    F: Fn(SocketAddr) -> S,
+    F: Fn(SocketAddr, bool) -> S,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
             Response = http::Response<crate::proxy::upstream::ProxyBody>,
@@ -177,7 +201,7 @@ async fn accept_loop<S, F>(
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
+            accepted = listener.listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -188,10 +212,16 @@ async fn accept_loop<S, F>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = make_service(peer);
+        let permit = listener
+            .capacity
+            .as_ref()
+            .and_then(|capacity| capacity.clone().try_acquire_owned().ok());
+        let busy = listener.capacity.is_some() && permit.is_none();
+        let service = make_service(peer, busy);
         let stop = stop.clone();
-        let tls = tls.clone();
+        let tls = listener.tls.clone();
         tasks.spawn(async move {
+            let _permit = permit;
             let activity = Activity::new();
             let stream = Watched::new(stream, activity.clone());
             match tls {
@@ -201,13 +231,13 @@ async fn accept_loop<S, F>(
                         tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await;
                     match handshake {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, activity, service, stop, limits).await
+                            serve_connection(stream, activity, service, stop, limits, !busy).await
                         }
                         Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(stream, activity, service, stop, limits).await,
+                None => serve_connection(stream, activity, service, stop, limits, !busy).await,
             }
         });
     }
@@ -219,6 +249,7 @@ async fn serve_connection<I, S>(
     service: S,
     stop: CancellationToken,
     limits: crate::config::LimitsConfig,
+    keep_alive: bool,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
@@ -233,6 +264,7 @@ async fn serve_connection<I, S>(
     builder
         .http1()
         .timer(TokioTimer::new())
+        .keep_alive(keep_alive)
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes);
     builder.http2().timer(TokioTimer::new());

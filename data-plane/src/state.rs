@@ -33,6 +33,7 @@ pub struct NodeState {
     pub cache: SessionCache,
     pub sockets: Arc<WebSocketRegistry>,
     pub control: ControlClient,
+    pub limits: crate::config::LimitsConfig,
     /// One validation per token at a time: concurrent misses wait for the same answer.
     validations: Mutex<HashMap<TokenKey, InFlight>>,
 }
@@ -49,6 +50,7 @@ impl NodeState {
             ),
             sockets: Arc::new(WebSocketRegistry::default()),
             control,
+            limits: config.limits,
             validations: Mutex::new(HashMap::new()),
         }
     }

@@ -18,6 +18,13 @@ pub enum Anonymous {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdentityPreset {
     Qlik,
     Generic,
@@ -53,7 +60,12 @@ pub struct AccessRule {
 #[derive(Debug)]
 pub struct VirtualProxy {
     pub prefix: String,
+    /// The cookie's full name (with `__Host-` when configured).
     pub cookie_name: String,
+    /// `__Host-` cookie: Secure, Path=/, never a Domain.
+    pub cookie_host_prefix: bool,
+    pub same_site: SameSite,
+    pub websocket_requires_csrf_token: bool,
     pub cookie_domain: Option<String>,
     pub inactivity_timeout: Duration,
     pub authentication_module_uri: Option<String>,
@@ -176,8 +188,20 @@ impl VirtualProxy {
             .collect::<Result<_, SnapshotError>>()?;
         Ok(Self {
             prefix: proto.prefix.clone(),
-            cookie_name: proto.cookie_name.clone(),
-            cookie_domain: Some(proto.cookie_domain.clone()).filter(|domain| !domain.is_empty()),
+            cookie_name: if proto.cookie_host_prefix {
+                format!("__Host-{}", proto.cookie_name)
+            } else {
+                proto.cookie_name.clone()
+            },
+            cookie_host_prefix: proto.cookie_host_prefix,
+            same_site: match proto.same_site() {
+                pb::SameSite::Lax => SameSite::Lax,
+                pb::SameSite::Strict => SameSite::Strict,
+                pb::SameSite::None => SameSite::None,
+            },
+            websocket_requires_csrf_token: proto.websocket_requires_csrf_token,
+            cookie_domain: Some(proto.cookie_domain.clone())
+                .filter(|domain| !domain.is_empty() && !proto.cookie_host_prefix),
             inactivity_timeout: duration(proto.inactivity_timeout, Duration::from_secs(1800)),
             authentication_module_uri: Some(proto.authentication_module_uri.clone())
                 .filter(|uri| !uri.is_empty()),

@@ -62,6 +62,22 @@ pub struct VirtualProxyConfig {
     pub additional_response_headers: Vec<(String, String)>,
     /// Sent upstream in `X-Qlik-ProxyId`.
     pub proxy_id: String,
+    pub same_site: SameSite,
+    /// Prefix the cookie name with `__Host-` (browsers then insist on Secure, Path=/ and no
+    /// Domain).
+    pub cookie_host_prefix: bool,
+    /// WebSocket upgrades must carry the token from `GET /{prefix}/qps/csrftoken`.
+    pub websocket_requires_csrf_token: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SameSite {
+    #[default]
+    Lax,
+    Strict,
+    /// Only with Secure: over plain HTTP nodes fall back to Lax.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -211,6 +227,12 @@ pub(super) struct FileVirtualProxy {
     additional_response_headers: BTreeMap<String, String>,
     #[serde(default = "default_proxy_id")]
     proxy_id: String,
+    #[serde(default)]
+    same_site: SameSite,
+    #[serde(default)]
+    cookie_host_prefix: bool,
+    #[serde(default)]
+    websocket_requires_csrf_token: bool,
 }
 
 impl FileVirtualProxy {
@@ -233,6 +255,9 @@ impl FileVirtualProxy {
             access_rules: Vec::new(),
             additional_response_headers: BTreeMap::new(),
             proxy_id: default_proxy_id(),
+            same_site: SameSite::default(),
+            cookie_host_prefix: false,
+            websocket_requires_csrf_token: false,
         }
     }
 }
@@ -358,6 +383,11 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
             )));
         }
     }
+    if proxy.cookie_host_prefix && proxy.cookie_domain.is_some() {
+        return Err(named(
+            "cookie_host_prefix forbids cookie_domain (a __Host- cookie has no Domain)".to_owned(),
+        ));
+    }
     if !is_token(&proxy.proxy_id) {
         return Err(named("proxy_id must be a non-empty token".to_owned()));
     }
@@ -379,6 +409,9 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         access_rules: proxy.access_rules,
         additional_response_headers: proxy.additional_response_headers.into_iter().collect(),
         proxy_id: proxy.proxy_id,
+        same_site: proxy.same_site,
+        cookie_host_prefix: proxy.cookie_host_prefix,
+        websocket_requires_csrf_token: proxy.websocket_requires_csrf_token,
     })
 }
 

@@ -4,7 +4,7 @@
 use http::HeaderValue;
 use http::header::{COOKIE, HeaderMap};
 
-use crate::vproxy::VirtualProxy;
+use crate::vproxy::{SameSite, VirtualProxy};
 
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -19,7 +19,9 @@ pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
-/// `Set-Cookie` for a new session. HttpOnly always, Secure over TLS, SameSite=Lax.
+/// `Set-Cookie` for a new session. HttpOnly always; Secure over TLS (and always for a
+/// `__Host-` cookie); SameSite as configured, except that None needs Secure and falls back
+/// to Lax over plain HTTP.
 pub fn set(proxy: &VirtualProxy, token: &str, secure: bool) -> Option<HeaderValue> {
     set_cookie(proxy, token, "", secure)
 }
@@ -40,15 +42,20 @@ fn set_cookie(
     lifetime: &str,
     secure: bool,
 ) -> Option<HeaderValue> {
+    let same_site = match proxy.same_site {
+        SameSite::Strict => "Strict",
+        SameSite::None if secure => "None",
+        SameSite::Lax | SameSite::None => "Lax",
+    };
     let mut cookie = format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Lax{lifetime}",
+        "{}={value}; Path=/; HttpOnly; SameSite={same_site}{lifetime}",
         proxy.cookie_name
     );
     if let Some(domain) = &proxy.cookie_domain {
         cookie.push_str("; Domain=");
         cookie.push_str(domain);
     }
-    if secure {
+    if secure || proxy.cookie_host_prefix {
         cookie.push_str("; Secure");
     }
     HeaderValue::from_str(&cookie).ok()

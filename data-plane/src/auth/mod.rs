@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod cookie;
+pub mod csrf;
 pub mod header;
 pub mod query;
 pub mod rules;

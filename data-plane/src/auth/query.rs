@@ -40,6 +40,13 @@ pub fn without_param(path: &str, query: Option<&str>, name: &str) -> String {
     }
 }
 
+/// A same-site redirect target for `path` without parameter `name`: exactly one leading `/`,
+/// so that `//evil.example` or `/\\evil.example` cannot become a redirect to another host.
+pub fn local_redirect(path: &str, query: Option<&str>, name: &str) -> String {
+    let trimmed = path.trim_start_matches(['/', '\\']);
+    without_param(&format!("/{trimmed}"), query, name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +66,25 @@ mod tests {
             "/p"
         );
         assert_eq!(param(None, "qlikticket"), None);
+    }
+
+    #[test]
+    fn local_redirects_never_leave_the_host() {
+        assert_eq!(
+            local_redirect("//evil.example/x", Some("qlikTicket=t"), "qlikticket"),
+            "/evil.example/x"
+        );
+        assert_eq!(
+            local_redirect("/\\evil.example", None, "qlikticket"),
+            "/evil.example"
+        );
+        assert_eq!(
+            local_redirect("/%2F%2Fevil", None, "qlikticket"),
+            "/%2F%2Fevil"
+        );
+        assert_eq!(
+            local_redirect("/hub", Some("a=1&qlikTicket=t"), "qlikticket"),
+            "/hub?a=1"
+        );
     }
 }

@@ -14,7 +14,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use self::upstream::{ProxyBody, UpstreamError};
-use crate::auth::{self, Authenticated, Origin, query};
+use crate::auth::{self, Authenticated, Origin, cookie, csrf, query};
 use crate::personal;
 use crate::respond;
 use crate::state::NodeState;
@@ -28,6 +28,9 @@ pub async fn handle(
     peer: SocketAddr,
     secure: bool,
 ) -> Response<ProxyBody> {
+    if let Some(refusal) = oversized(&state, &request) {
+        return refusal;
+    }
     let table = state.table.load_full();
     let Some(proxy) = table.route(request.uri().path()).cloned() else {
         return respond::error(StatusCode::NOT_FOUND, "no virtual proxy serves this path");
@@ -47,7 +50,7 @@ async fn serve(
     secure: bool,
 ) -> Response<ProxyBody> {
     let relative = relative_path(request.uri().path(), proxy).into_owned();
-    if relative == "/qps/user" {
+    if relative == "/qps/user" || relative == "/qps/csrftoken" {
         let (parts, _) = request.into_parts();
         return personal::handle(state, proxy, &parts, secure).await;
     }
@@ -57,11 +60,18 @@ async fn serve(
     let origin = Origin::of(&parts, secure);
 
     let ticket = query::param(parts.uri.query(), "qlikTicket");
+    if ticket
+        .as_deref()
+        .is_some_and(|ticket| !is_well_formed_ticket(ticket))
+    {
+        return respond::error(StatusCode::BAD_REQUEST, "the login ticket is malformed");
+    }
     let authenticated = match &ticket {
         Some(ticket) => match auth::redeem(state, proxy, ticket, &origin).await {
             // The ticket must not stay in the browser's history or reach upstream logs.
             Ok(login) if !websocket => {
-                let clean = query::without_param(parts.uri.path(), parts.uri.query(), "qlikTicket");
+                let clean =
+                    query::local_redirect(parts.uri.path(), parts.uri.query(), "qlikTicket");
                 return respond::redirect(&clean, login.set_cookie);
             }
             Ok(login) => login,
@@ -76,6 +86,18 @@ async fn serve(
         session,
         set_cookie,
     } = authenticated;
+    // A session this very request created (ticket, header, anonymous) proves intent; an
+    // existing cookie alone does not, since a cross-site page can make the browser send it.
+    if websocket && proxy.websocket_requires_csrf_token && set_cookie.is_none() {
+        let carries = cookie::read(&parts.headers, &proxy.cookie_name)
+            .is_some_and(|token| csrf::carries_token(&parts, &token));
+        if !carries {
+            return respond::error(
+                StatusCode::FORBIDDEN,
+                "WebSocket upgrades here need the qlik-csrf-token",
+            );
+        }
+    }
 
     if let Some(reason) = auth::rules::denied(
         &proxy.access_rules,
@@ -112,6 +134,42 @@ async fn serve(
         response.headers_mut().append(SET_COOKIE, cookie);
     }
     response
+}
+
+/// 414 for an over-long request target, 431 for an over-long header line. (hyper already
+/// answers 431 when all headers together exceed the read buffer.)
+fn oversized<B>(state: &NodeState, request: &Request<B>) -> Option<Response<ProxyBody>> {
+    let limits = &state.limits;
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > limits.max_uri_bytes {
+        return Some(respond::error(
+            StatusCode::URI_TOO_LONG,
+            "the request URI is too long",
+        ));
+    }
+    let longest_line = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len())
+        .max()
+        .unwrap_or(0);
+    (longest_line > limits.max_header_line_bytes).then(|| {
+        respond::error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "a request header line is too long",
+        )
+    })
+}
+
+/// Tickets are URL-safe text; anything else was tampered with or mangled.
+fn is_well_formed_ticket(ticket: &str) -> bool {
+    (1..=256).contains(&ticket.len())
+        && ticket
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~'))
 }
 
 /// The status for an upstream failure; the detail goes to the log only.

@@ -3,8 +3,8 @@
 use gatehouse_proto::v1 as pb;
 
 use crate::config::{
-    AccessRuleConfig, AnonymousMode, BalanceStrategy, IdentityPreset, RuleAction, UpstreamConfig,
-    VirtualProxyConfig,
+    AccessRuleConfig, AnonymousMode, BalanceStrategy, IdentityPreset, RuleAction, SameSite,
+    UpstreamConfig, VirtualProxyConfig,
 };
 
 pub(crate) fn virtual_proxy_to_proto(proxy: &VirtualProxyConfig) -> pb::VirtualProxy {
@@ -48,6 +48,14 @@ pub(crate) fn virtual_proxy_to_proto(proxy: &VirtualProxyConfig) -> pb::VirtualP
             })
             .collect(),
         proxy_id: proxy.proxy_id.clone(),
+        same_site: match proxy.same_site {
+            SameSite::Lax => pb::SameSite::Lax,
+            SameSite::Strict => pb::SameSite::Strict,
+            SameSite::None => pb::SameSite::None,
+        }
+        .into(),
+        cookie_host_prefix: proxy.cookie_host_prefix,
+        websocket_requires_csrf_token: proxy.websocket_requires_csrf_token,
     }
 }
 

@@ -1,0 +1,79 @@
+//! Cross-site request forgery: a state-changing browser request must come from an allowed
+//! origin or carry the session's CSRF token. The token is derived from the session token, so
+//! every node can check it without shared state, and a cross-site page (which cannot read the
+//! HttpOnly cookie) cannot compute it.
+
+use http::HeaderName;
+use http::header::{ORIGIN, REFERER};
+use http::request::Parts;
+use sha2::{Digest as _, Sha256};
+
+use super::{Origin, query};
+use crate::vproxy::VirtualProxy;
+
+/// Header (and query parameter) carrying the token, as in QPS.
+pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("qlik-csrf-token");
+
+/// The CSRF token of a session: 128 bits of a hash of the session token, hex.
+pub fn token_for(session_token: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"gatehouse-csrf\0")
+        .chain_update(session_token.as_bytes())
+        .finalize();
+    digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Whether the request carries the session's token, as a header or query parameter.
+pub fn carries_token(parts: &Parts, session_token: &str) -> bool {
+    let expected = token_for(session_token);
+    let presented = parts
+        .headers
+        .get(&TOKEN_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query::param(parts.uri.query(), "qlik-csrf-token"));
+    presented
+        .is_some_and(|presented| constant_time_eq(presented.trim().as_bytes(), expected.as_bytes()))
+}
+
+/// Whether the browser says the request comes from this host or an allowed one (`Origin`,
+/// else `Referer`). A request with neither is not known to be same-origin.
+pub fn same_origin(parts: &Parts, proxy: &VirtualProxy, origin: &Origin) -> bool {
+    let source = parts
+        .headers
+        .get(ORIGIN)
+        .or_else(|| parts.headers.get(REFERER))
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<http::Uri>().ok());
+    match source.as_ref().and_then(http::Uri::authority) {
+        Some(authority) => {
+            !authority.as_str().contains('@')
+                && proxy.host_allowed(authority.as_str(), origin.host.as_deref())
+        }
+        None => false,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .fold(0u8, |difference, (x, y)| difference | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stable_per_session_and_differ_between_sessions() {
+        assert_eq!(token_for("a"), token_for("a"));
+        assert_ne!(token_for("a"), token_for("b"));
+        assert_eq!(token_for("a").len(), 32);
+        assert!(!token_for("secret-session").contains("secret"));
+    }
+}
