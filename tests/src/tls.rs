@@ -405,3 +405,100 @@ async fn cookies_are_secure_over_tls() {
     }
     control.stop().await;
 }
+
+/// A redis-server that speaks only TLS and wants a password.
+struct TlsRedis {
+    port: u16,
+    _child: tokio::process::Child,
+}
+
+fn tls_redis(certs: &Path, password: &str) -> TlsRedis {
+    let port = crate::harness::redis_server::free_port();
+    let child = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--tls-cert-file")
+        .arg(certs.join("control-plane.pem"))
+        .arg("--tls-key-file")
+        .arg(certs.join("control-plane-key.pem"))
+        .arg("--tls-ca-cert-file")
+        .arg(certs.join("ca.pem"))
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server with TLS support");
+    TlsRedis {
+        port,
+        _child: child,
+    }
+}
+
+fn redis_store_toml(certs: &Path, port: u16, password_file: &Path) -> String {
+    format!(
+        r#"
+        [store]
+        backend = "redis"
+        redis_url = "rediss://127.0.0.1:{port}/"
+        tls_ca_file = "{dir}/ca.pem"
+        password_file = "{password}"
+        "#,
+        dir = certs.display(),
+        password = password_file.display(),
+    )
+}
+
+#[tokio::test]
+async fn redis_over_tls_with_a_password_file() {
+    install_crypto_provider();
+    let certs = dev_certificates("redis");
+    let redis = tls_redis(&certs, "correct-horse-battery-staple");
+    let right = certs.join("redis-password");
+    std::fs::write(&right, "correct-horse-battery-staple\n").unwrap();
+    let control = ControlPlane::start(&redis_store_toml(&certs, redis.port, &right)).await;
+    let create = pb::CreateSessionRequest {
+        virtual_proxy: String::new(),
+        user: user("alice"),
+        session_token: None,
+    };
+    let mut sessions = control.sessions();
+    eventually(
+        "a session stored in Redis over TLS",
+        Duration::from_secs(10),
+        || {
+            let (mut sessions, create) = (sessions.clone(), create.clone());
+            async move { sessions.create_session(create).await.ok() }
+        },
+    )
+    .await;
+    sessions
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .unwrap();
+    control.stop().await;
+
+    // A wrong password is a store that cannot be used: UNAVAILABLE, never NOT_FOUND.
+    let wrong = certs.join("wrong-password");
+    std::fs::write(&wrong, "guess").unwrap();
+    let control = ControlPlane::start(&redis_store_toml(&certs, redis.port, &wrong)).await;
+    let status = control.sessions().create_session(create).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(!status.message().contains("guess"));
+    control.stop().await;
+}

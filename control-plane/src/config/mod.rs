@@ -126,6 +126,20 @@ pub struct StoreConfig {
     pub response_timeout: Duration,
     /// Approximate number of revocation events kept for reconnecting data-plane nodes.
     pub revocation_stream_max_len: u64,
+    /// Redis ACL user name (AUTH); the URL may carry one too.
+    pub username: Option<String>,
+    /// File holding the Redis password (e.g. a mounted Kubernetes secret).
+    pub password_file: Option<PathBuf>,
+    /// The Redis password: from `password_file` or `GATEHOUSE_REDIS_PASSWORD`, never from the
+    /// file itself, never printed.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    /// CA that signs the Redis server's certificate (`rediss://` URLs); the system roots
+    /// otherwise.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key, when Redis requires mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -137,6 +151,12 @@ impl Default for StoreConfig {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(1),
             revocation_stream_max_len: 100_000,
+            username: None,
+            password_file: None,
+            password: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -197,6 +217,9 @@ pub struct Overrides {
     /// Redis URL, for `--store redis` [default: redis://127.0.0.1:6379/]
     #[arg(long, env = "GATEHOUSE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Redis password (prefer store.password_file)
+    #[arg(long, env = "GATEHOUSE_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
     /// Secret data-plane nodes present (at least 32 characters)
     #[arg(long, env = "GATEHOUSE_NODE_SECRET", hide_env_values = true)]
     pub node_secret: Option<String>,
@@ -246,6 +269,9 @@ impl Config {
         if let Some(url) = &overrides.redis_url {
             file.store.redis_url.clone_from(url);
         }
+        if let Some(password) = &overrides.redis_password {
+            file.store.password = Some(Secret::new(password.clone()));
+        }
         if let Some(secret) = &overrides.node_secret {
             file.node_api = NodeApiConfig {
                 shared_secret: Some(secret.clone()),
@@ -255,7 +281,7 @@ impl Config {
         Self::validate(file)
     }
 
-    fn validate(file: FileConfig) -> Result<Self, ConfigError> {
+    fn validate(mut file: FileConfig) -> Result<Self, ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         if file.store.backend == StoreBackend::Redis
             && let Err(error) = redis::Client::open(file.store.redis_url.as_str())
@@ -277,6 +303,32 @@ impl Config {
                 "store.key_prefix must be non-empty letters, digits, '-', '_', '.' or ':'"
                     .to_owned(),
             );
+        }
+        if file.store.password.is_none()
+            && let Some(path) = &file.store.password_file
+        {
+            let password = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            file.store.password = Some(Secret::new(
+                password.trim_end_matches(['\r', '\n']).to_owned(),
+            ));
+        }
+        if file.store.tls_cert_file.is_some() != file.store.tls_key_file.is_some() {
+            return invalid("store: tls_cert_file and tls_key_file go together".to_owned());
+        }
+        for path in [
+            &file.store.tls_ca_file,
+            &file.store.tls_cert_file,
+            &file.store.tls_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !path.is_file() {
+                return invalid(format!("store: {} is not a readable file", path.display()));
+            }
         }
         if file.store.connect_timeout.is_zero() || file.store.response_timeout.is_zero() {
             return invalid("store timeouts must be greater than zero".to_owned());
@@ -447,6 +499,7 @@ mod tests {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9))),
             store: Some(StoreBackend::Redis),
             redis_url: Some("redis://127.0.0.1:1/".to_owned()),
+            redis_password: Some("hunter2".to_owned()),
             node_secret: Some("s".repeat(40)),
         };
         let config = Config::from_toml_with("listen = \"127.0.0.1:8\"", &overrides)

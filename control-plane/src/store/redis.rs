@@ -21,6 +21,49 @@ use crate::domain::{
 };
 use crate::tokens::{self, TokenHash};
 
+/// A client for the configured Redis: credentials from the configuration (never logged), TLS
+/// with the configured CA and client certificate for `rediss://` URLs.
+fn client(config: &StoreConfig) -> Result<redis::Client, StoreError> {
+    use redis::IntoConnectionInfo as _;
+    let invalid = |what: &str| StoreError::Unavailable(format!("invalid Redis settings: {what}"));
+    let mut info = config
+        .redis_url
+        .as_str()
+        .into_connection_info()
+        .map_err(|error| invalid(&format!("{:?}", error.kind())))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(username) = &config.username {
+        settings = settings.set_username(username);
+    }
+    if let Some(password) = &config.password {
+        settings = settings.set_password(password.expose());
+    }
+    info = info.set_redis_settings(settings);
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path)
+            .map_err(|error| invalid(&format!("cannot read {}: {error}", path.display())))
+    };
+    if config.tls_ca_file.is_none() && config.tls_cert_file.is_none() {
+        return redis::Client::open(info).map_err(|error| invalid(&format!("{:?}", error.kind())));
+    }
+    let client_tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        _ => None,
+    };
+    let root_cert = config.tls_ca_file.as_ref().map(read).transpose()?;
+    redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|error| invalid(&format!("TLS: {:?}", error.kind())))
+}
+
 /// How many SCAN calls one listing page may make before it returns what it has.
 const MAX_SCANS_PER_PAGE: usize = 64;
 
@@ -57,9 +100,7 @@ impl RedisStore {
     /// Connects lazily: the control plane starts (and answers `UNAVAILABLE`) while Redis is
     /// down, and reconnects on its own when Redis returns.
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
-        let client = redis::Client::open(config.redis_url.as_str()).map_err(|error| {
-            StoreError::Unavailable(format!("invalid Redis URL ({:?})", error.kind()))
-        })?;
+        let client = client(config)?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
