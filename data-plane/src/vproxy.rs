@@ -262,6 +262,9 @@ fn duration(value: Option<prost_types::Duration>, default: Duration) -> Duration
 #[derive(Debug, Default)]
 pub struct ProxyTable {
     proxies: Vec<Arc<VirtualProxy>>,
+    /// Every proxy's session cookie name: none of them may reach an upstream, nor be set by
+    /// one.
+    cookie_names: Vec<String>,
 }
 
 impl ProxyTable {
@@ -276,7 +279,18 @@ impl ProxyTable {
                 Err(error) => tracing::error!(%error, "virtual proxy left out of the snapshot"),
             }
         }
-        Self { proxies }
+        let cookie_names = proxies
+            .iter()
+            .map(|proxy| proxy.cookie_name.clone())
+            .collect();
+        Self {
+            proxies,
+            cookie_names,
+        }
+    }
+
+    pub fn cookie_names(&self) -> &[String] {
+        &self.cookie_names
     }
 
     pub fn by_prefix(&self, prefix: &str) -> Option<&Arc<VirtualProxy>> {

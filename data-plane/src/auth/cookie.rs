@@ -61,29 +61,47 @@ fn set_cookie(
     HeaderValue::from_str(&cookie).ok()
 }
 
-/// Removes cookie `name` from the `Cookie` headers, keeping every other cookie: the session
-/// token is Gatehouse's, not the upstream's.
-pub fn strip(headers: &mut HeaderMap, name: &str) {
-    let kept: Vec<String> = headers
+/// Removes the named cookies from the `Cookie` headers, keeping every other cookie: session
+/// tokens are Gatehouse's, never the upstream's (any virtual proxy's: they all have Path=/).
+pub fn strip(headers: &mut HeaderMap, names: &[String]) {
+    let mut removed = false;
+    let kept: Vec<&str> = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|header| header.to_str().ok())
         .flat_map(|header| header.split(';'))
         .map(str::trim)
         .filter(|pair| {
-            !pair.is_empty()
-                && pair
-                    .split_once('=')
-                    .is_none_or(|(cookie, _)| cookie != name)
+            let ours = pair
+                .split_once('=')
+                .is_some_and(|(cookie, _)| names.iter().any(|name| name == cookie.trim()));
+            removed |= ours;
+            !pair.is_empty() && !ours
         })
-        .map(str::to_owned)
         .collect();
+    if !removed {
+        return;
+    }
+    let joined = kept.join("; ");
     headers.remove(COOKIE);
-    if !kept.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    if !joined.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&joined)
     {
         headers.insert(COOKIE, value);
     }
+}
+
+/// Whether a `Set-Cookie` value sets one of the named cookies.
+pub fn sets_any(set_cookie: &HeaderValue, names: &[String]) -> bool {
+    set_cookie
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once('='))
+        .is_some_and(|(cookie, _)| {
+            names
+                .iter()
+                .any(|name| name.eq_ignore_ascii_case(cookie.trim()))
+        })
 }
 
 #[cfg(test)]
@@ -97,11 +115,23 @@ mod tests {
         headers.append(COOKIE, HeaderValue::from_static("b=2"));
         assert_eq!(read(&headers, "X-Qlik-Session").as_deref(), Some("tok"));
         assert_eq!(read(&headers, "X-Qlik-Session-x"), None);
-        strip(&mut headers, "X-Qlik-Session");
+        strip(&mut headers, &["X-Qlik-Session".into()]);
         assert_eq!(headers.get(COOKIE).unwrap(), "a=1; b=2");
         let mut only = HeaderMap::new();
-        only.insert(COOKIE, HeaderValue::from_static("X-Qlik-Session=tok"));
-        strip(&mut only, "X-Qlik-Session");
+        only.insert(
+            COOKIE,
+            HeaderValue::from_static("X-Qlik-Session=tok; X-Qlik-Session-hr=t2"),
+        );
+        strip(
+            &mut only,
+            &["X-Qlik-Session".into(), "X-Qlik-Session-hr".into()],
+        );
         assert!(only.get(COOKIE).is_none());
+        let planted = HeaderValue::from_static("x-qlik-session-hr=evil; Path=/");
+        assert!(sets_any(&planted, &["X-Qlik-Session-hr".into()]));
+        assert!(!sets_any(
+            &HeaderValue::from_static("JSESSIONID=1"),
+            &["X-Qlik-Session".into()]
+        ));
     }
 }

@@ -68,6 +68,22 @@ mod tests {
         assert_eq!(param(None, "qlikticket"), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn local_redirects_always_stay_on_the_host(path in "[/\\\\a-z%.:@]{0,20}", query in "[a-zA-Z=&%]{0,20}") {
+            let location = local_redirect(&path, Some(&query), "qlikticket");
+            proptest::prop_assert!(location.starts_with('/'));
+            proptest::prop_assert!(!location.starts_with("//") && !location.starts_with("/\\"));
+        }
+
+        #[test]
+        fn tickets_never_survive_their_removal(query in "[a-zA-Z=&]{0,30}") {
+            let query = format!("{query}&QlikTicket=secret&{query}");
+            let cleaned = without_param("/p", Some(&query), "qlikticket");
+            proptest::prop_assert!(!cleaned.contains("secret"));
+        }
+    }
+
     #[test]
     fn local_redirects_never_leave_the_host() {
         assert_eq!(

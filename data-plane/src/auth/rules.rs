@@ -12,7 +12,7 @@ pub fn denied(
     session: &CachedSession,
 ) -> Option<&'static str> {
     let rule = rules.iter().find(|rule| {
-        path.starts_with(&rule.path_prefix)
+        starts_with_ignoring_case(path, &rule.path_prefix)
             && (rule.methods.is_empty()
                 || rule.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
             && rule
@@ -31,6 +31,13 @@ pub fn denied(
             })
     })?;
     (!rule.allow).then_some("access denied by the virtual proxy's access rules")
+}
+
+/// Upstreams on Windows (the Qlik engine among them) treat paths case-insensitively.
+fn starts_with_ignoring_case(path: &str, prefix: &str) -> bool {
+    path.len() >= prefix.len()
+        && path.is_char_boundary(prefix.len())
+        && path[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 #[cfg(test)]
@@ -69,6 +76,7 @@ mod tests {
         assert!(denied(&rules, "/admin/users", "GET", &session("admin")).is_none());
         assert!(denied(&rules, "/admin/users", "GET", &session("sales")).is_some());
         assert!(denied(&rules, "/hub", "GET", &session("sales")).is_none());
+        assert!(denied(&rules, "/ADMIN/users", "GET", &session("sales")).is_some());
         let post_only = vec![AccessRule {
             methods: vec!["POST".into()],
             ..rule("/", false, None)

@@ -66,6 +66,28 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Rewrites response headers from the upstream: hop-by-hop headers go, and so does any
+/// `Set-Cookie` naming a session cookie (an upstream must not plant a session).
+pub fn from_upstream(headers: &mut HeaderMap, session_cookies: &[String]) {
+    remove_hop_by_hop(headers, false);
+    if headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .any(|value| cookie::sets_any(value, session_cookies))
+    {
+        let kept: Vec<HeaderValue> = headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter(|value| !cookie::sets_any(value, session_cookies))
+            .cloned()
+            .collect();
+        headers.remove(http::header::SET_COOKIE);
+        for value in kept {
+            headers.append(http::header::SET_COOKIE, value);
+        }
+    }
+}
+
 /// Rewrites request headers for the upstream.
 pub fn for_upstream(
     headers: &mut HeaderMap,
@@ -74,7 +96,13 @@ pub fn for_upstream(
     peer: SocketAddr,
     secure: bool,
     websocket: bool,
+    session_cookies: &[String],
 ) {
+    // A body framed by Transfer-Encoding has no meaningful Content-Length; keeping it would
+    // make the upstream read the wrong amount.
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
     remove_hop_by_hop(headers, websocket);
     if websocket {
         headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -85,7 +113,8 @@ pub fn for_upstream(
     if let Some(header) = &proxy.header_authentication {
         headers.remove(&header.header);
     }
-    cookie::strip(headers, &proxy.cookie_name);
+    cookie::strip(headers, session_cookies);
+    remove_underscore_lookalikes(headers);
 
     let peer_ip = peer.ip().to_canonical().to_string();
     let forwarded_for = match headers
@@ -101,10 +130,30 @@ pub fn for_upstream(
         X_FORWARDED_PROTO,
         if secure { "https" } else { "http" },
     );
+    // The client's own X-Forwarded-Host is never passed on.
+    headers.remove(X_FORWARDED_HOST);
     if let Some(host) = headers.get(HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
     }
     inject_identity(headers, proxy, session, secure);
+}
+
+/// `X_Qlik_User` and the like: CGI-style upstreams read them as the identity headers.
+fn remove_underscore_lookalikes(headers: &mut HeaderMap) {
+    let lookalikes: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| {
+            let dashed = name.as_str().replace('_', "-");
+            IDENTITY_HEADERS
+                .iter()
+                .any(|identity| identity.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    for name in lookalikes {
+        headers.remove(name);
+    }
 }
 
 fn inject_identity(
@@ -169,6 +218,26 @@ fn inject_identity(
     }
 }
 
+/// Reads `X-Qlik-User` (`UserDirectory=<dir>; UserId=<id>`, URL-encoded, with or without the
+/// space) back into directory and id: what an upstream does with it.
+pub fn parse_qlik_user(value: &str) -> Option<(String, String)> {
+    let mut directory = None;
+    let mut id = None;
+    for part in value.split(';') {
+        let (key, encoded) = part.trim().split_once('=')?;
+        let decoded = percent_encoding::percent_decode_str(encoded)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        match key {
+            "UserDirectory" => directory = Some(decoded),
+            "UserId" => id = Some(decoded),
+            _ => return None,
+        }
+    }
+    Some((directory?, id?))
+}
+
 fn encode(value: &str) -> String {
     utf8_percent_encode(value, ENCODE).to_string()
 }
@@ -218,6 +287,10 @@ mod tests {
         }
     }
 
+    fn cookies() -> Vec<String> {
+        vec!["X-Qlik-Session-sales".into(), "X-Qlik-Session".into()]
+    }
+
     fn client_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -225,6 +298,11 @@ mod tests {
             HeaderValue::from_static("UserDirectory=EVIL; UserId=root"),
         );
         headers.insert("x-gatehouse-user-id", HeaderValue::from_static("root"));
+        headers.insert(
+            "x_qlik_user",
+            HeaderValue::from_static("UserDirectory=EVIL"),
+        );
+        headers.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
         headers.insert(
             "cookie",
             HeaderValue::from_static("X-Qlik-Session-sales=secret; other=1"),
@@ -250,6 +328,7 @@ mod tests {
             peer,
             false,
             false,
+            &cookies(),
         );
         assert_eq!(
             headers["x-qlik-user"],
@@ -263,10 +342,41 @@ mod tests {
         assert_eq!(headers["x-qlik-proxyid"], "ProxyId=gatehouse; Prefix=sales");
         assert!(headers.get("x-gatehouse-user-id").is_none());
         assert_eq!(headers["cookie"], "other=1");
+        assert!(headers.get("x_qlik_user").is_none());
         assert!(headers.get("x-private").is_none() && headers.get("connection").is_none());
         assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
         assert_eq!(headers["x-forwarded-host"], "sense.example.com");
         assert_eq!(headers["traceparent"], "00-abc-def-01");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn qlik_user_round_trips(directory in "\\PC{1,40}", id in "\\PC{1,40}") {
+            let mut headers = HeaderMap::new();
+            let user = CachedSession {
+                user_directory: directory.clone(),
+                user_id: id.clone(),
+                ..session()
+            };
+            let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, peer, false, false, &cookies());
+            let header = headers["x-qlik-user"].to_str().unwrap();
+            proptest::prop_assert_eq!(parse_qlik_user(header), Some((directory, id)));
+        }
+
+        #[test]
+        fn identity_headers_are_always_valid_header_values(value in "\\PC{0,60}") {
+            let mut headers = HeaderMap::new();
+            let user = CachedSession {
+                user_id: value.clone(),
+                attributes: vec![(value.clone(), value)],
+                ..session()
+            };
+            let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, peer, false, false, &cookies());
+            proptest::prop_assert!(headers.contains_key("x-qlik-user"));
+            proptest::prop_assert!(headers.contains_key("x-qlik-security"));
+        }
     }
 
     #[test]
@@ -280,6 +390,7 @@ mod tests {
             peer,
             true,
             false,
+            &cookies(),
         );
         assert_eq!(headers["x-gatehouse-user-id"], "alice%20smith");
         assert_eq!(

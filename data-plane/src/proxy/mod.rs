@@ -2,6 +2,7 @@
 //! then forward (HTTP) or splice (WebSocket) to an upstream node.
 
 pub mod headers;
+pub mod path;
 pub mod upstream;
 pub mod websocket;
 
@@ -31,11 +32,21 @@ pub async fn handle(
     if let Some(refusal) = oversized(&state, &request) {
         return refusal;
     }
+    let mut request = request;
+    match canonical_uri(request.uri()) {
+        Some(uri) => *request.uri_mut() = uri,
+        None => {
+            return respond::error(
+                StatusCode::BAD_REQUEST,
+                "the request path is not acceptable",
+            );
+        }
+    }
     let table = state.table.load_full();
     let Some(proxy) = table.route(request.uri().path()).cloned() else {
         return respond::error(StatusCode::NOT_FOUND, "no virtual proxy serves this path");
     };
-    let mut response = serve(&state, &proxy, request, peer, secure).await;
+    let mut response = serve(&state, &proxy, request, peer, secure, table.cookie_names()).await;
     for (name, value) in &proxy.response_headers {
         response.headers_mut().insert(name.clone(), value.clone());
     }
@@ -48,6 +59,7 @@ async fn serve(
     mut request: Request<Incoming>,
     peer: SocketAddr,
     secure: bool,
+    session_cookies: &[String],
 ) -> Response<ProxyBody> {
     let relative = relative_path(request.uri().path(), proxy).into_owned();
     if relative == "/qps/user" || relative == "/qps/csrftoken" {
@@ -111,19 +123,45 @@ async fn serve(
         let clean = query::without_param(parts.uri.path(), parts.uri.query(), "qlikTicket");
         parts.uri = clean.parse().unwrap_or_else(|_| Uri::from_static("/"));
     }
+    // HTTP/2 clients send :authority instead of Host; HTTP/1.1 upstreams need Host.
+    if !parts.headers.contains_key(http::header::HOST)
+        && let Some(host) = parts
+            .uri
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(http::header::HOST, host);
+    }
     parts.uri = upstream_path(&parts.uri, proxy);
-    headers::for_upstream(&mut parts.headers, proxy, &session, peer, secure, websocket);
+    headers::for_upstream(
+        &mut parts.headers,
+        proxy,
+        &session,
+        peer,
+        secure,
+        websocket,
+        session_cookies,
+    );
 
     let mut response = match client_upgrade {
         Some(client_upgrade) => {
-            websocket::splice(state, proxy, &session, parts, client_upgrade, &origin).await
+            websocket::splice(
+                state,
+                proxy,
+                &session,
+                parts,
+                client_upgrade,
+                &origin,
+                session_cookies,
+            )
+            .await
         }
         None => {
             let request = Request::from_parts(parts, body.boxed());
             match proxy.upstream.send(request, Some(&session.handle)).await {
                 Ok((response, _)) => {
                     let (mut parts, body) = response.into_parts();
-                    headers::remove_hop_by_hop(&mut parts.headers, false);
+                    headers::from_upstream(&mut parts.headers, session_cookies);
                     Response::from_parts(parts, body.boxed())
                 }
                 Err(error) => upstream_failure(&error),
@@ -134,6 +172,21 @@ async fn serve(
         response.headers_mut().append(SET_COOKIE, cookie);
     }
     response
+}
+
+/// The request URI with its path normalised; `None` when the path cannot be made safe.
+fn canonical_uri(uri: &Uri) -> Option<Uri> {
+    let normalized = path::normalize(uri.path())?;
+    if normalized == uri.path() {
+        return Some(uri.clone());
+    }
+    let mut parts = uri.clone().into_parts();
+    let target = match uri.query() {
+        Some(query) => format!("{normalized}?{query}"),
+        None => normalized,
+    };
+    parts.path_and_query = Some(target.parse().ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 /// 414 for an over-long request target, 431 for an over-long header line. (hyper already

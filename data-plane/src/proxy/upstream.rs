@@ -281,6 +281,7 @@ impl UpstreamPool {
             };
             let mut request = Request::from_parts(clone_parts(&parts), attempt_body);
             *request.uri_mut() = upstream_uri(request.uri(), member.address);
+            *request.version_mut() = upstream_version(self.settings.http2);
             let in_flight = InFlight::new(member.clone());
             let outcome =
                 tokio::time::timeout(self.settings.response_timeout, self.client.request(request))
@@ -324,6 +325,16 @@ fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
     cloned.version = parts.version;
     cloned.headers = parts.headers.clone();
     cloned
+}
+
+/// The protocol spoken to upstreams is the pool's, whatever the client spoke: an HTTP/2
+/// browser request goes to an HTTP/1.1 engine as HTTP/1.1.
+fn upstream_version(http2: bool) -> http::Version {
+    if http2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    }
 }
 
 /// The request's path and query, addressed to `address`.

@@ -47,6 +47,7 @@ pub async fn splice(
     mut parts: Parts,
     client_upgrade: OnUpgrade,
     origin: &Origin,
+    session_cookies: &[String],
 ) -> Response<ProxyBody> {
     // Browsers always send Origin; a foreign one is a cross-site WebSocket hijack attempt.
     if let Some(request_origin) = parts
@@ -76,13 +77,22 @@ pub async fn splice(
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The upstream declined the upgrade; its answer goes back as it is.
         let (mut parts, body) = upstream.into_parts();
-        super::headers::remove_hop_by_hop(&mut parts.headers, false);
+        super::headers::from_upstream(&mut parts.headers, session_cookies);
         return Response::from_parts(parts, body.boxed());
     }
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
     let mut response = Response::new(respond::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *response.headers_mut() = upstream.headers().clone();
+    super::headers::from_upstream(response.headers_mut(), session_cookies);
+    // The upgrade itself is hop-by-hop; put back what the client must see.
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
+    response
+        .headers_mut()
+        .insert(UPGRADE, HeaderValue::from_static("websocket"));
 
     let handle = session.handle.clone();
     tokio::spawn(async move {
