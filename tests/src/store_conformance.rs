@@ -84,6 +84,7 @@ conformance!(
     unknown_handles_and_tokens_are_absent_not_errors,
     the_revocation_head_is_the_newest_event,
     waiting_for_revocations_wakes_on_a_new_event,
+    the_zero_cursor_means_from_the_start,
 );
 
 #[tokio::test]
@@ -673,6 +674,14 @@ async fn trimmed_streams_are_reported(subject: Subject) {
     let after_first = store.revocations_after(Some(&first), 1000).await.unwrap();
     assert!(after_first.trimmed, "events after the cursor were dropped");
     assert!(after_first.events.len() < 300);
+    assert!(
+        store
+            .revocations_after(Some("0-0"), 1000)
+            .await
+            .unwrap()
+            .trimmed,
+        "a node that started before the first event missed the trimmed ones"
+    );
     let latest = after_first.events.last().unwrap().cursor.clone();
     assert!(
         !store
@@ -764,4 +773,18 @@ async fn waiting_for_revocations_wakes_on_a_new_event(subject: Subject) {
     assert_eq!(woken.events.len(), 1);
     assert_eq!(woken.events[0].handle, session.handle);
     assert_eq!(woken.events[0].reason, RevocationReason::Logout);
+}
+
+async fn the_zero_cursor_means_from_the_start(subject: Subject) {
+    let store = subject.store;
+    let empty = store.revocations_after(Some("0-0"), 10).await.unwrap();
+    assert!(empty.events.is_empty() && !empty.trimmed);
+    let (_, session) = create(&*store, "", user("CORP", "alice")).await;
+    store
+        .delete_session(&session.handle, RevocationReason::Deleted)
+        .await
+        .unwrap();
+    let all = store.revocations_after(Some("0-0"), 10).await.unwrap();
+    assert_eq!(all.events.len(), 1);
+    assert!(!all.trimmed, "nothing was trimmed");
 }

@@ -648,7 +648,10 @@ impl Store for RedisStore {
         // Only trimming removes entries, oldest first. If the stream no longer holds the
         // cursor's own entry, entries after it may have gone too: report that, at the cost of
         // a needless cache flush when exactly the cursor's entry was the last one trimmed.
+        // The cursor 0-0 ("from the start", given to nodes that connected before the first
+        // event) has no entry of its own: anything trimmed at all was missed.
         let trimmed = match cursor.and_then(parse_stream_id) {
+            Some((0, 0)) => self.ever_trimmed().await?,
             Some(position) => self
                 .oldest_revocation()
                 .await?
@@ -762,6 +765,33 @@ impl RedisStore {
                 }
             })
             .collect()
+    }
+
+    /// Whether the stream has ever dropped an entry (Redis 7: more entries added than held).
+    async fn ever_trimmed(&self) -> Result<bool, StoreError> {
+        let info: Value = match self
+            .query(
+                redis::cmd("XINFO")
+                    .arg("STREAM")
+                    .arg(self.keys.revocations()),
+            )
+            .await
+        {
+            Ok(info) => info,
+            // No stream yet: nothing was ever trimmed.
+            Err(StoreError::Rejected(_)) => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        let info = field_values(&info)?;
+        let number = |name: &str| {
+            info.get(name)
+                .and_then(|value| text(value).ok())
+                .and_then(|value| value.parse::<u64>().ok())
+        };
+        Ok(match (number("entries-added"), number("length")) {
+            (Some(added), Some(length)) => added > length,
+            _ => false,
+        })
     }
 
     /// Id of the oldest revocation still in the stream.

@@ -50,17 +50,30 @@ impl WatchSource {
             Some(cursor) => {
                 let (backlog, trimmed) = self.catch_up(&cursor).await?;
                 if trimmed {
-                    (true, Vec::new(), self.current_head().await?)
+                    (
+                        true,
+                        Vec::new(),
+                        Some(
+                            self.current_head()
+                                .await?
+                                .unwrap_or_else(|| "0-0".to_owned()),
+                        ),
+                    )
                 } else {
                     (false, backlog, Some(cursor))
                 }
             }
+            // A node always gets a concrete cursor, "0-0" before the first event ever, so
+            // that on reconnect it can be given exactly what it missed.
             None => (
                 false,
                 Vec::new(),
-                self.current_head()
-                    .await
-                    .unwrap_or_else(|_| self.feed.head()),
+                Some(
+                    self.current_head()
+                        .await
+                        .unwrap_or_else(|_| self.feed.head())
+                        .unwrap_or_else(|| "0-0".to_owned()),
+                ),
             ),
         };
         let (sender, receiver) = mpsc::channel(QUEUE);
