@@ -12,7 +12,7 @@ use crate::domain::{
     CreateOutcome, NewSession, Page, RevocationReason, Session, SessionCap, Target, Ticket, User,
     UserKey,
 };
-use crate::error::Error;
+use crate::error::{Error, StoreError};
 use crate::store::{MAX_PAGE_SIZE, Store};
 use crate::tokens::{self, TokenHash};
 use crate::virtual_proxies::VirtualProxies;
@@ -328,21 +328,28 @@ impl Authority {
     }
 
     /// Records activity nodes saw; returns the handles of sessions that no longer exist.
+    /// Sessions are touched concurrently (the Redis connection pipelines them); one unreadable
+    /// session is logged and skipped rather than failing the whole report.
     pub async fn touch_sessions(
         &self,
         activity: Vec<(String, SystemTime)>,
     ) -> Result<Vec<String>, Error> {
+        const CONCURRENCY: usize = 64;
         let now = self.clock.now();
         let mut ended = Vec::new();
-        for (handle, at) in activity {
+        for chunk in activity.chunks(CONCURRENCY) {
             // A node's clock may run ahead; activity cannot be in the future.
-            if self
-                .store
-                .touch_session(&handle, at.min(now))
-                .await?
-                .is_none()
-            {
-                ended.push(handle);
+            let touches = chunk
+                .iter()
+                .map(|(handle, at)| self.store.touch_session(handle, (*at).min(now)));
+            let results = futures_util::future::join_all(touches).await;
+            for ((handle, _), result) in chunk.iter().zip(results) {
+                match result {
+                    Ok(Some(_)) => {}
+                    Ok(None) => ended.push(handle.clone()),
+                    Err(error @ StoreError::Unavailable(_)) => return Err(error.into()),
+                    Err(error) => tracing::error!(%error, "cannot record activity of one session"),
+                }
             }
         }
         Ok(ended)

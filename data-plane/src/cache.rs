@@ -149,6 +149,19 @@ impl SessionCache {
         activity.into_iter().collect()
     }
 
+    /// Puts back activity that could not be reported, so the next report carries it.
+    pub fn restore_activity(&self, activity: &[(String, SystemTime)]) {
+        let by_handle = lock(&self.by_handle);
+        for (handle, at) in activity {
+            for key in by_handle.get(handle).into_iter().flatten() {
+                if let Some(entry) = lock(self.shard(key)).get_mut(key) {
+                    entry.unreported_use =
+                        Some(entry.unreported_use.map_or(*at, |used| used.max(*at)));
+                }
+            }
+        }
+    }
+
     /// Caches a session just validated, unless it was revoked meanwhile.
     pub fn insert(&self, key: TokenKey, session: Arc<CachedSession>) -> bool {
         let now = Instant::now();
@@ -280,6 +293,23 @@ mod tests {
         assert!(
             !cache.insert(a, session("h")),
             "a validation racing the revocation loses"
+        );
+    }
+
+    #[test]
+    fn unreported_activity_is_taken_once_and_can_be_restored() {
+        let cache = SessionCache::new(10, Duration::from_secs(60), Duration::from_secs(60));
+        let key = TokenKey::of("t");
+        cache.insert(key, session("h"));
+        let _ = cache.get(&key);
+        let activity = cache.take_activity();
+        assert_eq!(activity.len(), 1);
+        assert!(cache.take_activity().is_empty(), "reported once");
+        cache.restore_activity(&activity);
+        assert_eq!(
+            cache.take_activity(),
+            activity,
+            "a failed report is carried to the next"
         );
     }
 

@@ -2,7 +2,7 @@
 //! snapshot, the session cache, open WebSockets, and the control-plane client.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -13,6 +13,35 @@ use crate::config::Config;
 use crate::control::{ControlClient, ControlError};
 use crate::sockets::WebSocketRegistry;
 use crate::vproxy::{ProxyTable, VirtualProxy};
+
+/// After a validation finds the control plane unreachable, how long requests are answered
+/// from the cache (or 503) without trying again.
+const BREAKER_OPEN: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn elapsed_ms(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+struct ForgetInFlight<'a> {
+    validations: &'a Mutex<HashMap<TokenKey, InFlight>>,
+    key: TokenKey,
+    cell: InFlight,
+}
+
+impl Drop for ForgetInFlight<'_> {
+    fn drop(&mut self) {
+        let mut validations = self
+            .validations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if validations
+            .get(&self.key)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.cell))
+        {
+            validations.remove(&self.key);
+        }
+    }
+}
 
 /// The outcome of checking a session token.
 #[derive(Debug, Clone)]
@@ -36,6 +65,9 @@ pub struct NodeState {
     pub limits: crate::config::LimitsConfig,
     /// One validation per token at a time: concurrent misses wait for the same answer.
     validations: Mutex<HashMap<TokenKey, InFlight>>,
+    started: std::time::Instant,
+    /// Milliseconds after `started` until which the control plane is taken to be down (0: up).
+    control_down_until_ms: AtomicU64,
 }
 
 impl NodeState {
@@ -52,6 +84,8 @@ impl NodeState {
             control,
             limits: config.limits,
             validations: Mutex::new(HashMap::new()),
+            started: std::time::Instant::now(),
+            control_down_until_ms: AtomicU64::new(0),
         }
     }
 
@@ -79,12 +113,27 @@ impl NodeState {
             Lookup::Stale(session) => Some(session),
             Lookup::Missing => None,
         };
+        // While the control plane is known to be down, do not make every request wait for a
+        // call that will time out.
+        if self.control_plane_down() {
+            return match stale {
+                Some(session) => for_proxy(session, proxy),
+                None => Validation::Unavailable,
+            };
+        }
         let cell = {
             let mut validations = self
                 .validations
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             validations.entry(key).or_default().clone()
+        };
+        // Removes the shared call when this request is done with it, even if it is dropped
+        // half-way (client gone): otherwise a cancelled call would be remembered forever.
+        let _forget = ForgetInFlight {
+            validations: &self.validations,
+            key,
+            cell: cell.clone(),
         };
         let answer = cell
             .get_or_init(|| async {
@@ -103,36 +152,48 @@ impl NodeState {
             })
             .await
             .clone();
-        {
-            let mut validations = self
-                .validations
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if validations
-                .get(&key)
-                .is_some_and(|current| Arc::ptr_eq(current, &cell))
-            {
-                validations.remove(&key);
-            }
-        }
         match answer {
-            Ok(Some(session)) => for_proxy(session, proxy),
-            Ok(None) => Validation::Invalid,
-            Err(ControlError::Unavailable(detail)) => match stale {
-                Some(session) => {
-                    tracing::debug!(%detail, "control plane unavailable; serving a recently validated session");
-                    for_proxy(session, proxy)
+            Ok(Some(session)) => {
+                self.control_plane_up();
+                for_proxy(session, proxy)
+            }
+            Ok(None) => {
+                self.control_plane_up();
+                Validation::Invalid
+            }
+            Err(ControlError::Unavailable(detail)) => {
+                self.control_plane_failed();
+                match stale {
+                    Some(session) => {
+                        tracing::debug!(%detail, "control plane unavailable; serving a recently validated session");
+                        for_proxy(session, proxy)
+                    }
+                    None => {
+                        tracing::warn!(%detail, "control plane unavailable; cannot validate a session");
+                        Validation::Unavailable
+                    }
                 }
-                None => {
-                    tracing::warn!(%detail, "control plane unavailable; cannot validate a session");
-                    Validation::Unavailable
-                }
-            },
+            }
             Err(ControlError::Refused(status)) => {
                 tracing::warn!(code = ?status.code(), "control plane refused a validation");
                 Validation::Unavailable
             }
         }
+    }
+
+    fn control_plane_down(&self) -> bool {
+        let until = self.control_down_until_ms.load(Ordering::Relaxed);
+        until != 0 && elapsed_ms(self.started) < until
+    }
+
+    fn control_plane_failed(&self) {
+        let until =
+            elapsed_ms(self.started) + u64::try_from(BREAKER_OPEN.as_millis()).unwrap_or(u64::MAX);
+        self.control_down_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    fn control_plane_up(&self) {
+        self.control_down_until_ms.store(0, Ordering::Relaxed);
     }
 
     /// Caches a session the node has just created (login), so the next request is a hit.

@@ -164,13 +164,9 @@ impl RedisStore {
     }
 
     /// After sessions were deleted: drop their token pointers and tell the data plane.
-    async fn forget_deleted(
-        &self,
-        deleted: &[StoredSession],
-        reason: RevocationReason,
-    ) -> Result<(), StoreError> {
+    async fn forget_deleted(&self, deleted: &[StoredSession], reason: RevocationReason) {
         if deleted.is_empty() {
-            return Ok(());
+            return;
         }
         // Not atomic with the deletion: the pointer and the stream live in other slots. If this
         // step is lost, the pointer leads nowhere (reads find no session) and nodes still drop
@@ -197,7 +193,11 @@ impl RedisStore {
                 .ignore();
         }
         let mut connection = self.connection.clone();
-        self.run(pipeline.query_async::<()>(&mut connection)).await
+        // The sessions are gone already: the caller's operation succeeded. A lost event is
+        // logged; nodes still drop those sessions when their cache entries expire.
+        if let Err(error) = self.run(pipeline.query_async::<()>(&mut connection)).await {
+            tracing::error!(%error, sessions = deleted.len(), "sessions deleted but their revocation could not be announced");
+        }
     }
 
     /// The id, then fields, pairs a deleting script returns, as sessions.
@@ -377,7 +377,7 @@ impl Store for RedisStore {
                     None => Vec::new(),
                 };
                 self.forget_deleted(&evicted, RevocationReason::Evicted)
-                    .await?;
+                    .await;
                 Ok(CreateOutcome::Created {
                     session: Session {
                         handle,
@@ -478,7 +478,7 @@ impl Store for RedisStore {
         }
         let stored = stored_session(&address, &field_map(&fields)?)?;
         self.forget_deleted(std::slice::from_ref(&stored), reason)
-            .await?;
+            .await;
         Ok(Some(stored.session))
     }
 
@@ -522,7 +522,7 @@ impl Store for RedisStore {
             )
             .await?;
         let deleted = self.deleted_sessions(&tag, &deleted)?;
-        self.forget_deleted(&deleted, reason).await?;
+        self.forget_deleted(&deleted, reason).await;
         Ok(deleted.into_iter().map(|stored| stored.session).collect())
     }
 

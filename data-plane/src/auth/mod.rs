@@ -118,19 +118,31 @@ pub async fn authenticate(
     Err(login_required(state, proxy, parts, origin).await)
 }
 
-/// Exchanges a ticket for a session.
+/// Exchanges a ticket for a session. A ticket that is no longer valid is not the end: on a
+/// reload or a WebSocket reconnect, the cookie the ticket set may still be good.
 pub async fn redeem(
     state: &NodeState,
     proxy: &VirtualProxy,
     ticket: &str,
     origin: &Origin,
+    parts: &Parts,
 ) -> Result<Authenticated, Refusal> {
     match state.control.redeem(&proxy.prefix, ticket).await {
         Ok(Some(login)) => logged_in(state, proxy, origin, Ok(login)),
-        Ok(None) => Err(respond::error(
-            StatusCode::FORBIDDEN,
-            "the login ticket is invalid, expired or already used",
-        )),
+        Ok(None) => {
+            if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name)
+                && let Validation::Valid(session) = state.validate(proxy, &token).await
+            {
+                return Ok(Authenticated {
+                    session,
+                    set_cookie: None,
+                });
+            }
+            Err(respond::error(
+                StatusCode::FORBIDDEN,
+                "the login ticket is invalid, expired or already used",
+            ))
+        }
         Err(error) => logged_in(state, proxy, origin, Err(error)),
     }
 }

@@ -37,9 +37,11 @@ pub async fn report_once(state: &NodeState) {
                     );
                 }
             }
-            // Activity is advisory: a lost report shortens nobody's session by more than
-            // one interval, far less than any inactivity timeout.
-            Err(error) => tracing::warn!(%error, "cannot report activity"),
+            // Kept for the next report, so an outage shortens nobody's session.
+            Err(error) => {
+                tracing::warn!(%error, "cannot report activity; will retry with the next report");
+                state.cache.restore_activity(batch);
+            }
         }
     }
 }

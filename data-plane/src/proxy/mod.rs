@@ -79,7 +79,7 @@ async fn serve(
         return respond::error(StatusCode::BAD_REQUEST, "the login ticket is malformed");
     }
     let authenticated = match &ticket {
-        Some(ticket) => match auth::redeem(state, proxy, ticket, &origin).await {
+        Some(ticket) => match auth::redeem(state, proxy, ticket, &origin, &parts).await {
             // The ticket must not stay in the browser's history or reach upstream logs.
             Ok(login) if !websocket => {
                 let clean =

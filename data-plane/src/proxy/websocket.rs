@@ -13,9 +13,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::upstream::ProxyBody;
 use crate::auth::Origin;
@@ -104,14 +104,23 @@ pub async fn splice(
             }
         };
         let client =
-            WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
+            WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(limits()))
+                .await;
         let upstream =
-            WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None).await;
+            WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(limits()))
+                .await;
         relay(client, upstream, registration.ended.clone()).await;
         tracing::debug!(session = %handle, "WebSocket closed");
         drop(registration);
     });
     response
+}
+
+/// Messages are relayed whole, so each is bounded: 16 MiB (tungstenite's default is 64).
+fn limits() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(16 << 20))
+        .max_frame_size(Some(16 << 20))
 }
 
 async fn relay<C, U>(
