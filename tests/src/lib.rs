@@ -11,6 +11,24 @@
 pub mod harness;
 
 #[cfg(test)]
+mod data_plane_activity;
+#[cfg(test)]
+mod data_plane_balancing;
+#[cfg(test)]
+mod data_plane_fixtures;
+#[cfg(test)]
+mod data_plane_identity;
+#[cfg(test)]
+mod data_plane_login;
+#[cfg(test)]
+mod data_plane_outage;
+#[cfg(test)]
+mod data_plane_personal;
+#[cfg(test)]
+mod data_plane_revocation;
+#[cfg(test)]
+mod data_plane_websocket;
+#[cfg(test)]
 mod errors;
 #[cfg(test)]
 mod fixtures;

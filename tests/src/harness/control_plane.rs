@@ -74,6 +74,40 @@ impl ControlPlane {
         }
     }
 
+    /// As [`start`](Self::start), but listening on `127.0.0.1:port`, so that a control plane
+    /// can be stopped and started again where data-plane nodes expect it.
+    pub async fn start_on(port: u16, config_toml: &str) -> Self {
+        let mut text = config_toml.to_owned();
+        if !text.contains("[node_api]") {
+            text.push_str(&format!(
+                "\n[node_api]\nshared_secret = \"{NODE_SECRET}\"\n"
+            ));
+        }
+        let mut config = Config::from_toml_str(&text).expect("test configuration is valid");
+        config.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let server = BoundServer::bind(&config)
+            .await
+            .expect("control plane binds its port");
+        let address = server.local_addr().expect("bound address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = server
+                .serve(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let channel = Channel::from_shared(format!("http://{address}"))
+            .expect("valid endpoint")
+            .connect_lazy();
+        Self {
+            address,
+            stop: Some(stop),
+            task: Some(task),
+            channel,
+        }
+    }
+
     pub fn address(&self) -> SocketAddr {
         self.address
     }

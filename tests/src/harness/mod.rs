@@ -1,9 +1,15 @@
 //! What every end-to-end test needs: real processes on ephemeral loopback ports.
 
+pub mod auth_module;
+pub mod client;
 pub mod control_plane;
+pub mod data_plane;
 pub mod eventually;
 pub mod redis_server;
+pub mod upstream;
 
 pub use control_plane::ControlPlane;
+pub use data_plane::DataPlaneNode;
 pub use eventually::eventually;
 pub use redis_server::RedisServer;
+pub use upstream::EchoUpstream;

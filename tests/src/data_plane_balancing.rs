@@ -1,0 +1,195 @@
+//! How a virtual proxy spreads requests over its upstream nodes: evenly in turn
+//! (round-robin), one session per node (sticky-session), away from busy nodes
+//! (least-outstanding), and around nodes that are down (retry, 502, ejection).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::data_plane_fixtures::{AppProxy, COOKIE, served_by, with_cookie};
+use crate::harness::auth_module::{session_cookie, user};
+use crate::harness::client::{get, post};
+use crate::harness::redis_server::free_port;
+use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream};
+
+async fn upstreams(count: usize) -> Vec<EchoUpstream> {
+    let mut started = Vec::new();
+    for index in 0..count {
+        started.push(EchoUpstream::start(&format!("engine-{index}")).await);
+    }
+    started
+}
+
+fn nodes(upstreams: &[EchoUpstream]) -> Vec<String> {
+    upstreams.iter().map(EchoUpstream::node).collect()
+}
+
+/// A control plane and one node for `proxy`, and a session cookie of a user of it.
+async fn start(proxy: AppProxy) -> (ControlPlane, DataPlaneNode, String) {
+    let control_plane = ControlPlane::start(&proxy.toml()).await;
+    let node = DataPlaneNode::start(&control_plane).await;
+    let (cookie, _) = session_cookie(&control_plane, "app", COOKIE, user("CORP", "alice")).await;
+    (control_plane, node, cookie)
+}
+
+fn tally(names: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for name in names {
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn round_robin_spreads_requests_evenly() {
+    let engines = upstreams(3).await;
+    let proxy = AppProxy::new(nodes(&engines)).upstream("strategy = \"round-robin\"");
+    let (_control_plane, node, cookie) = start(proxy).await;
+
+    let mut served = Vec::new();
+    for _ in 0..30 {
+        served.push(served_by(
+            &get(&node.url("/app/hub"), &with_cookie(&cookie)).await,
+        ));
+    }
+    let counts = tally(served);
+    eprintln!("round-robin over 3 upstreams, 30 requests: {counts:?}");
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.values().all(|&count| count == 10), "{counts:?}");
+}
+
+#[tokio::test]
+async fn sticky_sessions_keep_each_session_on_one_upstream() {
+    let engines = upstreams(3).await;
+    let proxy = AppProxy::new(nodes(&engines)).upstream("strategy = \"sticky-session\"");
+    let control_plane = ControlPlane::start(&proxy.toml()).await;
+    let node = DataPlaneNode::start(&control_plane).await;
+
+    let mut homes = BTreeSet::new();
+    for user_number in 0..10 {
+        let (cookie, _) = session_cookie(
+            &control_plane,
+            "app",
+            COOKIE,
+            user("CORP", &format!("user{user_number}")),
+        )
+        .await;
+        let mut served = BTreeSet::new();
+        for _ in 0..5 {
+            served.insert(served_by(
+                &get(&node.url("/app/hub"), &with_cookie(&cookie)).await,
+            ));
+        }
+        assert_eq!(
+            served.len(),
+            1,
+            "user{user_number} moved between upstreams: {served:?}"
+        );
+        homes.extend(served);
+    }
+    eprintln!("sticky sessions of 10 users landed on {homes:?}");
+    assert!(
+        homes.len() >= 2,
+        "sessions are spread over upstreams, not all on one: {homes:?}"
+    );
+}
+
+#[tokio::test]
+async fn least_outstanding_sends_fewer_requests_to_a_slow_upstream() {
+    let engines = upstreams(2).await;
+    engines[0].set_delay(Duration::from_millis(300));
+    let proxy = AppProxy::new(nodes(&engines)).upstream("strategy = \"least-outstanding\"");
+    let (_control_plane, node, cookie) = start(proxy).await;
+
+    let mut requests = Vec::new();
+    for _ in 0..100 {
+        let url = node.url("/app/hub");
+        let cookie = cookie.clone();
+        requests.push(tokio::spawn(async move {
+            served_by(&get(&url, &with_cookie(&cookie)).await)
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut served = Vec::new();
+    for request in requests {
+        served.push(request.await.expect("request task"));
+    }
+    let counts = tally(served);
+    let slow = counts.get("engine-0").copied().unwrap_or(0);
+    eprintln!("least-outstanding, one upstream 300 ms slow, 100 requests: {counts:?}");
+    // Round robin would give the slow node 50; two random choices give it about 25.
+    assert!(slow < 40, "the slow upstream got {slow} of 100: {counts:?}");
+    assert!(slow > 0, "a slow node is not a dead node: {counts:?}");
+}
+
+#[tokio::test]
+async fn a_dead_upstream_that_must_serve_the_request_gives_502() {
+    let mut engines = upstreams(1).await;
+    let proxy = AppProxy::new(nodes(&engines)).upstream("connect_timeout = \"1s\"");
+    let (_control_plane, node, cookie) = start(proxy).await;
+    assert_eq!(
+        get(&node.url("/app/hub"), &with_cookie(&cookie))
+            .await
+            .status,
+        200
+    );
+
+    engines[0].stop();
+    let response = get(&node.url("/app/hub"), &with_cookie(&cookie)).await;
+    assert_eq!(response.status, 502, "{}", response.text());
+    let posted = post(&node.url("/app/api"), &with_cookie(&cookie), "body").await;
+    assert_eq!(posted.status, 502, "{}", posted.text());
+}
+
+#[tokio::test]
+async fn requests_without_a_body_are_retried_on_a_live_upstream() {
+    let engines = upstreams(1).await;
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let proxy = AppProxy::new([nowhere, engines[0].node()])
+        .upstream("eject_after_failures = 1000")
+        .upstream("connect_timeout = \"1s\"");
+    let (_control_plane, node, cookie) = start(proxy).await;
+    for _ in 0..6 {
+        let response = get(&node.url("/app/hub"), &with_cookie(&cookie)).await;
+        assert_eq!(served_by(&response), "engine-0");
+    }
+}
+
+#[tokio::test]
+async fn a_dead_upstream_is_ejected_after_repeated_connect_failures() {
+    let engines = upstreams(1).await;
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let proxy = AppProxy::new([engines[0].node(), nowhere])
+        .upstream("eject_after_failures = 2")
+        .upstream("ejection_time = \"60s\"")
+        .upstream("connect_timeout = \"1s\"");
+    let (_control_plane, node, cookie) = start(proxy).await;
+
+    // A request with a body cannot be replayed elsewhere: when it is sent to the dead node,
+    // it fails with 502. Round robin sends every other one there, until the node is ejected.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            post(&node.url("/app/api"), &with_cookie(&cookie), "payload")
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    let failures = statuses.iter().filter(|&&status| status == 502).count();
+    assert_eq!(failures, 2, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|&status| status == 200 || status == 502),
+        "{statuses:?}"
+    );
+
+    // Ejected: everything goes to the live node now.
+    for _ in 0..10 {
+        let response = post(&node.url("/app/api"), &with_cookie(&cookie), "payload").await;
+        assert_eq!(served_by(&response), "engine-0");
+        let response = get(&node.url("/app/hub"), &with_cookie(&cookie)).await;
+        assert_eq!(served_by(&response), "engine-0");
+    }
+    assert_eq!(engines[0].requests().len(), 2 + 20);
+}
