@@ -8,6 +8,7 @@
 // Test code: a failed expectation is the test failing, so panicking is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fuzz_entry;
 pub mod harness;
 
 #[cfg(test)]
@@ -32,6 +33,8 @@ mod data_plane_websocket;
 mod errors;
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod fuzz_regressions;
 #[cfg(test)]
 mod personal;
 #[cfg(test)]

@@ -1,0 +1,180 @@
+//! Entry points shared by the fuzz targets (`fuzz/`) and their regression tests
+//! (`fuzz_regressions`): each takes arbitrary bytes, must never panic, and checks what it can
+//! of the function's promise.
+
+use std::net::SocketAddr;
+
+use gatehouse_data_plane::auth::{self, Origin, cookie, header, query};
+use gatehouse_data_plane::cache::CachedSession;
+use gatehouse_data_plane::proxy::{headers, path};
+use gatehouse_data_plane::vproxy::{HeaderAuthentication, HeaderUser, VirtualProxy};
+use gatehouse_proto::v1 as pb;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Every target, by the name of its directory under `fuzz/`.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("cookie", cookie_header),
+    ("query", ticket_query),
+    ("header_pattern", header_pattern),
+    ("identity", identity_headers),
+    ("redirect_target", redirect_target),
+    ("path", request_path),
+    ("config", configuration),
+];
+
+fn text(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).into_owned()
+}
+
+/// Splits input into two strings at the first NUL.
+fn two(data: &[u8]) -> (String, String) {
+    match data.iter().position(|&byte| byte == 0) {
+        Some(at) => (text(&data[..at]), text(&data[at + 1..])),
+        None => (text(data), String::new()),
+    }
+}
+
+fn proxy() -> VirtualProxy {
+    VirtualProxy::from_proto(
+        &pb::VirtualProxy {
+            prefix: "app".into(),
+            cookie_name: "X-Qlik-Session-app".into(),
+            host_allow_list: vec!["portal.example".into()],
+            proxy_id: "gatehouse".into(),
+            ..Default::default()
+        },
+        None,
+    )
+    .expect("fixed virtual proxy")
+}
+
+/// The cookie parser: reading never panics, and after stripping, the session cookie is gone.
+pub fn cookie_header(data: &[u8]) {
+    let Ok(value) = HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::COOKIE, value);
+    let _ = cookie::read(&headers, "X-Qlik-Session-app");
+    cookie::strip(&mut headers, &["X-Qlik-Session-app".to_owned()]);
+    assert!(cookie::read(&headers, "X-Qlik-Session-app").is_none());
+}
+
+/// Ticket extraction and removal: a redirect never leaves the host and never keeps a ticket.
+pub fn ticket_query(data: &[u8]) {
+    let (path, query_string) = two(data);
+    let _ = query::param(Some(&query_string), "qlikTicket");
+    let location = query::local_redirect(&path, Some(&query_string), "qlikTicket");
+    assert!(
+        location.starts_with('/') && !location.starts_with("//") && !location.starts_with("/\\")
+    );
+    let query_part = location.split_once('?').map_or("", |(_, q)| q);
+    assert!(
+        query::param(Some(query_part), "qlikTicket").is_none(),
+        "{location}"
+    );
+}
+
+/// The header-authentication pattern matcher: a user it finds has a directory and an id.
+pub fn header_pattern(data: &[u8]) {
+    let (pattern, value) = two(data);
+    let Ok(value) = HeaderValue::from_str(&value) else {
+        return;
+    };
+    let config = HeaderAuthentication {
+        header: HeaderName::from_static("x-remote-user"),
+        user: HeaderUser::Pattern(pattern),
+        trusted_networks: vec!["127.0.0.0/8".parse().expect("network")],
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("x-remote-user", value);
+    if let Some((directory, id)) = header::user(&config, &headers, [127, 0, 0, 1].into()) {
+        assert!(!directory.is_empty() && !id.is_empty());
+    }
+}
+
+/// The identity-header encoder and decoder: what goes upstream reads back as what was sent.
+pub fn identity_headers(data: &[u8]) {
+    let (directory, id) = two(data);
+    let session = CachedSession {
+        handle: "h".into(),
+        virtual_proxy: "app".into(),
+        user_directory: directory.clone(),
+        user_id: id.clone(),
+        attributes: vec![(directory.clone(), id.clone())],
+        absolute_expiry: std::time::SystemTime::UNIX_EPOCH,
+    };
+    let mut request_headers = HeaderMap::new();
+    let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+    headers::for_upstream(
+        &mut request_headers,
+        &proxy(),
+        &session,
+        peer,
+        false,
+        false,
+        &[],
+    );
+    let user = request_headers
+        .get("x-qlik-user")
+        .and_then(|value| value.to_str().ok())
+        .expect("X-Qlik-User is always set");
+    assert_eq!(headers::parse_qlik_user(user), Some((directory, id)));
+}
+
+/// The redirect-target validator: anything it allows is on an allowed host.
+pub fn redirect_target(data: &[u8]) {
+    let uri = text(data);
+    let origin = Origin {
+        secure: true,
+        host: Some("sense.example".into()),
+    };
+    if let Some(allowed) = auth::allowed_target(&proxy(), &origin, &uri) {
+        let parsed: http::Uri = allowed.parse().expect("allowed targets parse");
+        let host = parsed
+            .host()
+            .expect("allowed targets have a host")
+            .to_ascii_lowercase();
+        assert!(
+            host == "portal.example" || host == "sense.example",
+            "{allowed}"
+        );
+        assert!(
+            !parsed
+                .authority()
+                .expect("authority")
+                .as_str()
+                .contains('@')
+        );
+    }
+}
+
+/// Path normalisation: stable, rooted, no empty or dot segments.
+pub fn request_path(data: &[u8]) {
+    let raw = text(data);
+    if let Some(normalized) = path::normalize(&raw)
+        && normalized != "*"
+    {
+        assert!(normalized.starts_with('/'));
+        assert!(
+            !normalized.contains("//")
+                && !normalized.contains("/./")
+                && !normalized.contains("/../")
+        );
+        assert_eq!(
+            path::normalize(&normalized).as_deref(),
+            Some(normalized.as_str())
+        );
+    }
+}
+
+/// Both configuration parsers: any text is a configuration or one clear error line.
+pub fn configuration(data: &[u8]) {
+    let toml = text(data);
+    if let Err(error) = gatehouse_control_plane::Config::from_toml_str(&toml) {
+        assert!(!error.to_string().contains('\n'), "{error}");
+    }
+    if let Err(error) = gatehouse_data_plane::Config::from_toml_str(&toml) {
+        assert!(!error.to_string().contains('\n'), "{error}");
+    }
+}
