@@ -11,8 +11,11 @@ use gatehouse_data_plane::vproxy::{HeaderAuthentication, HeaderUser, VirtualProx
 use gatehouse_proto::v1 as pb;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+/// A fuzz target's body.
+pub type Entry = fn(&[u8]);
+
 /// Every target, by the name of its directory under `fuzz/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("cookie", cookie_header),
     ("query", ticket_query),
     ("header_pattern", header_pattern),
