@@ -36,6 +36,8 @@ mod fixtures;
 #[cfg(test)]
 mod fuzz_regressions;
 #[cfg(test)]
+mod hostile_input;
+#[cfg(test)]
 mod personal;
 #[cfg(test)]
 mod reflection;
