@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::tls::CertificateFiles;
+use crate::upstream_tls::UpstreamTlsFiles;
 
 /// Shortest node secret accepted (the control plane asks the same).
 const MIN_SECRET_LEN: usize = 32;
@@ -26,6 +27,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// TLS termination; plain HTTP when absent.
     pub tls: Option<ServerTls>,
+    /// CA and client certificate for upstreams that speak TLS; system roots when absent.
+    pub upstream_tls: Option<UpstreamTlsFiles>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +150,7 @@ struct FileConfig {
     cache: CacheConfig,
     limits: LimitsConfig,
     tls: Option<FileTls>,
+    upstream_tls: Option<UpstreamTlsFiles>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +175,7 @@ impl Default for FileConfig {
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
             tls: None,
+            upstream_tls: None,
         }
     }
 }
@@ -392,6 +397,7 @@ impl Config {
             },
             cache,
             limits,
+            upstream_tls: file.upstream_tls,
             tls: match file.tls {
                 Some(tls) if tls.certificates.is_empty() => {
                     return invalid("tls.certificates must name at least one certificate");

@@ -17,6 +17,7 @@ pub mod server;
 pub mod sockets;
 pub mod state;
 pub mod tls;
+pub mod upstream_tls;
 pub mod vproxy;
 
 pub use config::Config;

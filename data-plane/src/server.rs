@@ -56,7 +56,8 @@ impl BoundNode {
         let admin = bind(config.admin_listen).await?;
         let control = ControlClient::new(&config.control_plane, &config.node_id)
             .map_err(StartError::ControlPlane)?;
-        let state = Arc::new(NodeState::new(&config, control));
+        let upstream_tls = crate::upstream_tls::client_config(config.upstream_tls.as_ref())?;
+        let state = Arc::new(NodeState::new(&config, control, upstream_tls));
         let certificates = match &config.tls {
             Some(tls) => Some(CertificateStore::load(tls.certificates.clone())?),
             None => None,

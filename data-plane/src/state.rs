@@ -63,6 +63,8 @@ pub struct NodeState {
     pub sockets: Arc<WebSocketRegistry>,
     pub control: ControlClient,
     pub limits: crate::config::LimitsConfig,
+    /// TLS client configuration for upstream pools that speak TLS.
+    pub upstream_tls: Arc<rustls::ClientConfig>,
     /// One validation per token at a time: concurrent misses wait for the same answer.
     validations: Mutex<HashMap<TokenKey, InFlight>>,
     started: std::time::Instant,
@@ -71,7 +73,11 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    pub fn new(config: &Config, control: ControlClient) -> Self {
+    pub fn new(
+        config: &Config,
+        control: ControlClient,
+        upstream_tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
         Self {
             table: ArcSwap::from_pointee(ProxyTable::default()),
             ready: AtomicBool::new(false),
@@ -83,6 +89,7 @@ impl NodeState {
             sockets: Arc::new(WebSocketRegistry::default()),
             control,
             limits: config.limits,
+            upstream_tls,
             validations: Mutex::new(HashMap::new()),
             started: std::time::Instant::now(),
             control_down_until_ms: AtomicU64::new(0),

@@ -128,6 +128,19 @@ impl VirtualProxy {
         proto: &pb::VirtualProxy,
         previous: Option<&VirtualProxy>,
     ) -> Result<Self, SnapshotError> {
+        let tls = crate::upstream_tls::client_config(None).map_err(|error| SnapshotError {
+            prefix: proto.prefix.clone(),
+            reason: error.to_string(),
+        })?;
+        Self::from_proto_with(proto, previous, &tls)
+    }
+
+    /// As [`from_proto`](Self::from_proto), with the node's TLS configuration for upstreams.
+    pub fn from_proto_with(
+        proto: &pb::VirtualProxy,
+        previous: Option<&VirtualProxy>,
+        upstream_tls: &Arc<rustls::ClientConfig>,
+    ) -> Result<Self, SnapshotError> {
         let fail = |reason: String| SnapshotError {
             prefix: proto.prefix.clone(),
             reason,
@@ -156,6 +169,8 @@ impl VirtualProxy {
         let upstream = proto.upstream.clone().unwrap_or_default();
         let settings = UpstreamSettings {
             nodes: upstream.nodes.clone(),
+            tls: upstream.tls,
+            tls_server_name: Some(upstream.tls_server_name.clone()).filter(|name| !name.is_empty()),
             strategy: match upstream.strategy() {
                 pb::BalanceStrategy::RoundRobin => Strategy::RoundRobin,
                 pb::BalanceStrategy::LeastOutstanding => Strategy::LeastOutstanding,
@@ -171,7 +186,7 @@ impl VirtualProxy {
             Some(previous) if previous.upstream.settings() == &settings => {
                 previous.upstream.clone()
             }
-            _ => UpstreamPool::new(settings),
+            _ => UpstreamPool::new(settings, upstream_tls.clone()),
         };
         let response_headers = proto
             .additional_response_headers
@@ -270,11 +285,15 @@ pub struct ProxyTable {
 impl ProxyTable {
     /// Builds the table for a snapshot. A proxy that cannot be built is left out (and logged),
     /// rather than taking the others down with it.
-    pub fn from_snapshot(snapshot: &pb::ConfigSnapshot, previous: &ProxyTable) -> Self {
+    pub fn from_snapshot(
+        snapshot: &pb::ConfigSnapshot,
+        previous: &ProxyTable,
+        upstream_tls: &Arc<rustls::ClientConfig>,
+    ) -> Self {
         let mut proxies = Vec::new();
         for proto in &snapshot.virtual_proxies {
             let before = previous.by_prefix(&proto.prefix);
-            match VirtualProxy::from_proto(proto, before.map(|p| &**p)) {
+            match VirtualProxy::from_proto_with(proto, before.map(|p| &**p), upstream_tls) {
                 Ok(proxy) => proxies.push(Arc::new(proxy)),
                 Err(error) => tracing::error!(%error, "virtual proxy left out of the snapshot"),
             }
@@ -334,7 +353,11 @@ mod tests {
                 .collect(),
             flush_cache: false,
         };
-        ProxyTable::from_snapshot(&snapshot, &ProxyTable::default())
+        ProxyTable::from_snapshot(
+            &snapshot,
+            &ProxyTable::default(),
+            &crate::upstream_tls::client_config(None).unwrap(),
+        )
     }
 
     #[test]

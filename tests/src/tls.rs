@@ -502,3 +502,93 @@ async fn redis_over_tls_with_a_password_file() {
     assert!(!status.message().contains("guess"));
     control.stop().await;
 }
+
+/// An upstream that speaks only TLS and requires a client certificate from the dev CA; it
+/// answers with the name in the client's certificate.
+async fn mtls_upstream(certs: &Path) -> SocketAddr {
+    use rustls::pki_types::PrivateKeyDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(certs.join("data-plane.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(certs.join("data-plane-key.pem")).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let client = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|chain| chain.len())
+                    .unwrap_or(0);
+                let service = hyper::service::service_fn(move |_request| async move {
+                    let body = format!("client certificates: {client}");
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(body)),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn upstreams_can_be_reached_over_mutual_tls() {
+    install_crypto_provider();
+    let certs = dev_certificates("upstream");
+    let upstream = mtls_upstream(&certs).await;
+    let control = ControlPlane::start(&format!(
+        "[[virtual_proxies]]\nprefix = \"app\"\n[virtual_proxies.upstream]\nnodes = [\"{upstream}\"]\ntls = true\n"
+    ))
+    .await;
+    let node = crate::harness::DataPlaneNode::start_with(
+        &control,
+        &format!(
+            "[upstream_tls]\nca_file = \"{dir}/ca.pem\"\ncert_file = \"{dir}/node.pem\"\nkey_file = \"{dir}/node-key.pem\"",
+            dir = certs.display()
+        ),
+    )
+    .await;
+    let (cookie, _) = crate::harness::auth_module::session_cookie(
+        &control,
+        "app",
+        "X-Qlik-Session-app",
+        crate::harness::auth_module::user("CORP", "alice"),
+    )
+    .await;
+    let response = crate::harness::client::get(&node.url("/app/hub"), &[("cookie", &cookie)]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), "client certificates: 1");
+
+    // A node that trusts only the system's roots does not trust this upstream: 502.
+    let untrusting = crate::harness::DataPlaneNode::start(&control).await;
+    let response =
+        crate::harness::client::get(&untrusting.url("/app/hub"), &[("cookie", &cookie)]).await;
+    assert_eq!(response.status, 502);
+}

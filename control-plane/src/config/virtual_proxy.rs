@@ -137,6 +137,10 @@ pub struct UpstreamConfig {
     /// Time to the upstream's response headers.
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// Speak TLS to the nodes.
+    pub tls: bool,
+    /// Name the nodes' certificates are checked against (default: the node's DNS name or IP).
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for UpstreamConfig {
@@ -149,6 +153,8 @@ impl Default for UpstreamConfig {
             ejection_time: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(60),
+            tls: false,
+            tls_server_name: None,
         }
     }
 }

@@ -57,7 +57,8 @@ pub async fn follow(state: Arc<NodeState>) {
 fn apply(state: &NodeState, event: pb::WatchEvent, cursor: &mut Option<String>) {
     match event.event {
         Some(pb::watch_event::Event::Snapshot(snapshot)) => {
-            let table = ProxyTable::from_snapshot(&snapshot, &state.table.load());
+            let table =
+                ProxyTable::from_snapshot(&snapshot, &state.table.load(), &state.upstream_tls);
             tracing::info!(
                 virtual_proxies = table.all().len(),
                 flush = snapshot.flush_cache,

@@ -2,9 +2,10 @@
 //! a Kubernetes headless service's pods come and go), how a node is chosen, passive health,
 //! and the pooled HTTP client that talks to them.
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -16,10 +17,12 @@ use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng as _;
+use rustls::pki_types::ServerName;
 
 /// How often DNS names are resolved again.
 const RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -40,6 +43,10 @@ pub enum Strategy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
     pub nodes: Vec<String>,
+    /// Speak TLS to the nodes.
+    pub tls: bool,
+    /// Checked against the nodes' certificates; default: each node's DNS name, or its IP.
+    pub tls_server_name: Option<String>,
     pub strategy: Strategy,
     pub http2: bool,
     pub eject_after_failures: u32,
@@ -159,7 +166,9 @@ pub struct UpstreamPool {
     settings: UpstreamSettings,
     members: ArcSwap<Vec<Arc<Member>>>,
     next: AtomicUsize,
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    /// The DNS name each resolved address came from, to verify its certificate against.
+    names: Arc<ArcSwap<HashMap<IpAddr, String>>>,
     resolver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -177,11 +186,29 @@ impl Drop for UpstreamPool {
 }
 
 impl UpstreamPool {
-    /// Creates the pool; DNS names are resolved in the background from now on.
-    pub fn new(settings: UpstreamSettings) -> Arc<Self> {
+    /// Creates the pool; DNS names are resolved in the background from now on. `tls` is the
+    /// node's client configuration for upstreams that speak TLS.
+    pub fn new(settings: UpstreamSettings, tls: Arc<rustls::ClientConfig>) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
+        // https URIs only when the pool speaks TLS; the connector leaves http ones alone.
+        connector.enforce_http(false);
+        let names: Arc<ArcSwap<HashMap<IpAddr, String>>> = Arc::default();
+        let resolver = ServerNames {
+            fixed: settings.tls_server_name.clone(),
+            by_address: names.clone(),
+        };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .with_server_name_resolver(resolver)
+            .enable_http1();
+        let connector = if settings.http2 {
+            builder.enable_http2().wrap_connector(connector)
+        } else {
+            builder.wrap_connector(connector)
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_only(settings.http2)
@@ -201,6 +228,7 @@ impl UpstreamPool {
             members: ArcSwap::from_pointee(static_members),
             next: AtomicUsize::new(0),
             client,
+            names,
             resolver: Mutex::new(None),
         });
         if has_names && let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -280,7 +308,7 @@ impl UpstreamPool {
                     .boxed(),
             };
             let mut request = Request::from_parts(clone_parts(&parts), attempt_body);
-            *request.uri_mut() = upstream_uri(request.uri(), member.address);
+            *request.uri_mut() = upstream_uri(request.uri(), member.address, self.settings.tls);
             *request.version_mut() = upstream_version(self.settings.http2);
             let in_flight = InFlight::new(member.clone());
             let outcome =
@@ -338,14 +366,46 @@ fn upstream_version(http2: bool) -> http::Version {
 }
 
 /// The request's path and query, addressed to `address`.
-fn upstream_uri(uri: &Uri, address: SocketAddr) -> Uri {
+fn upstream_uri(uri: &Uri, address: SocketAddr, tls: bool) -> Uri {
     let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
     Uri::builder()
-        .scheme("http")
+        .scheme(if tls { "https" } else { "http" })
         .authority(address.to_string())
         .path_and_query(path)
         .build()
         .unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// The name a node's certificate must carry: the configured one, else the DNS name its
+/// address was resolved from, else the address itself.
+#[derive(Debug, Clone)]
+struct ServerNames {
+    fixed: Option<String>,
+    by_address: Arc<ArcSwap<HashMap<IpAddr, String>>>,
+}
+
+impl hyper_rustls::ResolveServerName for ServerNames {
+    fn resolve(
+        &self,
+        uri: &Uri,
+    ) -> Result<ServerName<'static>, Box<dyn std::error::Error + Sync + Send>> {
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = match (&self.fixed, host.parse::<IpAddr>()) {
+            (Some(fixed), _) => fixed.clone(),
+            (None, Ok(ip)) => self
+                .by_address
+                .load()
+                .get(&ip)
+                .cloned()
+                .unwrap_or_else(|| ip.to_string()),
+            (None, Err(_)) => host.to_owned(),
+        };
+        Ok(ServerName::try_from(name)?)
+    }
 }
 
 fn rendezvous_score(key: &str, address: SocketAddr) -> u64 {
@@ -359,11 +419,20 @@ async fn resolve_forever(pool: Weak<UpstreamPool>) {
     loop {
         let Some(strong) = pool.upgrade() else { return };
         let mut addresses: Vec<SocketAddr> = Vec::new();
+        let mut names = HashMap::new();
         for node in &strong.settings.nodes {
             match node.parse::<SocketAddr>() {
                 Ok(address) => addresses.push(address),
                 Err(_) => match tokio::net::lookup_host(node.as_str()).await {
-                    Ok(resolved) => addresses.extend(resolved),
+                    Ok(resolved) => {
+                        let host = node
+                            .rsplit_once(':')
+                            .map_or(node.as_str(), |(host, _)| host);
+                        for address in resolved {
+                            names.insert(address.ip(), host.to_owned());
+                            addresses.push(address);
+                        }
+                    }
                     // Keep what is known; a failed lookup is no reason to drop live nodes.
                     Err(error) => {
                         tracing::warn!(%node, %error, "cannot resolve upstream");
@@ -383,6 +452,9 @@ async fn resolve_forever(pool: Weak<UpstreamPool>) {
         }
         addresses.sort_unstable();
         addresses.dedup();
+        if !names.is_empty() {
+            strong.names.store(Arc::new(names));
+        }
         let current = strong.members.load_full();
         let unchanged = current.len() == addresses.len()
             && current.iter().zip(&addresses).all(|(m, a)| m.address == *a);
@@ -411,15 +483,20 @@ mod tests {
     use super::*;
 
     fn pool(strategy: Strategy, nodes: &[&str]) -> Arc<UpstreamPool> {
-        UpstreamPool::new(UpstreamSettings {
-            nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
-            strategy,
-            http2: false,
-            eject_after_failures: 2,
-            ejection_time: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(1),
-        })
+        UpstreamPool::new(
+            UpstreamSettings {
+                nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+                tls: false,
+                tls_server_name: None,
+                strategy,
+                http2: false,
+                eject_after_failures: 2,
+                ejection_time: Duration::from_secs(60),
+                connect_timeout: Duration::from_secs(1),
+                response_timeout: Duration::from_secs(1),
+            },
+            crate::upstream_tls::client_config(None).expect("default upstream TLS"),
+        )
     }
 
     const NODES: [&str; 3] = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];

@@ -73,6 +73,8 @@ fn upstream_to_proto(upstream: &UpstreamConfig) -> pb::Upstream {
         ejection_time: duration(upstream.ejection_time),
         connect_timeout: duration(upstream.connect_timeout),
         response_timeout: duration(upstream.response_timeout),
+        tls: upstream.tls,
+        tls_server_name: upstream.tls_server_name.clone().unwrap_or_default(),
     }
 }
 
