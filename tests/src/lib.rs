@@ -22,6 +22,8 @@ mod data_plane_identity;
 #[cfg(test)]
 mod data_plane_login;
 #[cfg(test)]
+mod data_plane_options;
+#[cfg(test)]
 mod data_plane_outage;
 #[cfg(test)]
 mod data_plane_personal;
