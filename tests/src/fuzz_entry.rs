@@ -64,10 +64,13 @@ pub fn cookie_header(data: &[u8]) {
 }
 
 /// Ticket extraction and removal: a redirect never leaves the host and never keeps a ticket.
+/// The input is a request target, split into path and query as the server does.
 pub fn ticket_query(data: &[u8]) {
-    let (path, query_string) = two(data);
-    let _ = query::param(Some(&query_string), "qlikTicket");
-    let location = query::local_redirect(&path, Some(&query_string), "qlikTicket");
+    let Ok(uri) = text(data).parse::<http::Uri>() else {
+        return;
+    };
+    let _ = query::param(uri.query(), "qlikTicket");
+    let location = query::local_redirect(uri.path(), uri.query(), "qlikTicket");
     assert!(
         location.starts_with('/') && !location.starts_with("//") && !location.starts_with("/\\")
     );
