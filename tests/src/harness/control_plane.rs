@@ -43,6 +43,10 @@ impl ControlPlane {
     /// Starts a control plane with this TOML configuration; `listen` is replaced by
     /// `127.0.0.1:0`, and the node secret is [`NODE_SECRET`] unless the text sets one.
     pub async fn start(config_toml: &str) -> Self {
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), config_toml).await
+    }
+
+    async fn start_at(listen: SocketAddr, config_toml: &str) -> Self {
         let mut text = config_toml.to_owned();
         if !text.contains("[node_api]") {
             text.push_str(&format!(
@@ -50,7 +54,7 @@ impl ControlPlane {
             ));
         }
         let mut config = Config::from_toml_str(&text).expect("test configuration is valid");
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.listen = listen;
         let server = BoundServer::bind(&config)
             .await
             .expect("control plane binds");
@@ -77,35 +81,7 @@ impl ControlPlane {
     /// As [`start`](Self::start), but listening on `127.0.0.1:port`, so that a control plane
     /// can be stopped and started again where data-plane nodes expect it.
     pub async fn start_on(port: u16, config_toml: &str) -> Self {
-        let mut text = config_toml.to_owned();
-        if !text.contains("[node_api]") {
-            text.push_str(&format!(
-                "\n[node_api]\nshared_secret = \"{NODE_SECRET}\"\n"
-            ));
-        }
-        let mut config = Config::from_toml_str(&text).expect("test configuration is valid");
-        config.listen = SocketAddr::from(([127, 0, 0, 1], port));
-        let server = BoundServer::bind(&config)
-            .await
-            .expect("control plane binds its port");
-        let address = server.local_addr().expect("bound address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = server
-                .serve(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        let channel = Channel::from_shared(format!("http://{address}"))
-            .expect("valid endpoint")
-            .connect_lazy();
-        Self {
-            address,
-            stop: Some(stop),
-            task: Some(task),
-            channel,
-        }
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], port)), config_toml).await
     }
 
     pub fn address(&self) -> SocketAddr {
