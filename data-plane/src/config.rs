@@ -22,6 +22,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Name of this node in the control plane's logs.
     pub node_id: String,
+    /// On SIGTERM: how long in-flight requests may take to finish before the node exits.
+    pub shutdown_grace: Duration,
     pub control_plane: ControlPlaneConfig,
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
@@ -146,6 +148,8 @@ struct FileConfig {
     listen: SocketAddr,
     admin_listen: SocketAddr,
     node_id: Option<String>,
+    #[serde(with = "humantime_serde")]
+    shutdown_grace: Duration,
     control_plane: FileControlPlane,
     cache: CacheConfig,
     limits: LimitsConfig,
@@ -171,6 +175,7 @@ impl Default for FileConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             node_id: None,
+            shutdown_grace: Duration::from_secs(30),
             control_plane: FileControlPlane::default(),
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
@@ -389,6 +394,7 @@ impl Config {
             listen: file.listen,
             admin_listen: file.admin_listen,
             node_id,
+            shutdown_grace: file.shutdown_grace,
             control_plane: ControlPlaneConfig {
                 endpoints: control.endpoints,
                 credential,

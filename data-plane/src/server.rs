@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -88,6 +89,9 @@ impl BoundNode {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
+        // The admin port outlives the proxy port during shutdown, so /ready can say so.
+        let admin_stop = CancellationToken::new();
+        let admin_tasks = TaskTracker::new();
         let watcher = tokio::spawn(watch::follow(self.state.clone()));
         let reporter = tokio::spawn(activity::report_forever(
             self.state.clone(),
@@ -147,8 +151,8 @@ impl BoundNode {
         };
         let admin_loop = accept_loop(
             admin_listener,
-            stop.clone(),
-            tasks.clone(),
+            admin_stop.clone(),
+            admin_tasks.clone(),
             limits,
             move |_, _| {
                 let state = state.clone();
@@ -161,10 +165,27 @@ impl BoundNode {
         let proxy_task = tokio::spawn(proxy_loop);
         let admin_task = tokio::spawn(admin_loop);
         shutdown.await;
+        // Out of rotation first, then stop accepting, then let what is in flight finish.
+        self.state.begin_drain();
+        self.state.sockets.shut_down();
         stop.cancel();
-        let _ = tokio::join!(proxy_task, admin_task);
+        let _ = proxy_task.await;
         tasks.close();
-        tasks.wait().await;
+        let grace = self.config.shutdown_grace;
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "requests still in flight when the shutdown grace ran out"
+            );
+        }
+        // WebSockets were told to go away; give their close frames a moment to leave.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1).min(grace);
+        while self.state.sockets.count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        admin_stop.cancel();
+        let _ = admin_task.await;
+        admin_tasks.close();
         watcher.abort();
         reporter.abort();
         if let Some(reloader) = reloader {

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 pub struct WebSocketRegistry {
     next_id: AtomicU64,
     open: Mutex<HashMap<String, HashMap<u64, CancellationToken>>>,
+    /// Cancelled when the node shuts down: every WebSocket is told to go away.
+    shutting_down: CancellationToken,
 }
 
 /// One open WebSocket; unregisters itself when dropped.
@@ -20,6 +22,8 @@ pub struct Registration {
     id: u64,
     /// Cancelled when the session ends.
     pub ended: CancellationToken,
+    /// Cancelled when the node shuts down.
+    pub shutting_down: CancellationToken,
 }
 
 impl Drop for Registration {
@@ -51,6 +55,7 @@ impl WebSocketRegistry {
             handle: handle.to_owned(),
             id,
             ended,
+            shutting_down: self.shutting_down.clone(),
         }
     }
 
@@ -70,6 +75,11 @@ impl WebSocketRegistry {
             .flat_map(HashMap::values)
             .for_each(CancellationToken::cancel);
         all.values().map(HashMap::len).sum()
+    }
+
+    /// Tells every WebSocket the node is going away (close code 1001).
+    pub fn shut_down(&self) {
+        self.shutting_down.cancel();
     }
 
     /// Sessions with an open WebSocket: active by definition.

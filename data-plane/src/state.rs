@@ -59,6 +59,7 @@ type InFlight = Arc<OnceCell<Result<Option<Arc<CachedSession>>, ControlError>>>;
 pub struct NodeState {
     pub table: ArcSwap<ProxyTable>,
     ready: AtomicBool,
+    draining: AtomicBool,
     pub cache: SessionCache,
     pub sockets: Arc<WebSocketRegistry>,
     pub control: ControlClient,
@@ -81,6 +82,7 @@ impl NodeState {
         Self {
             table: ArcSwap::from_pointee(ProxyTable::default()),
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             cache: SessionCache::new(
                 config.cache.max_sessions,
                 config.cache.ttl,
@@ -96,9 +98,15 @@ impl NodeState {
         }
     }
 
-    /// Ready once a configuration snapshot has arrived; it stays ready through outages.
+    /// Ready once a configuration snapshot has arrived; it stays ready through outages, and
+    /// stops being ready when the node starts shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// The node is shutting down: load balancers should stop sending it traffic.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     pub fn mark_ready(&self) {

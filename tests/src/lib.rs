@@ -40,6 +40,8 @@ mod fuzz_regressions;
 #[cfg(test)]
 mod hostile_input;
 #[cfg(test)]
+mod lifecycle;
+#[cfg(test)]
 mod personal;
 #[cfg(test)]
 mod reflection;

@@ -109,7 +109,13 @@ pub async fn splice(
         let upstream =
             WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(limits()))
                 .await;
-        relay(client, upstream, registration.ended.clone()).await;
+        relay(
+            client,
+            upstream,
+            registration.ended.clone(),
+            registration.shutting_down.clone(),
+        )
+        .await;
         tracing::debug!(session = %handle, "WebSocket closed");
         drop(registration);
     });
@@ -127,6 +133,7 @@ async fn relay<C, U>(
     client: WebSocketStream<C>,
     upstream: WebSocketStream<U>,
     ended: tokio_util::sync::CancellationToken,
+    shutting_down: tokio_util::sync::CancellationToken,
 ) where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -135,6 +142,17 @@ async fn relay<C, U>(
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
     loop {
         tokio::select! {
+            () = shutting_down.cancelled() => {
+                let frame = CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "node shutting down".into(),
+                };
+                let _ = client_tx.send(Message::Close(Some(frame))).await;
+                let _ = upstream_tx.send(Message::Close(None)).await;
+                let _ = client_tx.close().await;
+                let _ = upstream_tx.close().await;
+                return;
+            }
             () = ended.cancelled() => {
                 let frame = CloseFrame {
                     code: CloseCode::Policy,

@@ -106,6 +106,21 @@ impl DataPlaneNode {
         self.state.clone()
     }
 
+    /// Sends the shutdown signal (as SIGTERM does) without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Whether the node finished shutting down within `wait`.
+    pub async fn stopped_within(mut self, wait: Duration) -> bool {
+        match self.task.take() {
+            Some(task) => tokio::time::timeout(wait, task).await.is_ok(),
+            None => true,
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish, and waits for the node to be done.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -1,0 +1,135 @@
+//! Shutting a node down without dropping users: on SIGTERM it leaves rotation (`/ready` 503),
+//! stops accepting, lets in-flight requests finish, tells WebSockets it is going away (close
+//! code 1001) and exits 0 within its grace.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::data_plane_fixtures::{AppProxy, COOKIE, open_socket};
+use crate::harness::auth_module::{session_cookie, user};
+use crate::harness::client::{expect_close, get};
+use crate::harness::upstream::EchoUpstream;
+use crate::harness::{ControlPlane, DataPlaneNode, eventually};
+
+async fn ready_status(node_admin: std::net::SocketAddr) -> Option<u16> {
+    crate::harness::client::try_request(
+        http::Method::GET,
+        &format!("http://{node_admin}/ready"),
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await
+    .ok()
+    .map(|response| response.status.as_u16())
+}
+
+#[tokio::test]
+async fn shutdown_drains_requests_and_says_goodbye_to_websockets() {
+    let upstream = EchoUpstream::start("engine").await;
+    let control = ControlPlane::start(&AppProxy::new([upstream.node()]).toml()).await;
+    let mut node = DataPlaneNode::start_with(&control, "shutdown_grace = \"5s\"").await;
+    let (cookie, _) = session_cookie(&control, "app", COOKIE, user("CORP", "alice")).await;
+    let mut socket = open_socket(&node, &cookie).await;
+    assert_eq!(ready_status(node.admin_address()).await, Some(200));
+
+    upstream.set_delay(Duration::from_millis(800));
+    let slow = {
+        let url = node.url("/app/slow");
+        let cookie = cookie.clone();
+        tokio::spawn(async move { get(&url, &[("cookie", &cookie)]).await })
+    };
+    eventually(
+        "the slow request to reach the upstream",
+        Duration::from_secs(5),
+        || {
+            let arrived = upstream
+                .requests()
+                .iter()
+                .any(|seen| seen["path"] == "/slow");
+            async move { arrived.then_some(()) }
+        },
+    )
+    .await;
+
+    node.begin_shutdown();
+    let admin = node.admin_address();
+    eventually(
+        "/ready to say the node is leaving",
+        Duration::from_secs(5),
+        || async move { (ready_status(admin).await == Some(503)).then_some(()) },
+    )
+    .await;
+    let address = node.address();
+    eventually(
+        "new connections to be refused",
+        Duration::from_secs(5),
+        || async move { TcpStream::connect(address).await.is_err().then_some(()) },
+    )
+    .await;
+    let frame = expect_close(&mut socket, Duration::from_secs(3))
+        .await
+        .expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Away);
+    assert_eq!(
+        slow.await.unwrap().status,
+        200,
+        "the in-flight request completed"
+    );
+    assert!(
+        node.stopped_within(Duration::from_secs(5)).await,
+        "the node finished within its grace"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_exits_0_on_sigterm() {
+    // cargo test builds every binary of the workspace next to this test binary.
+    let binary = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|dir| dir.join("data-plane"))
+        .unwrap();
+    assert!(
+        binary.is_file(),
+        "{} is built by cargo test",
+        binary.display()
+    );
+    let control = ControlPlane::start(&AppProxy::new(Vec::<String>::new()).toml()).await;
+    let listen = crate::harness::redis_server::free_port();
+    let admin = crate::harness::redis_server::free_port();
+    let mut child = tokio::process::Command::new(&binary)
+        .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--control-plane", &format!("http://{}", control.address())])
+        .env(
+            "GATEHOUSE_NODE_SECRET",
+            crate::harness::control_plane::NODE_SECRET,
+        )
+        .env_remove("GATEHOUSE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let admin_address = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    eventually(
+        "the node process to be ready",
+        Duration::from_secs(10),
+        || async move { (ready_status(admin_address).await == Some(200)).then_some(()) },
+    )
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the node exits within its grace")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
