@@ -2,6 +2,8 @@
 //! buys, how sessions are created, found, capped and ended.
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::SystemTime;
 
 use tonic::codegen::http::Uri;
@@ -49,7 +51,7 @@ pub enum SessionSelector {
 #[derive(Debug, Clone)]
 pub struct Authority {
     store: Arc<dyn Store>,
-    proxies: VirtualProxies,
+    proxies: Arc<ArcSwap<VirtualProxies>>,
     tickets: TicketConfig,
     clock: Arc<dyn Clock>,
 }
@@ -63,14 +65,20 @@ impl Authority {
     ) -> Self {
         Self {
             store,
-            proxies,
+            proxies: Arc::new(ArcSwap::from_pointee(proxies)),
             tickets,
             clock,
         }
     }
 
-    pub fn virtual_proxies(&self) -> &VirtualProxies {
-        &self.proxies
+    /// The virtual proxies in force now (they change when the configuration is reloaded).
+    pub fn virtual_proxies(&self) -> Arc<VirtualProxies> {
+        self.proxies.load_full()
+    }
+
+    /// Puts a reloaded set of virtual proxies in force; sessions are untouched.
+    pub fn replace_virtual_proxies(&self, proxies: VirtualProxies) {
+        self.proxies.store(Arc::new(proxies));
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -83,7 +91,7 @@ impl Authority {
         user: User,
         target_id: Option<&str>,
     ) -> Result<IssuedTicket, Error> {
-        self.proxies.get(virtual_proxy)?;
+        self.virtual_proxies().get(virtual_proxy)?;
         // An unknown target id still gets a ticket, only without a URI, as in QPS.
         let target_uri = match target_id.filter(|id| is_plausible_id(id)) {
             Some(id) => self
@@ -119,7 +127,7 @@ impl Authority {
         virtual_proxy: &str,
         ticket: &str,
     ) -> Result<IssuedSession, Error> {
-        self.proxies.get(virtual_proxy)?;
+        self.virtual_proxies().get(virtual_proxy)?;
         if ticket.is_empty() || ticket.len() > 256 {
             return Err(Error::invalid("ticket must be 1 to 256 characters long"));
         }
@@ -142,7 +150,7 @@ impl Authority {
         virtual_proxy: &str,
         uri: &str,
     ) -> Result<(String, SystemTime), Error> {
-        self.proxies.get(virtual_proxy)?;
+        self.virtual_proxies().get(virtual_proxy)?;
         check_target_uri(uri)?;
         let id = tokens::new_id();
         let target = Target {
@@ -163,7 +171,7 @@ impl Authority {
         user: User,
         token: Option<String>,
     ) -> Result<IssuedSession, Error> {
-        self.proxies.get(virtual_proxy)?;
+        self.virtual_proxies().get(virtual_proxy)?;
         let token = match token {
             Some(token) => {
                 tokens::check_caller_token(&token)?;
@@ -180,7 +188,8 @@ impl Authority {
         user: User,
         token: String,
     ) -> Result<IssuedSession, Error> {
-        let proxy = self.proxies.get(virtual_proxy)?;
+        let proxies = self.virtual_proxies();
+        let proxy = proxies.get(virtual_proxy)?;
         let now = self.clock.now();
         let new = NewSession {
             token_hash: TokenHash::of(&token),
@@ -227,7 +236,7 @@ impl Authority {
         virtual_proxy: Option<&str>,
     ) -> Result<Vec<Session>, Error> {
         let mut sessions = Vec::new();
-        for prefix in self.proxies.select(virtual_proxy)? {
+        for prefix in self.virtual_proxies().select(virtual_proxy)? {
             sessions.extend(self.store.user_sessions(prefix, user).await?);
         }
         Ok(sessions)
@@ -240,7 +249,7 @@ impl Authority {
         virtual_proxy: Option<&str>,
     ) -> Result<Vec<Session>, Error> {
         let mut sessions = Vec::new();
-        for prefix in self.proxies.select(virtual_proxy)? {
+        for prefix in self.virtual_proxies().select(virtual_proxy)? {
             sessions.extend(
                 self.store
                     .delete_user_sessions(prefix, user, RevocationReason::UserLoggedOut)
@@ -257,7 +266,7 @@ impl Authority {
         page_token: &str,
     ) -> Result<Page, Error> {
         if let Some(prefix) = virtual_proxy {
-            self.proxies.get(prefix)?;
+            self.virtual_proxies().get(prefix)?;
         }
         let page_size = match usize::try_from(page_size).unwrap_or(usize::MAX) {
             0 => DEFAULT_PAGE_SIZE,
@@ -280,7 +289,7 @@ impl Authority {
         virtual_proxy: &str,
         token: &str,
     ) -> Result<Session, Error> {
-        self.proxies.get(virtual_proxy)?;
+        self.virtual_proxies().get(virtual_proxy)?;
         if token.is_empty() || token.len() > tokens::MAX_CALLER_TOKEN_LEN {
             return Err(Error::NotFound("no such session".into()));
         }
@@ -297,7 +306,7 @@ impl Authority {
         user: User,
     ) -> Result<IssuedSession, Error> {
         if self
-            .proxies
+            .virtual_proxies()
             .get(virtual_proxy)?
             .header_authentication
             .is_none()
@@ -313,7 +322,7 @@ impl Authority {
     /// A session for an anonymous user (directory `NONE`, id `anonymous<random>`), as QPS
     /// names them; only where anonymous access is allowed.
     pub async fn anonymous_login(&self, virtual_proxy: &str) -> Result<IssuedSession, Error> {
-        if self.proxies.get(virtual_proxy)?.anonymous == AnonymousMode::None {
+        if self.virtual_proxies().get(virtual_proxy)?.anonymous == AnonymousMode::None {
             return Err(Error::PermissionDenied(
                 "this virtual proxy does not allow anonymous access",
             ));
@@ -384,7 +393,7 @@ impl Authority {
         virtual_proxy: Option<&str>,
     ) -> Result<Session, Error> {
         if let Some(prefix) = virtual_proxy {
-            self.proxies.get(prefix)?;
+            self.virtual_proxies().get(prefix)?;
         }
         let session = self
             .find(&SessionSelector::Token(token.to_owned()))

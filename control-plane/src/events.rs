@@ -22,6 +22,8 @@ pub enum FeedEvent {
     Revoked(Revocation),
     /// The feed itself fell behind the stream and lost events: every node must drop its cache.
     Flush,
+    /// The virtual proxies were reloaded: every node gets a new snapshot.
+    Configuration,
 }
 
 #[derive(Debug)]
@@ -41,6 +43,11 @@ impl RevocationFeed {
         });
         tokio::spawn(follow(Arc::downgrade(&feed), store));
         feed
+    }
+
+    /// Tells every watching node of this process that the configuration changed.
+    pub fn announce_configuration(&self) {
+        let _ = self.sender.send(FeedEvent::Configuration);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {

@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    match run(config).await {
+    match run(config, cli.config, cli.overrides).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("control-plane: {error:#}");
@@ -63,8 +63,11 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let server = BoundServer::bind(&config).await?;
+async fn run(config: Config, file: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
+    let mut server = BoundServer::bind(&config).await?;
+    if let Some(file) = file {
+        server = server.reload_from(file, overrides);
+    }
     tracing::info!(
         address = %server.local_addr()?,
         store = ?config.store.backend,

@@ -1,6 +1,7 @@
 //! Assembles the gRPC server: the four Gatehouse services, health and reflection.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::api::personal::PersonalApi;
 use crate::api::session::SessionApi;
 use crate::authority::Authority;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, StoreBackend};
+use crate::config::{Config, Overrides, StoreBackend};
 use crate::error::StoreError;
 use crate::events::RevocationFeed;
 use crate::store::{MemoryStore, RedisStore, Store};
@@ -73,6 +74,8 @@ pub struct BoundServer {
     authority: Authority,
     access: AccessPolicy,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Where the virtual proxies are reloaded from, on change or SIGHUP.
+    reload: Option<(PathBuf, Overrides)>,
 }
 
 /// Builds the store the configuration names.
@@ -125,7 +128,16 @@ impl BoundServer {
             authority,
             access: AccessPolicy::new(config.tls.as_ref(), config.node_secret.clone()),
             tls,
+            reload: None,
         })
+    }
+
+    /// Reloads the virtual proxies from `path` (with the same overrides) when the file
+    /// changes or the process gets SIGHUP, and pushes them to every node. Other settings
+    /// take effect on restart.
+    pub fn reload_from(mut self, path: PathBuf, overrides: Overrides) -> Self {
+        self.reload = Some((path, overrides));
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -154,6 +166,14 @@ impl BoundServer {
 
         let authority = self.authority;
         let feed = RevocationFeed::start(authority.store().clone());
+        let reloader = self.reload.map(|(path, overrides)| {
+            tokio::spawn(reload_forever(
+                path,
+                overrides,
+                authority.clone(),
+                feed.clone(),
+            ))
+        });
         let stopping = CancellationToken::new();
         let access = self.access;
         let node_api = pb::node_service_server::NodeServiceServer::with_interceptor(
@@ -196,7 +216,55 @@ impl BoundServer {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         probe.abort();
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         result
+    }
+}
+
+/// How often the configuration file is checked for changes.
+const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+async fn reload_forever(
+    path: PathBuf,
+    overrides: Overrides,
+    authority: Authority,
+    feed: Arc<RevocationFeed>,
+) {
+    let modified = |path: &PathBuf| {
+        std::fs::metadata(path)
+            .and_then(|meta| meta.modified())
+            .ok()
+    };
+    let mut last = modified(&path);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut ticker = tokio::time::interval(RELOAD_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let now = modified(&path);
+                if now == last {
+                    continue;
+                }
+                last = now;
+            }
+            Some(()) = async { match hangup.as_mut() { Some(signal) => signal.recv().await, None => std::future::pending().await } } => {}
+        }
+        match Config::load(Some(&path), &overrides) {
+            Ok(config) => {
+                let count = config.virtual_proxies.len();
+                authority.replace_virtual_proxies(VirtualProxies::new(&config.virtual_proxies));
+                feed.announce_configuration();
+                tracing::info!(
+                    virtual_proxies = count,
+                    "virtual proxies reloaded and pushed to nodes"
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, "configuration not reloaded; the current one stays in force")
+            }
+        }
     }
 }
 

@@ -46,6 +46,8 @@ mod personal;
 #[cfg(test)]
 mod reflection;
 #[cfg(test)]
+mod reload;
+#[cfg(test)]
 mod sessions;
 #[cfg(test)]
 mod store_conformance;

@@ -31,9 +31,8 @@ impl PersonalApi {
             return Ok((token, virtual_proxy.map(str::to_owned)));
         }
         let prefix = virtual_proxy.unwrap_or_default();
-        let proxy = self
-            .authority
-            .virtual_proxies()
+        let proxies = self.authority.virtual_proxies();
+        let proxy = proxies
             .get(prefix)
             .map_err(|_| Error::Unauthenticated(NO_SESSION))?;
         let token =

@@ -46,6 +46,21 @@ impl ControlPlane {
         Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), config_toml).await
     }
 
+    /// Starts a control plane from a configuration file it reloads on change (the file must
+    /// set the node secret to [`NODE_SECRET`]); `listen` is replaced by `127.0.0.1:0`.
+    pub async fn start_reloading(path: &std::path::Path) -> Self {
+        let overrides = gatehouse_control_plane::config::Overrides {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Default::default()
+        };
+        let config = Config::load(Some(path), &overrides).expect("test configuration is valid");
+        let server = BoundServer::bind(&config)
+            .await
+            .expect("control plane binds")
+            .reload_from(path.to_owned(), overrides);
+        Self::serve(server)
+    }
+
     async fn start_at(listen: SocketAddr, config_toml: &str) -> Self {
         let mut text = config_toml.to_owned();
         if !text.contains("[node_api]") {
@@ -58,6 +73,10 @@ impl ControlPlane {
         let server = BoundServer::bind(&config)
             .await
             .expect("control plane binds");
+        Self::serve(server)
+    }
+
+    fn serve(server: BoundServer) -> Self {
         let address = server.local_addr().expect("bound address");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -38,7 +38,7 @@ impl NodeApi {
         let watch = WatchSource {
             store: authority.store().clone(),
             feed,
-            virtual_proxies: Arc::new(authority.virtual_proxies().all().to_vec()),
+            authority: authority.clone(),
             stopping,
         };
         Self { authority, watch }

@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::virtual_proxy::virtual_proxy_to_proto;
-use crate::config::VirtualProxyConfig;
 use crate::domain::Revocation;
 use crate::error::Error;
 use crate::events::{FeedEvent, RevocationFeed, cursor_position};
@@ -25,7 +24,8 @@ pub(super) type WatchSender = mpsc::Sender<Result<pb::WatchEvent, Status>>;
 pub(crate) struct WatchSource {
     pub store: Arc<dyn Store>,
     pub feed: Arc<RevocationFeed>,
-    pub virtual_proxies: Arc<Vec<VirtualProxyConfig>>,
+    /// Where the virtual proxies in force are read at each snapshot.
+    pub authority: crate::authority::Authority,
     /// Cancelled when the server shuts down: streams end, so connections can drain.
     pub stopping: CancellationToken,
 }
@@ -95,7 +95,9 @@ impl WatchSource {
             cursor: cursor.unwrap_or_default(),
             event: Some(pb::watch_event::Event::Snapshot(pb::ConfigSnapshot {
                 virtual_proxies: self
-                    .virtual_proxies
+                    .authority
+                    .virtual_proxies()
+                    .all()
                     .iter()
                     .map(virtual_proxy_to_proto)
                     .collect(),
@@ -155,6 +157,16 @@ impl WatchSource {
             match received {
                 Ok(FeedEvent::Revoked(event)) => {
                     if !send_revocation(sender, event, &mut last).await {
+                        return;
+                    }
+                }
+                Ok(FeedEvent::Configuration) => {
+                    // New virtual proxies: a snapshot that flushes nothing.
+                    if sender
+                        .send(Ok(self.snapshot(false, last.clone())))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
