@@ -14,6 +14,8 @@ export RUSTC_BOOTSTRAP=1
 targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^gatehouse-fuzz$')
 
 cargo fuzz build --release 2>&1 | tail -n 3
+# Run what was just built: a source change during the run must not rebuild under it.
+bin_dir=target/$(rustc -vV | sed -n 's/^host: //p')/release
 {
     echo "# Fuzzing results"
     echo
@@ -24,13 +26,13 @@ cargo fuzz build --release 2>&1 | tail -n 3
 } > RESULTS.md.new
 status=0
 for target in $targets; do
-    mkdir -p "corpus/$target"
+    mkdir -p "corpus/$target" "artifacts/$target"
     log=$(mktemp)
-    if cargo fuzz run --release "$target" "corpus/$target" "seeds/$target" -- \
+    if "$bin_dir/$target" "corpus/$target" "seeds/$target" -artifact_prefix="artifacts/$target/" \
         -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 >"$log" 2>&1; then
         outcome="no crash"
     else
-        outcome="CRASH: see fuzz/artifacts/$target"
+        outcome="CRASH: see fuzz/artifacts/$target ($(tail -n 1 "$log"))"
         status=1
     fi
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
