@@ -2,6 +2,7 @@
 //! in memory for a single replica) and serves the Authentication, Session and Personal APIs
 //! to clients and the node API to data-plane nodes, over gRPC.
 
+pub mod admin;
 pub mod api;
 pub mod authority;
 pub mod clock;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
+use crate::admin::Readiness;
 use crate::api::access::{AccessPolicy, Role};
 use crate::api::authentication::AuthenticationApi;
 use crate::api::node::NodeApi;
@@ -22,6 +23,15 @@ use crate::error::StoreError;
 use crate::events::RevocationFeed;
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::virtual_proxies::VirtualProxies;
+
+/// Services whose health is reported: the server as a whole ("") and each Gatehouse service.
+const HEALTH_SERVICES: [&str; 5] = [
+    "",
+    "gatehouse.v1.AuthenticationService",
+    "gatehouse.v1.SessionService",
+    "gatehouse.v1.PersonalService",
+    "gatehouse.v1.NodeService",
+];
 
 /// How often store reachability is reflected in `grpc.health.v1`.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -71,6 +81,9 @@ fn server_tls(
 #[derive(Debug)]
 pub struct BoundServer {
     listener: TcpListener,
+    admin: TcpListener,
+    readiness: Arc<Readiness>,
+    shutdown_grace: Duration,
     authority: Authority,
     access: AccessPolicy,
     tls: Option<tonic::transport::ServerTlsConfig>,
@@ -114,6 +127,12 @@ impl BoundServer {
             config.tickets,
             clock,
         );
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                address: config.admin_listen,
+                source,
+            })?;
         let tls = config.tls.as_ref().map(server_tls).transpose()?;
         if tls.is_none() {
             tracing::warn!(
@@ -125,6 +144,9 @@ impl BoundServer {
         }
         Ok(Self {
             listener,
+            admin,
+            readiness: Arc::new(Readiness::default()),
+            shutdown_grace: config.shutdown_grace,
             authority,
             access: AccessPolicy::new(config.tls.as_ref(), config.node_secret.clone()),
             tls,
@@ -144,6 +166,11 @@ impl BoundServer {
         self.listener.local_addr()
     }
 
+    /// Address of `/live` and `/ready`.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
     /// Serves until `shutdown` completes, then drains in-flight calls.
     pub async fn serve(
         self,
@@ -160,9 +187,18 @@ impl BoundServer {
             })
             .ok();
         let probe = tokio::spawn(report_store_health(
-            health_reporter,
+            health_reporter.clone(),
             self.authority.store().clone(),
+            self.readiness.clone(),
         ));
+        let admin_stop = CancellationToken::new();
+        let admin = tokio::spawn(crate::admin::serve(
+            self.admin,
+            self.readiness.clone(),
+            admin_stop.clone(),
+        ));
+        let readiness = self.readiness.clone();
+        let grace = self.shutdown_grace;
 
         let authority = self.authority;
         let feed = RevocationFeed::start(authority.store().clone());
@@ -207,15 +243,38 @@ impl BoundServer {
         let incoming = tonic::transport::server::TcpIncoming::from(self.listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
-        // Long-lived Watch streams would hold a graceful shutdown open forever: end them.
+        // Out of rotation first (health and /ready), then end the long-lived Watch streams
+        // (they would hold a graceful shutdown open forever), then drain in-flight calls.
+        let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             shutdown.await;
+            readiness.begin_drain();
+            probe.abort();
+            for service in HEALTH_SERVICES {
+                health_reporter
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
             stopping.cancel();
+            let _ = draining_tx.send(());
         };
-        let result = router
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await;
-        probe.abort();
+        let serving = router.serve_with_incoming_shutdown(incoming, shutdown);
+        let deadline = async move {
+            if draining_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            result = serving => result,
+            () = deadline => {
+                tracing::warn!(?grace, "calls still in flight when the shutdown grace ran out");
+                Ok(())
+            }
+        };
+        admin_stop.cancel();
+        let _ = admin.await;
         if let Some(reloader) = reloader {
             reloader.abort();
         }
@@ -273,14 +332,8 @@ async fn reload_forever(
 async fn report_store_health(
     reporter: tonic_health::server::HealthReporter,
     store: Arc<dyn Store>,
+    readiness: Arc<Readiness>,
 ) {
-    let services = [
-        "",
-        "gatehouse.v1.AuthenticationService",
-        "gatehouse.v1.SessionService",
-        "gatehouse.v1.PersonalService",
-        "gatehouse.v1.NodeService",
-    ];
     let mut last = None;
     loop {
         let status = match store.ping().await {
@@ -292,8 +345,9 @@ async fn report_store_health(
                 ServingStatus::NotServing
             }
         };
+        readiness.set_store_reachable(status == ServingStatus::Serving);
         if last != Some(status) {
-            for service in services {
+            for service in HEALTH_SERVICES {
                 reporter.set_service_status(service, status).await;
             }
             last = Some(status);

@@ -133,3 +133,37 @@ async fn the_binary_exits_0_on_sigterm() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+async fn control_plane_ready(control: &ControlPlane) -> Option<u16> {
+    ready_status(control.admin_address()).await
+}
+
+#[tokio::test]
+async fn the_control_plane_is_ready_while_its_store_answers() {
+    let mut redis = crate::harness::RedisServer::start().await;
+    let control = ControlPlane::start(&format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"",
+        redis.url()
+    ))
+    .await;
+    let live =
+        crate::harness::client::get(&format!("http://{}/live", control.admin_address()), &[]).await;
+    assert_eq!(live.status, 200);
+    eventually("ready with Redis up", Duration::from_secs(10), || async {
+        (control_plane_ready(&control).await == Some(200)).then_some(())
+    })
+    .await;
+    redis.kill().await;
+    eventually(
+        "not ready with Redis down",
+        Duration::from_secs(10),
+        || async { (control_plane_ready(&control).await == Some(503)).then_some(()) },
+    )
+    .await;
+    redis.restart().await;
+    eventually("ready again", Duration::from_secs(10), || async {
+        (control_plane_ready(&control).await == Some(200)).then_some(())
+    })
+    .await;
+    control.stop().await;
+}

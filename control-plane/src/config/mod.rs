@@ -22,6 +22,10 @@ pub use self::virtual_proxy::{
 pub struct Config {
     /// Address of the gRPC server.
     pub listen: SocketAddr,
+    /// Address of `/live` and `/ready`.
+    pub admin_listen: SocketAddr,
+    /// On SIGTERM: how long in-flight calls may take to finish.
+    pub shutdown_grace: Duration,
     pub store: StoreConfig,
     pub tickets: TicketConfig,
     /// At least one; prefixes and cookie names are unique.
@@ -185,6 +189,9 @@ impl Default for TicketConfig {
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
     listen: SocketAddr,
+    admin_listen: SocketAddr,
+    #[serde(with = "humantime_serde")]
+    shutdown_grace: Duration,
     store: StoreConfig,
     tickets: TicketConfig,
     node_api: NodeApiConfig,
@@ -196,6 +203,8 @@ impl Default for FileConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 4243)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9902)),
+            shutdown_grace: Duration::from_secs(30),
             store: StoreConfig::default(),
             tickets: TicketConfig::default(),
             node_api: NodeApiConfig::default(),
@@ -211,6 +220,9 @@ pub struct Overrides {
     /// Address of the gRPC server [default: 127.0.0.1:4243]
     #[arg(long, env = "GATEHOUSE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address of /live and /ready [default: 127.0.0.1:9902]
+    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// Where sessions live [default: memory]
     #[arg(long, env = "GATEHOUSE_STORE", value_enum)]
     pub store: Option<StoreBackend>,
@@ -262,6 +274,9 @@ impl Config {
             toml::from_str(text).map_err(|error| parse_error(text, &error))?;
         if let Some(listen) = overrides.listen {
             file.listen = listen;
+        }
+        if let Some(admin) = overrides.admin_listen {
+            file.admin_listen = admin;
         }
         if let Some(backend) = overrides.store {
             file.store.backend = backend;
@@ -368,6 +383,8 @@ impl Config {
         }
         Ok(Self {
             listen: file.listen,
+            admin_listen: file.admin_listen,
+            shutdown_grace: file.shutdown_grace,
             store: file.store,
             tickets: file.tickets,
             virtual_proxies,
@@ -497,6 +514,7 @@ mod tests {
     fn overrides_win_over_the_file() {
         let overrides = Overrides {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9))),
+            admin_listen: None,
             store: Some(StoreBackend::Redis),
             redis_url: Some("redis://127.0.0.1:1/".to_owned()),
             redis_password: Some("hunter2".to_owned()),

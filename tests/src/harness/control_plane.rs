@@ -34,6 +34,7 @@ impl tonic::service::Interceptor for NodeCredential {
 #[derive(Debug)]
 pub struct ControlPlane {
     address: SocketAddr,
+    admin_address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     channel: Channel,
@@ -51,6 +52,7 @@ impl ControlPlane {
     pub async fn start_reloading(path: &std::path::Path) -> Self {
         let overrides = gatehouse_control_plane::config::Overrides {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..Default::default()
         };
         let config = Config::load(Some(path), &overrides).expect("test configuration is valid");
@@ -70,6 +72,7 @@ impl ControlPlane {
         }
         let mut config = Config::from_toml_str(&text).expect("test configuration is valid");
         config.listen = listen;
+        config.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let server = BoundServer::bind(&config)
             .await
             .expect("control plane binds");
@@ -78,6 +81,7 @@ impl ControlPlane {
 
     fn serve(server: BoundServer) -> Self {
         let address = server.local_addr().expect("bound address");
+        let admin_address = server.admin_addr().expect("bound admin address");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = server
@@ -91,6 +95,7 @@ impl ControlPlane {
             .connect_lazy();
         Self {
             address,
+            admin_address,
             stop: Some(stop),
             task: Some(task),
             channel,
@@ -105,6 +110,11 @@ impl ControlPlane {
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Address of `/live` and `/ready`.
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
     }
 
     pub fn channel(&self) -> Channel {

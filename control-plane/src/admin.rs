@@ -1,0 +1,81 @@
+//! The admin port: `/live` (the process runs) and `/ready` (the store answers and the
+//! process is not shutting down), for Kubernetes probes that speak HTTP; `grpc.health.v1`
+//! says the same over gRPC.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What readiness depends on, updated by the store probe and by shutdown.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    store_reachable: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_store_reachable(&self, reachable: bool) {
+        self.store_reachable.store(reachable, Ordering::Release);
+    }
+
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.store_reachable.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Serves the admin port until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, stop: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let readiness = readiness.clone();
+                async move { Ok::<_, Infallible>(answer(&readiness, &request)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn answer(readiness: &Readiness, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/live") => (StatusCode::OK, "{\"live\":true}"),
+        (&Method::GET, "/ready") if readiness.is_ready() => (StatusCode::OK, "{\"ready\":true}"),
+        (&Method::GET, "/ready") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"ready\":false,\"reason\":\"session store unreachable or shutting down\"}",
+        ),
+        (&Method::GET, _) => (StatusCode::NOT_FOUND, "{\"error\":\"unknown admin path\"}"),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"use GET\"}"),
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    if let Ok(value) = "application/json".parse() {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
+    }
+    response
+}
