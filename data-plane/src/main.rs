@@ -29,12 +29,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging();
     // One crypto provider, chosen here, for every TLS connection of the process.
     if rustls::crypto::ring::default_provider()
         .install_default()
@@ -86,5 +81,19 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// Logs as plain text, or JSON with `GATEHOUSE_LOG_FORMAT=json`; the level from
+/// `GATEHOUSE_LOG` (a `tracing` filter, default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("GATEHOUSE_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"))
+    {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
