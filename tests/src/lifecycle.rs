@@ -108,17 +108,27 @@ async fn the_binary_exits_0_on_sigterm() {
             "GATEHOUSE_NODE_SECRET",
             crate::harness::control_plane::NODE_SECRET,
         )
+        .env("GATEHOUSE_LOG_FORMAT", "json")
+        .env_remove("GATEHOUSE_LOG")
         .env_remove("GATEHOUSE_CONFIG")
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
     let admin_address = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
     eventually(
         "the node process to be ready",
         Duration::from_secs(10),
         || async move { (ready_status(admin_address).await == Some(200)).then_some(()) },
+    )
+    .await;
+    // A request carrying secrets, to look for in the log afterwards.
+    let secret_url = format!("http://127.0.0.1:{listen}/app/hub?qlikTicket=ticket-secret-value");
+    let _ = get(
+        &secret_url,
+        &[("cookie", "X-Qlik-Session-app=cookie-secret-value")],
     )
     .await;
     let pid = child.id().unwrap().to_string();
@@ -132,6 +142,21 @@ async fn the_binary_exits_0_on_sigterm() {
         .expect("the node exits within its grace")
         .unwrap();
     assert_eq!(exit.code(), Some(0));
+
+    let mut log = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut log)
+        .await
+        .unwrap();
+    let access = log
+        .lines()
+        .find(|line| line.contains("gatehouse::access"))
+        .unwrap_or_else(|| panic!("an access-log line in {log}"));
+    assert!(access.contains("\"path\":\"/app/hub\""), "{access}");
+    assert!(access.contains("\"status\":"), "{access}");
+    assert!(
+        !log.contains("secret-value"),
+        "no ticket or cookie in the log: {log}"
+    );
 }
 
 async fn control_plane_ready(control: &ControlPlane) -> Option<u16> {

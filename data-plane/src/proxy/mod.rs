@@ -42,15 +42,50 @@ pub async fn handle(
             );
         }
     }
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
     let table = state.table.load_full();
     let Some(proxy) = table.route(request.uri().path()).cloned() else {
-        return respond::error(StatusCode::NOT_FOUND, "no virtual proxy serves this path");
+        let response = respond::error(StatusCode::NOT_FOUND, "no virtual proxy serves this path");
+        access_log(&method, &path, &response, started, None);
+        return response;
     };
     let mut response = serve(&state, &proxy, request, peer, secure, table.cookie_names()).await;
     for (name, value) in &proxy.response_headers {
         response.headers_mut().insert(name.clone(), value.clone());
     }
+    access_log(&method, &path, &response, started, Some(&proxy.prefix));
     response
+}
+
+/// Which upstream node answered, carried on the response for the access log.
+#[derive(Debug, Clone, Copy)]
+struct AnsweredBy(SocketAddr);
+
+/// One line per request. The path is normalised and without its query (which may hold a
+/// ticket); no cookie, token or header value is logged. Filter with
+/// `GATEHOUSE_LOG=...,gatehouse::access=off`.
+fn access_log(
+    method: &http::Method,
+    path: &str,
+    response: &Response<ProxyBody>,
+    started: std::time::Instant,
+    virtual_proxy: Option<&str>,
+) {
+    let upstream = response
+        .extensions()
+        .get::<AnsweredBy>()
+        .map(|answered| answered.0);
+    tracing::info!(
+        target: "gatehouse::access",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        virtual_proxy,
+        upstream = upstream.map(tracing::field::display),
+    );
 }
 
 async fn serve(
@@ -159,9 +194,10 @@ async fn serve(
         None => {
             let request = Request::from_parts(parts, body.boxed());
             match proxy.upstream.send(request, Some(&session.handle)).await {
-                Ok((response, _)) => {
+                Ok((response, address)) => {
                     let (mut parts, body) = response.into_parts();
                     headers::from_upstream(&mut parts.headers, session_cookies);
+                    parts.extensions.insert(AnsweredBy(address));
                     Response::from_parts(parts, body.boxed())
                 }
                 Err(error) => upstream_failure(&error),
