@@ -17,6 +17,19 @@ pub async fn handle(state: Arc<NodeState>, request: Request<Incoming>) -> Respon
     }
     match request.uri().path() {
         "/live" => respond::json(StatusCode::OK, &json!({ "live": true })),
+        "/metrics" => {
+            let text = state
+                .metrics
+                .render(state.cache.len(), state.sockets.count());
+            let mut response = http::Response::new(respond::body(text));
+            if let Ok(value) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse()
+            {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_TYPE, value);
+            }
+            response
+        }
         "/ready" if state.is_ready() => respond::json(StatusCode::OK, &json!({ "ready": true })),
         "/ready" => respond::json(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -64,6 +64,7 @@ pub struct NodeState {
     pub sockets: Arc<WebSocketRegistry>,
     pub control: ControlClient,
     pub limits: crate::config::LimitsConfig,
+    pub metrics: crate::metrics::Metrics,
     /// TLS client configuration for upstream pools that speak TLS.
     pub upstream_tls: Arc<rustls::ClientConfig>,
     /// One validation per token at a time: concurrent misses wait for the same answer.
@@ -91,6 +92,7 @@ impl NodeState {
             sockets: Arc::new(WebSocketRegistry::default()),
             control,
             limits: config.limits,
+            metrics: crate::metrics::Metrics::new(),
             upstream_tls,
             validations: Mutex::new(HashMap::new()),
             started: std::time::Instant::now(),
@@ -124,9 +126,18 @@ impl NodeState {
     pub async fn validate(&self, proxy: &VirtualProxy, token: &str) -> Validation {
         let key = TokenKey::of(token);
         let stale = match self.cache.get(&key) {
-            Lookup::Fresh(session) => return for_proxy(session, proxy),
-            Lookup::Stale(session) => Some(session),
-            Lookup::Missing => None,
+            Lookup::Fresh(session) => {
+                self.metrics.cache_lookup("hit");
+                return for_proxy(session, proxy);
+            }
+            Lookup::Stale(session) => {
+                self.metrics.cache_lookup("stale");
+                Some(session)
+            }
+            Lookup::Missing => {
+                self.metrics.cache_lookup("miss");
+                None
+            }
         };
         // While the control plane is known to be down, do not make every request wait for a
         // call that will time out.
@@ -152,7 +163,16 @@ impl NodeState {
         };
         let answer = cell
             .get_or_init(|| async {
-                match self.control.validate(&proxy.prefix, token).await {
+                let started = std::time::Instant::now();
+                let answer = self.control.validate(&proxy.prefix, token).await;
+                let outcome = match &answer {
+                    Ok(Some(_)) => "valid",
+                    Ok(None) => "invalid",
+                    Err(_) => "unavailable",
+                };
+                self.metrics
+                    .validation(outcome, started.elapsed().as_secs_f64());
+                match answer {
                     Ok(Some(session)) => {
                         let session = Arc::new(CachedSession::from_proto(&session));
                         // A revocation that overtook this answer wins.

@@ -42,6 +42,8 @@ mod hostile_input;
 #[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
+mod observability;
+#[cfg(test)]
 mod personal;
 #[cfg(test)]
 mod reflection;

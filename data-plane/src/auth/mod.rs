@@ -107,13 +107,13 @@ pub async fn authenticate(
             attributes: Vec::new(),
         };
         let login = state.control.header_login(&proxy.prefix, user).await;
-        return logged_in(state, proxy, origin, login);
+        return logged_in(state, proxy, origin, login, "header");
     }
     let forced = query::param(parts.uri.query(), "forceAuthentication")
         .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
     if proxy.anonymous == Anonymous::Always || (proxy.anonymous == Anonymous::Allow && !forced) {
         let login = state.control.anonymous_login(&proxy.prefix).await;
-        return logged_in(state, proxy, origin, login);
+        return logged_in(state, proxy, origin, login, "anonymous");
     }
     Err(login_required(state, proxy, parts, origin).await)
 }
@@ -128,7 +128,7 @@ pub async fn redeem(
     parts: &Parts,
 ) -> Result<Authenticated, Refusal> {
     match state.control.redeem(&proxy.prefix, ticket).await {
-        Ok(Some(login)) => logged_in(state, proxy, origin, Ok(login)),
+        Ok(Some(login)) => logged_in(state, proxy, origin, Ok(login), "ticket"),
         Ok(None) => {
             if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name)
                 && let Validation::Valid(session) = state.validate(proxy, &token).await
@@ -143,7 +143,7 @@ pub async fn redeem(
                 "the login ticket is invalid, expired or already used",
             ))
         }
-        Err(error) => logged_in(state, proxy, origin, Err(error)),
+        Err(error) => logged_in(state, proxy, origin, Err(error), "ticket"),
     }
 }
 
@@ -152,7 +152,16 @@ fn logged_in(
     proxy: &VirtualProxy,
     origin: &Origin,
     login: Result<Login, ControlError>,
+    method: &'static str,
 ) -> Result<Authenticated, Refusal> {
+    state.metrics.login(
+        method,
+        match &login {
+            Ok(_) => "ok",
+            Err(ControlError::Unavailable(_)) => "unavailable",
+            Err(ControlError::Refused(_)) => "refused",
+        },
+    );
     match login {
         Ok(login) => {
             let session = state.remember(&login.token, &login.session);

@@ -79,10 +79,12 @@ fn apply(state: &NodeState, event: pb::WatchEvent, cursor: &mut Option<String>) 
         }
         Some(pb::watch_event::Event::Revocation(revocation)) => {
             let closed = state.end_session(&revocation.handle);
+            let delay = propagation_delay_ms(&event.cursor);
+            state.metrics.revocation(delay.map(|ms| ms as f64 / 1000.0));
             tracing::debug!(
                 reason = %revocation.reason,
                 websockets_closed = closed,
-                delay_ms = propagation_delay_ms(&event.cursor),
+                delay_ms = delay,
                 "session revoked"
             );
         }

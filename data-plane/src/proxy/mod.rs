@@ -56,6 +56,11 @@ pub async fn handle(
         response.headers_mut().insert(name.clone(), value.clone());
     }
     access_log(&method, &path, &response, started, Some(&proxy.prefix));
+    state.metrics.request(
+        &proxy.prefix,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 
@@ -200,7 +205,12 @@ async fn serve(
                     parts.extensions.insert(AnsweredBy(address));
                     Response::from_parts(parts, body.boxed())
                 }
-                Err(error) => upstream_failure(&error),
+                Err(error) => {
+                    state
+                        .metrics
+                        .upstream_failure(&proxy.prefix, failure_kind(&error));
+                    upstream_failure(&error)
+                }
             }
         }
     };
@@ -259,6 +269,15 @@ fn is_well_formed_ticket(ticket: &str) -> bool {
         && ticket
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~'))
+}
+
+fn failure_kind(error: &UpstreamError) -> &'static str {
+    match error {
+        UpstreamError::NoNodes => "no-nodes",
+        UpstreamError::Connect(_) => "connect",
+        UpstreamError::Timeout(_) => "timeout",
+        UpstreamError::Failed { .. } => "other",
+    }
 }
 
 /// The status for an upstream failure; the detail goes to the log only.

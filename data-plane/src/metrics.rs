@@ -1,0 +1,187 @@
+//! The node's Prometheus metrics, served on the admin port at `/metrics` (OpenMetrics text).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    request_seconds: HistogramFamily,
+    cache_lookups: Family<Labels, Counter>,
+    validations: Family<Labels, Counter>,
+    validation_seconds: Histogram,
+    logins: Family<Labels, Counter>,
+    revocations: Counter,
+    revocation_delay_seconds: Histogram,
+    cached_sessions: Gauge<i64, std::sync::atomic::AtomicI64>,
+    open_websockets: Gauge<i64, std::sync::atomic::AtomicI64>,
+    upstream_failures: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gatehouse");
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by virtual proxy and status",
+            requests.clone(),
+        );
+        let request_seconds = HistogramFamily::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_seconds",
+            "Request latency by virtual proxy",
+            request_seconds.clone(),
+        );
+        let cache_lookups = Family::<Labels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Session cache lookups by result (hit, stale, miss)",
+            cache_lookups.clone(),
+        );
+        let validations = Family::<Labels, Counter>::default();
+        registry.register(
+            "validations",
+            "Calls to ValidateSession by outcome (valid, invalid, unavailable)",
+            validations.clone(),
+        );
+        let validation_seconds = latency_histogram();
+        registry.register(
+            "validation_seconds",
+            "Latency of ValidateSession on a cache miss",
+            validation_seconds.clone(),
+        );
+        let logins = Family::<Labels, Counter>::default();
+        registry.register(
+            "logins",
+            "Logins by method (ticket, header, anonymous) and outcome",
+            logins.clone(),
+        );
+        let revocations = Counter::default();
+        registry.register(
+            "revocations_applied",
+            "Revocations applied from the Watch stream",
+            revocations.clone(),
+        );
+        let revocation_delay_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "revocation_delay_seconds",
+            "Time from a revocation being recorded to this node applying it",
+            revocation_delay_seconds.clone(),
+        );
+        let cached_sessions = Gauge::default();
+        registry.register(
+            "cached_sessions",
+            "Sessions in the node's cache",
+            cached_sessions.clone(),
+        );
+        let open_websockets = Gauge::default();
+        registry.register(
+            "open_websockets",
+            "WebSockets open through this node",
+            open_websockets.clone(),
+        );
+        let upstream_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "upstream_failures",
+            "Upstream requests that failed, by virtual proxy and kind (connect, timeout, other)",
+            upstream_failures.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            cache_lookups,
+            validations,
+            validation_seconds,
+            logins,
+            revocations,
+            revocation_delay_seconds,
+            cached_sessions,
+            open_websockets,
+            upstream_failures,
+        }
+    }
+
+    pub fn request(&self, virtual_proxy: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&vec![
+                ("virtual_proxy", virtual_proxy.to_owned()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        self.request_seconds
+            .get_or_create(&vec![("virtual_proxy", virtual_proxy.to_owned())])
+            .observe(seconds);
+    }
+
+    pub fn cache_lookup(&self, result: &'static str) {
+        self.cache_lookups
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+    }
+
+    pub fn validation(&self, outcome: &'static str, seconds: f64) {
+        self.validations
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
+        self.validation_seconds.observe(seconds);
+    }
+
+    pub fn login(&self, method: &'static str, outcome: &'static str) {
+        self.logins
+            .get_or_create(&vec![
+                ("method", method.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn revocation(&self, delay_seconds: Option<f64>) {
+        self.revocations.inc();
+        if let Some(delay) = delay_seconds {
+            self.revocation_delay_seconds.observe(delay);
+        }
+    }
+
+    pub fn upstream_failure(&self, virtual_proxy: &str, kind: &'static str) {
+        self.upstream_failures
+            .get_or_create(&vec![
+                ("virtual_proxy", virtual_proxy.to_owned()),
+                ("kind", kind.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// The OpenMetrics text, with gauges read now.
+    pub fn render(&self, cached_sessions: usize, open_websockets: usize) -> String {
+        self.cached_sessions
+            .set(i64::try_from(cached_sessions).unwrap_or(i64::MAX));
+        self.open_websockets
+            .set(i64::try_from(open_websockets).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        if encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
