@@ -37,7 +37,12 @@ impl Readiness {
 }
 
 /// Serves the admin port until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    readiness: Arc<Readiness>,
+    metrics: Arc<crate::metrics::Metrics>,
+    stop: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             () = stop.cancelled() => return,
@@ -47,10 +52,12 @@ pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, stop: Cance
             },
         };
         let readiness = readiness.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let readiness = readiness.clone();
-                async move { Ok::<_, Infallible>(answer(&readiness, &request)) }
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(answer(&readiness, &metrics, &request)) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -59,7 +66,20 @@ pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, stop: Cance
     }
 }
 
-fn answer(readiness: &Readiness, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(
+    readiness: &Readiness,
+    metrics: &crate::metrics::Metrics,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if request.method() == Method::GET && request.uri().path() == "/metrics" {
+        let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+        if let Ok(value) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse() {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
+        }
+        return response;
+    }
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/live") => (StatusCode::OK, "{\"live\":true}"),
         (&Method::GET, "/ready") if readiness.is_ready() => (StatusCode::OK, "{\"ready\":true}"),

@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Overrides, StoreBackend};
 use crate::error::StoreError;
 use crate::events::RevocationFeed;
+use crate::metrics::{Metrics, RpcMetricsLayer};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::virtual_proxies::VirtualProxies;
 
@@ -83,6 +84,7 @@ pub struct BoundServer {
     listener: TcpListener,
     admin: TcpListener,
     readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
     shutdown_grace: Duration,
     authority: Authority,
     access: AccessPolicy,
@@ -92,11 +94,17 @@ pub struct BoundServer {
 }
 
 /// Builds the store the configuration names.
-pub fn build_store(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, StoreError> {
+pub fn build_store(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn Store>, StoreError> {
     let kept = usize::try_from(config.store.revocation_stream_max_len).unwrap_or(usize::MAX);
     Ok(match config.store.backend {
         StoreBackend::Memory => Arc::new(MemoryStore::new(clock, kept)),
-        StoreBackend::Redis => Arc::new(RedisStore::new(&config.store)?),
+        StoreBackend::Redis => {
+            Arc::new(RedisStore::new(&config.store)?.with_metrics(metrics.clone()))
+        }
     })
 }
 
@@ -104,8 +112,9 @@ impl BoundServer {
     /// Binds the listen address and sets up the store. Redis need not be reachable yet.
     pub async fn bind(config: &Config) -> Result<Self, StartError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = build_store(config, clock.clone())?;
-        Self::bind_with(config, store, clock).await
+        let metrics = Arc::new(Metrics::new());
+        let store = build_store(config, clock.clone(), &metrics)?;
+        Self::bind_with(config, store, clock, metrics).await
     }
 
     /// As [`bind`](Self::bind), with a given store and clock (tests inject them).
@@ -113,6 +122,7 @@ impl BoundServer {
         config: &Config,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
         let listener =
             TcpListener::bind(config.listen)
@@ -146,6 +156,7 @@ impl BoundServer {
             listener,
             admin,
             readiness: Arc::new(Readiness::default()),
+            metrics,
             shutdown_grace: config.shutdown_grace,
             authority,
             access: AccessPolicy::new(config.tls.as_ref(), config.node_secret.clone()),
@@ -195,6 +206,7 @@ impl BoundServer {
         let admin = tokio::spawn(crate::admin::serve(
             self.admin,
             self.readiness.clone(),
+            self.metrics.clone(),
             admin_stop.clone(),
         ));
         let readiness = self.readiness.clone();
@@ -221,6 +233,7 @@ impl BoundServer {
             builder = builder.tls_config(tls)?;
         }
         let router = builder
+            .layer(RpcMetricsLayer(self.metrics.clone()))
             .add_service(health_service)
             .add_optional_service(reflection)
             .add_service(

@@ -96,3 +96,42 @@ async fn node_metrics_move_with_traffic() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn control_plane_metrics_count_calls_and_store_exchanges() {
+    let redis = crate::harness::RedisServer::start().await;
+    let control = ControlPlane::start(&format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"",
+        redis.url()
+    ))
+    .await;
+    let mut sessions = control.sessions();
+    sessions
+        .create_session(pb::CreateSessionRequest {
+            virtual_proxy: String::new(),
+            user: Some(user("CORP", "alice")),
+            session_token: None,
+        })
+        .await
+        .unwrap();
+    let missing = sessions
+        .get_session(pb::GetSessionRequest {
+            session: Some(pb::SessionSelector {
+                by: Some(pb::session_selector::By::Handle("no-such-handle".into())),
+            }),
+        })
+        .await;
+    assert!(missing.is_err());
+    let response = get(&format!("http://{}/metrics", control.admin_address()), &[]).await;
+    assert_eq!(response.status, 200);
+    let text = response.text();
+    let created = "gatehouse_control_plane_rpcs_total{method=\"gatehouse.v1.SessionService/CreateSession\",code=\"0\"}";
+    assert_eq!(sample(&text, created), 1.0, "{text}");
+    let not_found = "gatehouse_control_plane_rpcs_total{method=\"gatehouse.v1.SessionService/GetSession\",code=\"5\"}";
+    assert_eq!(sample(&text, not_found), 1.0, "{text}");
+    assert!(
+        sample(&text, "gatehouse_control_plane_store_seconds_count") >= 1.0,
+        "{text}"
+    );
+    assert!(text.contains("# TYPE gatehouse_control_plane_rpc_seconds histogram"));
+}

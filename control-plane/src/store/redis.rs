@@ -2,6 +2,7 @@
 //! the atomic operations in `redis_scripts`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -88,6 +89,7 @@ pub struct RedisStore {
     /// `Unavailable` in bounded time, never a hang.
     deadline: Duration,
     scripts: Scripts,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// A session as read from Redis, with the hash of its token (to remove the token's pointer).
@@ -121,6 +123,7 @@ impl RedisStore {
             keys: Keys::new(&config.key_prefix),
             revocations_kept: config.revocation_stream_max_len.max(1),
             deadline: config.connect_timeout + config.response_timeout,
+            metrics: None,
             scripts: Scripts {
                 take_ticket: Script::new(scripts::TAKE_TICKET),
                 create_session: Script::new(scripts::CREATE_SESSION),
@@ -131,18 +134,34 @@ impl RedisStore {
         })
     }
 
+    /// Records every exchange's latency and errors in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Runs one Redis exchange under the operation deadline.
     async fn run<T, F>(&self, exchange: F) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, RedisError>>,
     {
-        match tokio::time::timeout(self.deadline, exchange).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.deadline, exchange).await {
             Ok(result) => result.map_err(classify),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "no answer from Redis within {:?}",
                 self.deadline
             ))),
+        };
+        if let Some(metrics) = &self.metrics {
+            let error = result.as_ref().err().map(|error| match error {
+                StoreError::Unavailable(_) => "unavailable",
+                StoreError::Rejected(_) => "rejected",
+                _ => "corrupt",
+            });
+            metrics.store_exchange(started.elapsed().as_secs_f64(), error);
         }
+        result
     }
 
     async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
