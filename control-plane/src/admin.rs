@@ -1,6 +1,6 @@
 //! The admin port: `/live` (the process runs) and `/ready` (the store answers and the
-//! process is not shutting down), for Kubernetes probes that speak HTTP; `grpc.health.v1`
-//! says the same over gRPC.
+//! process is not shutting down), for Kubernetes probes that speak HTTP (`grpc.health.v1`
+//! says the same over gRPC); `/metrics`; `/log-level` (GET the filter, PUT a new one).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -41,6 +41,7 @@ pub async fn serve(
     listener: TcpListener,
     readiness: Arc<Readiness>,
     metrics: Arc<crate::metrics::Metrics>,
+    logs: Option<crate::logging::LogControl>,
     stop: CancellationToken,
 ) {
     loop {
@@ -53,11 +54,18 @@ pub async fn serve(
         };
         let readiness = readiness.clone();
         let metrics = metrics.clone();
+        let logs = logs.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
+            let service = service_fn(move |request: Request<Incoming>| {
                 let readiness = readiness.clone();
                 let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(answer(&readiness, &metrics, &request)) }
+                let logs = logs.clone();
+                async move {
+                    if request.uri().path() == "/log-level" {
+                        return Ok::<_, Infallible>(log_level(logs, request).await);
+                    }
+                    Ok(answer(&readiness, &metrics, &request))
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -98,4 +106,58 @@ fn answer(
             .insert(http::header::CONTENT_TYPE, value);
     }
     response
+}
+
+/// `GET /log-level` shows the filter in force; `PUT /log-level` with `tracing` directives in
+/// the body replaces it (400 for directives that do not parse).
+async fn log_level(
+    logs: Option<crate::logging::LogControl>,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt as _;
+    let reply = |status: StatusCode, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response
+    };
+    let Some(logs) = logs else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "log control is not installed\n".to_owned(),
+        );
+    };
+    match *request.method() {
+        Method::GET => reply(
+            StatusCode::OK,
+            format!("{{\"filter\":{:?}}}", logs.current()),
+        ),
+        Method::PUT => {
+            let Ok(body) = http_body_util::Limited::new(request.into_body(), 4096)
+                .collect()
+                .await
+            else {
+                return reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "directives are limited to 4 KiB\n".to_owned(),
+                );
+            };
+            match logs.set(&String::from_utf8_lossy(&body.to_bytes())) {
+                Ok(()) => {
+                    tracing::info!(filter = %logs.current(), "log filter changed");
+                    reply(
+                        StatusCode::OK,
+                        format!("{{\"filter\":{:?}}}", logs.current()),
+                    )
+                }
+                Err(reason) => reply(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid filter: {reason}\n"),
+                ),
+            }
+        }
+        _ => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET or PUT\n".to_owned(),
+        ),
+    }
 }

@@ -29,7 +29,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging();
+    let logs = gatehouse_control_plane::logging::LogControl::install();
     // One crypto provider, chosen here, for every TLS connection of the process.
     if rustls::crypto::ring::default_provider()
         .install_default()
@@ -49,7 +49,7 @@ async fn main() -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    match run(config, cli.config, cli.overrides).await {
+    match run(config, cli.config, cli.overrides, logs).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("control-plane: {error:#}");
@@ -58,8 +58,13 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config, file: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
-    let mut server = BoundServer::bind(&config).await?;
+async fn run(
+    config: Config,
+    file: Option<PathBuf>,
+    overrides: Overrides,
+    logs: gatehouse_control_plane::logging::LogControl,
+) -> anyhow::Result<()> {
+    let mut server = BoundServer::bind(&config).await?.with_log_control(logs);
     if let Some(file) = file {
         server = server.reload_from(file, overrides);
     }
@@ -94,19 +99,5 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
-    }
-}
-
-/// Logs as plain text, or JSON with `GATEHOUSE_LOG_FORMAT=json`; the level from
-/// `GATEHOUSE_LOG` (a `tracing` filter, default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if std::env::var("GATEHOUSE_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"))
-    {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

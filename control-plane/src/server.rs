@@ -91,6 +91,7 @@ pub struct BoundServer {
     tls: Option<tonic::transport::ServerTlsConfig>,
     /// Where the virtual proxies are reloaded from, on change or SIGHUP.
     reload: Option<(PathBuf, Overrides)>,
+    logs: Option<crate::logging::LogControl>,
 }
 
 /// Builds the store the configuration names.
@@ -162,6 +163,7 @@ impl BoundServer {
             access: AccessPolicy::new(config.tls.as_ref(), config.node_secret.clone()),
             tls,
             reload: None,
+            logs: None,
         })
     }
 
@@ -170,6 +172,12 @@ impl BoundServer {
     /// take effect on restart.
     pub fn reload_from(mut self, path: PathBuf, overrides: Overrides) -> Self {
         self.reload = Some((path, overrides));
+        self
+    }
+
+    /// Lets `/log-level` on the admin port change the process's log filter.
+    pub fn with_log_control(mut self, logs: crate::logging::LogControl) -> Self {
+        self.logs = Some(logs);
         self
     }
 
@@ -207,6 +215,7 @@ impl BoundServer {
             self.admin,
             self.readiness.clone(),
             self.metrics.clone(),
+            self.logs.clone(),
             admin_stop.clone(),
         ));
         let readiness = self.readiness.clone();

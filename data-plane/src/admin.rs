@@ -1,5 +1,6 @@
-//! The admin port: `/live` (the process runs) and `/ready` (it holds a configuration
-//! snapshot, so it can route; it does not flap with Redis or the control plane).
+//! The admin port: `/live` (the process runs), `/ready` (it holds a configuration snapshot,
+//! so it can route; it does not flap with Redis or the control plane), `/status`,
+//! `/metrics`, and `/log-level` (GET the filter in force, PUT a new one).
 
 use std::sync::Arc;
 
@@ -7,11 +8,19 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use crate::logging::LogControl;
 use crate::proxy::upstream::ProxyBody;
 use crate::respond;
 use crate::state::NodeState;
 
-pub async fn handle(state: Arc<NodeState>, request: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(
+    state: Arc<NodeState>,
+    logs: Option<LogControl>,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if request.uri().path() == "/log-level" {
+        return log_level(logs, request).await;
+    }
     if request.method() != Method::GET {
         return respond::error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
     }
@@ -45,5 +54,40 @@ pub async fn handle(state: Arc<NodeState>, request: Request<Incoming>) -> Respon
             }),
         ),
         _ => respond::error(StatusCode::NOT_FOUND, "unknown admin path"),
+    }
+}
+
+/// `GET /log-level` shows the filter in force; `PUT /log-level` with `tracing` directives in
+/// the body replaces it (400 for directives that do not parse).
+async fn log_level(logs: Option<LogControl>, request: Request<Incoming>) -> Response<ProxyBody> {
+    use http_body_util::BodyExt as _;
+    let Some(logs) = logs else {
+        return respond::error(StatusCode::NOT_FOUND, "log control is not installed");
+    };
+    match *request.method() {
+        Method::GET => respond::json(StatusCode::OK, &json!({ "filter": logs.current() })),
+        Method::PUT => {
+            let Ok(body) = http_body_util::Limited::new(request.into_body(), 4096)
+                .collect()
+                .await
+            else {
+                return respond::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "directives are limited to 4 KiB",
+                );
+            };
+            let directives = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+            match logs.set(&directives) {
+                Ok(()) => {
+                    tracing::info!(filter = %logs.current(), "log filter changed");
+                    respond::json(StatusCode::OK, &json!({ "filter": logs.current() }))
+                }
+                Err(reason) => respond::error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid filter: {reason}"),
+                ),
+            }
+        }
+        _ => respond::error(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT"),
     }
 }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod control;
 pub mod idle;
+pub mod logging;
 pub mod metrics;
 pub mod personal;
 pub mod proxy;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use gatehouse_data_plane::BoundNode;
 use gatehouse_data_plane::config::{Config, Overrides};
+use gatehouse_data_plane::logging::LogControl;
 
 /// Exit code for bad configuration (EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -29,7 +30,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging();
+    let logs = LogControl::install();
     // One crypto provider, chosen here, for every TLS connection of the process.
     if rustls::crypto::ring::default_provider()
         .install_default()
@@ -50,7 +51,7 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let node = match BoundNode::bind(config).await {
-        Ok(node) => node,
+        Ok(node) => node.with_log_control(logs),
         Err(error) => {
             eprintln!("data-plane: {error}");
             return ExitCode::FAILURE;
@@ -81,19 +82,5 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
-    }
-}
-
-/// Logs as plain text, or JSON with `GATEHOUSE_LOG_FORMAT=json`; the level from
-/// `GATEHOUSE_LOG` (a `tracing` filter, default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if std::env::var("GATEHOUSE_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"))
-    {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::control::{ControlClient, activity, watch};
 use crate::idle::{Activity, Watched};
+use crate::logging::LogControl;
 use crate::state::NodeState;
 use crate::tls::CertificateStore;
 use crate::{admin, proxy, respond};
@@ -44,6 +45,7 @@ pub struct BoundNode {
     state: Arc<NodeState>,
     config: Config,
     certificates: Option<Arc<CertificateStore>>,
+    logs: Option<LogControl>,
 }
 
 impl BoundNode {
@@ -69,7 +71,14 @@ impl BoundNode {
             state,
             config,
             certificates,
+            logs: None,
         })
+    }
+
+    /// Lets `/log-level` on the admin port change the process's log filter.
+    pub fn with_log_control(mut self, logs: LogControl) -> Self {
+        self.logs = Some(logs);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -149,6 +158,7 @@ impl BoundNode {
             tls: None,
             capacity: None,
         };
+        let logs = self.logs.clone();
         let admin_loop = accept_loop(
             admin_listener,
             admin_stop.clone(),
@@ -156,9 +166,11 @@ impl BoundNode {
             limits,
             move |_, _| {
                 let state = state.clone();
+                let logs = logs.clone();
                 service_fn(move |request| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(admin::handle(state, request).await) }
+                    let logs = logs.clone();
+                    async move { Ok::<_, Infallible>(admin::handle(state, logs, request).await) }
                 })
             },
         );

@@ -124,6 +124,18 @@ async fn the_binary_exits_0_on_sigterm() {
         || async move { (ready_status(admin_address).await == Some(200)).then_some(()) },
     )
     .await;
+    // The log filter changes at run time through the admin port.
+    let log_level = format!("http://{admin_address}/log-level");
+    let current = get(&log_level, &[]).await;
+    assert_eq!(current.status, 200);
+    let refused =
+        crate::harness::client::request(http::Method::PUT, &log_level, &[], "no=such=level").await;
+    assert_eq!(refused.status, 400);
+    let changed =
+        crate::harness::client::request(http::Method::PUT, &log_level, &[], "info,h2=warn").await;
+    assert_eq!(changed.status, 200);
+    assert!(get(&log_level, &[]).await.text().contains("h2=warn"));
+
     // A request carrying secrets, to look for in the log afterwards.
     let secret_url = format!("http://127.0.0.1:{listen}/app/hub?qlikTicket=ticket-secret-value");
     let _ = get(
