@@ -29,7 +29,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let logs = gatehouse_control_plane::logging::LogControl::install();
+    let (logs, _traces) =
+        gatehouse_control_plane::logging::LogControl::install("gatehouse-control-plane");
     // One crypto provider, chosen here, for every TLS connection of the process.
     if rustls::crypto::ring::default_provider()
         .install_default()

@@ -1,5 +1,6 @@
 //! The control plane's Prometheus metrics, served on the admin port at `/metrics`: gRPC calls
 //! by method and status with their latency, and session-store (Redis) latency and errors.
+//! The same layer makes each call a trace span.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -135,23 +136,34 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use tracing::Instrument as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
         let method = request.uri().path().trim_start_matches('/').to_owned();
+        // Each call is a span, the child of the caller's W3C trace context (a node's request).
+        let span = tracing::info_span!("rpc", rpc.method = %method);
+        let _ = span.set_parent(crate::logging::extract_context(request.headers()));
         let metrics = self.metrics.clone();
         let started = Instant::now();
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let result = future.await;
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("0")
-                    .to_owned(),
-                Err(_) => "transport".to_owned(),
-            };
-            metrics.rpc(&method, &code, started.elapsed().as_secs_f64());
-            result
-        })
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        Box::pin(
+            async move {
+                let result = future.await;
+                let code = match &result {
+                    Ok(response) => response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or("0")
+                        .to_owned(),
+                    Err(_) => "transport".to_owned(),
+                };
+                metrics.rpc(&method, &code, started.elapsed().as_secs_f64());
+                result
+            }
+            .instrument(span),
+        )
     }
 }

@@ -30,7 +30,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let logs = LogControl::install();
+    let (logs, _traces) = LogControl::install("gatehouse-data-plane");
     // One crypto provider, chosen here, for every TLS connection of the process.
     if rustls::crypto::ring::default_provider()
         .install_default()

@@ -57,3 +57,5 @@ mod store_conformance;
 mod tickets;
 #[cfg(test)]
 mod tls;
+#[cfg(test)]
+mod tracing_export;

@@ -40,8 +40,8 @@ impl From<Status> for ControlError {
     }
 }
 
-/// Adds the development shared secret to every call; with mutual TLS the certificate is the
-/// credential and nothing is added.
+/// Adds the development shared secret to every call (with mutual TLS the certificate is the
+/// credential), and the W3C trace context of the request that makes the call.
 #[derive(Debug, Clone)]
 pub struct Credential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
@@ -51,6 +51,17 @@ impl tonic::service::Interceptor for Credential {
             request
                 .metadata_mut()
                 .insert("authorization", secret.clone());
+        }
+        // The call joins the trace of the request that made it.
+        let mut headers = http::HeaderMap::new();
+        crate::logging::inject_current(&mut headers);
+        for (name, value) in &headers {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
+                value.to_str().unwrap_or_default().parse(),
+            ) {
+                request.metadata_mut().insert(key, value);
+            }
         }
         Ok(request)
     }

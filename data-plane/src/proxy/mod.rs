@@ -22,8 +22,24 @@ use crate::state::NodeState;
 use crate::vproxy::VirtualProxy;
 
 /// Serves one request. Never fails: every problem becomes a response with a status and a
-/// short reason.
+/// short reason. Each request is a span, the child of the client's W3C trace context.
 pub async fn handle(
+    state: Arc<NodeState>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    secure: bool,
+) -> Response<ProxyBody> {
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span =
+        tracing::info_span!("request", method = %request.method(), path = request.uri().path());
+    let _ = span.set_parent(crate::logging::extract_context(request.headers()));
+    handle_in_span(state, request, peer, secure)
+        .instrument(span)
+        .await
+}
+
+async fn handle_in_span(
     state: Arc<NodeState>,
     request: Request<Incoming>,
     peer: SocketAddr,
@@ -173,6 +189,7 @@ async fn serve(
         parts.headers.insert(http::header::HOST, host);
     }
     parts.uri = upstream_path(&parts.uri, proxy);
+    crate::logging::inject_current(&mut parts.headers);
     headers::for_upstream(
         &mut parts.headers,
         proxy,
