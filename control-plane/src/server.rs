@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use gatehouse_proto::v1 as pb;
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
@@ -83,6 +84,7 @@ fn server_tls(
 pub struct BoundServer {
     listener: TcpListener,
     admin: TcpListener,
+    health: Option<TcpListener>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     shutdown_grace: Duration,
@@ -144,6 +146,14 @@ impl BoundServer {
                 address: config.admin_listen,
                 source,
             })?;
+        let health = match config.health_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| StartError::Bind { address, source })?,
+            ),
+            None => None,
+        };
         let tls = config.tls.as_ref().map(server_tls).transpose()?;
         if tls.is_none() {
             tracing::warn!(
@@ -156,6 +166,7 @@ impl BoundServer {
         Ok(Self {
             listener,
             admin,
+            health,
             readiness: Arc::new(Readiness::default()),
             metrics,
             shutdown_grace: config.shutdown_grace,
@@ -190,6 +201,13 @@ impl BoundServer {
         self.admin.local_addr()
     }
 
+    /// Address of the plaintext health-only gRPC port, when there is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then drains in-flight calls.
     pub async fn serve(
         self,
@@ -211,6 +229,20 @@ impl BoundServer {
             self.readiness.clone(),
         ));
         let admin_stop = CancellationToken::new();
+        // Health alone, in plaintext, for probes; it stops with the admin port.
+        let health_server = self.health.map(|listener| {
+            let stop = admin_stop.clone();
+            let health = health_service.clone();
+            tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
+                    .add_service(health)
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        stop.cancelled_owned(),
+                    )
+                    .await;
+            })
+        });
         let admin = tokio::spawn(crate::admin::serve(
             self.admin,
             self.readiness.clone(),
@@ -297,6 +329,9 @@ impl BoundServer {
         };
         admin_stop.cancel();
         let _ = admin.await;
+        if let Some(health_server) = health_server {
+            let _ = health_server.await;
+        }
         if let Some(reloader) = reloader {
             reloader.abort();
         }

@@ -204,3 +204,55 @@ async fn the_control_plane_is_ready_while_its_store_answers() {
     .await;
     control.stop().await;
 }
+
+#[tokio::test]
+async fn kubernetes_grpc_probes_have_a_plaintext_health_port() {
+    let config = gatehouse_control_plane::Config::from_toml_str(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nhealth_listen = \"127.0.0.1:0\"",
+    )
+    .unwrap();
+    let server = gatehouse_control_plane::BoundServer::bind(&config)
+        .await
+        .unwrap();
+    let health = server.health_addr().expect("a health port");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{health}"))
+        .unwrap()
+        .connect_lazy();
+    let client = tonic_health::pb::health_client::HealthClient::new(channel);
+    eventually(
+        "the health port to say SERVING",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            async move {
+                let answer = client
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .ok()?;
+                (answer.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // Only health lives there.
+    let mut sessions = gatehouse_proto::v1::session_service_client::SessionServiceClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{health}"))
+            .unwrap()
+            .connect_lazy(),
+    );
+    let refused = sessions
+        .list_sessions(gatehouse_proto::v1::ListSessionsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented);
+    let _ = stop.send(());
+    let _ = task.await;
+}

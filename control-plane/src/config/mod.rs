@@ -24,6 +24,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address of `/live` and `/ready`.
     pub admin_listen: SocketAddr,
+    /// Plaintext `grpc.health.v1` only, for Kubernetes gRPC probes (which speak no TLS).
+    pub health_listen: Option<SocketAddr>,
     /// On SIGTERM: how long in-flight calls may take to finish.
     pub shutdown_grace: Duration,
     pub store: StoreConfig,
@@ -190,6 +192,7 @@ impl Default for TicketConfig {
 struct FileConfig {
     listen: SocketAddr,
     admin_listen: SocketAddr,
+    health_listen: Option<SocketAddr>,
     #[serde(with = "humantime_serde")]
     shutdown_grace: Duration,
     store: StoreConfig,
@@ -204,6 +207,7 @@ impl Default for FileConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 4243)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9902)),
+            health_listen: None,
             shutdown_grace: Duration::from_secs(30),
             store: StoreConfig::default(),
             tickets: TicketConfig::default(),
@@ -384,6 +388,7 @@ impl Config {
         Ok(Self {
             listen: file.listen,
             admin_listen: file.admin_listen,
+            health_listen: file.health_listen,
             shutdown_grace: file.shutdown_grace,
             store: file.store,
             tickets: file.tickets,
