@@ -74,3 +74,25 @@ fn a_valid_configuration_checks_clean() {
     let output = control_plane(&["--config", path.to_str().unwrap(), "--check-config"], &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
+
+#[test]
+fn any_setting_comes_from_the_environment_or_the_command_line() {
+    let bad_env = control_plane(
+        &["--check-config"],
+        &[("GATEHOUSE__STORE__KEY_PREFIX", "bad prefix!")],
+    );
+    assert_eq!(bad_env.status.code(), Some(64));
+    assert!(
+        stderr(&bad_env).contains("key_prefix"),
+        "{}",
+        stderr(&bad_env)
+    );
+    let bad_flag = control_plane(&["--check-config", "--set", "tickets.ticket_ttl=soon"], &[]);
+    assert_eq!(bad_flag.status.code(), Some(64));
+    // --set wins over the environment.
+    let fixed = control_plane(
+        &["--check-config", "--set", "store.key_prefix=fine"],
+        &[("GATEHOUSE__STORE__KEY_PREFIX", "bad prefix!")],
+    );
+    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+}

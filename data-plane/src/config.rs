@@ -230,6 +230,9 @@ pub struct Overrides {
     /// Secret this node presents to the control plane (at least 32 characters)
     #[arg(long, env = "GATEHOUSE_NODE_SECRET", hide_env_values = true)]
     pub node_secret: Option<String>,
+    /// Any setting, as section.key=value (repeatable; wins over GATEHOUSE__SECTION__KEY)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Name of this node [default: the host name]
     #[arg(long, env = "GATEHOUSE_NODE_ID")]
     pub node_id: Option<String>,
@@ -257,7 +260,11 @@ impl Config {
             })?,
             None => String::new(),
         };
-        Self::from_toml_with(&text, overrides)
+        // Precedence, lowest first: file, GATEHOUSE__ variables, --set, then the named flags
+        // and variables (GATEHOUSE_LISTEN and the like).
+        let mut settings = crate::settings::from_environment();
+        settings.extend(overrides.set.iter().cloned());
+        Self::from_toml_with_settings(&text, &settings, overrides)
     }
 
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
@@ -265,7 +272,15 @@ impl Config {
     }
 
     fn from_toml_with(text: &str, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let mut file: FileConfig = toml::from_str(text).map_err(|error| {
+        Self::from_toml_with_settings(text, &overrides.set, overrides)
+    }
+
+    fn from_toml_with_settings(
+        text: &str,
+        settings: &[String],
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|error: toml::de::Error| {
             let line = error
                 .span()
                 .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
@@ -275,6 +290,13 @@ impl Config {
                 None => message.trim().to_owned(),
             })
         })?;
+        crate::settings::apply(&mut table, settings).map_err(ConfigError::Invalid)?;
+        let mut file: FileConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|error: toml::de::Error| {
+                    ConfigError::Parse(error.message().replace('\n', " "))
+                })?;
         if let Some(listen) = overrides.listen {
             file.listen = listen;
         }

@@ -16,6 +16,7 @@ pub mod personal;
 pub mod proxy;
 pub mod respond;
 pub mod server;
+pub mod settings;
 pub mod sockets;
 pub mod state;
 pub mod tls;

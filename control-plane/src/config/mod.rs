@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod settings;
 mod virtual_proxy;
 
 use self::virtual_proxy::FileVirtualProxy;
@@ -236,6 +237,9 @@ pub struct Overrides {
     /// Redis password (prefer store.password_file)
     #[arg(long, env = "GATEHOUSE_REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
+    /// Any setting, as section.key=value (repeatable; wins over GATEHOUSE__SECTION__KEY)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Secret data-plane nodes present (at least 32 characters)
     #[arg(long, env = "GATEHOUSE_NODE_SECRET", hide_env_values = true)]
     pub node_secret: Option<String>,
@@ -265,7 +269,11 @@ impl Config {
             })?,
             None => String::new(),
         };
-        Self::from_toml_with(&text, overrides)
+        // Precedence, lowest first: file, GATEHOUSE__ variables, --set, then the named flags
+        // and variables (GATEHOUSE_LISTEN and the like).
+        let mut settings = settings::from_environment();
+        settings.extend(overrides.set.iter().cloned());
+        Self::from_toml_with_settings(&text, &settings, overrides)
     }
 
     /// Parses and validates a configuration given as TOML text, with no overrides.
@@ -274,8 +282,23 @@ impl Config {
     }
 
     fn from_toml_with(text: &str, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let mut file: FileConfig =
+        Self::from_toml_with_settings(text, &overrides.set, overrides)
+    }
+
+    fn from_toml_with_settings(
+        text: &str,
+        settings: &[String],
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
             toml::from_str(text).map_err(|error| parse_error(text, &error))?;
+        settings::apply(&mut table, settings).map_err(ConfigError::Invalid)?;
+        let mut file: FileConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|error: toml::de::Error| {
+                    ConfigError::Parse(error.message().replace('\n', " "))
+                })?;
         if let Some(listen) = overrides.listen {
             file.listen = listen;
         }
@@ -523,11 +546,13 @@ mod tests {
             store: Some(StoreBackend::Redis),
             redis_url: Some("redis://127.0.0.1:1/".to_owned()),
             redis_password: Some("hunter2".to_owned()),
+            set: vec!["tickets.ticket_ttl=5s".to_owned()],
             node_secret: Some("s".repeat(40)),
         };
         let config = Config::from_toml_with("listen = \"127.0.0.1:8\"", &overrides)
             .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(config.listen.port(), 9);
+        assert_eq!(config.tickets.ticket_ttl, Duration::from_secs(5));
         assert_eq!(config.store.backend, StoreBackend::Redis);
         assert_eq!(config.store.redis_url, "redis://127.0.0.1:1/");
         assert!(
