@@ -256,3 +256,28 @@ async fn kubernetes_grpc_probes_have_a_plaintext_health_port() {
     let _ = stop.send(());
     let _ = task.await;
 }
+
+#[tokio::test]
+async fn a_node_is_not_ready_before_its_first_snapshot() {
+    let nowhere = crate::harness::redis_server::free_port();
+    let config = gatehouse_data_plane::Config::from_toml_str(&format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[control_plane]\nendpoints = [\"http://127.0.0.1:{nowhere}\"]\nshared_secret = \"{}\"",
+        crate::harness::control_plane::NODE_SECRET
+    ))
+    .unwrap();
+    let node = gatehouse_data_plane::BoundNode::bind(config).await.unwrap();
+    let admin = node.admin_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(node.serve(async {
+        let _ = stopped.await;
+    }));
+    let live = get(&format!("http://{admin}/live"), &[]).await;
+    assert_eq!(live.status, 200);
+    // No control plane, no snapshot: alive but not ready, and it stays so.
+    for _ in 0..3 {
+        assert_eq!(ready_status(admin).await, Some(503));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    let _ = task.await;
+}
