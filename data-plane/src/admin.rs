@@ -27,9 +27,19 @@ pub async fn handle(
     match request.uri().path() {
         "/live" => respond::json(StatusCode::OK, &json!({ "live": true })),
         "/metrics" => {
+            let upstreams: Vec<(String, usize, usize)> = state
+                .table
+                .load()
+                .all()
+                .iter()
+                .map(|proxy| {
+                    let (healthy, ejected) = proxy.upstream.health();
+                    (proxy.prefix.clone(), healthy, ejected)
+                })
+                .collect();
             let text = state
                 .metrics
-                .render(state.cache.len(), state.sockets.count());
+                .render(state.cache.len(), state.sockets.count(), &upstreams);
             let mut response = http::Response::new(respond::body(text));
             if let Ok(value) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse()
             {

@@ -29,6 +29,7 @@ pub struct Metrics {
     cached_sessions: Gauge<i64, std::sync::atomic::AtomicI64>,
     open_websockets: Gauge<i64, std::sync::atomic::AtomicI64>,
     upstream_failures: Family<Labels, Counter>,
+    upstream_nodes: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -106,7 +107,14 @@ impl Metrics {
             "Upstream requests that failed, by virtual proxy and kind (connect, timeout, other)",
             upstream_failures.clone(),
         );
+        let upstream_nodes = Family::<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        registry.register(
+            "upstream_nodes",
+            "Upstream nodes by virtual proxy and state (healthy, ejected)",
+            upstream_nodes.clone(),
+        );
         Self {
+            upstream_nodes,
             registry,
             requests,
             request_seconds,
@@ -172,8 +180,25 @@ impl Metrics {
             .inc();
     }
 
-    /// The OpenMetrics text, with gauges read now.
-    pub fn render(&self, cached_sessions: usize, open_websockets: usize) -> String {
+    /// The OpenMetrics text, with gauges read now; `upstreams` is each virtual proxy's
+    /// (healthy, ejected) node counts.
+    pub fn render(
+        &self,
+        cached_sessions: usize,
+        open_websockets: usize,
+        upstreams: &[(String, usize, usize)],
+    ) -> String {
+        self.upstream_nodes.clear();
+        for (virtual_proxy, healthy, ejected) in upstreams {
+            for (state, count) in [("healthy", healthy), ("ejected", ejected)] {
+                self.upstream_nodes
+                    .get_or_create(&vec![
+                        ("virtual_proxy", virtual_proxy.clone()),
+                        ("state", state.to_owned()),
+                    ])
+                    .set(i64::try_from(*count).unwrap_or(i64::MAX));
+            }
+        }
         self.cached_sessions
             .set(i64::try_from(cached_sessions).unwrap_or(i64::MAX));
         self.open_websockets

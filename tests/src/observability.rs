@@ -74,6 +74,14 @@ async fn node_metrics_move_with_traffic() {
     assert!(sample(&after, "gatehouse_cache_lookups_total{result=\"hit\"}") >= 2.0);
     assert_eq!(sample(&after, "gatehouse_cached_sessions"), 1.0);
     assert_eq!(sample(&after, "gatehouse_open_websockets"), 1.0);
+    assert_eq!(
+        sample(
+            &after,
+            "gatehouse_upstream_nodes{virtual_proxy=\"app\",state=\"healthy\"}"
+        ),
+        1.0,
+        "{after}"
+    );
 
     control
         .sessions()

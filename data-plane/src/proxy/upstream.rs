@@ -246,6 +246,17 @@ impl UpstreamPool {
         self.members.load_full()
     }
 
+    /// (healthy, ejected) node counts, for metrics.
+    pub fn health(&self) -> (usize, usize) {
+        let now = Instant::now();
+        let members = self.members.load();
+        let ejected = members
+            .iter()
+            .filter(|member| member.is_ejected(now))
+            .count();
+        (members.len() - ejected, ejected)
+    }
+
     /// Chooses a node, skipping ejected ones (unless all are) and those in `tried`.
     pub fn pick(&self, affinity: Option<&str>, tried: &[SocketAddr]) -> Option<Arc<Member>> {
         let members = self.members.load();
