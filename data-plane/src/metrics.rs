@@ -30,6 +30,8 @@ pub struct Metrics {
     open_websockets: Gauge<i64, std::sync::atomic::AtomicI64>,
     upstream_failures: Family<Labels, Counter>,
     upstream_nodes: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    upstream_seconds: HistogramFamily,
+    active_sessions: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -113,7 +115,21 @@ impl Metrics {
             "Upstream nodes by virtual proxy and state (healthy, ejected)",
             upstream_nodes.clone(),
         );
+        let upstream_seconds = HistogramFamily::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_seconds",
+            "Time from sending a request upstream to its response head, by virtual proxy",
+            upstream_seconds.clone(),
+        );
+        let active_sessions = Gauge::default();
+        registry.register(
+            "active_sessions",
+            "Sessions used through this node during the last activity-report interval",
+            active_sessions.clone(),
+        );
         Self {
+            upstream_seconds,
+            active_sessions,
             upstream_nodes,
             registry,
             requests,
@@ -169,6 +185,17 @@ impl Metrics {
         if let Some(delay) = delay_seconds {
             self.revocation_delay_seconds.observe(delay);
         }
+    }
+
+    pub fn upstream_answered(&self, virtual_proxy: &str, seconds: f64) {
+        self.upstream_seconds
+            .get_or_create(&vec![("virtual_proxy", virtual_proxy.to_owned())])
+            .observe(seconds);
+    }
+
+    pub fn active_sessions(&self, count: usize) {
+        self.active_sessions
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn upstream_failure(&self, virtual_proxy: &str, kind: &'static str) {

@@ -65,6 +65,8 @@ async fn node_metrics_move_with_traffic() {
         "# TYPE gatehouse_request_seconds histogram",
         "# TYPE gatehouse_cache_lookups counter",
         "# TYPE gatehouse_validations counter",
+        "# TYPE gatehouse_upstream_seconds histogram",
+        "# TYPE gatehouse_active_sessions gauge",
     ] {
         assert!(after.contains(series), "{series} missing from:\n{after}");
     }

@@ -26,6 +26,9 @@ pub async fn report_once(state: &NodeState) {
     for handle in state.sockets.sessions() {
         activity.push((handle, now));
     }
+    let distinct: std::collections::HashSet<&str> =
+        activity.iter().map(|(handle, _)| handle.as_str()).collect();
+    state.metrics.active_sessions(distinct.len());
     for batch in activity.chunks(BATCH) {
         match state.control.touch(batch).await {
             Ok(ended) => {

@@ -215,8 +215,12 @@ async fn serve(
         }
         None => {
             let request = Request::from_parts(parts, body.boxed());
+            let sent = std::time::Instant::now();
             match proxy.upstream.send(request, Some(&session.handle)).await {
                 Ok((response, address)) => {
+                    state
+                        .metrics
+                        .upstream_answered(&proxy.prefix, sent.elapsed().as_secs_f64());
                     let (mut parts, body) = response.into_parts();
                     headers::from_upstream(&mut parts.headers, session_cookies);
                     parts.extensions.insert(AnsweredBy(address));
