@@ -31,13 +31,7 @@ struct Cli {
 async fn main() -> ExitCode {
     let (logs, _traces) =
         gatehouse_control_plane::logging::LogControl::install("gatehouse-control-plane");
-    // One crypto provider, chosen here, for every TLS connection of the process.
-    if rustls::crypto::ring::default_provider()
-        .install_default()
-        .is_err()
-    {
-        tracing::debug!("a crypto provider was already installed");
-    }
+    gatehouse_control_plane::process::install_crypto_provider();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref(), &cli.overrides) {
         Ok(config) => config,
@@ -75,30 +69,9 @@ async fn run(
         virtual_proxies = config.virtual_proxies.len(),
         "control plane listening"
     );
-    server.serve(shutdown_signal()).await?;
+    server
+        .serve(gatehouse_control_plane::process::shutdown_signal())
+        .await?;
     tracing::info!("control plane stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }

@@ -280,16 +280,7 @@ impl Config {
         settings: &[String],
         overrides: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|error: toml::de::Error| {
-            let line = error
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            let message = error.message().replace('\n', " ");
-            ConfigError::Parse(match line {
-                Some(line) => format!("line {line}: {}", message.trim()),
-                None => message.trim().to_owned(),
-            })
-        })?;
+        let mut table = crate::settings::parse(text).map_err(ConfigError::Parse)?;
         crate::settings::apply(&mut table, settings).map_err(ConfigError::Invalid)?;
         let mut file: FileConfig =
             toml::Value::Table(table)

@@ -10,12 +10,17 @@ pub mod cache;
 pub mod config;
 pub mod control;
 pub mod idle;
+// One source with the control plane: both binaries log, trace and read settings alike.
+#[path = "../../control-plane/src/logging.rs"]
 pub mod logging;
 pub mod metrics;
 pub mod personal;
+#[path = "../../control-plane/src/process.rs"]
+pub mod process;
 pub mod proxy;
 pub mod respond;
 pub mod server;
+#[path = "../../control-plane/src/config/settings.rs"]
 pub mod settings;
 pub mod sockets;
 pub mod state;

@@ -31,13 +31,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let (logs, _traces) = LogControl::install("gatehouse-data-plane");
-    // One crypto provider, chosen here, for every TLS connection of the process.
-    if rustls::crypto::ring::default_provider()
-        .install_default()
-        .is_err()
-    {
-        tracing::debug!("a crypto provider was already installed");
-    }
+    gatehouse_data_plane::process::install_crypto_provider();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref(), &cli.overrides) {
         Ok(config) => config,
@@ -60,27 +54,8 @@ async fn main() -> ExitCode {
     if let (Ok(address), Ok(admin)) = (node.local_addr(), node.admin_addr()) {
         tracing::info!(%address, %admin, "data-plane node listening");
     }
-    node.serve(shutdown_signal()).await;
+    node.serve(gatehouse_data_plane::process::shutdown_signal())
+        .await;
     tracing::info!("data-plane node stopped");
     ExitCode::SUCCESS
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }

@@ -290,8 +290,7 @@ impl Config {
         settings: &[String],
         overrides: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|error| parse_error(text, &error))?;
+        let mut table = settings::parse(text).map_err(ConfigError::Parse)?;
         settings::apply(&mut table, settings).map_err(ConfigError::Invalid)?;
         let mut file: FileConfig =
             toml::Value::Table(table)
@@ -445,18 +444,6 @@ fn node_secret(config: &NodeApiConfig) -> Result<Option<Secret>, ConfigError> {
         )));
     }
     Ok(Some(Secret::new(secret)))
-}
-
-/// toml's messages span several lines with a source excerpt; the operator gets one line.
-fn parse_error(text: &str, error: &toml::de::Error) -> ConfigError {
-    let message = error.message().replace('\n', " ");
-    match error.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            ConfigError::Parse(format!("line {line}: {}", message.trim()))
-        }
-        None => ConfigError::Parse(message.trim().to_owned()),
-    }
 }
 
 #[cfg(test)]

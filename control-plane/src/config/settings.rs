@@ -3,6 +3,20 @@
 //! tables). Values are read as TOML when they parse (numbers, booleans, arrays, quoted
 //! strings), else as plain strings.
 
+/// Parses a configuration file; a syntax error is one line naming the line it is on.
+pub fn parse(text: &str) -> Result<toml::Table, String> {
+    toml::from_str(text).map_err(|error: toml::de::Error| {
+        let message = error.message().replace('\n', " ");
+        match error.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}: {}", message.trim())
+            }
+            None => message.trim().to_owned(),
+        }
+    })
+}
+
 /// `section.key=value` pairs from `GATEHOUSE__SECTION__KEY` variables.
 pub fn from_environment() -> Vec<String> {
     let mut settings: Vec<String> = std::env::vars()

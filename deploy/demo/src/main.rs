@@ -46,13 +46,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    // One crypto provider, chosen here, for every TLS connection of the process.
-    if rustls::crypto::ring::default_provider()
-        .install_default()
-        .is_err()
-    {
-        tracing::debug!("a crypto provider was already installed");
-    }
+    gatehouse_control_plane::process::install_crypto_provider();
     let cli = Cli::parse();
     // A fresh secret per run: the node and the control plane live in this process only.
     let secret: String = {
