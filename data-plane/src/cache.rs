@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,12 +18,69 @@ const SHARDS: usize = 64;
 const EVICTION_SAMPLE: usize = 8;
 
 /// SHA-256 of a session token: the node keeps no token in the clear.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct TokenKey([u8; 32]);
 
 impl TokenKey {
     pub fn of(token: &str) -> Self {
         Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Eight bytes of the digest from `offset`: already uniformly distributed.
+    fn word(&self, offset: usize) -> u64 {
+        let mut word = [0; 8];
+        word.copy_from_slice(&self.0[offset..offset + 8]);
+        u64::from_le_bytes(word)
+    }
+}
+
+/// A key is a digest, so its bytes serve as its hash: SipHash over 32 bytes was three
+/// quarters of a cache lookup. Only tokens of validated sessions are ever stored, and their
+/// digests cannot be steered, so there is no flooding to defend against here.
+impl std::hash::Hash for TokenKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.word(0));
+    }
+}
+
+/// Hashes a `TokenKey` to its own first word, mixed with a per-cache seed.
+#[derive(Debug, Clone, Copy)]
+struct DigestHasher {
+    seed: u64,
+    hash: u64,
+}
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.hash = word ^ self.seed;
+    }
+
+    /// Not used by `TokenKey`; a plain fold, for completeness.
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.hash = self.hash.rotate_left(8) ^ u64::from(*byte);
+        }
+        self.hash ^= self.seed;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DigestHash {
+    seed: u64,
+}
+
+impl BuildHasher for DigestHash {
+    type Hasher = DigestHasher;
+
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher {
+            seed: self.seed,
+            hash: 0,
+        }
     }
 }
 
@@ -42,6 +100,8 @@ pub struct CachedSession {
     pub attributes: Vec<(String, String)>,
     /// The session ends at this time whatever its activity.
     pub absolute_expiry: SystemTime,
+    /// The identity headers upstreams get, made on first use.
+    pub identity: crate::proxy::headers::IdentityMemo,
 }
 
 impl CachedSession {
@@ -61,6 +121,7 @@ impl CachedSession {
                 .absolute_expiry
                 .and_then(|at| SystemTime::try_from(at).ok())
                 .unwrap_or(SystemTime::UNIX_EPOCH),
+            identity: Default::default(),
         }
     }
 }
@@ -84,7 +145,7 @@ pub enum Lookup {
 
 #[derive(Debug)]
 pub struct SessionCache {
-    shards: Vec<Mutex<HashMap<TokenKey, Entry>>>,
+    shards: Vec<Mutex<HashMap<TokenKey, Entry, DigestHash>>>,
     shard_capacity: usize,
     ttl: Duration,
     grace: Duration,
@@ -92,7 +153,9 @@ pub struct SessionCache {
     by_handle: Mutex<HashMap<String, Vec<TokenKey>>>,
     /// Handles revoked within the last `ttl`, with when.
     revoked: Mutex<HashMap<String, Instant>>,
-    hasher: std::collections::hash_map::RandomState,
+    /// Entries in all shards together.
+    len: AtomicUsize,
+    max_sessions: usize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,19 +166,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl SessionCache {
     pub fn new(max_sessions: usize, ttl: Duration, grace: Duration) -> Self {
+        let seed = std::collections::hash_map::RandomState::new().hash_one(SHARDS);
+        let max_sessions = max_sessions.max(1);
+        let per_shard = max_sessions.div_ceil(SHARDS);
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            shard_capacity: max_sessions.div_ceil(SHARDS).max(1),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(DigestHash { seed })))
+                .collect(),
+            // Shards fill unevenly; headroom lets the cache reach `max_sessions` in all,
+            // which `len` enforces.
+            shard_capacity: per_shard + per_shard / 4 + 4,
             ttl,
             grace,
             by_handle: Mutex::new(HashMap::new()),
             revoked: Mutex::new(HashMap::new()),
-            hasher: std::collections::hash_map::RandomState::new(),
+            len: AtomicUsize::new(0),
+            max_sessions,
         }
     }
 
-    fn shard(&self, key: &TokenKey) -> &Mutex<HashMap<TokenKey, Entry>> {
-        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+    /// The shard comes from another word of the digest than the hash within the shard.
+    fn shard(&self, key: &TokenKey) -> &Mutex<HashMap<TokenKey, Entry, DigestHash>> {
+        let index = usize::try_from(key.word(8) % SHARDS as u64).unwrap_or(0);
         &self.shards[index]
     }
 
@@ -174,20 +246,24 @@ impl SessionCache {
         }
         let evicted = {
             let mut shard = lock(self.shard(&key));
-            let evicted = if shard.len() >= self.shard_capacity && !shard.contains_key(&key) {
+            let full = shard.len() >= self.shard_capacity
+                || self.len.load(Ordering::Relaxed) >= self.max_sessions;
+            let evicted = if full && !shard.contains_key(&key) {
                 let oldest = shard
                     .iter()
                     .take(EVICTION_SAMPLE)
                     .min_by_key(|(_, entry)| entry.validated)
                     .map(|(key, entry)| (*key, entry.session.handle.clone()));
-                if let Some((oldest, _)) = &oldest {
-                    shard.remove(oldest);
+                if let Some((oldest, _)) = &oldest
+                    && shard.remove(oldest).is_some()
+                {
+                    self.len.fetch_sub(1, Ordering::Relaxed);
                 }
                 oldest
             } else {
                 None
             };
-            shard.insert(
+            let replaced = shard.insert(
                 key,
                 Entry {
                     session: session.clone(),
@@ -195,6 +271,9 @@ impl SessionCache {
                     unreported_use: Some(SystemTime::now()),
                 },
             );
+            if replaced.is_none() {
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
             evicted
         };
         let mut by_handle = lock(&self.by_handle);
@@ -212,6 +291,7 @@ impl SessionCache {
     pub fn remove(&self, key: &TokenKey) {
         let removed = lock(self.shard(key)).remove(key);
         if let Some(entry) = removed {
+            self.len.fetch_sub(1, Ordering::Relaxed);
             forget_key(&mut lock(&self.by_handle), &entry.session.handle, key);
         }
     }
@@ -221,20 +301,24 @@ impl SessionCache {
         lock(&self.revoked).insert(handle.to_owned(), Instant::now());
         let keys = lock(&self.by_handle).remove(handle).unwrap_or_default();
         for key in keys {
-            lock(self.shard(&key)).remove(&key);
+            if lock(self.shard(&key)).remove(&key).is_some() {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
     /// Drops everything (revocations were missed).
     pub fn flush(&self) {
         for shard in &self.shards {
-            lock(shard).clear();
+            let mut shard = lock(shard);
+            self.len.fetch_sub(shard.len(), Ordering::Relaxed);
+            shard.clear();
         }
         lock(&self.by_handle).clear();
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.len.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -263,6 +347,7 @@ mod tests {
             user_id: "u".into(),
             attributes: vec![],
             absolute_expiry: SystemTime::now() + Duration::from_secs(3600),
+            identity: Default::default(),
         })
     }
 
@@ -322,7 +407,32 @@ mod tests {
                 session(&index.to_string()),
             );
         }
-        assert!(cache.len() <= SHARDS * 2);
-        assert!(lock(&cache.by_handle).len() <= SHARDS * 2);
+        // An insert into an empty shard of a full cache has nothing to evict: at most one
+        // entry per shard over the bound.
+        assert!(cache.len() <= SHARDS * 3, "{}", cache.len());
+        assert!(lock(&cache.by_handle).len() <= SHARDS * 3);
+        let held: usize = cache.shards.iter().map(|shard| lock(shard).len()).sum();
+        assert_eq!(held, cache.len());
+    }
+
+    #[test]
+    fn the_cache_holds_as_many_sessions_as_it_is_sized_for() {
+        let max = 10_000;
+        let cache = SessionCache::new(max, Duration::from_secs(60), Duration::from_secs(60));
+        for index in 0..max {
+            cache.insert(
+                TokenKey::of(&index.to_string()),
+                session(&index.to_string()),
+            );
+        }
+        assert_eq!(cache.len(), max, "uneven shards must not evict early");
+        for index in 0..max {
+            let key = TokenKey::of(&index.to_string());
+            assert!(matches!(cache.get(&key), Lookup::Fresh(_)), "{index}");
+        }
+        cache.insert(TokenKey::of("one more"), session("one more"));
+        assert_eq!(cache.len(), max);
+        cache.flush();
+        assert_eq!(cache.len(), 0);
     }
 }

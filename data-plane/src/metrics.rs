@@ -1,5 +1,8 @@
 //! The node's Prometheus metrics, served on the admin port at `/metrics` (OpenMetrics text).
 
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -8,19 +11,41 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
-type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+type HistogramFamily<L = Labels> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Labels of the per-request metrics: typed, so that recording one allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProxyLabels {
+    virtual_proxy: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabels {
+    virtual_proxy: Arc<str>,
+    status: u16,
+}
 
 fn latency_histogram() -> Histogram {
     // 100 µs to ~3 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
+/// What a session cache lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Stale,
+    Miss,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<Labels, Counter>,
-    request_seconds: HistogramFamily,
-    cache_lookups: Family<Labels, Counter>,
+    requests: Family<StatusLabels, Counter>,
+    request_seconds: HistogramFamily<ProxyLabels>,
+    cache_hits: Counter,
+    cache_stale: Counter,
+    cache_misses: Counter,
     validations: Family<Labels, Counter>,
     validation_seconds: Histogram,
     logins: Family<Labels, Counter>,
@@ -30,7 +55,7 @@ pub struct Metrics {
     open_websockets: Gauge<i64, std::sync::atomic::AtomicI64>,
     upstream_failures: Family<Labels, Counter>,
     upstream_nodes: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
-    upstream_seconds: HistogramFamily,
+    upstream_seconds: HistogramFamily<ProxyLabels>,
     active_sessions: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
@@ -43,13 +68,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("gatehouse");
-        let requests = Family::<Labels, Counter>::default();
+        let requests = Family::<StatusLabels, Counter>::default();
         registry.register(
             "requests",
             "Requests by virtual proxy and status",
             requests.clone(),
         );
-        let request_seconds = HistogramFamily::new_with_constructor(latency_histogram);
+        let request_seconds =
+            HistogramFamily::<ProxyLabels>::new_with_constructor(latency_histogram);
         registry.register(
             "request_seconds",
             "Request latency by virtual proxy",
@@ -60,6 +86,17 @@ impl Metrics {
             "cache_lookups",
             "Session cache lookups by result (hit, stale, miss)",
             cache_lookups.clone(),
+        );
+        // Three fixed results: one handle each, looked up once.
+        let cache_result = |result: &str| {
+            cache_lookups
+                .get_or_create(&vec![("result", result.to_owned())])
+                .clone()
+        };
+        let (cache_hits, cache_stale, cache_misses) = (
+            cache_result("hit"),
+            cache_result("stale"),
+            cache_result("miss"),
         );
         let validations = Family::<Labels, Counter>::default();
         registry.register(
@@ -115,7 +152,8 @@ impl Metrics {
             "Upstream nodes by virtual proxy and state (healthy, ejected)",
             upstream_nodes.clone(),
         );
-        let upstream_seconds = HistogramFamily::new_with_constructor(latency_histogram);
+        let upstream_seconds =
+            HistogramFamily::<ProxyLabels>::new_with_constructor(latency_histogram);
         registry.register(
             "upstream_seconds",
             "Time from sending a request upstream to its response head, by virtual proxy",
@@ -134,7 +172,9 @@ impl Metrics {
             registry,
             requests,
             request_seconds,
-            cache_lookups,
+            cache_hits,
+            cache_stale,
+            cache_misses,
             validations,
             validation_seconds,
             logins,
@@ -146,22 +186,27 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, virtual_proxy: &str, status: u16, seconds: f64) {
+    /// `virtual_proxy` is the proxy's `metric_label`.
+    pub fn request(&self, virtual_proxy: &Arc<str>, status: u16, seconds: f64) {
         self.requests
-            .get_or_create(&vec![
-                ("virtual_proxy", virtual_proxy.to_owned()),
-                ("status", status.to_string()),
-            ])
+            .get_or_create(&StatusLabels {
+                virtual_proxy: virtual_proxy.clone(),
+                status,
+            })
             .inc();
         self.request_seconds
-            .get_or_create(&vec![("virtual_proxy", virtual_proxy.to_owned())])
+            .get_or_create(&ProxyLabels {
+                virtual_proxy: virtual_proxy.clone(),
+            })
             .observe(seconds);
     }
 
-    pub fn cache_lookup(&self, result: &'static str) {
-        self.cache_lookups
-            .get_or_create(&vec![("result", result.to_owned())])
-            .inc();
+    pub fn cache_lookup(&self, result: CacheResult) {
+        match result {
+            CacheResult::Hit => self.cache_hits.inc(),
+            CacheResult::Stale => self.cache_stale.inc(),
+            CacheResult::Miss => self.cache_misses.inc(),
+        };
     }
 
     pub fn validation(&self, outcome: &'static str, seconds: f64) {
@@ -187,9 +232,12 @@ impl Metrics {
         }
     }
 
-    pub fn upstream_answered(&self, virtual_proxy: &str, seconds: f64) {
+    /// `virtual_proxy` is the proxy's `metric_label`.
+    pub fn upstream_answered(&self, virtual_proxy: &Arc<str>, seconds: f64) {
         self.upstream_seconds
-            .get_or_create(&vec![("virtual_proxy", virtual_proxy.to_owned())])
+            .get_or_create(&ProxyLabels {
+                virtual_proxy: virtual_proxy.clone(),
+            })
             .observe(seconds);
     }
 

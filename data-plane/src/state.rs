@@ -127,15 +127,16 @@ impl NodeState {
         let key = TokenKey::of(token);
         let stale = match self.cache.get(&key) {
             Lookup::Fresh(session) => {
-                self.metrics.cache_lookup("hit");
+                self.metrics.cache_lookup(crate::metrics::CacheResult::Hit);
                 return for_proxy(session, proxy);
             }
             Lookup::Stale(session) => {
-                self.metrics.cache_lookup("stale");
+                self.metrics
+                    .cache_lookup(crate::metrics::CacheResult::Stale);
                 Some(session)
             }
             Lookup::Missing => {
-                self.metrics.cache_lookup("miss");
+                self.metrics.cache_lookup(crate::metrics::CacheResult::Miss);
                 None
             }
         };

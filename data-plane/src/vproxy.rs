@@ -60,6 +60,9 @@ pub struct AccessRule {
 #[derive(Debug)]
 pub struct VirtualProxy {
     pub prefix: String,
+    /// `prefix` as the `virtual_proxy` label of per-request metrics, shared rather than
+    /// copied into each sample.
+    pub metric_label: Arc<str>,
     /// The cookie's full name (with `__Host-` when configured).
     pub cookie_name: String,
     /// `__Host-` cookie: Secure, Path=/, never a Domain.
@@ -203,6 +206,7 @@ impl VirtualProxy {
             .collect::<Result<_, SnapshotError>>()?;
         Ok(Self {
             prefix: proto.prefix.clone(),
+            metric_label: proto.prefix.as_str().into(),
             cookie_name: if proto.cookie_host_prefix {
                 format!("__Host-{}", proto.cookie_name)
             } else {

@@ -1,6 +1,7 @@
 //! How a virtual proxy spreads requests over its upstream nodes: evenly in turn
 //! (round-robin), one session per node (sticky-session), away from busy nodes
-//! (least-outstanding), and around nodes that are down (retry, 502, ejection).
+//! (least-outstanding), and around nodes that are down (retry, 502, ejection); and how
+//! connections to them are kept alive.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -164,24 +165,20 @@ async fn a_dead_upstream_is_ejected_after_repeated_connect_failures() {
         .upstream("connect_timeout = \"1s\"");
     let (_control_plane, node, cookie) = start(proxy).await;
 
-    // A request with a body cannot be replayed elsewhere: when it is sent to the dead node,
-    // it fails with 502. Round robin sends every other one there, until the node is ejected.
-    let mut statuses = Vec::new();
+    // A connection that cannot be made sent nothing, so even a request with a body goes on
+    // to the live node. Round robin sends every other one to the dead node first, until
+    // its second failure ejects it.
     for _ in 0..4 {
-        statuses.push(
-            post(&node.url("/app/api"), &with_cookie(&cookie), "payload")
-                .await
-                .status
-                .as_u16(),
-        );
+        let response = post(&node.url("/app/api"), &with_cookie(&cookie), "payload").await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(served_by(&response), "engine-0");
     }
-    let failures = statuses.iter().filter(|&&status| status == 502).count();
-    assert_eq!(failures, 2, "{statuses:?}");
+    let metrics = get(&format!("http://{}/metrics", node.admin_address()), &[])
+        .await
+        .text();
     assert!(
-        statuses
-            .iter()
-            .all(|&status| status == 200 || status == 502),
-        "{statuses:?}"
+        metrics.contains(r#"gatehouse_upstream_nodes{virtual_proxy="app",state="ejected"} 1"#),
+        "{metrics}"
     );
 
     // Ejected: everything goes to the live node now.
@@ -191,5 +188,44 @@ async fn a_dead_upstream_is_ejected_after_repeated_connect_failures() {
         let response = get(&node.url("/app/hub"), &with_cookie(&cookie)).await;
         assert_eq!(served_by(&response), "engine-0");
     }
-    assert_eq!(engines[0].requests().len(), 2 + 20);
+    assert_eq!(engines[0].requests().len(), 4 + 20);
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let engines = upstreams(1).await;
+    let (_control_plane, node, cookie) = start(AppProxy::new(nodes(&engines))).await;
+    for round in 0..10 {
+        let response = get(&node.url("/app/hub"), &with_cookie(&cookie)).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        let posted = post(
+            &node.url("/app/api"),
+            &with_cookie(&cookie),
+            &"x".repeat(round),
+        )
+        .await;
+        assert_eq!(posted.json()["body"], "x".repeat(round));
+    }
+    // One request at a time: one connection carries all twenty.
+    assert_eq!(engines[0].connections(), 1);
+    assert_eq!(engines[0].requests().len(), 20);
+}
+
+#[tokio::test]
+async fn an_upstream_closing_idle_connections_fails_no_request() {
+    let engines = upstreams(1).await;
+    let (_control_plane, node, cookie) = start(AppProxy::new(nodes(&engines))).await;
+    for _ in 0..3 {
+        let response = get(&node.url("/app/hub"), &with_cookie(&cookie)).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    engines[0].close_connections();
+    // Let the close reach the node's side of the idle connection.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let response = post(&node.url("/app/api"), &with_cookie(&cookie), "after").await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.json()["body"], "after");
+    }
+    assert_eq!(engines[0].connections(), 2);
 }

@@ -109,6 +109,7 @@ pub fn identity_headers(data: &[u8]) {
         user_id: id.clone(),
         attributes: vec![(directory.clone(), id.clone())],
         absolute_expiry: std::time::SystemTime::UNIX_EPOCH,
+        identity: Default::default(),
     };
     let mut request_headers = HeaderMap::new();
     let peer = SocketAddr::from(([127, 0, 0, 1], 1));
@@ -131,10 +132,7 @@ pub fn identity_headers(data: &[u8]) {
 /// The redirect-target validator: anything it allows is on an allowed host.
 pub fn redirect_target(data: &[u8]) {
     let uri = text(data);
-    let origin = Origin {
-        secure: true,
-        host: Some("sense.example".into()),
-    };
+    let origin = Origin::new(true, Some("sense.example"));
     if let Some(allowed) = auth::allowed_target(&proxy(), &origin, &uri) {
         let parsed: http::Uri = allowed.parse().expect("allowed targets parse");
         let host = parsed
@@ -167,10 +165,7 @@ pub fn request_path(data: &[u8]) {
                 && !normalized.contains("/./")
                 && !normalized.contains("/../")
         );
-        assert_eq!(
-            path::normalize(&normalized).as_deref(),
-            Some(normalized.as_str())
-        );
+        assert_eq!(path::normalize(&normalized).as_deref(), Some(&*normalized));
     }
 }
 

@@ -7,7 +7,7 @@ use http::header::{COOKIE, HeaderMap};
 use crate::vproxy::{SameSite, VirtualProxy};
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn read<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -15,7 +15,7 @@ pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
         .flat_map(|header| header.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(cookie, _)| *cookie == name)
-        .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+        .map(|(_, value)| value.trim().trim_matches('"'))
         .filter(|value| !value.is_empty())
 }
 
@@ -63,29 +63,37 @@ fn set_cookie(
 
 /// Removes the named cookies from the `Cookie` headers, keeping every other cookie: session
 /// tokens are Gatehouse's, never the upstream's (any virtual proxy's: they all have Path=/).
+/// Runs on every request: the kept cookies are copied once into one buffer.
 pub fn strip(headers: &mut HeaderMap, names: &[String]) {
+    let is_ours = |pair: &str| {
+        pair.split_once('=')
+            .is_some_and(|(cookie, _)| names.iter().any(|name| name == cookie.trim()))
+    };
     let mut removed = false;
-    let kept: Vec<&str> = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|header| header.to_str().ok())
-        .flat_map(|header| header.split(';'))
-        .map(str::trim)
-        .filter(|pair| {
-            let ours = pair
-                .split_once('=')
-                .is_some_and(|(cookie, _)| names.iter().any(|name| name == cookie.trim()));
-            removed |= ours;
-            !pair.is_empty() && !ours
-        })
-        .collect();
+    let mut kept = String::new();
+    for header in headers.get_all(COOKIE) {
+        let Ok(header) = header.to_str() else {
+            continue;
+        };
+        for pair in header.split(';').map(str::trim) {
+            if is_ours(pair) {
+                removed = true;
+            } else if !pair.is_empty() {
+                if kept.is_empty() {
+                    kept.reserve(header.len());
+                } else {
+                    kept.push_str("; ");
+                }
+                kept.push_str(pair);
+            }
+        }
+    }
     if !removed {
         return;
     }
-    let joined = kept.join("; ");
     headers.remove(COOKIE);
-    if !joined.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&joined)
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept))
     {
         headers.insert(COOKIE, value);
     }
@@ -113,7 +121,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append(COOKIE, HeaderValue::from_static("a=1; X-Qlik-Session=tok"));
         headers.append(COOKIE, HeaderValue::from_static("b=2"));
-        assert_eq!(read(&headers, "X-Qlik-Session").as_deref(), Some("tok"));
+        assert_eq!(read(&headers, "X-Qlik-Session"), Some("tok"));
         assert_eq!(read(&headers, "X-Qlik-Session-x"), None);
         strip(&mut headers, &["X-Qlik-Session".into()]);
         assert_eq!(headers.get(COOKIE).unwrap(), "a=1; b=2");

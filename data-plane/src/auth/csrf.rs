@@ -51,7 +51,7 @@ pub fn same_origin(parts: &Parts, proxy: &VirtualProxy, origin: &Origin) -> bool
     match source.as_ref().and_then(http::Uri::authority) {
         Some(authority) => {
             !authority.as_str().contains('@')
-                && proxy.host_allowed(authority.as_str(), origin.host.as_deref())
+                && proxy.host_allowed(authority.as_str(), origin.host())
         }
         None => false,
     }

@@ -38,22 +38,34 @@ pub struct Authenticated {
 /// What the request gets instead of reaching the upstream.
 pub type Refusal = Response<ProxyBody>;
 
-/// The request's scheme and host, as the browser addressed us.
+/// The request's scheme and host, as the browser addressed us. The host is kept as the
+/// header value (a reference-counted slice of the request) since most requests never read it.
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub secure: bool,
-    pub host: Option<String>,
+    host: Option<HeaderValue>,
 }
 
 impl Origin {
     pub fn of(parts: &Parts, secure: bool) -> Self {
-        let host = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|host| host.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| parts.uri.authority().map(|authority| authority.to_string()));
+        let host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
+        });
         Self { secure, host }
+    }
+
+    /// An origin for `host` (dropped if it is not a valid header value).
+    pub fn new(secure: bool, host: Option<&str>) -> Self {
+        let host = host.and_then(|host| HeaderValue::from_str(host).ok());
+        Self { secure, host }
+    }
+
+    /// The host (and port) the client addressed.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_ref().and_then(|host| host.to_str().ok())
     }
 
     pub fn scheme(&self) -> &'static str {
@@ -65,7 +77,7 @@ impl Origin {
         Some(format!(
             "{}://{}{path_and_query}",
             self.scheme(),
-            self.host.as_ref()?
+            self.host()?
         ))
     }
 }
@@ -298,6 +310,6 @@ pub fn allowed_target(proxy: &VirtualProxy, origin: &Origin, uri: &str) -> Optio
         return None;
     }
     proxy
-        .host_allowed(authority, origin.host.as_deref())
+        .host_allowed(authority, origin.host())
         .then(|| uri.to_owned())
 }

@@ -46,12 +46,14 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Usually just `keep-alive`, removed below anyway: collect (and allocate) only others.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !HOP_BY_HOP.contains(name))
         .collect();
     for name in named {
         if !(keep_upgrade && name == UPGRADE) {
@@ -162,6 +164,77 @@ fn inject_identity(
     session: &CachedSession,
     secure: bool,
 ) {
+    let memo = session.identity.0.load();
+    if let Some(memo) = memo.as_deref()
+        && memo.matches(proxy, secure)
+    {
+        for (name, value) in &memo.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        return;
+    }
+    let computed = identity_headers(proxy, session, secure);
+    for (name, value) in &computed {
+        headers.insert(name.clone(), value.clone());
+    }
+    session.identity.0.store(Some(std::sync::Arc::new(Memo {
+        secure,
+        preset: proxy.identity,
+        proxy_id: proxy.proxy_id.clone(),
+        prefix: proxy.prefix.clone(),
+        headers: computed,
+    })));
+}
+
+/// A session's identity headers, kept with the session once made: URL-encoding and
+/// formatting them on every request was the largest cost of building an upstream request,
+/// and they only change with the virtual proxy's settings (checked on every use).
+#[derive(Default)]
+pub struct IdentityMemo(arc_swap::ArcSwapOption<Memo>);
+
+struct Memo {
+    secure: bool,
+    preset: IdentityPreset,
+    proxy_id: String,
+    prefix: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Memo {
+    fn matches(&self, proxy: &VirtualProxy, secure: bool) -> bool {
+        self.secure == secure
+            && self.preset == proxy.identity
+            && self.proxy_id == proxy.proxy_id
+            && self.prefix == proxy.prefix
+    }
+}
+
+impl std::fmt::Debug for IdentityMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityMemo(..)")
+    }
+}
+
+/// Derived data: a copy starts empty, and it takes no part in comparing sessions.
+impl Clone for IdentityMemo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for IdentityMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for IdentityMemo {}
+
+fn identity_headers(
+    proxy: &VirtualProxy,
+    session: &CachedSession,
+    secure: bool,
+) -> Vec<(HeaderName, HeaderValue)> {
     let directory = encode(&session.user_directory);
     let id = encode(&session.user_id);
     let attributes: Vec<String> = session
@@ -169,11 +242,18 @@ fn inject_identity(
         .iter()
         .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
         .collect();
+    let mut headers = Vec::with_capacity(4);
+    let mut add = |name: &'static str, value: &str| {
+        // Every value here is encoded or built from validated parts; a failure would only
+        // drop the header, never panic.
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.push((HeaderName::from_static(name), value));
+        }
+    };
     match proxy.identity {
         IdentityPreset::Qlik => {
-            insert(
-                headers,
-                HeaderName::from_static("x-qlik-user"),
+            add(
+                "x-qlik-user",
                 &format!("UserDirectory={directory}; UserId={id}"),
             );
             let mut security = format!("SecureRequest={secure}; Context=AppAccess");
@@ -181,41 +261,21 @@ fn inject_identity(
                 security.push_str("; ");
                 security.push_str(attribute);
             }
-            insert(
-                headers,
-                HeaderName::from_static("x-qlik-security"),
-                &security,
-            );
-            insert(
-                headers,
-                HeaderName::from_static("x-qlik-proxyid"),
+            add("x-qlik-security", &security);
+            add(
+                "x-qlik-proxyid",
                 &format!("ProxyId={}; Prefix={}", proxy.proxy_id, proxy.prefix),
             );
-            insert(
-                headers,
-                HeaderName::from_static("x-qlik-virtual-proxy-prefix"),
-                &proxy.prefix,
-            );
+            add("x-qlik-virtual-proxy-prefix", &proxy.prefix);
         }
         IdentityPreset::Generic => {
-            insert(
-                headers,
-                HeaderName::from_static("x-gatehouse-user-directory"),
-                &directory,
-            );
-            insert(headers, HeaderName::from_static("x-gatehouse-user-id"), &id);
-            insert(
-                headers,
-                HeaderName::from_static("x-gatehouse-attributes"),
-                &attributes.join("; "),
-            );
-            insert(
-                headers,
-                HeaderName::from_static("x-gatehouse-virtual-proxy"),
-                &proxy.prefix,
-            );
+            add("x-gatehouse-user-directory", &directory);
+            add("x-gatehouse-user-id", &id);
+            add("x-gatehouse-attributes", &attributes.join("; "));
+            add("x-gatehouse-virtual-proxy", &proxy.prefix);
         }
     }
+    headers
 }
 
 /// Reads `X-Qlik-User` (`UserDirectory=<dir>; UserId=<id>`, URL-encoded, with or without the
@@ -284,6 +344,7 @@ mod tests {
                 ("group".into(), "admins".into()),
             ],
             absolute_expiry: SystemTime::now(),
+            identity: Default::default(),
         }
     }
 
@@ -315,6 +376,40 @@ mod tests {
         headers.insert("host", HeaderValue::from_static("sense.example.com"));
         headers.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
         headers
+    }
+
+    #[test]
+    fn identity_headers_made_once_follow_the_connection_and_the_preset() {
+        let user = session();
+        let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let qlik = proxy(pb::IdentityPreset::Qlik);
+        let generic = proxy(pb::IdentityPreset::Generic);
+        let headers_for = |proxy: &VirtualProxy, secure: bool| {
+            let mut headers = client_headers();
+            for_upstream(&mut headers, proxy, &user, peer, secure, false, &cookies());
+            headers
+        };
+        let plain = headers_for(&qlik, false);
+        assert!(
+            plain["x-qlik-security"]
+                .to_str()
+                .unwrap()
+                .starts_with("SecureRequest=false")
+        );
+        // Reused from the first request...
+        assert_eq!(headers_for(&qlik, false), plain);
+        // ...but not across TLS and plain connections, nor presets.
+        let tls = headers_for(&qlik, true);
+        assert!(
+            tls["x-qlik-security"]
+                .to_str()
+                .unwrap()
+                .starts_with("SecureRequest=true")
+        );
+        let other = headers_for(&generic, true);
+        assert_eq!(other["x-gatehouse-user-id"], "alice%20smith");
+        assert!(other.get("x-qlik-user").is_none());
+        assert_eq!(headers_for(&qlik, true)["x-qlik-user"], tls["x-qlik-user"]);
     }
 
     #[test]

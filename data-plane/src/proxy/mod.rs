@@ -1,6 +1,7 @@
 //! The request path: route to a virtual proxy, find out who is asking, apply access rules,
 //! then forward (HTTP) or splice (WebSocket) to an upstream node.
 
+pub mod connections;
 pub mod headers;
 pub mod path;
 pub mod upstream;
@@ -33,8 +34,13 @@ pub async fn handle(
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let span =
         tracing::info_span!("request", method = %request.method(), path = request.uri().path());
+    // Neither logged nor exported: skip reading and writing trace context, which takes a
+    // global lock per request.
+    if span.is_disabled() {
+        return handle_in_span(state, request, peer, secure, false).await;
+    }
     let _ = span.set_parent(crate::logging::extract_context(request.headers()));
-    handle_in_span(state, request, peer, secure)
+    handle_in_span(state, request, peer, secure, true)
         .instrument(span)
         .await
 }
@@ -44,6 +50,7 @@ async fn handle_in_span(
     request: Request<Incoming>,
     peer: SocketAddr,
     secure: bool,
+    traced: bool,
 ) -> Response<ProxyBody> {
     if let Some(refusal) = oversized(&state, &request) {
         return refusal;
@@ -59,21 +66,37 @@ async fn handle_in_span(
         }
     }
     let started = std::time::Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // Copied for the access log only when it is on: the request moves on before the log.
+    let logged = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO)
+        .then(|| (request.method().clone(), request.uri().path().to_owned()));
     let table = state.table.load_full();
     let Some(proxy) = table.route(request.uri().path()).cloned() else {
         let response = respond::error(StatusCode::NOT_FOUND, "no virtual proxy serves this path");
-        access_log(&method, &path, &response, started, None);
+        if let Some((method, path)) = &logged {
+            access_log(method, path, &response, started, None);
+        }
         return response;
     };
-    let mut response = serve(&state, &proxy, request, peer, secure, table.cookie_names()).await;
+    let mut response = serve(
+        &state,
+        &proxy,
+        request,
+        Client {
+            peer,
+            secure,
+            traced,
+        },
+        table.cookie_names(),
+    )
+    .await;
     for (name, value) in &proxy.response_headers {
         response.headers_mut().insert(name.clone(), value.clone());
     }
-    access_log(&method, &path, &response, started, Some(&proxy.prefix));
+    if let Some((method, path)) = &logged {
+        access_log(method, path, &response, started, Some(&proxy.prefix));
+    }
     state.metrics.request(
-        &proxy.prefix,
+        &proxy.metric_label,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -109,16 +132,32 @@ fn access_log(
     );
 }
 
+/// Who sent a request, and how.
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    peer: SocketAddr,
+    /// Over TLS.
+    secure: bool,
+    /// The request's span is on: trace context goes upstream.
+    traced: bool,
+}
+
 async fn serve(
     state: &NodeState,
     proxy: &Arc<VirtualProxy>,
     mut request: Request<Incoming>,
-    peer: SocketAddr,
-    secure: bool,
+    client: Client,
     session_cookies: &[String],
 ) -> Response<ProxyBody> {
-    let relative = relative_path(request.uri().path(), proxy).into_owned();
-    if relative == "/qps/user" || relative == "/qps/csrftoken" {
+    let Client {
+        peer,
+        secure,
+        traced,
+    } = client;
+    if matches!(
+        &*relative_path(request.uri().path(), proxy),
+        "/qps/user" | "/qps/csrftoken"
+    ) {
         let (parts, _) = request.into_parts();
         return personal::handle(state, proxy, &parts, secure).await;
     }
@@ -169,7 +208,7 @@ async fn serve(
 
     if let Some(reason) = auth::rules::denied(
         &proxy.access_rules,
-        &relative,
+        &relative_path(parts.uri.path(), proxy),
         parts.method.as_str(),
         &session,
     ) {
@@ -189,7 +228,9 @@ async fn serve(
         parts.headers.insert(http::header::HOST, host);
     }
     parts.uri = upstream_path(&parts.uri, proxy);
-    crate::logging::inject_current(&mut parts.headers);
+    if traced {
+        crate::logging::inject_current(&mut parts.headers);
+    }
     headers::for_upstream(
         &mut parts.headers,
         proxy,
@@ -220,7 +261,7 @@ async fn serve(
                 Ok((response, address)) => {
                     state
                         .metrics
-                        .upstream_answered(&proxy.prefix, sent.elapsed().as_secs_f64());
+                        .upstream_answered(&proxy.metric_label, sent.elapsed().as_secs_f64());
                     let (mut parts, body) = response.into_parts();
                     headers::from_upstream(&mut parts.headers, session_cookies);
                     parts.extensions.insert(AnsweredBy(address));
@@ -244,13 +285,13 @@ async fn serve(
 /// The request URI with its path normalised; `None` when the path cannot be made safe.
 fn canonical_uri(uri: &Uri) -> Option<Uri> {
     let normalized = path::normalize(uri.path())?;
-    if normalized == uri.path() {
+    if *normalized == *uri.path() {
         return Some(uri.clone());
     }
     let mut parts = uri.clone().into_parts();
     let target = match uri.query() {
         Some(query) => format!("{normalized}?{query}"),
-        None => normalized,
+        None => normalized.into_owned(),
     };
     parts.path_and_query = Some(target.parse().ok()?);
     Uri::from_parts(parts).ok()
@@ -320,8 +361,13 @@ pub fn upstream_failure(error: &UpstreamError) -> Response<ProxyBody> {
 
 /// The path below the virtual proxy's prefix, starting with `/`.
 fn relative_path<'a>(path: &'a str, proxy: &VirtualProxy) -> std::borrow::Cow<'a, str> {
-    let prefix = proxy.path_prefix();
-    let rest = path.strip_prefix(&prefix).unwrap_or(path);
+    let rest = if proxy.prefix.is_empty() {
+        path
+    } else {
+        path.strip_prefix('/')
+            .and_then(|path| path.strip_prefix(proxy.prefix.as_str()))
+            .unwrap_or(path)
+    };
     if rest.starts_with('/') {
         rest.into()
     } else {

@@ -3,8 +3,35 @@
 //! `/admin` and still reach it.
 
 /// The normalised path, or `None` when it cannot be made safe (escaping the root, or holding
-/// a backslash or an encoded slash, which upstreams on Windows treat as separators).
-pub fn normalize(path: &str) -> Option<String> {
+/// a backslash or an encoded slash, which upstreams on Windows treat as separators). Nearly
+/// every path is canonical already, and comes back borrowed.
+pub fn normalize(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if is_canonical(path) {
+        return Some(path.into());
+    }
+    rebuild(path).map(Into::into)
+}
+
+/// Whether `normalize` would return `path` unchanged: rooted, nothing percent-encoded, no
+/// backslash, and no empty (except a trailing slash), `.` or `..` segment.
+fn is_canonical(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if path.bytes().any(|byte| byte == b'%' || byte == b'\\') {
+        return false;
+    }
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+fn rebuild(path: &str) -> Option<String> {
     if !path.starts_with('/') {
         return (path == "*").then(|| path.to_owned());
     }
@@ -69,7 +96,7 @@ fn decode_unreserved(path: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{is_canonical, normalize, rebuild};
 
     #[test]
     fn equivalent_spellings_become_one() {
@@ -85,6 +112,15 @@ mod tests {
         assert_eq!(normalize("/../etc/passwd"), None);
         assert_eq!(normalize("/%zz"), None);
         assert_eq!(normalize("/%2"), None);
+        for canonical in ["/", "/a", "/a/", "/a/b.c/d", "/a/.b/..c"] {
+            assert!(is_canonical(canonical), "{canonical}");
+            assert_eq!(rebuild(canonical).as_deref(), Some(canonical));
+        }
+        for other in [
+            "", "//", "/a//b", "/./a", "/a/..", "/a/.", "/%41", "/a\\b", "*",
+        ] {
+            assert!(!is_canonical(other), "{other}");
+        }
     }
 
     proptest::proptest! {
@@ -92,6 +128,8 @@ mod tests {
         fn normalized_paths_are_stable_and_clean(path in "/[a-z./%0-9A-F]{0,30}") {
             if let Some(once) = normalize(&path) {
                 proptest::prop_assert_eq!(normalize(&once), Some(once.clone()));
+                let rebuilt = rebuild(&path);
+                proptest::prop_assert_eq!(rebuilt.as_deref(), Some(&*once));
                 proptest::prop_assert!(!once.contains("//") && !once.contains("/../") && !once.contains("/./"));
             }
         }

@@ -1,14 +1,15 @@
 //! A virtual proxy's upstream pool: its nodes (static addresses, and DNS names re-resolved so
 //! a Kubernetes headless service's pods come and go), how a node is chosen, passive health,
-//! and the pooled HTTP client that talks to them.
+//! and the clients that talk to them: inline HTTP/1.1 connections (`connections.rs`) for
+//! plain-HTTP nodes, hyper-util's pooled client for TLS, HTTP/2 and upgrades.
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -24,10 +25,13 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng as _;
 use rustls::pki_types::ServerName;
 
+use super::connections::{self, IdleConnections, InlineBody};
+
 /// How often DNS names are resolved again.
 const RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
-/// Most nodes one request without a body is tried on.
+/// Most nodes one request is tried on when nodes cannot be reached.
 const MAX_ATTEMPTS: usize = 3;
+const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -55,30 +59,46 @@ pub struct UpstreamSettings {
     pub response_timeout: Duration,
 }
 
+/// Ejection deadlines are kept as milliseconds since this instant, so that checking one on
+/// every pick is an atomic load rather than a lock.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn millis_since_epoch(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*EPOCH).as_millis()).unwrap_or(u64::MAX)
+}
+
 /// One upstream address.
 #[derive(Debug)]
 pub struct Member {
     pub address: SocketAddr,
+    /// `address` as a URI authority, made once rather than formatted per request.
+    authority: http::uri::Authority,
     outstanding: AtomicUsize,
     consecutive_failures: AtomicU32,
-    ejected_until: Mutex<Option<Instant>>,
+    /// Ejected until this many milliseconds after `EPOCH`; 0 when never ejected.
+    ejected_until_ms: AtomicU64,
+    /// Kept-alive inline connections (plain-HTTP pools only).
+    idle: Arc<IdleConnections>,
 }
 
 impl Member {
     fn new(address: SocketAddr) -> Self {
+        let authority = address
+            .to_string()
+            .parse()
+            .unwrap_or_else(|_| http::uri::Authority::from_static("localhost"));
         Self {
             address,
+            authority,
             outstanding: AtomicUsize::new(0),
             consecutive_failures: AtomicU32::new(0),
-            ejected_until: Mutex::new(None),
+            ejected_until_ms: AtomicU64::new(0),
+            idle: Arc::default(),
         }
     }
 
-    fn is_ejected(&self, now: Instant) -> bool {
-        self.ejected_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|until| now < until)
+    fn is_ejected(&self, now_ms: u64) -> bool {
+        now_ms < self.ejected_until_ms.load(Ordering::Relaxed)
     }
 
     fn record_success(&self) {
@@ -89,11 +109,8 @@ impl Member {
     fn record_connect_failure(&self, settings: &UpstreamSettings) {
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= settings.eject_after_failures {
-            *self
-                .ejected_until
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) =
-                Some(Instant::now() + settings.ejection_time);
+            let until = millis_since_epoch(Instant::now() + settings.ejection_time);
+            self.ejected_until_ms.store(until, Ordering::Relaxed);
             self.consecutive_failures.store(0, Ordering::Relaxed);
             tracing::warn!(upstream = %self.address, "upstream node ejected after connect failures");
         }
@@ -101,6 +118,11 @@ impl Member {
 
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Inline connections kept open to this node, waiting for a request.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.len()
     }
 }
 
@@ -121,10 +143,17 @@ impl Drop for InFlight {
     }
 }
 
+/// A response body from either client.
+#[derive(Debug)]
+enum UpstreamBody {
+    Inline(InlineBody),
+    Pooled(Incoming),
+}
+
 /// A response body that keeps its request counted until it has been read.
 #[derive(Debug)]
 pub struct CountedBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     _in_flight: InFlight,
 }
 
@@ -136,15 +165,24 @@ impl Body for CountedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        match &mut self.inner {
+            UpstreamBody::Inline(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Pooled(body) => Pin::new(body).poll_frame(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            UpstreamBody::Inline(body) => body.is_end_stream(),
+            UpstreamBody::Pooled(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            UpstreamBody::Inline(body) => body.size_hint(),
+            UpstreamBody::Pooled(body) => body.size_hint(),
+        }
     }
 }
 
@@ -248,7 +286,7 @@ impl UpstreamPool {
 
     /// (healthy, ejected) node counts, for metrics.
     pub fn health(&self) -> (usize, usize) {
-        let now = Instant::now();
+        let now = millis_since_epoch(Instant::now());
         let members = self.members.load();
         let ejected = members
             .iter()
@@ -257,50 +295,126 @@ impl UpstreamPool {
         (members.len() - ejected, ejected)
     }
 
-    /// Chooses a node, skipping ejected ones (unless all are) and those in `tried`.
+    /// Chooses a node, skipping ejected ones (unless all are) and those in `tried`. Runs on
+    /// every request, so it counts and indexes rather than collecting candidates.
     pub fn pick(&self, affinity: Option<&str>, tried: &[SocketAddr]) -> Option<Arc<Member>> {
         let members = self.members.load();
-        let now = Instant::now();
-        let untried: Vec<&Arc<Member>> = members
+        let now = millis_since_epoch(Instant::now());
+        let untried = |member: &&Arc<Member>| !tried.contains(&member.address);
+        let healthy = members
             .iter()
-            .filter(|m| !tried.contains(&m.address))
-            .collect();
-        let healthy: Vec<&Arc<Member>> = untried
-            .iter()
-            .copied()
-            .filter(|m| !m.is_ejected(now))
-            .collect();
+            .filter(untried)
+            .filter(|member| !member.is_ejected(now))
+            .count();
         // With every node ejected, trying one beats refusing everyone.
-        let candidates = if healthy.is_empty() { untried } else { healthy };
-        if candidates.is_empty() {
+        let only_healthy = healthy > 0;
+        let count = if only_healthy {
+            healthy
+        } else {
+            members.iter().filter(untried).count()
+        };
+        if count == 0 {
             return None;
         }
-        let chosen = match (self.settings.strategy, affinity) {
-            (Strategy::StickySession, Some(key)) => candidates
+        let nth = |index: usize| {
+            members
                 .iter()
-                .max_by_key(|member| rendezvous_score(key, member.address))
-                .copied(),
-            (Strategy::LeastOutstanding, _) if candidates.len() > 1 => {
+                .filter(untried)
+                .filter(|member| !(only_healthy && member.is_ejected(now)))
+                .nth(index)
+        };
+        let chosen = match (self.settings.strategy, affinity) {
+            (Strategy::StickySession, Some(key)) => members
+                .iter()
+                .filter(untried)
+                .filter(|member| !(only_healthy && member.is_ejected(now)))
+                .max_by_key(|member| rendezvous_score(key, member.address)),
+            (Strategy::LeastOutstanding, _) if count > 1 => {
                 let mut rng = rand::rng();
-                let first = candidates[rng.random_range(0..candidates.len())];
-                let second = candidates[rng.random_range(0..candidates.len())];
-                Some(if second.outstanding() < first.outstanding() {
-                    second
-                } else {
-                    first
-                })
+                let first = nth(rng.random_range(0..count));
+                let second = nth(rng.random_range(0..count));
+                match (first, second) {
+                    (Some(first), Some(second)) if second.outstanding() < first.outstanding() => {
+                        Some(second)
+                    }
+                    (first, _) => first,
+                }
             }
-            _ => {
-                let index = self.next.fetch_add(1, Ordering::Relaxed) % candidates.len();
-                Some(candidates[index])
-            }
+            _ => nth(self.next.fetch_add(1, Ordering::Relaxed) % count),
         };
         chosen.cloned()
     }
 
-    /// Sends a request to a node. A request without a body that could not reach a node is
-    /// tried on another; anything else that failed is the caller's 502 or 504.
+    /// Sends a request to a node. A request that could not reach a node is tried on another
+    /// (up to `MAX_ATTEMPTS`); anything else that failed is the caller's 502 or 504.
     pub async fn send(
+        &self,
+        request: Request<ProxyBody>,
+        affinity: Option<&str>,
+    ) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
+        if self.settings.tls || self.settings.http2 {
+            return self.send_pooled(request, affinity).await;
+        }
+        let (mut parts, body) = request.into_parts();
+        parts.uri = origin_form(&parts.uri);
+        parts.version = http::Version::HTTP_11;
+        let mut request = Request::from_parts(parts, body);
+        let mut tried = [UNSPECIFIED; MAX_ATTEMPTS];
+        for attempt in 0..MAX_ATTEMPTS {
+            let member = self
+                .pick(affinity, &tried[..attempt])
+                .ok_or(UpstreamError::NoNodes)?;
+            tried[attempt] = member.address;
+            let in_flight = InFlight::new(member.clone());
+            let exchange = connections::send(
+                &member.idle,
+                member.address,
+                self.settings.connect_timeout,
+                request,
+            );
+            match tokio::time::timeout(self.settings.response_timeout, exchange).await {
+                Ok(Ok(response)) => {
+                    member.record_success();
+                    let response = response.map(|body| CountedBody {
+                        inner: UpstreamBody::Inline(body),
+                        _in_flight: in_flight,
+                    });
+                    return Ok((response, member.address));
+                }
+                // Nothing was sent, so even a request with a body can go to another node.
+                Ok(Err(connections::SendError::Connect(unsent, error))) => {
+                    member.record_connect_failure(&self.settings);
+                    tracing::debug!(upstream = %member.address, %error, "connect failed");
+                    if attempt + 1 >= MAX_ATTEMPTS.min(self.members.load().len()) {
+                        return Err(UpstreamError::Connect(member.address));
+                    }
+                    request = *unsent;
+                }
+                Ok(Err(connections::SendError::Failed(detail))) => {
+                    return Err(UpstreamError::Failed {
+                        address: member.address,
+                        detail,
+                    });
+                }
+                Err(_) => return Err(UpstreamError::Timeout(member.address)),
+            }
+        }
+        Err(UpstreamError::NoNodes)
+    }
+
+    /// Sends an upgrade (WebSocket) request: hyper-util's client hands the upgraded
+    /// connection over, which the inline connections do not.
+    pub async fn send_upgrade(
+        &self,
+        request: Request<ProxyBody>,
+        affinity: Option<&str>,
+    ) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
+        self.send_pooled(request, affinity).await
+    }
+
+    /// Sends through hyper-util's pooled client. A request without a body that could not
+    /// reach a node is tried on another.
+    async fn send_pooled(
         &self,
         request: Request<ProxyBody>,
         affinity: Option<&str>,
@@ -319,7 +433,7 @@ impl UpstreamPool {
                     .boxed(),
             };
             let mut request = Request::from_parts(clone_parts(&parts), attempt_body);
-            *request.uri_mut() = upstream_uri(request.uri(), member.address, self.settings.tls);
+            *request.uri_mut() = upstream_uri(request.uri(), &member, self.settings.tls);
             *request.version_mut() = upstream_version(self.settings.http2);
             let in_flight = InFlight::new(member.clone());
             let outcome =
@@ -329,7 +443,7 @@ impl UpstreamPool {
                 Ok(Ok(response)) => {
                     member.record_success();
                     let response = response.map(|inner| CountedBody {
-                        inner,
+                        inner: UpstreamBody::Pooled(inner),
                         _in_flight: in_flight,
                     });
                     return Ok((response, member.address));
@@ -376,15 +490,37 @@ fn upstream_version(http2: bool) -> http::Version {
     }
 }
 
-/// The request's path and query, addressed to `address`.
-fn upstream_uri(uri: &Uri, address: SocketAddr, tls: bool) -> Uri {
-    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    Uri::builder()
-        .scheme(if tls { "https" } else { "http" })
-        .authority(address.to_string())
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| Uri::from_static("/"))
+/// The request's path and query, addressed to `member` (absolute form, which hyper-util's
+/// client routes by).
+fn upstream_uri(uri: &Uri, member: &Member, tls: bool) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(if tls {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    parts.authority = Some(member.authority.clone());
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// The request's path and query alone (origin form), as an HTTP/1.1 request line carries
+/// it. HTTP/2 clients' requests arrive in absolute form.
+fn origin_form(uri: &Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri.clone();
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// The name a node's certificate must carry: the configured one, else the DNS name its

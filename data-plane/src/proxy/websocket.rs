@@ -59,7 +59,7 @@ pub async fn splice(
             .split_once("://")
             .map_or(request_origin, |(_, host)| host)
             .trim_end_matches('/');
-        if !proxy.host_allowed(host, origin.host.as_deref()) {
+        if !proxy.host_allowed(host, origin.host()) {
             return respond::error(StatusCode::FORBIDDEN, "WebSocket origin is not allowed");
         }
     }
@@ -70,7 +70,11 @@ pub async fn splice(
         .insert(UPGRADE, HeaderValue::from_static("websocket"));
     let registration = state.sockets.register(&session.handle);
     let request = Request::from_parts(parts, respond::empty());
-    let mut upstream = match proxy.upstream.send(request, Some(&session.handle)).await {
+    let mut upstream = match proxy
+        .upstream
+        .send_upgrade(request, Some(&session.handle))
+        .await
+    {
         Ok((response, _)) => response,
         Err(error) => return super::upstream_failure(&error),
     };

@@ -32,6 +32,8 @@ struct Shared {
     delay_ms: AtomicU64,
     /// Connection and WebSocket tasks, ended by `stop`.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Connections accepted so far.
+    connections: AtomicU64,
 }
 
 /// A running echo upstream; stopped when dropped.
@@ -88,6 +90,25 @@ impl EchoUpstream {
             .clone()
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Closes every open connection but keeps listening, as an engine closing its idle
+    /// keep-alive connections does.
+    pub fn close_connections(&self) {
+        for task in self
+            .shared
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+
     /// Stops listening and drops every open connection, as a crashed engine would.
     pub fn stop(&mut self) {
         if let Some(accept) = self.accept.take() {
@@ -117,6 +138,7 @@ async fn accept_loop(listener: TcpListener, name: String, shared: Arc<Shared>) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        shared.connections.fetch_add(1, Ordering::Relaxed);
         let name = name.clone();
         let connection_shared = shared.clone();
         let task = tokio::spawn(async move {

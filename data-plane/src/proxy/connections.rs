@@ -1,0 +1,261 @@
+//! Keep-alive HTTP/1.1 connections to one plain-HTTP upstream node, driven by the task of
+//! the request that uses them.
+//!
+//! hyper-util's pooled client runs every upstream connection as a task of its own, so each
+//! request hops from the client connection's task to the upstream connection's task and back
+//! (a channel, a oneshot, two wake-ups), and the response body crosses tasks again. On
+//! loopback that hop cost as much as the proxying itself (BENCHMARKS.md). Here the client
+//! connection's task polls the upstream connection itself, while it waits for the response
+//! head and while it relays the body, the way nginx serves both sockets from one event loop.
+//! A connection goes back to its node's idle list once its response has been read to the
+//! end; a response abandoned half-way closes it. TLS, HTTP/2 and upgrade requests keep using
+//! hyper-util's client (`upstream.rs`).
+
+use std::collections::VecDeque;
+use std::future::Future as _;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::upstream::ProxyBody;
+
+/// Idle connections kept per node; one coming back to a full list is closed.
+const MAX_IDLE: usize = 256;
+/// An idle connection is closed rather than reused after this long: upstreams close theirs
+/// too (nginx after 75 s), and reusing one they are closing costs a failed request.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Io = TokioIo<TcpStream>;
+
+/// An open connection: the handle requests are sent through, and the connection state
+/// machine, which only makes progress when polled.
+struct Live {
+    sender: SendRequest<ProxyBody>,
+    connection: Connection<Io, ProxyBody>,
+}
+
+impl Live {
+    /// Whether an idle connection can take a request: the upstream has not closed it, and
+    /// the previous exchange is over. Polled without a waker: the request that takes the
+    /// connection polls it again with its own.
+    fn is_reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.connection.poll_without_shutdown(&mut cx).is_pending() && self.sender.is_ready()
+    }
+}
+
+struct Idle {
+    live: Live,
+    since: Instant,
+}
+
+/// One node's idle connections, most recently used last.
+#[derive(Default)]
+pub struct IdleConnections {
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+impl std::fmt::Debug for IdleConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleConnections")
+            .field("idle", &self.len())
+            .finish()
+    }
+}
+
+impl IdleConnections {
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently used connection that is still good; stale ones are dropped (which
+    /// closes them) on the way.
+    fn checkout(&self) -> Option<Live> {
+        loop {
+            let Idle { mut live, since } = self.lock().pop_back()?;
+            if since.elapsed() < IDLE_TIMEOUT && live.is_reusable() {
+                return Some(live);
+            }
+        }
+    }
+
+    fn checkin(&self, live: Live) {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        // The least recently used end is where connections go stale while traffic is low.
+        while idle
+            .front()
+            .is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle { live, since: now });
+        }
+    }
+}
+
+/// Why a request got no response head.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made; nothing was sent, and the request comes back.
+    Connect(Box<Request<ProxyBody>>, std::io::Error),
+    /// The request was (or may have been) sent, and the exchange failed.
+    Failed(String),
+}
+
+/// Sends `request` (origin-form URI, `Host` set) to `address` over an idle connection, or a
+/// new one. A pooled connection the upstream closed before the request was written is
+/// replaced transparently; that costs nothing, since hyper hands the unsent request back.
+pub async fn send(
+    idle: &Arc<IdleConnections>,
+    address: SocketAddr,
+    connect_timeout: Duration,
+    mut request: Request<ProxyBody>,
+) -> Result<Response<InlineBody>, SendError> {
+    loop {
+        let (mut live, reused) = match idle.checkout() {
+            Some(live) => (live, true),
+            None => match connect(address, connect_timeout).await {
+                Ok(live) => (live, false),
+                Err(error) => return Err(SendError::Connect(Box::new(request), error)),
+            },
+        };
+        let mut response = pin!(live.sender.try_send_request(request));
+        let mut ended = false;
+        let outcome = std::future::poll_fn(|cx| {
+            // The connection writes the request and reads the answer only when polled.
+            if !ended && live.connection.poll_without_shutdown(cx).is_ready() {
+                ended = true;
+            }
+            match response.as_mut().poll(cx) {
+                Poll::Pending if ended => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
+            }
+        })
+        .await;
+        match outcome {
+            Some(Ok(response)) => {
+                let live = (!ended).then_some(live);
+                return Ok(response.map(|body| InlineBody {
+                    body,
+                    live,
+                    home: idle.clone(),
+                }));
+            }
+            Some(Err(mut refused)) => match refused.take_message() {
+                Some(unsent) if reused => request = unsent,
+                _ => return Err(SendError::Failed(refused.into_error().to_string())),
+            },
+            None => {
+                return Err(SendError::Failed(
+                    "the connection closed before the response".to_owned(),
+                ));
+            }
+        }
+    }
+}
+
+async fn connect(address: SocketAddr, timeout: Duration) -> std::io::Result<Live> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(Live { sender, connection })
+}
+
+/// A response body read from an inline connection. Reading it drives the connection; once
+/// it is read to the end, the connection goes back to its node's idle list.
+pub struct InlineBody {
+    body: Incoming,
+    /// `None` once the connection has ended or been given back.
+    live: Option<Live>,
+    home: Arc<IdleConnections>,
+}
+
+impl std::fmt::Debug for InlineBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InlineBody")
+            .field("connection", &self.live.is_some())
+            .finish()
+    }
+}
+
+impl InlineBody {
+    /// Gives the connection back if the exchange ended cleanly. One more poll lets it take
+    /// in the end of the response and ask for the next request.
+    fn release(&mut self, cx: &mut Context<'_>) {
+        if let Some(mut live) = self.live.take()
+            && live.connection.poll_without_shutdown(cx).is_pending()
+            && live.sender.is_ready()
+        {
+            self.home.checkin(live);
+        }
+    }
+}
+
+impl Body for InlineBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(live) = &mut this.live
+            && live.connection.poll_without_shutdown(cx).is_ready()
+        {
+            // Ended: what it read is already in `body`; nothing more will come.
+            this.live = None;
+        }
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            Some(Err(_)) => this.live = None,
+            None => this.release(cx),
+            Some(Ok(_)) if this.body.is_end_stream() => this.release(cx),
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for InlineBody {
+    /// A body known to be empty is never polled (hyper checks `is_end_stream` first), so its
+    /// connection is given back here.
+    fn drop(&mut self) {
+        if self.live.is_some() && self.body.is_end_stream() {
+            self.release(&mut Context::from_waker(Waker::noop()));
+        }
+    }
+}
