@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, the store conformance suite against a
-# real redis-server and the memory store, and the end-to-end gRPC tests.
+# real redis-server and the memory store, the end-to-end gRPC tests, and the benchmark
+# harness's smoke run.
 # Tests start their own redis-server on ephemeral ports; it only has to be installed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,3 +31,20 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# The benchmark harness's smoke run: every stage for about a second on the debug build, only
+# checking that each produced numbers, so the harness cannot rot unnoticed. No speed is
+# asserted. CI has the tools (.ci/run installs them); elsewhere the step runs when they are
+# there.
+missing_bench_tools=()
+for tool in nginx wrk h2load; do
+    command -v "$tool" >/dev/null 2>&1 || missing_bench_tools+=("$tool")
+done
+if [ "${#missing_bench_tools[@]}" -eq 0 ]; then
+    tests/bench/run.sh --smoke
+elif [ "${CI:-}" = "true" ]; then
+    echo "test.sh: CI needs ${missing_bench_tools[*]} for the benchmark smoke (Debian: apt-get install -y nginx wrk nghttp2-client)" >&2
+    exit 1
+else
+    echo "test.sh: ${missing_bench_tools[*]} missing; benchmark smoke skipped (Debian: apt-get install -y nginx wrk nghttp2-client)" >&2
+fi

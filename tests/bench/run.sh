@@ -1,124 +1,379 @@
 #!/usr/bin/env bash
-# Data-plane cache-hit benchmark (BENCHMARKS.md): the same upstream reached (a) directly,
-# (b) through nginx proxy_pass, (c) through nginx auth_request, (d) through a Gatehouse node
-# with a valid session cookie and identity headers injected. wrk, same connections and
-# duration, interleaved rounds, for 1 and 2 worker threads / processes.
+# The benchmark harness (BENCHMARKS.md): every stage, one command, one Markdown results file
+# (also printed).
 #
-#   tests/bench/run.sh [SECONDS] [ROUNDS] [CONNECTIONS]     (defaults 10 2 50)
+#   tests/bench/run.sh [--smoke] [--only STAGE,...] [--seconds S] [--rounds R]
+#                      [--connections C] [--out FILE]
 #
-# Needs nginx and wrk (apt-get install -y nginx wrk). Prints a Markdown table.
+# Stages, in order: cache-hit, cache-miss, h2, logins, revocation, memory, micro.
+# Full run (default): release binaries, 10 s per measurement, 2 interleaved rounds, 1 and 2
+# workers; results in target/bench/results.md. About 6.5 minutes on 2 cores plus the build
+# (a minute of it minting 20,000 sessions on the memory store, whose session creation
+# slows as sessions accumulate).
+# --smoke: debug binaries (the test suite's build), 1 s per measurement, 1 round, 1 worker;
+# results in target/bench/smoke.md. It checks only that every stage runs and produces
+# numbers; test.sh runs it. No speed is ever asserted.
+#
+# Exits non-zero when a stage produced no numbers (no requests, errors above 1%, no table).
+# Needs nginx, wrk, h2load (nghttp2-client), redis-server, curl and python3. Servers listen
+# on ephemeral loopback ports; everything started is stopped on exit.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/../.."
-seconds=${1:-10}
-rounds=${2:-2}
-connections=${3:-50}
+bench_dir=tests/bench
+# shellcheck source=tests/bench/lib.sh
+source "$bench_dir/lib.sh"
+
+usage() { sed -n '5,6p' "$0" | sed 's/^#  *//'; }
+
+all_stages="cache-hit cache-miss h2 logins revocation memory micro"
+smoke=false
+only=""
+seconds=""
+rounds=""
+connections=50
+results=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --smoke) smoke=true ;;
+        --only) only=${2:?--only needs stage names}; shift ;;
+        --seconds) seconds=${2:?--seconds needs a number}; shift ;;
+        --rounds) rounds=${2:?--rounds needs a number}; shift ;;
+        --connections) connections=${2:?--connections needs a number}; shift ;;
+        --out) results=${2:?--out needs a file}; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; exit 64 ;;
+    esac
+    shift
+done
+stages=${only//,/ }
+for stage in $stages; do
+    case " $all_stages " in
+        *" $stage "*) ;;
+        *) echo "run.sh: unknown stage $stage (stages: $all_stages)" >&2; exit 64 ;;
+    esac
+done
+stages=${stages:-$all_stages}
+
+# h2load: few connections, many streams each, as browsers and HTTP/2 load balancers do.
+h2_clients=10
+h2_streams=10
+if $smoke; then
+    profile=debug
+    seconds=${seconds:-1}
+    rounds=${rounds:-1}
+    worker_counts="1"
+    sessions=2000
+    cache_size=200
+    results=${results:-target/bench/smoke.md}
+else
+    profile=release
+    seconds=${seconds:-10}
+    rounds=${rounds:-2}
+    worker_counts="1 2"
+    sessions=20000
+    cache_size=2000
+    results=${results:-target/bench/results.md}
+fi
+bin_dir=target/$profile
+
+for tool in nginx wrk h2load redis-server curl python3; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "run.sh: $tool is missing (Debian: apt-get install -y nginx wrk nghttp2-client redis-server)" >&2
+        exit 1
+    fi
+done
+
 work=$(mktemp -d)
-pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    stop_spawned
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
+: > "$work/pids"
 
-cargo build --release --quiet --bin control-plane --bin data-plane
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# --- build --------------------------------------------------------------------------------
 
-start_nginx() { # name workers conf-body
-    local name=$1 workers=$2 body=$3
-    mkdir -p "$work/$name"
-    cat > "$work/$name/nginx.conf" <<CONF
-worker_processes $workers;
-pid $work/$name/nginx.pid;
-error_log $work/$name/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/$name/body;
-    proxy_temp_path $work/$name/proxy;
-    fastcgi_temp_path $work/$name/fastcgi;
-    uwsgi_temp_path $work/$name/uwsgi;
-    scgi_temp_path $work/$name/scgi;
-    upstream engine { server 127.0.0.1:$upstream_port; keepalive 64; }
-    $body
-}
-CONF
-    nginx -c "$work/$name/nginx.conf" -g 'daemon off;' &
-    pids+=($!)
-}
+# Stages 4 and 5 run code that lives in packages of its own; until those exist, the stages
+# say they were skipped.
+workspace=$(cargo metadata --no-deps --format-version 1 --locked)
+targets=$(python3 -c '
+import json, sys
+packages = {p["name"]: p for p in json.load(sys.stdin)["packages"]}
+def has(package, kind, name):
+    return any(t["name"] == name and kind in t["kind"]
+               for t in packages.get(package, {}).get("targets", []))
+print(str(has("gatehouse-bench", "bin", "gatehouse-bench")).lower(),
+      str(has("gatehouse-data-plane", "bench", "hot_path")).lower())' <<< "$workspace")
+read -r has_driver has_hot_path <<< "$targets"
 
-measure() { # url [header]
-    local out
-    out=$(wrk -t1 -c"$connections" -d"${seconds}s" --latency ${2:+-H "$2"} "$1")
-    local rps p50 p99
-    rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
-    p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-    echo "$rps $p50 $p99"
-}
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+build_started=$SECONDS
+if $smoke; then
+    log "building debug binaries"
+    cargo build --bins --locked
+    if $has_driver; then cargo build --locked -p gatehouse-bench; fi
+else
+    log "building release binaries"
+    cargo build --release --locked --bin control-plane --bin data-plane
+    if $has_driver; then cargo build --release --locked -p gatehouse-bench; fi
+fi
+build_seconds=$((SECONDS - build_started))
+driver=$bin_dir/gatehouse-bench
 
-echo "| workers | target | req/s | p50 | p99 | req/s vs (b) |"
-echo "|---|---|---|---|---|---|"
-for workers in 1 2; do
-    upstream_port=$(free_port); proxy_port=$(free_port); auth_port=$(free_port)
-    grpc_port=$(free_port); node_port=$(free_port); admin_port=$(free_port); cp_admin=$(free_port)
-    pids=()
-    start_nginx upstream "$workers" "server { listen 127.0.0.1:$upstream_port; location / { return 200 'ok'; } }"
-    start_nginx proxy "$workers" "server { listen 127.0.0.1:$proxy_port; location / { proxy_pass http://engine; proxy_http_version 1.1; proxy_set_header Connection ''; } }"
-    start_nginx auth "$workers" "server { listen 127.0.0.1:$auth_port; location = /_auth { internal; return 204; } location / { auth_request /_auth; proxy_pass http://engine; proxy_http_version 1.1; proxy_set_header Connection ''; } }"
+# --- stage 1: cache-hit path ------------------------------------------------------------------
 
-    secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    cat > "$work/control-plane.toml" <<TOML
-listen = "127.0.0.1:$grpc_port"
-admin_listen = "127.0.0.1:$cp_admin"
-[node_api]
-shared_secret = "$secret"
-[[virtual_proxies]]
-prefix = ""
-anonymous = "always"
-[virtual_proxies.upstream]
-nodes = ["127.0.0.1:$upstream_port"]
-TOML
-    GATEHOUSE_LOG=warn ./target/release/control-plane --config "$work/control-plane.toml" >/dev/null 2>&1 &
-    pids+=($!)
-    TOKIO_WORKER_THREADS=$workers GATEHOUSE_LOG=warn GATEHOUSE_NODE_SECRET=$secret ./target/release/data-plane \
-        --listen "127.0.0.1:$node_port" --admin-listen "127.0.0.1:$admin_port" \
-        --control-plane "http://127.0.0.1:$grpc_port" >/dev/null 2>&1 &
-    pids+=($!)
-    for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$admin_port/ready" >/dev/null && break
-        sleep 0.1
-    done
-    # An anonymous session: the first request sets the cookie, the rest are cache hits.
-    cookie=$(curl -s -D - -o /dev/null "http://127.0.0.1:$node_port/" | sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | tr -d '\r')
-
-    declare -A total_rps=() p50s=() p99s=()
-    for round in $(seq "$rounds"); do
-        for target in a b c d; do
-            case $target in
-                a) result=$(measure "http://127.0.0.1:$upstream_port/") ;;
-                b) result=$(measure "http://127.0.0.1:$proxy_port/") ;;
-                c) result=$(measure "http://127.0.0.1:$auth_port/") ;;
-                d) result=$(measure "http://127.0.0.1:$node_port/" "Cookie: $cookie") ;;
-            esac
-            read -r rps p50 p99 <<< "$result"
-            total_rps[$target]=$(python3 -c "print(${total_rps[$target]:-0} + $rps)")
-            p50s[$target]="${p50s[$target]:-}$p50 "
-            p99s[$target]="${p99s[$target]:-}$p99 "
+stage_cache_hit() {
+    emit "## Cache-hit path (HTTP/1.1, wrk)" ""
+    emit "The same upstream (nginx \`return 200\`) reached (a) directly, (b) through nginx" \
+        "\`proxy_pass\` with upstream keep-alive, (c) through nginx \`auth_request\` to an internal" \
+        "location answering 204, (d) through a Gatehouse node with a cached session cookie." \
+        "\`wrk -t1 -c$connections -d${seconds}s --latency\`, $rounds interleaved round(s); p50 and p99" \
+        "per round; workers = nginx \`worker_processes\` and the node's \`TOKIO_WORKER_THREADS\`." ""
+    emit "| workers | target | req/s | p50 | p99 | req/s vs (b) |" "|---|---|---|---|---|---|"
+    local workers round target result rps p50 p99 cookie url mean
+    for workers in $worker_counts; do
+        start_upstream "$workers"
+        start_nginx_proxy proxy "$workers"
+        start_nginx_auth "$workers"
+        start_control_plane memory
+        start_node "$workers"
+        cookie=$(anonymous_cookie)
+        local -A sum=() p50s=() p99s=()
+        for round in $(seq "$rounds"); do
+            for target in a b c d; do
+                log "cache-hit: $workers worker(s), round $round, ($target)"
+                case $target in
+                    a) url=http://127.0.0.1:$upstream_port/ ;;
+                    b) url=http://127.0.0.1:$proxy_port/ ;;
+                    c) url=http://127.0.0.1:$auth_port/ ;;
+                    d) url=http://127.0.0.1:$node_port/ ;;
+                esac
+                if [ "$target" = d ]; then
+                    result=$(measure_wrk "cache-hit ($target)" -H "Cookie: $cookie" "$url")
+                else
+                    result=$(measure_wrk "cache-hit ($target)" "$url")
+                fi
+                read -r rps p50 p99 <<< "$result"
+                sum[$target]=$(add "${sum[$target]:-0}" "$rps")
+                p50s[$target]+="${p50s[$target]:+, }$(fmt_latency "$p50")"
+                p99s[$target]+="${p99s[$target]:+, }$(fmt_latency "$p99")"
+            done
         done
+        for target in a b c d; do
+            mean=$(awk -v s="${sum[$target]}" -v n="$rounds" 'BEGIN { printf "%d\n", s / n + 0.5 }')
+            emit "| $workers | $(cache_hit_label "$target") | $mean | ${p50s[$target]} | ${p99s[$target]} | $(ratio "${sum[$target]}" "${sum[b]}") |"
+        done
+        unset sum p50s p99s
+        stop_spawned
     done
-    baseline=$(python3 -c "print(${total_rps[b]} / $rounds)")
-    for target in a b c d; do
-        case $target in
-            a) label="(a) upstream directly" ;;
-            b) label="(b) nginx proxy_pass" ;;
-            c) label="(c) nginx auth_request" ;;
-            d) label="(d) Gatehouse, cached session" ;;
-        esac
-        mean=$(python3 -c "print(round(${total_rps[$target]} / $rounds))")
-        ratio=$(python3 -c "print(round(${total_rps[$target]} / $rounds / $baseline, 2))")
-        echo "| $workers | $label | $mean | ${p50s[$target]% } | ${p99s[$target]% } | $ratio |"
+}
+
+cache_hit_label() {
+    case $1 in
+        a) echo "(a) upstream directly" ;;
+        b) echo "(b) nginx proxy_pass" ;;
+        c) echo "(c) nginx auth_request" ;;
+        d) echo "(d) Gatehouse, cached session" ;;
+    esac
+}
+
+# --- stage 2: cache-miss path -----------------------------------------------------------------
+
+stage_cache_miss() {
+    emit "## Cache-miss path (HTTP/1.1, wrk)" ""
+    emit "$sessions anonymous sessions, minted beforehand through another node, cycle through a node" \
+        "whose cache holds $cache_size (\`[cache] max_sessions\`): each request carries the next" \
+        "cookie (\`$bench_dir/rotate_cookies.lua\`), so it misses the cache and costs one" \
+        "\`ValidateSession\` call. (d) is the same node with one cached cookie. One node worker" \
+        "thread, control plane on the store named. \`wrk -t1 -c$connections -d${seconds}s --latency\`." \
+        "\"validated / request\" is the node's \`validations_total{outcome=\"valid\"}\` over its" \
+        "\`requests_total\` during the run (1.00: every request missed; the cache evicts by" \
+        "sampling, so some sessions survive a full cycle)." ""
+    emit "| store | target | req/s | p50 | p99 | validated / request | req/s vs (d) |" \
+        "|---|---|---|---|---|---|---|"
+    local store url result hit_rps hit_p50 hit_p99 rps p50 p99 valid0 valid1 logins0 logins1
+    local requests0 requests1 requests per_request
+    for store in memory redis; do
+        start_upstream 1
+        url=memory
+        if [ "$store" = redis ]; then
+            start_redis
+            url=redis://127.0.0.1:$redis_port/
+        fi
+        start_control_plane "$url"
+        start_node 1 "$cache_size"
+        log "cache-miss ($store): minting $sessions sessions"
+        python3 "$bench_dir/mint_sessions.py" "$node_port" "$sessions" "$work/cookies.txt" ||
+            fail "cache-miss ($store): could not mint $sessions sessions"
+        # The measured node starts with an empty cache: the one that minted the sessions
+        # holds some of them, validated at various times.
+        stop_pid "$node_pid"
+        start_node 1 "$cache_size"
+
+        log "cache-miss ($store): (d) one cached session"
+        result=$(measure_wrk "cache-miss ($store), (d)" \
+            -H "Cookie: $(head -n 1 "$work/cookies.txt")" "http://127.0.0.1:$node_port/")
+        read -r hit_rps hit_p50 hit_p99 <<< "$result"
+
+        log "cache-miss ($store): rotating $sessions sessions"
+        valid0=$(node_metric gatehouse_validations_total 'outcome="valid"')
+        logins0=$(node_metric gatehouse_logins_total)
+        requests0=$(node_metric gatehouse_requests_total)
+        result=$(measure_wrk "cache-miss ($store)" -s "$bench_dir/rotate_cookies.lua" \
+            "http://127.0.0.1:$node_port/" -- "$work/cookies.txt")
+        read -r rps p50 p99 <<< "$result"
+        valid1=$(node_metric gatehouse_validations_total 'outcome="valid"')
+        logins1=$(node_metric gatehouse_logins_total)
+        requests1=$(node_metric gatehouse_requests_total)
+        requests=$((requests1 - requests0))
+        [ "$requests" -gt 0 ] || fail "cache-miss ($store): the node counted no requests"
+        # A cookie the node did not accept would have become a new anonymous session.
+        [ $(((logins1 - logins0) * 100)) -le "$requests" ] ||
+            fail "cache-miss ($store): $((logins1 - logins0)) of $requests requests logged in anew: cookies refused"
+        per_request=$(ratio "$((valid1 - valid0))" "$requests")
+        awk -v r="$per_request" 'BEGIN { exit !(r >= 0.5) }' ||
+            fail "cache-miss ($store): only $per_request validations per request: the cache was not missed"
+
+        emit "| $store | (d) cached session | $(printf '%.0f' "$hit_rps") | $(fmt_latency "$hit_p50") | $(fmt_latency "$hit_p99") | | 1.00 |"
+        emit "| $store | cache miss, $sessions sessions | $(printf '%.0f' "$rps") | $(fmt_latency "$p50") | $(fmt_latency "$p99") | $per_request | $(ratio "$rps" "$hit_rps") |"
+        stop_spawned
     done
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    unset total_rps p50s p99s
-done
+}
+
+# --- stage 3: HTTP/2 clients ------------------------------------------------------------------
+
+stage_h2() {
+    emit "## HTTP/2 clients (h2c, h2load)" ""
+    emit "h2load with prior knowledge (h2c) against (e) nginx \`proxy_pass\` on an \`http2\` listener" \
+        "and (f) a Gatehouse node with a cached session cookie, both to the same nginx upstream" \
+        "over pooled HTTP/1.1. \`h2load -t1 -c$h2_clients -m$h2_streams -D$seconds\`, $rounds interleaved" \
+        "round(s); the time of one request (mean, standard deviation, max) per round." ""
+    emit "| workers | target | req/s | mean | sd | max | req/s vs (e) |" "|---|---|---|---|---|---|---|"
+    local workers round target result rps mean sd max cookie url
+    for workers in $worker_counts; do
+        start_upstream "$workers"
+        # nginx ends a connection after 1000 requests (keepalive_requests); h2load does not
+        # reconnect, so its clients would stop after a fraction of a second.
+        start_nginx_proxy h2proxy "$workers" http2 "keepalive_requests 100000000;"
+        start_control_plane memory
+        start_node "$workers"
+        cookie=$(anonymous_cookie)
+        local -A sum=() means=() sds=() maxes=()
+        for round in $(seq "$rounds"); do
+            for target in e f; do
+                log "h2: $workers worker(s), round $round, ($target)"
+                if [ "$target" = e ]; then
+                    result=$(measure_h2load "h2 (e)" "http://127.0.0.1:$proxy_port/")
+                else
+                    result=$(measure_h2load "h2 (f)" -H "cookie: $cookie" "http://127.0.0.1:$node_port/")
+                fi
+                read -r rps mean sd max <<< "$result"
+                sum[$target]=$(add "${sum[$target]:-0}" "$rps")
+                means[$target]+="${means[$target]:+, }$(fmt_latency "$mean")"
+                sds[$target]+="${sds[$target]:+, }$(fmt_latency "$sd")"
+                maxes[$target]+="${maxes[$target]:+, }$(fmt_latency "$max")"
+            done
+        done
+        for target in e f; do
+            if [ "$target" = e ]; then url="(e) nginx proxy_pass, http2"; else url="(f) Gatehouse, cached session"; fi
+            emit "| $workers | $url | $(awk -v s="${sum[$target]}" -v n="$rounds" 'BEGIN { printf "%d\n", s / n + 0.5 }') | ${means[$target]} | ${sds[$target]} | ${maxes[$target]} | $(ratio "${sum[$target]}" "${sum[e]}") |"
+        done
+        unset sum means sds maxes
+        stop_spawned
+    done
+}
+
+# --- stage 4: logins, revocation, memory (the gatehouse-bench driver) --------------------------
+
+# The driver starts its own servers from --bin-dir and prints one Markdown table.
+run_driver() { # subcommand title
+    emit "## $2 (gatehouse-bench $1)" ""
+    if ! $has_driver; then
+        emit "stage skipped: gatehouse-bench not built"
+        return 0
+    fi
+    local args=("$1" --bin-dir "$bin_dir") out
+    if $smoke; then args+=(--smoke); fi
+    out=$("$driver" "${args[@]}") || fail "gatehouse-bench $1 failed (exit code $?)"
+    local rows
+    rows=$(grep -E '^[[:space:]]*\|' <<< "$out" || true)
+    grep -qE '^[[:space:]]*\|[ :|-]+\|[[:space:]]*$' <<< "$rows" ||
+        fail "gatehouse-bench $1 printed no Markdown table"
+    grep -vE '^[[:space:]]*\|[ :|-]+\|[[:space:]]*$' <<< "$rows" | tail -n +2 | grep -q '[0-9]' ||
+        fail "gatehouse-bench $1 printed a table without numbers"
+    emit "$out"
+}
+
+stage_logins() { run_driver logins "Logins"; }
+stage_revocation() { run_driver revocation "Revocation propagation"; }
+stage_memory() { run_driver memory "Memory"; }
+
+# --- stage 5: Criterion micro-benchmarks --------------------------------------------------------
+
+stage_micro() {
+    emit "## Micro-benchmarks (Criterion, data-plane hot path)" ""
+    if ! $has_hot_path; then
+        emit "stage skipped: the hot_path bench of gatehouse-data-plane does not exist yet"
+        return 0
+    fi
+    # The smoke runs each benchmark once in Criterion's test mode, built with the test
+    # suite's debug profile: `cargo bench -- --test` would add an optimised build.
+    if $smoke; then
+        cargo test -p gatehouse-data-plane --bench hot_path --locked > "$work/criterion.txt" ||
+            fail "cargo test --bench hot_path failed"
+        emit "\`cargo test -p gatehouse-data-plane --bench hot_path\` (test mode: each benchmark runs once)." ""
+    else
+        cargo bench -p gatehouse-data-plane --bench hot_path --locked > "$work/criterion.txt" ||
+            fail "cargo bench --bench hot_path failed"
+        emit "\`cargo bench -p gatehouse-data-plane --bench hot_path\`: lower bound, estimate and" \
+            "upper bound of the time per iteration." ""
+    fi
+    local table
+    table=$(python3 "$bench_dir/criterion_table.py" < "$work/criterion.txt") ||
+        fail "no Criterion benchmark result in the output of the hot_path bench"
+    emit "$table"
+}
+
+# --- run ----------------------------------------------------------------------------------------
+
+mkdir -p "$(dirname "$results")"
+: > "$results"
+mode=full
+if $smoke; then mode="smoke (debug build, figures meaningless)"; fi
+emit "# Gatehouse benchmarks" ""
+emit "$(date -u '+%Y-%m-%d %H:%M UTC'), $mode, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)," \
+    "$(nproc) cores ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo))," \
+    "$(nginx -v 2>&1 | sed 's/.*: //'), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')," \
+    "h2load $(h2load --version | awk '{ print $2 }'), redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')." \
+    "Load generator, servers and upstream share the machine. Build: ${build_seconds} s."
+
+failed=()
+run_stage() { # name
+    local name=$1 started=$SECONDS rc
+    log "stage $name"
+    rm -f "$work/failure"
+    emit ""
+    set +e
+    (
+        set -e
+        trap stop_spawned EXIT
+        "stage_${name//-/_}"
+    )
+    rc=$?
+    set -e
+    if [ "$rc" -ne 0 ]; then
+        failed+=("$name")
+        emit "" "**Stage failed:** $(cat "$work/failure" 2>/dev/null || echo "exit code $rc")"
+    fi
+    emit "" "_Stage $name: $((SECONDS - started)) s._"
+}
+
+for stage in $stages; do run_stage "$stage"; done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    log "stages without numbers: ${failed[*]} (details in $results)"
+    exit 1
+fi
+log "every stage produced numbers; results in $results"
