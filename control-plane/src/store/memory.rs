@@ -1,7 +1,7 @@
 //! The in-process store: one mutex over plain maps. For a single control-plane replica only;
 //! every operation is atomic because it runs under the lock.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use std::time::{Duration, SystemTime};
@@ -38,11 +38,21 @@ struct State {
     /// By handle; ordered so listings can resume after a handle.
     sessions: BTreeMap<String, StoredSession>,
     handles_by_token: HashMap<TokenHash, String>,
+    /// Handles by virtual proxy and case-folded user: finding a user's sessions (on every
+    /// create, for the cap) must not scan every session.
+    handles_by_user: HashMap<UserIndex, BTreeSet<String>>,
     revocations: VecDeque<(u64, Revocation)>,
     next_revocation: u64,
     /// Highest sequence number dropped from `revocations` to bound memory.
     last_trimmed: u64,
     last_sweep: SystemTime,
+}
+
+/// (virtual proxy, case-folded directory, case-folded id).
+type UserIndex = (String, (String, String));
+
+fn user_index(virtual_proxy: &str, user: &UserKey) -> UserIndex {
+    (virtual_proxy.to_owned(), user.normalized())
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +73,7 @@ impl MemoryStore {
                 targets: HashMap::new(),
                 sessions: BTreeMap::new(),
                 handles_by_token: HashMap::new(),
+                handles_by_user: HashMap::new(),
                 revocations: VecDeque::new(),
                 next_revocation: 1,
                 last_trimmed: 0,
@@ -118,6 +129,13 @@ impl State {
     fn forget(&mut self, handle: &str) -> Option<StoredSession> {
         let stored = self.sessions.remove(handle)?;
         self.handles_by_token.remove(&stored.token_hash);
+        let index = user_index(&stored.session.virtual_proxy, &stored.session.user.key());
+        if let Some(handles) = self.handles_by_user.get_mut(&index) {
+            handles.remove(handle);
+            if handles.is_empty() {
+                self.handles_by_user.remove(&index);
+            }
+        }
         Some(stored)
     }
 
@@ -143,13 +161,14 @@ impl State {
     }
 
     fn user_handles(&self, virtual_proxy: &str, user: &UserKey, now: SystemTime) -> Vec<String> {
-        let mut sessions: Vec<&Session> = self
-            .sessions
-            .values()
+        let Some(handles) = self.handles_by_user.get(&user_index(virtual_proxy, user)) else {
+            return Vec::new();
+        };
+        let mut sessions: Vec<&Session> = handles
+            .iter()
+            .filter_map(|handle| self.sessions.get(handle))
             .map(|stored| &stored.session)
-            .filter(|s| {
-                s.virtual_proxy == virtual_proxy && user.matches(&s.user) && !s.is_expired(now)
-            })
+            .filter(|s| !s.is_expired(now))
             .collect();
         sessions.sort_by(|a, b| {
             a.created
@@ -244,6 +263,11 @@ impl Store for MemoryStore {
         state
             .handles_by_token
             .insert(new.token_hash.clone(), session.handle.clone());
+        state
+            .handles_by_user
+            .entry(user_index(&session.virtual_proxy, &session.user.key()))
+            .or_default()
+            .insert(session.handle.clone());
         state.sessions.insert(
             session.handle.clone(),
             StoredSession {
@@ -547,6 +571,7 @@ mod tests {
         store.ping().await.unwrap();
         let (state, _) = store.state();
         assert!(state.sessions.is_empty(), "expired sessions are swept");
+        assert!(state.handles_by_user.is_empty(), "and their user index with them");
         assert!(state.handles_by_token.is_empty());
     }
 }
