@@ -571,7 +571,10 @@ mod tests {
         store.ping().await.unwrap();
         let (state, _) = store.state();
         assert!(state.sessions.is_empty(), "expired sessions are swept");
-        assert!(state.handles_by_user.is_empty(), "and their user index with them");
+        assert!(
+            state.handles_by_user.is_empty(),
+            "and their user index with them"
+        );
         assert!(state.handles_by_token.is_empty());
     }
 }

@@ -46,25 +46,40 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Usually just `keep-alive`, removed below anyway: collect (and allocate) only others.
-    let named: Vec<HeaderName> = headers
+    let named = connection_named(headers);
+    remove_where(headers, |name| is_hop_by_hop(name, &named, keep_upgrade));
+}
+
+/// The headers a `Connection` header names, besides the standard hop-by-hop ones (usually
+/// there are none: browsers send `keep-alive`, so nothing is allocated).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .filter(|name| !HOP_BY_HOP.contains(name))
+        .collect()
+}
+
+fn is_hop_by_hop(name: &HeaderName, named: &[HeaderName], keep_upgrade: bool) -> bool {
+    if *name == UPGRADE {
+        return !keep_upgrade;
+    }
+    HOP_BY_HOP.contains(name) || named.contains(name)
+}
+
+/// Removes every header `doomed` picks, looking at each name present once: removing a list
+/// of names one by one costs a hash lookup each, present or not, on every request.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| doomed(name))
+        .cloned()
         .collect();
-    for name in named {
-        if !(keep_upgrade && name == UPGRADE) {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
+    for name in names {
         headers.remove(name);
-    }
-    if !keep_upgrade {
-        headers.remove(UPGRADE);
     }
 }
 
@@ -105,18 +120,23 @@ pub fn for_upstream(
     if headers.contains_key(http::header::TRANSFER_ENCODING) {
         headers.remove(http::header::CONTENT_LENGTH);
     }
-    remove_hop_by_hop(headers, websocket);
+    let named = connection_named(headers);
+    let header_login = proxy
+        .header_authentication
+        .as_ref()
+        .map(|header| &header.header);
+    // The client's own identity and forwarding headers are never passed on.
+    remove_where(headers, |name| {
+        is_hop_by_hop(name, &named, websocket)
+            || IDENTITY_HEADERS.contains(name)
+            || header_login == Some(name)
+            || *name == X_FORWARDED_HOST
+            || is_identity_lookalike(name)
+    });
     if websocket {
         headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     }
-    for name in &IDENTITY_HEADERS {
-        headers.remove(name);
-    }
-    if let Some(header) = &proxy.header_authentication {
-        headers.remove(&header.header);
-    }
     cookie::strip(headers, session_cookies);
-    remove_underscore_lookalikes(headers);
 
     let peer_ip = peer.ip().to_canonical().to_string();
     let forwarded_for = match headers
@@ -132,8 +152,6 @@ pub fn for_upstream(
         X_FORWARDED_PROTO,
         if secure { "https" } else { "http" },
     );
-    // The client's own X-Forwarded-Host is never passed on.
-    headers.remove(X_FORWARDED_HOST);
     if let Some(host) = headers.get(HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
     }
@@ -141,21 +159,17 @@ pub fn for_upstream(
 }
 
 /// `X_Qlik_User` and the like: CGI-style upstreams read them as the identity headers.
-fn remove_underscore_lookalikes(headers: &mut HeaderMap) {
-    let lookalikes: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().contains('_'))
-        .filter(|name| {
-            let dashed = name.as_str().replace('_', "-");
-            IDENTITY_HEADERS
-                .iter()
-                .any(|identity| identity.as_str() == dashed)
+fn is_identity_lookalike(name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    name.contains(&b'_')
+        && IDENTITY_HEADERS.iter().any(|identity| {
+            let identity = identity.as_str().as_bytes();
+            identity.len() == name.len()
+                && identity
+                    .iter()
+                    .zip(name)
+                    .all(|(i, n)| i == n || (*i == b'-' && *n == b'_'))
         })
-        .cloned()
-        .collect();
-    for name in lookalikes {
-        headers.remove(name);
-    }
 }
 
 fn inject_identity(
