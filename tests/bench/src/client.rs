@@ -13,6 +13,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Longest a single request of a benchmark may take before the run is called failed.
@@ -82,12 +83,23 @@ pub async fn websocket(address: SocketAddr, path: &str, cookie: &str) -> Result<
         .await
         .with_context(|| format!("connect to {address}"))?;
     stream.set_nodelay(true)?;
-    let connect = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
+    let connect = tokio_tungstenite::client_async_with_config(
+        request,
+        MaybeTlsStream::Plain(stream),
+        Some(small_buffers()),
+    );
     match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(error)) => bail!("WebSocket upgrade through {address} refused: {error}"),
         Err(_) => bail!("WebSocket upgrade through {address}: no answer in time"),
     }
+}
+
+/// tungstenite's default read buffer is 128 KiB, zero-filled before every read: 10k idle
+/// sockets in the driver (and as many in the upstream) would hold 1.2 GiB each for nothing.
+/// Frames larger than the buffer still arrive whole; the buffer grows for them.
+pub fn small_buffers() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096)
 }
 
 /// Polls `check` every `every` until it answers `Ok(Some(_))`, for at most `deadline`.

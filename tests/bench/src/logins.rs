@@ -82,9 +82,11 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &LoginsArgs) -> Result<Table
     let mut redis_connection = redis.connection().await?;
     let rss_idle = control_plane.process.rss()?;
     let before = command_stats(&mut redis_connection).await?;
+    let driver = std::process::id();
     let cpu_before = (
         control_plane.process.cpu_seconds()?,
         redis.process.cpu_seconds()?,
+        processes::cpu_seconds_of(driver)?,
     );
     eprintln!("logins: {clients} clients for {seconds} s");
     let started = Instant::now();
@@ -112,6 +114,7 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &LoginsArgs) -> Result<Table
     let cpu = (
         (control_plane.process.cpu_seconds()? - cpu_before.0) / elapsed,
         (redis.process.cpu_seconds()? - cpu_before.1) / elapsed,
+        (processes::cpu_seconds_of(driver)? - cpu_before.2) / elapsed,
     );
     if logins == 0 {
         bail!("no login completed");
@@ -215,8 +218,13 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &LoginsArgs) -> Result<Table
         format!("**{ratio:.2}**"),
     );
     row(
-        "CPU during load: control plane, redis-server",
-        format!("{:.0} %, {:.0} %", cpu.0 * 100.0, cpu.1 * 100.0),
+        "CPU during load (of one core): control plane; redis-server; this driver",
+        format!(
+            "{:.0} %; {:.0} %; {:.0} %",
+            cpu.0 * 100.0,
+            cpu.1 * 100.0,
+            cpu.2 * 100.0
+        ),
     );
     row(
         "control-plane RSS: idle; peak under load (VmRSS every 50 ms); VmHWM",

@@ -64,9 +64,7 @@ impl Process {
 
     /// CPU time (user + system) used so far, in seconds.
     pub fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .with_context(|| format!("read /proc/{}/stat", self.pid))?;
-        parse_cpu_seconds(&stat).with_context(|| format!("no CPU times for process {}", self.pid))
+        cpu_seconds_of(self.pid)
     }
 
     /// Peak resident set size since the process started (`VmHWM`), in bytes.
@@ -78,6 +76,13 @@ impl Process {
 /// Resident set size of process `pid` now (`VmRSS`), in bytes.
 pub fn rss_of(pid: u32) -> Result<u64> {
     status_bytes(pid, "VmRSS")
+}
+
+/// CPU time (user + system) process `pid` used so far, in seconds.
+pub fn cpu_seconds_of(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat"))?;
+    parse_cpu_seconds(&stat).with_context(|| format!("no CPU times for process {pid}"))
 }
 
 /// Clock ticks per second of `/proc/PID/stat` times: 100 on every Linux build that matters

@@ -21,6 +21,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use crate::client::small_buffers;
+
 /// An upstream serving in this process; stops accepting when dropped.
 #[derive(Debug)]
 pub struct EchoUpstream {
@@ -89,8 +91,12 @@ fn answer(mut request: Request<Incoming>) -> Response<Full<Bytes>> {
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         if let Ok(upgraded) = upgrade.await {
-            let socket =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            let socket = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(small_buffers()),
+            )
+            .await;
             echo(socket).await;
         }
     });
