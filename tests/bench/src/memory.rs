@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Connection, WebSocket, wait_for, websocket};
 use crate::grpc;
-use crate::processes::{self, ControlPlane, DataPlane, Store, UpstreamProcess};
+use crate::processes::{self, ControlPlane, DataPlane, Redis, Store, UpstreamProcess};
 use crate::stats::{Table, mib};
 
 /// The node's own default `cache.max_sessions`.
@@ -45,6 +45,16 @@ pub struct MemoryArgs {
     /// evict some from the fuller shards]
     #[arg(long)]
     cache_max_sessions: Option<u64>,
+    /// The control plane's store. Redis by default: the memory store looks at every session
+    /// to count the user's on each CreateSession, so 100k sessions take many minutes there
+    #[arg(long, value_enum, default_value_t = StoreKind::Redis)]
+    store: StoreKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Redis,
+    Memory,
 }
 
 pub async fn run(bin_dir: &Path, smoke: bool, args: &MemoryArgs) -> Result<Table> {
@@ -70,16 +80,17 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &MemoryArgs) -> Result<Table
 
     let dir = processes::work_dir()?;
     let secret = processes::node_secret()?;
+    let redis = match args.store {
+        StoreKind::Redis => Some(Redis::start(dir.path()).await?),
+        StoreKind::Memory => None,
+    };
+    let store = redis
+        .as_ref()
+        .map_or(Store::Memory, |redis| Store::Redis(redis.url()));
     // A process of its own: its sockets would otherwise count against the driver's limit.
     let upstream = UpstreamProcess::start().await?;
-    let control_plane = ControlPlane::start(
-        bin_dir,
-        dir.path(),
-        &Store::Memory,
-        upstream.address,
-        &secret,
-    )
-    .await?;
+    let control_plane =
+        ControlPlane::start(bin_dir, dir.path(), &store, upstream.address, &secret).await?;
     let node = DataPlane::start(
         bin_dir,
         &control_plane,
