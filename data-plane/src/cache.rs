@@ -100,8 +100,6 @@ pub struct CachedSession {
     pub attributes: Vec<(String, String)>,
     /// The session ends at this time whatever its activity.
     pub absolute_expiry: SystemTime,
-    /// The identity headers upstreams get, made on first use.
-    pub identity: crate::proxy::headers::IdentityMemo,
 }
 
 impl CachedSession {
@@ -121,7 +119,6 @@ impl CachedSession {
                 .absolute_expiry
                 .and_then(|at| SystemTime::try_from(at).ok())
                 .unwrap_or(SystemTime::UNIX_EPOCH),
-            identity: Default::default(),
         }
     }
 }
@@ -347,7 +344,6 @@ mod tests {
             user_id: "u".into(),
             attributes: vec![],
             absolute_expiry: SystemTime::now() + Duration::from_secs(3600),
-            identity: Default::default(),
         })
     }
 

@@ -313,7 +313,9 @@ impl ProxyThreads {
                                 };
                                 accept_loop(listener, stop, tasks, limits, make_service).await;
                             }
-                            Err(error) => tracing::error!(%error, "cannot accept on a proxy thread"),
+                            Err(error) => {
+                                tracing::error!(%error, "cannot accept on a proxy thread")
+                            }
                         }
                         drop(accepting);
                         done.cancelled().await;

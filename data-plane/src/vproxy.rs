@@ -81,6 +81,8 @@ pub struct VirtualProxy {
     pub access_rules: Vec<AccessRule>,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     pub proxy_id: String,
+    /// The identity headers that are the same for every user of this proxy, made once.
+    pub proxy_identity_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl VirtualProxy {
@@ -266,7 +268,18 @@ impl VirtualProxy {
                 .collect(),
             response_headers,
             proxy_id: proto.proxy_id.clone(),
-        })
+            proxy_identity_headers: Vec::new(),
+        }
+        .with_proxy_identity_headers())
+    }
+
+    fn with_proxy_identity_headers(mut self) -> Self {
+        self.proxy_identity_headers = crate::proxy::headers::proxy_identity_headers(
+            self.identity,
+            &self.proxy_id,
+            &self.prefix,
+        );
+        self
     }
 }
 

@@ -109,7 +109,6 @@ pub fn identity_headers(data: &[u8]) {
         user_id: id.clone(),
         attributes: vec![(directory.clone(), id.clone())],
         absolute_expiry: std::time::SystemTime::UNIX_EPOCH,
-        identity: Default::default(),
     };
     let mut request_headers = HeaderMap::new();
     let peer = SocketAddr::from(([127, 0, 0, 1], 1));

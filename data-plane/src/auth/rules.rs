@@ -53,7 +53,6 @@ mod tests {
             user_id: "alice".into(),
             attributes: vec![("group".into(), group.into())],
             absolute_expiry: SystemTime::now(),
-            identity: Default::default(),
         }
     }
 

@@ -172,124 +172,106 @@ fn is_identity_lookalike(name: &HeaderName) -> bool {
         })
 }
 
+/// The user's identity headers. Those that are the same for every user of the proxy were
+/// made with the proxy; the user's own are written straight into one buffer each (no
+/// intermediate strings), which is cheap enough not to be worth keeping per session: a
+/// per-session copy doubled the memory a cached session takes.
 fn inject_identity(
     headers: &mut HeaderMap,
     proxy: &VirtualProxy,
     session: &CachedSession,
     secure: bool,
 ) {
-    let memo = session.identity.0.load();
-    if let Some(memo) = memo.as_deref()
-        && memo.matches(proxy, secure)
-    {
-        for (name, value) in &memo.headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        return;
-    }
-    let computed = identity_headers(proxy, session, secure);
-    for (name, value) in &computed {
+    for (name, value) in &proxy.proxy_identity_headers {
         headers.insert(name.clone(), value.clone());
     }
-    session.identity.0.store(Some(std::sync::Arc::new(Memo {
-        secure,
-        preset: proxy.identity,
-        proxy_id: proxy.proxy_id.clone(),
-        prefix: proxy.prefix.clone(),
-        headers: computed,
-    })));
-}
-
-/// A session's identity headers, kept with the session once made: URL-encoding and
-/// formatting them on every request was the largest cost of building an upstream request,
-/// and they only change with the virtual proxy's settings (checked on every use).
-#[derive(Default)]
-pub struct IdentityMemo(arc_swap::ArcSwapOption<Memo>);
-
-struct Memo {
-    secure: bool,
-    preset: IdentityPreset,
-    proxy_id: String,
-    prefix: String,
-    headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl Memo {
-    fn matches(&self, proxy: &VirtualProxy, secure: bool) -> bool {
-        self.secure == secure
-            && self.preset == proxy.identity
-            && self.proxy_id == proxy.proxy_id
-            && self.prefix == proxy.prefix
-    }
-}
-
-impl std::fmt::Debug for IdentityMemo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("IdentityMemo(..)")
-    }
-}
-
-/// Derived data: a copy starts empty, and it takes no part in comparing sessions.
-impl Clone for IdentityMemo {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl PartialEq for IdentityMemo {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for IdentityMemo {}
-
-fn identity_headers(
-    proxy: &VirtualProxy,
-    session: &CachedSession,
-    secure: bool,
-) -> Vec<(HeaderName, HeaderValue)> {
-    let directory = encode(&session.user_directory);
-    let id = encode(&session.user_id);
-    let attributes: Vec<String> = session
-        .attributes
-        .iter()
-        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
-        .collect();
-    let mut headers = Vec::with_capacity(4);
-    let mut add = |name: &'static str, value: &str| {
-        // Every value here is encoded or built from validated parts; a failure would only
-        // drop the header, never panic.
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.push((HeaderName::from_static(name), value));
+    let attributes = |out: &mut String, separator: &str| {
+        for (index, (name, value)) in session.attributes.iter().enumerate() {
+            if index > 0 {
+                out.push_str(separator);
+            }
+            encode_into(out, name);
+            out.push('=');
+            encode_into(out, value);
         }
     };
     match proxy.identity {
         IdentityPreset::Qlik => {
-            add(
-                "x-qlik-user",
-                &format!("UserDirectory={directory}; UserId={id}"),
-            );
-            let mut security = format!("SecureRequest={secure}; Context=AppAccess");
-            for attribute in &attributes {
-                security.push_str("; ");
-                security.push_str(attribute);
-            }
-            add("x-qlik-security", &security);
-            add(
-                "x-qlik-proxyid",
-                &format!("ProxyId={}; Prefix={}", proxy.proxy_id, proxy.prefix),
-            );
-            add("x-qlik-virtual-proxy-prefix", &proxy.prefix);
+            insert_built(headers, "x-qlik-user", |out| {
+                out.push_str("UserDirectory=");
+                encode_into(out, &session.user_directory);
+                out.push_str("; UserId=");
+                encode_into(out, &session.user_id);
+            });
+            insert_built(headers, "x-qlik-security", |out| {
+                out.push_str(if secure {
+                    "SecureRequest=true; Context=AppAccess"
+                } else {
+                    "SecureRequest=false; Context=AppAccess"
+                });
+                if !session.attributes.is_empty() {
+                    out.push_str("; ");
+                    attributes(out, "; ");
+                }
+            });
         }
         IdentityPreset::Generic => {
-            add("x-gatehouse-user-directory", &directory);
-            add("x-gatehouse-user-id", &id);
-            add("x-gatehouse-attributes", &attributes.join("; "));
-            add("x-gatehouse-virtual-proxy", &proxy.prefix);
+            insert_built(headers, "x-gatehouse-user-directory", |out| {
+                encode_into(out, &session.user_directory);
+            });
+            insert_built(headers, "x-gatehouse-user-id", |out| {
+                encode_into(out, &session.user_id);
+            });
+            insert_built(headers, "x-gatehouse-attributes", |out| {
+                attributes(out, "; ")
+            });
         }
     }
+}
+
+/// The identity headers that do not depend on the user.
+pub fn proxy_identity_headers(
+    preset: IdentityPreset,
+    proxy_id: &str,
+    prefix: &str,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let headers: Vec<(&'static str, String)> = match preset {
+        IdentityPreset::Qlik => vec![
+            (
+                "x-qlik-proxyid",
+                format!("ProxyId={proxy_id}; Prefix={prefix}"),
+            ),
+            ("x-qlik-virtual-proxy-prefix", prefix.to_owned()),
+        ],
+        IdentityPreset::Generic => vec![("x-gatehouse-virtual-proxy", prefix.to_owned())],
+    };
     headers
+        .into_iter()
+        .filter_map(|(name, value)| {
+            // Configuration the control plane validated; a value that is not a valid header
+            // would only be left out, never panic.
+            Some((
+                HeaderName::from_static(name),
+                HeaderValue::from_str(&value).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Builds a header value in one buffer and inserts it. Every piece is percent-encoded or a
+/// fixed ASCII string, so the value is always valid; if not, the header is left out.
+fn insert_built(headers: &mut HeaderMap, name: &'static str, build: impl FnOnce(&mut String)) {
+    let mut value = String::with_capacity(64);
+    build(&mut value);
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+fn encode_into(out: &mut String, value: &str) {
+    for piece in utf8_percent_encode(value, ENCODE) {
+        out.push_str(piece);
+    }
 }
 
 /// Reads `X-Qlik-User` (`UserDirectory=<dir>; UserId=<id>`, URL-encoded, with or without the
@@ -310,10 +292,6 @@ pub fn parse_qlik_user(value: &str) -> Option<(String, String)> {
         }
     }
     Some((directory?, id?))
-}
-
-fn encode(value: &str) -> String {
-    utf8_percent_encode(value, ENCODE).to_string()
 }
 
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -358,7 +336,6 @@ mod tests {
                 ("group".into(), "admins".into()),
             ],
             absolute_expiry: SystemTime::now(),
-            identity: Default::default(),
         }
     }
 
@@ -393,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn identity_headers_made_once_follow_the_connection_and_the_preset() {
+    fn identity_headers_follow_the_connection_and_the_preset() {
         let user = session();
         let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
         let qlik = proxy(pb::IdentityPreset::Qlik);
@@ -410,9 +387,7 @@ mod tests {
                 .unwrap()
                 .starts_with("SecureRequest=false")
         );
-        // Reused from the first request...
         assert_eq!(headers_for(&qlik, false), plain);
-        // ...but not across TLS and plain connections, nor presets.
         let tls = headers_for(&qlik, true);
         assert!(
             tls["x-qlik-security"]
