@@ -147,7 +147,11 @@ pub struct SessionCache {
     ttl: Duration,
     grace: Duration,
     /// Handle → tokens cached for it, to drop a session by handle.
-    by_handle: Mutex<HashMap<String, Vec<TokenKey>>>,
+    /// Keyed by a fingerprint of the handle, not a copy of it: copies of every handle, each
+    /// in a `Vec`, were a sixth of a cached session's memory. Handles whose fingerprints
+    /// collide share an entry; every use checks the cached session's own handle.
+    by_handle: Mutex<HashMap<u64, TokenKeys>>,
+    handle_hasher: std::collections::hash_map::RandomState,
     /// Handles revoked within the last `ttl`, with when.
     revoked: Mutex<HashMap<String, Instant>>,
     /// Entries in all shards together.
@@ -176,10 +180,15 @@ impl SessionCache {
             ttl,
             grace,
             by_handle: Mutex::new(HashMap::new()),
+            handle_hasher: std::collections::hash_map::RandomState::new(),
             revoked: Mutex::new(HashMap::new()),
             len: AtomicUsize::new(0),
             max_sessions,
         }
+    }
+
+    fn fingerprint(&self, handle: &str) -> u64 {
+        self.handle_hasher.hash_one(handle)
     }
 
     /// The shard comes from another word of the digest than the hash within the shard.
@@ -222,8 +231,11 @@ impl SessionCache {
     pub fn restore_activity(&self, activity: &[(String, SystemTime)]) {
         let by_handle = lock(&self.by_handle);
         for (handle, at) in activity {
-            for key in by_handle.get(handle).into_iter().flatten() {
-                if let Some(entry) = lock(self.shard(key)).get_mut(key) {
+            let keys = by_handle.get(&self.fingerprint(handle));
+            for key in keys.map(TokenKeys::as_slice).unwrap_or_default() {
+                if let Some(entry) = lock(self.shard(key)).get_mut(key)
+                    && *entry.session.handle == **handle
+                {
                     entry.unreported_use =
                         Some(entry.unreported_use.map_or(*at, |used| used.max(*at)));
                 }
@@ -250,7 +262,7 @@ impl SessionCache {
                     .iter()
                     .take(EVICTION_SAMPLE)
                     .min_by_key(|(_, entry)| entry.validated)
-                    .map(|(key, entry)| (*key, entry.session.handle.clone()));
+                    .map(|(key, entry)| (*key, self.fingerprint(&entry.session.handle)));
                 if let Some((oldest, _)) = &oldest
                     && shard.remove(oldest).is_some()
                 {
@@ -274,13 +286,13 @@ impl SessionCache {
             evicted
         };
         let mut by_handle = lock(&self.by_handle);
-        if let Some((evicted_key, evicted_handle)) = evicted {
-            forget_key(&mut by_handle, &evicted_handle, &evicted_key);
+        if let Some((evicted_key, evicted_fingerprint)) = evicted {
+            forget_key(&mut by_handle, evicted_fingerprint, &evicted_key);
         }
-        let keys = by_handle.entry(session.handle.clone()).or_default();
-        if !keys.contains(&key) {
-            keys.push(key);
-        }
+        by_handle
+            .entry(self.fingerprint(&session.handle))
+            .and_modify(|keys| keys.add(key))
+            .or_insert(TokenKeys::One(key));
         true
     }
 
@@ -289,17 +301,34 @@ impl SessionCache {
         let removed = lock(self.shard(key)).remove(key);
         if let Some(entry) = removed {
             self.len.fetch_sub(1, Ordering::Relaxed);
-            forget_key(&mut lock(&self.by_handle), &entry.session.handle, key);
+            let fingerprint = self.fingerprint(&entry.session.handle);
+            forget_key(&mut lock(&self.by_handle), fingerprint, key);
         }
     }
 
     /// Drops every token of a revoked session and remembers the revocation briefly.
     pub fn revoke(&self, handle: &str) {
         lock(&self.revoked).insert(handle.to_owned(), Instant::now());
-        let keys = lock(&self.by_handle).remove(handle).unwrap_or_default();
-        for key in keys {
-            if lock(self.shard(&key)).remove(&key).is_some() {
-                self.len.fetch_sub(1, Ordering::Relaxed);
+        let fingerprint = self.fingerprint(handle);
+        let mut by_handle = lock(&self.by_handle);
+        let Some(keys) = by_handle.remove(&fingerprint) else {
+            return;
+        };
+        for key in keys.as_slice() {
+            let mut shard = lock(self.shard(key));
+            match shard.get(key) {
+                Some(entry) if *entry.session.handle == *handle => {
+                    shard.remove(key);
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                }
+                // Another handle with the same fingerprint: it stays.
+                Some(_) => {
+                    by_handle
+                        .entry(fingerprint)
+                        .and_modify(|kept| kept.add(*key))
+                        .or_insert(TokenKeys::One(*key));
+                }
+                None => {}
             }
         }
     }
@@ -323,11 +352,46 @@ impl SessionCache {
     }
 }
 
-fn forget_key(by_handle: &mut HashMap<String, Vec<TokenKey>>, handle: &str, key: &TokenKey) {
-    if let Some(keys) = by_handle.get_mut(handle) {
-        keys.retain(|k| k != key);
-        if keys.is_empty() {
-            by_handle.remove(handle);
+fn forget_key(by_handle: &mut HashMap<u64, TokenKeys>, fingerprint: u64, key: &TokenKey) {
+    if let Some(keys) = by_handle.get_mut(&fingerprint)
+        && keys.remove(key)
+    {
+        by_handle.remove(&fingerprint);
+    }
+}
+
+/// The tokens cached under one handle fingerprint: nearly always one, kept inline.
+#[derive(Debug)]
+enum TokenKeys {
+    One(TokenKey),
+    Many(Vec<TokenKey>),
+}
+
+impl TokenKeys {
+    fn as_slice(&self) -> &[TokenKey] {
+        match self {
+            Self::One(key) => std::slice::from_ref(key),
+            Self::Many(keys) => keys,
+        }
+    }
+
+    fn add(&mut self, key: TokenKey) {
+        match self {
+            Self::One(only) if *only != key => *self = Self::Many(vec![*only, key]),
+            Self::One(_) => {}
+            Self::Many(keys) if !keys.contains(&key) => keys.push(key),
+            Self::Many(_) => {}
+        }
+    }
+
+    /// Removes `key`; true when none is left.
+    fn remove(&mut self, key: &TokenKey) -> bool {
+        match self {
+            Self::One(only) => only == key,
+            Self::Many(keys) => {
+                keys.retain(|k| k != key);
+                keys.is_empty()
+            }
         }
     }
 }
@@ -409,6 +473,19 @@ mod tests {
         assert!(lock(&cache.by_handle).len() <= SHARDS * 3);
         let held: usize = cache.shards.iter().map(|shard| lock(shard).len()).sum();
         assert_eq!(held, cache.len());
+    }
+
+    #[test]
+    fn token_keys_hold_one_inline_and_more_in_a_list() {
+        let (a, b) = (TokenKey::of("a"), TokenKey::of("b"));
+        let mut keys = TokenKeys::One(a);
+        keys.add(a);
+        assert_eq!(keys.as_slice(), &[a]);
+        keys.add(b);
+        assert_eq!(keys.as_slice(), &[a, b]);
+        assert!(!keys.remove(&a));
+        assert!(keys.remove(&b), "empty once the last key goes");
+        assert!(!TokenKeys::One(a).remove(&b));
     }
 
     #[test]
