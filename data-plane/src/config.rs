@@ -24,9 +24,6 @@ pub struct Config {
     pub node_id: String,
     /// On SIGTERM: how long in-flight requests may take to finish before the node exits.
     pub shutdown_grace: Duration,
-    /// Threads that each run their own single-threaded runtime and accept on the proxy
-    /// port; 0 serves from the process's main (work-stealing) runtime.
-    pub proxy_threads: usize,
     pub control_plane: ControlPlaneConfig,
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
@@ -153,7 +150,6 @@ struct FileConfig {
     node_id: Option<String>,
     #[serde(with = "humantime_serde")]
     shutdown_grace: Duration,
-    proxy_threads: usize,
     control_plane: FileControlPlane,
     cache: CacheConfig,
     limits: LimitsConfig,
@@ -180,7 +176,6 @@ impl Default for FileConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             node_id: None,
             shutdown_grace: Duration::from_secs(30),
-            proxy_threads: 0,
             control_plane: FileControlPlane::default(),
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
@@ -408,15 +403,11 @@ impl Config {
             .or_else(|| std::env::var("HOSTNAME").ok())
             .filter(|id| !id.trim().is_empty())
             .unwrap_or_else(|| "data-plane".to_owned());
-        if file.proxy_threads > 1024 {
-            return invalid("proxy_threads must be at most 1024");
-        }
         Ok(Self {
             listen: file.listen,
             admin_listen: file.admin_listen,
             node_id,
             shutdown_grace: file.shutdown_grace,
-            proxy_threads: file.proxy_threads,
             control_plane: ControlPlaneConfig {
                 endpoints: control.endpoints,
                 credential,

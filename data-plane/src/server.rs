@@ -125,56 +125,33 @@ impl BoundNode {
             _ => None,
         };
         let secure = tls.is_some();
-        let capacity = Some(Arc::new(Semaphore::new(limits.max_connections)));
         let state = self.state.clone();
-        // One service per connection, knowing the peer and whether the node is at its
-        // connection limit.
-        let service = move |peer, busy| {
-            let state = state.clone();
-            service_fn(move |request| {
-                let state = state.clone();
-                async move {
-                    if busy {
-                        return Ok::<_, Infallible>(respond::error(
-                            http::StatusCode::SERVICE_UNAVAILABLE,
-                            "this node is at its connection limit; try again",
-                        ));
-                    }
-                    Ok(proxy::handle(state, request, peer, secure).await)
-                }
-            })
+        let proxy_listener = Listener {
+            listener: self.listener,
+            tls,
+            capacity: Some(Arc::new(Semaphore::new(limits.max_connections))),
         };
-        // Accept loops still running; with proxy threads, they end before their threads do.
-        let acceptors = TaskTracker::new();
-        let threads_done = CancellationToken::new();
-        let mut proxy_threads = Vec::new();
-        if self.config.proxy_threads == 0 {
-            let listener = Listener {
-                listener: self.listener,
-                tls,
-                capacity,
-            };
-            acceptors.spawn(accept_loop(
-                listener,
-                stop.clone(),
-                tasks.clone(),
-                limits,
-                service,
-            ));
-        } else {
-            let threads = ProxyThreads {
-                count: self.config.proxy_threads,
-                tls,
-                capacity,
-                stop: stop.clone(),
-                tasks: tasks.clone(),
-                acceptors: acceptors.clone(),
-                done: threads_done.clone(),
-                limits,
-            };
-            proxy_threads = threads.spawn(self.listener, service);
-        }
-        acceptors.close();
+        let proxy_loop = accept_loop(
+            proxy_listener,
+            stop.clone(),
+            tasks.clone(),
+            limits,
+            move |peer, busy| {
+                let state = state.clone();
+                service_fn(move |request| {
+                    let state = state.clone();
+                    async move {
+                        if busy {
+                            return Ok::<_, Infallible>(respond::error(
+                                http::StatusCode::SERVICE_UNAVAILABLE,
+                                "this node is at its connection limit; try again",
+                            ));
+                        }
+                        Ok(proxy::handle(state, request, peer, secure).await)
+                    }
+                })
+            },
+        );
         let state = self.state.clone();
         let admin_listener = Listener {
             listener: self.admin,
@@ -197,13 +174,14 @@ impl BoundNode {
                 })
             },
         );
+        let proxy_task = tokio::spawn(proxy_loop);
         let admin_task = tokio::spawn(admin_loop);
         shutdown.await;
         // Out of rotation first, then stop accepting, then let what is in flight finish.
         self.state.begin_drain();
         self.state.sockets.shut_down();
         stop.cancel();
-        acceptors.wait().await;
+        let _ = proxy_task.await;
         tasks.close();
         let grace = self.config.shutdown_grace;
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
@@ -227,106 +205,6 @@ impl BoundNode {
         }
         // What was used but not yet reported still counts.
         activity::report_once(&self.state).await;
-        threads_done.cancel();
-        let _ = tokio::task::spawn_blocking(move || {
-            for thread in proxy_threads {
-                let _ = thread.join();
-            }
-        })
-        .await;
-    }
-}
-
-/// Proxy-port threads, each with a single-threaded runtime accepting on its own handle of
-/// the proxy socket: no work stealing and no cross-thread wake-ups on the request path, the
-/// shape nginx has with one worker process per core.
-struct ProxyThreads {
-    count: usize,
-    tls: Option<TlsAcceptor>,
-    capacity: Option<Arc<Semaphore>>,
-    stop: CancellationToken,
-    tasks: TaskTracker,
-    acceptors: TaskTracker,
-    /// The threads (and the connections on them) live until this is cancelled.
-    done: CancellationToken,
-    limits: crate::config::LimitsConfig,
-}
-
-impl ProxyThreads {
-    fn spawn<F, S>(self, listener: TcpListener, make_service: F) -> Vec<std::thread::JoinHandle<()>>
-    where
-        F: Fn(SocketAddr, bool) -> S + Clone + Send + 'static,
-        S: hyper::service::Service<
-                http::Request<hyper::body::Incoming>,
-                Response = http::Response<crate::proxy::upstream::ProxyBody>,
-                Error = Infallible,
-            > + Send
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        let listener = match listener.into_std() {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::error!(%error, "cannot hand the proxy socket to its threads");
-                return Vec::new();
-            }
-        };
-        let mut threads = Vec::new();
-        for index in 0..self.count {
-            let handle = match listener.try_clone() {
-                Ok(handle) => handle,
-                Err(error) => {
-                    tracing::error!(%error, "cannot share the proxy socket");
-                    break;
-                }
-            };
-            let accepting = self.acceptors.token();
-            let (tls, capacity, stop, tasks, done, limits) = (
-                self.tls.clone(),
-                self.capacity.clone(),
-                self.stop.clone(),
-                self.tasks.clone(),
-                self.done.clone(),
-                self.limits,
-            );
-            let make_service = make_service.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("gatehouse-proxy-{index}"))
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(runtime) => runtime,
-                        Err(error) => {
-                            tracing::error!(%error, "cannot start a proxy thread's runtime");
-                            return;
-                        }
-                    };
-                    runtime.block_on(async move {
-                        match TcpListener::from_std(handle) {
-                            Ok(listener) => {
-                                let listener = Listener {
-                                    listener,
-                                    tls,
-                                    capacity,
-                                };
-                                accept_loop(listener, stop, tasks, limits, make_service).await;
-                            }
-                            Err(error) => {
-                                tracing::error!(%error, "cannot accept on a proxy thread")
-                            }
-                        }
-                        drop(accepting);
-                        done.cancelled().await;
-                    });
-                });
-            match spawned {
-                Ok(thread) => threads.push(thread),
-                Err(error) => tracing::error!(%error, "cannot start a proxy thread"),
-            }
-        }
-        threads
     }
 }
 

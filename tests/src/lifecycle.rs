@@ -27,21 +27,9 @@ async fn ready_status(node_admin: std::net::SocketAddr) -> Option<u16> {
 
 #[tokio::test]
 async fn shutdown_drains_requests_and_says_goodbye_to_websockets() {
-    drains_requests_and_websockets("").await;
-}
-
-/// The same with the proxy port served by threads of their own (`proxy_threads`).
-#[tokio::test]
-async fn proxy_threads_serve_and_drain_like_the_main_runtime() {
-    drains_requests_and_websockets("proxy_threads = 2").await;
-}
-
-async fn drains_requests_and_websockets(node_toml: &str) {
     let upstream = EchoUpstream::start("engine").await;
     let control = ControlPlane::start(&AppProxy::new([upstream.node()]).toml()).await;
-    let mut config: toml::Table = node_toml.parse().unwrap();
-    config.insert("shutdown_grace".into(), "5s".into());
-    let mut node = DataPlaneNode::start_with(&control, &toml::to_string(&config).unwrap()).await;
+    let mut node = DataPlaneNode::start_with(&control, "shutdown_grace = \"5s\"").await;
     let (cookie, _) = session_cookie(&control, "app", COOKIE, user("CORP", "alice")).await;
     let mut socket = open_socket(&node, &cookie).await;
     assert_eq!(ready_status(node.admin_address()).await, Some(200));
