@@ -241,7 +241,7 @@ fn per_request(c: &mut Criterion) {
             || request.clone(),
             |headers| {
                 let token = cookie::read(headers, &proxy.cookie_name).expect("a session cookie");
-                let Lookup::Fresh(session) = cache.get(&TokenKey::of(&token)) else {
+                let Lookup::Fresh(session) = cache.get(&TokenKey::of(token)) else {
                     panic!("the session is cached and fresh");
                 };
                 headers::for_upstream(

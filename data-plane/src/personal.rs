@@ -43,7 +43,7 @@ async fn who_am_i(
     origin: &Origin,
 ) -> Response<ProxyBody> {
     if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
-        match state.validate(proxy, &token).await {
+        match state.validate(proxy, token).await {
             Validation::Valid(session) => {
                 return respond::json(
                     StatusCode::OK,
@@ -87,9 +87,7 @@ async fn logout(
     // A cross-site page must not be able to log the user out.
     let token = cookie::read(&parts.headers, &proxy.cookie_name);
     let trusted = csrf::same_origin(parts, proxy, origin)
-        || token
-            .as_deref()
-            .is_some_and(|token| csrf::carries_token(parts, token));
+        || token.is_some_and(|token| csrf::carries_token(parts, token));
     if !trusted {
         return respond::error(
             StatusCode::FORBIDDEN,
@@ -97,7 +95,7 @@ async fn logout(
         );
     }
     let ended = match token {
-        Some(token) => match state.control.logout(&proxy.prefix, &token).await {
+        Some(token) => match state.control.logout(&proxy.prefix, token).await {
             Ok(session) => session,
             Err(ControlError::Unavailable(_)) => {
                 return respond::error(
@@ -138,10 +136,10 @@ async fn csrf_token(state: &NodeState, proxy: &VirtualProxy, parts: &Parts) -> R
     let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) else {
         return respond::error(StatusCode::UNAUTHORIZED, "authentication required");
     };
-    match state.validate(proxy, &token).await {
+    match state.validate(proxy, token).await {
         Validation::Valid(_) => {
             let mut response = respond::json(StatusCode::OK, &json!({ "csrf": "issued" }));
-            if let Ok(value) = HeaderValue::from_str(&csrf::token_for(&token)) {
+            if let Ok(value) = HeaderValue::from_str(&csrf::token_for(token)) {
                 response.headers_mut().insert(csrf::TOKEN_HEADER, value);
             }
             response

@@ -95,7 +95,7 @@ pub async fn authenticate(
         .as_ref()
         .and_then(|config| header::user(config, &parts.headers, peer.ip()));
     if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
-        match state.validate(proxy, &token).await {
+        match state.validate(proxy, token).await {
             Validation::Valid(session) => {
                 let same_user = header_user.as_ref().is_none_or(|(directory, id)| {
                     directory.eq_ignore_ascii_case(&session.user_directory)
@@ -143,7 +143,7 @@ pub async fn redeem(
         Ok(Some(login)) => logged_in(state, proxy, origin, Ok(login), "ticket"),
         Ok(None) => {
             if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name)
-                && let Validation::Valid(session) = state.validate(proxy, &token).await
+                && let Validation::Valid(session) = state.validate(proxy, token).await
             {
                 return Ok(Authenticated {
                     session,

@@ -197,7 +197,7 @@ async fn serve(
     // existing cookie alone does not, since a cross-site page can make the browser send it.
     if websocket && proxy.websocket_requires_csrf_token && set_cookie.is_none() {
         let carries = cookie::read(&parts.headers, &proxy.cookie_name)
-            .is_some_and(|token| csrf::carries_token(&parts, &token));
+            .is_some_and(|token| csrf::carries_token(&parts, token));
         if !carries {
             return respond::error(
                 StatusCode::FORBIDDEN,

@@ -145,6 +145,9 @@ impl Drop for InFlight {
 
 /// A response body from either client.
 #[derive(Debug)]
+// The inline body carries its connection and is much the larger; boxing it would cost an
+// allocation per request to save bytes in a value that lives only as long as a response.
+#[allow(clippy::large_enum_variant)]
 enum UpstreamBody {
     Inline(InlineBody),
     Pooled(Incoming),
