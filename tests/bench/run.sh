@@ -95,29 +95,15 @@ trap 'exit 130' INT TERM
 
 # --- build --------------------------------------------------------------------------------
 
-# Stages 4 and 5 run code that lives in packages of its own; until those exist, the stages
-# say they were skipped.
-workspace=$(cargo metadata --no-deps --format-version 1 --locked)
-targets=$(python3 -c '
-import json, sys
-packages = {p["name"]: p for p in json.load(sys.stdin)["packages"]}
-def has(package, kind, name):
-    return any(t["name"] == name and kind in t["kind"]
-               for t in packages.get(package, {}).get("targets", []))
-print(str(has("gatehouse-bench", "bin", "gatehouse-bench")).lower(),
-      str(has("gatehouse-data-plane", "bench", "hot_path")).lower())' <<< "$workspace")
-read -r has_driver has_hot_path <<< "$targets"
 
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 build_started=$SECONDS
 if $smoke; then
     log "building debug binaries"
     cargo build --bins --locked
-    if $has_driver; then cargo build --locked -p gatehouse-bench; fi
 else
     log "building release binaries"
-    cargo build --release --locked --bin control-plane --bin data-plane
-    if $has_driver; then cargo build --release --locked -p gatehouse-bench; fi
+    cargo build --release --locked --bin control-plane --bin data-plane --bin gatehouse-bench
 fi
 build_seconds=$((SECONDS - build_started))
 driver=$bin_dir/gatehouse-bench
@@ -290,10 +276,6 @@ stage_h2() {
 # The driver starts its own servers from --bin-dir and prints one Markdown table.
 run_driver() { # subcommand title
     emit "## $2 (gatehouse-bench $1)" ""
-    if ! $has_driver; then
-        emit "stage skipped: gatehouse-bench not built"
-        return 0
-    fi
     local args=("$1" --bin-dir "$bin_dir") out
     if $smoke; then args+=(--smoke); fi
     out=$("$driver" "${args[@]}") || fail "gatehouse-bench $1 failed (exit code $?)"
@@ -314,10 +296,6 @@ stage_memory() { run_driver memory "Memory"; }
 
 stage_micro() {
     emit "## Micro-benchmarks (Criterion, data-plane hot path)" ""
-    if ! $has_hot_path; then
-        emit "stage skipped: the hot_path bench of gatehouse-data-plane does not exist yet"
-        return 0
-    fi
     # The smoke runs each benchmark once in Criterion's test mode, built with the test
     # suite's debug profile: `cargo bench -- --test` would add an optimised build.
     if $smoke; then
