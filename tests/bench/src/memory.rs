@@ -40,13 +40,11 @@ pub struct MemoryArgs {
     /// Requests in flight while creating and caching sessions and opening WebSockets
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// The node's `cache.max_sessions` [default: 1.25 × --sessions, at least the node's
-    /// default 100000: the cache is sharded, so exactly as many slots as sessions would
-    /// evict some from the fuller shards]
+    /// The node's `cache.max_sessions` [default: --sessions, at least the node's default
+    /// 100000: the cache holds exactly as many as it is sized for]
     #[arg(long)]
     cache_max_sessions: Option<u64>,
-    /// The control plane's store. Redis by default: the memory store looks at every session
-    /// to count the user's on each CreateSession, so 100k sessions take many minutes there
+    /// The control plane's store
     #[arg(long, value_enum, default_value_t = StoreKind::Redis)]
     store: StoreKind,
 }
@@ -63,7 +61,7 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &MemoryArgs) -> Result<Table
     let concurrency = args.concurrency.max(1);
     let cache_max_sessions = args
         .cache_max_sessions
-        .unwrap_or((sessions + sessions / 4).max(DEFAULT_CACHE_MAX_SESSIONS));
+        .unwrap_or(sessions.max(DEFAULT_CACHE_MAX_SESSIONS));
 
     // A WebSocket through the node holds two descriptors there (client side, upstream side).
     let (open_files, _) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
