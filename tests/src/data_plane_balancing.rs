@@ -229,3 +229,25 @@ async fn an_upstream_closing_idle_connections_fails_no_request() {
     }
     assert_eq!(engines[0].connections(), 2);
 }
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways_over_a_kept_alive_connection() {
+    let engines = upstreams(1).await;
+    let (_control_plane, node, cookie) = start(AppProxy::new(nodes(&engines))).await;
+    // Far larger than any socket or hyper buffer: both bodies must stream through the
+    // connection the request's task drives, not fit in one read.
+    let payload = "0123456789abcdef".repeat(256 * 1024);
+    for _ in 0..2 {
+        let response = post(&node.url("/app/upload"), &with_cookie(&cookie), &payload).await;
+        assert_eq!(response.status, 200);
+        assert_eq!(
+            response.json()["body"].as_str().map(str::len),
+            Some(payload.len())
+        );
+    }
+    assert_eq!(
+        engines[0].connections(),
+        1,
+        "the connection is reused after a large exchange"
+    );
+}
