@@ -114,15 +114,7 @@ impl EchoUpstream {
         if let Some(accept) = self.accept.take() {
             accept.abort();
         }
-        for task in self
-            .shared
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
-            task.abort();
-        }
+        self.close_connections();
     }
 }
 
