@@ -43,6 +43,12 @@ const UPGRADE: HeaderName = HeaderName::from_static("upgrade");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_QLIK_USER: HeaderName = HeaderName::from_static("x-qlik-user");
+const X_QLIK_SECURITY: HeaderName = HeaderName::from_static("x-qlik-security");
+const X_GATEHOUSE_USER_DIRECTORY: HeaderName =
+    HeaderName::from_static("x-gatehouse-user-directory");
+const X_GATEHOUSE_USER_ID: HeaderName = HeaderName::from_static("x-gatehouse-user-id");
+const X_GATEHOUSE_ATTRIBUTES: HeaderName = HeaderName::from_static("x-gatehouse-attributes");
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -138,19 +144,17 @@ pub fn for_upstream(
     }
     cookie::strip(headers, session_cookies);
 
-    let peer_ip = peer.ip().to_canonical().to_string();
-    let forwarded_for = match headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|value| value.to_str().ok())
-    {
-        Some(earlier) => format!("{earlier}, {peer_ip}"),
-        None => peer_ip,
-    };
-    insert(headers, X_FORWARDED_FOR, &forwarded_for);
-    insert(
-        headers,
+    let earlier = headers.get(&X_FORWARDED_FOR).cloned();
+    insert_built(headers, X_FORWARDED_FOR, |out| {
+        if let Some(earlier) = earlier.as_ref().and_then(|value| value.to_str().ok()) {
+            out.push_str(earlier);
+            out.push_str(", ");
+        }
+        push_ip(out, peer.ip());
+    });
+    headers.insert(
         X_FORWARDED_PROTO,
-        if secure { "https" } else { "http" },
+        HeaderValue::from_static(if secure { "https" } else { "http" }),
     );
     if let Some(host) = headers.get(HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
@@ -197,13 +201,13 @@ fn inject_identity(
     };
     match proxy.identity {
         IdentityPreset::Qlik => {
-            insert_built(headers, "x-qlik-user", |out| {
+            insert_built(headers, X_QLIK_USER, |out| {
                 out.push_str("UserDirectory=");
                 encode_into(out, &session.user_directory);
                 out.push_str("; UserId=");
                 encode_into(out, &session.user_id);
             });
-            insert_built(headers, "x-qlik-security", |out| {
+            insert_built(headers, X_QLIK_SECURITY, |out| {
                 out.push_str(if secure {
                     "SecureRequest=true; Context=AppAccess"
                 } else {
@@ -216,15 +220,13 @@ fn inject_identity(
             });
         }
         IdentityPreset::Generic => {
-            insert_built(headers, "x-gatehouse-user-directory", |out| {
+            insert_built(headers, X_GATEHOUSE_USER_DIRECTORY, |out| {
                 encode_into(out, &session.user_directory);
             });
-            insert_built(headers, "x-gatehouse-user-id", |out| {
+            insert_built(headers, X_GATEHOUSE_USER_ID, |out| {
                 encode_into(out, &session.user_id);
             });
-            insert_built(headers, "x-gatehouse-attributes", |out| {
-                attributes(out, "; ")
-            });
+            insert_built(headers, X_GATEHOUSE_ATTRIBUTES, |out| attributes(out, "; "));
         }
     }
 }
@@ -260,11 +262,36 @@ pub fn proxy_identity_headers(
 
 /// Builds a header value in one buffer and inserts it. Every piece is percent-encoded or a
 /// fixed ASCII string, so the value is always valid; if not, the header is left out.
-fn insert_built(headers: &mut HeaderMap, name: &'static str, build: impl FnOnce(&mut String)) {
+fn insert_built(headers: &mut HeaderMap, name: HeaderName, build: impl FnOnce(&mut String)) {
     let mut value = String::with_capacity(64);
     build(&mut value);
     if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
-        headers.insert(HeaderName::from_static(name), value);
+        headers.insert(name, value);
+    }
+}
+
+/// The client's address as `X-Forwarded-For` carries it (an IPv4-mapped IPv6 address as
+/// IPv4). IPv4 is written digit by digit: the formatting machinery cost 2% of a request.
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        v6 => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -292,14 +319,6 @@ pub fn parse_qlik_user(value: &str) -> Option<(String, String)> {
         }
     }
     Some((directory?, id?))
-}
-
-fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    // Every value here is encoded or built from validated parts; a failure would only drop
-    // the header, never panic.
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(name, value);
-    }
 }
 
 #[cfg(test)]
@@ -367,6 +386,37 @@ mod tests {
         headers.insert("host", HeaderValue::from_static("sense.example.com"));
         headers.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
         headers
+    }
+
+    #[test]
+    fn client_addresses_are_written_as_the_standard_library_writes_them() {
+        let addresses = [
+            "0.0.0.0",
+            "9.10.99.100",
+            "192.0.2.7",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ];
+        for address in addresses {
+            let ip: std::net::IpAddr = address.parse().unwrap();
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, address);
+        }
+        let mut mapped = String::new();
+        push_ip(&mut mapped, "::ffff:10.0.0.1".parse().unwrap());
+        assert_eq!(mapped, "10.0.0.1");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_ipv4_address_is_written_like_display(octets in proptest::array::uniform4(0u8..)) {
+            let ip = std::net::IpAddr::from(octets);
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            proptest::prop_assert_eq!(out, ip.to_string());
+        }
     }
 
     #[test]
