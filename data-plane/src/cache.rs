@@ -286,13 +286,31 @@ impl SessionCache {
             evicted
         };
         let mut by_handle = lock(&self.by_handle);
-        if let Some((evicted_key, evicted_fingerprint)) = evicted {
+        // Unless another insert has cached the evicted token again meanwhile.
+        if let Some((evicted_key, evicted_fingerprint)) = evicted
+            && !lock(self.shard(&evicted_key)).contains_key(&evicted_key)
+        {
             forget_key(&mut by_handle, evicted_fingerprint, &evicted_key);
         }
+        let fingerprint = self.fingerprint(&session.handle);
         by_handle
-            .entry(self.fingerprint(&session.handle))
+            .entry(fingerprint)
             .and_modify(|keys| keys.add(key))
             .or_insert(TokenKeys::One(key));
+        // A revocation that came after the check above but before the index had this key
+        // found nothing to drop: look again, now that a later one cannot miss it.
+        if lock(&self.revoked).contains_key(&session.handle) {
+            forget_key(&mut by_handle, fingerprint, &key);
+            let mut shard = lock(self.shard(&key));
+            if shard
+                .get(&key)
+                .is_some_and(|entry| Arc::ptr_eq(&entry.session, &session))
+            {
+                shard.remove(&key);
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
+            return false;
+        }
         true
     }
 

@@ -131,46 +131,75 @@ pub async fn send(
     mut request: Request<ProxyBody>,
 ) -> Result<Response<InlineBody>, SendError> {
     loop {
-        let (mut live, reused) = match idle.checkout() {
+        let (live, reused) = match idle.checkout() {
             Some(live) => (live, true),
             None => match connect(address, connect_timeout).await {
                 Ok(live) => (live, false),
                 Err(error) => return Err(SendError::Connect(Box::new(request), error)),
             },
         };
-        let mut response = pin!(live.sender.try_send_request(request));
-        let mut ended = false;
-        let outcome = std::future::poll_fn(|cx| {
-            // The connection writes the request and reads the answer only when polled.
-            if !ended && live.connection.poll_without_shutdown(cx).is_ready() {
-                ended = true;
-            }
-            match response.as_mut().poll(cx) {
-                Poll::Pending if ended => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
-            }
-        })
-        .await;
-        match outcome {
-            Some(Ok(response)) => {
-                let live = (!ended).then_some(live);
-                return Ok(response.map(|body| InlineBody {
-                    body,
-                    live,
-                    home: idle.clone(),
-                }));
-            }
-            Some(Err(mut refused)) => match refused.take_message() {
-                Some(unsent) if reused => request = unsent,
-                _ => return Err(SendError::Failed(refused.into_error().to_string())),
-            },
-            None => {
+        match exchange(live, request, idle).await {
+            Exchange::Answered(response) => return Ok(response),
+            Exchange::Unsent(unsent) if reused => request = unsent,
+            Exchange::Unsent(_) => {
                 return Err(SendError::Failed(
-                    "the connection closed before the response".to_owned(),
+                    "a new connection closed before taking the request".to_owned(),
                 ));
             }
+            Exchange::Failed(detail) => return Err(SendError::Failed(detail)),
         }
+    }
+}
+
+/// How one request fared on one connection.
+// The answer is by far the most common outcome: boxing it would cost an allocation per
+// request to shrink a value that only lives until `send` returns.
+#[allow(clippy::large_enum_variant)]
+enum Exchange {
+    Answered(Response<InlineBody>),
+    /// The connection ended without writing any of the request, which comes back whole.
+    Unsent(Request<ProxyBody>),
+    /// The request was (or may have been) written, and no response came.
+    Failed(String),
+}
+
+async fn exchange(
+    live: Live,
+    request: Request<ProxyBody>,
+    home: &Arc<IdleConnections>,
+) -> Exchange {
+    let Live {
+        mut sender,
+        connection,
+    } = live;
+    let mut connection = Some(connection);
+    let mut response = pin!(sender.try_send_request(request));
+    let outcome = std::future::poll_fn(|cx| {
+        // The connection writes the request and reads the answer only when polled.
+        if let Some(live) = &mut connection
+            && live.poll_without_shutdown(cx).is_ready()
+        {
+            // Ended. What it read is already in `response`; dropping it hands back a
+            // request it never took (an idle connection whose close arrived just after
+            // the checkout), so that the request can go out on another connection.
+            connection = None;
+        }
+        response.as_mut().poll(cx)
+    })
+    .await;
+    match outcome {
+        Ok(response) => {
+            let live = connection.map(|connection| Live { sender, connection });
+            Exchange::Answered(response.map(|body| InlineBody {
+                body,
+                live,
+                home: home.clone(),
+            }))
+        }
+        Err(mut refused) => match refused.take_message() {
+            Some(unsent) => Exchange::Unsent(unsent),
+            None => Exchange::Failed(refused.into_error().to_string()),
+        },
     }
 }
 
@@ -257,5 +286,79 @@ impl Drop for InlineBody {
         if self.live.is_some() && self.body.is_end_stream() {
             self.release(&mut Context::from_waker(Waker::noop()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt as _, Empty};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::sync::oneshot;
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    fn get() -> Request<ProxyBody> {
+        Request::builder()
+            .uri("/")
+            .header("host", "upstream")
+            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .unwrap()
+    }
+
+    /// An upstream that answers one request on its first connection and closes that
+    /// connection when told; later connections answer every request.
+    async fn upstream() -> (SocketAddr, oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (close, closed) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            let mut buffer = vec![0; 4096];
+            let _ = first.read(&mut buffer).await.unwrap();
+            first.write_all(OK).await.unwrap();
+            let _ = closed.await;
+            drop(first);
+            loop {
+                let (mut next, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0; 4096];
+                    while next.read(&mut buffer).await.unwrap_or(0) > 0 {
+                        if next.write_all(OK).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (address, close)
+    }
+
+    #[tokio::test]
+    async fn a_request_an_idle_connection_never_took_comes_back_and_goes_out_again() {
+        let (address, close) = upstream().await;
+        let idle = Arc::new(IdleConnections::default());
+        let response = send(&idle, address, Duration::from_secs(1), get())
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+        assert_eq!(idle.len(), 1, "the connection went back to the idle list");
+
+        // The upstream's close arrives between the checkout's check and the first poll.
+        let live = idle.checkout().expect("the idle connection looks reusable");
+        close.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Exchange::Unsent(request) = exchange(live, get(), &idle).await else {
+            panic!("the request was never written, so it must come back");
+        };
+
+        let response = send(&idle, address, Duration::from_secs(1), request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            "ok"
+        );
     }
 }

@@ -345,7 +345,11 @@ impl UpstreamPool {
             }
             _ => nth(self.next.fetch_add(1, Ordering::Relaxed) % count),
         };
-        chosen.cloned()
+        // A node ejected by another request since the count can leave the index past the
+        // end: any untried node beats refusing the request.
+        chosen
+            .or_else(|| members.iter().find(|member| untried(member)))
+            .cloned()
     }
 
     /// Sends a request to a node. A request that could not reach a node is tried on another
@@ -361,6 +365,9 @@ impl UpstreamPool {
         let (mut parts, body) = request.into_parts();
         parts.uri = origin_form(&parts.uri);
         parts.version = http::Version::HTTP_11;
+        // An HTTP/1.1 request needs a Host; a client that sent none (HTTP/1.0) gets the
+        // node's address, as hyper-util's client would put there.
+        let client_host = parts.headers.contains_key(http::header::HOST);
         let mut request = Request::from_parts(parts, body);
         let mut tried = [UNSPECIFIED; MAX_ATTEMPTS];
         for attempt in 0..MAX_ATTEMPTS {
@@ -368,6 +375,10 @@ impl UpstreamPool {
                 .pick(affinity, &tried[..attempt])
                 .ok_or(UpstreamError::NoNodes)?;
             tried[attempt] = member.address;
+            if !client_host && let Ok(host) = http::HeaderValue::from_str(member.authority.as_str())
+            {
+                request.headers_mut().insert(http::header::HOST, host);
+            }
             let in_flight = InFlight::new(member.clone());
             let exchange = connections::send(
                 &member.idle,
