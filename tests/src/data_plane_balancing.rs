@@ -251,3 +251,22 @@ async fn large_bodies_stream_both_ways_over_a_kept_alive_connection() {
         "the connection is reused after a large exchange"
     );
 }
+
+#[tokio::test]
+async fn an_http_1_0_request_without_host_reaches_the_upstream_with_one() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let engines = upstreams(1).await;
+    let (_control_plane, node, cookie) = start(AppProxy::new(nodes(&engines))).await;
+    let mut stream = tokio::net::TcpStream::connect(node.address())
+        .await
+        .unwrap();
+    let request = format!("GET /app/old HTTP/1.0\r\ncookie: {cookie}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let seen = engines[0].requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["headers"]["host"], engines[0].node());
+}
