@@ -303,10 +303,12 @@ stage_micro() {
             fail "cargo test --bench hot_path failed"
         emit "\`cargo test -p gatehouse-data-plane --bench hot_path\` (test mode: each benchmark runs once)." ""
     else
-        cargo bench -p gatehouse-data-plane --bench hot_path --locked > "$work/criterion.txt" ||
+        cargo bench -p gatehouse-data-plane --bench hot_path --locked -- \
+            --warm-up-time 1 --measurement-time 3 > "$work/criterion.txt" ||
             fail "cargo bench --bench hot_path failed"
-        emit "\`cargo bench -p gatehouse-data-plane --bench hot_path\`: lower bound, estimate and" \
-            "upper bound of the time per iteration." ""
+        emit "\`cargo bench -p gatehouse-data-plane --bench hot_path\` (1 s warm-up, 3 s of" \
+            "samples per benchmark): lower bound, estimate and upper bound of the time per" \
+            "iteration." ""
     fi
     local table
     table=$(python3 "$bench_dir/criterion_table.py" < "$work/criterion.txt") ||
