@@ -2,7 +2,7 @@
 //! detail), redirects, and JSON.
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 
@@ -29,6 +29,14 @@ pub fn error(status: StatusCode, reason: &str) -> Response<ProxyBody> {
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // A 503 is always "not now" (control plane or store unreachable, connection limit, no
+    // upstream): say when to come back. After a failed check the node itself waits a second
+    // before asking the control plane again, so retrying sooner gets the same answer.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     response
 }
 

@@ -88,6 +88,7 @@ async fn while_the_control_plane_is_down_known_sessions_work_and_unknown_ones_ge
     );
     assert_eq!(unknown.status, 503, "{}", unknown.text());
     assert!(unknown.location().is_none());
+    assert_eq!(unknown.header("retry-after"), Some("1"));
     let unknown_post = post(&node.url("/app/api"), &with_cookie(&never_seen), "x").await;
     assert_eq!(unknown_post.status, 503);
     let forged = get(
@@ -100,8 +101,10 @@ async fn while_the_control_plane_is_down_known_sessions_work_and_unknown_ones_ge
     // New logins cannot happen either; they are told to come back, not refused.
     let no_cookie = get(&node.url("/app/hub"), &[]).await;
     assert_eq!(no_cookie.status, 503, "{}", no_cookie.text());
+    assert_eq!(no_cookie.header("retry-after"), Some("1"));
     let ticket = get(&redirect.url, &[]).await;
     assert_eq!(ticket.status, 503, "{}", ticket.text());
+    assert_eq!(ticket.header("retry-after"), Some("1"));
     assert!(ticket.set_cookie(COOKIE).is_none());
 
     // The node stays ready: it can still route what it can check.

@@ -112,6 +112,8 @@ async fn connections_beyond_the_limit_get_503() {
     )
     .await;
     assert_eq!(status_of(&answer), 503);
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.contains("\r\nretry-after: 1\r\n"), "{text}");
     drop((_first, _second));
     crate::harness::eventually(
         "room again once connections close",
