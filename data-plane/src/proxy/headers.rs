@@ -17,16 +17,27 @@ const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+const X_QLIK_USER: HeaderName = HeaderName::from_static("x-qlik-user");
+const X_QLIK_SECURITY: HeaderName = HeaderName::from_static("x-qlik-security");
+const X_QLIK_PROXYID: HeaderName = HeaderName::from_static("x-qlik-proxyid");
+const X_QLIK_VIRTUAL_PROXY_PREFIX: HeaderName =
+    HeaderName::from_static("x-qlik-virtual-proxy-prefix");
+const X_GATEHOUSE_USER_DIRECTORY: HeaderName =
+    HeaderName::from_static("x-gatehouse-user-directory");
+const X_GATEHOUSE_USER_ID: HeaderName = HeaderName::from_static("x-gatehouse-user-id");
+const X_GATEHOUSE_ATTRIBUTES: HeaderName = HeaderName::from_static("x-gatehouse-attributes");
+const X_GATEHOUSE_VIRTUAL_PROXY: HeaderName = HeaderName::from_static("x-gatehouse-virtual-proxy");
+
 /// Identity headers of both presets: never accepted from a client.
 pub const IDENTITY_HEADERS: [HeaderName; 8] = [
-    HeaderName::from_static("x-qlik-user"),
-    HeaderName::from_static("x-qlik-security"),
-    HeaderName::from_static("x-qlik-proxyid"),
-    HeaderName::from_static("x-qlik-virtual-proxy-prefix"),
-    HeaderName::from_static("x-gatehouse-user-directory"),
-    HeaderName::from_static("x-gatehouse-user-id"),
-    HeaderName::from_static("x-gatehouse-attributes"),
-    HeaderName::from_static("x-gatehouse-virtual-proxy"),
+    X_QLIK_USER,
+    X_QLIK_SECURITY,
+    X_QLIK_PROXYID,
+    X_QLIK_VIRTUAL_PROXY_PREFIX,
+    X_GATEHOUSE_USER_DIRECTORY,
+    X_GATEHOUSE_USER_ID,
+    X_GATEHOUSE_ATTRIBUTES,
+    X_GATEHOUSE_VIRTUAL_PROXY,
 ];
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -43,12 +54,6 @@ const UPGRADE: HeaderName = HeaderName::from_static("upgrade");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_QLIK_USER: HeaderName = HeaderName::from_static("x-qlik-user");
-const X_QLIK_SECURITY: HeaderName = HeaderName::from_static("x-qlik-security");
-const X_GATEHOUSE_USER_DIRECTORY: HeaderName =
-    HeaderName::from_static("x-gatehouse-user-directory");
-const X_GATEHOUSE_USER_ID: HeaderName = HeaderName::from_static("x-gatehouse-user-id");
-const X_GATEHOUSE_ATTRIBUTES: HeaderName = HeaderName::from_static("x-gatehouse-attributes");
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -179,7 +184,7 @@ fn is_identity_lookalike(name: &HeaderName) -> bool {
 /// The user's identity headers. Those that are the same for every user of the proxy were
 /// made with the proxy; the user's own are written straight into one buffer each (no
 /// intermediate strings), which is cheap enough not to be worth keeping per session: a
-/// per-session copy doubled the memory a cached session takes.
+/// per-session copy would double the memory a cached session takes.
 fn inject_identity(
     headers: &mut HeaderMap,
     proxy: &VirtualProxy,
@@ -189,10 +194,10 @@ fn inject_identity(
     for (name, value) in &proxy.proxy_identity_headers {
         headers.insert(name.clone(), value.clone());
     }
-    let attributes = |out: &mut String, separator: &str| {
+    let attributes = |out: &mut String| {
         for (index, (name, value)) in session.attributes.iter().enumerate() {
             if index > 0 {
-                out.push_str(separator);
+                out.push_str("; ");
             }
             encode_into(out, name);
             out.push('=');
@@ -215,7 +220,7 @@ fn inject_identity(
                 });
                 if !session.attributes.is_empty() {
                     out.push_str("; ");
-                    attributes(out, "; ");
+                    attributes(out);
                 }
             });
         }
@@ -226,7 +231,7 @@ fn inject_identity(
             insert_built(headers, X_GATEHOUSE_USER_ID, |out| {
                 encode_into(out, &session.user_id);
             });
-            insert_built(headers, X_GATEHOUSE_ATTRIBUTES, |out| attributes(out, "; "));
+            insert_built(headers, X_GATEHOUSE_ATTRIBUTES, |out| attributes(out));
         }
     }
 }
@@ -237,25 +242,22 @@ pub fn proxy_identity_headers(
     proxy_id: &str,
     prefix: &str,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    let headers: Vec<(&'static str, String)> = match preset {
+    let headers = match preset {
         IdentityPreset::Qlik => vec![
             (
-                "x-qlik-proxyid",
+                X_QLIK_PROXYID,
                 format!("ProxyId={proxy_id}; Prefix={prefix}"),
             ),
-            ("x-qlik-virtual-proxy-prefix", prefix.to_owned()),
+            (X_QLIK_VIRTUAL_PROXY_PREFIX, prefix.to_owned()),
         ],
-        IdentityPreset::Generic => vec![("x-gatehouse-virtual-proxy", prefix.to_owned())],
+        IdentityPreset::Generic => vec![(X_GATEHOUSE_VIRTUAL_PROXY, prefix.to_owned())],
     };
     headers
         .into_iter()
         .filter_map(|(name, value)| {
             // Configuration the control plane validated; a value that is not a valid header
             // would only be left out, never panic.
-            Some((
-                HeaderName::from_static(name),
-                HeaderValue::from_str(&value).ok()?,
-            ))
+            Some((name, HeaderValue::from_str(&value).ok()?))
         })
         .collect()
 }

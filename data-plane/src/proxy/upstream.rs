@@ -119,11 +119,6 @@ impl Member {
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
     }
-
-    /// Inline connections kept open to this node, waiting for a request.
-    pub fn idle_connections(&self) -> usize {
-        self.idle.len()
-    }
 }
 
 /// Counts a request against its member until dropped.
@@ -319,19 +314,17 @@ impl UpstreamPool {
         if count == 0 {
             return None;
         }
-        let nth = |index: usize| {
+        let candidates = || {
             members
                 .iter()
                 .filter(untried)
-                .filter(|member| !(only_healthy && member.is_ejected(now)))
-                .nth(index)
+                .filter(move |member| !(only_healthy && member.is_ejected(now)))
         };
+        let nth = |index: usize| candidates().nth(index);
         let chosen = match (self.settings.strategy, affinity) {
-            (Strategy::StickySession, Some(key)) => members
-                .iter()
-                .filter(untried)
-                .filter(|member| !(only_healthy && member.is_ejected(now)))
-                .max_by_key(|member| rendezvous_score(key, member.address)),
+            (Strategy::StickySession, Some(key)) => {
+                candidates().max_by_key(|member| rendezvous_score(key, member.address))
+            }
             (Strategy::LeastOutstanding, _) if count > 1 => {
                 let mut rng = rand::rng();
                 let first = nth(rng.random_range(0..count));
@@ -514,11 +507,7 @@ fn upstream_uri(uri: &Uri, member: &Member, tls: bool) -> Uri {
         http::uri::Scheme::HTTP
     });
     parts.authority = Some(member.authority.clone());
-    parts.path_and_query = Some(
-        uri.path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
+    parts.path_and_query = Some(path_and_query(uri));
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
@@ -529,12 +518,14 @@ fn origin_form(uri: &Uri) -> Uri {
         return uri.clone();
     }
     let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(
-        uri.path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
+    parts.path_and_query = Some(path_and_query(uri));
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn path_and_query(uri: &Uri) -> http::uri::PathAndQuery {
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
 }
 
 /// The name a node's certificate must carry: the configured one, else the DNS name its
