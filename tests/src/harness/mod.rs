@@ -5,6 +5,7 @@ pub mod client;
 pub mod control_plane;
 pub mod data_plane;
 pub mod eventually;
+pub mod profile;
 pub mod redis_server;
 pub mod upstream;
 

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The long variants of the reliability tests: outages of 30 s, the soak at full scale and the
+# hostile-client runs at 5,000 connections. CI runs the fast variant of each (./test.sh).
+# Needs redis-server, redis-sentinel and redis-cli (Debian: apt-get install -y redis-server
+# redis-sentinel). Takes about 15 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GATEHOUSE_LONG_TESTS=1
+cargo test --release --locked -p gatehouse-tests -- --test-threads=1 reliability "$@"
