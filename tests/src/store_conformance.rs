@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use gatehouse_control_plane::clock::SystemClock;
-use gatehouse_control_plane::config::{StoreBackend, StoreConfig};
+use gatehouse_control_plane::config::{RedisTopology, StoreBackend, StoreConfig};
 use gatehouse_control_plane::domain::{
     Attribute, CapPolicy, CreateOutcome, NewSession, RevocationReason, Session, SessionCap, Target,
     Ticket, User, UserKey,
@@ -15,11 +15,12 @@ use gatehouse_control_plane::store::{MemoryStore, RedisStore, Store, StoreError}
 use gatehouse_control_plane::tokens::{self, TokenHash};
 
 use crate::harness::RedisServer;
+use crate::harness::redis_topologies::{RedisCluster, SENTINEL_MASTER, SentinelGroup};
 
-/// A store under test, with whatever must outlive it.
+/// A store under test, with whatever must outlive it (the Redis processes behind it).
 struct Subject {
     store: Arc<dyn Store>,
-    _redis: Option<RedisServer>,
+    _redis: Option<Box<dyn std::any::Any + Send>>,
 }
 
 async fn memory(revocations_kept: usize) -> Subject {
@@ -39,7 +40,40 @@ async fn redis(revocations_kept: usize) -> Subject {
     };
     Subject {
         store: Arc::new(RedisStore::new(&config).unwrap()),
-        _redis: Some(server),
+        _redis: Some(Box::new(server)),
+    }
+}
+
+/// The Redis store on a master found through three sentinels.
+async fn sentinel(revocations_kept: usize) -> Subject {
+    let group = SentinelGroup::start().await;
+    let config = StoreConfig {
+        backend: StoreBackend::Redis,
+        topology: RedisTopology::Sentinel,
+        sentinel_urls: group.sentinel_urls(),
+        sentinel_master: SENTINEL_MASTER.to_owned(),
+        revocation_stream_max_len: revocations_kept as u64,
+        ..StoreConfig::default()
+    };
+    Subject {
+        store: Arc::new(RedisStore::new(&config).unwrap()),
+        _redis: Some(Box::new(group)),
+    }
+}
+
+/// The Redis store on a three-master Redis Cluster.
+async fn cluster(revocations_kept: usize) -> Subject {
+    let cluster = RedisCluster::start().await;
+    let config = StoreConfig {
+        backend: StoreBackend::Redis,
+        topology: RedisTopology::Cluster,
+        cluster_urls: cluster.urls(),
+        revocation_stream_max_len: revocations_kept as u64,
+        ..StoreConfig::default()
+    };
+    Subject {
+        store: Arc::new(RedisStore::new(&config).unwrap()),
+        _redis: Some(Box::new(cluster)),
     }
 }
 
@@ -59,6 +93,22 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
                     super::$check(super::redis(1000).await).await;
+                }
+            )*
+        }
+        mod redis_sentinel_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::sentinel(1000).await).await;
+                }
+            )*
+        }
+        mod redis_cluster_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::cluster(1000).await).await;
                 }
             )*
         }
@@ -95,6 +145,16 @@ async fn memory_store_reports_a_trimmed_revocation_stream() {
 #[tokio::test]
 async fn redis_store_reports_a_trimmed_revocation_stream() {
     trimmed_streams_are_reported(redis(10).await).await;
+}
+
+#[tokio::test]
+async fn redis_sentinel_store_reports_a_trimmed_revocation_stream() {
+    trimmed_streams_are_reported(sentinel(10).await).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_store_reports_a_trimmed_revocation_stream() {
+    trimmed_streams_are_reported(cluster(10).await).await;
 }
 
 fn user(directory: &str, id: &str) -> User {

@@ -120,11 +120,33 @@ pub enum StoreBackend {
     Redis,
 }
 
+/// How the Redis behind `backend = "redis"` is deployed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisTopology {
+    /// One server at `redis_url`.
+    #[default]
+    Standalone,
+    /// A master and its replicas watched by sentinels: the master is asked of `sentinel_urls`
+    /// under the name `sentinel_master`, and asked again after a failover.
+    Sentinel,
+    /// A Redis Cluster, found from the seed nodes `cluster_urls`.
+    Cluster,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     pub backend: StoreBackend,
+    pub topology: RedisTopology,
+    /// The server, for the standalone topology.
     pub redis_url: String,
+    /// The sentinels (`redis://host:26379`; credentials for the sentinels go in their URLs).
+    pub sentinel_urls: Vec<String>,
+    /// The master's name as the sentinels know it.
+    pub sentinel_master: String,
+    /// Seed nodes of the cluster; the rest are discovered.
+    pub cluster_urls: Vec<String>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub key_prefix: String,
     #[serde(with = "humantime_serde")]
@@ -153,7 +175,11 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             backend: StoreBackend::Memory,
+            topology: RedisTopology::Standalone,
             redis_url: "redis://127.0.0.1:6379/".to_owned(),
+            sentinel_urls: Vec::new(),
+            sentinel_master: "gatehouse".to_owned(),
+            cluster_urls: Vec::new(),
             key_prefix: "gatehouse".to_owned(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(1),
@@ -217,6 +243,34 @@ impl Default for FileConfig {
             virtual_proxies: Vec::new(),
         }
     }
+}
+
+/// The addresses the chosen topology needs are there and parse as Redis URLs.
+fn validate_redis_addresses(store: &StoreConfig) -> Result<(), String> {
+    let (key, urls) = match store.topology {
+        RedisTopology::Standalone => ("redis_url", std::slice::from_ref(&store.redis_url)),
+        RedisTopology::Sentinel => ("sentinel_urls", store.sentinel_urls.as_slice()),
+        RedisTopology::Cluster => ("cluster_urls", store.cluster_urls.as_slice()),
+    };
+    if urls.is_empty() {
+        return Err(format!(
+            "store.{key} must name at least one server for topology {:?}",
+            store.topology
+        ));
+    }
+    for url in urls {
+        if let Err(error) = redis::Client::open(url.as_str()) {
+            // The URL may hold a password: name the problem, never the URL.
+            return Err(format!(
+                "store.{key} holds a URL that is not a usable Redis URL ({:?})",
+                error.kind()
+            ));
+        }
+    }
+    if store.topology == RedisTopology::Sentinel && store.sentinel_master.trim().is_empty() {
+        return Err("store.sentinel_master must name the master the sentinels watch".to_owned());
+    }
+    Ok(())
 }
 
 /// Settings given on the command line or in the environment; they win over the file.
@@ -324,14 +378,8 @@ impl Config {
 
     fn validate(mut file: FileConfig) -> Result<Self, ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        if file.store.backend == StoreBackend::Redis
-            && let Err(error) = redis::Client::open(file.store.redis_url.as_str())
-        {
-            // The URL may hold a password: name the problem, never the URL.
-            return invalid(format!(
-                "store.redis_url is not a usable Redis URL ({:?})",
-                error.kind()
-            ));
+        if file.store.backend == StoreBackend::Redis {
+            validate_redis_addresses(&file.store).map_err(ConfigError::Invalid)?;
         }
         if file.store.key_prefix.is_empty()
             || !file

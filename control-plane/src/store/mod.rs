@@ -6,6 +6,7 @@
 
 mod memory;
 mod redis;
+mod redis_connection;
 mod redis_keys;
 mod redis_scripts;
 

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 
+use super::redis_connection::{Purpose, RedisConnection};
 use super::redis_keys::{Keys, SessionAddress, user_tag};
 use super::redis_scripts as scripts;
 use super::{MAX_PAGE_SIZE, Store, StoreError};
@@ -21,49 +21,6 @@ use crate::domain::{
     SessionCap, Target, Ticket, User, UserKey,
 };
 use crate::tokens::{self, TokenHash};
-
-/// A client for the configured Redis: credentials from the configuration (never logged), TLS
-/// with the configured CA and client certificate for `rediss://` URLs.
-fn client(config: &StoreConfig) -> Result<redis::Client, StoreError> {
-    use redis::IntoConnectionInfo as _;
-    let invalid = |what: &str| StoreError::Unavailable(format!("invalid Redis settings: {what}"));
-    let mut info = config
-        .redis_url
-        .as_str()
-        .into_connection_info()
-        .map_err(|error| invalid(&format!("{:?}", error.kind())))?;
-    let mut settings = info.redis_settings().clone();
-    if let Some(username) = &config.username {
-        settings = settings.set_username(username);
-    }
-    if let Some(password) = &config.password {
-        settings = settings.set_password(password.expose());
-    }
-    info = info.set_redis_settings(settings);
-    let read = |path: &std::path::PathBuf| {
-        std::fs::read(path)
-            .map_err(|error| invalid(&format!("cannot read {}: {error}", path.display())))
-    };
-    if config.tls_ca_file.is_none() && config.tls_cert_file.is_none() {
-        return redis::Client::open(info).map_err(|error| invalid(&format!("{:?}", error.kind())));
-    }
-    let client_tls = match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-            client_cert: read(cert)?,
-            client_key: read(key)?,
-        }),
-        _ => None,
-    };
-    let root_cert = config.tls_ca_file.as_ref().map(read).transpose()?;
-    redis::Client::build_with_tls(
-        info,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|error| invalid(&format!("TLS: {:?}", error.kind())))
-}
 
 /// How many SCAN calls one listing page may make before it returns what it has.
 const MAX_SCANS_PER_PAGE: usize = 64;
@@ -79,10 +36,10 @@ struct Scripts {
 
 #[derive(Debug)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     /// For XREAD BLOCK only: a blocked command holds up everything behind it on its
     /// connection, so it gets a connection of its own.
-    blocking: ConnectionManager,
+    blocking: RedisConnection,
     keys: Keys,
     revocations_kept: u64,
     /// Upper bound on any one operation, reconnection included: a caller hears
@@ -102,24 +59,9 @@ impl RedisStore {
     /// Connects lazily: the control plane starts (and answers `UNAVAILABLE`) while Redis is
     /// down, and reconnects on its own when Redis returns.
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
-        let client = client(config)?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-                .map_err(classify)?;
-        let blocking = ConnectionManager::new_lazy_with_config(
-            client,
-            manager_config.set_response_timeout(None),
-        )
-        .map_err(classify)?;
         Ok(Self {
-            connection,
-            blocking,
+            connection: RedisConnection::new(config, Purpose::Commands)?,
+            blocking: RedisConnection::new(config, Purpose::Blocking)?,
             keys: Keys::new(&config.key_prefix),
             revocations_kept: config.revocation_stream_max_len.max(1),
             deadline: config.connect_timeout + config.response_timeout,
@@ -187,16 +129,13 @@ impl RedisStore {
         if deleted.is_empty() {
             return;
         }
-        // Not atomic with the deletion: the pointer and the stream live in other slots. If this
-        // step is lost, the pointer leads nowhere (reads find no session) and nodes still drop
+        // Not atomic with the deletion: the pointers and the stream live in other slots (and,
+        // in a Cluster, on other nodes: one command per key, no cross-slot pipeline). If this
+        // step is lost, a pointer leads nowhere (reads find no session) and nodes still drop
         // the session when their cache entry expires.
-        let mut pipeline = redis::pipe();
+        let mut announcements = redis::pipe();
         for stored in deleted {
-            pipeline
-                .cmd("DEL")
-                .arg(self.keys.token_from_text(&stored.token_hash))
-                .ignore();
-            pipeline
+            announcements
                 .cmd("XADD")
                 .arg(self.keys.revocations())
                 .arg("MAXLEN")
@@ -212,10 +151,21 @@ impl RedisStore {
                 .ignore();
         }
         let mut connection = self.connection.clone();
+        let announced = self.run(announcements.query_async::<()>(&mut connection));
+        let pointers_dropped = futures_util::future::try_join_all(deleted.iter().map(|stored| {
+            let command = redis::cmd("DEL")
+                .arg(self.keys.token_from_text(&stored.token_hash))
+                .clone();
+            async move { self.query::<()>(&command).await }
+        }));
+        let (announced, pointers_dropped) = tokio::join!(announced, pointers_dropped);
         // The sessions are gone already: the caller's operation succeeded. A lost event is
         // logged; nodes still drop those sessions when their cache entries expire.
-        if let Err(error) = self.run(pipeline.query_async::<()>(&mut connection)).await {
+        if let Err(error) = announced {
             tracing::error!(%error, sessions = deleted.len(), "sessions deleted but their revocation could not be announced");
+        }
+        if let Err(error) = pointers_dropped {
+            tracing::warn!(%error, "sessions deleted but some token pointers remain until they expire");
         }
     }
 
@@ -552,26 +502,30 @@ impl Store for RedisStore {
         page_token: &str,
     ) -> Result<Page, StoreError> {
         let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
-        let ListPosition {
-            mut cursor,
-            mut skip,
-        } = ListPosition::parse(page_token)?;
+        // A Cluster's keys are spread over its masters: the listing scans them one after the
+        // other. Elsewhere one SCAN sees every key.
+        let mut connection = self.connection.clone();
+        let masters = self.run(connection.masters()).await?;
+        let node_count = masters.len().max(1);
+        let mut position = ListPosition::parse(page_token)?;
+        if position.node >= node_count {
+            return Err(StoreError::InvalidPageToken);
+        }
         let mut sessions = Vec::new();
         for _ in 0..MAX_SCANS_PER_PAGE {
-            let (next, keys): (u64, Vec<String>) = self
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(self.keys.session_pattern())
-                        .arg("COUNT")
-                        .arg(page_size.max(100)),
-                )
-                .await?;
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(position.cursor)
+                .arg("MATCH")
+                .arg(self.keys.session_pattern())
+                .arg("COUNT")
+                .arg(page_size.max(100));
+            let master = masters.get(position.node);
+            let (next, keys): (u64, Vec<String>) =
+                self.run(connection.query_on(master, &scan)).await?;
             let found: Vec<(usize, SessionAddress)> = keys
                 .iter()
                 .enumerate()
-                .skip(skip)
+                .skip(position.skip)
                 .filter_map(|(offset, key)| Some((offset, self.keys.address_of(key)?)))
                 .collect();
             let read = self
@@ -585,40 +539,33 @@ impl Store for RedisStore {
                 sessions.push(stored.session);
                 if sessions.len() == page_size {
                     let consumed = offset + 1;
-                    let position = if consumed < keys.len() {
-                        ListPosition {
-                            cursor,
+                    let resume = if consumed < keys.len() {
+                        Some(ListPosition {
                             skip: consumed,
-                        }
+                            ..position
+                        })
                     } else {
-                        ListPosition {
-                            cursor: next,
-                            skip: 0,
-                        }
-                    };
-                    let next_page_token = if position.cursor == 0 && position.skip == 0 {
-                        String::new()
-                    } else {
-                        position.token()
+                        position.after_batch(next, node_count)
                     };
                     return Ok(Page {
                         sessions,
-                        next_page_token,
+                        next_page_token: resume.map(|p| p.token()).unwrap_or_default(),
                     });
                 }
             }
-            if next == 0 {
-                return Ok(Page {
-                    sessions,
-                    next_page_token: String::new(),
-                });
+            match position.after_batch(next, node_count) {
+                Some(next_position) => position = next_position,
+                None => {
+                    return Ok(Page {
+                        sessions,
+                        next_page_token: String::new(),
+                    });
+                }
             }
-            cursor = next;
-            skip = 0;
         }
         Ok(Page {
             sessions,
-            next_page_token: ListPosition { cursor, skip: 0 }.token(),
+            next_page_token: position.token(),
         })
     }
 
@@ -767,13 +714,16 @@ impl RedisStore {
         if addresses.len() == 0 {
             return Ok(Vec::new());
         }
-        let mut pipeline = redis::pipe();
-        for address in addresses.clone() {
-            pipeline.cmd("HGETALL").arg(self.keys.session(address));
-        }
-        let mut connection = self.connection.clone();
+        // One command per session, not a pipeline: the sessions may live in other slots (other
+        // Cluster nodes). On one connection the commands still travel together.
         let all: Vec<HashMap<String, String>> =
-            self.run(pipeline.query_async(&mut connection)).await?;
+            futures_util::future::try_join_all(addresses.clone().map(|address| {
+                let command = redis::cmd("HGETALL")
+                    .arg(self.keys.session(address))
+                    .clone();
+                async move { self.query::<HashMap<String, String>>(&command).await }
+            }))
+            .await?;
         addresses
             .zip(all)
             .map(|(address, fields)| {
@@ -837,9 +787,11 @@ impl RedisStore {
     }
 }
 
-/// Where a listing resumes: a SCAN cursor, and how many keys of that cursor's batch were
-/// already returned. Opaque to clients.
+/// Where a listing resumes: which master (Cluster only; always 0 elsewhere), its SCAN cursor,
+/// and how many keys of that cursor's batch were already returned. Opaque to clients.
+#[derive(Debug, Clone, Copy)]
 struct ListPosition {
+    node: usize,
     cursor: u64,
     skip: usize,
 }
@@ -847,24 +799,57 @@ struct ListPosition {
 impl ListPosition {
     fn parse(token: &str) -> Result<Self, StoreError> {
         if token.is_empty() {
-            return Ok(Self { cursor: 0, skip: 0 });
+            return Ok(Self {
+                node: 0,
+                cursor: 0,
+                skip: 0,
+            });
         }
         let decoded = URL_SAFE_NO_PAD
             .decode(token)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .ok_or(StoreError::InvalidPageToken)?;
-        let (cursor, skip) = decoded
-            .split_once(':')
-            .ok_or(StoreError::InvalidPageToken)?;
+        let mut parts = decoded.split(':');
+        let mut number = || {
+            parts
+                .next()
+                .and_then(|part| part.parse::<u64>().ok())
+                .ok_or(StoreError::InvalidPageToken)
+        };
+        let (node, cursor, skip) = (number()?, number()?, number()?);
+        if parts.next().is_some() {
+            return Err(StoreError::InvalidPageToken);
+        }
         Ok(Self {
-            cursor: cursor.parse().map_err(|_| StoreError::InvalidPageToken)?,
-            skip: skip.parse().map_err(|_| StoreError::InvalidPageToken)?,
+            node: usize::try_from(node).map_err(|_| StoreError::InvalidPageToken)?,
+            cursor,
+            skip: usize::try_from(skip).map_err(|_| StoreError::InvalidPageToken)?,
         })
     }
 
+    /// Where to go once this position's whole batch was read and SCAN answered `next`: on in
+    /// this master, on to the next master, or nowhere (the listing is complete).
+    fn after_batch(self, next: u64, node_count: usize) -> Option<Self> {
+        if next != 0 {
+            Some(Self {
+                cursor: next,
+                skip: 0,
+                ..self
+            })
+        } else if self.node + 1 < node_count {
+            Some(Self {
+                node: self.node + 1,
+                cursor: 0,
+                skip: 0,
+            })
+        } else {
+            None
+        }
+    }
+
     fn token(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.cursor, self.skip))
+        URL_SAFE_NO_PAD.encode(format!("{}:{}:{}", self.node, self.cursor, self.skip))
     }
 }
 

@@ -7,6 +7,7 @@ pub mod data_plane;
 pub mod eventually;
 pub mod profile;
 pub mod redis_server;
+pub mod redis_topologies;
 pub mod upstream;
 
 pub use control_plane::ControlPlane;
