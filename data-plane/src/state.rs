@@ -210,9 +210,14 @@ impl NodeState {
                     }
                 }
             }
+            // Not a verdict on the session (that is `Ok(None)`) but a fault of the control
+            // plane or of this node's standing with it: like an outage, it logs nobody out.
             Err(ControlError::Refused(status)) => {
                 tracing::warn!(code = ?status.code(), "control plane refused a validation");
-                Validation::Unavailable
+                match stale {
+                    Some(session) => for_proxy(session, proxy),
+                    None => Validation::Unavailable,
+                }
             }
         }
     }

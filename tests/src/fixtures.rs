@@ -12,6 +12,7 @@ use gatehouse_proto::v1::session_selector::By;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
 
+use crate::harness::redis_topologies::RedisCluster;
 use crate::harness::{ControlPlane, RedisServer};
 
 /// A user with no attributes.
@@ -58,13 +59,17 @@ pub fn redis_store(server: &RedisServer) -> String {
 pub enum Backend {
     Memory,
     Redis,
+    /// The Redis store on a three-master Redis Cluster.
+    RedisCluster,
 }
 
-/// A control plane, and the private Redis server behind it when it uses one.
+/// A control plane, and the private Redis server (or cluster) behind it when it uses one.
 #[derive(Debug)]
 pub struct Env {
     pub plane: ControlPlane,
     pub redis: Option<RedisServer>,
+    /// Kept so the cluster lives as long as the control plane on it.
+    pub _cluster: Option<RedisCluster>,
 }
 
 impl Deref for Env {
@@ -83,6 +88,7 @@ impl Env {
             Backend::Memory => Self {
                 plane: ControlPlane::start(config).await,
                 redis: None,
+                _cluster: None,
             },
             Backend::Redis => {
                 let server = RedisServer::start().await;
@@ -90,6 +96,20 @@ impl Env {
                 Self {
                     plane,
                     redis: Some(server),
+                    _cluster: None,
+                }
+            }
+            Backend::RedisCluster => {
+                let cluster = RedisCluster::start().await;
+                let store = format!(
+                    "{}connect_timeout = \"500ms\"\nresponse_timeout = \"1s\"\n",
+                    cluster.store_toml()
+                );
+                let plane = ControlPlane::start(&format!("{store}{config}")).await;
+                Self {
+                    plane,
+                    redis: None,
+                    _cluster: Some(cluster),
                 }
             }
         }

@@ -92,6 +92,11 @@ async fn bearer_token_shows_the_callers_own_session_on_memory() {
     bearer_token_shows_the_callers_own_session(Backend::Memory).await;
 }
 
+#[tokio::test]
+async fn bearer_token_shows_the_callers_own_session_on_redis_cluster() {
+    bearer_token_shows_the_callers_own_session(Backend::RedisCluster).await;
+}
+
 async fn default_proxy_cookie_authenticates(backend: Backend) {
     let env = Env::start(backend, &proxies()).await;
     let alice = env.create_session("", user("corp", "alice")).await;
@@ -119,6 +124,11 @@ async fn default_proxy_cookie_authenticates_on_redis() {
 #[tokio::test]
 async fn default_proxy_cookie_authenticates_on_memory() {
     default_proxy_cookie_authenticates(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn default_proxy_cookie_authenticates_on_redis_cluster() {
+    default_proxy_cookie_authenticates(Backend::RedisCluster).await;
 }
 
 #[tokio::test]
@@ -213,6 +223,11 @@ async fn bearer_token_of_another_proxy_is_unauthenticated_on_redis() {
 #[tokio::test]
 async fn bearer_token_of_another_proxy_is_unauthenticated_on_memory() {
     bearer_token_of_another_proxy_is_unauthenticated(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn bearer_token_of_another_proxy_is_unauthenticated_on_redis_cluster() {
+    bearer_token_of_another_proxy_is_unauthenticated(Backend::RedisCluster).await;
 }
 
 #[tokio::test]
@@ -328,6 +343,11 @@ async fn unknown_token_is_unauthenticated_on_memory() {
     unknown_token_is_unauthenticated(Backend::Memory).await;
 }
 
+#[tokio::test]
+async fn unknown_token_is_unauthenticated_on_redis_cluster() {
+    unknown_token_is_unauthenticated(Backend::RedisCluster).await;
+}
+
 async fn logout_ends_only_the_callers_session(backend: Backend) {
     let env = Env::start(backend, &proxies()).await;
     let mine = env.create_session("", user("corp", "alice")).await;
@@ -392,6 +412,11 @@ async fn logout_ends_only_the_callers_session_on_redis() {
 #[tokio::test]
 async fn logout_ends_only_the_callers_session_on_memory() {
     logout_ends_only_the_callers_session(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn logout_ends_only_the_callers_session_on_redis_cluster() {
+    logout_ends_only_the_callers_session(Backend::RedisCluster).await;
 }
 
 #[tokio::test]

@@ -130,6 +130,11 @@ async fn create_session_returns_token_once_and_a_distinct_handle_on_memory() {
 }
 
 #[tokio::test]
+async fn create_session_returns_token_once_and_a_distinct_handle_on_redis_cluster() {
+    create_session_returns_token_once_and_a_distinct_handle(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
 async fn redis_holds_neither_the_token_nor_anything_containing_it() {
     let env = Env::redis(&two_proxies("")).await;
     let generated = env.create_session("", user("corp", "alice")).await;
@@ -186,6 +191,11 @@ async fn get_session_by_token_and_by_handle_on_redis() {
 #[tokio::test]
 async fn get_session_by_token_and_by_handle_on_memory() {
     get_session_by_token_and_by_handle(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn get_session_by_token_and_by_handle_on_redis_cluster() {
+    get_session_by_token_and_by_handle(Backend::RedisCluster).await;
 }
 
 async fn delete_session_returns_it_and_it_is_gone(backend: Backend) {
@@ -251,6 +261,11 @@ async fn delete_session_returns_it_and_it_is_gone_on_memory() {
     delete_session_returns_it_and_it_is_gone(Backend::Memory).await;
 }
 
+#[tokio::test]
+async fn delete_session_returns_it_and_it_is_gone_on_redis_cluster() {
+    delete_session_returns_it_and_it_is_gone(Backend::RedisCluster).await;
+}
+
 async fn list_user_sessions_in_one_virtual_proxy_and_across_all(backend: Backend) {
     let env = Env::start(backend, &two_proxies("")).await;
     let home_1 = session_of(env.create_session("", user("corp", "alice")).await.session);
@@ -309,6 +324,11 @@ async fn list_user_sessions_in_one_virtual_proxy_and_across_all_on_memory() {
     list_user_sessions_in_one_virtual_proxy_and_across_all(Backend::Memory).await;
 }
 
+#[tokio::test]
+async fn list_user_sessions_in_one_virtual_proxy_and_across_all_on_redis_cluster() {
+    list_user_sessions_in_one_virtual_proxy_and_across_all(Backend::RedisCluster).await;
+}
+
 async fn user_directory_and_id_match_case_insensitively(backend: Backend) {
     let env = Env::start(backend, &proxy("", "max_sessions_per_user = 2")).await;
     let first = session_of(env.create_session("", user("Corp", "Alice")).await.session);
@@ -359,6 +379,11 @@ async fn user_directory_and_id_match_case_insensitively_on_redis() {
 #[tokio::test]
 async fn user_directory_and_id_match_case_insensitively_on_memory() {
     user_directory_and_id_match_case_insensitively(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn user_directory_and_id_match_case_insensitively_on_redis_cluster() {
+    user_directory_and_id_match_case_insensitively(Backend::RedisCluster).await;
 }
 
 async fn delete_user_sessions_in_one_virtual_proxy_and_everywhere(backend: Backend) {
@@ -457,6 +482,11 @@ async fn delete_user_sessions_in_one_virtual_proxy_and_everywhere_on_memory() {
     delete_user_sessions_in_one_virtual_proxy_and_everywhere(Backend::Memory).await;
 }
 
+#[tokio::test]
+async fn delete_user_sessions_in_one_virtual_proxy_and_everywhere_on_redis_cluster() {
+    delete_user_sessions_in_one_virtual_proxy_and_everywhere(Backend::RedisCluster).await;
+}
+
 /// Random UUIDs as portals generate them (taken from `uuid.uuid4()`), for a reproducible run.
 const RANDOM_UUIDS: [&str; 3] = [
     "9b2f7c1e-4d8a-4e3b-a6f0-2c7d5e9a1b84",
@@ -500,6 +530,11 @@ async fn random_caller_tokens_are_accepted_and_work_on_redis() {
 #[tokio::test]
 async fn random_caller_tokens_are_accepted_and_work_on_memory() {
     random_caller_tokens_are_accepted_and_work(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn random_caller_tokens_are_accepted_and_work_on_redis_cluster() {
+    random_caller_tokens_are_accepted_and_work(Backend::RedisCluster).await;
 }
 
 /// `uuid.uuid4()` gave this; its digits happen to repeat a little, so the entropy estimate
@@ -572,6 +607,11 @@ async fn live_caller_token_cannot_be_reused_on_memory() {
     live_caller_token_cannot_be_reused(Backend::Memory).await;
 }
 
+#[tokio::test]
+async fn live_caller_token_cannot_be_reused_on_redis_cluster() {
+    live_caller_token_cannot_be_reused(Backend::RedisCluster).await;
+}
+
 async fn weak_caller_tokens_are_refused(backend: Backend) {
     let env = Env::start(backend, "").await;
     let weak = [
@@ -613,6 +653,11 @@ async fn weak_caller_tokens_are_refused_on_redis() {
 #[tokio::test]
 async fn weak_caller_tokens_are_refused_on_memory() {
     weak_caller_tokens_are_refused(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn weak_caller_tokens_are_refused_on_redis_cluster() {
+    weak_caller_tokens_are_refused(Backend::RedisCluster).await;
 }
 
 async fn cap_policy_refuse(backend: Backend) {
@@ -667,6 +712,11 @@ async fn cap_policy_refuse_on_redis() {
 #[tokio::test]
 async fn cap_policy_refuse_on_memory() {
     cap_policy_refuse(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn cap_policy_refuse_on_redis_cluster() {
+    cap_policy_refuse(Backend::RedisCluster).await;
 }
 
 async fn cap_policy_evict_oldest(backend: Backend) {
@@ -732,6 +782,11 @@ async fn cap_policy_evict_oldest_on_redis() {
 #[tokio::test]
 async fn cap_policy_evict_oldest_on_memory() {
     cap_policy_evict_oldest(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn cap_policy_evict_oldest_on_redis_cluster() {
+    cap_policy_evict_oldest(Backend::RedisCluster).await;
 }
 
 #[tokio::test]
@@ -865,6 +920,11 @@ async fn list_sessions_pages_through_every_session_once_on_memory() {
     list_sessions_pages_through_every_session_once(Backend::Memory).await;
 }
 
+#[tokio::test]
+async fn list_sessions_pages_through_every_session_once_on_redis_cluster() {
+    list_sessions_pages_through_every_session_once(Backend::RedisCluster).await;
+}
+
 async fn list_sessions_refuses_bad_page_size_and_token(backend: Backend) {
     let env = Env::start(backend, "").await;
     env.create_session("", user("corp", "alice")).await;
@@ -908,6 +968,11 @@ async fn list_sessions_refuses_bad_page_size_and_token_on_redis() {
 #[tokio::test]
 async fn list_sessions_refuses_bad_page_size_and_token_on_memory() {
     list_sessions_refuses_bad_page_size_and_token(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn list_sessions_refuses_bad_page_size_and_token_on_redis_cluster() {
+    list_sessions_refuses_bad_page_size_and_token(Backend::RedisCluster).await;
 }
 
 async fn activity_keeps_a_session_alive_past_the_inactivity_timeout(backend: Backend) {
@@ -968,6 +1033,11 @@ async fn activity_keeps_a_session_alive_past_the_inactivity_timeout_on_redis() {
 #[tokio::test]
 async fn activity_keeps_a_session_alive_past_the_inactivity_timeout_on_memory() {
     activity_keeps_a_session_alive_past_the_inactivity_timeout(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn activity_keeps_a_session_alive_past_the_inactivity_timeout_on_redis_cluster() {
+    activity_keeps_a_session_alive_past_the_inactivity_timeout(Backend::RedisCluster).await;
 }
 
 #[tokio::test]

@@ -87,6 +87,11 @@ async fn ticket_is_url_safe_random_and_carries_user_and_expiry_on_memory() {
     ticket_is_url_safe_random_and_carries_user_and_expiry(Backend::Memory).await;
 }
 
+#[tokio::test]
+async fn ticket_is_url_safe_random_and_carries_user_and_expiry_on_redis_cluster() {
+    ticket_is_url_safe_random_and_carries_user_and_expiry(Backend::RedisCluster).await;
+}
+
 async fn ticket_is_redeemed_once_for_a_session(backend: Backend) {
     let env = Env::start(backend, &two_proxies()).await;
     let alice = user("corp", "alice");
@@ -132,6 +137,11 @@ async fn ticket_is_redeemed_once_for_a_session_on_memory() {
     ticket_is_redeemed_once_for_a_session(Backend::Memory).await;
 }
 
+#[tokio::test]
+async fn ticket_is_redeemed_once_for_a_session_on_redis_cluster() {
+    ticket_is_redeemed_once_for_a_session(Backend::RedisCluster).await;
+}
+
 async fn ticket_at_another_virtual_proxy_is_refused_and_not_burned(backend: Backend) {
     let env = Env::start(backend, &two_proxies()).await;
     let issued = env
@@ -164,6 +174,11 @@ async fn ticket_at_another_virtual_proxy_is_refused_and_not_burned_on_memory() {
     ticket_at_another_virtual_proxy_is_refused_and_not_burned(Backend::Memory).await;
 }
 
+#[tokio::test]
+async fn ticket_at_another_virtual_proxy_is_refused_and_not_burned_on_redis_cluster() {
+    ticket_at_another_virtual_proxy_is_refused_and_not_burned(Backend::RedisCluster).await;
+}
+
 async fn ticket_expires_after_ticket_ttl(backend: Backend) {
     let env = Env::start(backend, &tickets("ticket_ttl = \"300ms\"")).await;
     let issued = env
@@ -190,6 +205,11 @@ async fn ticket_expires_after_ticket_ttl_on_redis() {
 #[tokio::test]
 async fn ticket_expires_after_ticket_ttl_on_memory() {
     ticket_expires_after_ticket_ttl(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn ticket_expires_after_ticket_ttl_on_redis_cluster() {
+    ticket_expires_after_ticket_ttl(Backend::RedisCluster).await;
 }
 
 async fn concurrent_redemptions_yield_exactly_one_session(backend: Backend) {
@@ -273,6 +293,11 @@ async fn target_comes_back_with_the_ticket_on_redis() {
 #[tokio::test]
 async fn target_comes_back_with_the_ticket_on_memory() {
     target_comes_back_with_the_ticket(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn target_comes_back_with_the_ticket_on_redis_cluster() {
+    target_comes_back_with_the_ticket(Backend::RedisCluster).await;
 }
 
 #[tokio::test]
@@ -407,6 +432,11 @@ async fn repeated_attributes_round_trip_in_order_on_redis() {
 #[tokio::test]
 async fn repeated_attributes_round_trip_in_order_on_memory() {
     repeated_attributes_round_trip_in_order(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn repeated_attributes_round_trip_in_order_on_redis_cluster() {
+    repeated_attributes_round_trip_in_order(Backend::RedisCluster).await;
 }
 
 #[tokio::test]

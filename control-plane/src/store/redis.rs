@@ -956,6 +956,8 @@ fn classify(error: RedisError) -> StoreError {
                     | ServerErrorKind::ReadOnly
             ) | ErrorKind::ClusterConnectionNotFound
                 | ErrorKind::AuthenticationFailed
+                // No sentinel could name a reachable master: a failover is under way.
+                | ErrorKind::MasterNameNotFoundBySentinel
         );
     if unavailable {
         StoreError::Unavailable(error.to_string())

@@ -280,12 +280,17 @@ pub async fn login_uri(
     let target_id = match state.control.create_target(&proxy.prefix, target).await {
         Ok(id) => id,
         Err(ControlError::Unavailable(_)) => return Err(unavailable()),
-        Err(ControlError::Refused(status)) => {
+        Err(ControlError::Refused(status)) if status.code() == Code::InvalidArgument => {
             tracing::warn!(message = status.message(), "target refused");
             return Err(respond::error(
                 StatusCode::BAD_REQUEST,
                 "the requested URL cannot be a login target",
             ));
+        }
+        // Anything else is the control plane's fault, not the client's: come back later.
+        Err(ControlError::Refused(status)) => {
+            tracing::error!(code = ?status.code(), "control plane failed to record a login target");
+            return Err(unavailable());
         }
     };
     // Modules find the virtual proxy as the last path segment, as with QPS's REST address.
