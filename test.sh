@@ -2,14 +2,17 @@
 # The whole test suite: formatting, lints, unit tests, the store conformance suite against a
 # real redis-server and the memory store, the end-to-end gRPC tests, and the benchmark
 # harness's smoke run.
-# Tests start their own redis-server on ephemeral ports; it only has to be installed.
+# Tests start their own redis-server (standalone, a Sentinel group, a Cluster) on ephemeral
+# ports; it only has to be installed.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "test.sh: redis-server is not installed (Debian: apt-get install -y redis-server)" >&2
-    exit 1
-fi
+for tool in redis-server redis-sentinel redis-cli; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "test.sh: $tool is not installed (Debian: apt-get install -y redis-server redis-sentinel redis-tools)" >&2
+        exit 1
+    fi
+done
 
 # The Kubernetes manifests: every overlay renders and passes schema validation. CI has the
 # tools (.ci/run installs kubernetes-validate); elsewhere the step runs when they are there.

@@ -618,4 +618,36 @@ mod tests {
         assert!(!secret.matches(&"k".repeat(31)));
         assert!(!format!("{config:?}").contains(&"k".repeat(32)));
     }
+
+    #[test]
+    fn each_redis_topology_needs_its_addresses() {
+        let redis = "[store]\nbackend = \"redis\"\n";
+        assert!(
+            rejected(&format!("{redis}topology = \"sentinel\"")).contains("store.sentinel_urls")
+        );
+        assert!(
+            rejected(&format!("{redis}topology = \"cluster\"")).contains("store.cluster_urls")
+        );
+        assert!(
+            rejected(&format!(
+                "{redis}topology = \"cluster\"\ncluster_urls = [\"http://x:1\"]"
+            ))
+            .contains("not a usable Redis URL")
+        );
+        assert!(
+            rejected(&format!(
+                "{redis}topology = \"sentinel\"\nsentinel_urls = [\"redis://s:26379\"]\nsentinel_master = \" \""
+            ))
+            .contains("store.sentinel_master")
+        );
+        assert!(rejected(&format!("{redis}topology = \"ring\"")).contains("unknown variant"));
+        let sentinel = Config::from_toml_str(&format!(
+            "{redis}topology = \"sentinel\"\nsentinel_urls = [\"redis://s1:26379\", \"redis://s2:26379\"]"
+        ))
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(sentinel.store.topology, RedisTopology::Sentinel);
+        assert_eq!(sentinel.store.sentinel_master, "gatehouse");
+        // The memory store ignores the Redis settings.
+        assert!(Config::from_toml_str("[store]\ntopology = \"cluster\"").is_ok());
+    }
 }
