@@ -48,6 +48,10 @@ mod personal;
 #[cfg(test)]
 mod reflection;
 #[cfg(test)]
+mod reliability_fixtures;
+#[cfg(test)]
+mod reliability_redis_outage;
+#[cfg(test)]
 mod reload;
 #[cfg(test)]
 mod sessions;
