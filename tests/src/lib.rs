@@ -48,6 +48,8 @@ mod personal;
 #[cfg(test)]
 mod reflection;
 #[cfg(test)]
+mod reliability_control_plane;
+#[cfg(test)]
 mod reliability_fixtures;
 #[cfg(test)]
 mod reliability_redis_outage;

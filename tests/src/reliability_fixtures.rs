@@ -1,11 +1,12 @@
 //! Set-up shared by the fault-injection tests (`reliability_*`): node settings, many users
 //! signed in at once, and the checks made before, during and after a fault.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use gatehouse_proto::v1 as pb;
 
-use crate::data_plane_fixtures::{COOKIE, MODULE, QUICK_CONTROL_PLANE, with_cookie};
+use crate::data_plane_fixtures::{COOKIE, MODULE, rejected, with_cookie};
 use crate::harness::auth_module::{session_cookie, user};
 use crate::harness::client::{get, try_request};
 use crate::harness::load::{Counts, Target};
@@ -14,10 +15,21 @@ use crate::harness::{ControlPlane, DataPlaneNode};
 /// Node settings of the fault tests: an unreachable control plane is given up on within a
 /// second; a cached session is fresh for 1 s, so a fault of a few seconds exercises the
 /// stale-while-unreachable path and not just fresh cache hits; `grace` says how long a
-/// session validated before the fault keeps working.
-pub fn node_settings(grace: Duration) -> String {
+/// session validated before the fault keeps working. `endpoints` are the control plane's
+/// addresses (none: the one the node is started with).
+pub fn node_settings(grace: Duration, endpoints: &[SocketAddr]) -> String {
+    let endpoints = if endpoints.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = endpoints
+            .iter()
+            .map(|address| format!("\"http://{address}\""))
+            .collect();
+        format!("endpoints = [{}]\n", list.join(", "))
+    };
     format!(
-        "{QUICK_CONTROL_PLANE}[cache]\nttl = \"1s\"\ntouch_interval = \"2s\"\ngrace = \"{}ms\"\n",
+        "[control_plane]\nconnect_timeout = \"300ms\"\nrequest_timeout = \"1s\"\n{endpoints}\
+         [cache]\nttl = \"1s\"\ntouch_interval = \"2s\"\ngrace = \"{}ms\"\n",
         grace.as_millis()
     )
 }
@@ -126,4 +138,54 @@ pub async fn accepted(node: &DataPlaneNode, cookie: &str) -> bool {
 /// Seconds with one decimal, for the figures the tests print.
 pub fn secs(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
+}
+
+/// A counter of `node`'s metrics, e.g. `revocations_applied`: the sum of its series whose
+/// labels contain `label` (`""`: all of them), e.g. `outcome="unavailable"`.
+pub async fn node_counter(node: &DataPlaneNode, name: &str, label: &str) -> u64 {
+    let text = get(&format!("http://{}/metrics", node.admin_address()), &[])
+        .await
+        .text();
+    let series = format!("gatehouse_{name}_total");
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(&series)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                && line.contains(label)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Waits until every node rejects every one of `revoked` (issued at the instants given), and
+/// returns, per revocation, how long after it was issued the last node rejected it.
+pub async fn await_rejected(
+    nodes: &[&DataPlaneNode],
+    revoked: &[(SignedIn, Instant)],
+    deadline: Duration,
+) -> Vec<Duration> {
+    let mut delays = vec![Duration::ZERO; revoked.len()];
+    let mut pending: Vec<(usize, usize)> = (0..revoked.len())
+        .flat_map(|r| (0..nodes.len()).map(move |n| (r, n)))
+        .collect();
+    let started = Instant::now();
+    while !pending.is_empty() {
+        assert!(
+            started.elapsed() < deadline,
+            "{} (revocation, node) pairs still accepted after {deadline:?}: {pending:?}",
+            pending.len()
+        );
+        let mut still = Vec::new();
+        for (r, n) in pending {
+            let (user, issued) = &revoked[r];
+            if rejected(&nodes[n].url("/app/hub"), &user.cookie).await {
+                delays[r] = delays[r].max(issued.elapsed());
+            } else {
+                still.push((r, n));
+            }
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    delays
 }

@@ -41,7 +41,7 @@ async fn redis_outage_under_load(fault: Fault) {
     let config = AppProxy::new([upstream.node()]).on_redis(&redis);
     let control_plane = ControlPlane::start(&config).await;
     // The grace covers the outage: sessions validated before it must keep working throughout.
-    let settings = node_settings(outage + Duration::from_secs(30));
+    let settings = node_settings(outage + Duration::from_secs(30), &[]);
     let node_a = DataPlaneNode::start_with(&control_plane, &settings).await;
     let node_b = DataPlaneNode::start_with(&control_plane, &settings).await;
 

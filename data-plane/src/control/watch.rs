@@ -23,27 +23,23 @@ pub async fn follow(state: Arc<NodeState>) {
             node_id: state.control.node_id().to_owned(),
             cursor: cursor.clone(),
         };
-        let mut client = state.control.node_client();
-        match client.watch(request).await {
-            Ok(response) => {
-                let mut stream = response.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(event)) => {
-                            backoff = MIN_BACKOFF;
-                            apply(&state, event, &mut cursor);
-                        }
-                        Ok(None) => {
-                            tracing::warn!("control plane ended the watch stream; reconnecting");
-                            break;
-                        }
-                        Err(status) => {
-                            tracing::warn!(code = ?status.code(), message = status.message(), "watch stream broke; reconnecting");
-                            break;
-                        }
+        match state.control.watch(request).await {
+            Ok(mut stream) => loop {
+                match stream.message().await {
+                    Ok(Some(event)) => {
+                        backoff = MIN_BACKOFF;
+                        apply(&state, event, &mut cursor);
+                    }
+                    Ok(None) => {
+                        tracing::warn!("control plane ended the watch stream; reconnecting");
+                        break;
+                    }
+                    Err(status) => {
+                        tracing::warn!(code = ?status.code(), message = status.message(), "watch stream broke; reconnecting");
+                        break;
                     }
                 }
-            }
+            },
             Err(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "cannot watch the control plane");
             }
