@@ -93,11 +93,12 @@ struct Replica {
 }
 
 /// The configured endpoints. Not `Channel::balance_list`: its balancer keeps picking an
-/// endpoint whose process is gone (a lazy reconnecting endpoint reports itself ready and
-/// fails the call), so with one of two replicas dead about half of all calls failed, which
-/// turned valid sessions the node had not cached, and new logins, into 503s for as long as
-/// the replica stayed dead. Here calls go round-robin over the endpoints that have not just
-/// failed, and a call that gets no answer from one endpoint is made again on the next.
+/// endpoint whose process is gone (tonic's lazy reconnecting endpoint reports itself ready
+/// and then fails the call), so with one of two replicas dead, calls kept failing on it:
+/// valid sessions the node had not cached, and new logins, got 503s for as long as the
+/// replica stayed dead (`reliability_control_plane` shows it). Here calls go round-robin over
+/// the endpoints that have not just failed, and a call that gets no answer from one endpoint
+/// is made again on the next.
 #[derive(Debug)]
 struct Replicas {
     all: Vec<Replica>,
