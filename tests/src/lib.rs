@@ -50,7 +50,11 @@ mod reflection;
 #[cfg(test)]
 mod reliability_control_plane;
 #[cfg(test)]
+mod reliability_data_plane;
+#[cfg(test)]
 mod reliability_fixtures;
+#[cfg(test)]
+mod reliability_partition;
 #[cfg(test)]
 mod reliability_redis_outage;
 #[cfg(test)]
