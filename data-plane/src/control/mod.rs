@@ -437,3 +437,42 @@ fn login(response: pb::LoginResponse) -> Result<Login, ControlError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Endpoints that are never called: only the order of trying them is looked at.
+    fn replicas(count: usize) -> Replicas {
+        let all = (0..count)
+            .map(|port| {
+                let channel = Endpoint::from_shared(format!("http://127.0.0.1:{}", port + 1))
+                    .unwrap()
+                    .connect_lazy();
+                Replica {
+                    node: NodeServiceClient::with_interceptor(channel.clone(), Credential(None)),
+                    personal: PersonalServiceClient::new(channel),
+                    down_until_ms: AtomicU64::new(0),
+                }
+            })
+            .collect();
+        Replicas {
+            all,
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_go_round_robin_and_try_an_endpoint_that_just_failed_last() {
+        let replicas = replicas(3);
+        assert_eq!(replicas.order(), [0, 1, 2]);
+        assert_eq!(replicas.order(), [1, 2, 0]);
+        replicas.failed(2);
+        // Still tried, after the others: it may be back, and it may be the only one left.
+        assert_eq!(replicas.order(), [0, 1, 2]);
+        assert_eq!(replicas.order(), [0, 1, 2]);
+        replicas.answered(2);
+        assert_eq!(replicas.order(), [1, 2, 0]);
+    }
+}
