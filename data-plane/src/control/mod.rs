@@ -30,15 +30,25 @@ pub enum ControlError {
     Refused(Status),
 }
 
-impl From<Status> for ControlError {
-    fn from(status: Status) -> Self {
-        match status.code() {
-            Code::Unavailable
+/// Whether a call that ended with `code` got no answer to act on: not reachable, timed out,
+/// or the replica cannot reach its store.
+fn unanswered(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
             | Code::DeadlineExceeded
             | Code::Unknown
             | Code::Cancelled
-            | Code::Aborted => Self::Unavailable(status.message().to_owned()),
-            _ => Self::Refused(status),
+            | Code::Aborted
+    )
+}
+
+impl From<Status> for ControlError {
+    fn from(status: Status) -> Self {
+        if unanswered(status.code()) {
+            Self::Unavailable(status.message().to_owned())
+        } else {
+            Self::Refused(status)
         }
     }
 }
@@ -104,6 +114,8 @@ struct Replicas {
     all: Vec<Replica>,
     next: AtomicUsize,
     epoch: Instant,
+    /// Signalled when an endpoint that had failed answers again.
+    reachable_again: tokio::sync::Notify,
 }
 
 impl Replicas {
@@ -133,7 +145,11 @@ impl Replicas {
     }
 
     fn answered(&self, index: usize) {
-        self.all[index].down_until_ms.store(0, Ordering::Relaxed);
+        if self.all[index].down_until_ms.swap(0, Ordering::Relaxed) != 0 {
+            // At most one permit is kept when nobody waits: the Watch follower may then skip
+            // one backoff it did not need to skip, which costs one early reconnect.
+            self.reachable_again.notify_one();
+        }
     }
 }
 
@@ -210,6 +226,7 @@ impl ControlClient {
                 all,
                 next: AtomicUsize::new(0),
                 epoch: Instant::now(),
+                reachable_again: tokio::sync::Notify::new(),
             }),
             node_id: node_id.to_owned(),
         })
@@ -232,12 +249,7 @@ impl ControlClient {
         let mut failure = None;
         for index in self.replicas.order() {
             match call(&self.replicas.all[index]).await {
-                Err(status)
-                    if matches!(
-                        ControlError::from(status.clone()),
-                        ControlError::Unavailable(_)
-                    ) =>
-                {
+                Err(status) if unanswered(status.code()) => {
                     self.replicas.failed(index);
                     failure = Some(status);
                 }
@@ -248,6 +260,12 @@ impl ControlClient {
             }
         }
         Err(failure.unwrap_or_else(|| Status::unavailable("no control-plane endpoint")))
+    }
+
+    /// Completes when a call gets an answer from an endpoint that had failed: the control
+    /// plane is reachable again.
+    pub(crate) async fn reachable_again(&self) {
+        self.replicas.reachable_again.notified().await;
     }
 
     /// Opens the `Watch` stream on the first endpoint that answers.
@@ -460,6 +478,7 @@ mod tests {
             all,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
+            reachable_again: tokio::sync::Notify::new(),
         }
     }
 

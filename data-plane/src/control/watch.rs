@@ -45,7 +45,14 @@ pub async fn follow(state: Arc<NodeState>) {
             }
         }
         let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
-        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+            // A validation or login just got through after failures (a partition healed, a
+            // replica came back): reconnect now, so the revocations missed meanwhile do not
+            // wait for a backoff that has grown to its maximum, and close the WebSockets of
+            // revoked sessions seconds sooner.
+            () = state.control.reachable_again() => {}
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
