@@ -61,7 +61,7 @@ async fn killing_one_of_two_control_plane_replicas_under_load_moves_nodes_to_the
 
     let load = Load::start(
         targets(&[("node-a", &node_a), ("node-b", &node_b)], &users),
-        4,
+        2,
         Duration::from_millis(2),
     );
     tokio::time::sleep(Duration::from_secs(1)).await;

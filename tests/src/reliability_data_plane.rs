@@ -52,7 +52,7 @@ async fn a_node_killed_mid_traffic_leaves_the_other_unaffected_and_restarts_clea
             Some(user.cookie.clone()),
         ));
     }
-    let load = Load::start(load_targets, 4, Duration::from_millis(2));
+    let load = Load::start(load_targets, 2, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_no_errors("before the kill", &load.take());
 

@@ -49,7 +49,7 @@ async fn a_node_cut_off_longer_than_its_grace_answers_503_and_catches_up_when_he
             &[("isolated", &isolated), ("connected", &connected)],
             &users,
         ),
-        4,
+        2,
         Duration::from_millis(2),
     );
     tokio::time::sleep(Duration::from_secs(1)).await;

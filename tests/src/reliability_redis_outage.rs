@@ -10,7 +10,7 @@ use gatehouse_proto::v1 as pb;
 use crate::data_plane_fixtures::{AppProxy, COOKIE, delete_session, rejected, with_cookie};
 use crate::harness::auth_module::{issue_ticket, user};
 use crate::harness::client::get;
-use crate::harness::load::Load;
+use crate::harness::load::{Load, SLOW};
 use crate::harness::profile::pick;
 use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer, eventually};
 use crate::reliability_fixtures::{
@@ -61,7 +61,7 @@ async fn redis_outage_under_load(fault: Fault) {
 
     let load = Load::start(
         targets(&[("node-a", &node_a), ("node-b", &node_b)], &users),
-        4,
+        2,
         Duration::from_millis(2),
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -165,11 +165,13 @@ async fn redis_outage_under_load(fault: Fault) {
     let during_all = during.all();
     eprintln!(
         "reliability: redis {fault:?} for {}: {} requests through 2 nodes during it, {} errors \
-         (slowest {:?}), {probes} probes of new logins and unseen sessions all 503 + Retry-After; \
+         ({} slower than {:?}, slowest {:?}), {probes} probes of new logins and unseen sessions all 503 + Retry-After; \
          recovery {} after Redis returned; a revocation then reached both nodes in {}",
         secs(outage),
         during_all.requests(),
         during_all.errors(),
+        during_all.slow,
+        SLOW,
         during_all.slowest,
         secs(recovery),
         secs(revocation),

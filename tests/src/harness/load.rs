@@ -1,6 +1,7 @@
-//! A steady load of browser requests for the reliability tests: a few workers, each with its
-//! own keep-alive connections (as browsers have), cycle through a list of targets (a URL
-//! with a session cookie) and count the answers by status, per target label.
+//! A steady load of browser requests for the reliability tests: a few workers per target
+//! label (e.g. per node), each with its own keep-alive connections (as browsers have), cycle
+//! through their label's targets (a URL with a session cookie) and count the answers by
+//! status, per label.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,8 @@ use tokio::task::JoinHandle;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Unexpected answers kept per label, to show what went wrong.
 const SAMPLES: usize = 5;
+/// An answer slower than this counts as slow (a user would notice the wait).
+pub const SLOW: Duration = Duration::from_millis(250);
 
 /// One kind of request: a GET of `url`, with `cookie` (a `name=value` pair) when given.
 #[derive(Debug, Clone)]
@@ -50,6 +53,8 @@ pub struct Tally {
     pub unavailable_without_retry_after: u64,
     /// Slowest answer.
     pub slowest: Duration,
+    /// Answers (of any status) slower than [`SLOW`].
+    pub slow: u64,
     /// The first few answers other than 200: status, `Location` and the start of the body
     /// (or the error).
     pub samples: Vec<String>,
@@ -76,6 +81,7 @@ impl Tally {
         self.failures += other.failures;
         self.unavailable_without_retry_after += other.unavailable_without_retry_after;
         self.slowest = self.slowest.max(other.slowest);
+        self.slow += other.slow;
         for sample in &other.samples {
             if self.samples.len() < SAMPLES {
                 self.samples.push(sample.clone());
@@ -122,10 +128,12 @@ impl std::fmt::Display for Counts {
         for (label, tally) in &self.0 {
             writeln!(
                 f,
-                "{label}: {} requests, statuses {:?}, {} failures, slowest {:?}, samples {:?}",
+                "{label}: {} requests, statuses {:?}, {} failures, {} slower than {SLOW:?}, \
+                 slowest {:?}, samples {:?}",
                 tally.requests(),
                 tally.statuses,
                 tally.failures,
+                tally.slow,
                 tally.slowest,
                 tally.samples
             )?;
@@ -143,22 +151,39 @@ pub struct Load {
 }
 
 impl Load {
-    /// Starts `workers` workers; each sends one request at a time, pausing `pause` between
-    /// two, and starts at a different target so that all are covered from the first round.
+    /// Starts `workers` workers per label; each sends one request at a time, pausing `pause`
+    /// between two, through the targets of its label only (as a browser keeps to its own
+    /// connections: a node that is slow holds up its own users, not every user), and the
+    /// workers of a label start at different targets so that all are covered at once.
     pub fn start(targets: Vec<Target>, workers: usize, pause: Duration) -> Self {
         assert!(!targets.is_empty(), "a load needs targets");
-        let targets = Arc::new(targets);
+        let mut by_label: Vec<(String, Vec<Target>)> = Vec::new();
+        for target in targets {
+            match by_label
+                .iter_mut()
+                .find(|(label, _)| *label == target.label)
+            {
+                Some((_, group)) => group.push(target),
+                None => by_label.push((target.label.clone(), vec![target])),
+            }
+        }
         let stopping = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Mutex::new(Counts::default()));
-        let workers = (0..workers)
-            .map(|worker| {
-                tokio::spawn(work(
-                    worker,
-                    targets.clone(),
-                    pause,
-                    stopping.clone(),
-                    counts.clone(),
-                ))
+        let workers = by_label
+            .into_iter()
+            .flat_map(|(_, group)| {
+                let group = Arc::new(group);
+                (0..workers)
+                    .map(|worker| {
+                        tokio::spawn(work(
+                            worker,
+                            group.clone(),
+                            pause,
+                            stopping.clone(),
+                            counts.clone(),
+                        ))
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
         Self {
@@ -212,6 +237,9 @@ async fn work(
             let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
             let tally = counts.0.entry(target.label.clone()).or_default();
             tally.slowest = tally.slowest.max(elapsed);
+            if elapsed > SLOW {
+                tally.slow += 1;
+            }
             match outcome {
                 Ok(Ok((status, location, retry_after, body))) => {
                     *tally.statuses.entry(status.as_u16()).or_default() += 1;
