@@ -100,6 +100,8 @@ struct Replica {
     /// Milliseconds after `Replicas::epoch` until which this endpoint is passed over (0: it
     /// has not failed).
     down_until_ms: AtomicU64,
+    /// Counts calls to this endpoint that timed out; a `Watch` stream on it listens.
+    timeouts: tokio::sync::watch::Sender<u64>,
 }
 
 /// The configured endpoints. Not `Channel::balance_list`: its balancer keeps picking an
@@ -215,6 +217,7 @@ impl ControlClient {
                     node: NodeServiceClient::with_interceptor(channel.clone(), credential.clone()),
                     personal: PersonalServiceClient::new(channel),
                     down_until_ms: AtomicU64::new(0),
+                    timeouts: tokio::sync::watch::Sender::new(0),
                 }
             })
             .collect::<Vec<_>>();
@@ -251,6 +254,11 @@ impl ControlClient {
             match call(&self.replicas.all[index]).await {
                 Err(status) if unanswered(status.code()) => {
                     self.replicas.failed(index);
+                    if matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) {
+                        self.replicas.all[index]
+                            .timeouts
+                            .send_modify(|count| *count += 1);
+                    }
                     failure = Some(status);
                 }
                 answer => {
@@ -269,14 +277,17 @@ impl ControlClient {
     }
 
     /// Opens the `Watch` stream on the first endpoint that answers.
-    pub(crate) async fn watch(
-        &self,
-        request: pb::WatchRequest,
-    ) -> Result<tonic::Streaming<pb::WatchEvent>, Status> {
+    pub(crate) async fn watch(&self, request: pb::WatchRequest) -> Result<WatchStream, Status> {
         self.call(|replica| {
             let mut client = replica.node.clone();
             let request = request.clone();
-            async move { Ok(client.watch(request).await?.into_inner()) }
+            let timeouts = replica.timeouts.subscribe();
+            async move {
+                Ok(WatchStream {
+                    stream: client.watch(request).await?.into_inner(),
+                    timeouts,
+                })
+            }
         })
         .await
     }
@@ -444,6 +455,27 @@ impl ControlClient {
     }
 }
 
+/// A `Watch` stream, with word of calls to the same endpoint timing out.
+pub(crate) struct WatchStream {
+    stream: tonic::Streaming<pb::WatchEvent>,
+    timeouts: tokio::sync::watch::Receiver<u64>,
+}
+
+impl WatchStream {
+    /// The next event, or `Err` when the stream broke or a call to its endpoint timed out.
+    /// Those calls share the stream's connection, so a timeout means the replica has most
+    /// likely gone without closing it (power loss, partition): HTTP/2 keep-alive alone would
+    /// notice only after up to 15 s, and revocations would wait as long.
+    pub(crate) async fn message(&mut self) -> Result<Option<pb::WatchEvent>, Status> {
+        tokio::select! {
+            message = self.stream.message() => message,
+            _ = self.timeouts.changed() => Err(Status::unavailable(
+                "calls to this control-plane endpoint time out",
+            )),
+        }
+    }
+}
+
 fn login(response: pb::LoginResponse) -> Result<Login, ControlError> {
     match response.session {
         Some(session) => Ok(Login {
@@ -471,6 +503,7 @@ mod tests {
                     node: NodeServiceClient::with_interceptor(channel.clone(), Credential(None)),
                     personal: PersonalServiceClient::new(channel),
                     down_until_ms: AtomicU64::new(0),
+                    timeouts: tokio::sync::watch::Sender::new(0),
                 }
             })
             .collect();
