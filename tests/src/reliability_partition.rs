@@ -19,8 +19,8 @@ use crate::reliability_fixtures::{
 /// Generous bound on the node catching up once healed (the time taken is printed).
 const HEAL_DEADLINE: Duration = Duration::from_secs(20);
 
-#[tokio::test]
-async fn a_node_cut_off_longer_than_its_grace_answers_503_and_catches_up_when_healed() {
+/// The node's link to the control plane is cut as `how` says, for longer than its grace.
+async fn cut_off_longer_than_the_grace(how: Cut) {
     let grace = Duration::from_secs(3);
     let cut_for = pick(Duration::from_secs(6), Duration::from_secs(30));
     let redis = RedisServer::start().await;
@@ -55,7 +55,7 @@ async fn a_node_cut_off_longer_than_its_grace_answers_503_and_catches_up_when_he
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_no_errors("before the cut", &load.take());
 
-    link.cut(Cut::BlackHole);
+    link.cut(how);
     let cut = Instant::now();
     for victim in &victims {
         delete_session(&control_plane, &victim.session.handle).await;
@@ -150,7 +150,7 @@ async fn a_node_cut_off_longer_than_its_grace_answers_503_and_catches_up_when_he
     );
 
     eprintln!(
-        "reliability: node cut off from the control plane for {} (grace {}): the isolated \
+        "reliability: node cut off ({how:?}) from the control plane for {} (grace {}): the isolated \
          node answered {served} requests with 200 and {unavailable} with 503 + Retry-After, \
          0 other; the connected node {} requests, 0 errors; after healing, logins and \
          checks worked in {}, the {} revocations missed were applied (WebSockets closed) in {}",
@@ -161,4 +161,16 @@ async fn a_node_cut_off_longer_than_its_grace_answers_503_and_catches_up_when_he
         victims.len(),
         secs(delivered),
     );
+}
+
+#[tokio::test]
+async fn a_node_cut_off_longer_than_its_grace_answers_503_and_catches_up_when_healed() {
+    // Packets dropped: the node's connections to the control plane are lost, new ones hang.
+    cut_off_longer_than_the_grace(Cut::BlackHole).await;
+}
+
+#[tokio::test]
+async fn a_node_whose_link_goes_silent_longer_than_its_grace_answers_503_and_catches_up() {
+    // The link goes quiet without closing anything: only timeouts tell the node.
+    cut_off_longer_than_the_grace(Cut::Silent).await;
 }
