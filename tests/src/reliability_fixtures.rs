@@ -135,7 +135,7 @@ pub async fn accepted(node: &DataPlaneNode, cookie: &str) -> bool {
     .is_ok_and(|response| response.status == 200)
 }
 
-/// Seconds with one decimal, for the figures the tests print.
+/// Seconds with two decimals, for the figures the tests print.
 pub fn secs(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
 }
