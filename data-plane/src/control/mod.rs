@@ -108,7 +108,9 @@ struct Replica {
 /// endpoint whose process is gone (tonic's lazy reconnecting endpoint reports itself ready
 /// and then fails the call), so with one of two replicas dead, calls kept failing on it:
 /// valid sessions the node had not cached, and new logins, got 503s for as long as the
-/// replica stayed dead (`reliability_control_plane` shows it). Here calls go round-robin over
+/// replica stayed dead (measured: 18 of 100 such checks and 16 of 100 logins; and each
+/// failure opens the node's one-second breaker, during which every uncached check is a
+/// 503; `reliability_control_plane` shows it). Here calls go round-robin over
 /// the endpoints that have not just failed, and a call that gets no answer from one endpoint
 /// is made again on the next.
 #[derive(Debug)]
