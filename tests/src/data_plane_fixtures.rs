@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use futures_util::SinkExt as _;
+use gatehouse_proto::v1 as pb;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::client::{self, HttpResponse, WebSocket, next_message, websocket};
-use crate::harness::{DataPlaneNode, RedisServer};
+use crate::harness::{ControlPlane, DataPlaneNode, RedisServer};
 
 /// Where the data plane sends browsers without a session.
 pub const MODULE: &str = "http://login.test/auth";
@@ -163,3 +164,21 @@ pub async fn logout(node: &DataPlaneNode, cookie: &str) -> HttpResponse {
 
 /// Deadline for things that travel through the control plane (revocations, reconnects).
 pub const PROPAGATION: Duration = Duration::from_secs(5);
+
+/// Node settings under which an unreachable control plane is given up on quickly, so a 503
+/// takes no long wait.
+pub const QUICK_CONTROL_PLANE: &str =
+    "[control_plane]\nconnect_timeout = \"300ms\"\nrequest_timeout = \"1s\"\n";
+
+/// Ends a session by its handle through the Session API, as an administrator does.
+pub async fn delete_session(control_plane: &ControlPlane, handle: &str) {
+    control_plane
+        .sessions()
+        .delete_session(pb::DeleteSessionRequest {
+            session: Some(pb::SessionSelector {
+                by: Some(pb::session_selector::By::Handle(handle.to_owned())),
+            }),
+        })
+        .await
+        .expect("DeleteSession succeeds");
+}

@@ -5,31 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_proto::v1 as pb;
-
 use crate::data_plane_fixtures::{
-    AppProxy, COOKIE, MODULE, PROPAGATION, assert_still_open, open_socket, rejected, with_cookie,
+    AppProxy, COOKIE, MODULE, PROPAGATION, QUICK_CONTROL_PLANE, assert_still_open, delete_session,
+    open_socket, rejected, with_cookie,
 };
 use crate::harness::auth_module::{issue_ticket, session_cookie, user};
 use crate::harness::client::{expect_close, get, post};
 use crate::harness::redis_server::free_port;
 use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer, eventually};
-
-/// The node gives up on an unreachable control plane quickly, so a 503 takes no long wait.
-const QUICK_CONTROL_PLANE: &str =
-    "[control_plane]\nconnect_timeout = \"300ms\"\nrequest_timeout = \"1s\"\n";
-
-async fn delete_session(control_plane: &ControlPlane, handle: &str) {
-    control_plane
-        .sessions()
-        .delete_session(pb::DeleteSessionRequest {
-            session: Some(pb::SessionSelector {
-                by: Some(pb::session_selector::By::Handle(handle.to_owned())),
-            }),
-        })
-        .await
-        .expect("DeleteSession succeeds");
-}
 
 #[tokio::test]
 async fn while_the_control_plane_is_down_known_sessions_work_and_unknown_ones_get_503() {

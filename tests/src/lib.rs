@@ -48,6 +48,16 @@ mod personal;
 #[cfg(test)]
 mod reflection;
 #[cfg(test)]
+mod reliability_control_plane;
+#[cfg(test)]
+mod reliability_data_plane;
+#[cfg(test)]
+mod reliability_fixtures;
+#[cfg(test)]
+mod reliability_partition;
+#[cfg(test)]
+mod reliability_redis_outage;
+#[cfg(test)]
 mod reliability_redis_topologies;
 #[cfg(test)]
 mod reload;

@@ -625,9 +625,7 @@ mod tests {
         assert!(
             rejected(&format!("{redis}topology = \"sentinel\"")).contains("store.sentinel_urls")
         );
-        assert!(
-            rejected(&format!("{redis}topology = \"cluster\"")).contains("store.cluster_urls")
-        );
+        assert!(rejected(&format!("{redis}topology = \"cluster\"")).contains("store.cluster_urls"));
         assert!(
             rejected(&format!(
                 "{redis}topology = \"cluster\"\ncluster_urls = [\"http://x:1\"]"

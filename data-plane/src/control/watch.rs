@@ -23,33 +23,36 @@ pub async fn follow(state: Arc<NodeState>) {
             node_id: state.control.node_id().to_owned(),
             cursor: cursor.clone(),
         };
-        let mut client = state.control.node_client();
-        match client.watch(request).await {
-            Ok(response) => {
-                let mut stream = response.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(event)) => {
-                            backoff = MIN_BACKOFF;
-                            apply(&state, event, &mut cursor);
-                        }
-                        Ok(None) => {
-                            tracing::warn!("control plane ended the watch stream; reconnecting");
-                            break;
-                        }
-                        Err(status) => {
-                            tracing::warn!(code = ?status.code(), message = status.message(), "watch stream broke; reconnecting");
-                            break;
-                        }
+        match state.control.watch(request).await {
+            Ok(mut stream) => loop {
+                match stream.message().await {
+                    Ok(Some(event)) => {
+                        backoff = MIN_BACKOFF;
+                        apply(&state, event, &mut cursor);
+                    }
+                    Ok(None) => {
+                        tracing::warn!("control plane ended the watch stream; reconnecting");
+                        break;
+                    }
+                    Err(status) => {
+                        tracing::warn!(code = ?status.code(), message = status.message(), "watch stream broke; reconnecting");
+                        break;
                     }
                 }
-            }
+            },
             Err(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "cannot watch the control plane");
             }
         }
         let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
-        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+            // A validation or login just got through after failures (a partition healed, a
+            // replica came back): reconnect now, so the revocations missed meanwhile do not
+            // wait for a backoff that has grown to its maximum, and close the WebSockets of
+            // revoked sessions seconds sooner.
+            () = state.control.reachable_again() => {}
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }

@@ -5,9 +5,11 @@ pub mod client;
 pub mod control_plane;
 pub mod data_plane;
 pub mod eventually;
+pub mod load;
 pub mod profile;
 pub mod redis_server;
 pub mod redis_topologies;
+pub mod relay;
 pub mod upstream;
 
 pub use control_plane::ControlPlane;
