@@ -63,7 +63,7 @@ async fn rejected_everywhere(nodes: [&DataPlaneNode; 2], cookie: &str, since: In
 }
 
 #[tokio::test]
-async fn reliability_on_a_redis_cluster_revocations_reach_every_node_and_close_websockets() {
+async fn on_a_redis_cluster_revocations_reach_every_node_and_close_websockets() {
     let cluster = RedisCluster::start().await;
     let upstream = EchoUpstream::start("engine").await;
     let config = format!(
@@ -309,7 +309,7 @@ async fn log_in_once(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reliability_a_sentinel_failover_under_load_rejects_no_valid_session() {
+async fn a_sentinel_failover_under_load_rejects_no_valid_session() {
     let mut group = SentinelGroup::start().await;
     let upstream = EchoUpstream::start("engine").await;
     let config = format!(
