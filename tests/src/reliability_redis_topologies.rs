@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::data_plane_fixtures::{
-    AppProxy, COOKIE, MODULE, PROPAGATION, logout, open_socket, rejected, with_cookie,
+    AppProxy, COOKIE, MODULE, PROPAGATION, delete_session, logout, open_socket, rejected,
+    with_cookie,
 };
 use crate::harness::auth_module::{session_cookie, user};
 use crate::harness::client::{self, WebSocket, expect_close, get};
@@ -27,18 +28,6 @@ const QUICK_STORE: &str = "connect_timeout = \"500ms\"\nresponse_timeout = \"1s\
 /// unreachable control plane.
 const NODE: &str = "[control_plane]\nconnect_timeout = \"300ms\"\nrequest_timeout = \"2s\"\n\
                     [cache]\nttl = \"500ms\"\ntouch_interval = \"1s\"\ngrace = \"60s\"\n";
-
-async fn delete_session(control_plane: &ControlPlane, handle: &str) {
-    control_plane
-        .sessions()
-        .delete_session(pb::DeleteSessionRequest {
-            session: Some(pb::SessionSelector {
-                by: Some(pb::session_selector::By::Handle(handle.to_owned())),
-            }),
-        })
-        .await
-        .expect("DeleteSession succeeds");
-}
 
 /// Waits for the close frame of a revoked session's WebSocket; returns how long it took.
 async fn closed(socket: &mut WebSocket, since: Instant, what: &str) -> Duration {
