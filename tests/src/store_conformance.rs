@@ -30,54 +30,56 @@ async fn memory(revocations_kept: usize) -> Subject {
     }
 }
 
-async fn redis(revocations_kept: usize) -> Subject {
-    let server = RedisServer::start().await;
+/// The Redis store with `config` (topology and addresses), on `servers`, which it keeps alive.
+fn on_redis(
+    config: StoreConfig,
+    revocations_kept: usize,
+    servers: Box<dyn std::any::Any + Send>,
+) -> Subject {
     let config = StoreConfig {
         backend: StoreBackend::Redis,
-        redis_url: server.url(),
         revocation_stream_max_len: revocations_kept as u64,
-        ..StoreConfig::default()
+        ..config
     };
     Subject {
         store: Arc::new(RedisStore::new(&config).unwrap()),
-        _redis: Some(Box::new(server)),
+        _redis: Some(servers),
     }
+}
+
+async fn redis(revocations_kept: usize) -> Subject {
+    let server = RedisServer::start().await;
+    let config = StoreConfig {
+        redis_url: server.url(),
+        ..StoreConfig::default()
+    };
+    on_redis(config, revocations_kept, Box::new(server))
 }
 
 /// The Redis store on a master found through three sentinels.
 async fn sentinel(revocations_kept: usize) -> Subject {
     let group = SentinelGroup::start().await;
     let config = StoreConfig {
-        backend: StoreBackend::Redis,
         topology: RedisTopology::Sentinel,
         sentinel_urls: group.sentinel_urls(),
         sentinel_master: SENTINEL_MASTER.to_owned(),
-        revocation_stream_max_len: revocations_kept as u64,
         ..StoreConfig::default()
     };
-    Subject {
-        store: Arc::new(RedisStore::new(&config).unwrap()),
-        _redis: Some(Box::new(group)),
-    }
+    on_redis(config, revocations_kept, Box::new(group))
 }
 
 /// The Redis store on a three-master Redis Cluster.
 async fn cluster(revocations_kept: usize) -> Subject {
     let cluster = RedisCluster::start().await;
     let config = StoreConfig {
-        backend: StoreBackend::Redis,
         topology: RedisTopology::Cluster,
         cluster_urls: cluster.urls(),
-        revocation_stream_max_len: revocations_kept as u64,
         ..StoreConfig::default()
     };
-    Subject {
-        store: Arc::new(RedisStore::new(&config).unwrap()),
-        _redis: Some(Box::new(cluster)),
-    }
+    on_redis(config, revocations_kept, Box::new(cluster))
 }
 
-/// Runs each named check against both stores.
+/// Runs each named check against the memory store and the Redis store on each topology.
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
         mod memory_store {
