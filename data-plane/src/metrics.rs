@@ -289,9 +289,8 @@ impl Metrics {
             .set(i64::try_from(open_websockets).unwrap_or(i64::MAX));
         // Read at scrape time from the runtime's own counter: nothing on the request path.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            self.runtime_tasks.set(
-                i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX),
-            );
+            self.runtime_tasks
+                .set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
         }
         let mut text = String::new();
         if encode(&mut text, &self.registry).is_err() {
