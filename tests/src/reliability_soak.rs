@@ -56,7 +56,8 @@ struct Size {
     sessions: usize,
     /// Sessions in progress at once.
     concurrency: usize,
-    /// `cache.max_sessions` of each node: well below the sessions in play.
+    /// `cache.max_sessions` of each node: below the sessions in progress at once, so that
+    /// the cache is full and evicting for most of the run.
     cache_max: usize,
     /// A run that has not finished by then fails rather than hanging.
     deadline: Duration,
@@ -65,17 +66,17 @@ struct Size {
 fn size() -> Size {
     profile::pick(
         Size {
-            warm_up: 200,
-            sessions: 800,
-            concurrency: 64,
-            cache_max: 100,
+            warm_up: 250,
+            sessions: 1_000,
+            concurrency: 100,
+            cache_max: 64,
             deadline: Duration::from_secs(120),
         },
         Size {
             warm_up: 1_000,
             sessions: 6_000,
-            concurrency: 200,
-            cache_max: 500,
+            concurrency: 400,
+            cache_max: 256,
             deadline: Duration::from_secs(600),
         },
     )
@@ -204,7 +205,12 @@ async fn visit(site: &Site, phase: &str, index: usize, tally: &Tally) -> Result<
         let response = if step % 3 == 2 {
             let body = format!("{{\"step\":{step}}}");
             let response = browser
-                .send(Method::POST, &site.url(node, &format!("/app{path}")), &[], &body)
+                .send(
+                    Method::POST,
+                    &site.url(node, &format!("/app{path}")),
+                    &[],
+                    &body,
+                )
                 .await?;
             expect_proxied(&response, &path, &user_id, &body).map(|()| response)?
         } else {
@@ -240,10 +246,9 @@ async fn visit(site: &Site, phase: &str, index: usize, tally: &Tally) -> Result<
             .close(None)
             .await
             .map_err(|error| format!("close the WebSocket: {error}"))?;
-        while let Some(Ok(_)) =
-            tokio::time::timeout(Duration::from_secs(10), socket.next())
-                .await
-                .map_err(|_| "the WebSocket close was not answered".to_owned())?
+        while let Some(Ok(_)) = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .map_err(|_| "the WebSocket close was not answered".to_owned())?
         {}
         let origin = format!("http://{}", site.nodes[home]);
         let response = browser
@@ -294,8 +299,7 @@ async fn visit(site: &Site, phase: &str, index: usize, tally: &Tally) -> Result<
         loop {
             let response = browser.get(&url).await?;
             tally.request();
-            if response.status == 302
-                && response.location().is_some_and(|l| l.starts_with(MODULE))
+            if response.status == 302 && response.location().is_some_and(|l| l.starts_with(MODULE))
             {
                 break;
             }
@@ -370,7 +374,10 @@ async fn sample(node: &DataPlaneProcess, upstream: SocketAddr) -> NodeSample {
             .filter(|(_, remote)| *remote == upstream)
             .count(),
         tasks: node.metric("gatehouse_runtime_tasks").await.unwrap_or(-1.0),
-        websockets: node.metric("gatehouse_open_websockets").await.unwrap_or(-1.0),
+        websockets: node
+            .metric("gatehouse_open_websockets")
+            .await
+            .unwrap_or(-1.0),
     }
 }
 
@@ -392,8 +399,8 @@ async fn thousands_of_sessions_leave_nothing_behind() {
     let started = Instant::now();
     let redis = RedisServer::start().await;
     let upstream = EchoUpstream::start("engine").await;
-    let mut control = ControlPlaneProcess::start(&AppProxy::new([upstream.node()]).on_redis(&redis))
-        .await;
+    let mut control =
+        ControlPlaneProcess::start(&AppProxy::new([upstream.node()]).on_redis(&redis)).await;
     let cache_max = format!("cache.max_sessions={}", size.cache_max);
     let mut nodes = [
         DataPlaneProcess::start(&control, "soak-a", &[&cache_max]).await,
@@ -441,12 +448,9 @@ async fn thousands_of_sessions_leave_nothing_behind() {
     let control_baseline = control.process.stats();
 
     let load_started = Instant::now();
-    let load = tokio::time::timeout(
-        size.deadline,
-        run_phase(&site, "load", size.sessions, size),
-    )
-    .await
-    .expect("the load finishes within its deadline");
+    let load = tokio::time::timeout(size.deadline, run_phase(&site, "load", size.sessions, size))
+        .await
+        .expect("the load finishes within its deadline");
     let load_time = load_started.elapsed();
     watching.store(false, Ordering::Relaxed);
     watcher.await.unwrap();
