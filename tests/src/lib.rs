@@ -48,6 +48,8 @@ mod personal;
 #[cfg(test)]
 mod reflection;
 #[cfg(test)]
+mod reliability_hostile;
+#[cfg(test)]
 mod reliability_soak;
 #[cfg(test)]
 mod reload;
