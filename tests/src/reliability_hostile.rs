@@ -105,8 +105,11 @@ impl System {
 #[derive(Debug, Default)]
 struct SlowTally {
     connections: AtomicU64,
-    /// Connections the node ended (it closed them, or answered and closed).
-    cut_off: AtomicU64,
+    /// Connections the node ended (it closed them, or answered and closed), of clients that
+    /// dribbled a head.
+    dribblers_cut_off: AtomicU64,
+    /// The same, of clients that sent nothing.
+    silent_cut_off: AtomicU64,
     /// Connections that could not be made at all.
     refused: AtomicU64,
 }
@@ -122,28 +125,32 @@ async fn slow_client(
 ) {
     let head = b"GET /app/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
     while tokio::time::Instant::now() < end {
-        let Ok(Ok(mut stream)) =
-            tokio::time::timeout_at(end, TcpStream::connect(node)).await
+        let Ok(Ok(mut stream)) = tokio::time::timeout_at(end, TcpStream::connect(node)).await
         else {
             tally.refused.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
         tally.connections.fetch_add(1, Ordering::Relaxed);
+        let cut_off = if dribble {
+            &tally.dribblers_cut_off
+        } else {
+            &tally.silent_cut_off
+        };
         let mut sent = 0usize;
         let mut buffer = [0u8; 1024];
         loop {
             tokio::select! {
                 _ = stream.read(&mut buffer) => {
                     // An answer (a 408 or the like) or the end of the connection: cut off.
-                    tally.cut_off.fetch_add(1, Ordering::Relaxed);
+                    cut_off.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 () = tokio::time::sleep(interval), if dribble => {
                     let byte = head.get(sent).copied().unwrap_or(b'a');
                     sent += 1;
                     if stream.write_all(&[byte]).await.is_err() {
-                        tally.cut_off.fetch_add(1, Ordering::Relaxed);
+                        cut_off.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
                 }
@@ -201,7 +208,7 @@ async fn normal_user(
     while Instant::now() < end {
         let url = node.url(&format!("/app/normal/{worker}/{index}"));
         let started = Instant::now();
-        let outcome = if index % 2 == 0 {
+        let outcome = if index.is_multiple_of(2) {
             client::try_request(http::Method::GET, &url, &[("cookie", cookie)], "")
                 .await
                 .map(|response| response.status.as_u16())
@@ -274,14 +281,15 @@ async fn slow_clients_do_not_starve_normal_traffic() {
     let mut latencies = normal.latencies.lock().unwrap().clone();
     eprintln!(
         "reliability hostile ({}): {slow_clients} slow clients for {:.0} s: {} connections \
-         made, {} cut off by the node, {} could not connect; node held up to {} client \
+         made, cut off by the node: {} dribbling a head and {} silent; {} could not connect; node held up to {} client \
          connections; normal user: {} requests ok, {} failed ({}); afterwards client \
          connections {}, other fds {baseline_fds} → {}, tasks {baseline_tasks} → {tasks}; \
          upstream saw {} requests",
         if profile::long() { "long" } else { "fast" },
         hostile_for.as_secs_f64(),
         slow.connections.load(Ordering::Relaxed),
-        slow.cut_off.load(Ordering::Relaxed),
+        slow.dribblers_cut_off.load(Ordering::Relaxed),
+        slow.silent_cut_off.load(Ordering::Relaxed),
         slow.refused.load(Ordering::Relaxed),
         held.iter().max().copied().unwrap_or(0),
         normal.ok.load(Ordering::Relaxed),
@@ -302,9 +310,14 @@ async fn slow_clients_do_not_starve_normal_traffic() {
         held.iter().max().copied().unwrap_or(0) >= slow_clients * 9 / 10,
         "the slow clients were connected at once: {held:?}"
     );
+    // Every slow client was connected for longer than the header timeout.
     assert!(
-        slow.cut_off.load(Ordering::Relaxed) > 0,
-        "the header timeout cut slow clients off"
+        slow.dribblers_cut_off.load(Ordering::Relaxed) >= slow_clients as u64 / 2,
+        "the header timeout cut off every client dribbling a head"
+    );
+    assert!(
+        slow.silent_cut_off.load(Ordering::Relaxed) >= slow_clients as u64 / 2,
+        "the header timeout cut off every client that sent nothing"
     );
     assert!(
         settled,
@@ -330,7 +343,11 @@ async fn a_connection_flood_past_the_cap_gets_503_and_the_node_recovers() {
     // Fill the cap with idle connections.
     let mut held = Vec::with_capacity(cap);
     for _ in 0..cap {
-        held.push(TcpStream::connect(node).await.expect("connect under the cap"));
+        held.push(
+            TcpStream::connect(node)
+                .await
+                .expect("connect under the cap"),
+        );
     }
     crate::harness::eventually(
         "the node to hold every connection",
@@ -340,7 +357,9 @@ async fn a_connection_flood_past_the_cap_gets_503_and_the_node_recovers() {
     .await;
 
     // The flood: every further connection gets a 503 with Retry-After, and is closed.
-    let answers = Arc::new(Mutex::new(std::collections::BTreeMap::<String, usize>::new()));
+    let answers = Arc::new(Mutex::new(
+        std::collections::BTreeMap::<String, usize>::new(),
+    ));
     let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
     let started = Instant::now();
     let mut flooders = Vec::with_capacity(flood);
@@ -351,17 +370,21 @@ async fn a_connection_flood_past_the_cap_gets_503_and_the_node_recovers() {
         let cookie = system.cookie.clone();
         flooders.push(tokio::spawn(async move {
             let _permit = permit;
-            let outcome =
-                match client::try_request(http::Method::GET, &url, &[("cookie", &cookie)], "")
-                    .await
-                {
-                    Ok(response) => format!(
-                        "{} retry-after={:?}",
-                        response.status.as_u16(),
-                        response.header("retry-after")
-                    ),
-                    Err(error) => format!("error: {}", error.chars().take(80).collect::<String>()),
-                };
+            let outcome = match client::try_request(
+                http::Method::GET,
+                &url,
+                &[("cookie", &cookie)],
+                "",
+            )
+            .await
+            {
+                Ok(response) => format!(
+                    "{} retry-after={:?}",
+                    response.status.as_u16(),
+                    response.header("retry-after")
+                ),
+                Err(error) => format!("error: {}", error.chars().take(80).collect::<String>()),
+            };
             *answers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -387,23 +410,18 @@ async fn a_connection_flood_past_the_cap_gets_503_and_the_node_recovers() {
     // The flood is gone: the node serves again.
     drop(held);
     let served_again = Arc::new(AtomicUsize::new(0));
-    crate::harness::eventually(
-        "the node to serve again",
-        Duration::from_secs(10),
-        || {
-            let url = system.node.url("/app/after");
-            let cookie = system.cookie.clone();
-            let served_again = served_again.clone();
-            async move {
-                let response =
-                    client::try_request(http::Method::GET, &url, &[("cookie", &cookie)], "")
-                        .await
-                        .ok()?;
-                served_again.fetch_add(1, Ordering::Relaxed);
-                (response.status == 200).then_some(())
-            }
-        },
-    )
+    crate::harness::eventually("the node to serve again", Duration::from_secs(10), || {
+        let url = system.node.url("/app/after");
+        let cookie = system.cookie.clone();
+        let served_again = served_again.clone();
+        async move {
+            let response = client::try_request(http::Method::GET, &url, &[("cookie", &cookie)], "")
+                .await
+                .ok()?;
+            served_again.fetch_add(1, Ordering::Relaxed);
+            (response.status == 200).then_some(())
+        }
+    })
     .await;
     let (fds, settled) = settle(
         DRAIN_DEADLINE,

@@ -66,8 +66,8 @@ struct Size {
 fn size() -> Size {
     profile::pick(
         Size {
-            warm_up: 250,
-            sessions: 1_000,
+            warm_up: 200,
+            sessions: 800,
             concurrency: 100,
             cache_max: 64,
             deadline: Duration::from_secs(120),
@@ -240,7 +240,7 @@ async fn visit(site: &Site, phase: &str, index: usize, tally: &Tally) -> Result<
     }
 
     // Logout.
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         // The browser closes its WebSocket, then logs out on its home node.
         socket
             .close(None)
