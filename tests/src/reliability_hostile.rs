@@ -28,7 +28,7 @@ use crate::harness::auth_module::user;
 use crate::harness::browser::Browser;
 use crate::harness::client;
 use crate::harness::proc_stats::{self, percentiles, settle};
-use crate::harness::processes::{ControlPlaneProcess, DataPlaneProcess};
+use crate::harness::processes::{ControlPlaneProcess, DataPlaneProcess, raise_open_file_limit};
 use crate::harness::{EchoUpstream, RedisServer, profile};
 
 /// How long the node gets to close what the hostile clients left.
@@ -36,16 +36,6 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// Open files a drained node may hold beyond its baseline (a control-plane connection being
 /// replaced, idle upstream connections opened by the normal traffic).
 const FD_SLACK: usize = 8;
-
-/// Thousands of sockets on each side: take every descriptor the hard limit allows (the node
-/// processes inherit it).
-fn raise_open_file_limit() {
-    let limit = rlimit::increase_nofile_limit(u64::MAX).expect("raise the open-file limit");
-    assert!(
-        limit >= 12_000,
-        "the hostile-client tests need 12,000 open files, the hard limit allows {limit}"
-    );
-}
 
 /// Redis, an echo upstream, a control plane and one node process, and a session on it.
 struct System {
@@ -226,7 +216,7 @@ async fn normal_user(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_do_not_starve_normal_traffic() {
-    raise_open_file_limit();
+    raise_open_file_limit(12_000);
     let slow_clients = profile::pick(1_000, 5_000);
     let hostile_for = profile::pick(Duration::from_secs(15), Duration::from_secs(60));
     // Connections are opened over this long, so the listen backlog never overflows.
@@ -331,7 +321,7 @@ async fn slow_clients_do_not_starve_normal_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_past_the_cap_gets_503_and_the_node_recovers() {
-    raise_open_file_limit();
+    raise_open_file_limit(12_000);
     let cap = profile::pick(500, 5_000);
     let flood = profile::pick(1_000, 5_000);
     // The held connections must outlast the flood: a longer header timeout than the default.

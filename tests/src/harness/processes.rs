@@ -42,6 +42,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Takes every open file the hard limit allows, for tests that hold thousands of sockets
+/// (children inherit the limit); panics if that is fewer than `needed`.
+pub fn raise_open_file_limit(needed: u64) {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).expect("raise the open-file limit");
+    assert!(
+        limit >= needed,
+        "this test needs {needed} open files, the hard limit allows {limit}"
+    );
+}
+
 /// A child process, killed when dropped. Its stderr goes to a file, shown when it dies early.
 #[derive(Debug)]
 pub struct Process {
