@@ -56,6 +56,9 @@ struct Size {
     sessions: usize,
     /// No session of the measured load starts after this long (`None`: all of them do).
     load_for: Option<Duration>,
+    /// The measured load comes in this many equal rounds, with the nodes' memory sampled
+    /// after each once drained: a leak grows round after round, an allocator levels off.
+    rounds: usize,
     /// Sessions in progress at once.
     concurrency: usize,
     /// `cache.max_sessions` of each node: below the sessions in progress at once, so that
@@ -71,14 +74,16 @@ fn size() -> Size {
             warm_up: 200,
             sessions: 800,
             load_for: None,
+            rounds: 1,
             concurrency: 100,
             cache_max: 64,
             deadline: Duration::from_secs(120),
         },
         Size {
             warm_up: 2_000,
-            sessions: 50_000,
+            sessions: 60_000,
             load_for: Some(Duration::from_secs(120)),
+            rounds: 3,
             concurrency: 400,
             cache_max: 256,
             deadline: Duration::from_secs(600),
@@ -323,12 +328,12 @@ async fn visit(site: &Site, phase: &str, index: usize, tally: &Tally) -> Result<
 /// many started and what they counted.
 async fn run_phase(
     site: &Site,
-    phase: &'static str,
+    phase: &str,
     count: usize,
     until: Option<Instant>,
     size: Size,
-) -> (usize, Arc<Tally>) {
-    let tally = Arc::new(Tally::default());
+    tally: &Arc<Tally>,
+) -> usize {
     let permits = Arc::new(Semaphore::new(size.concurrency));
     let mut visits = Vec::new();
     for index in 0..count {
@@ -338,9 +343,10 @@ async fn run_phase(
         let permit = permits.clone().acquire_owned().await.expect("never closed");
         let site = site.clone();
         let tally = tally.clone();
+        let phase = phase.to_owned();
         visits.push(tokio::spawn(async move {
             let _permit = permit;
-            if let Err(error) = visit(&site, phase, index, &tally).await {
+            if let Err(error) = visit(&site, &phase, index, &tally).await {
                 tally.error(format!("{phase} {index}: {error}"));
             }
         }));
@@ -352,7 +358,7 @@ async fn run_phase(
             tally.error(format!("{phase}: a visit panicked: {error}"));
         }
     }
-    (started, tally)
+    started
 }
 
 /// A node's resources: from `/proc`, its TCP connections by kind, and its task gauge.
@@ -451,7 +457,8 @@ async fn thousands_of_sessions_leave_nothing_behind() {
     };
 
     // Warm-up: pools, caches and allocator arenas reach their working size.
-    let (_, warm_up) = run_phase(&site, "warm", size.warm_up, None, size).await;
+    let warm_up = Arc::new(Tally::default());
+    run_phase(&site, "warm", size.warm_up, None, size, &warm_up).await;
     assert_eq!(
         warm_up.errors.load(Ordering::Relaxed),
         0,
@@ -465,13 +472,31 @@ async fn thousands_of_sessions_leave_nothing_behind() {
     let control_baseline = control.process.stats();
 
     let load_started = Instant::now();
-    let until = size.load_for.map(|load_for| load_started + load_for);
-    let (started_sessions, load) = tokio::time::timeout(
-        size.deadline,
-        run_phase(&site, "load", size.sessions, until, size),
-    )
-    .await
-    .expect("the load finishes within its deadline");
+    let load = Arc::new(Tally::default());
+    let mut started_sessions = 0;
+    // Each node's resident memory after each round, once drained.
+    let mut rss_by_round: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..size.rounds {
+        let until = size
+            .load_for
+            .map(|load_for| Instant::now() + load_for / size.rounds as u32);
+        started_sessions += tokio::time::timeout(
+            size.deadline,
+            run_phase(
+                &site,
+                &format!("load{round}"),
+                size.sessions / size.rounds,
+                until,
+                size,
+                &load,
+            ),
+        )
+        .await
+        .expect("the load finishes within its deadline");
+        for (node, rss) in nodes.iter().zip(&mut rss_by_round) {
+            rss.push(drained(node, upstream.address()).await.process.rss_mib());
+        }
+    }
     let load_time = load_started.elapsed();
     watching.store(false, Ordering::Relaxed);
     watcher.await.unwrap();
@@ -521,11 +546,16 @@ async fn thousands_of_sessions_leave_nothing_behind() {
     );
     for (index, (before, (now, _))) in baseline.iter().zip(&after).enumerate() {
         eprintln!(
-            "reliability soak: node {index}: RSS {:.1} → {:.1} MiB, fds {} → {} (other than \
-             connections {} → {}, idle upstream connections {} → {}), threads {} → {}, tasks \
-             {} → {}",
+            "reliability soak: node {index}: RSS {:.1} → {:.1} MiB (after each round: {}), fds \
+             {} → {} (other than connections {} → {}, idle upstream connections {} → {}), \
+             threads {} → {}, tasks {} → {}",
             before.process.rss_mib(),
             now.process.rss_mib(),
+            rss_by_round[index]
+                .iter()
+                .map(|rss| format!("{rss:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             before.process.fds,
             now.process.fds,
             before.other_fds(),
