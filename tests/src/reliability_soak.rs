@@ -28,7 +28,9 @@ use crate::harness::auth_module::{issue_ticket_with, user};
 use crate::harness::browser::Browser;
 use crate::harness::client::{self, HttpResponse, next_message};
 use crate::harness::proc_stats::{self, ProcStats, settle};
-use crate::harness::processes::{ControlPlaneProcess, DataPlaneProcess, raise_open_file_limit};
+use crate::harness::processes::{
+    ControlPlaneProcess, DataPlaneProcess, NodeSample, raise_open_file_limit,
+};
 use crate::harness::{EchoUpstream, RedisServer, profile};
 
 /// Requests after the login, each answered by the upstream.
@@ -361,52 +363,11 @@ async fn run_phase(
     started
 }
 
-/// A node's resources: from `/proc`, its TCP connections by kind, and its task gauge.
-#[derive(Debug, Clone, Copy)]
-struct NodeSample {
-    process: ProcStats,
-    /// Connections from clients (browsers).
-    clients: usize,
-    /// Connections to the upstream (idle ones in the pool, once drained).
-    upstream: usize,
-    tasks: f64,
-    websockets: f64,
-}
-
-impl NodeSample {
-    /// Open files that are neither client nor upstream connections.
-    fn other_fds(&self) -> usize {
-        self.process
-            .fds
-            .saturating_sub(self.clients + self.upstream)
-    }
-}
-
-async fn sample(node: &DataPlaneProcess, upstream: SocketAddr) -> NodeSample {
-    let connections = proc_stats::tcp_connections(node.process.pid());
-    NodeSample {
-        process: node.process.stats(),
-        clients: connections
-            .iter()
-            .filter(|(local, _)| *local == node.address())
-            .count(),
-        upstream: connections
-            .iter()
-            .filter(|(_, remote)| *remote == upstream)
-            .count(),
-        tasks: node.metric("gatehouse_runtime_tasks").await.unwrap_or(-1.0),
-        websockets: node
-            .metric("gatehouse_open_websockets")
-            .await
-            .unwrap_or(-1.0),
-    }
-}
-
 /// Waits until the node has no client connection and no WebSocket left: the load is over.
 async fn drained(node: &DataPlaneProcess, upstream: SocketAddr) -> NodeSample {
     let (sampled, settled) = settle(
         DRAIN_DEADLINE,
-        || sample(node, upstream),
+        || node.sample(upstream),
         |sampled| sampled.clients == 0 && sampled.websockets == 0.0,
     )
     .await;
@@ -511,7 +472,7 @@ async fn thousands_of_sessions_leave_nothing_behind() {
         let _ = drained(node, upstream.address()).await;
         let (sampled, settled) = settle(
             DRAIN_DEADLINE,
-            || sample(node, upstream.address()),
+            || node.sample(upstream.address()),
             |now| {
                 now.other_fds() <= before.other_fds() + FD_SLACK
                     && now.tasks <= before.tasks + TASK_SLACK

@@ -267,4 +267,47 @@ impl DataPlaneProcess {
     pub async fn metric(&self, name: &str) -> Option<f64> {
         proc_stats::metric(self.admin, name).await
     }
+
+    /// What the node holds now; `upstream` is the address of its upstream node.
+    pub async fn sample(&self, upstream: SocketAddr) -> NodeSample {
+        let connections = proc_stats::tcp_connections(self.process.pid());
+        NodeSample {
+            process: self.process.stats(),
+            clients: connections
+                .iter()
+                .filter(|(local, _)| *local == self.address)
+                .count(),
+            upstream: connections
+                .iter()
+                .filter(|(_, remote)| *remote == upstream)
+                .count(),
+            tasks: self.metric("gatehouse_runtime_tasks").await.unwrap_or(-1.0),
+            websockets: self
+                .metric("gatehouse_open_websockets")
+                .await
+                .unwrap_or(-1.0),
+        }
+    }
+}
+
+/// A node's resources: from `/proc`, its TCP connections by kind, and its own gauges (-1
+/// when the admin port did not answer).
+#[derive(Debug, Clone, Copy)]
+pub struct NodeSample {
+    pub process: ProcStats,
+    /// Connections from clients.
+    pub clients: usize,
+    /// Connections to the upstream (idle ones in the pool, once drained).
+    pub upstream: usize,
+    pub tasks: f64,
+    pub websockets: f64,
+}
+
+impl NodeSample {
+    /// Open files that are neither client nor upstream connections.
+    pub fn other_fds(&self) -> usize {
+        self.process
+            .fds
+            .saturating_sub(self.clients + self.upstream)
+    }
 }
