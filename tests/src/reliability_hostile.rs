@@ -8,9 +8,11 @@
 //! cap, each is cut off once its head has taken longer than the header timeout (they
 //! reconnect, as an attacker would), and every normal request must succeed meanwhile.
 //!
-//! **Connection flood.** Past `limits.max_connections`, a new connection is answered 503 with
-//! `Retry-After` and closed; the node stays up (its admin port too) and serves normally once
-//! the flood is gone. Here the cap is set low and filled on purpose.
+//! **Connection flood.** Here the cap is set low and filled on purpose, by users whose
+//! requests the upstream is slow to answer. Past `limits.max_connections`, a new connection is
+//! answered 503 with `Retry-After` and closed; one that sends nothing is closed after the
+//! header timeout; the node stays up (its admin port too), the users within the cap get their
+//! answers, and the node serves normally once the flood is gone.
 //!
 //! CI runs 1,000 slow clients; `tests/reliability.sh` runs 5,000.
 
@@ -33,8 +35,8 @@ use crate::harness::{EchoUpstream, RedisServer, profile};
 
 /// How long the node gets to close what the hostile clients left.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
-/// Open files a drained node may hold beyond its baseline (a control-plane connection being
-/// replaced, idle upstream connections opened by the normal traffic).
+/// Open files, besides client and upstream connections, that a drained node may hold beyond
+/// its baseline (a control-plane connection being replaced, a timer).
 const FD_SLACK: usize = 8;
 
 /// Redis, an echo upstream, a control plane and one node process, and a session on it.
@@ -81,13 +83,23 @@ impl System {
             .count()
     }
 
-    /// Open files other than client connections: what must come back to its baseline.
-    fn fds_besides_clients(&self) -> usize {
+    /// Connections to the upstream: idle ones stay pooled (at most 256, the pool's bound),
+    /// which is reuse, not a leak.
+    fn upstream_connections(&self) -> usize {
+        proc_stats::tcp_connections(self.node.process.pid())
+            .iter()
+            .filter(|(_, remote)| *remote == self.upstream.address())
+            .count()
+    }
+
+    /// Open files other than client and upstream connections: what must come back to its
+    /// baseline.
+    fn other_fds(&self) -> usize {
         self.node
             .process
             .stats()
             .fds
-            .saturating_sub(self.client_connections())
+            .saturating_sub(self.client_connections() + self.upstream_connections())
     }
 }
 
@@ -223,7 +235,7 @@ async fn slow_clients_do_not_starve_normal_traffic() {
     let ramp = profile::pick(Duration::from_secs(2), Duration::from_secs(5));
     let mut system = System::start(&[]).await;
     let node = system.node.address();
-    let baseline_fds = system.fds_besides_clients();
+    let baseline_fds = system.other_fds();
     let baseline_tasks = system.node.metric("gatehouse_runtime_tasks").await.unwrap();
 
     let started = tokio::time::Instant::now();
@@ -262,7 +274,7 @@ async fn slow_clients_do_not_starve_normal_traffic() {
 
     let (fds, settled) = settle(
         DRAIN_DEADLINE,
-        || async { (system.client_connections(), system.fds_besides_clients()) },
+        || async { (system.client_connections(), system.other_fds()) },
         |(clients, others)| *clients == 0 && *others <= baseline_fds + FD_SLACK,
     )
     .await;
@@ -321,28 +333,45 @@ async fn slow_clients_do_not_starve_normal_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_past_the_cap_gets_503_and_the_node_recovers() {
-    raise_open_file_limit(12_000);
     let cap = profile::pick(500, 5_000);
     let flood = profile::pick(1_000, 5_000);
-    // The held connections must outlast the flood: a longer header timeout than the default.
+    let silent_flood = profile::pick(1_000, 3_000);
+    // Each held request costs a client and an upstream socket on both sides.
+    raise_open_file_limit(2 * cap as u64 + silent_flood as u64 + 2_000);
+    // The held requests outlast both floods, then are answered.
+    let hold = Duration::from_secs(15);
+    let header_timeout = Duration::from_secs(2);
     let cap_setting = format!("limits.max_connections={cap}");
-    let mut system = System::start(&[&cap_setting, "limits.header_read_timeout=\"60s\""]).await;
+    let timeout_setting = format!(
+        "limits.header_read_timeout=\"{}s\"",
+        header_timeout.as_secs()
+    );
+    let mut system = System::start(&[&cap_setting, &timeout_setting]).await;
     let node = system.node.address();
-    let baseline_fds = system.fds_besides_clients();
+    let baseline_fds = system.other_fds();
 
-    // Fill the cap with idle connections.
+    // Fill the cap with users whose requests the upstream is slow to answer.
+    system.upstream.set_delay(hold);
+    let hold_request = format!(
+        "GET /app/hold HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {}\r\n\r\n",
+        system.cookie
+    );
     let mut held = Vec::with_capacity(cap);
     for _ in 0..cap {
-        held.push(
-            TcpStream::connect(node)
-                .await
-                .expect("connect under the cap"),
-        );
+        let mut stream = TcpStream::connect(node)
+            .await
+            .expect("connect under the cap");
+        stream
+            .write_all(hold_request.as_bytes())
+            .await
+            .expect("send a request under the cap");
+        held.push(stream);
     }
+    let held_since = Instant::now();
     crate::harness::eventually(
-        "the node to hold every connection",
-        Duration::from_secs(10),
-        || async { (system.client_connections() >= cap).then_some(()) },
+        "the upstream to hold every request",
+        Duration::from_secs(30),
+        || async { (system.upstream.connections() >= cap as u64).then_some(()) },
     )
     .await;
 
@@ -386,6 +415,14 @@ async fn a_connection_flood_past_the_cap_gets_503_and_the_node_recovers() {
         flooder.await.unwrap();
     }
     let flood_time = started.elapsed();
+
+    // A flood of connections that send nothing: past the cap they hold no slot, and the
+    // header timeout closes them.
+    let mut silent = Vec::with_capacity(silent_flood);
+    for _ in 0..silent_flood {
+        silent.push(TcpStream::connect(node).await.expect("connect"));
+    }
+    let silent_opened = Instant::now();
     // The admin port is not behind the cap: the node can still be watched and probed.
     let live = client::try_request(
         http::Method::GET,
@@ -395,10 +432,34 @@ async fn a_connection_flood_past_the_cap_gets_503_and_the_node_recovers() {
     )
     .await
     .map(|response| response.status.as_u16());
+    let closed = futures_util::future::join_all(silent.iter_mut().map(|stream| async {
+        let mut buffer = [0u8; 64];
+        matches!(
+            tokio::time::timeout(header_timeout * 5, stream.read(&mut buffer)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }))
+    .await;
+    let silent_closed = closed.iter().filter(|closed| **closed).count();
+    let silent_time = silent_opened.elapsed();
+    drop(silent);
     system.node.process.assert_running();
 
-    // The flood is gone: the node serves again.
+    // The users who held the cap get their answers.
+    system.upstream.set_delay(Duration::ZERO);
+    let held_answers = futures_util::future::join_all(held.iter_mut().map(|stream| async {
+        let mut buffer = [0u8; 64];
+        match tokio::time::timeout(hold + DRAIN_DEADLINE, stream.read(&mut buffer)).await {
+            Ok(Ok(read)) => buffer[..read].starts_with(b"HTTP/1.1 200"),
+            _ => false,
+        }
+    }))
+    .await;
+    let held_ok = held_answers.iter().filter(|ok| **ok).count();
+    let held_for = held_since.elapsed();
     drop(held);
+
+    // The flood is gone: the node serves again.
     let served_again = Arc::new(AtomicUsize::new(0));
     crate::harness::eventually("the node to serve again", Duration::from_secs(10), || {
         let url = system.node.url("/app/after");
@@ -415,18 +476,24 @@ async fn a_connection_flood_past_the_cap_gets_503_and_the_node_recovers() {
     .await;
     let (fds, settled) = settle(
         DRAIN_DEADLINE,
-        || async { (system.client_connections(), system.fds_besides_clients()) },
+        || async { (system.client_connections(), system.other_fds()) },
         |(clients, others)| *clients == 0 && *others <= baseline_fds + FD_SLACK,
     )
     .await;
 
+    let upstream_idle = system.upstream_connections();
     let answers = answers.lock().unwrap().clone();
     eprintln!(
-        "reliability hostile ({}): cap {cap} filled, flood of {flood} connections in {:.1} s \
-         answered {answers:?}; admin /live {live:?}; served again after {} tries; \
-         afterwards client connections {}, other fds {baseline_fds} → {}",
+        "reliability hostile ({}): cap {cap} held by slow requests, flood of {flood} \
+         connections in {:.1} s answered {answers:?}; {silent_closed} of {silent_flood} silent \
+         connections past the cap closed within {:.1} s; admin /live {live:?}; {held_ok} of \
+         {cap} held requests answered 200 after {:.1} s; served again after {} tries; \
+         afterwards client connections {}, idle upstream connections {upstream_idle}, other \
+         fds {baseline_fds} → {}",
         if profile::long() { "long" } else { "fast" },
         flood_time.as_secs_f64(),
+        silent_time.as_secs_f64(),
+        held_for.as_secs_f64(),
         served_again.load(Ordering::Relaxed),
         fds.0,
         fds.1,
@@ -436,9 +503,21 @@ async fn a_connection_flood_past_the_cap_gets_503_and_the_node_recovers() {
         Some(flood),
         "every connection past the cap is answered 503 with Retry-After: {answers:?}"
     );
+    assert_eq!(
+        silent_closed, silent_flood,
+        "silent connections are closed after the header timeout"
+    );
     assert_eq!(live, Ok(200), "the admin port answers during the flood");
+    assert_eq!(
+        held_ok, cap,
+        "the users within the cap were served throughout"
+    );
     assert!(
         settled,
         "the node gave back the flood's sockets: {fds:?}, baseline {baseline_fds}"
+    );
+    assert!(
+        upstream_idle <= 256,
+        "{upstream_idle} idle upstream connections"
     );
 }
