@@ -82,7 +82,9 @@ fn size() -> Size {
             deadline: Duration::from_secs(120),
         },
         Size {
-            warm_up: 2_000,
+            // About a round's worth at full concurrency: the rate-dependent sizes (maps of
+            // recent revocations, pools) reach their working size before the baseline.
+            warm_up: 10_000,
             sessions: 60_000,
             load_for: Some(Duration::from_secs(120)),
             rounds: 3,
@@ -564,7 +566,20 @@ async fn thousands_of_sessions_leave_nothing_behind() {
         control_settled,
         "the control plane's open files grew: {control_baseline} → {control_after}"
     );
+    // Round after round, a leak keeps growing; memory that levels off does not.
+    for (index, rss) in rss_by_round.iter().enumerate() {
+        if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
+            assert!(
+                last - first <= ROUND_GROWTH_MIB,
+                "node {index}'s memory kept growing from round to round: {rss:?} MiB"
+            );
+        }
+    }
 }
+
+/// Resident memory a node may gain between the end of the first round and the end of the
+/// last, in MiB.
+const ROUND_GROWTH_MIB: f64 = 4.0;
 
 /// Resident memory after the load may exceed the baseline by 10 %, or 8 MiB on a small
 /// process: allocators keep some freed memory, and the cache and pools were filled to their
