@@ -6,4 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GATEHOUSE_LONG_TESTS=1
+# The soak and hostile-client tests run the node and control-plane binaries as processes.
+cargo build --release --locked -p gatehouse-data-plane -p gatehouse-control-plane
 cargo test --release --locked -p gatehouse-tests -- --test-threads=1 reliability "$@"

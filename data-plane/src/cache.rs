@@ -143,7 +143,6 @@ pub enum Lookup {
 #[derive(Debug)]
 pub struct SessionCache {
     shards: Vec<Mutex<HashMap<TokenKey, Entry, DigestHash>>>,
-    shard_capacity: usize,
     ttl: Duration,
     grace: Duration,
     /// Handle → tokens cached for it, to drop a session by handle.
@@ -154,7 +153,8 @@ pub struct SessionCache {
     handle_hasher: std::collections::hash_map::RandomState,
     /// Handles revoked within the last `ttl`, with when.
     revoked: Mutex<HashMap<String, Instant>>,
-    /// Entries in all shards together.
+    /// Entries in all shards together, plus slots taken by inserts about to add theirs: never
+    /// more than `max_sessions`.
     len: AtomicUsize,
     max_sessions: usize,
 }
@@ -169,14 +169,10 @@ impl SessionCache {
     pub fn new(max_sessions: usize, ttl: Duration, grace: Duration) -> Self {
         let seed = std::collections::hash_map::RandomState::new().hash_one(SHARDS);
         let max_sessions = max_sessions.max(1);
-        let per_shard = max_sessions.div_ceil(SHARDS);
         Self {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::with_hasher(DigestHash { seed })))
                 .collect(),
-            // Shards fill unevenly; headroom lets the cache reach `max_sessions` in all,
-            // which `len` enforces.
-            shard_capacity: per_shard + per_shard / 4 + 4,
             ttl,
             grace,
             by_handle: Mutex::new(HashMap::new()),
@@ -193,8 +189,11 @@ impl SessionCache {
 
     /// The shard comes from another word of the digest than the hash within the shard.
     fn shard(&self, key: &TokenKey) -> &Mutex<HashMap<TokenKey, Entry, DigestHash>> {
-        let index = usize::try_from(key.word(8) % SHARDS as u64).unwrap_or(0);
-        &self.shards[index]
+        &self.shards[Self::shard_index(key)]
+    }
+
+    fn shard_index(key: &TokenKey) -> usize {
+        usize::try_from(key.word(8) % SHARDS as u64).unwrap_or(0)
     }
 
     /// The hot path: one shard lock, no allocation. A use is recorded as activity.
@@ -253,45 +252,35 @@ impl SessionCache {
                 return false;
             }
         }
-        let evicted = {
-            let mut shard = lock(self.shard(&key));
-            let full = shard.len() >= self.shard_capacity
-                || self.len.load(Ordering::Relaxed) >= self.max_sessions;
-            let evicted = if full && !shard.contains_key(&key) {
-                let oldest = shard
-                    .iter()
-                    .take(EVICTION_SAMPLE)
-                    .min_by_key(|(_, entry)| entry.validated)
-                    .map(|(key, entry)| (*key, self.fingerprint(&entry.session.handle)));
-                if let Some((oldest, _)) = &oldest
-                    && shard.remove(oldest).is_some()
-                {
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                }
-                oldest
-            } else {
-                None
-            };
-            let replaced = shard.insert(
-                key,
-                Entry {
-                    session: session.clone(),
-                    validated: now,
-                    unreported_use: Some(SystemTime::now()),
-                },
-            );
-            if replaced.is_none() {
-                self.len.fetch_add(1, Ordering::Relaxed);
-            }
-            evicted
+        let entry = || Entry {
+            session: session.clone(),
+            validated: now,
+            unreported_use: Some(SystemTime::now()),
         };
-        let mut by_handle = lock(&self.by_handle);
-        // Unless another insert has cached the evicted token again meanwhile.
-        if let Some((evicted_key, evicted_fingerprint)) = evicted
-            && !lock(self.shard(&evicted_key)).contains_key(&evicted_key)
-        {
-            forget_key(&mut by_handle, evicted_fingerprint, &evicted_key);
+        // A token cached already (validated again after its ttl) keeps its slot.
+        let refreshed = {
+            let mut shard = lock(self.shard(&key));
+            shard
+                .get_mut(&key)
+                .map(|cached| *cached = entry())
+                .is_some()
+        };
+        let mut evicted = Vec::new();
+        if !refreshed {
+            if !self.reserve(&key, &mut evicted) {
+                // Every slot is held by inserts still in flight (as many at once as the cache
+                // has room for): the session is valid, it just is not cached this time.
+                self.forget_evicted(&evicted);
+                return true;
+            }
+            let replaced = lock(self.shard(&key)).insert(key, entry());
+            if replaced.is_some() {
+                // Another validation of the same token got in first: one slot is enough.
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
         }
+        self.forget_evicted(&evicted);
+        let mut by_handle = lock(&self.by_handle);
         let fingerprint = self.fingerprint(&session.handle);
         by_handle
             .entry(fingerprint)
@@ -311,7 +300,70 @@ impl SessionCache {
             }
             return false;
         }
+        // Likewise an eviction between the shard insert and indexing found nothing to drop
+        // from the index: without this look, every such race left an index entry behind for
+        // good, so the index grew under churn while the cache itself stayed bounded.
+        if !lock(self.shard(&key)).contains_key(&key) {
+            forget_key(&mut by_handle, fingerprint, &key);
+        }
         true
+    }
+
+    /// Takes one of the `max_sessions` slots for a new entry, evicting the least recently
+    /// validated of a sample to make room when the cache is full. The count is raised only
+    /// while it is below the bound, so the cache never holds more than `max_sessions`, however
+    /// many inserts race (checking the count and then inserting let concurrent inserts, and
+    /// inserts into a shard with nothing to evict, go past it). `false` when nothing could be
+    /// evicted: every slot belongs to an insert still in flight.
+    fn reserve(&self, key: &TokenKey, evicted: &mut Vec<(TokenKey, u64)>) -> bool {
+        loop {
+            let len = self.len.load(Ordering::Acquire);
+            if len < self.max_sessions {
+                if self
+                    .len
+                    .compare_exchange_weak(len, len + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return true;
+                }
+                continue;
+            }
+            match self.evict_one(key) {
+                Some(victim) => evicted.push(victim),
+                None => return false,
+            }
+        }
+    }
+
+    /// Evicts one entry: from `key`'s own shard when it has any, else from the next shard
+    /// that does. One shard lock at a time, so no lock order can deadlock.
+    fn evict_one(&self, key: &TokenKey) -> Option<(TokenKey, u64)> {
+        let home = Self::shard_index(key);
+        (0..SHARDS).find_map(|offset| {
+            let mut shard = lock(&self.shards[(home + offset) % SHARDS]);
+            let (oldest, fingerprint) = shard
+                .iter()
+                .take(EVICTION_SAMPLE)
+                .min_by_key(|(_, entry)| entry.validated)
+                .map(|(key, entry)| (*key, self.fingerprint(&entry.session.handle)))?;
+            shard.remove(&oldest)?;
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            Some((oldest, fingerprint))
+        })
+    }
+
+    /// Drops evicted tokens from the handle index, unless another insert has cached one of
+    /// them again meanwhile.
+    fn forget_evicted(&self, evicted: &[(TokenKey, u64)]) {
+        if evicted.is_empty() {
+            return;
+        }
+        let mut by_handle = lock(&self.by_handle);
+        for (key, fingerprint) in evicted {
+            if !lock(self.shard(key)).contains_key(key) {
+                forget_key(&mut by_handle, *fingerprint, key);
+            }
+        }
     }
 
     /// Drops a token (the control plane said it is unknown).
@@ -485,12 +537,46 @@ mod tests {
                 session(&index.to_string()),
             );
         }
-        // An insert into an empty shard of a full cache has nothing to evict: at most one
-        // entry per shard over the bound.
-        assert!(cache.len() <= SHARDS * 3, "{}", cache.len());
-        assert!(lock(&cache.by_handle).len() <= SHARDS * 3);
+        // An insert into an empty shard of a full cache evicts from another shard.
+        assert_eq!(cache.len(), SHARDS * 2);
+        assert_eq!(lock(&cache.by_handle).len(), SHARDS * 2);
         let held: usize = cache.shards.iter().map(|shard| lock(shard).len()).sum();
         assert_eq!(held, cache.len());
+    }
+
+    #[test]
+    fn concurrent_inserts_never_take_the_cache_past_its_bound() {
+        let max = 50;
+        let cache = Arc::new(SessionCache::new(
+            max,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        let largest = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|thread| {
+                let (cache, largest) = (cache.clone(), largest.clone());
+                std::thread::spawn(move || {
+                    for index in 0..2_000 {
+                        let name = format!("{thread}-{index}");
+                        assert!(cache.insert(TokenKey::of(&name), session(&name)));
+                        largest.fetch_max(cache.len(), Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert!(largest.load(Ordering::Relaxed) <= max);
+        assert_eq!(cache.len(), max);
+        let held: usize = cache.shards.iter().map(|shard| lock(shard).len()).sum();
+        assert_eq!(held, max);
+        assert_eq!(
+            lock(&cache.by_handle).len(),
+            max,
+            "evicted tokens leave the index"
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub struct Metrics {
     upstream_nodes: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     upstream_seconds: HistogramFamily<ProxyLabels>,
     active_sessions: Gauge<i64, std::sync::atomic::AtomicI64>,
+    runtime_tasks: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -165,7 +166,15 @@ impl Metrics {
             "Sessions used through this node during the last activity-report interval",
             active_sessions.clone(),
         );
+        let runtime_tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks",
+            "Tasks alive in the node's runtime: connections, WebSockets and background work; \
+             one that only grows is a leak",
+            runtime_tasks.clone(),
+        );
         Self {
+            runtime_tasks,
             upstream_seconds,
             active_sessions,
             upstream_nodes,
@@ -278,6 +287,11 @@ impl Metrics {
             .set(i64::try_from(cached_sessions).unwrap_or(i64::MAX));
         self.open_websockets
             .set(i64::try_from(open_websockets).unwrap_or(i64::MAX));
+        // Read at scrape time from the runtime's own counter: nothing on the request path.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks
+                .set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         if encode(&mut text, &self.registry).is_err() {
             text.clear();

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -294,6 +295,15 @@ async fn serve_connection<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    // hyper's header timeout only starts once the HTTP version is known, which takes the
+    // client's first bytes: a connection that sent nothing was held until `idle_timeout`
+    // (5 minutes by default), so idle connections could fill `max_connections` at no cost
+    // to the client. The first request now has `header_read_timeout` from the start.
+    let arrived = Arc::new(AtomicBool::new(false));
+    let service = FirstRequest {
+        inner: service,
+        arrived: arrived.clone(),
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -319,5 +329,37 @@ async fn serve_connection<I, S>(
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+        // No request is in progress: dropping the connection is all there is to do.
+        () = first_request_overdue(&arrived, limits.header_read_timeout) => {
+            tracing::debug!("no request within the header read timeout");
+        }
+    }
+}
+
+/// Completes once `limit` has passed without the connection's first request arriving.
+async fn first_request_overdue(arrived: &AtomicBool, limit: Duration) {
+    tokio::time::sleep(limit).await;
+    if arrived.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A connection's service that notes when its first request arrives.
+struct FirstRequest<S> {
+    inner: S,
+    arrived: Arc<AtomicBool>,
+}
+
+impl<S, R> hyper::service::Service<R> for FirstRequest<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        self.arrived.store(true, Ordering::Relaxed);
+        self.inner.call(request)
     }
 }

@@ -96,6 +96,22 @@ async fn slow_and_idle_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn a_connection_that_sends_nothing_gets_only_the_header_timeout() {
+    // The idle timeout is far away: only the header timeout can close this connection.
+    let (_upstream, _control, node) = system(
+        |proxy| proxy,
+        "[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"60s\"",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    raw(&node, b"", Duration::from_secs(10)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a silent connection is closed after the header timeout, not the idle timeout"
+    );
+}
+
+#[tokio::test]
 async fn connections_beyond_the_limit_get_503() {
     let (_upstream, _control, node) = system(
         |proxy| proxy.key("anonymous = \"always\""),

@@ -54,11 +54,15 @@ mod reliability_data_plane;
 #[cfg(test)]
 mod reliability_fixtures;
 #[cfg(test)]
+mod reliability_hostile;
+#[cfg(test)]
 mod reliability_partition;
 #[cfg(test)]
 mod reliability_redis_outage;
 #[cfg(test)]
 mod reliability_redis_topologies;
+#[cfg(test)]
+mod reliability_soak;
 #[cfg(test)]
 mod reload;
 #[cfg(test)]

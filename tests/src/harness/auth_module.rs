@@ -4,6 +4,8 @@
 //! to the target with `qlikTicket` appended.
 
 use gatehouse_proto::v1 as pb;
+use gatehouse_proto::v1::authentication_service_client::AuthenticationServiceClient;
+use tonic::transport::Channel;
 
 use super::client::{self, HttpResponse};
 use super::control_plane::ControlPlane;
@@ -34,6 +36,16 @@ pub async fn issue_ticket(
     module_url: &str,
     user: pb::User,
 ) -> TicketRedirect {
+    issue_ticket_with(control_plane.authentication(), module_url, user).await
+}
+
+/// As [`issue_ticket`], through any Authentication API client (e.g. of a control plane that
+/// runs as a process of its own).
+pub async fn issue_ticket_with(
+    mut authentication: AuthenticationServiceClient<Channel>,
+    module_url: &str,
+    user: pb::User,
+) -> TicketRedirect {
     let target_id = client::query_param(module_url, "targetId")
         .unwrap_or_else(|| panic!("no targetId in {module_url}"));
     let rest = client::query_param(module_url, "proxyRestUri")
@@ -45,8 +57,7 @@ pub async fn issue_ticket(
         .next()
         .unwrap_or_default()
         .to_owned();
-    let issued = control_plane
-        .authentication()
+    let issued = authentication
         .request_ticket(pb::RequestTicketRequest {
             virtual_proxy,
             user: Some(user),

@@ -1,11 +1,14 @@
 //! What every end-to-end test needs: real processes on ephemeral loopback ports.
 
 pub mod auth_module;
+pub mod browser;
 pub mod client;
 pub mod control_plane;
 pub mod data_plane;
 pub mod eventually;
 pub mod load;
+pub mod proc_stats;
+pub mod processes;
 pub mod profile;
 pub mod redis_server;
 pub mod redis_topologies;
