@@ -267,6 +267,21 @@ fn validate_redis_addresses(store: &StoreConfig) -> Result<(), String> {
             ));
         }
     }
+    // TLS is chosen by the URL scheme, the same way in every topology; the CA and client
+    // certificate only go with it.
+    let tls = urls
+        .iter()
+        .filter(|url| url.starts_with("rediss://"))
+        .count();
+    if tls != 0 && tls != urls.len() {
+        return Err(format!("store.{key} must be all rediss:// or all redis://"));
+    }
+    let tls_material = store.tls_ca_file.is_some() || store.tls_cert_file.is_some();
+    if tls_material && tls == 0 {
+        return Err(format!(
+            "store.tls_ca_file and store.tls_cert_file need rediss:// URLs in store.{key}"
+        ));
+    }
     if store.topology == RedisTopology::Sentinel && store.sentinel_master.trim().is_empty() {
         return Err("store.sentinel_master must name the master the sentinels watch".to_owned());
     }
@@ -639,6 +654,15 @@ mod tests {
             .contains("store.sentinel_master")
         );
         assert!(rejected(&format!("{redis}topology = \"ring\"")).contains("unknown variant"));
+        assert!(
+            rejected(&format!(
+                "{redis}topology = \"cluster\"\ncluster_urls = [\"rediss://a:1\", \"redis://b:1\"]"
+            ))
+            .contains("all rediss:// or all redis://")
+        );
+        assert!(
+            rejected(&format!("{redis}tls_ca_file = \"Cargo.toml\"")).contains("need rediss://")
+        );
         let sentinel = Config::from_toml_str(&format!(
             "{redis}topology = \"sentinel\"\nsentinel_urls = [\"redis://s1:26379\", \"redis://s2:26379\"]"
         ))

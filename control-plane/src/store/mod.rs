@@ -15,6 +15,9 @@ use std::time::{Duration, SystemTime};
 /// Most revocation events one read returns.
 pub const REVOCATION_BATCH: usize = 1000;
 
+/// Longest a blocking read of the revocation stream waits: a longer wait is cut to this.
+pub const MAX_BLOCK: Duration = Duration::from_secs(5);
+
 use async_trait::async_trait;
 
 pub use self::memory::MemoryStore;
@@ -117,7 +120,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn revocation_head(&self) -> Result<Option<String>, StoreError>;
 
     /// As [`revocations_after`](Self::revocations_after), but when nothing follows the
-    /// cursor, waits up to `wait` for an event instead of answering empty at once.
+    /// cursor, waits up to `wait` (at most [`MAX_BLOCK`]) for an event instead of answering
+    /// empty at once.
     async fn wait_for_revocations(
         &self,
         cursor: Option<&str>,

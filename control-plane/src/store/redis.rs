@@ -506,9 +506,14 @@ impl Store for RedisStore {
         // other. Elsewhere one SCAN sees every key.
         let mut connection = self.connection.clone();
         let masters = self.run(connection.masters()).await?;
-        let node_count = masters.len().max(1);
         let mut position = ListPosition::parse(page_token)?;
-        if position.node >= node_count {
+        if page_token.is_empty()
+            && let Some(&first) = masters.first()
+        {
+            position.slot = first;
+        }
+        if !masters.is_empty() && !masters.contains(&position.slot) {
+            // Not a master this listing scans (or the cluster was resharded meanwhile).
             return Err(StoreError::InvalidPageToken);
         }
         let mut sessions = Vec::new();
@@ -519,7 +524,7 @@ impl Store for RedisStore {
                 .arg(self.keys.session_pattern())
                 .arg("COUNT")
                 .arg(page_size.max(100));
-            let master = masters.get(position.node);
+            let master = (!masters.is_empty()).then_some(position.slot);
             let (next, keys): (u64, Vec<String>) =
                 self.run(connection.query_on(master, &scan)).await?;
             let found: Vec<(usize, SessionAddress)> = keys
@@ -545,7 +550,7 @@ impl Store for RedisStore {
                             ..position
                         })
                     } else {
-                        position.after_batch(next, node_count)
+                        position.after_batch(next, &masters)
                     };
                     return Ok(Page {
                         sessions,
@@ -553,7 +558,7 @@ impl Store for RedisStore {
                     });
                 }
             }
-            match position.after_batch(next, node_count) {
+            match position.after_batch(next, &masters) {
                 Some(next_position) => position = next_position,
                 None => {
                     return Ok(Page {
@@ -660,6 +665,7 @@ impl Store for RedisStore {
         if !revocations.events.is_empty() || revocations.trimmed {
             return Ok(revocations);
         }
+        let wait = wait.min(super::MAX_BLOCK);
         let mut command = redis::cmd("XREAD");
         command
             .arg("COUNT")
@@ -688,7 +694,8 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.query::<String>(&redis::cmd("PING")).await.map(drop)
+        let mut connection = self.connection.clone();
+        self.run(connection.ping()).await
     }
 }
 
@@ -787,11 +794,12 @@ impl RedisStore {
     }
 }
 
-/// Where a listing resumes: which master (Cluster only; always 0 elsewhere), its SCAN cursor,
-/// and how many keys of that cursor's batch were already returned. Opaque to clients.
+/// Where a listing resumes: which Cluster master (named by its lowest slot; always 0
+/// elsewhere), its SCAN cursor, and how many keys of that cursor's batch were already
+/// returned. Opaque to clients.
 #[derive(Debug, Clone, Copy)]
 struct ListPosition {
-    node: usize,
+    slot: u16,
     cursor: u64,
     skip: usize,
 }
@@ -800,7 +808,7 @@ impl ListPosition {
     fn parse(token: &str) -> Result<Self, StoreError> {
         if token.is_empty() {
             return Ok(Self {
-                node: 0,
+                slot: 0,
                 cursor: 0,
                 skip: 0,
             });
@@ -810,46 +818,49 @@ impl ListPosition {
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .ok_or(StoreError::InvalidPageToken)?;
-        let mut parts = decoded.split(':');
-        let mut number = || {
-            parts
-                .next()
-                .and_then(|part| part.parse::<u64>().ok())
-                .ok_or(StoreError::InvalidPageToken)
+        let numbers = decoded
+            .split(':')
+            .map(|part| {
+                part.parse::<u64>()
+                    .map_err(|_| StoreError::InvalidPageToken)
+            })
+            .collect::<Result<Vec<u64>, _>>()?;
+        let (slot, cursor, skip) = match numbers[..] {
+            [slot, cursor, skip] => (slot, cursor, skip),
+            // Tokens of the single-server listing before Cluster support: `cursor:skip`.
+            [cursor, skip] => (0, cursor, skip),
+            _ => return Err(StoreError::InvalidPageToken),
         };
-        let (node, cursor, skip) = (number()?, number()?, number()?);
-        if parts.next().is_some() {
-            return Err(StoreError::InvalidPageToken);
-        }
         Ok(Self {
-            node: usize::try_from(node).map_err(|_| StoreError::InvalidPageToken)?,
+            slot: u16::try_from(slot).map_err(|_| StoreError::InvalidPageToken)?,
             cursor,
             skip: usize::try_from(skip).map_err(|_| StoreError::InvalidPageToken)?,
         })
     }
 
     /// Where to go once this position's whole batch was read and SCAN answered `next`: on in
-    /// this master, on to the next master, or nowhere (the listing is complete).
-    fn after_batch(self, next: u64, node_count: usize) -> Option<Self> {
+    /// this master, on to the next of `masters` (ascending; empty outside a Cluster), or
+    /// nowhere (the listing is complete).
+    fn after_batch(self, next: u64, masters: &[u16]) -> Option<Self> {
         if next != 0 {
-            Some(Self {
+            return Some(Self {
                 cursor: next,
                 skip: 0,
                 ..self
-            })
-        } else if self.node + 1 < node_count {
-            Some(Self {
-                node: self.node + 1,
+            });
+        }
+        masters
+            .iter()
+            .find(|&&slot| slot > self.slot)
+            .map(|&slot| Self {
+                slot,
                 cursor: 0,
                 skip: 0,
             })
-        } else {
-            None
-        }
     }
 
     fn token(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}:{}", self.node, self.cursor, self.skip))
+        URL_SAFE_NO_PAD.encode(format!("{}:{}:{}", self.slot, self.cursor, self.skip))
     }
 }
 
@@ -951,6 +962,10 @@ fn classify(error: RedisError) -> StoreError {
             ErrorKind::Server(
                 ServerErrorKind::BusyLoading
                     | ServerErrorKind::TryAgain
+                    // Redirections left over once the client's retries ran out: a slot is
+                    // moving, so try again later.
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
                     | ServerErrorKind::ClusterDown
                     | ServerErrorKind::MasterDown
                     | ServerErrorKind::ReadOnly

@@ -19,7 +19,7 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, IntoConnectionInfo as _, Pipeline, RedisError,
@@ -30,7 +30,8 @@ use crate::config::{RedisTopology, StoreConfig};
 use crate::error::StoreError;
 
 /// Whether a connection is for ordinary commands, which must answer within the response
-/// timeout, or for blocking reads (XREAD BLOCK), which wait as long as they asked to.
+/// timeout, or for blocking reads (XREAD BLOCK), which wait as long as they asked to (at most
+/// [`MAX_BLOCK`](super::MAX_BLOCK)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Purpose {
     Commands,
@@ -82,10 +83,13 @@ enum Live {
 impl RedisConnection {
     /// A lazy connection for `purpose` to the Redis `config` names.
     pub fn new(config: &StoreConfig, purpose: Purpose) -> Result<Self, StoreError> {
-        let response_timeout = match purpose {
-            Purpose::Commands => Some(config.response_timeout),
-            Purpose::Blocking => None,
-        };
+        let response_timeout = Some(match purpose {
+            Purpose::Commands => config.response_timeout,
+            // A blocked read answers within its block time: past that plus the usual response
+            // time, the server is gone (a host that went silent), and the connection is made
+            // again instead of waiting for TCP to give up.
+            Purpose::Blocking => super::MAX_BLOCK + config.response_timeout,
+        });
         let settings = Settings::read(config)?;
         match config.topology {
             RedisTopology::Standalone => {
@@ -125,8 +129,15 @@ impl RedisConnection {
                 if let Some(password) = &config.password {
                     builder = builder.password(password.expose());
                 }
-                if let Some(certificates) = settings.certificates() {
-                    builder = builder.tls(TlsMode::Secure).certs(certificates);
+                // TLS follows the seeds' scheme (validated to be one for all); the client
+                // takes it from the first seed, the certificates are added here.
+                if config
+                    .cluster_urls
+                    .iter()
+                    .all(|url| url.starts_with("rediss://"))
+                    && let Some(certificates) = settings.certificates()
+                {
+                    builder = builder.certs(certificates);
                 }
                 let client = builder
                     .build()
@@ -144,57 +155,83 @@ impl RedisConnection {
         }))
     }
 
-    /// The address of every master that holds keys: one entry per Cluster master, in a stable
-    /// order; empty for a standalone server or a Sentinel master (where one SCAN sees all).
-    pub async fn masters(&mut self) -> RedisResult<Vec<(String, u16)>> {
+    /// One slot of each Cluster master (its lowest), in ascending order: a master is named by
+    /// a slot it serves, which stays valid when a replica takes over from it. Empty for a
+    /// standalone server or a Sentinel master, where one SCAN sees every key.
+    pub async fn masters(&mut self) -> RedisResult<Vec<u16>> {
         let Self::Discovered(discovered) = self else {
             return Ok(Vec::new());
         };
         let Live::Cluster(mut connection) = (*discovered.live().await?).clone() else {
             return Ok(Vec::new());
         };
-        let nodes: String = redis::cmd("CLUSTER")
-            .arg("NODES")
+        let ranges: Vec<Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
             .query_async(&mut connection)
             .await?;
-        let mut masters: Vec<(String, u16)> = nodes
-            .lines()
-            .filter_map(|line| {
-                // <id> <ip:port@cport[,hostname]> <flags> ...
-                let mut fields = line.split_whitespace();
-                let address = fields.nth(1)?;
-                let flags = fields.next()?;
-                let is_live_master = flags.split(',').any(|flag| flag == "master")
-                    && !flags.contains("fail")
-                    && !flags.contains("noaddr");
-                let address = address.split(['@', ',']).next()?;
-                let (host, port) = address.rsplit_once(':')?;
-                is_live_master.then(|| Some((host.to_owned(), port.parse().ok()?)))?
-            })
-            .collect();
-        masters.sort();
+        // Each range: start, end, then the master as [host, port, id, ...], then replicas.
+        let mut lowest_by_master: std::collections::HashMap<String, u16> =
+            std::collections::HashMap::new();
+        for range in &ranges {
+            let Value::Array(fields) = range else {
+                return Err(unexpected_slots());
+            };
+            let (Some(Value::Int(start)), Some(Value::Array(master))) =
+                (fields.first(), fields.get(2))
+            else {
+                return Err(unexpected_slots());
+            };
+            let id = match master.get(2) {
+                Some(Value::BulkString(id)) => String::from_utf8_lossy(id).into_owned(),
+                _ => format!("{:?}", master.first()),
+            };
+            let start = u16::try_from(*start).map_err(|_| unexpected_slots())?;
+            let lowest = lowest_by_master.entry(id).or_insert(start);
+            *lowest = (*lowest).min(start);
+        }
+        let mut masters: Vec<u16> = lowest_by_master.into_values().collect();
+        masters.sort_unstable();
         Ok(masters)
     }
 
-    /// Sends `command` to one Cluster master (from [`masters`](Self::masters)); anywhere else,
-    /// sends it as usual.
+    /// Sends `command` to the Cluster master that serves `slot` (from
+    /// [`masters`](Self::masters)); anywhere else, sends it as usual.
     pub async fn query_on<T: redis::FromRedisValue>(
         &mut self,
-        master: Option<&(String, u16)>,
+        slot: Option<u16>,
         command: &Cmd,
     ) -> RedisResult<T> {
-        if let (Self::Discovered(discovered), Some((host, port))) = (&*self, master)
+        if let (Self::Discovered(discovered), Some(slot)) = (&*self, slot)
             && let Live::Cluster(mut connection) = (*discovered.live().await?).clone()
         {
-            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                host: host.clone(),
-                port: *port,
-            });
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                slot,
+                SlotAddr::Master,
+            )));
             let value = connection.route_command(command.clone(), routing).await?;
             return redis::from_redis_value(value).map_err(RedisError::from);
         }
         command.query_async(self).await
     }
+
+    /// Whether Redis answers. On a Cluster, one node is asked (PING would need every master
+    /// to answer, so one shard down would turn every replica unready at once).
+    pub async fn ping(&mut self) -> RedisResult<()> {
+        if let Self::Discovered(discovered) = &*self
+            && let Live::Cluster(mut connection) = (*discovered.live().await?).clone()
+        {
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+            connection
+                .route_command(redis::cmd("PING"), routing)
+                .await?;
+            return Ok(());
+        }
+        redis::cmd("PING").query_async::<()>(self).await
+    }
+}
+
+fn unexpected_slots() -> RedisError {
+    RedisError::from((ErrorKind::Parse, "unexpected CLUSTER SLOTS answer"))
 }
 
 impl Discovered {
@@ -228,7 +265,13 @@ impl Discovered {
     /// Drops the connection a command failed on, if it is still the current one, when the
     /// failure says the node behind it is gone or no longer the master.
     fn after_error(&self, used: &Arc<Live>, error: &RedisError) {
-        if !needs_rediscovery(error) {
+        let rediscover = match used.as_ref() {
+            Live::Node(_) => needs_rediscovery(error),
+            // The cluster client reconnects to each node and follows slot moves by itself;
+            // only a client that lost every node is made again.
+            Live::Cluster(_) => error.kind() == ErrorKind::ClusterConnectionNotFound,
+        };
+        if !rediscover {
             return;
         }
         let current = self.current.load();
@@ -251,8 +294,11 @@ fn needs_rediscovery(error: &RedisError) -> bool {
         || error.is_connection_refusal()
         || matches!(
             error.kind(),
-            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
-                | ErrorKind::ClusterConnectionNotFound
+            ErrorKind::Server(
+                ServerErrorKind::ReadOnly
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::BusyLoading
+            ) | ErrorKind::ClusterConnectionNotFound
         )
 }
 
