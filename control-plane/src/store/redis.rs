@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 
-use super::redis_connection::{Purpose, RedisConnection};
+use super::redis_connection::{Purpose, RedisConnection, connection_lost};
 use super::redis_keys::{Keys, SessionAddress, user_tag};
 use super::redis_scripts as scripts;
 use super::{MAX_PAGE_SIZE, Store, StoreError};
@@ -953,10 +953,7 @@ fn field_map(value: &Value) -> Result<HashMap<String, String>, StoreError> {
 /// Connection trouble is `Unavailable` (the caller may retry); anything else Redis answered
 /// is `Rejected`.
 fn classify(error: RedisError) -> StoreError {
-    let unavailable = error.is_io_error()
-        || error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
+    let unavailable = connection_lost(&error)
         || matches!(
             error.kind(),
             ErrorKind::Server(

@@ -285,13 +285,18 @@ impl Discovered {
     }
 }
 
-/// Errors after which the connection must be made again: the node is unreachable, closed the
-/// connection, or is no longer a writable master (a failover demoted it).
-fn needs_rediscovery(error: &RedisError) -> bool {
+/// The server could not be reached, or stopped answering, or closed the connection.
+pub(super) fn connection_lost(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
+}
+
+/// Errors after which the connection must be made again: the node is unreachable, closed the
+/// connection, or is no longer a writable master (a failover demoted it).
+fn needs_rediscovery(error: &RedisError) -> bool {
+    connection_lost(error)
         || matches!(
             error.kind(),
             ErrorKind::Server(
