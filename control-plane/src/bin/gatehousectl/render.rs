@@ -1,0 +1,187 @@
+//! What a call's answer looks like on stdout: aligned text for people, or JSON with the proto
+//! field names and RFC 3339 timestamps for programs.
+
+use gatehouse_proto::v1 as pb;
+use serde_json::{Value, json};
+
+fn timestamp(value: Option<&prost_types::Timestamp>) -> Value {
+    value.map_or(Value::Null, |at| Value::String(at.to_string()))
+}
+
+fn text(value: Option<&prost_types::Timestamp>) -> String {
+    value.map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
+pub fn user_json(user: Option<&pb::User>) -> Value {
+    let Some(user) = user else {
+        return Value::Null;
+    };
+    json!({
+        "user_directory": user.user_directory,
+        "user_id": user.user_id,
+        "attributes": user
+            .attributes
+            .iter()
+            .map(|attribute| json!({"name": attribute.name, "value": attribute.value}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+pub fn session_json(session: Option<&pb::Session>) -> Value {
+    let Some(session) = session else {
+        return Value::Null;
+    };
+    json!({
+        "handle": session.handle,
+        "virtual_proxy": session.virtual_proxy,
+        "user": user_json(session.user.as_ref()),
+        "created": timestamp(session.created.as_ref()),
+        "last_active": timestamp(session.last_active.as_ref()),
+        "inactivity_expiry": timestamp(session.inactivity_expiry.as_ref()),
+        "absolute_expiry": timestamp(session.absolute_expiry.as_ref()),
+    })
+}
+
+pub fn sessions_json(sessions: &[pb::Session]) -> Value {
+    Value::Array(
+        sessions
+            .iter()
+            .map(|session| session_json(Some(session)))
+            .collect(),
+    )
+}
+
+pub fn ticket_json(ticket: &pb::RequestTicketResponse) -> Value {
+    json!({
+        "ticket": ticket.ticket,
+        "target_uri": ticket.target_uri,
+        "user": user_json(ticket.user.as_ref()),
+        "expires": timestamp(ticket.expires.as_ref()),
+    })
+}
+
+/// `CORP\alice`, as QPS writes a user.
+fn user_name(user: Option<&pb::User>) -> String {
+    user.map_or_else(
+        || "-".to_owned(),
+        |user| format!("{}\\{}", user.user_directory, user.user_id),
+    )
+}
+
+fn attributes(user: Option<&pb::User>) -> String {
+    let list: Vec<String> = user
+        .map(|user| {
+            user.attributes
+                .iter()
+                .map(|attribute| format!("{}={}", attribute.name, attribute.value))
+                .collect()
+        })
+        .unwrap_or_default();
+    if list.is_empty() {
+        "-".to_owned()
+    } else {
+        list.join(", ")
+    }
+}
+
+fn proxy(prefix: &str) -> String {
+    if prefix.is_empty() {
+        "\"\" (default)".to_owned()
+    } else {
+        prefix.to_owned()
+    }
+}
+
+/// Labelled lines, the labels padded to one width.
+pub fn fields(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0) + 1;
+    rows.iter()
+        .map(|(label, value)| format!("{:width$} {value}\n", format!("{label}:")))
+        .collect()
+}
+
+pub fn session_text(session: Option<&pb::Session>) -> String {
+    let Some(session) = session else {
+        return "no session\n".to_owned();
+    };
+    fields(&[
+        ("handle", session.handle.clone()),
+        ("virtual proxy", proxy(&session.virtual_proxy)),
+        ("user", user_name(session.user.as_ref())),
+        ("attributes", attributes(session.user.as_ref())),
+        ("created", text(session.created.as_ref())),
+        ("last active", text(session.last_active.as_ref())),
+        ("inactivity expiry", text(session.inactivity_expiry.as_ref())),
+        ("absolute expiry", text(session.absolute_expiry.as_ref())),
+    ])
+}
+
+/// One line per session under a header; a count when there are none.
+pub fn sessions_text(sessions: &[pb::Session]) -> String {
+    if sessions.is_empty() {
+        return "no sessions\n".to_owned();
+    }
+    let rows: Vec<[String; 5]> = sessions
+        .iter()
+        .map(|session| {
+            [
+                session.handle.clone(),
+                if session.virtual_proxy.is_empty() {
+                    "\"\"".to_owned()
+                } else {
+                    session.virtual_proxy.clone()
+                },
+                user_name(session.user.as_ref()),
+                text(session.last_active.as_ref()),
+                text(session.inactivity_expiry.as_ref()),
+            ]
+        })
+        .collect();
+    let header = [
+        "HANDLE",
+        "VIRTUAL PROXY",
+        "USER",
+        "LAST ACTIVE",
+        "INACTIVITY EXPIRY",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| -> String {
+        let mut out = String::new();
+        for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if index + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:width$}  "));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(&header);
+    for row in &rows {
+        out.push_str(&line(&row.each_ref().map(String::as_str)));
+    }
+    out
+}
+
+pub fn ticket_text(ticket: &pb::RequestTicketResponse) -> String {
+    let mut rows = vec![
+        ("ticket", ticket.ticket.clone()),
+        ("user", user_name(ticket.user.as_ref())),
+        ("expires", text(ticket.expires.as_ref())),
+    ];
+    if let Some(target) = &ticket.target_uri {
+        rows.push(("target uri", target.clone()));
+        let separator = if target.contains('?') { '&' } else { '?' };
+        rows.push((
+            "redirect to",
+            format!("{target}{separator}qlikTicket={}", ticket.ticket),
+        ));
+    }
+    fields(&rows)
+}
