@@ -66,5 +66,6 @@ pub fn channel(connection: &Connection) -> Result<Channel, UsageError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, UsageError> {
-    std::fs::read(path).map_err(|error| UsageError(format!("cannot read {}: {error}", path.display())))
+    std::fs::read(path)
+        .map_err(|error| UsageError(format!("cannot read {}: {error}", path.display())))
 }

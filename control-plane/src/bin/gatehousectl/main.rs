@@ -33,7 +33,10 @@ struct Answer {
 /// Why a command failed, and so which exit code it ends with.
 enum Failure {
     Usage(String),
-    Call { rpc: &'static str, status: tonic::Status },
+    Call {
+        rpc: &'static str,
+        status: tonic::Status,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -111,7 +111,10 @@ pub fn session_text(session: Option<&pb::Session>) -> String {
         ("attributes", attributes(session.user.as_ref())),
         ("created", text(session.created.as_ref())),
         ("last active", text(session.last_active.as_ref())),
-        ("inactivity expiry", text(session.inactivity_expiry.as_ref())),
+        (
+            "inactivity expiry",
+            text(session.inactivity_expiry.as_ref()),
+        ),
         ("absolute expiry", text(session.absolute_expiry.as_ref())),
     ])
 }
