@@ -34,6 +34,8 @@ mod data_plane_websocket;
 #[cfg(test)]
 mod errors;
 #[cfg(test)]
+mod example_auth_module;
+#[cfg(test)]
 mod fixtures;
 #[cfg(test)]
 mod fuzz_regressions;
