@@ -19,6 +19,7 @@ const COOKIE: &str = "X-Qlik-Session-app";
 /// The module as a child process (killed when dropped) and the URL it serves on.
 async fn start_module(control_plane_port: u16) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new("python3")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .arg(examples_dir().join("auth-module/auth_module.py"))
         .args(["--endpoint", &format!("127.0.0.1:{control_plane_port}")])
         .args(["--listen", "127.0.0.1:0", "--directory", "DEMO"])

@@ -24,6 +24,7 @@ pub(crate) fn examples_dir() -> PathBuf {
 /// elsewhere skips it with a line on stderr.
 pub(crate) async fn python_with_grpc(test: &str) -> bool {
     let found = tokio::process::Command::new("python3")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .args(["-c", "import grpc, grpc_tools"])
         .output()
         .await
@@ -60,6 +61,7 @@ async fn python_example_requests_a_ticket_lists_and_deletes_sessions() {
         .into_inner();
 
     let output = tokio::process::Command::new("python3")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .arg(examples_dir().join("python/sessions_example.py"))
         .args(["--endpoint", &control.address().to_string()])
         .args(["--directory", "CORP", "--user", "alice"])
@@ -96,6 +98,7 @@ async fn python_example_requests_a_ticket_lists_and_deletes_sessions() {
 
     // A failed call: the gRPC code on stderr and exit code 1.
     let refused = tokio::process::Command::new("python3")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .arg(examples_dir().join("python/sessions_example.py"))
         .args(["--endpoint", &control.address().to_string()])
         .args(["--virtual-proxy", "nope"])
