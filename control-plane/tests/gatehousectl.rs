@@ -345,7 +345,7 @@ async fn mutual_tls_with_an_admin_certificate() {
          node = [\"node.gatehouse\"]\n"
     ))
     .await;
-    let endpoint = format!("https://localhost:{}", server.address.port());
+    let endpoint = format!("https://127.0.0.1:{}", server.address.port());
     let file = |name: &str| certs.join(name).display().to_string();
     let (ca, admin, admin_key, node, node_key) = (
         file("ca.pem"),
