@@ -188,3 +188,38 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => Err(format!("`{text}` is not a duration like 10s or 500ms")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_units_people_type() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn attributes_are_name_equals_value() {
+        assert_eq!(
+            parse_attribute("group=a=b"),
+            Ok(("group".to_owned(), "a=b".to_owned()))
+        );
+        assert_eq!(
+            parse_attribute("email="),
+            Ok(("email".to_owned(), String::new()))
+        );
+        assert!(parse_attribute("group").is_err());
+        assert!(parse_attribute("=x").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

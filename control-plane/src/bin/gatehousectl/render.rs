@@ -188,3 +188,59 @@ pub fn ticket_text(ticket: &pb::RequestTicketResponse) -> String {
     }
     fields(&rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(handle: &str, proxy: &str, id: &str) -> pb::Session {
+        pb::Session {
+            handle: handle.to_owned(),
+            virtual_proxy: proxy.to_owned(),
+            user: Some(pb::User {
+                user_directory: "CORP".to_owned(),
+                user_id: id.to_owned(),
+                attributes: vec![pb::Attribute {
+                    name: "group".to_owned(),
+                    value: "sales".to_owned(),
+                }],
+            }),
+            created: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_table_lines_up_its_columns() {
+        let text = sessions_text(&[session("h1", "", "bob"), session("handle-2", "sales", "al")]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let column = lines[0].find("VIRTUAL PROXY").unwrap();
+        assert_eq!(lines[1].find("\"\""), Some(column), "{text}");
+        assert_eq!(lines[2].find("sales"), Some(column), "{text}");
+        assert_eq!(sessions_text(&[]), "no sessions\n");
+    }
+
+    #[test]
+    fn json_uses_proto_names_and_rfc3339() {
+        let value = session_json(Some(&session("h1", "", "bob")));
+        assert_eq!(value["user"]["user_directory"], "CORP");
+        assert_eq!(value["user"]["attributes"][0]["name"], "group");
+        assert_eq!(value["created"], "1970-01-01T00:00:00Z");
+        assert_eq!(value["last_active"], Value::Null);
+    }
+
+    #[test]
+    fn a_ticket_for_a_target_says_where_to_send_the_browser() {
+        let ticket = pb::RequestTicketResponse {
+            ticket: "T1".to_owned(),
+            target_uri: Some("https://h/app/hub?x=1".to_owned()),
+            user: None,
+            expires: None,
+        };
+        assert!(ticket_text(&ticket).contains("https://h/app/hub?x=1&qlikTicket=T1"));
+    }
+}
