@@ -48,12 +48,28 @@ pub enum SessionSelector {
     Handle(String),
 }
 
+impl SessionSelector {
+    /// A session id given where QPS takes one (`/qps/{prefix}/session/{id}`): QPS clients
+    /// send the cookie value, listings show the handle. The two cannot be confused: handles
+    /// have the length of [`tokens::new_id`], shorter than any token accepted.
+    pub fn from_qps_id(id: &str) -> Self {
+        if tokens::looks_like_id(id) {
+            Self::Handle(id.to_owned())
+        } else {
+            Self::Token(id.to_owned())
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Authority {
     store: Arc<dyn Store>,
     proxies: Arc<ArcSwap<VirtualProxies>>,
     tickets: TicketConfig,
     clock: Arc<dyn Clock>,
+    /// Base URL of the REST surface, when it is on: login redirects name it in
+    /// `proxyRestUri`.
+    rest_base: Option<Arc<str>>,
 }
 
 impl Authority {
@@ -68,7 +84,33 @@ impl Authority {
             proxies: Arc::new(ArcSwap::from_pointee(proxies)),
             tickets,
             clock,
+            rest_base: None,
         }
+    }
+
+    /// Names the REST surface's public base URL (ending in `/`), so that nodes send
+    /// authentication modules there.
+    pub fn with_rest_base(mut self, base: &str) -> Self {
+        let base = if base.ends_with('/') {
+            base.to_owned()
+        } else {
+            format!("{base}/")
+        };
+        self.rest_base = Some(base.into());
+        self
+    }
+
+    /// Where an authentication module of this virtual proxy requests tickets
+    /// (`proxyRestUri`), when the REST surface is on: `{base}qps/{prefix}/`, `{base}qps/` for
+    /// the default virtual proxy.
+    pub fn proxy_rest_uri(&self, virtual_proxy: &str) -> Option<String> {
+        self.rest_base.as_ref().map(|base| {
+            if virtual_proxy.is_empty() {
+                format!("{base}qps/")
+            } else {
+                format!("{base}qps/{virtual_proxy}/")
+            }
+        })
     }
 
     /// The virtual proxies in force now (they change when the configuration is reloaded).
@@ -216,14 +258,29 @@ impl Authority {
         }
     }
 
-    pub async fn get_session(&self, selector: &SessionSelector) -> Result<Session, Error> {
+    /// The session named, in `virtual_proxy` when one is given (a session of another one is
+    /// not found, so a caller scoped to one proxy learns nothing of the others).
+    pub async fn get_session(
+        &self,
+        selector: &SessionSelector,
+        virtual_proxy: Option<&str>,
+    ) -> Result<Session, Error> {
+        if let Some(prefix) = virtual_proxy {
+            self.virtual_proxies().get(prefix)?;
+        }
         self.find(selector)
             .await?
+            .filter(|session| virtual_proxy.is_none_or(|prefix| prefix == session.virtual_proxy))
             .ok_or_else(|| Error::NotFound("no such session".into()))
     }
 
-    pub async fn delete_session(&self, selector: &SessionSelector) -> Result<Session, Error> {
-        let session = self.get_session(selector).await?;
+    /// Ends a session; nodes hear of it on the revocation stream and close its WebSockets.
+    pub async fn delete_session(
+        &self,
+        selector: &SessionSelector,
+        virtual_proxy: Option<&str>,
+    ) -> Result<Session, Error> {
+        let session = self.get_session(selector, virtual_proxy).await?;
         self.store
             .delete_session(&session.handle, RevocationReason::Deleted)
             .await?
