@@ -46,6 +46,8 @@ mod observability;
 #[cfg(test)]
 mod personal;
 #[cfg(test)]
+mod qps_rest;
+#[cfg(test)]
 mod reflection;
 #[cfg(test)]
 mod reliability_control_plane;
