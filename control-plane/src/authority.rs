@@ -46,19 +46,11 @@ pub struct IssuedSession {
 pub enum SessionSelector {
     Token(String),
     Handle(String),
-}
-
-impl SessionSelector {
-    /// A session id given where QPS takes one (`/qps/{prefix}/session/{id}`): QPS clients
-    /// send the cookie value, listings show the handle. The two cannot be confused: handles
-    /// have the length of [`tokens::new_id`], shorter than any token accepted.
-    pub fn from_qps_id(id: &str) -> Self {
-        if tokens::looks_like_id(id) {
-            Self::Handle(id.to_owned())
-        } else {
-            Self::Token(id.to_owned())
-        }
-    }
+    /// An id given where QPS takes one (`/qps/{prefix}/session/{id}`): QPS clients send the
+    /// cookie value, Gatehouse listings show the handle, and the two cannot be told apart by
+    /// their form, so the token is tried first, then the handle. Both are random; one
+    /// cannot be mistaken for the other.
+    TokenOrHandle(String),
 }
 
 #[derive(Debug, Clone)]
@@ -468,6 +460,12 @@ impl Authority {
                 self.store.session_by_token(&TokenHash::of(token)).await?
             }
             SessionSelector::Handle(handle) => self.store.session_by_handle(handle).await?,
+            SessionSelector::TokenOrHandle(id) => {
+                match self.store.session_by_token(&TokenHash::of(id)).await? {
+                    Some(session) => Some(session),
+                    None => self.store.session_by_handle(id).await?,
+                }
+            }
         };
         let now = self.clock.now();
         Ok(session.filter(|session| !session.is_expired(now)))

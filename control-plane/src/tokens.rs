@@ -41,14 +41,6 @@ pub fn new_id() -> String {
     random_text(16)
 }
 
-/// Whether `text` has the form of [`new_id`]: 22 URL-safe base64 characters.
-pub fn looks_like_id(text: &str) -> bool {
-    text.len() == 22
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// SHA-256 of a secret, the only form in which a secret is stored.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TokenHash([u8; 32]);

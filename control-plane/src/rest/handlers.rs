@@ -64,14 +64,15 @@ async fn session(
     id: &str,
     delete: bool,
 ) -> Result<Response, Error> {
-    let selector = SessionSelector::from_qps_id(id);
+    let selector = SessionSelector::TokenOrHandle(id.to_owned());
     let session = if delete {
         authority.delete_session(&selector, Some(prefix)).await?
     } else {
         authority.get_session(&selector, Some(prefix)).await?
     };
-    // The caller named the session by its id: showing it back reveals nothing new.
-    let shown_id = matches!(selector, SessionSelector::Token(_)).then_some(id);
+    // Named by its id (the cookie value), the session shows it back, as QPS does: it
+    // reveals nothing the caller did not send. Named by its handle, it does not.
+    let shown_id = (session.handle != id).then_some(id);
     Ok(reply::json(
         StatusCode::OK,
         &json::session(&session, shown_id),
