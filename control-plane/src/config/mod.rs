@@ -671,6 +671,28 @@ mod tests {
     }
 
     #[test]
+    fn the_rest_surface_is_off_by_default_and_follows_the_loopback_rule() {
+        assert!(Config::from_toml_str("").unwrap().rest.is_none());
+        let rest = Config::from_toml_str(
+            "[rest]\nlisten = \"127.0.0.1:4244\"\npublic_url = \"https://cp.example.com:4244/\"",
+        )
+        .unwrap()
+        .rest
+        .unwrap();
+        assert_eq!(rest.listen.port(), 4244);
+        assert_eq!(
+            rest.public_url.as_deref(),
+            Some("https://cp.example.com:4244/")
+        );
+        assert!(rejected("[rest]\nlisten = \"0.0.0.0:4244\"").contains("TLS is required"));
+        assert!(rejected("[rest]\npublic_url = \"https://h/\"").contains("rest.listen"));
+        for bad in ["ftp://h/", "/relative", "https://h/?x=1"] {
+            let text = format!("[rest]\nlisten = \"127.0.0.1:1\"\npublic_url = \"{bad}\"");
+            assert!(rejected(&text).contains("public_url"), "{bad}");
+        }
+    }
+
+    #[test]
     fn non_loopback_addresses_need_tls() {
         assert!(rejected("listen = \"0.0.0.0:4243\"").contains("TLS is required"));
         assert!(Config::from_toml_str("listen = \"[::1]:4243\"").is_ok());
