@@ -148,6 +148,16 @@ impl BoundServer {
             Some(rest) => Some(crate::rest::BoundRest::bind(rest, config.tls.as_ref()).await?),
             None => None,
         };
+        if rest.is_some()
+            && config
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.roles.admin.is_empty())
+        {
+            tracing::warn!(
+                "the REST surface is on but tls.roles.admin is empty: every call will be refused"
+            );
+        }
         if let Some(rest) = &rest {
             authority = authority.with_rest_base(rest.public_url());
         }

@@ -643,3 +643,73 @@ async fn session_and_user_endpoints_answer_clearly() {
         .await;
     assert_eq!(reply.status, 204, "{}", reply.text());
 }
+
+/// A plain-HTTP call to a REST surface without TLS, with a valid Xrfkey.
+async fn plain_qps(address: SocketAddr, method: Method, path: &str, body: Value) -> Reply {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let reply = client::request(
+        method,
+        &format!("http://{address}{path}?xrfkey={XRFKEY}"),
+        &[("X-Qlik-Xrfkey", XRFKEY)],
+        body,
+    )
+    .await;
+    Reply {
+        status: reply.status,
+        body: reply.body,
+    }
+}
+
+#[tokio::test]
+async fn on_loopback_without_tls_the_surface_is_open_and_caps_and_conflicts_map_to_http() {
+    let upstream = EchoUpstream::start("engine").await;
+    let config = format!(
+        "[rest]\nlisten = \"127.0.0.1:0\"\n{}\n[[virtual_proxies]]\nprefix = \"capped\"\nmax_sessions_per_user = 1\n",
+        AppProxy::new([upstream.node()]).toml()
+    );
+    let control = ControlPlane::start(&config).await;
+    let node = DataPlaneNode::start(&control).await;
+    let rest = control.rest_address();
+
+    // Nodes name the plain-HTTP surface in their login redirects.
+    let first = get(&node.url("/app/hub"), &[]).await;
+    assert_eq!(first.status, 302, "{}", first.text());
+    let module_url = first.location().expect("Location");
+    assert_eq!(
+        query_param(module_url, "proxyRestUri").as_deref(),
+        Some(format!("http://{rest}/qps/app/").as_str())
+    );
+
+    // No certificate needed in development; the Xrfkey still is.
+    let user = json!({"UserDirectory": "CORP", "UserId": "dave"});
+    let reply = plain_qps(rest, Method::POST, "/qps/capped/session", user.clone()).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let refused = client::post(
+        &format!("http://{rest}/qps/capped/ticket"),
+        &[],
+        &user.to_string(),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+
+    // One session per user here: the second is refused, as QPS refuses a sixth.
+    let reply = plain_qps(rest, Method::POST, "/qps/capped/session", user.clone()).await;
+    assert_eq!(reply.status, 429, "{}", reply.text());
+
+    // A session id a live session holds is a conflict.
+    let id = random_session_id();
+    let with_id = json!({"UserDirectory": "CORP", "UserId": "erin", "SessionId": id});
+    let reply = plain_qps(rest, Method::POST, "/qps/app/session", with_id.clone()).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let reply = plain_qps(rest, Method::POST, "/qps/app/session", with_id).await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+
+    // Over-large bodies are refused before they are parsed.
+    let huge = json!({"UserDirectory": "CORP", "UserId": "x".repeat(300 * 1024)});
+    let reply = plain_qps(rest, Method::POST, "/qps/app/ticket", huge).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+}
