@@ -46,6 +46,11 @@ pub struct IssuedSession {
 pub enum SessionSelector {
     Token(String),
     Handle(String),
+    /// An id given where QPS takes one (`/qps/{prefix}/session/{id}`): QPS clients send the
+    /// cookie value, Gatehouse listings show the handle, and the two cannot be told apart by
+    /// their form, so the token is tried first, then the handle. Both are random; one
+    /// cannot be mistaken for the other.
+    TokenOrHandle(String),
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +59,9 @@ pub struct Authority {
     proxies: Arc<ArcSwap<VirtualProxies>>,
     tickets: TicketConfig,
     clock: Arc<dyn Clock>,
+    /// Base URL of the REST surface, when it is on: login redirects name it in
+    /// `proxyRestUri`.
+    rest_base: Option<Arc<str>>,
 }
 
 impl Authority {
@@ -68,7 +76,33 @@ impl Authority {
             proxies: Arc::new(ArcSwap::from_pointee(proxies)),
             tickets,
             clock,
+            rest_base: None,
         }
+    }
+
+    /// Names the REST surface's public base URL (ending in `/`), so that nodes send
+    /// authentication modules there.
+    pub fn with_rest_base(mut self, base: &str) -> Self {
+        let base = if base.ends_with('/') {
+            base.to_owned()
+        } else {
+            format!("{base}/")
+        };
+        self.rest_base = Some(base.into());
+        self
+    }
+
+    /// Where an authentication module of this virtual proxy requests tickets
+    /// (`proxyRestUri`), when the REST surface is on: `{base}qps/{prefix}/`, `{base}qps/` for
+    /// the default virtual proxy.
+    pub fn proxy_rest_uri(&self, virtual_proxy: &str) -> Option<String> {
+        self.rest_base.as_ref().map(|base| {
+            if virtual_proxy.is_empty() {
+                format!("{base}qps/")
+            } else {
+                format!("{base}qps/{virtual_proxy}/")
+            }
+        })
     }
 
     /// The virtual proxies in force now (they change when the configuration is reloaded).
@@ -216,14 +250,29 @@ impl Authority {
         }
     }
 
-    pub async fn get_session(&self, selector: &SessionSelector) -> Result<Session, Error> {
+    /// The session named, in `virtual_proxy` when one is given (a session of another one is
+    /// not found, so a caller scoped to one proxy learns nothing of the others).
+    pub async fn get_session(
+        &self,
+        selector: &SessionSelector,
+        virtual_proxy: Option<&str>,
+    ) -> Result<Session, Error> {
+        if let Some(prefix) = virtual_proxy {
+            self.virtual_proxies().get(prefix)?;
+        }
         self.find(selector)
             .await?
+            .filter(|session| virtual_proxy.is_none_or(|prefix| prefix == session.virtual_proxy))
             .ok_or_else(|| Error::NotFound("no such session".into()))
     }
 
-    pub async fn delete_session(&self, selector: &SessionSelector) -> Result<Session, Error> {
-        let session = self.get_session(selector).await?;
+    /// Ends a session; nodes hear of it on the revocation stream and close its WebSockets.
+    pub async fn delete_session(
+        &self,
+        selector: &SessionSelector,
+        virtual_proxy: Option<&str>,
+    ) -> Result<Session, Error> {
+        let session = self.get_session(selector, virtual_proxy).await?;
         self.store
             .delete_session(&session.handle, RevocationReason::Deleted)
             .await?
@@ -411,6 +460,12 @@ impl Authority {
                 self.store.session_by_token(&TokenHash::of(token)).await?
             }
             SessionSelector::Handle(handle) => self.store.session_by_handle(handle).await?,
+            SessionSelector::TokenOrHandle(id) => {
+                match self.store.session_by_token(&TokenHash::of(id)).await? {
+                    Some(session) => Some(session),
+                    None => self.store.session_by_handle(id).await?,
+                }
+            }
         };
         let now = self.clock.now();
         Ok(session.filter(|session| !session.is_expired(now)))

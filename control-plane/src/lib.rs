@@ -13,6 +13,7 @@ pub mod events;
 pub mod logging;
 pub mod metrics;
 pub mod process;
+pub mod rest;
 pub mod server;
 pub mod store;
 pub mod tokens;

@@ -50,6 +50,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    Rest(#[from] crate::rest::RestStartError),
     #[error("cannot read TLS material {path}: {source}")]
     Tls {
         path: std::path::PathBuf,
@@ -94,6 +96,8 @@ pub struct BoundServer {
     /// Where the virtual proxies are reloaded from, on change or SIGHUP.
     reload: Option<(PathBuf, Overrides)>,
     logs: Option<crate::logging::LogControl>,
+    /// The QPS-compatible REST surface, when configured.
+    rest: Option<crate::rest::BoundRest>,
 }
 
 /// Builds the store the configuration names.
@@ -134,12 +138,29 @@ impl BoundServer {
                     address: config.listen,
                     source,
                 })?;
-        let authority = Authority::new(
+        let mut authority = Authority::new(
             store,
             VirtualProxies::new(&config.virtual_proxies),
             config.tickets,
             clock,
         );
+        let rest = match &config.rest {
+            Some(rest) => Some(crate::rest::BoundRest::bind(rest, config.tls.as_ref()).await?),
+            None => None,
+        };
+        if rest.is_some()
+            && config
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.roles.admin.is_empty())
+        {
+            tracing::warn!(
+                "the REST surface is on but tls.roles.admin is empty: every call will be refused"
+            );
+        }
+        if let Some(rest) = &rest {
+            authority = authority.with_rest_base(rest.public_url());
+        }
         let admin = TcpListener::bind(config.admin_listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -175,6 +196,7 @@ impl BoundServer {
             tls,
             reload: None,
             logs: None,
+            rest,
         })
     }
 
@@ -194,6 +216,11 @@ impl BoundServer {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Address of the REST surface, when it is on.
+    pub fn rest_addr(&self) -> Option<SocketAddr> {
+        self.rest.as_ref().and_then(|rest| rest.local_addr().ok())
     }
 
     /// Address of `/live` and `/ready`.
@@ -265,6 +292,10 @@ impl BoundServer {
         });
         let stopping = CancellationToken::new();
         let access = self.access;
+        // The REST surface stops taking calls when the gRPC server starts draining.
+        let rest = self.rest.map(|rest| {
+            tokio::spawn(rest.serve(authority.clone(), access.clone(), stopping.clone()))
+        });
         let node_api = pb::node_service_server::NodeServiceServer::with_interceptor(
             NodeApi::new(authority.clone(), feed, stopping.clone()),
             access.require(Role::Node),
@@ -334,6 +365,9 @@ impl BoundServer {
         }
         if let Some(reloader) = reloader {
             reloader.abort();
+        }
+        if let Some(rest) = rest {
+            let _ = rest.await;
         }
         result
     }

@@ -72,6 +72,8 @@ pub struct VirtualProxy {
     pub cookie_domain: Option<String>,
     pub inactivity_timeout: Duration,
     pub authentication_module_uri: Option<String>,
+    /// The control plane's REST surface for this proxy (`proxyRestUri`), when it has one.
+    pub proxy_rest_uri: Option<String>,
     pub host_allow_list: Vec<String>,
     pub anonymous: Anonymous,
     pub header_authentication: Option<HeaderAuthentication>,
@@ -226,6 +228,7 @@ impl VirtualProxy {
             inactivity_timeout: duration(proto.inactivity_timeout, Duration::from_secs(1800)),
             authentication_module_uri: Some(proto.authentication_module_uri.clone())
                 .filter(|uri| !uri.is_empty()),
+            proxy_rest_uri: Some(proto.proxy_rest_uri.clone()).filter(|uri| !uri.is_empty()),
             host_allow_list: proto
                 .host_allow_list
                 .iter()

@@ -50,6 +50,8 @@ mod personal;
 #[cfg(test)]
 mod python_example;
 #[cfg(test)]
+mod qps_rest;
+#[cfg(test)]
 mod reflection;
 #[cfg(test)]
 mod reliability_control_plane;

@@ -18,7 +18,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::harness::{ControlPlane, eventually};
 
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -26,7 +26,7 @@ fn install_crypto_provider() {
 }
 
 /// A fresh dev CA and certificates from the documented script.
-fn dev_certificates(name: &str) -> PathBuf {
+pub(crate) fn dev_certificates(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gatehouse-tls-{}-{name}", std::process::id()));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dev-ca.sh");
     let status = std::process::Command::new("bash")
@@ -60,7 +60,7 @@ fn control_plane_toml(certs: &Path) -> String {
 }
 
 /// A channel to the control plane over TLS, with a client certificate when `client` names one.
-async fn channel(address: SocketAddr, certs: &Path, client: Option<&str>) -> Channel {
+pub(crate) async fn channel(address: SocketAddr, certs: &Path, client: Option<&str>) -> Channel {
     let read = |file: &str| std::fs::read(certs.join(file)).expect("read certificate");
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read("ca.pem")))

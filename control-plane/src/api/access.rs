@@ -63,6 +63,54 @@ fn lowercase(names: &[String]) -> Vec<String> {
     names.iter().map(|name| name.to_ascii_lowercase()).collect()
 }
 
+/// Why a caller was refused by the certificate check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No client certificate was presented.
+    NoCertificate,
+    /// A certificate that names no holder of the role.
+    WrongRole,
+}
+
+impl Refusal {
+    /// The reason shown to the caller.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NoCertificate => "a client certificate is required for this service",
+            Self::WrongRole => "this client certificate may not call this service",
+        }
+    }
+}
+
+impl AccessPolicy {
+    /// The admin check of the gRPC admin services, for other surfaces (the REST API) that
+    /// see the peer's certificates themselves. Without TLS (loopback development) it admits.
+    pub fn admits_admin(&self, certificates: Option<&[CertificateDer<'_>]>) -> Result<(), Refusal> {
+        match &*self.0 {
+            Policy::Certificates { admin, .. } => check_certificates(admin, certificates),
+            Policy::Development { .. } => Ok(()),
+        }
+    }
+}
+
+/// One rule for every surface: the first certificate names a holder of the role.
+fn check_certificates(
+    allowed: &[String],
+    certificates: Option<&[CertificateDer<'_>]>,
+) -> Result<(), Refusal> {
+    let Some(first) = certificates.and_then(<[_]>::first) else {
+        return Err(Refusal::NoCertificate);
+    };
+    if certificate_names(first)
+        .iter()
+        .any(|name| allowed.contains(name))
+    {
+        Ok(())
+    } else {
+        Err(Refusal::WrongRole)
+    }
+}
+
 impl tonic::service::Interceptor for RequireRole {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         match &*self.policy {
@@ -71,21 +119,15 @@ impl tonic::service::Interceptor for RequireRole {
                     Role::Admin => admin,
                     Role::Node => node,
                 };
-                let Some(certificates) = request.peer_certs() else {
-                    return Err(Status::unauthenticated(
-                        "a client certificate is required for this service",
-                    ));
-                };
-                let names = certificates
-                    .first()
-                    .map(certificate_names)
-                    .unwrap_or_default();
-                if names.iter().any(|name| allowed.contains(name)) {
-                    Ok(request)
-                } else {
-                    Err(Status::permission_denied(
-                        "this client certificate may not call this service",
-                    ))
+                let certificates = request.peer_certs();
+                match check_certificates(allowed, certificates.as_deref().map(Vec::as_slice)) {
+                    Ok(()) => Ok(request),
+                    Err(refusal @ Refusal::NoCertificate) => {
+                        Err(Status::unauthenticated(refusal.reason()))
+                    }
+                    Err(refusal @ Refusal::WrongRole) => {
+                        Err(Status::permission_denied(refusal.reason()))
+                    }
                 }
             }
             Policy::Development { node_secret } => match self.role {

@@ -43,7 +43,7 @@ impl pb::session_service_server::SessionService for SessionApi {
         request: Request<pb::GetSessionRequest>,
     ) -> Result<Response<pb::GetSessionResponse>, Status> {
         let selector = selector_from_proto(request.into_inner().session)?;
-        let session = self.authority.get_session(&selector).await?;
+        let session = self.authority.get_session(&selector, None).await?;
         Ok(Response::new(pb::GetSessionResponse {
             session: Some(session_to_proto(session)),
         }))
@@ -54,7 +54,7 @@ impl pb::session_service_server::SessionService for SessionApi {
         request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
         let selector = selector_from_proto(request.into_inner().session)?;
-        let session = self.authority.delete_session(&selector).await?;
+        let session = self.authority.delete_session(&selector, None).await?;
         Ok(Response::new(pb::DeleteSessionResponse {
             session: Some(session_to_proto(session)),
         }))

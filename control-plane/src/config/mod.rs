@@ -38,6 +38,27 @@ pub struct Config {
     pub node_secret: Option<Secret>,
     /// gRPC over TLS with client certificates. Required unless `listen` is a loopback address.
     pub tls: Option<TlsConfig>,
+    /// The QPS-compatible REST surface; off unless `[rest] listen` is set.
+    pub rest: Option<RestConfig>,
+}
+
+/// The QPS-compatible REST surface (`/qps/{prefix}/ticket` and friends). It uses the gRPC
+/// server's `[tls]` material and admits only `tls.roles.admin` certificates.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    /// Address of the REST server.
+    pub listen: SocketAddr,
+    /// The REST surface's address as authentication modules reach it (e.g.
+    /// `https://gatehouse-cp.example.com:4244/`), sent to nodes for `proxyRestUri`. Without
+    /// it, the bound address is used.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileRestConfig {
+    listen: Option<SocketAddr>,
+    public_url: Option<String>,
 }
 
 /// TLS for the gRPC server, and which client certificates may call what.
@@ -226,6 +247,7 @@ struct FileConfig {
     tickets: TicketConfig,
     node_api: NodeApiConfig,
     tls: Option<TlsConfig>,
+    rest: FileRestConfig,
     virtual_proxies: Vec<FileVirtualProxy>,
 }
 
@@ -240,6 +262,7 @@ impl Default for FileConfig {
             tickets: TicketConfig::default(),
             node_api: NodeApiConfig::default(),
             tls: None,
+            rest: FileRestConfig::default(),
             virtual_proxies: Vec::new(),
         }
     }
@@ -470,6 +493,7 @@ impl Config {
             }
             None => {}
         }
+        let rest = validate_rest(&file.rest, file.tls.is_some())?;
         Ok(Self {
             listen: file.listen,
             admin_listen: file.admin_listen,
@@ -480,8 +504,42 @@ impl Config {
             virtual_proxies,
             node_secret,
             tls: file.tls,
+            rest,
         })
     }
+}
+
+/// The REST surface follows the gRPC port's rule: plaintext only on loopback.
+fn validate_rest(rest: &FileRestConfig, tls: bool) -> Result<Option<RestConfig>, ConfigError> {
+    let invalid = |message: String| Err(ConfigError::Invalid(message));
+    let Some(listen) = rest.listen else {
+        if rest.public_url.is_some() {
+            return invalid("rest.public_url needs rest.listen".to_owned());
+        }
+        return Ok(None);
+    };
+    if !tls && !listen.ip().is_loopback() {
+        return invalid(format!(
+            "TLS is required for the REST surface on {listen} (configure [tls], or listen on a loopback address for development)"
+        ));
+    }
+    let public_url = match &rest.public_url {
+        Some(url) => {
+            let parsed: http::Uri = url
+                .parse()
+                .map_err(|_| ConfigError::Invalid("rest.public_url is not a URL".to_owned()))?;
+            let scheme_ok = matches!(parsed.scheme_str(), Some("http" | "https"));
+            if !scheme_ok || parsed.host().is_none_or(str::is_empty) || parsed.query().is_some() {
+                return invalid(
+                    "rest.public_url must be an absolute http or https URL without a query"
+                        .to_owned(),
+                );
+            }
+            Some(url.clone())
+        }
+        None => None,
+    };
+    Ok(Some(RestConfig { listen, public_url }))
 }
 
 fn node_secret(config: &NodeApiConfig) -> Result<Option<Secret>, ConfigError> {
@@ -610,6 +668,28 @@ mod tests {
                 .node_secret
                 .is_some_and(|secret| secret.matches(&"s".repeat(40)))
         );
+    }
+
+    #[test]
+    fn the_rest_surface_is_off_by_default_and_follows_the_loopback_rule() {
+        assert!(Config::from_toml_str("").unwrap().rest.is_none());
+        let rest = Config::from_toml_str(
+            "[rest]\nlisten = \"127.0.0.1:4244\"\npublic_url = \"https://cp.example.com:4244/\"",
+        )
+        .unwrap()
+        .rest
+        .unwrap();
+        assert_eq!(rest.listen.port(), 4244);
+        assert_eq!(
+            rest.public_url.as_deref(),
+            Some("https://cp.example.com:4244/")
+        );
+        assert!(rejected("[rest]\nlisten = \"0.0.0.0:4244\"").contains("TLS is required"));
+        assert!(rejected("[rest]\npublic_url = \"https://h/\"").contains("rest.listen"));
+        for bad in ["ftp://h/", "/relative", "https://h/?x=1"] {
+            let text = format!("[rest]\nlisten = \"127.0.0.1:1\"\npublic_url = \"{bad}\"");
+            assert!(rejected(&text).contains("public_url"), "{bad}");
+        }
     }
 
     #[test]

@@ -293,10 +293,15 @@ pub async fn login_uri(
             return Err(unavailable());
         }
     };
-    // Modules find the virtual proxy as the last path segment, as with QPS's REST address.
-    let rest = origin
-        .url(&format!("/qps/{}/", proxy.prefix))
-        .unwrap_or_else(|| format!("/qps/{}/", proxy.prefix));
+    // The control plane's REST surface when it has one, so a QPS module's
+    // `POST proxyRestUri + "ticket"` works unchanged; otherwise this node's address, where
+    // modules find the virtual proxy as the last path segment.
+    let rest = match &proxy.proxy_rest_uri {
+        Some(uri) => uri.clone(),
+        None => origin
+            .url(&format!("/qps/{}/", proxy.prefix))
+            .unwrap_or_else(|| format!("/qps/{}/", proxy.prefix)),
+    };
     let separator = if module.contains('?') { '&' } else { '?' };
     Ok(format!(
         "{module}{separator}proxyRestUri={}&targetId={target_id}",

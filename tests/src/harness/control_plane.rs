@@ -35,6 +35,7 @@ impl tonic::service::Interceptor for NodeCredential {
 pub struct ControlPlane {
     address: SocketAddr,
     admin_address: SocketAddr,
+    rest_address: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     channel: Channel,
@@ -82,6 +83,7 @@ impl ControlPlane {
     fn serve(server: BoundServer) -> Self {
         let address = server.local_addr().expect("bound address");
         let admin_address = server.admin_addr().expect("bound admin address");
+        let rest_address = server.rest_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = server
@@ -96,6 +98,7 @@ impl ControlPlane {
         Self {
             address,
             admin_address,
+            rest_address,
             stop: Some(stop),
             task: Some(task),
             channel,
@@ -115,6 +118,12 @@ impl ControlPlane {
     /// Address of `/live` and `/ready`.
     pub fn admin_address(&self) -> SocketAddr {
         self.admin_address
+    }
+
+    /// Address of the QPS-compatible REST surface; the configuration must turn it on.
+    pub fn rest_address(&self) -> SocketAddr {
+        self.rest_address
+            .expect("the test configuration sets [rest] listen")
     }
 
     pub fn channel(&self) -> Channel {

@@ -7,7 +7,11 @@ use crate::config::{
     UpstreamConfig, VirtualProxyConfig,
 };
 
-pub(crate) fn virtual_proxy_to_proto(proxy: &VirtualProxyConfig) -> pb::VirtualProxy {
+/// `proxy_rest_uri`: the REST surface's address for this proxy, when that surface is on.
+pub(crate) fn virtual_proxy_to_proto(
+    proxy: &VirtualProxyConfig,
+    proxy_rest_uri: Option<String>,
+) -> pb::VirtualProxy {
     pb::VirtualProxy {
         prefix: proxy.prefix.clone(),
         cookie_name: proxy.cookie_name.clone(),
@@ -56,6 +60,7 @@ pub(crate) fn virtual_proxy_to_proto(proxy: &VirtualProxyConfig) -> pb::VirtualP
         .into(),
         cookie_host_prefix: proxy.cookie_host_prefix,
         websocket_requires_csrf_token: proxy.websocket_requires_csrf_token,
+        proxy_rest_uri: proxy_rest_uri.unwrap_or_default(),
     }
 }
 

@@ -99,7 +99,9 @@ impl WatchSource {
                     .virtual_proxies()
                     .all()
                     .iter()
-                    .map(virtual_proxy_to_proto)
+                    .map(|proxy| {
+                        virtual_proxy_to_proto(proxy, self.authority.proxy_rest_uri(&proxy.prefix))
+                    })
                     .collect(),
                 flush_cache,
             })),
