@@ -50,11 +50,11 @@ pub async fn issue_ticket_with(
         .unwrap_or_else(|| panic!("no targetId in {module_url}"));
     let rest = client::query_param(module_url, "proxyRestUri")
         .unwrap_or_else(|| panic!("no proxyRestUri in {module_url}"));
-    // QPS modules take the virtual proxy from the last segment of the REST address.
+    // QPS modules take the virtual proxy from the REST address, `.../qps/{prefix}/`: what
+    // follows `/qps/`, which is empty for the default proxy (`/qps/` or `/qps//`).
     let virtual_proxy = rest
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
+        .rsplit_once("/qps/")
+        .map(|(_, prefix)| prefix.trim_matches('/'))
         .unwrap_or_default()
         .to_owned();
     let issued = authentication
