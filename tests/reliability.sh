@@ -2,7 +2,7 @@
 # The long variants of the reliability tests: outages of 30 s, the soak at full scale and the
 # hostile-client runs at 5,000 connections. CI runs the fast variant of each (./test.sh).
 # Needs redis-server, redis-sentinel and redis-cli (Debian: apt-get install -y redis-server
-# redis-sentinel). Takes about 15 minutes on 2 cores.
+# redis-sentinel redis-tools). Takes about 19 minutes on 2 cores, the release build included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GATEHOUSE_LONG_TESTS=1
