@@ -118,15 +118,6 @@ async fn a_windows_client_logs_in_with_kerberos_and_gets_a_normal_session() {
         seen_header(&seen, "authorization").is_none(),
         "the Negotiate token is not passed upstream"
     );
-    // The first answer was the challenge, then curl sent its token.
-    assert!(
-        response
-            .headers
-            .to_ascii_lowercase()
-            .contains("www-authenticate: negotiate\r\n"),
-        "{}",
-        response.headers
-    );
     let cookie = response
         .header("set-cookie")
         .expect("the session cookie is set");
@@ -195,6 +186,7 @@ async fn tokens_the_keytab_cannot_accept_get_401_and_no_session() {
         )
         .await;
     assert_eq!(wrong.status, 401, "{}\n{}", wrong.headers, wrong.body);
+    assert!(wrong.body.contains("not accepted"), "{}", wrong.body);
     assert!(wrong.header("set-cookie").is_none());
     assert!(sessions(&control_plane).await.is_empty());
     assert!(
