@@ -69,7 +69,7 @@ pub fn split_principal(principal: &str) -> Option<(&str, &str)> {
         .char_indices()
         .filter(|&(index, c)| c == '@' && !principal[..index].ends_with('\\'))
         .map(|(index, _)| index)
-        .last()?;
+        .next_back()?;
     let (user, realm) = (&principal[..at], &principal[at + 1..]);
     (!user.is_empty() && !realm.is_empty()).then_some((user, realm))
 }

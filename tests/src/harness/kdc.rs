@@ -250,8 +250,7 @@ impl Kdc {
         let headers = std::fs::read_to_string(headers.path()).expect("read curl's header dump");
         let status = headers
             .lines()
-            .filter(|line| line.starts_with("HTTP/"))
-            .last()
+            .rfind(|line| line.starts_with("HTTP/"))
             .and_then(|line| line.split_whitespace().nth(1))
             .and_then(|code| code.parse().ok())
             .unwrap_or(0);
@@ -281,6 +280,6 @@ impl CurlResponse {
             .filter_map(|line| line.split_once(':'))
             .filter(|(key, _)| key.trim().eq_ignore_ascii_case(name))
             .map(|(_, value)| value.trim().to_owned())
-            .last()
+            .next_back()
     }
 }
