@@ -7,6 +7,7 @@
 //! name the browser used does not matter as long as its service key is there.
 
 use libgssapi::context::{SecurityContext, ServerCtx};
+use libgssapi::credential::{Cred, CredUsage};
 
 /// Longest token accepted; real SPNEGO tokens with a PAC stay well below this.
 pub const MAX_TOKEN_LEN: usize = 64 * 1024;
@@ -61,6 +62,23 @@ fn accept_blocking(token: &[u8]) -> Result<Accepted, Rejected> {
         principal,
         output_token: output.map(|buffer| buffer.to_vec()).unwrap_or_default(),
     })
+}
+
+/// Logs a warning when no acceptor credential can be had (no keytab, an unreadable or an
+/// empty one): every Windows login would fail. Not fatal, since the keytab may be installed
+/// after start (it is read on each login).
+pub async fn warn_without_keytab() {
+    let check =
+        tokio::task::spawn_blocking(|| Cred::acquire(None, None, CredUsage::Accept, None)).await;
+    match check {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(
+            %error,
+            keytab = std::env::var("KRB5_KTNAME").unwrap_or_default(),
+            "Windows authentication is configured but no Kerberos keytab is usable (set KRB5_KTNAME); every Kerberos login will fail"
+        ),
+        Err(error) => tracing::warn!(%error, "the Kerberos keytab check failed"),
+    }
 }
 
 /// Splits `user@REALM` at its last unescaped `@`; `None` without a realm or a user.
