@@ -15,6 +15,7 @@ use crate::domain::{
     UserKey,
 };
 use crate::error::{Error, StoreError};
+use crate::kerberos;
 use crate::store::{MAX_PAGE_SIZE, Store};
 use crate::tokens::{self, TokenHash};
 use crate::virtual_proxies::VirtualProxies;
@@ -366,6 +367,42 @@ impl Authority {
         }
         self.start_session(virtual_proxy, user, tokens::new_session_token())
             .await
+    }
+
+    /// A session for the Kerberos principal a client's SPNEGO token names, with the user
+    /// directory its realm maps to; only where Windows authentication is on. Returns the
+    /// acceptor's reply token too, for mutual authentication.
+    pub async fn kerberos_login(
+        &self,
+        virtual_proxy: &str,
+        token: Vec<u8>,
+    ) -> Result<(IssuedSession, Vec<u8>), Error> {
+        let Some(config) = self.virtual_proxies().get(virtual_proxy)?.kerberos.clone() else {
+            return Err(Error::PermissionDenied(
+                "this virtual proxy does not use Windows authentication",
+            ));
+        };
+        let accepted = kerberos::accept(token).await.map_err(|error| {
+            tracing::info!(%virtual_proxy, %error, "Kerberos token not accepted");
+            Error::Unauthenticated("the Kerberos token was not accepted")
+        })?;
+        let Some((user, realm)) = kerberos::split_principal(&accepted.principal) else {
+            tracing::info!(%virtual_proxy, principal = %accepted.principal, "Kerberos principal without a realm");
+            return Err(Error::Unauthenticated(
+                "the Kerberos principal has no realm",
+            ));
+        };
+        let Some(directory) = config.directory_of(realm) else {
+            tracing::info!(%virtual_proxy, %realm, "Kerberos realm not mapped to a user directory");
+            return Err(Error::PermissionDenied(
+                "the user's Kerberos realm is not accepted here",
+            ));
+        };
+        let user = User::new(directory, user, Vec::new())?;
+        let issued = self
+            .start_session(virtual_proxy, user, tokens::new_session_token())
+            .await?;
+        Ok((issued, accepted.output_token))
     }
 
     /// A session for an anonymous user (directory `NONE`, id `anonymous<random>`), as QPS

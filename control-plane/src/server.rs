@@ -148,6 +148,13 @@ impl BoundServer {
             Some(rest) => Some(crate::rest::BoundRest::bind(rest, config.tls.as_ref()).await?),
             None => None,
         };
+        if config
+            .virtual_proxies
+            .iter()
+            .any(|proxy| proxy.kerberos.is_some())
+        {
+            crate::kerberos::warn_without_keytab().await;
+        }
         if rest.is_some()
             && config
                 .tls

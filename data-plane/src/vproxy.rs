@@ -46,6 +46,29 @@ pub struct HeaderAuthentication {
     pub trusted_networks: Vec<IpNet>,
 }
 
+/// Windows authentication (Kerberos / SPNEGO), validated by the control plane.
+#[derive(Debug, Clone)]
+pub struct KerberosAuthentication {
+    /// Lowercase; the method applies to clients whose User-Agent contains it ("" matches
+    /// every client).
+    pub user_agent_pattern: String,
+}
+
+impl KerberosAuthentication {
+    /// Whether a client with this User-Agent gets Windows authentication (QPS's rule).
+    pub fn applies_to(&self, user_agent: Option<&[u8]>) -> bool {
+        if self.user_agent_pattern.is_empty() {
+            return true;
+        }
+        let pattern = self.user_agent_pattern.as_bytes();
+        user_agent.is_some_and(|agent| {
+            agent
+                .windows(pattern.len())
+                .any(|window| window.eq_ignore_ascii_case(pattern))
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AccessRule {
     pub path_prefix: String,
@@ -77,6 +100,7 @@ pub struct VirtualProxy {
     pub host_allow_list: Vec<String>,
     pub anonymous: Anonymous,
     pub header_authentication: Option<HeaderAuthentication>,
+    pub kerberos: Option<KerberosAuthentication>,
     pub strip_prefix: bool,
     pub upstream: Arc<UpstreamPool>,
     pub identity: IdentityPreset,
@@ -240,6 +264,11 @@ impl VirtualProxy {
                 pb::AnonymousMode::Always => Anonymous::Always,
             },
             header_authentication,
+            kerberos: proto.kerberos_authentication.as_ref().map(|kerberos| {
+                KerberosAuthentication {
+                    user_agent_pattern: kerberos.user_agent_pattern.to_ascii_lowercase(),
+                }
+            }),
             strip_prefix: proto.strip_prefix,
             upstream,
             identity: match proto

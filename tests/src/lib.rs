@@ -12,6 +12,8 @@ pub mod fuzz_entry;
 pub mod harness;
 
 #[cfg(test)]
+mod auth_kerberos;
+#[cfg(test)]
 mod data_plane_activity;
 #[cfg(test)]
 mod data_plane_balancing;

@@ -54,6 +54,8 @@ pub struct VirtualProxyConfig {
     pub host_allow_list: Vec<String>,
     pub anonymous: AnonymousMode,
     pub header_authentication: Option<HeaderAuthConfig>,
+    /// Windows authentication (Kerberos / SPNEGO).
+    pub kerberos: Option<KerberosConfig>,
     /// Remove `/{prefix}` from the path before forwarding.
     pub strip_prefix: bool,
     pub upstream: UpstreamConfig,
@@ -107,6 +109,39 @@ pub struct HeaderAuthConfig {
     /// CIDR networks the header is accepted from. Empty: from nowhere.
     #[serde(default)]
     pub trusted_networks: Vec<String>,
+}
+
+/// Windows authentication: a SPNEGO token accepted with the control plane's keytab names the
+/// user as `user@REALM`; the realm decides the user directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KerberosConfig {
+    /// The method applies only to clients whose User-Agent contains this (ASCII case
+    /// ignored); others get the ticket flow. Empty: every client.
+    #[serde(default = "default_user_agent_pattern")]
+    pub user_agent_pattern: String,
+    /// Realm → user directory. Realms are matched case-insensitively.
+    #[serde(default)]
+    pub realms: BTreeMap<String, String>,
+    /// The directory of principals whose realm is not in `realms`. Absent: such principals
+    /// are refused.
+    #[serde(default)]
+    pub user_directory: Option<String>,
+}
+
+impl KerberosConfig {
+    /// The user directory of a principal of `realm`, if that realm is accepted.
+    pub fn directory_of(&self, realm: &str) -> Option<&str> {
+        self.realms
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(realm))
+            .map(|(_, directory)| directory.as_str())
+            .or(self.user_directory.as_deref())
+    }
+}
+
+fn default_user_agent_pattern() -> String {
+    "Windows".to_owned()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -221,6 +256,7 @@ pub(super) struct FileVirtualProxy {
     #[serde(default)]
     anonymous: AnonymousMode,
     header_authentication: Option<HeaderAuthConfig>,
+    kerberos: Option<KerberosConfig>,
     #[serde(default = "default_strip_prefix")]
     strip_prefix: bool,
     #[serde(default)]
@@ -255,6 +291,7 @@ impl FileVirtualProxy {
             host_allow_list: Vec::new(),
             anonymous: AnonymousMode::default(),
             header_authentication: None,
+            kerberos: None,
             strip_prefix: default_strip_prefix(),
             upstream: UpstreamConfig::default(),
             identity_headers: IdentityPreset::default(),
@@ -368,6 +405,9 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
     if let Some(header) = &proxy.header_authentication {
         validate_header_auth(header).map_err(named)?;
     }
+    if let Some(kerberos) = &proxy.kerberos {
+        validate_kerberos(kerberos).map_err(named)?;
+    }
     validate_upstream(&proxy.upstream).map_err(named)?;
     for rule in &proxy.access_rules {
         if !rule.path_prefix.starts_with('/') {
@@ -409,6 +449,7 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         host_allow_list,
         anonymous: proxy.anonymous,
         header_authentication: proxy.header_authentication,
+        kerberos: proxy.kerberos,
         strip_prefix: proxy.strip_prefix,
         upstream: proxy.upstream,
         identity_headers: proxy.identity_headers,
@@ -453,6 +494,40 @@ fn validate_header_auth(header: &HeaderAuthConfig) -> Result<(), String> {
         return Err(format!(
             "trusted network {network:?} is not a CIDR network such as 10.0.0.0/8"
         ));
+    }
+    Ok(())
+}
+
+fn validate_kerberos(kerberos: &KerberosConfig) -> Result<(), String> {
+    if kerberos.realms.is_empty() && kerberos.user_directory.is_none() {
+        return Err(
+            "kerberos needs a realms table (realm = user directory), a user_directory, or both"
+                .to_owned(),
+        );
+    }
+    let bad_directory = |directory: &String| {
+        directory.trim().is_empty() || directory.trim() != directory || directory.contains('\\')
+    };
+    if let Some((realm, _)) = kerberos
+        .realms
+        .iter()
+        .find(|(realm, directory)| realm.trim().is_empty() || bad_directory(directory))
+    {
+        return Err(format!(
+            "kerberos.realms entry {realm:?} needs a realm name and a user directory without spaces around it or a backslash"
+        ));
+    }
+    if kerberos.user_directory.as_ref().is_some_and(bad_directory) {
+        return Err(
+            "kerberos.user_directory must not be blank, padded or contain a backslash".to_owned(),
+        );
+    }
+    if kerberos
+        .user_agent_pattern
+        .chars()
+        .any(|c| c.is_control() || !c.is_ascii())
+    {
+        return Err("kerberos.user_agent_pattern must be printable ASCII".to_owned());
     }
     Ok(())
 }
@@ -553,6 +628,32 @@ mod tests {
             toml::from_str(&format!("[[virtual_proxies]]\nprefix = \"p\"\n{extra}"))
                 .map_err(|error| error.to_string())?;
         validate_all(file.virtual_proxies)
+    }
+
+    #[test]
+    fn kerberos_maps_realms_to_directories() {
+        let proxies =
+            proxy("[virtual_proxies.kerberos]\nrealms = { \"CORP.EXAMPLE.COM\" = \"CORP\" }")
+                .unwrap_or_else(|e| panic!("{e}"));
+        let kerberos = proxies[0].kerberos.clone().unwrap_or_else(|| panic!("on"));
+        assert_eq!(kerberos.user_agent_pattern, "Windows");
+        assert_eq!(kerberos.directory_of("corp.example.com"), Some("CORP"));
+        assert_eq!(kerberos.directory_of("OTHER.EXAMPLE.COM"), None);
+        let fallback = KerberosConfig {
+            user_directory: Some("ANY".into()),
+            ..kerberos
+        };
+        assert_eq!(fallback.directory_of("OTHER.EXAMPLE.COM"), Some("ANY"));
+        assert_eq!(fallback.directory_of("CORP.EXAMPLE.COM"), Some("CORP"));
+
+        for bad in [
+            "[virtual_proxies.kerberos]",
+            "[virtual_proxies.kerberos]\nuser_directory = \" \"",
+            "[virtual_proxies.kerberos]\nrealms = { \"CORP\" = \"A\\\\B\" }",
+            "[virtual_proxies.kerberos]\nuser_directory = \"D\"\nkeytab = \"/x\"",
+        ] {
+            assert!(proxy(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod cookie;
 pub mod csrf;
 pub mod header;
+pub mod kerberos;
 pub mod query;
 pub mod rules;
 
@@ -27,12 +28,15 @@ use crate::proxy::upstream::ProxyBody;
 use crate::respond;
 use crate::state::{NodeState, Validation};
 use crate::vproxy::{Anonymous, VirtualProxy};
+use kerberos::Negotiation;
 
 /// The request's user, and the cookie to set if a session was just created for it.
 #[derive(Debug)]
 pub struct Authenticated {
     pub session: Arc<CachedSession>,
     pub set_cookie: Option<HeaderValue>,
+    /// `WWW-Authenticate: Negotiate <token>` completing a Kerberos mutual authentication.
+    pub www_authenticate: Option<HeaderValue>,
 }
 
 /// What the request gets instead of reaching the upstream.
@@ -105,6 +109,7 @@ pub async fn authenticate(
                     return Ok(Authenticated {
                         session,
                         set_cookie: None,
+                        www_authenticate: None,
                     });
                 }
             }
@@ -121,13 +126,80 @@ pub async fn authenticate(
         let login = state.control.header_login(&proxy.prefix, user).await;
         return logged_in(state, proxy, origin, login, "header");
     }
+    let negotiation = kerberos::read(proxy, &parts.headers);
+    match negotiation {
+        Negotiation::Token(token) => return kerberos_login(state, proxy, origin, token).await,
+        Negotiation::Ntlm => {
+            state.metrics.login("kerberos", "refused");
+            return Err(kerberos::ntlm_refused());
+        }
+        Negotiation::Malformed => {
+            state.metrics.login("kerberos", "refused");
+            return Err(respond::error(
+                StatusCode::UNAUTHORIZED,
+                "the Negotiate token is malformed",
+            ));
+        }
+        Negotiation::NotApplicable | Negotiation::Absent => {}
+    }
     let forced = query::param(parts.uri.query(), "forceAuthentication")
         .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
     if proxy.anonymous == Anonymous::Always || (proxy.anonymous == Anonymous::Allow && !forced) {
         let login = state.control.anonymous_login(&proxy.prefix).await;
         return logged_in(state, proxy, origin, login, "anonymous");
     }
-    Err(login_required(state, proxy, parts, origin).await)
+    let fallback = login_required(state, proxy, parts, origin).await;
+    if negotiation == Negotiation::Absent {
+        return Err(negotiate(fallback));
+    }
+    Err(fallback)
+}
+
+/// The Negotiate challenge in place of `fallback`, the ticket flow's answer: its redirect
+/// becomes the page's link for browsers that cannot negotiate. A 503 stays a 503.
+fn negotiate(fallback: Refusal) -> Refusal {
+    match fallback.status() {
+        StatusCode::FOUND => kerberos::challenge(
+            fallback
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|location| location.to_str().ok()),
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => fallback,
+        _ => kerberos::challenge(None),
+    }
+}
+
+/// Has the control plane accept a SPNEGO token and start a session for its principal.
+async fn kerberos_login(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    origin: &Origin,
+    token: Vec<u8>,
+) -> Result<Authenticated, Refusal> {
+    match state.control.kerberos_login(&proxy.prefix, token).await {
+        Ok((login, output_token)) => {
+            let mut authenticated = logged_in(state, proxy, origin, Ok(login), "kerberos")?;
+            authenticated.www_authenticate = kerberos::mutual_authentication(&output_token);
+            Ok(authenticated)
+        }
+        Err(ControlError::Refused(status)) if status.code() == Code::Unauthenticated => {
+            state.metrics.login("kerberos", "refused");
+            Err(respond::error(
+                StatusCode::UNAUTHORIZED,
+                "the Windows sign-in was not accepted",
+            ))
+        }
+        Err(ControlError::Refused(status)) if status.code() == Code::PermissionDenied => {
+            state.metrics.login("kerberos", "refused");
+            tracing::info!(message = status.message(), "Kerberos login refused");
+            Err(respond::error(
+                StatusCode::FORBIDDEN,
+                "this Windows account's realm is not accepted here",
+            ))
+        }
+        Err(error) => logged_in(state, proxy, origin, Err(error), "kerberos"),
+    }
 }
 
 /// Exchanges a ticket for a session. A ticket that is no longer valid is not the end: on a
@@ -148,6 +220,7 @@ pub async fn redeem(
                 return Ok(Authenticated {
                     session,
                     set_cookie: None,
+                    www_authenticate: None,
                 });
             }
             Err(respond::error(
@@ -180,6 +253,7 @@ fn logged_in(
             Ok(Authenticated {
                 session,
                 set_cookie: cookie::set(proxy, &login.token, origin.secure),
+                www_authenticate: None,
             })
         }
         Err(ControlError::Unavailable(detail)) => {

@@ -389,6 +389,30 @@ impl ControlClient {
         login(answer.into_inner())
     }
 
+    /// Hands a client's SPNEGO token to the control plane, which holds the keytab. Returns
+    /// the login and the acceptor's reply token (empty when there is none).
+    pub async fn kerberos_login(
+        &self,
+        virtual_proxy: &str,
+        token: Vec<u8>,
+    ) -> Result<(Login, Vec<u8>), ControlError> {
+        let request = pb::KerberosLoginRequest {
+            virtual_proxy: virtual_proxy.to_owned(),
+            token,
+        };
+        let answer = self
+            .call(|replica| {
+                let mut client = replica.node.clone();
+                let request = request.clone();
+                async move { client.kerberos_login(request).await }
+            })
+            .await?
+            .into_inner();
+        let output_token = answer.output_token;
+        let login = login(answer.login.unwrap_or_default())?;
+        Ok((login, output_token))
+    }
+
     pub async fn anonymous_login(&self, virtual_proxy: &str) -> Result<Login, ControlError> {
         let request = pb::AnonymousLoginRequest {
             virtual_proxy: virtual_proxy.to_owned(),

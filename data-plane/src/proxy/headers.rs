@@ -144,6 +144,19 @@ pub fn for_upstream(
             || *name == X_FORWARDED_HOST
             || is_identity_lookalike(name)
     });
+    // The client's Kerberos token is for the proxy, not the upstream.
+    if proxy.kerberos.is_some()
+        && headers
+            .get(http::header::AUTHORIZATION)
+            .is_some_and(|value| {
+                value
+                    .as_bytes()
+                    .get(..10)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"negotiate "))
+            })
+    {
+        headers.remove(http::header::AUTHORIZATION);
+    }
     if websocket {
         headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     }

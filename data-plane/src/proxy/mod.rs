@@ -192,6 +192,7 @@ async fn serve(
     let Authenticated {
         session,
         set_cookie,
+        www_authenticate,
     } = authenticated;
     // A session this very request created (ticket, header, anonymous) proves intent; an
     // existing cookie alone does not, since a cross-site page can make the browser send it.
@@ -278,6 +279,11 @@ async fn serve(
     };
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    if let Some(negotiate) = www_authenticate {
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, negotiate);
     }
     response
 }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod control_plane;
 pub mod data_plane;
 pub mod eventually;
+pub mod kdc;
 pub mod load;
 pub mod proc_stats;
 pub mod processes;

@@ -156,24 +156,31 @@ impl ControlPlaneProcess {
     /// Starts one with this configuration (`listen`, `admin_listen` and the node secret are
     /// set on the command line) and waits until it is ready (its store answers).
     pub async fn start(config_toml: &str) -> Self {
+        Self::start_with_env(config_toml, &[]).await
+    }
+
+    /// As [`start`](Self::start), with extra environment variables for the process (such as
+    /// `KRB5_KTNAME`, which GSSAPI reads from the environment only).
+    pub async fn start_with_env(config_toml: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let address = loopback(free_port());
         let admin = loopback(free_port());
         let config = scratch_file("control-plane", "toml");
         std::fs::write(&config, config_toml).expect("write the control plane's configuration");
-        let mut process = Process::spawn(
-            "control-plane",
-            Command::new(binary("control-plane"))
-                .arg("--config")
-                .arg(&config)
-                .arg("--listen")
-                .arg(address.to_string())
-                .arg("--admin-listen")
-                .arg(admin.to_string())
-                .env("GATEHOUSE_NODE_SECRET", NODE_SECRET)
-                .env("GATEHOUSE_LOG", "warn")
-                .env_remove("GATEHOUSE_CONFIG"),
-            vec![config],
-        );
+        let mut command = Command::new(binary("control-plane"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .arg("--listen")
+            .arg(address.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .env("GATEHOUSE_NODE_SECRET", NODE_SECRET)
+            .env("GATEHOUSE_LOG", "warn")
+            .env_remove("GATEHOUSE_CONFIG");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut process = Process::spawn("control-plane", &mut command, vec![config]);
         process.wait_ready(admin).await;
         let channel = Channel::from_shared(format!("http://{address}"))
             .expect("valid endpoint")

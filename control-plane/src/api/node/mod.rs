@@ -121,6 +121,24 @@ impl pb::node_service_server::NodeService for NodeApi {
         }))
     }
 
+    async fn kerberos_login(
+        &self,
+        request: Request<pb::KerberosLoginRequest>,
+    ) -> Result<Response<pb::KerberosLoginResponse>, Status> {
+        let request = request.into_inner();
+        let (issued, output_token) = self
+            .authority
+            .kerberos_login(&request.virtual_proxy, request.token)
+            .await?;
+        Ok(Response::new(pb::KerberosLoginResponse {
+            login: Some(pb::LoginResponse {
+                session_token: issued.token,
+                session: Some(session_to_proto(issued.session)),
+            }),
+            output_token,
+        }))
+    }
+
     async fn anonymous_login(
         &self,
         request: Request<pb::AnonymousLoginRequest>,

@@ -33,6 +33,11 @@ pub(crate) fn virtual_proxy_to_proto(
                 trusted_networks: header.trusted_networks.clone(),
             }
         }),
+        kerberos_authentication: proxy.kerberos.as_ref().map(|kerberos| {
+            pb::KerberosAuthentication {
+                user_agent_pattern: kerberos.user_agent_pattern.clone(),
+            }
+        }),
         strip_prefix: proxy.strip_prefix,
         upstream: Some(upstream_to_proto(&proxy.upstream)),
         identity_headers: Some(pb::IdentityHeaders {
