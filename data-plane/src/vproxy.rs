@@ -77,6 +77,8 @@ pub struct VirtualProxy {
     pub host_allow_list: Vec<String>,
     pub anonymous: Anonymous,
     pub header_authentication: Option<HeaderAuthentication>,
+    /// `Authorization: Bearer <jwt>` logs in (verified by the control plane).
+    pub jwt_authentication: bool,
     pub strip_prefix: bool,
     pub upstream: Arc<UpstreamPool>,
     pub identity: IdentityPreset,
@@ -240,6 +242,10 @@ impl VirtualProxy {
                 pb::AnonymousMode::Always => Anonymous::Always,
             },
             header_authentication,
+            jwt_authentication: proto
+                .jwt_authentication
+                .as_ref()
+                .is_some_and(|jwt| jwt.enabled),
             strip_prefix: proto.strip_prefix,
             upstream,
             identity: match proto

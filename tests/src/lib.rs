@@ -12,6 +12,9 @@ pub mod fuzz_entry;
 pub mod harness;
 
 #[cfg(test)]
+mod auth_jwt;
+
+#[cfg(test)]
 mod data_plane_activity;
 #[cfg(test)]
 mod data_plane_balancing;

@@ -13,7 +13,7 @@ mod virtual_proxy;
 
 use self::virtual_proxy::FileVirtualProxy;
 pub use self::virtual_proxy::{
-    AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig,
+    AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig, JwtConfig,
     IDENTITY_HEADERS, IdentityPreset, RuleAction, SameSite, UpstreamConfig, VirtualProxyConfig,
     validate_prefix,
 };

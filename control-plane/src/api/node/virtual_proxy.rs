@@ -33,6 +33,10 @@ pub(crate) fn virtual_proxy_to_proto(
                 trusted_networks: header.trusted_networks.clone(),
             }
         }),
+        jwt_authentication: proxy
+            .jwt
+            .as_ref()
+            .map(|_| pb::JwtAuthentication { enabled: true }),
         strip_prefix: proxy.strip_prefix,
         upstream: Some(upstream_to_proto(&proxy.upstream)),
         identity_headers: Some(pb::IdentityHeaders {
