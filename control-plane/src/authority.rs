@@ -246,8 +246,9 @@ impl Authority {
             user,
             created: now,
             inactivity_timeout: proxy.inactivity_timeout,
-            absolute_expiry: until
-                .map_or(now + proxy.max_lifetime, |until| until.min(now + proxy.max_lifetime)),
+            absolute_expiry: until.map_or(now + proxy.max_lifetime, |until| {
+                until.min(now + proxy.max_lifetime)
+            }),
         };
         let cap = SessionCap {
             max_per_user: proxy.max_sessions_per_user,
@@ -392,7 +393,11 @@ impl Authority {
     /// finds the same session, and the store remembers until `exp` that the token had one: a
     /// session an administrator deleted (or that was logged out or timed out) stays ended,
     /// and the client needs a new token, as it would after a revocation at the issuer.
-    pub async fn jwt_login(&self, virtual_proxy: &str, token: &str) -> Result<IssuedSession, Error> {
+    pub async fn jwt_login(
+        &self,
+        virtual_proxy: &str,
+        token: &str,
+    ) -> Result<IssuedSession, Error> {
         let proxies = self.virtual_proxies();
         let config = proxies
             .get(virtual_proxy)?
@@ -424,7 +429,12 @@ impl Authority {
             .saturating_add(config.leeway)
             .max(std::time::Duration::from_secs(1));
         let issued = match self
-            .start_session_until(virtual_proxy, verified.user, session_token.clone(), Some(verified.expires))
+            .start_session_until(
+                virtual_proxy,
+                verified.user,
+                session_token.clone(),
+                Some(verified.expires),
+            )
             .await
         {
             // Another node logged the same token in at the same moment: share its session.
@@ -447,7 +457,11 @@ impl Authority {
         Ok(issued)
     }
 
-    async fn live_session(&self, virtual_proxy: &str, token: &str) -> Result<Option<Session>, Error> {
+    async fn live_session(
+        &self,
+        virtual_proxy: &str,
+        token: &str,
+    ) -> Result<Option<Session>, Error> {
         Ok(self
             .find(&SessionSelector::Token(token.to_owned()))
             .await?

@@ -53,7 +53,10 @@ pub struct JwtVerifiers {
 
 impl JwtVerifiers {
     pub fn verifier(&self, prefix: &str, config: &JwtConfig) -> Result<Arc<Verifier>, Error> {
-        let mut map = self.by_prefix.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .by_prefix
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(verifier) = map.get(prefix)
             && verifier.config == *config
         {
@@ -168,8 +171,9 @@ impl Verifier {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(refuse("the bearer token is not a JWT"));
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| refuse("the bearer token is not a JWT or its algorithm is not accepted"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            refuse("the bearer token is not a JWT or its algorithm is not accepted")
+        })?;
         if !self.algorithms.contains(&header.alg) {
             return Err(refuse("the token's algorithm is not accepted"));
         }

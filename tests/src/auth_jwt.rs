@@ -285,7 +285,11 @@ async fn bad_tokens_are_refused_with_a_reason_and_no_session() {
         ),
         (
             "wrong issuer",
-            sign(&key, None, &with(&|c| c["iss"] = json!("https://evil.test"))),
+            sign(
+                &key,
+                None,
+                &with(&|c| c["iss"] = json!("https://evil.test")),
+            ),
             "issuer",
         ),
         (
@@ -302,7 +306,7 @@ async fn bad_tokens_are_refused_with_a_reason_and_no_session() {
             jsonwebtoken::encode(
                 &Header::new(Algorithm::HS256),
                 &claims("mallory"),
-                &EncodingKey::from_secret(&key.public_pem),
+                &EncodingKey::from_secret(&key.public_pem).unwrap(),
             )
             .unwrap(),
             "algorithm",

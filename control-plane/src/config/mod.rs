@@ -13,9 +13,9 @@ mod virtual_proxy;
 
 use self::virtual_proxy::FileVirtualProxy;
 pub use self::virtual_proxy::{
-    AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig, JwtConfig,
-    IDENTITY_HEADERS, IdentityPreset, RuleAction, SameSite, UpstreamConfig, VirtualProxyConfig,
-    validate_prefix,
+    AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig,
+    IDENTITY_HEADERS, IdentityPreset, JwtConfig, RuleAction, SameSite, UpstreamConfig,
+    VirtualProxyConfig, validate_prefix,
 };
 
 /// Everything the control plane needs to run, validated.

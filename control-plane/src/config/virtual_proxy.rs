@@ -497,7 +497,11 @@ fn validate_jwt(jwt: &JwtConfig) -> Result<(), String> {
     const ACCEPTED: [&str; 9] = [
         "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
     ];
-    if let Some(alg) = jwt.algorithms.iter().find(|alg| !ACCEPTED.contains(&alg.as_str())) {
+    if let Some(alg) = jwt
+        .algorithms
+        .iter()
+        .find(|alg| !ACCEPTED.contains(&alg.as_str()))
+    {
         return Err(format!(
             "jwt.algorithms: {alg:?} is not accepted (one of {})",
             ACCEPTED.join(", ")
