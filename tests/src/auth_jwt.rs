@@ -18,7 +18,7 @@ use crate::data_plane_fixtures::{
 };
 use crate::harness::client::get;
 use crate::harness::eventually::eventually;
-use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream};
+use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer};
 
 const ISSUER: &str = "https://idp.test";
 const AUDIENCE: &str = "gatehouse";
@@ -448,4 +448,58 @@ async fn a_deleted_session_stays_ended_for_its_token() {
     let fresh = bearer(&sign(&key, None, &fresh));
     let relogin = get(&node.url("/app/hub"), &[("authorization", fresh.as_str())]).await;
     assert_eq!(relogin.status, 200, "{}", relogin.text());
+}
+
+#[tokio::test]
+async fn a_certificate_names_the_key_and_sessions_live_in_redis() {
+    let dir = TempDir::new().unwrap();
+    let key = rsa_key(dir.path(), "signer");
+    let certificate = dir.path().join("signer.crt");
+    openssl(&[
+        "req",
+        "-x509",
+        "-key",
+        key.private_path.to_str().unwrap(),
+        "-subj",
+        "/CN=idp.test",
+        "-days",
+        "1",
+        "-out",
+        certificate.to_str().unwrap(),
+    ]);
+    let redis = RedisServer::start().await;
+    let upstream = EchoUpstream::start("engine").await;
+    let proxy = AppProxy::new([upstream.node()]).table(&jwt_table(&format!(
+        "public_keys = [{:?}]",
+        certificate.to_str().unwrap()
+    )));
+    let control_plane = ControlPlane::start(&proxy.on_redis(&redis)).await;
+    let first = DataPlaneNode::start(&control_plane).await;
+    let second = DataPlaneNode::start(&control_plane).await;
+    let authorization = bearer(&sign(&key, None, &claims("alice")));
+
+    for node in [&first, &second, &first] {
+        let response = get(
+            &node.url("/app/hub"),
+            &[("authorization", authorization.as_str())],
+        )
+        .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(
+            seen_header(&response.json(), "x-qlik-user"),
+            Some(qlik_user("CORP", "alice").as_str())
+        );
+        assert!(
+            seen_header(&response.json(), "authorization").is_none(),
+            "the token is not forwarded"
+        );
+    }
+    assert_eq!(sessions_of(&control_plane, "alice").await.len(), 1);
+    let mut connection = redis.connection().await;
+    let jwt_markers: Vec<String> = redis::cmd("KEYS")
+        .arg("*:jwt:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(jwt_markers.len(), 1, "the token's session is remembered");
 }

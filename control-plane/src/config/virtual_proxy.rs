@@ -706,4 +706,29 @@ mod tests {
         );
         assert!(proxy("additional_response_headers = { \"Bad Header\" = \"x\" }").is_err());
     }
+
+    #[test]
+    fn jwt_accepts_only_public_key_algorithms_and_needs_keys_and_a_directory() {
+        let jwt = |keys: &str| {
+            proxy(&format!(
+                "[virtual_proxies.jwt]\npublic_keys = [\"/k.pem\"]\nuser_directory = \"IDP\"\n{keys}"
+            ))
+        };
+        let accepted = jwt("").unwrap();
+        let config = accepted[0].jwt.as_ref().unwrap();
+        assert_eq!(config.algorithms, ["RS256"]);
+        assert_eq!(config.leeway, Duration::from_secs(60));
+        assert_eq!(config.user_id_claim, "sub");
+        for alg in ["none", "HS256", "HS512", "rs256"] {
+            let error = jwt(&format!("algorithms = [\"{alg}\"]")).unwrap_err();
+            assert!(error.contains("not accepted"), "{alg}: {error}");
+        }
+        assert!(jwt("algorithms = []").is_err());
+        assert!(jwt("leeway = \"1h\"").is_err());
+        let error = proxy("[virtual_proxies.jwt]\nuser_directory = \"IDP\"").unwrap_err();
+        assert!(error.contains("public_keys or jwks_file"), "{error}");
+        let error = proxy("[virtual_proxies.jwt]\njwks_file = \"/j.json\"").unwrap_err();
+        assert!(error.contains("user_directory"), "{error}");
+        assert!(jwt("unknown_key = 1").is_err());
+    }
 }
