@@ -406,7 +406,11 @@ impl Authority {
             .ok_or(Error::PermissionDenied(
                 "this virtual proxy does not use JWT authentication",
             ))?;
-        let verified = self.jwt.verifier(virtual_proxy, config)?.verify(token)?;
+        let verified = self
+            .jwt
+            .verifier(virtual_proxy, config)?
+            .verify(token)
+            .await?;
         let session_token = jwt::session_token(virtual_proxy, token);
         let token_hash = TokenHash::of(&session_token);
         if let Some(session) = self.live_session(virtual_proxy, &session_token).await? {

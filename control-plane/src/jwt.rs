@@ -11,6 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
@@ -83,12 +89,65 @@ struct Jwks {
     read_at: Option<Instant>,
 }
 
-#[derive(Debug)]
+type JwksClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Largest JWKS document read from a URL.
+const MAX_JWKS_LEN: usize = 1024 * 1024;
+/// Longest wait for a JWKS URL.
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct Verifier {
     config: JwtConfig,
     algorithms: Vec<Algorithm>,
     pem_keys: Vec<Key>,
     jwks: Mutex<Jwks>,
+    /// One JWKS re-read at a time; the others wait for it and then use its keys.
+    refreshing: tokio::sync::Mutex<()>,
+    client: Option<JwksClient>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn jwks_client() -> Result<JwksClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+async fn fetch(client: &JwksClient, url: &str) -> Result<Vec<u8>, String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("bad URL {url:?}"))?;
+    let response = tokio::time::timeout(JWKS_FETCH_TIMEOUT, client.get(uri))
+        .await
+        .map_err(|_| format!("{url}: timed out"))?
+        .map_err(|error| format!("{url}: {error}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    let body = tokio::time::timeout(
+        JWKS_FETCH_TIMEOUT,
+        Limited::new(response.into_body(), MAX_JWKS_LEN).collect(),
+    )
+    .await
+    .map_err(|_| format!("{url}: timed out"))?
+    .map_err(|error| format!("{url}: {error}"))?;
+    Ok(body.to_bytes().to_vec())
 }
 
 impl Verifier {
@@ -108,7 +167,11 @@ impl Verifier {
             let key = pem_key(&pem).map_err(|error| format!("{}: {error}", path.display()))?;
             pem_keys.push(Key { kid: None, key });
         }
-        let verifier = Self {
+        let client = match (&config.jwks_file, &config.jwks_url) {
+            (None, Some(_)) => Some(jwks_client()?),
+            _ => None,
+        };
+        Ok(Self {
             config,
             algorithms,
             pem_keys,
@@ -116,33 +179,47 @@ impl Verifier {
                 keys: Vec::new(),
                 read_at: None,
             }),
-        };
-        if verifier.config.jwks_file.is_some() {
-            verifier.reload_jwks(true)?;
-        }
-        Ok(verifier)
+            refreshing: tokio::sync::Mutex::new(()),
+            client,
+        })
     }
 
-    /// Re-reads the JWKS file unless it was read less than `jwks_min_refresh` ago (or
-    /// `force`). A file that cannot be read keeps the keys read before.
-    fn reload_jwks(&self, force: bool) -> Result<(), String> {
-        let Some(path) = &self.config.jwks_file else {
-            return Ok(());
-        };
-        let mut jwks = self.jwks.lock().unwrap_or_else(PoisonError::into_inner);
-        if !force
-            && jwks
-                .read_at
-                .is_some_and(|at| at.elapsed() < self.config.jwks_min_refresh)
-        {
+    fn has_jwks(&self) -> bool {
+        self.config.jwks_file.is_some() || self.client.is_some()
+    }
+
+    /// Re-reads the JWKS (file or URL) unless it was read less than `jwks_min_refresh` ago,
+    /// so tokens naming random `kid`s cannot make the control plane read it more often. A
+    /// JWKS that cannot be read keeps the keys read before.
+    async fn reload_jwks(&self) -> Result<(), String> {
+        if !self.has_jwks() {
             return Ok(());
         }
-        jwks.read_at = Some(Instant::now());
-        let text = std::fs::read(path)
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let _one_at_a_time = self.refreshing.lock().await;
+        {
+            let mut jwks = self.jwks.lock().unwrap_or_else(PoisonError::into_inner);
+            if jwks
+                .read_at
+                .is_some_and(|at| at.elapsed() < self.config.jwks_min_refresh)
+            {
+                return Ok(());
+            }
+            // Set before reading, so a failing source is not retried on every request.
+            jwks.read_at = Some(Instant::now());
+        }
+        let (text, source) = match (&self.config.jwks_file, &self.client, &self.config.jwks_url) {
+            (Some(path), _, _) => (
+                tokio::fs::read(path)
+                    .await
+                    .map_err(|error| format!("cannot read {}: {error}", path.display()))?,
+                path.display().to_string(),
+            ),
+            (None, Some(client), Some(url)) => (fetch(client, url).await?, url.clone()),
+            _ => return Ok(()),
+        };
         let set: JwkSet = serde_json::from_slice(&text)
-            .map_err(|error| format!("{} is not a JWKS: {error}", path.display()))?;
-        jwks.keys = set
+            .map_err(|error| format!("{source} is not a JWKS: {error}"))?;
+        let keys: Vec<Key> = set
             .keys
             .iter()
             .filter(|jwk| !matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)))
@@ -153,7 +230,19 @@ impl Verifier {
                 })
             })
             .collect();
+        self.jwks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys = keys;
         Ok(())
+    }
+
+    fn jwks_read(&self) -> bool {
+        self.jwks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read_at
+            .is_some()
     }
 
     fn jwks_keys(&self) -> Vec<Key> {
@@ -166,7 +255,7 @@ impl Verifier {
 
     /// Checks signature, algorithm, `exp`, `nbf`, `iss` and `aud`, and maps the claims to a
     /// user. The error's text is short and safe to show the client; detail goes to the log.
-    pub fn verify(&self, token: &str) -> Result<Verified, Error> {
+    pub async fn verify(&self, token: &str) -> Result<Verified, Error> {
         let refuse = Error::Unauthenticated;
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(refuse("the bearer token is not a JWT"));
@@ -178,13 +267,19 @@ impl Verifier {
             return Err(refuse("the token's algorithm is not accepted"));
         }
         let family = header.alg.family();
+        if self.has_jwks()
+            && !self.jwks_read()
+            && let Err(detail) = self.reload_jwks().await
+        {
+            tracing::warn!(%detail, "JWKS cannot be read");
+        }
         let mut kid_known = true;
         let mut candidates: Vec<Key> = match &header.kid {
             Some(kid) => {
                 let mut found = keyed(self.jwks_keys(), kid);
-                if found.is_empty() && self.config.jwks_file.is_some() {
+                if found.is_empty() && self.has_jwks() {
                     // A new signing key: the JWKS may have been rotated since it was read.
-                    if let Err(detail) = self.reload_jwks(false) {
+                    if let Err(detail) = self.reload_jwks().await {
                         tracing::warn!(%detail, "JWKS re-read failed; keeping the keys read before");
                     }
                     found = keyed(self.jwks_keys(), kid);

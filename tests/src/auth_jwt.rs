@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -502,4 +504,116 @@ async fn a_certificate_names_the_key_and_sessions_live_in_redis() {
         .await
         .unwrap();
     assert_eq!(jwt_markers.len(), 1, "the token's session is remembered");
+}
+
+/// A JWKS endpoint on a loopback socket: answers every request with the current document and
+/// counts the requests.
+struct JwksServer {
+    url: String,
+    document: Arc<Mutex<String>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(document: Value) -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let document = Arc::new(Mutex::new(document.to_string()));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (document.clone(), fetches.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (served, counted) = (served.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let body = served.lock().unwrap().clone();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        Self {
+            url,
+            document,
+            fetches,
+        }
+    }
+
+    fn publish(&self, document: Value) {
+        *self.document.lock().unwrap() = document.to_string();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_and_re_fetched_at_a_limited_rate_on_an_unknown_kid() {
+    let dir = TempDir::new().unwrap();
+    let first = rsa_key(dir.path(), "first");
+    let second = rsa_key(dir.path(), "second");
+    let jwks = JwksServer::start(json!({ "keys": [jwk(&first, "k1")] })).await;
+    let upstream = EchoUpstream::start("engine").await;
+    let proxy = AppProxy::new([upstream.node()]).table(&jwt_table(&format!(
+        "jwks_url = \"{}\"\njwks_min_refresh = \"2s\"",
+        jwks.url
+    )));
+    let control_plane = ControlPlane::start(&proxy.toml()).await;
+    let node = DataPlaneNode::start(&control_plane).await;
+    let url = node.url("/app/hub");
+    let login = |token: String| {
+        let url = url.clone();
+        async move {
+            let authorization = bearer(&token);
+            get(&url, &[("authorization", authorization.as_str())]).await
+        }
+    };
+
+    let before = login(sign(&first, Some("k1"), &claims("alice"))).await;
+    assert_eq!(before.status, 200, "{}", before.text());
+    assert_eq!(jwks.fetches(), 1);
+
+    // Unknown key ids in a burst cost at most one more fetch per jwks_min_refresh.
+    jwks.publish(json!({ "keys": [jwk(&second, "k2")] }));
+    for attempt in 0..5 {
+        let unknown = login(sign(
+            &second,
+            Some(&format!("random-{attempt}")),
+            &claims("eve"),
+        ))
+        .await;
+        assert_eq!(unknown.status, 401);
+        assert!(unknown.text().contains("unknown key"), "{}", unknown.text());
+    }
+    assert!(jwks.fetches() <= 2, "{} fetches", jwks.fetches());
+
+    // The rotated key is found once the JWKS is re-fetched.
+    let token = sign(&second, Some("k2"), &claims("bob"));
+    let after = eventually("the rotated key is fetched", PROPAGATION, || {
+        let attempt = login(token.clone());
+        async move {
+            let response = attempt.await;
+            (response.status == 200).then_some(response)
+        }
+    })
+    .await;
+    assert_eq!(
+        seen_header(&after.json(), "x-qlik-user"),
+        Some(qlik_user("CORP", "bob").as_str())
+    );
+    assert!(jwks.fetches() <= 6, "{} fetches", jwks.fetches());
 }

@@ -106,7 +106,11 @@ pub struct JwtConfig {
     /// A JWKS document (`{"keys": [...]}`), re-read when a token names an unknown `kid`.
     #[serde(default)]
     pub jwks_file: Option<std::path::PathBuf>,
-    /// Shortest time between two re-reads of `jwks_file` (unknown `kid`s cannot force more).
+    /// A JWKS URL (http or https, system roots), fetched on first use and re-fetched when a
+    /// token names an unknown `kid`. Ignored when `jwks_file` is set.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Shortest time between two re-reads of the JWKS (unknown `kid`s cannot force more).
     #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
     pub jwks_min_refresh: Duration,
     /// Accepted `alg` values: RS256/384/512, PS256/384/512, ES256/384, EdDSA.
@@ -486,8 +490,13 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
 }
 
 fn validate_jwt(jwt: &JwtConfig) -> Result<(), String> {
-    if jwt.public_keys.is_empty() && jwt.jwks_file.is_none() {
-        return Err("jwt needs public_keys or jwks_file".to_owned());
+    if jwt.public_keys.is_empty() && jwt.jwks_file.is_none() && jwt.jwks_url.is_none() {
+        return Err("jwt needs public_keys, jwks_file or jwks_url".to_owned());
+    }
+    if let Some(url) = &jwt.jwks_url
+        && !is_absolute_http_uri(url)
+    {
+        return Err("jwt.jwks_url must be an absolute http or https URL".to_owned());
     }
     if jwt.algorithms.is_empty() {
         return Err("jwt.algorithms must name at least one algorithm".to_owned());
@@ -726,7 +735,13 @@ mod tests {
         assert!(jwt("algorithms = []").is_err());
         assert!(jwt("leeway = \"1h\"").is_err());
         let error = proxy("[virtual_proxies.jwt]\nuser_directory = \"IDP\"").unwrap_err();
-        assert!(error.contains("public_keys or jwks_file"), "{error}");
+        assert!(
+            error.contains("public_keys, jwks_file or jwks_url"),
+            "{error}"
+        );
+        let error = proxy("[virtual_proxies.jwt]\njwks_url = \"ftp://x/\"\nuser_directory = \"D\"")
+            .unwrap_err();
+        assert!(error.contains("jwks_url"), "{error}");
         let error = proxy("[virtual_proxies.jwt]\njwks_file = \"/j.json\"").unwrap_err();
         assert!(error.contains("user_directory"), "{error}");
         assert!(jwt("unknown_key = 1").is_err());
