@@ -162,7 +162,8 @@ pub async fn bearer(
         }
     };
     match state.validate(proxy, &token).await {
-        Validation::Valid(session) => {
+        // The session ends with the token's `exp`; a cached copy must not outlive it.
+        Validation::Valid(session) if session.absolute_expiry > std::time::SystemTime::now() => {
             return Some(Ok((
                 Authenticated {
                     session,
@@ -171,7 +172,7 @@ pub async fn bearer(
                 token,
             )));
         }
-        Validation::Invalid => {}
+        Validation::Valid(_) | Validation::Invalid => {}
         Validation::Unavailable => return Some(Err(unavailable())),
     }
     let login = state.control.jwt_login(&proxy.prefix, jwt).await;
