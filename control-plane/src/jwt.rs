@@ -162,10 +162,10 @@ impl Verifier {
             .collect::<Result<Vec<_>, _>>()?;
         let mut pem_keys = Vec::new();
         for path in &config.public_keys {
-            let pem = std::fs::read(path)
-                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-            let key = pem_key(&pem).map_err(|error| format!("{}: {error}", path.display()))?;
-            pem_keys.push(Key { kid: None, key });
+            pem_keys.push(Key {
+                kid: None,
+                key: read_pem_key(path)?,
+            });
         }
         let client = match (&config.jwks_file, &config.jwks_url) {
             (None, Some(_)) => Some(jwks_client()?),
@@ -408,6 +408,15 @@ fn scalar(value: &Value) -> Option<String> {
         Value::Bool(flag) => Some(flag.to_string()),
         _ => None,
     }
+}
+
+/// The public key in a PEM file; the error names the file. Configuration validation calls it
+/// too, so a bad key file stops the control plane at start (or a reload) instead of failing
+/// every login.
+pub fn read_pem_key(path: &std::path::Path) -> Result<DecodingKey, String> {
+    let pem =
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    pem_key(&pem).map_err(|error| format!("{}: {error}", path.display()))
 }
 
 /// A public key from PEM: `PUBLIC KEY`, `RSA PUBLIC KEY`, or a certificate's key.

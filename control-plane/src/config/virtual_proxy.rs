@@ -498,6 +498,9 @@ fn validate_jwt(jwt: &JwtConfig) -> Result<(), String> {
     {
         return Err("jwt.jwks_url must be an absolute http or https URL".to_owned());
     }
+    for path in &jwt.public_keys {
+        crate::jwt::read_pem_key(path).map_err(|error| format!("jwt.public_keys: {error}"))?;
+    }
     if jwt.algorithms.is_empty() {
         return Err("jwt.algorithms must name at least one algorithm".to_owned());
     }
@@ -718,11 +721,26 @@ mod tests {
 
     #[test]
     fn jwt_accepts_only_public_key_algorithms_and_needs_keys_and_a_directory() {
+        let key = std::env::temp_dir().join(format!("gatehouse-jwt-{}.pem", std::process::id()));
+        std::fs::write(
+            &key,
+            "-----BEGIN PUBLIC KEY-----\n\
+             MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6+Ga1sWzOOhkDWzOER+sps/zMFrK\n\
+             wRtSkuHmbhGXe4ITnFLJGE0bOUbQmODlMniuUERP5OUMXLLTn2VibFGC9g==\n\
+             -----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
         let jwt = |keys: &str| {
             proxy(&format!(
-                "[virtual_proxies.jwt]\npublic_keys = [\"/k.pem\"]\nuser_directory = \"IDP\"\n{keys}"
+                "[virtual_proxies.jwt]\npublic_keys = [{:?}]\nuser_directory = \"IDP\"\n{keys}",
+                key.to_str().unwrap()
             ))
         };
+        let missing = proxy(
+            "[virtual_proxies.jwt]\npublic_keys = [\"/nonexistent/k.pem\"]\nuser_directory = \"IDP\"",
+        )
+        .unwrap_err();
+        assert!(missing.contains("cannot read"), "{missing}");
         let accepted = jwt("").unwrap();
         let config = accepted[0].jwt.as_ref().unwrap();
         assert_eq!(config.algorithms, ["RS256"]);
@@ -745,5 +763,6 @@ mod tests {
         let error = proxy("[virtual_proxies.jwt]\njwks_file = \"/j.json\"").unwrap_err();
         assert!(error.contains("user_directory"), "{error}");
         assert!(jwt("unknown_key = 1").is_err());
+        let _ = std::fs::remove_file(&key);
     }
 }
