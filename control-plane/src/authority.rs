@@ -15,6 +15,7 @@ use crate::domain::{
     UserKey,
 };
 use crate::error::{Error, StoreError};
+use crate::jwt::{self, JwtVerifiers};
 use crate::kerberos;
 use crate::store::{MAX_PAGE_SIZE, Store};
 use crate::tokens::{self, TokenHash};
@@ -63,6 +64,7 @@ pub struct Authority {
     /// Base URL of the REST surface, when it is on: login redirects name it in
     /// `proxyRestUri`.
     rest_base: Option<Arc<str>>,
+    jwt: Arc<JwtVerifiers>,
 }
 
 impl Authority {
@@ -78,6 +80,7 @@ impl Authority {
             tickets,
             clock,
             rest_base: None,
+            jwt: Arc::new(JwtVerifiers::default()),
         }
     }
 
@@ -223,6 +226,18 @@ impl Authority {
         user: User,
         token: String,
     ) -> Result<IssuedSession, Error> {
+        self.start_session_until(virtual_proxy, user, token, None)
+            .await
+    }
+
+    /// As `start_session`, ending at `until` at the latest.
+    async fn start_session_until(
+        &self,
+        virtual_proxy: &str,
+        user: User,
+        token: String,
+        until: Option<SystemTime>,
+    ) -> Result<IssuedSession, Error> {
         let proxies = self.virtual_proxies();
         let proxy = proxies.get(virtual_proxy)?;
         let now = self.clock.now();
@@ -232,7 +247,9 @@ impl Authority {
             user,
             created: now,
             inactivity_timeout: proxy.inactivity_timeout,
-            absolute_expiry: now + proxy.max_lifetime,
+            absolute_expiry: until.map_or(now + proxy.max_lifetime, |until| {
+                until.min(now + proxy.max_lifetime)
+            }),
         };
         let cap = SessionCap {
             max_per_user: proxy.max_sessions_per_user,
@@ -403,6 +420,93 @@ impl Authority {
             .start_session(virtual_proxy, user, tokens::new_session_token())
             .await?;
         Ok((issued, accepted.output_token))
+    }
+
+    /// The one session a JWT bearer token has in `virtual_proxy`: the existing one, else a new
+    /// one (ending no later than the token), unless this token's session has already ended.
+    ///
+    /// A JWT is presented again and again, to any node; minting a session each time would
+    /// fill the per-user cap. The session token is derived from the JWT, so every replica
+    /// finds the same session, and the store remembers until `exp` that the token had one: a
+    /// session an administrator deleted (or that was logged out or timed out) stays ended,
+    /// and the client needs a new token, as it would after a revocation at the issuer.
+    pub async fn jwt_login(
+        &self,
+        virtual_proxy: &str,
+        token: &str,
+    ) -> Result<IssuedSession, Error> {
+        let proxies = self.virtual_proxies();
+        let config = proxies
+            .get(virtual_proxy)?
+            .jwt
+            .as_ref()
+            .ok_or(Error::PermissionDenied(
+                "this virtual proxy does not use JWT authentication",
+            ))?;
+        let verified = self
+            .jwt
+            .verifier(virtual_proxy, config)?
+            .verify(token)
+            .await?;
+        let session_token = jwt::session_token(virtual_proxy, token);
+        let token_hash = TokenHash::of(&session_token);
+        if let Some(session) = self.live_session(virtual_proxy, &session_token).await? {
+            return Ok(IssuedSession {
+                token: session_token,
+                session,
+                evicted: Vec::new(),
+            });
+        }
+        if self.store.jwt_remembered(&token_hash).await? {
+            return Err(Error::Unauthenticated(
+                "the session of this token has ended; log in with a new token",
+            ));
+        }
+        let now = self.clock.now();
+        let remember = verified
+            .expires
+            .duration_since(now)
+            .unwrap_or_default()
+            .saturating_add(config.leeway)
+            .max(std::time::Duration::from_secs(1));
+        let issued = match self
+            .start_session_until(
+                virtual_proxy,
+                verified.user,
+                session_token.clone(),
+                Some(verified.expires),
+            )
+            .await
+        {
+            // Another node logged the same token in at the same moment: share its session.
+            Err(Error::AlreadyExists(_)) => {
+                let session = self
+                    .live_session(virtual_proxy, &session_token)
+                    .await?
+                    .ok_or(Error::Unauthenticated(
+                        "the session of this token has ended; log in with a new token",
+                    ))?;
+                return Ok(IssuedSession {
+                    token: session_token,
+                    session,
+                    evicted: Vec::new(),
+                });
+            }
+            other => other?,
+        };
+        self.store.remember_jwt(&token_hash, remember).await?;
+        Ok(issued)
+    }
+
+    async fn live_session(
+        &self,
+        virtual_proxy: &str,
+        token: &str,
+    ) -> Result<Option<Session>, Error> {
+        Ok(self
+            .find(&SessionSelector::Token(token.to_owned()))
+            .await?
+            .filter(|session| session.virtual_proxy == virtual_proxy))
     }
 
     /// A session for an anonymous user (directory `NONE`, id `anonymous<random>`), as QPS

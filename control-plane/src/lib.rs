@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod jwt;
 pub mod kerberos;
 pub mod logging;
 pub mod metrics;

@@ -21,7 +21,7 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let origin = Origin::of(parts, secure);
     if parts.uri.path().ends_with("/qps/csrftoken") {
-        return csrf_token(state, proxy, parts).await;
+        return csrf_token(state, proxy, parts, &origin).await;
     }
     match parts.method {
         Method::GET => who_am_i(state, proxy, parts, &origin).await,
@@ -129,9 +129,31 @@ async fn logout(
 }
 
 /// `GET /{prefix}/qps/csrftoken`: the session's CSRF token in the `qlik-csrf-token` header.
-async fn csrf_token(state: &NodeState, proxy: &VirtualProxy, parts: &Parts) -> Response<ProxyBody> {
+/// With a JWT bearer token (as in QPS) it also logs in and sets the cookie, so a WebSocket
+/// client can open its socket with the cookie and the CSRF token.
+async fn csrf_token(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    origin: &Origin,
+) -> Response<ProxyBody> {
     if parts.method != Method::GET {
         return respond::error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+    }
+    if let Some(login) = auth::bearer(state, proxy, parts, origin).await {
+        return match login {
+            Ok((authenticated, token)) => {
+                let mut response = respond::json(StatusCode::OK, &json!({ "csrf": "issued" }));
+                if let Ok(value) = HeaderValue::from_str(&csrf::token_for(&token)) {
+                    response.headers_mut().insert(csrf::TOKEN_HEADER, value);
+                }
+                if let Some(cookie) = authenticated.set_cookie {
+                    response.headers_mut().append(SET_COOKIE, cookie);
+                }
+                response
+            }
+            Err(refusal) => refusal,
+        };
     }
     let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) else {
         return respond::error(StatusCode::UNAUTHORIZED, "authentication required");

@@ -101,6 +101,8 @@ pub struct VirtualProxy {
     pub anonymous: Anonymous,
     pub header_authentication: Option<HeaderAuthentication>,
     pub kerberos: Option<KerberosAuthentication>,
+    /// `Authorization: Bearer <jwt>` logs in (verified by the control plane).
+    pub jwt_authentication: bool,
     pub strip_prefix: bool,
     pub upstream: Arc<UpstreamPool>,
     pub identity: IdentityPreset,
@@ -269,6 +271,10 @@ impl VirtualProxy {
                     user_agent_pattern: kerberos.user_agent_pattern.to_ascii_lowercase(),
                 }
             }),
+            jwt_authentication: proto
+                .jwt_authentication
+                .as_ref()
+                .is_some_and(|jwt| jwt.enabled),
             strip_prefix: proto.strip_prefix,
             upstream,
             identity: match proto

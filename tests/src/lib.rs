@@ -12,7 +12,10 @@ pub mod fuzz_entry;
 pub mod harness;
 
 #[cfg(test)]
+mod auth_jwt;
+#[cfg(test)]
 mod auth_kerberos;
+
 #[cfg(test)]
 mod data_plane_activity;
 #[cfg(test)]

@@ -122,6 +122,7 @@ conformance!(
     tickets_expire,
     concurrent_redemptions_have_one_winner,
     targets_are_kept_for_their_ttl,
+    used_jwts_are_remembered_for_their_ttl,
     sessions_are_found_by_token_and_by_handle,
     a_live_token_cannot_be_reused,
     the_refuse_policy_caps_sessions_per_user_and_proxy,
@@ -306,6 +307,23 @@ async fn targets_are_kept_for_their_ttl(subject: Subject) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.get_target("brief").await.unwrap(), None);
     assert_eq!(store.get_target("kept").await.unwrap(), Some(target));
+}
+
+async fn used_jwts_are_remembered_for_their_ttl(subject: Subject) {
+    let store = subject.store;
+    let kept = TokenHash::of("kept.jwt");
+    let brief = TokenHash::of("brief.jwt");
+    assert!(!store.jwt_remembered(&kept).await.unwrap());
+    store.remember_jwt(&kept, HOUR).await.unwrap();
+    store
+        .remember_jwt(&brief, Duration::from_millis(150))
+        .await
+        .unwrap();
+    assert!(store.jwt_remembered(&kept).await.unwrap());
+    assert!(store.jwt_remembered(&brief).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!store.jwt_remembered(&brief).await.unwrap());
+    assert!(store.jwt_remembered(&kept).await.unwrap());
 }
 
 async fn sessions_are_found_by_token_and_by_handle(subject: Subject) {

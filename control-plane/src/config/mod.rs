@@ -14,8 +14,8 @@ mod virtual_proxy;
 use self::virtual_proxy::FileVirtualProxy;
 pub use self::virtual_proxy::{
     AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig,
-    IDENTITY_HEADERS, IdentityPreset, KerberosConfig, RuleAction, SameSite, UpstreamConfig,
-    VirtualProxyConfig, validate_prefix,
+    IDENTITY_HEADERS, IdentityPreset, JwtConfig, KerberosConfig, RuleAction, SameSite,
+    UpstreamConfig, VirtualProxyConfig, validate_prefix,
 };
 
 /// Everything the control plane needs to run, validated.

@@ -56,6 +56,8 @@ pub struct VirtualProxyConfig {
     pub header_authentication: Option<HeaderAuthConfig>,
     /// Windows authentication (Kerberos / SPNEGO).
     pub kerberos: Option<KerberosConfig>,
+    /// `Authorization: Bearer <jwt>` logs in; see AUTH-JWT.md.
+    pub jwt: Option<JwtConfig>,
     /// Remove `/{prefix}` from the path before forwarding.
     pub strip_prefix: bool,
     pub upstream: UpstreamConfig,
@@ -93,6 +95,66 @@ pub enum AnonymousMode {
     Allow,
     /// Every user without a session is anonymous.
     Always,
+}
+
+/// JWT bearer authentication: which keys sign acceptable tokens, which claims they must hold
+/// and how claims name the user. Keys live in the control plane only (nodes ask it to verify).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// PEM files, each a public key (`PUBLIC KEY`, `RSA PUBLIC KEY`) or a certificate.
+    #[serde(default)]
+    pub public_keys: Vec<std::path::PathBuf>,
+    /// A JWKS document (`{"keys": [...]}`), re-read when a token names an unknown `kid`.
+    #[serde(default)]
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// A JWKS URL (http or https, system roots), fetched on first use and re-fetched when a
+    /// token names an unknown `kid`. Ignored when `jwks_file` is set.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Shortest time between two re-reads of the JWKS (unknown `kid`s cannot force more).
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub jwks_min_refresh: Duration,
+    /// Accepted `alg` values: RS256/384/512, PS256/384/512, ES256/384, EdDSA.
+    #[serde(default = "default_jwt_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Required `iss` (any of these). Empty: not checked.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Required `aud` (any of these). Empty: a token carrying `aud` is refused.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "default_jwt_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Claim holding the user id.
+    #[serde(default = "default_user_id_claim")]
+    pub user_id_claim: String,
+    /// Claim holding the user directory (wins over `user_directory` when present).
+    #[serde(default)]
+    pub user_directory_claim: Option<String>,
+    /// Fixed user directory, when no claim names it.
+    #[serde(default)]
+    pub user_directory: Option<String>,
+    /// Attribute name → claim; an array claim gives one attribute per element.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_jwt_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned()]
+}
+
+fn default_jwt_leeway() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_user_id_claim() -> String {
+    "sub".to_owned()
 }
 
 /// Trust a request header as the user's identity, from trusted networks only.
@@ -257,6 +319,7 @@ pub(super) struct FileVirtualProxy {
     anonymous: AnonymousMode,
     header_authentication: Option<HeaderAuthConfig>,
     kerberos: Option<KerberosConfig>,
+    jwt: Option<JwtConfig>,
     #[serde(default = "default_strip_prefix")]
     strip_prefix: bool,
     #[serde(default)]
@@ -292,6 +355,7 @@ impl FileVirtualProxy {
             anonymous: AnonymousMode::default(),
             header_authentication: None,
             kerberos: None,
+            jwt: None,
             strip_prefix: default_strip_prefix(),
             upstream: UpstreamConfig::default(),
             identity_headers: IdentityPreset::default(),
@@ -408,6 +472,9 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
     if let Some(kerberos) = &proxy.kerberos {
         validate_kerberos(kerberos).map_err(named)?;
     }
+    if let Some(jwt) = &proxy.jwt {
+        validate_jwt(jwt).map_err(named)?;
+    }
     validate_upstream(&proxy.upstream).map_err(named)?;
     for rule in &proxy.access_rules {
         if !rule.path_prefix.starts_with('/') {
@@ -450,6 +517,7 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         anonymous: proxy.anonymous,
         header_authentication: proxy.header_authentication,
         kerberos: proxy.kerberos,
+        jwt: proxy.jwt,
         strip_prefix: proxy.strip_prefix,
         upstream: proxy.upstream,
         identity_headers: proxy.identity_headers,
@@ -460,6 +528,48 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         cookie_host_prefix: proxy.cookie_host_prefix,
         websocket_requires_csrf_token: proxy.websocket_requires_csrf_token,
     })
+}
+
+fn validate_jwt(jwt: &JwtConfig) -> Result<(), String> {
+    if jwt.public_keys.is_empty() && jwt.jwks_file.is_none() && jwt.jwks_url.is_none() {
+        return Err("jwt needs public_keys, jwks_file or jwks_url".to_owned());
+    }
+    if let Some(url) = &jwt.jwks_url
+        && !is_absolute_http_uri(url)
+    {
+        return Err("jwt.jwks_url must be an absolute http or https URL".to_owned());
+    }
+    for path in &jwt.public_keys {
+        crate::jwt::read_pem_key(path).map_err(|error| format!("jwt.public_keys: {error}"))?;
+    }
+    if jwt.algorithms.is_empty() {
+        return Err("jwt.algorithms must name at least one algorithm".to_owned());
+    }
+    // Only public-key algorithms: `none` never, and no HMAC, so a public key can never be
+    // used as a shared secret (the `alg` confusion attack).
+    const ACCEPTED: [&str; 9] = [
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    ];
+    if let Some(alg) = jwt
+        .algorithms
+        .iter()
+        .find(|alg| !ACCEPTED.contains(&alg.as_str()))
+    {
+        return Err(format!(
+            "jwt.algorithms: {alg:?} is not accepted (one of {})",
+            ACCEPTED.join(", ")
+        ));
+    }
+    if jwt.leeway > Duration::from_secs(600) {
+        return Err("jwt.leeway must be at most 10m".to_owned());
+    }
+    if jwt.user_id_claim.is_empty() {
+        return Err("jwt.user_id_claim must not be empty".to_owned());
+    }
+    if jwt.user_directory.is_none() && jwt.user_directory_claim.is_none() {
+        return Err("jwt needs user_directory or user_directory_claim".to_owned());
+    }
+    Ok(())
 }
 
 fn validate_header_auth(header: &HeaderAuthConfig) -> Result<(), String> {
@@ -708,5 +818,52 @@ mod tests {
                 .is_err()
         );
         assert!(proxy("additional_response_headers = { \"Bad Header\" = \"x\" }").is_err());
+    }
+
+    #[test]
+    fn jwt_accepts_only_public_key_algorithms_and_needs_keys_and_a_directory() {
+        let key = std::env::temp_dir().join(format!("gatehouse-jwt-{}.pem", std::process::id()));
+        std::fs::write(
+            &key,
+            "-----BEGIN PUBLIC KEY-----\n\
+             MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6+Ga1sWzOOhkDWzOER+sps/zMFrK\n\
+             wRtSkuHmbhGXe4ITnFLJGE0bOUbQmODlMniuUERP5OUMXLLTn2VibFGC9g==\n\
+             -----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let jwt = |keys: &str| {
+            proxy(&format!(
+                "[virtual_proxies.jwt]\npublic_keys = [{:?}]\nuser_directory = \"IDP\"\n{keys}",
+                key.to_str().unwrap()
+            ))
+        };
+        let missing = proxy(
+            "[virtual_proxies.jwt]\npublic_keys = [\"/nonexistent/k.pem\"]\nuser_directory = \"IDP\"",
+        )
+        .unwrap_err();
+        assert!(missing.contains("cannot read"), "{missing}");
+        let accepted = jwt("").unwrap();
+        let config = accepted[0].jwt.as_ref().unwrap();
+        assert_eq!(config.algorithms, ["RS256"]);
+        assert_eq!(config.leeway, Duration::from_secs(60));
+        assert_eq!(config.user_id_claim, "sub");
+        for alg in ["none", "HS256", "HS512", "rs256"] {
+            let error = jwt(&format!("algorithms = [\"{alg}\"]")).unwrap_err();
+            assert!(error.contains("not accepted"), "{alg}: {error}");
+        }
+        assert!(jwt("algorithms = []").is_err());
+        assert!(jwt("leeway = \"1h\"").is_err());
+        let error = proxy("[virtual_proxies.jwt]\nuser_directory = \"IDP\"").unwrap_err();
+        assert!(
+            error.contains("public_keys, jwks_file or jwks_url"),
+            "{error}"
+        );
+        let error = proxy("[virtual_proxies.jwt]\njwks_url = \"ftp://x/\"\nuser_directory = \"D\"")
+            .unwrap_err();
+        assert!(error.contains("jwks_url"), "{error}");
+        let error = proxy("[virtual_proxies.jwt]\njwks_file = \"/j.json\"").unwrap_err();
+        assert!(error.contains("user_directory"), "{error}");
+        assert!(jwt("unknown_key = 1").is_err());
+        let _ = std::fs::remove_file(&key);
     }
 }

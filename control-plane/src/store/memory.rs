@@ -35,6 +35,7 @@ pub struct MemoryStore {
 struct State {
     tickets: HashMap<TokenHash, (Ticket, SystemTime)>,
     targets: HashMap<String, (Target, SystemTime)>,
+    jwts: HashMap<TokenHash, SystemTime>,
     /// By handle; ordered so listings can resume after a handle.
     sessions: BTreeMap<String, StoredSession>,
     handles_by_token: HashMap<TokenHash, String>,
@@ -71,6 +72,7 @@ impl MemoryStore {
             state: Mutex::new(State {
                 tickets: HashMap::new(),
                 targets: HashMap::new(),
+                jwts: HashMap::new(),
                 sessions: BTreeMap::new(),
                 handles_by_token: HashMap::new(),
                 handles_by_user: HashMap::new(),
@@ -107,6 +109,7 @@ impl State {
     fn sweep(&mut self, now: SystemTime) {
         self.tickets.retain(|_, (_, expires)| *expires > now);
         self.targets.retain(|_, (_, expires)| *expires > now);
+        self.jwts.retain(|_, expires| *expires > now);
         let expired: Vec<String> = self
             .sessions
             .iter()
@@ -226,6 +229,17 @@ impl Store for MemoryStore {
             .get(id)
             .filter(|(_, expires)| *expires > now)
             .map(|(target, _)| target.clone()))
+    }
+
+    async fn remember_jwt(&self, hash: &TokenHash, ttl: Duration) -> Result<(), StoreError> {
+        let (mut state, now) = self.state();
+        state.jwts.insert(hash.clone(), now + ttl);
+        Ok(())
+    }
+
+    async fn jwt_remembered(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        let (state, now) = self.state();
+        Ok(state.jwts.get(hash).is_some_and(|expires| *expires > now))
     }
 
     async fn create_session(

@@ -57,6 +57,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     async fn get_target(&self, id: &str) -> Result<Option<Target>, StoreError>;
 
+    /// Remembers for `ttl` that a session was started for the JWT whose hash this is, so the
+    /// token cannot start another one once that session has ended (deleted by an admin,
+    /// logged out, timed out).
+    async fn remember_jwt(&self, hash: &TokenHash, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Whether [`remember_jwt`](Self::remember_jwt) recorded this hash and it has not expired.
+    async fn jwt_remembered(&self, hash: &TokenHash) -> Result<bool, StoreError>;
+
     /// Stores a session, enforcing the per-user cap of its virtual proxy atomically.
     async fn create_session(
         &self,

@@ -262,6 +262,24 @@ impl Store for RedisStore {
             .transpose()
     }
 
+    async fn remember_jwt(&self, hash: &TokenHash, ttl: Duration) -> Result<(), StoreError> {
+        self.query(
+            redis::cmd("SET")
+                .arg(self.keys.jwt(hash))
+                .arg("1")
+                .arg("PX")
+                .arg(millis(ttl)),
+        )
+        .await
+    }
+
+    async fn jwt_remembered(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        let found: i64 = self
+            .query(redis::cmd("EXISTS").arg(self.keys.jwt(hash)))
+            .await?;
+        Ok(found > 0)
+    }
+
     async fn create_session(
         &self,
         new: NewSession,

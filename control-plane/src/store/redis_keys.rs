@@ -87,6 +87,10 @@ impl Keys {
         format!("{}:target:{id}", self.prefix)
     }
 
+    pub fn jwt(&self, hash: &TokenHash) -> String {
+        format!("{}:jwt:{}", self.prefix, hash.to_text())
+    }
+
     pub fn token(&self, hash: &TokenHash) -> String {
         format!("{}:token:{}", self.prefix, hash.to_text())
     }

@@ -10,6 +10,7 @@
 pub mod cookie;
 pub mod csrf;
 pub mod header;
+pub mod jwt;
 pub mod kerberos;
 pub mod query;
 pub mod rules;
@@ -94,6 +95,10 @@ pub async fn authenticate(
     peer: SocketAddr,
     origin: &Origin,
 ) -> Result<Authenticated, Refusal> {
+    // A bearer token names the user explicitly: it wins over whatever cookie came along.
+    if let Some(login) = bearer(state, proxy, parts, origin).await {
+        return login.map(|(authenticated, _)| authenticated);
+    }
     let header_user = proxy
         .header_authentication
         .as_ref()
@@ -200,6 +205,75 @@ async fn kerberos_login(
         }
         Err(error) => logged_in(state, proxy, origin, Err(error), "kerberos"),
     }
+}
+
+/// Logs in with the request's JWT bearer token, if the virtual proxy takes them and the
+/// request has one; also returns the session token (for the CSRF token). A token seen before
+/// is a cache lookup like a cookie; only an unknown one costs a `JwtLogin` round trip.
+pub async fn bearer(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    origin: &Origin,
+) -> Option<Result<(Authenticated, String), Refusal>> {
+    if !proxy.jwt_authentication {
+        return None;
+    }
+    let jwt = jwt::bearer(&parts.headers)?;
+    if jwt.len() > jwt::MAX_TOKEN_LEN {
+        return Some(Err(bearer_refused("the bearer token is too long")));
+    }
+    let token = jwt::session_token(&proxy.prefix, jwt);
+    // Set the cookie unless the request carries it already.
+    let has_cookie = cookie::read(&parts.headers, &proxy.cookie_name) == Some(token.as_str());
+    let set_cookie = |token: &str| {
+        if has_cookie {
+            None
+        } else {
+            cookie::set(proxy, token, origin.secure)
+        }
+    };
+    match state.validate(proxy, &token).await {
+        // The session ends with the token's `exp`; a cached copy must not outlive it.
+        Validation::Valid(session) if session.absolute_expiry > std::time::SystemTime::now() => {
+            return Some(Ok((
+                Authenticated {
+                    session,
+                    set_cookie: set_cookie(&token),
+                    www_authenticate: None,
+                },
+                token,
+            )));
+        }
+        Validation::Valid(_) | Validation::Invalid => {}
+        Validation::Unavailable => return Some(Err(unavailable())),
+    }
+    let login = state.control.jwt_login(&proxy.prefix, jwt).await;
+    if let Err(ControlError::Refused(status)) = &login
+        && status.code() == Code::Unauthenticated
+    {
+        state.metrics.login("jwt", "refused");
+        // The control plane's reasons for refusing a token are short fixed texts meant for
+        // the client ("the token has expired"); nothing internal.
+        tracing::debug!(reason = status.message(), "bearer token refused");
+        return Some(Err(bearer_refused(status.message())));
+    }
+    let result = logged_in(state, proxy, origin, login, "jwt").map(|mut authenticated| {
+        if has_cookie {
+            authenticated.set_cookie = None;
+        }
+        (authenticated, token)
+    });
+    Some(result)
+}
+
+fn bearer_refused(reason: &str) -> Refusal {
+    let mut response = respond::error(StatusCode::UNAUTHORIZED, reason);
+    response.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    response
 }
 
 /// Exchanges a ticket for a session. A ticket that is no longer valid is not the end: on a

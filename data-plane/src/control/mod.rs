@@ -413,6 +413,21 @@ impl ControlClient {
         Ok((login, output_token))
     }
 
+    pub async fn jwt_login(&self, virtual_proxy: &str, token: &str) -> Result<Login, ControlError> {
+        let request = pb::JwtLoginRequest {
+            virtual_proxy: virtual_proxy.to_owned(),
+            token: token.to_owned(),
+        };
+        let answer = self
+            .call(|replica| {
+                let mut client = replica.node.clone();
+                let request = request.clone();
+                async move { client.jwt_login(request).await }
+            })
+            .await?;
+        login(answer.into_inner())
+    }
+
     pub async fn anonymous_login(&self, virtual_proxy: &str) -> Result<Login, ControlError> {
         let request = pb::AnonymousLoginRequest {
             virtual_proxy: virtual_proxy.to_owned(),

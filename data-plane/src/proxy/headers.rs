@@ -141,6 +141,9 @@ pub fn for_upstream(
         is_hop_by_hop(name, &named, websocket)
             || IDENTITY_HEADERS.contains(name)
             || header_login == Some(name)
+            // The JWT is the client's credential for this proxy, consumed here like the
+            // session cookie; upstreams get the identity headers instead.
+            || (proxy.jwt_authentication && *name == http::header::AUTHORIZATION)
             || *name == X_FORWARDED_HOST
             || is_identity_lookalike(name)
     });

@@ -139,6 +139,21 @@ impl pb::node_service_server::NodeService for NodeApi {
         }))
     }
 
+    async fn jwt_login(
+        &self,
+        request: Request<pb::JwtLoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let request = request.into_inner();
+        let issued = self
+            .authority
+            .jwt_login(&request.virtual_proxy, &request.token)
+            .await?;
+        Ok(Response::new(pb::LoginResponse {
+            session_token: issued.token,
+            session: Some(session_to_proto(issued.session)),
+        }))
+    }
+
     async fn anonymous_login(
         &self,
         request: Request<pb::AnonymousLoginRequest>,

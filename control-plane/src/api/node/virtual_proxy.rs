@@ -38,6 +38,10 @@ pub(crate) fn virtual_proxy_to_proto(
                 user_agent_pattern: kerberos.user_agent_pattern.clone(),
             }
         }),
+        jwt_authentication: proxy
+            .jwt
+            .as_ref()
+            .map(|_| pb::JwtAuthentication { enabled: true }),
         strip_prefix: proxy.strip_prefix,
         upstream: Some(upstream_to_proto(&proxy.upstream)),
         identity_headers: Some(pb::IdentityHeaders {

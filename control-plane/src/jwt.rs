@@ -1,0 +1,461 @@
+//! JWT bearer verification for virtual proxies with `[virtual_proxies.jwt]`.
+//!
+//! Tokens are verified here, in the control plane, and never on a data-plane node: the keys
+//! (and the JWKS file) live in one place, and a node only sees the session a token maps to.
+//! Only public-key algorithms are accepted, each key only for its own family, so neither
+//! `alg: none` nor an HMAC token "signed" with a public key's bytes can pass.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::JwtConfig;
+use crate::domain::{Attribute, User};
+use crate::error::Error;
+
+/// Longest bearer token looked at; anything longer is refused unread.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// The session token a JWT maps to in `virtual_proxy`. Derived rather than random so that
+/// every node and every control-plane replica finds the same session for the same JWT
+/// without a lookup table: whoever can compute it holds the JWT already, which buys the same
+/// session anyway. The store keeps only a hash of it, as for every session token.
+/// Data-plane nodes compute the same value (`data-plane/src/auth/jwt.rs`).
+pub fn session_token(virtual_proxy: &str, jwt: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(b"gatehouse-jwt-session\0");
+    digest.update(virtual_proxy.as_bytes());
+    digest.update(b"\0");
+    digest.update(jwt.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.finalize())
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub user: User,
+    /// The token's `exp`: its session ends then at the latest.
+    pub expires: SystemTime,
+}
+
+/// One verifier per virtual proxy, rebuilt when that proxy's `jwt` configuration changes.
+#[derive(Debug, Default)]
+pub struct JwtVerifiers {
+    by_prefix: Mutex<HashMap<String, Arc<Verifier>>>,
+}
+
+impl JwtVerifiers {
+    pub fn verifier(&self, prefix: &str, config: &JwtConfig) -> Result<Arc<Verifier>, Error> {
+        let mut map = self
+            .by_prefix
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(verifier) = map.get(prefix)
+            && verifier.config == *config
+        {
+            return Ok(verifier.clone());
+        }
+        let verifier = Arc::new(Verifier::new(config.clone()).map_err(|detail| {
+            tracing::error!(prefix, %detail, "JWT keys cannot be loaded");
+            Error::Unauthenticated("bearer tokens cannot be verified right now")
+        })?);
+        map.insert(prefix.to_owned(), verifier.clone());
+        Ok(verifier)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Key {
+    kid: Option<String>,
+    key: DecodingKey,
+}
+
+#[derive(Debug)]
+struct Jwks {
+    keys: Vec<Key>,
+    read_at: Option<Instant>,
+}
+
+type JwksClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Largest JWKS document read from a URL.
+const MAX_JWKS_LEN: usize = 1024 * 1024;
+/// Longest wait for a JWKS URL.
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Verifier {
+    config: JwtConfig,
+    algorithms: Vec<Algorithm>,
+    pem_keys: Vec<Key>,
+    jwks: Mutex<Jwks>,
+    /// One JWKS re-read at a time; the others wait for it and then use its keys.
+    refreshing: tokio::sync::Mutex<()>,
+    client: Option<JwksClient>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn jwks_client() -> Result<JwksClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+async fn fetch(client: &JwksClient, url: &str) -> Result<Vec<u8>, String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("bad URL {url:?}"))?;
+    let response = tokio::time::timeout(JWKS_FETCH_TIMEOUT, client.get(uri))
+        .await
+        .map_err(|_| format!("{url}: timed out"))?
+        .map_err(|error| format!("{url}: {error}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    let body = tokio::time::timeout(
+        JWKS_FETCH_TIMEOUT,
+        Limited::new(response.into_body(), MAX_JWKS_LEN).collect(),
+    )
+    .await
+    .map_err(|_| format!("{url}: timed out"))?
+    .map_err(|error| format!("{url}: {error}"))?;
+    Ok(body.to_bytes().to_vec())
+}
+
+impl Verifier {
+    fn new(config: JwtConfig) -> Result<Self, String> {
+        let algorithms = config
+            .algorithms
+            .iter()
+            .map(|alg| {
+                alg.parse::<Algorithm>()
+                    .map_err(|_| format!("unknown algorithm {alg:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut pem_keys = Vec::new();
+        for path in &config.public_keys {
+            pem_keys.push(Key {
+                kid: None,
+                key: read_pem_key(path)?,
+            });
+        }
+        let client = match (&config.jwks_file, &config.jwks_url) {
+            (None, Some(_)) => Some(jwks_client()?),
+            _ => None,
+        };
+        Ok(Self {
+            config,
+            algorithms,
+            pem_keys,
+            jwks: Mutex::new(Jwks {
+                keys: Vec::new(),
+                read_at: None,
+            }),
+            refreshing: tokio::sync::Mutex::new(()),
+            client,
+        })
+    }
+
+    fn has_jwks(&self) -> bool {
+        self.config.jwks_file.is_some() || self.client.is_some()
+    }
+
+    /// Re-reads the JWKS (file or URL) unless it was read less than `jwks_min_refresh` ago,
+    /// so tokens naming random `kid`s cannot make the control plane read it more often. A
+    /// JWKS that cannot be read keeps the keys read before.
+    async fn reload_jwks(&self) -> Result<(), String> {
+        if !self.has_jwks() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.refreshing.lock().await;
+        {
+            let mut jwks = self.jwks.lock().unwrap_or_else(PoisonError::into_inner);
+            if jwks
+                .read_at
+                .is_some_and(|at| at.elapsed() < self.config.jwks_min_refresh)
+            {
+                return Ok(());
+            }
+            // Set before reading, so a failing source is not retried on every request.
+            jwks.read_at = Some(Instant::now());
+        }
+        let (text, source) = match (&self.config.jwks_file, &self.client, &self.config.jwks_url) {
+            (Some(path), _, _) => (
+                tokio::fs::read(path)
+                    .await
+                    .map_err(|error| format!("cannot read {}: {error}", path.display()))?,
+                path.display().to_string(),
+            ),
+            (None, Some(client), Some(url)) => (fetch(client, url).await?, url.clone()),
+            _ => return Ok(()),
+        };
+        let set: JwkSet = serde_json::from_slice(&text)
+            .map_err(|error| format!("{source} is not a JWKS: {error}"))?;
+        let keys: Vec<Key> = set
+            .keys
+            .iter()
+            .filter(|jwk| !matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)))
+            .filter_map(|jwk| {
+                DecodingKey::from_jwk(jwk).ok().map(|key| Key {
+                    kid: jwk.common.key_id.clone(),
+                    key,
+                })
+            })
+            .collect();
+        self.jwks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys = keys;
+        Ok(())
+    }
+
+    fn jwks_read(&self) -> bool {
+        self.jwks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read_at
+            .is_some()
+    }
+
+    fn jwks_keys(&self) -> Vec<Key> {
+        self.jwks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys
+            .clone()
+    }
+
+    /// Checks signature, algorithm, `exp`, `nbf`, `iss` and `aud`, and maps the claims to a
+    /// user. The error's text is short and safe to show the client; detail goes to the log.
+    pub async fn verify(&self, token: &str) -> Result<Verified, Error> {
+        let refuse = Error::Unauthenticated;
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(refuse("the bearer token is not a JWT"));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            refuse("the bearer token is not a JWT or its algorithm is not accepted")
+        })?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(refuse("the token's algorithm is not accepted"));
+        }
+        let family = header.alg.family();
+        if self.has_jwks()
+            && !self.jwks_read()
+            && let Err(detail) = self.reload_jwks().await
+        {
+            tracing::warn!(%detail, "JWKS cannot be read");
+        }
+        let mut kid_known = true;
+        let mut candidates: Vec<Key> = match &header.kid {
+            Some(kid) => {
+                let mut found = keyed(self.jwks_keys(), kid);
+                if found.is_empty() && self.has_jwks() {
+                    // A new signing key: the JWKS may have been rotated since it was read.
+                    if let Err(detail) = self.reload_jwks().await {
+                        tracing::warn!(%detail, "JWKS re-read failed; keeping the keys read before");
+                    }
+                    found = keyed(self.jwks_keys(), kid);
+                }
+                kid_known = !found.is_empty();
+                found
+            }
+            None => self.jwks_keys(),
+        };
+        // Keys from PEM files have no `kid`: they are tried for any token.
+        candidates.extend(self.pem_keys.iter().cloned());
+        candidates.retain(|key| key.key.family() == family);
+        let unknown_key = "the token is signed with an unknown key";
+        if candidates.is_empty() {
+            return Err(refuse(unknown_key));
+        }
+        let validation = self.validation(header.alg);
+        let mut last = refuse(if kid_known {
+            "the token's signature does not verify"
+        } else {
+            unknown_key
+        });
+        for key in &candidates {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
+                Ok(data) => return self.map_claims(&data.claims),
+                Err(error) => {
+                    let reason = match error.kind() {
+                        ErrorKind::InvalidSignature | ErrorKind::InvalidKeyFormat => continue,
+                        ErrorKind::ExpiredSignature => "the token has expired",
+                        ErrorKind::ImmatureSignature => "the token is not valid yet",
+                        ErrorKind::InvalidAudience => "the token is for another audience",
+                        ErrorKind::InvalidIssuer => "the token is from another issuer",
+                        ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+                        ErrorKind::InvalidAlgorithm => "the token's algorithm is not accepted",
+                        _ => {
+                            tracing::debug!(%error, "JWT refused");
+                            "the bearer token is not valid"
+                        }
+                    };
+                    last = refuse(reason);
+                    break;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
+        validation.algorithms = self.algorithms.clone();
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        if !self.config.issuers.is_empty() {
+            validation.set_issuer(&self.config.issuers);
+            required.push("iss");
+        }
+        if !self.config.audiences.is_empty() {
+            validation.set_audience(&self.config.audiences);
+            required.push("aud");
+        }
+        // With no audience configured, a token that names one is refused (it is meant for
+        // someone else).
+        validation.set_required_spec_claims(&required);
+        validation
+    }
+
+    fn map_claims(&self, claims: &Map<String, Value>) -> Result<Verified, Error> {
+        let refuse = Error::Unauthenticated;
+        let id = claims
+            .get(&self.config.user_id_claim)
+            .and_then(scalar)
+            .ok_or(refuse("the token names no user"))?;
+        let directory = self
+            .config
+            .user_directory_claim
+            .as_ref()
+            .and_then(|claim| claims.get(claim))
+            .and_then(scalar)
+            .or_else(|| self.config.user_directory.clone())
+            .ok_or(refuse("the token names no user directory"))?;
+        let mut attributes = Vec::new();
+        for (name, claim) in &self.config.attributes {
+            match claims.get(claim) {
+                Some(Value::Array(values)) => {
+                    attributes.extend(values.iter().filter_map(scalar).map(|value| Attribute {
+                        name: name.clone(),
+                        value,
+                    }));
+                }
+                Some(value) => {
+                    if let Some(value) = scalar(value) {
+                        attributes.push(Attribute {
+                            name: name.clone(),
+                            value,
+                        });
+                    }
+                }
+                None => {}
+            }
+        }
+        let user = User::new(&directory, &id, attributes)
+            .map_err(|_| refuse("the token's user is not valid"))?;
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(refuse("the token lacks a required claim"))?;
+        let expires = SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_secs(exp))
+            .ok_or(refuse("the bearer token is not valid"))?;
+        Ok(Verified { user, expires })
+    }
+}
+
+fn keyed(keys: Vec<Key>, kid: &str) -> Vec<Key> {
+    keys.into_iter()
+        .filter(|key| key.kid.as_deref() == Some(kid))
+        .collect()
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) if !text.is_empty() => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        _ => None,
+    }
+}
+
+/// The public key in a PEM file; the error names the file. Configuration validation calls it
+/// too, so a bad key file stops the control plane at start (or a reload) instead of failing
+/// every login.
+pub fn read_pem_key(path: &std::path::Path) -> Result<DecodingKey, String> {
+    let pem =
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    pem_key(&pem).map_err(|error| format!("{}: {error}", path.display()))
+}
+
+/// A public key from PEM: `PUBLIC KEY`, `RSA PUBLIC KEY`, or a certificate's key.
+fn pem_key(pem: &[u8]) -> Result<DecodingKey, String> {
+    let text = String::from_utf8_lossy(pem);
+    let public_key = if text.contains("BEGIN CERTIFICATE") {
+        let (_, der) = x509_parser::pem::parse_x509_pem(pem)
+            .map_err(|error| format!("not a PEM certificate: {error}"))?;
+        let certificate = der
+            .parse_x509()
+            .map_err(|error| format!("not an X.509 certificate: {error}"))?;
+        let spki = STANDARD.encode(certificate.tbs_certificate.subject_pki.raw);
+        let lines: Vec<&str> = spki
+            .as_bytes()
+            .chunks(64)
+            .filter_map(|line| std::str::from_utf8(line).ok())
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+        .into_bytes()
+    } else {
+        pem.to_vec()
+    };
+    DecodingKey::from_rsa_pem(&public_key)
+        .or_else(|_| DecodingKey::from_ec_pem(&public_key))
+        .or_else(|_| DecodingKey::from_ed_pem(&public_key))
+        .map_err(|_| "not an RSA, EC or Ed25519 public key".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_token_depends_on_proxy_and_token() {
+        assert_eq!(session_token("a", "x.y.z"), session_token("a", "x.y.z"));
+        assert_ne!(session_token("a", "x.y.z"), session_token("b", "x.y.z"));
+        assert_ne!(session_token("a", "x.y.z"), session_token("a", "x.y.w"));
+    }
+}
