@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_rustls::HttpsConnector;
@@ -20,7 +20,6 @@ use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::config::JwtConfig;
 use crate::domain::{Attribute, User};
@@ -29,19 +28,7 @@ use crate::error::Error;
 /// Longest bearer token looked at; anything longer is refused unread.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 
-/// The session token a JWT maps to in `virtual_proxy`. Derived rather than random so that
-/// every node and every control-plane replica finds the same session for the same JWT
-/// without a lookup table: whoever can compute it holds the JWT already, which buys the same
-/// session anyway. The store keeps only a hash of it, as for every session token.
-/// Data-plane nodes compute the same value (`data-plane/src/auth/jwt.rs`).
-pub fn session_token(virtual_proxy: &str, jwt: &str) -> String {
-    let mut digest = Sha256::new();
-    digest.update(b"gatehouse-jwt-session\0");
-    digest.update(virtual_proxy.as_bytes());
-    digest.update(b"\0");
-    digest.update(jwt.as_bytes());
-    URL_SAFE_NO_PAD.encode(digest.finalize())
-}
+pub use crate::jwt_session::session_token;
 
 /// What a verified token says.
 #[derive(Debug, Clone)]

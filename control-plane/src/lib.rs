@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod jwt;
+pub mod jwt_session;
 pub mod kerberos;
 pub mod logging;
 pub mod metrics;

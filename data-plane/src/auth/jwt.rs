@@ -3,11 +3,8 @@
 //! control plane derives from it and looks that up like a cookie, so a token seen before costs
 //! a hash and a cache lookup, and only a token without a live session goes to `JwtLogin`.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
-use sha2::{Digest, Sha256};
 
 /// Longest bearer token accepted; the control plane refuses longer ones too.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -23,16 +20,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-/// The session token of `jwt` in `virtual_proxy`; the same derivation as the control plane's
-/// `gatehouse_control_plane::jwt::session_token` (the end-to-end tests hold them together).
-pub fn session_token(virtual_proxy: &str, jwt: &str) -> String {
-    let mut digest = Sha256::new();
-    digest.update(b"gatehouse-jwt-session\0");
-    digest.update(virtual_proxy.as_bytes());
-    digest.update(b"\0");
-    digest.update(jwt.as_bytes());
-    URL_SAFE_NO_PAD.encode(digest.finalize())
-}
+// The same derivation as the control plane's, from one source file.
+#[path = "../../../control-plane/src/jwt_session.rs"]
+mod derivation;
+pub use derivation::session_token;
 
 #[cfg(test)]
 mod tests {
