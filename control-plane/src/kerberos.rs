@@ -6,7 +6,9 @@
 //! (else `default_keytab_name` in krb5.conf). The acceptor takes any key in it, so the host
 //! name the browser used does not matter as long as its service key is there.
 
+#[cfg(feature = "kerberos")]
 use libgssapi::context::{SecurityContext, ServerCtx};
+#[cfg(feature = "kerberos")]
 use libgssapi::credential::{Cred, CredUsage};
 
 /// Longest token accepted; real SPNEGO tokens with a PAC stay well below this.
@@ -32,6 +34,8 @@ pub enum Rejected {
     Incomplete,
     #[error("the acceptor task failed: {0}")]
     Task(String),
+    #[error("this control plane was built without Kerberos support (feature `kerberos`)")]
+    Unsupported,
 }
 
 /// Accepts one SPNEGO or raw Kerberos token. GSSAPI blocks (keytab reads, replay cache), so
@@ -45,6 +49,12 @@ pub async fn accept(token: Vec<u8>) -> Result<Accepted, Rejected> {
         .map_err(|error| Rejected::Task(error.to_string()))?
 }
 
+#[cfg(not(feature = "kerberos"))]
+fn accept_blocking(_token: &[u8]) -> Result<Accepted, Rejected> {
+    Err(Rejected::Unsupported)
+}
+
+#[cfg(feature = "kerberos")]
 fn accept_blocking(token: &[u8]) -> Result<Accepted, Rejected> {
     // No credential: GSS_C_NO_CREDENTIAL, i.e. any service key of the default keytab.
     let mut context = ServerCtx::new(None);
@@ -64,9 +74,18 @@ fn accept_blocking(token: &[u8]) -> Result<Accepted, Rejected> {
     })
 }
 
+/// Without Kerberos support every Windows login fails: say so at start.
+#[cfg(not(feature = "kerberos"))]
+pub async fn warn_without_keytab() {
+    tracing::warn!(
+        "Windows authentication is configured but this control plane was built without Kerberos support (feature `kerberos`); every Kerberos login will fail"
+    );
+}
+
 /// Logs a warning when no acceptor credential can be had (no keytab, an unreadable or an
 /// empty one): every Windows login would fail. Not fatal, since the keytab may be installed
 /// after start (it is read on each login).
+#[cfg(feature = "kerberos")]
 pub async fn warn_without_keytab() {
     let check =
         tokio::task::spawn_blocking(|| Cred::acquire(None, None, CredUsage::Accept, None)).await;
