@@ -24,7 +24,7 @@ use crate::data_plane_fixtures::{AppProxy, COOKIE, qlik_user, resolve, seen_head
 use crate::harness::client::{self, get, query_param};
 use crate::harness::redis_server::RedisServer;
 use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, eventually};
-use crate::tls::{channel, dev_certificates, install_crypto_provider};
+use crate::tls::{channel, dev_certificates, install_crypto_provider, tls_table};
 
 /// A well-formed anti-CSRF key.
 const XRFKEY: &str = "0123456789abcdEF";
@@ -64,21 +64,14 @@ impl Env {
         let redis = RedisServer::start().await;
         let upstream = EchoUpstream::start("engine").await;
         let config = format!(
-            r#"
-            [tls]
-            cert_file = "{dir}/control-plane.pem"
-            key_file = "{dir}/control-plane-key.pem"
-            client_ca_file = "{dir}/ca.pem"
-            [tls.roles]
-            admin = ["admin.gatehouse"]
-            node = ["node.gatehouse"]
+            r#"{tls}
             [rest]
             listen = "127.0.0.1:0"
             {proxies}
             [[virtual_proxies]]
             prefix = ""
             "#,
-            dir = certs.display(),
+            tls = tls_table(&certs),
             proxies = AppProxy::new([upstream.node()]).on_redis(&redis),
         );
         let control = ControlPlane::start(&config).await;

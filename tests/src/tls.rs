@@ -39,7 +39,8 @@ pub(crate) fn dev_certificates(name: &str) -> PathBuf {
     dir
 }
 
-fn control_plane_toml(certs: &Path) -> String {
+/// The control plane's `[tls]` table with the dev CA's certificates and roles.
+pub(crate) fn tls_table(certs: &Path) -> String {
     format!(
         r#"
         [tls]
@@ -49,13 +50,21 @@ fn control_plane_toml(certs: &Path) -> String {
         [tls.roles]
         admin = ["admin.gatehouse"]
         node = ["node.gatehouse"]
+        "#,
+        dir = certs.display()
+    )
+}
+
+fn control_plane_toml(certs: &Path) -> String {
+    format!(
+        r#"{tls}
         [[virtual_proxies]]
         prefix = ""
         anonymous = "always"
         [[virtual_proxies]]
         prefix = "app"
         "#,
-        dir = certs.display()
+        tls = tls_table(certs)
     )
 }
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{COOKIE, HeaderName, HeaderValue};
 use http::{Method, Request};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::client::HttpResponse;
+use super::client::{HttpResponse, send_on};
 
 /// Longest one request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -60,27 +60,9 @@ impl Browser {
         let request = builder
             .body(Full::new(Bytes::from(body.to_owned())))
             .map_err(|e| e.to_string())?;
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| format!("{method} {url}: {e:?}"))?;
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| format!("{method} {url}: body: {e}"))?
-                .to_bytes();
-            Ok(HttpResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        send_on(&self.client, request, REQUEST_TIMEOUT)
             .await
-            .map_err(|_| format!("{method} {url}: no answer within {REQUEST_TIMEOUT:?}"))?
+            .map_err(|error| format!("{method} {url}: {error}"))
     }
 
     pub async fn get(&self, url: &str) -> Result<HttpResponse, String> {

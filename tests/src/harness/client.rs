@@ -10,6 +10,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, SET_COOKIE};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -111,6 +112,15 @@ pub async fn try_request(
     let request = builder
         .body(Full::new(body.into()))
         .map_err(|e| e.to_string())?;
+    send_on(&client, request, REQUEST_TIMEOUT).await
+}
+
+/// Sends `request` on `client` and reads the whole response, within `timeout`.
+pub(super) async fn send_on(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
     let exchange = async {
         let response = client
             .request(request)
@@ -124,9 +134,9 @@ pub async fn try_request(
             body,
         })
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))?
+        .map_err(|_| format!("no answer within {timeout:?}"))?
 }
 
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
