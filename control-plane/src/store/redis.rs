@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 
-use super::redis_connection::{Purpose, RedisConnection, connection_lost};
+use super::redis_connection::{Purpose, RedisConnection, Settings, connection_lost};
 use super::redis_keys::{Keys, SessionAddress, user_tag};
 use super::redis_scripts as scripts;
 use super::{MAX_PAGE_SIZE, Store, StoreError};
@@ -59,9 +59,10 @@ impl RedisStore {
     /// Connects lazily: the control plane starts (and answers `UNAVAILABLE`) while Redis is
     /// down, and reconnects on its own when Redis returns.
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
+        let settings = Settings::read(config)?;
         Ok(Self {
-            connection: RedisConnection::new(config, Purpose::Commands)?,
-            blocking: RedisConnection::new(config, Purpose::Blocking)?,
+            connection: RedisConnection::new(config, &settings, Purpose::Commands)?,
+            blocking: RedisConnection::new(config, &settings, Purpose::Blocking)?,
             keys: Keys::new(&config.key_prefix),
             revocations_kept: config.revocation_stream_max_len.max(1),
             deadline: config.connect_timeout + config.response_timeout,

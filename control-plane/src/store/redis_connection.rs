@@ -82,7 +82,11 @@ enum Live {
 
 impl RedisConnection {
     /// A lazy connection for `purpose` to the Redis `config` names.
-    pub fn new(config: &StoreConfig, purpose: Purpose) -> Result<Self, StoreError> {
+    pub fn new(
+        config: &StoreConfig,
+        settings: &Settings,
+        purpose: Purpose,
+    ) -> Result<Self, StoreError> {
         let response_timeout = Some(match purpose {
             Purpose::Commands => config.response_timeout,
             // A blocked read answers within its block time: past that plus the usual response
@@ -90,7 +94,6 @@ impl RedisConnection {
             // again instead of waiting for TCP to give up.
             Purpose::Blocking => super::MAX_BLOCK + config.response_timeout,
         });
-        let settings = Settings::read(config)?;
         match config.topology {
             RedisTopology::Standalone => {
                 let mut manager_config = redis::aio::ConnectionManagerConfig::new()
@@ -360,8 +363,8 @@ impl ConnectionLike for RedisConnection {
     }
 }
 
-/// Credentials and TLS material shared by every topology.
-struct Settings {
+/// Credentials and TLS material shared by every topology, read once for all connections.
+pub(super) struct Settings {
     username: Option<String>,
     password: Option<String>,
     root_cert: Option<Vec<u8>>,
@@ -369,7 +372,7 @@ struct Settings {
 }
 
 impl Settings {
-    fn read(config: &StoreConfig) -> Result<Self, StoreError> {
+    pub fn read(config: &StoreConfig) -> Result<Self, StoreError> {
         let read = |path: &std::path::PathBuf| {
             std::fs::read(path)
                 .map_err(|error| invalid(&format!("cannot read {}: {error}", path.display())))
