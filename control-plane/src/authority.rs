@@ -1,6 +1,8 @@
 //! The rules of the control plane, independent of gRPC: who gets a ticket, what a ticket
 //! buys, how sessions are created, found, capped and ended.
 
+mod oidc_login;
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -17,9 +19,12 @@ use crate::domain::{
 use crate::error::{Error, StoreError};
 use crate::jwt::{self, JwtVerifiers};
 use crate::kerberos;
+use crate::oidc::OidcProviders;
 use crate::store::{MAX_PAGE_SIZE, Store};
 use crate::tokens::{self, TokenHash};
 use crate::virtual_proxies::VirtualProxies;
+
+pub use self::oidc_login::OidcLoginStarted;
 
 /// Longest target URI remembered.
 const MAX_TARGET_URI_LEN: usize = 4096;
@@ -65,6 +70,7 @@ pub struct Authority {
     /// `proxyRestUri`.
     rest_base: Option<Arc<str>>,
     jwt: Arc<JwtVerifiers>,
+    oidc: Arc<OidcProviders>,
 }
 
 impl Authority {
@@ -81,6 +87,7 @@ impl Authority {
             clock,
             rest_base: None,
             jwt: Arc::new(JwtVerifiers::default()),
+            oidc: Arc::new(OidcProviders::default()),
         }
     }
 

@@ -215,6 +215,21 @@ pub struct Target {
     pub uri: String,
 }
 
+/// An OpenID Connect login in flight: the browser was sent to the identity provider and is
+/// expected back at the callback with the state this record is stored under (hashed). The
+/// PKCE verifier and the nonce are not here: they are derived from the state and the
+/// browser's binding cookie, which the store never sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcLogin {
+    pub virtual_proxy: String,
+    /// Hash of the binding cookie's value: only the browser that started the login finishes it.
+    pub binding_hash: String,
+    /// The `redirect_uri` sent to the provider, which the token request must repeat.
+    pub redirect_uri: String,
+    /// Where the browser goes once logged in: a path on this virtual proxy.
+    pub target: String,
+}
+
 /// Why a session ended, as told to data-plane nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevocationReason {
@@ -226,6 +241,8 @@ pub enum RevocationReason {
     Logout,
     /// Ended to make room under the evict-oldest cap policy.
     Evicted,
+    /// The user logged out at the OpenID provider, which told us (back-channel logout).
+    ProviderLogout,
 }
 
 impl RevocationReason {
@@ -235,6 +252,7 @@ impl RevocationReason {
             Self::UserLoggedOut => "user-logged-out",
             Self::Logout => "logout",
             Self::Evicted => "evicted",
+            Self::ProviderLogout => "provider-logout",
         }
     }
 
@@ -244,6 +262,7 @@ impl RevocationReason {
             Self::UserLoggedOut,
             Self::Logout,
             Self::Evicted,
+            Self::ProviderLogout,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == text)

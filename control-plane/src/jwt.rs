@@ -11,12 +11,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
@@ -24,6 +18,13 @@ use serde_json::{Map, Value};
 use crate::config::JwtConfig;
 use crate::domain::{Attribute, User};
 use crate::error::Error;
+
+/// The `alg` values a configuration may accept. Only public-key algorithms: `none` never,
+/// and no HMAC, so a public key can never be used as a shared secret (the `alg` confusion
+/// attack).
+pub const ACCEPTED_ALGORITHMS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
 
 /// Longest bearer token looked at; anything longer is refused unread.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -76,12 +77,7 @@ struct Jwks {
     read_at: Option<Instant>,
 }
 
-type JwksClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
-/// Largest JWKS document read from a URL.
-const MAX_JWKS_LEN: usize = 1024 * 1024;
-/// Longest wait for a JWKS URL.
-const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+type JwksClient = crate::outbound::HttpClient;
 
 pub struct Verifier {
     config: JwtConfig,
@@ -101,44 +97,17 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
-fn jwks_client() -> Result<JwksClient, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| error.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
-}
-
-async fn fetch(client: &JwksClient, url: &str) -> Result<Vec<u8>, String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("bad URL {url:?}"))?;
-    let response = tokio::time::timeout(JWKS_FETCH_TIMEOUT, client.get(uri))
-        .await
-        .map_err(|_| format!("{url}: timed out"))?
-        .map_err(|error| format!("{url}: {error}"))?;
-    if !response.status().is_success() {
-        return Err(format!("{url}: HTTP {}", response.status()));
-    }
-    let body = tokio::time::timeout(
-        JWKS_FETCH_TIMEOUT,
-        Limited::new(response.into_body(), MAX_JWKS_LEN).collect(),
-    )
-    .await
-    .map_err(|_| format!("{url}: timed out"))?
-    .map_err(|error| format!("{url}: {error}"))?;
-    Ok(body.to_bytes().to_vec())
-}
-
 impl Verifier {
-    fn new(config: JwtConfig) -> Result<Self, String> {
+    pub fn new(config: JwtConfig) -> Result<Self, String> {
+        let client = match (&config.jwks_file, &config.jwks_url) {
+            (None, Some(_)) => Some(crate::outbound::client(None)?),
+            _ => None,
+        };
+        Self::with_client(config, client)
+    }
+
+    /// A verifier fetching `jwks_url` with `client` (which may trust extra CAs).
+    pub fn with_client(config: JwtConfig, client: Option<JwksClient>) -> Result<Self, String> {
         let algorithms = config
             .algorithms
             .iter()
@@ -154,10 +123,6 @@ impl Verifier {
                 key: read_pem_key(path)?,
             });
         }
-        let client = match (&config.jwks_file, &config.jwks_url) {
-            (None, Some(_)) => Some(jwks_client()?),
-            _ => None,
-        };
         Ok(Self {
             config,
             algorithms,
@@ -201,7 +166,10 @@ impl Verifier {
                     .map_err(|error| format!("cannot read {}: {error}", path.display()))?,
                 path.display().to_string(),
             ),
-            (None, Some(client), Some(url)) => (fetch(client, url).await?, url.clone()),
+            (None, Some(client), Some(url)) => (
+                crate::outbound::get(client, url).await?.to_vec(),
+                url.clone(),
+            ),
             _ => return Ok(()),
         };
         let set: JwkSet = serde_json::from_slice(&text)
@@ -243,6 +211,13 @@ impl Verifier {
     /// Checks signature, algorithm, `exp`, `nbf`, `iss` and `aud`, and maps the claims to a
     /// user. The error's text is short and safe to show the client; detail goes to the log.
     pub async fn verify(&self, token: &str) -> Result<Verified, Error> {
+        let claims = self.claims(token).await?;
+        self.map_claims(&claims)
+    }
+
+    /// The claims of a token whose signature, algorithm, `exp`, `nbf`, `iss` and `aud` check
+    /// out.
+    pub async fn claims(&self, token: &str) -> Result<Map<String, Value>, Error> {
         let refuse = Error::Unauthenticated;
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(refuse("the bearer token is not a JWT"));
@@ -291,7 +266,7 @@ impl Verifier {
         });
         for key in &candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
-                Ok(data) => return self.map_claims(&data.claims),
+                Ok(data) => return Ok(data.claims),
                 Err(error) => {
                     let reason = match error.kind() {
                         ErrorKind::InvalidSignature | ErrorKind::InvalidKeyFormat => continue,
@@ -337,40 +312,13 @@ impl Verifier {
 
     fn map_claims(&self, claims: &Map<String, Value>) -> Result<Verified, Error> {
         let refuse = Error::Unauthenticated;
-        let id = claims
-            .get(&self.config.user_id_claim)
-            .and_then(scalar)
-            .ok_or(refuse("the token names no user"))?;
-        let directory = self
-            .config
-            .user_directory_claim
-            .as_ref()
-            .and_then(|claim| claims.get(claim))
-            .and_then(scalar)
-            .or_else(|| self.config.user_directory.clone())
-            .ok_or(refuse("the token names no user directory"))?;
-        let mut attributes = Vec::new();
-        for (name, claim) in &self.config.attributes {
-            match claims.get(claim) {
-                Some(Value::Array(values)) => {
-                    attributes.extend(values.iter().filter_map(scalar).map(|value| Attribute {
-                        name: name.clone(),
-                        value,
-                    }));
-                }
-                Some(value) => {
-                    if let Some(value) = scalar(value) {
-                        attributes.push(Attribute {
-                            name: name.clone(),
-                            value,
-                        });
-                    }
-                }
-                None => {}
-            }
-        }
-        let user = User::new(&directory, &id, attributes)
-            .map_err(|_| refuse("the token's user is not valid"))?;
+        let rules = ClaimRules {
+            user_id_claim: &self.config.user_id_claim,
+            user_directory_claim: self.config.user_directory_claim.as_deref(),
+            user_directory: self.config.user_directory.as_deref(),
+            attributes: &self.config.attributes,
+        };
+        let user = user_from_claims(claims, &rules).map_err(refuse)?;
         let exp = claims
             .get("exp")
             .and_then(Value::as_u64)
@@ -380,6 +328,47 @@ impl Verifier {
             .ok_or(refuse("the bearer token is not valid"))?;
         Ok(Verified { user, expires })
     }
+}
+
+/// How a token's claims name its user; shared by JWT bearer tokens and OpenID Connect.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRules<'a> {
+    pub user_id_claim: &'a str,
+    /// Wins over `user_directory` when the claims have it.
+    pub user_directory_claim: Option<&'a str>,
+    pub user_directory: Option<&'a str>,
+    /// Attribute name → claim; an array claim gives one attribute per element.
+    pub attributes: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// The user `claims` name under `rules`; the error is a short reason for the client.
+pub fn user_from_claims(
+    claims: &Map<String, Value>,
+    rules: &ClaimRules<'_>,
+) -> Result<User, &'static str> {
+    let id = claims
+        .get(rules.user_id_claim)
+        .and_then(scalar)
+        .ok_or("the token names no user")?;
+    let directory = rules
+        .user_directory_claim
+        .and_then(|claim| claims.get(claim))
+        .and_then(scalar)
+        .or_else(|| rules.user_directory.map(str::to_owned))
+        .ok_or("the token names no user directory")?;
+    let mut attributes = Vec::new();
+    for (name, claim) in rules.attributes {
+        let values = match claims.get(claim) {
+            Some(Value::Array(values)) => values.iter().filter_map(scalar).collect(),
+            Some(value) => scalar(value).into_iter().collect(),
+            None => Vec::new(),
+        };
+        attributes.extend(values.into_iter().map(|value| Attribute {
+            name: name.clone(),
+            value,
+        }));
+    }
+    User::new(&directory, &id, attributes).map_err(|_| "the token's user is not valid")
 }
 
 fn keyed(keys: Vec<Key>, kid: &str) -> Vec<Key> {

@@ -15,6 +15,8 @@ pub mod jwt_session;
 pub mod kerberos;
 pub mod logging;
 pub mod metrics;
+pub mod oidc;
+pub mod outbound;
 pub mod process;
 pub mod rest;
 pub mod server;

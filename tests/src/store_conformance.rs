@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use gatehouse_control_plane::clock::SystemClock;
 use gatehouse_control_plane::config::{RedisTopology, StoreBackend, StoreConfig};
 use gatehouse_control_plane::domain::{
-    Attribute, CapPolicy, CreateOutcome, NewSession, RevocationReason, Session, SessionCap, Target,
-    Ticket, User, UserKey,
+    Attribute, CapPolicy, CreateOutcome, NewSession, OidcLogin, RevocationReason, Session,
+    SessionCap, Target, Ticket, User, UserKey,
 };
 use gatehouse_control_plane::store::{MemoryStore, RedisStore, Store, StoreError};
 use gatehouse_control_plane::tokens::{self, TokenHash};
@@ -123,6 +123,8 @@ conformance!(
     concurrent_redemptions_have_one_winner,
     targets_are_kept_for_their_ttl,
     used_jwts_are_remembered_for_their_ttl,
+    oidc_logins_are_taken_once_within_their_ttl,
+    linked_sessions_are_kept_for_their_ttl,
     sessions_are_found_by_token_and_by_handle,
     a_live_token_cannot_be_reused,
     the_refuse_policy_caps_sessions_per_user_and_proxy,
@@ -324,6 +326,66 @@ async fn used_jwts_are_remembered_for_their_ttl(subject: Subject) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!store.jwt_remembered(&brief).await.unwrap());
     assert!(store.jwt_remembered(&kept).await.unwrap());
+}
+
+async fn oidc_logins_are_taken_once_within_their_ttl(subject: Subject) {
+    let store = subject.store;
+    let login = OidcLogin {
+        virtual_proxy: "sales".into(),
+        binding_hash: TokenHash::of("binding").to_text(),
+        redirect_uri: "https://gatehouse.example.com/sales/oidc/callback".into(),
+        target: "/sales/hub?x=1".into(),
+    };
+    let state = TokenHash::of(&tokens::new_session_token());
+    store.put_oidc_login(&state, &login, HOUR).await.unwrap();
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let state = state.clone();
+            tokio::spawn(async move { store.take_oidc_login(&state).await.unwrap() })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for attempt in attempts {
+        taken.extend(attempt.await.unwrap());
+    }
+    assert_eq!(taken, vec![login.clone()], "one caller gets the login");
+    assert_eq!(store.take_oidc_login(&state).await.unwrap(), None);
+
+    let brief = TokenHash::of(&tokens::new_session_token());
+    store
+        .put_oidc_login(&brief, &login, Duration::from_millis(150))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.take_oidc_login(&brief).await.unwrap(), None);
+}
+
+async fn linked_sessions_are_kept_for_their_ttl(subject: Subject) {
+    let store = subject.store;
+    let subject_key = TokenHash::of("https://idp.example.com\0alice");
+    let brief = TokenHash::of("https://idp.example.com\0bob");
+    assert!(
+        store
+            .linked_sessions(&subject_key)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.link_session(&subject_key, "h1", HOUR).await.unwrap();
+    store.link_session(&subject_key, "h2", HOUR).await.unwrap();
+    store.link_session(&subject_key, "h1", HOUR).await.unwrap();
+    store
+        .link_session(&brief, "h3", Duration::from_millis(150))
+        .await
+        .unwrap();
+    let mut linked = store.linked_sessions(&subject_key).await.unwrap();
+    linked.sort();
+    assert_eq!(linked, ["h1", "h2"]);
+    assert_eq!(store.linked_sessions(&brief).await.unwrap(), ["h3"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.linked_sessions(&brief).await.unwrap().is_empty());
+    assert_eq!(store.linked_sessions(&subject_key).await.unwrap().len(), 2);
 }
 
 async fn sessions_are_found_by_token_and_by_handle(subject: Subject) {

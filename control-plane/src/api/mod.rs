@@ -22,6 +22,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(message) => Status::unauthenticated(message),
             Error::AlreadyExists(message) => Status::already_exists(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
+            Error::Unavailable(message) => Status::unavailable(message),
             error @ Error::SessionCapReached(_) => Status::resource_exhausted(error.to_string()),
             Error::Store(error @ (StoreError::InvalidPageToken | StoreError::InvalidCursor)) => {
                 Status::invalid_argument(error.to_string())

@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod oidc;
 mod settings;
 mod virtual_proxy;
 
+pub use self::oidc::{
+    ClientAuthentication, OidcConfig, is_https_or_loopback, read_secret as read_oidc_secret,
+};
 use self::virtual_proxy::FileVirtualProxy;
 pub use self::virtual_proxy::{
     AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig,

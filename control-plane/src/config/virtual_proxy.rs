@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::oidc::OidcConfig;
 use crate::domain::CapPolicy;
 
 /// Headers the proxy itself sets for upstreams; a client can never supply them, so header
@@ -58,6 +59,8 @@ pub struct VirtualProxyConfig {
     pub kerberos: Option<KerberosConfig>,
     /// `Authorization: Bearer <jwt>` logs in; see AUTH-JWT.md.
     pub jwt: Option<JwtConfig>,
+    /// OpenID Connect login; see AUTH-OIDC.md.
+    pub oidc: Option<OidcConfig>,
     /// Remove `/{prefix}` from the path before forwarding.
     pub strip_prefix: bool,
     pub upstream: UpstreamConfig,
@@ -320,6 +323,7 @@ pub(super) struct FileVirtualProxy {
     header_authentication: Option<HeaderAuthConfig>,
     kerberos: Option<KerberosConfig>,
     jwt: Option<JwtConfig>,
+    oidc: Option<OidcConfig>,
     #[serde(default = "default_strip_prefix")]
     strip_prefix: bool,
     #[serde(default)]
@@ -356,6 +360,7 @@ impl FileVirtualProxy {
             header_authentication: None,
             kerberos: None,
             jwt: None,
+            oidc: None,
             strip_prefix: default_strip_prefix(),
             upstream: UpstreamConfig::default(),
             identity_headers: IdentityPreset::default(),
@@ -475,6 +480,9 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
     if let Some(jwt) = &proxy.jwt {
         validate_jwt(jwt).map_err(named)?;
     }
+    if let Some(oidc) = &proxy.oidc {
+        oidc.validate(&prefix).map_err(named)?;
+    }
     validate_upstream(&proxy.upstream).map_err(named)?;
     for rule in &proxy.access_rules {
         if !rule.path_prefix.starts_with('/') {
@@ -518,6 +526,7 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         header_authentication: proxy.header_authentication,
         kerberos: proxy.kerberos,
         jwt: proxy.jwt,
+        oidc: proxy.oidc,
         strip_prefix: proxy.strip_prefix,
         upstream: proxy.upstream,
         identity_headers: proxy.identity_headers,
@@ -545,19 +554,14 @@ fn validate_jwt(jwt: &JwtConfig) -> Result<(), String> {
     if jwt.algorithms.is_empty() {
         return Err("jwt.algorithms must name at least one algorithm".to_owned());
     }
-    // Only public-key algorithms: `none` never, and no HMAC, so a public key can never be
-    // used as a shared secret (the `alg` confusion attack).
-    const ACCEPTED: [&str; 9] = [
-        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
-    ];
     if let Some(alg) = jwt
         .algorithms
         .iter()
-        .find(|alg| !ACCEPTED.contains(&alg.as_str()))
+        .find(|alg| !crate::jwt::ACCEPTED_ALGORITHMS.contains(&alg.as_str()))
     {
         return Err(format!(
             "jwt.algorithms: {alg:?} is not accepted (one of {})",
-            ACCEPTED.join(", ")
+            crate::jwt::ACCEPTED_ALGORITHMS.join(", ")
         ));
     }
     if jwt.leeway > Duration::from_secs(600) {

@@ -14,8 +14,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::{MAX_PAGE_SIZE, Store, StoreError};
 use crate::clock::Clock;
 use crate::domain::{
-    CapPolicy, CreateOutcome, NewSession, Page, Revocation, RevocationReason, Revocations, Session,
-    SessionCap, Target, Ticket, UserKey,
+    CapPolicy, CreateOutcome, NewSession, OidcLogin, Page, Revocation, RevocationReason,
+    Revocations, Session, SessionCap, Target, Ticket, UserKey,
 };
 use crate::tokens::{self, TokenHash};
 
@@ -36,6 +36,8 @@ struct State {
     tickets: HashMap<TokenHash, (Ticket, SystemTime)>,
     targets: HashMap<String, (Target, SystemTime)>,
     jwts: HashMap<TokenHash, SystemTime>,
+    oidc_logins: HashMap<TokenHash, (OidcLogin, SystemTime)>,
+    links: HashMap<TokenHash, (BTreeSet<String>, SystemTime)>,
     /// By handle; ordered so listings can resume after a handle.
     sessions: BTreeMap<String, StoredSession>,
     handles_by_token: HashMap<TokenHash, String>,
@@ -73,6 +75,8 @@ impl MemoryStore {
                 tickets: HashMap::new(),
                 targets: HashMap::new(),
                 jwts: HashMap::new(),
+                oidc_logins: HashMap::new(),
+                links: HashMap::new(),
                 sessions: BTreeMap::new(),
                 handles_by_token: HashMap::new(),
                 handles_by_user: HashMap::new(),
@@ -110,6 +114,8 @@ impl State {
         self.tickets.retain(|_, (_, expires)| *expires > now);
         self.targets.retain(|_, (_, expires)| *expires > now);
         self.jwts.retain(|_, expires| *expires > now);
+        self.oidc_logins.retain(|_, (_, expires)| *expires > now);
+        self.links.retain(|_, (_, expires)| *expires > now);
         let expired: Vec<String> = self
             .sessions
             .iter()
@@ -240,6 +246,60 @@ impl Store for MemoryStore {
     async fn jwt_remembered(&self, hash: &TokenHash) -> Result<bool, StoreError> {
         let (state, now) = self.state();
         Ok(state.jwts.get(hash).is_some_and(|expires| *expires > now))
+    }
+
+    async fn put_oidc_login(
+        &self,
+        state_hash: &TokenHash,
+        login: &OidcLogin,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let (mut state, now) = self.state();
+        state
+            .oidc_logins
+            .insert(state_hash.clone(), (login.clone(), now + ttl));
+        Ok(())
+    }
+
+    async fn take_oidc_login(
+        &self,
+        state_hash: &TokenHash,
+    ) -> Result<Option<OidcLogin>, StoreError> {
+        let (mut state, now) = self.state();
+        Ok(state
+            .oidc_logins
+            .remove(state_hash)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(login, _)| login))
+    }
+
+    async fn link_session(
+        &self,
+        key: &TokenHash,
+        handle: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let (mut state, now) = self.state();
+        let entry = state
+            .links
+            .entry(key.clone())
+            .or_insert_with(|| (BTreeSet::new(), now));
+        if entry.1 <= now {
+            entry.0.clear();
+        }
+        entry.0.insert(handle.to_owned());
+        entry.1 = now + ttl;
+        Ok(())
+    }
+
+    async fn linked_sessions(&self, key: &TokenHash) -> Result<Vec<String>, StoreError> {
+        let (state, now) = self.state();
+        Ok(state
+            .links
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(handles, _)| handles.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn create_session(

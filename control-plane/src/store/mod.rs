@@ -23,8 +23,8 @@ use async_trait::async_trait;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 use crate::domain::{
-    CreateOutcome, NewSession, Page, RevocationReason, Revocations, Session, SessionCap, Target,
-    Ticket, UserKey,
+    CreateOutcome, NewSession, OidcLogin, Page, RevocationReason, Revocations, Session, SessionCap,
+    Target, Ticket, UserKey,
 };
 pub use crate::error::StoreError;
 use crate::tokens::TokenHash;
@@ -64,6 +64,35 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether [`remember_jwt`](Self::remember_jwt) recorded this hash and it has not expired.
     async fn jwt_remembered(&self, hash: &TokenHash) -> Result<bool, StoreError>;
+
+    /// Stores an OpenID Connect login in flight under the hash of its `state`, for `ttl`.
+    async fn put_oidc_login(
+        &self,
+        state_hash: &TokenHash,
+        login: &OidcLogin,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Consumes the login stored under this state hash. Atomic: of concurrent calls for one
+    /// state, at most one gets it, so a callback URL works once.
+    async fn take_oidc_login(
+        &self,
+        state_hash: &TokenHash,
+    ) -> Result<Option<OidcLogin>, StoreError>;
+
+    /// Adds a session handle to the set under `key` (an OpenID provider's subject or session
+    /// id, hashed), kept for `ttl` after the last addition, so a back-channel logout naming
+    /// that subject or session finds the Gatehouse sessions to end.
+    async fn link_session(
+        &self,
+        key: &TokenHash,
+        handle: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// The handles [`link_session`](Self::link_session) recorded under `key` (some may name
+    /// sessions that have ended since).
+    async fn linked_sessions(&self, key: &TokenHash) -> Result<Vec<String>, StoreError>;
 
     /// Stores a session, enforcing the per-user cap of its virtual proxy atomically.
     async fn create_session(

@@ -17,8 +17,8 @@ use super::{MAX_PAGE_SIZE, Store, StoreError};
 use crate::clock::{from_millis, to_millis};
 use crate::config::StoreConfig;
 use crate::domain::{
-    CapPolicy, CreateOutcome, NewSession, Page, Revocation, RevocationReason, Revocations, Session,
-    SessionCap, Target, Ticket, User, UserKey,
+    CapPolicy, CreateOutcome, NewSession, OidcLogin, Page, Revocation, RevocationReason,
+    Revocations, Session, SessionCap, Target, Ticket, User, UserKey,
 };
 use crate::tokens::{self, TokenHash};
 
@@ -279,6 +279,62 @@ impl Store for RedisStore {
             .query(redis::cmd("EXISTS").arg(self.keys.jwt(hash)))
             .await?;
         Ok(found > 0)
+    }
+
+    async fn put_oidc_login(
+        &self,
+        state_hash: &TokenHash,
+        login: &OidcLogin,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let record = serde_json::to_string(login).map_err(|error| corrupt(&error.to_string()))?;
+        self.query(
+            redis::cmd("SET")
+                .arg(self.keys.oidc_login(state_hash))
+                .arg(record)
+                .arg("PX")
+                .arg(millis(ttl)),
+        )
+        .await
+    }
+
+    async fn take_oidc_login(
+        &self,
+        state_hash: &TokenHash,
+    ) -> Result<Option<OidcLogin>, StoreError> {
+        let record: Option<String> = self
+            .query(redis::cmd("GETDEL").arg(self.keys.oidc_login(state_hash)))
+            .await?;
+        record
+            .map(|record| serde_json::from_str(&record).map_err(|_| corrupt("OpenID login record")))
+            .transpose()
+    }
+
+    async fn link_session(
+        &self,
+        key: &TokenHash,
+        handle: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.keys.link(key);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .atomic()
+            .cmd("SADD")
+            .arg(&key)
+            .arg(handle)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(millis(ttl))
+            .ignore();
+        let mut connection = self.connection.clone();
+        self.run(pipeline.query_async::<()>(&mut connection)).await
+    }
+
+    async fn linked_sessions(&self, key: &TokenHash) -> Result<Vec<String>, StoreError> {
+        self.query(redis::cmd("SMEMBERS").arg(self.keys.link(key)))
+            .await
     }
 
     async fn create_session(

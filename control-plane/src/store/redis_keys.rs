@@ -8,6 +8,9 @@
 //! |----------------------------------|--------|-----------------------------------------|---------|
 //! | `P:ticket:<hash of ticket>`      | hash   | `vp`, `rec` (JSON user)                 | ticket TTL |
 //! | `P:target:<id>`                  | string | JSON target                             | target TTL |
+//! | `P:jwt:<hash of session token>`  | string | `1`: this JWT's session was started     | the JWT's `exp` |
+//! | `P:oidc:<hash of state>`         | string | JSON OpenID Connect login in flight     | login timeout |
+//! | `P:link:<hash of subject>`       | set    | session handles of an OpenID subject or provider session | the longest session |
 //! | `P:token:<hash of token>`        | string | the session's handle                    | with the session |
 //! | `P:{<tag>}:session:<id>`         | hash   | `vp user th created last idle abs`      | session's inactivity expiry |
 //! | `P:{<tag>}:sessions`             | zset   | session ids scored by creation time     | latest absolute expiry |
@@ -85,6 +88,14 @@ impl Keys {
 
     pub fn target(&self, id: &str) -> String {
         format!("{}:target:{id}", self.prefix)
+    }
+
+    pub fn oidc_login(&self, state_hash: &TokenHash) -> String {
+        format!("{}:oidc:{}", self.prefix, state_hash.to_text())
+    }
+
+    pub fn link(&self, key: &TokenHash) -> String {
+        format!("{}:link:{}", self.prefix, key.to_text())
     }
 
     pub fn jwt(&self, hash: &TokenHash) -> String {

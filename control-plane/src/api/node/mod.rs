@@ -154,6 +154,78 @@ impl pb::node_service_server::NodeService for NodeApi {
         }))
     }
 
+    async fn oidc_begin(
+        &self,
+        request: Request<pb::OidcBeginRequest>,
+    ) -> Result<Response<pb::OidcBeginResponse>, Status> {
+        let request = request.into_inner();
+        let started = self
+            .authority
+            .oidc_begin(
+                &request.virtual_proxy,
+                &request.redirect_uri,
+                &request.target,
+                &request.binding,
+            )
+            .await?;
+        Ok(Response::new(pb::OidcBeginResponse {
+            authorization_uri: started.authorization_uri,
+            binding: started.binding,
+            login_timeout: prost_types::Duration::try_from(started.login_timeout).ok(),
+        }))
+    }
+
+    async fn oidc_callback(
+        &self,
+        request: Request<pb::OidcCallbackRequest>,
+    ) -> Result<Response<pb::OidcCallbackResponse>, Status> {
+        let request = request.into_inner();
+        let (issued, target) = self
+            .authority
+            .oidc_callback(
+                &request.virtual_proxy,
+                &request.state,
+                &request.code,
+                &request.binding,
+            )
+            .await?;
+        Ok(Response::new(pb::OidcCallbackResponse {
+            login: Some(pb::LoginResponse {
+                session_token: issued.token,
+                session: Some(session_to_proto(issued.session)),
+            }),
+            target,
+        }))
+    }
+
+    async fn oidc_backchannel_logout(
+        &self,
+        request: Request<pb::OidcBackchannelLogoutRequest>,
+    ) -> Result<Response<pb::OidcBackchannelLogoutResponse>, Status> {
+        let request = request.into_inner();
+        let sessions_ended = self
+            .authority
+            .oidc_backchannel_logout(&request.virtual_proxy, &request.logout_token)
+            .await?;
+        Ok(Response::new(pb::OidcBackchannelLogoutResponse {
+            sessions_ended,
+        }))
+    }
+
+    async fn oidc_end_session(
+        &self,
+        request: Request<pb::OidcEndSessionRequest>,
+    ) -> Result<Response<pb::OidcEndSessionResponse>, Status> {
+        let end_session_uri = self
+            .authority
+            .oidc_end_session(&request.into_inner().virtual_proxy)
+            .await?
+            .unwrap_or_default();
+        Ok(Response::new(pb::OidcEndSessionResponse {
+            end_session_uri,
+        }))
+    }
+
     async fn anonymous_login(
         &self,
         request: Request<pb::AnonymousLoginRequest>,

@@ -42,6 +42,10 @@ pub(crate) fn virtual_proxy_to_proto(
             .jwt
             .as_ref()
             .map(|_| pb::JwtAuthentication { enabled: true }),
+        oidc_authentication: proxy.oidc.as_ref().map(|oidc| pb::OidcAuthentication {
+            enabled: true,
+            end_session_redirect: oidc.end_session_redirect,
+        }),
         strip_prefix: proxy.strip_prefix,
         upstream: Some(upstream_to_proto(&proxy.upstream)),
         identity_headers: Some(pb::IdentityHeaders {

@@ -1,0 +1,490 @@
+//! OpenID Connect login (authorization code flow with PKCE) for virtual proxies with
+//! `[virtual_proxies.oidc]`. Everything that talks to the provider lives here, in the control
+//! plane: discovery, the token request, ID token and logout token validation, userinfo. A
+//! data-plane node only redirects browsers and relays `code` and `state`.
+//!
+//! The state is random and stored (hashed) by the control plane with the login's target; the
+//! PKCE verifier and the nonce are derived from the state and the browser's binding cookie,
+//! so neither is stored anywhere and a leaked callback URL (state and code) does not give
+//! them away.
+
+mod claims;
+mod discovery;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use http::Request;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http_body_util::Full;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+
+pub use self::claims::LogoutTarget;
+use self::discovery::Metadata;
+use crate::config::{ClientAuthentication, JwtConfig, OidcConfig};
+use crate::domain::User;
+use crate::error::Error;
+use crate::jwt::{self, ClaimRules, Verifier};
+use crate::outbound::{self, HttpClient};
+use crate::tokens::TokenHash;
+
+/// The discovery document is read again after this long (a failed re-read keeps the old one).
+const REDISCOVER_AFTER: Duration = Duration::from_secs(3600);
+/// After a failed discovery with nothing cached, logins fail fast for this long instead of
+/// each waiting on an unreachable provider.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(2);
+/// Shortest time between two JWKS re-reads on an unknown `kid`.
+const JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
+/// Longest ID or logout token looked at.
+const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+const UNREACHABLE: &str = "the identity provider cannot be reached; try again shortly";
+
+/// The values one login sends to the provider and expects back, derived from its state and
+/// the browser's binding cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSecrets {
+    pub code_verifier: String,
+    pub code_challenge: String,
+    pub nonce: String,
+}
+
+impl LoginSecrets {
+    pub fn derive(binding: &str, state: &str) -> Self {
+        let derive = |label: &str| {
+            URL_SAFE_NO_PAD.encode(
+                Sha256::new()
+                    .chain_update(label.as_bytes())
+                    .chain_update(b"\0")
+                    .chain_update(binding.as_bytes())
+                    .chain_update(b"\0")
+                    .chain_update(state.as_bytes())
+                    .finalize(),
+            )
+        };
+        // 43 characters of base64url: a valid RFC 7636 verifier.
+        let code_verifier = derive("gatehouse-oidc-pkce");
+        let code_challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier.as_bytes()));
+        Self {
+            code_verifier,
+            code_challenge,
+            nonce: derive("gatehouse-oidc-nonce"),
+        }
+    }
+}
+
+/// The key under which a virtual proxy's sessions of one provider subject (`kind` "sub") or
+/// provider session (`kind` "sid") are linked, for back-channel logout.
+pub fn link_key(virtual_proxy: &str, issuer: &str, kind: &str, value: &str) -> TokenHash {
+    TokenHash::of(&format!(
+        "gatehouse-oidc-link\0{virtual_proxy}\0{issuer}\0{kind}\0{value}"
+    ))
+}
+
+/// What the token endpoint answered.
+#[derive(Debug, Deserialize)]
+pub struct TokenResponse {
+    pub id_token: Option<String>,
+    pub access_token: Option<String>,
+}
+
+/// One provider per virtual proxy, rebuilt when that proxy's `oidc` configuration changes.
+#[derive(Debug, Default)]
+pub struct OidcProviders {
+    by_prefix: Mutex<HashMap<String, Arc<Provider>>>,
+}
+
+impl OidcProviders {
+    pub fn provider(&self, prefix: &str, config: &OidcConfig) -> Result<Arc<Provider>, Error> {
+        let mut map = self
+            .by_prefix
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(provider) = map.get(prefix)
+            && provider.config == *config
+        {
+            return Ok(provider.clone());
+        }
+        let provider = Arc::new(Provider::new(config.clone()).map_err(|detail| {
+            tracing::error!(prefix, %detail, "OpenID Connect client cannot be set up");
+            Error::Unavailable("OpenID Connect login is not available right now")
+        })?);
+        map.insert(prefix.to_owned(), provider.clone());
+        Ok(provider)
+    }
+}
+
+struct Discovered {
+    metadata: Metadata,
+    verifier: Arc<Verifier>,
+    read_at: Instant,
+}
+
+#[derive(Default)]
+struct DiscoveryState {
+    current: Option<Arc<Discovered>>,
+    failed_at: Option<Instant>,
+}
+
+pub struct Provider {
+    config: OidcConfig,
+    client: HttpClient,
+    secret: Option<String>,
+    /// Held while reading the discovery document, so concurrent logins read it once.
+    discovery: tokio::sync::Mutex<DiscoveryState>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("issuer", &self.config.issuer)
+            .field("client_id", &self.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    fn new(config: OidcConfig) -> Result<Self, String> {
+        let client = outbound::client(config.ca_file.as_deref())?;
+        let secret = match (config.client_authentication(), &config.client_secret_file) {
+            (ClientAuthentication::None, _) | (_, None) => None,
+            (_, Some(path)) => Some(crate::config::read_oidc_secret(path)?),
+        };
+        Ok(Self {
+            config,
+            client,
+            secret,
+            discovery: tokio::sync::Mutex::new(DiscoveryState::default()),
+        })
+    }
+
+    pub fn config(&self) -> &OidcConfig {
+        &self.config
+    }
+
+    /// The provider's metadata and ID token verifier: read on first use, re-read hourly.
+    async fn discovered(&self) -> Result<Arc<Discovered>, Error> {
+        let mut state = self.discovery.lock().await;
+        if let Some(current) = &state.current
+            && current.read_at.elapsed() < REDISCOVER_AFTER
+        {
+            return Ok(current.clone());
+        }
+        if state.current.is_none()
+            && state
+                .failed_at
+                .is_some_and(|at| at.elapsed() < DISCOVERY_RETRY)
+        {
+            return Err(Error::Unavailable(UNREACHABLE));
+        }
+        match discovery::fetch(&self.client, &self.config).await {
+            Ok(metadata) => {
+                let verifier = match &state.current {
+                    // Same keys: keep the verifier and the keys it has read.
+                    Some(current) if current.metadata.jwks_uri == metadata.jwks_uri => {
+                        current.verifier.clone()
+                    }
+                    _ => Arc::new(self.verifier(&metadata).map_err(|detail| {
+                        tracing::error!(issuer = %self.config.issuer, %detail, "cannot verify the provider's tokens");
+                        Error::Unavailable(UNREACHABLE)
+                    })?),
+                };
+                let discovered = Arc::new(Discovered {
+                    metadata,
+                    verifier,
+                    read_at: Instant::now(),
+                });
+                state.current = Some(discovered.clone());
+                state.failed_at = None;
+                Ok(discovered)
+            }
+            Err(detail) => {
+                tracing::warn!(issuer = %self.config.issuer, %detail, "OpenID discovery failed");
+                state.failed_at = Some(Instant::now());
+                match &state.current {
+                    Some(current) => Ok(current.clone()),
+                    None => Err(Error::Unavailable(UNREACHABLE)),
+                }
+            }
+        }
+    }
+
+    /// A verifier for tokens this provider signs for this client.
+    fn verifier(&self, metadata: &Metadata) -> Result<Verifier, String> {
+        let config = JwtConfig {
+            public_keys: Vec::new(),
+            jwks_file: None,
+            jwks_url: Some(metadata.jwks_uri.clone()),
+            jwks_min_refresh: JWKS_MIN_REFRESH,
+            algorithms: self.config.algorithms.clone(),
+            issuers: vec![self.config.issuer.clone()],
+            audiences: vec![self.config.client_id.clone()],
+            leeway: self.config.leeway,
+            user_id_claim: self.config.user_id_claim.clone(),
+            user_directory_claim: self.config.user_directory_claim.clone(),
+            user_directory: self.config.user_directory.clone(),
+            attributes: self.config.attributes.clone(),
+        };
+        Verifier::with_client(config, Some(self.client.clone()))
+    }
+
+    /// The provider's authorization URL for one login.
+    pub async fn authorization_uri(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        secrets: &LoginSecrets,
+    ) -> Result<String, Error> {
+        let discovered = self.discovered().await?;
+        let scope = self.config.scopes.join(" ");
+        let query = outbound::form(&[
+            ("response_type", "code"),
+            ("client_id", &self.config.client_id),
+            ("redirect_uri", redirect_uri),
+            ("scope", &scope),
+            ("state", state),
+            ("nonce", &secrets.nonce),
+            ("code_challenge", &secrets.code_challenge),
+            ("code_challenge_method", "S256"),
+        ]);
+        let endpoint = &discovered.metadata.authorization_endpoint;
+        let separator = if endpoint.contains('?') { '&' } else { '?' };
+        Ok(format!("{endpoint}{separator}{query}"))
+    }
+
+    /// Exchanges an authorization code at the token endpoint.
+    pub async fn exchange(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+    ) -> Result<TokenResponse, Error> {
+        let discovered = self.discovered().await?;
+        let mut fields = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", code_verifier),
+        ];
+        let authentication = self.config.client_authentication();
+        let secret = self.secret.as_deref().unwrap_or_default();
+        if authentication != ClientAuthentication::ClientSecretBasic {
+            fields.push(("client_id", &self.config.client_id));
+        }
+        if authentication == ClientAuthentication::ClientSecretPost {
+            fields.push(("client_secret", secret));
+        }
+        let mut request = Request::post(&discovered.metadata.token_endpoint)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json");
+        if authentication == ClientAuthentication::ClientSecretBasic {
+            // RFC 6749, 2.3.1: both parts form-encoded before Basic encoding.
+            let credentials = format!(
+                "{}:{}",
+                outbound::encode(&self.config.client_id),
+                outbound::encode(secret)
+            );
+            request = request.header(
+                AUTHORIZATION,
+                format!("Basic {}", STANDARD.encode(credentials)),
+            );
+        }
+        let request = request
+            .body(Full::new(Bytes::from(outbound::form(&fields))))
+            .map_err(|_| Error::Unavailable(UNREACHABLE))?;
+        let reply = outbound::send(&self.client, request)
+            .await
+            .map_err(|detail| {
+                tracing::warn!(%detail, "token request failed");
+                Error::Unavailable(UNREACHABLE)
+            })?;
+        if reply.status.is_server_error() {
+            tracing::warn!(status = %reply.status, "token endpoint failed");
+            return Err(Error::Unavailable(UNREACHABLE));
+        }
+        if !reply.status.is_success() {
+            // invalid_grant for a used, expired or stolen code, or a PKCE mismatch.
+            let error = serde_json::from_slice::<Value>(&reply.body)
+                .ok()
+                .and_then(|body| body.get("error").and_then(Value::as_str).map(str::to_owned));
+            tracing::info!(status = %reply.status, ?error, "the provider refused the authorization code");
+            return Err(Error::Unauthenticated(
+                "the identity provider did not accept the login; start again",
+            ));
+        }
+        serde_json::from_slice(&reply.body).map_err(|error| {
+            tracing::warn!(%error, "the token response is not valid");
+            Error::Unauthenticated("the identity provider's answer is not valid")
+        })
+    }
+
+    /// The claims of an ID token that is valid for this client and this login's nonce.
+    pub async fn verify_id_token(
+        &self,
+        id_token: &str,
+        nonce: &str,
+        now: SystemTime,
+    ) -> Result<Map<String, Value>, Error> {
+        let invalid = Error::Unauthenticated("the identity provider's ID token is not valid");
+        if id_token.len() > MAX_TOKEN_LEN {
+            return Err(invalid);
+        }
+        let discovered = self.discovered().await?;
+        let claims = discovered
+            .verifier
+            .claims(id_token)
+            .await
+            .map_err(|error| {
+                tracing::info!(%error, "ID token refused");
+                Error::Unauthenticated("the identity provider's ID token is not valid")
+            })?;
+        claims::check_id_token(
+            &claims,
+            &self.config.client_id,
+            nonce,
+            now,
+            self.config.leeway,
+        )
+        .map_err(|reason| {
+            tracing::info!(reason, "ID token refused");
+            invalid
+        })?;
+        Ok(claims)
+    }
+
+    /// The userinfo endpoint's claims for the user of `access_token`, when the configuration
+    /// asks for them and the provider has the endpoint; they must be about `subject`.
+    pub async fn userinfo(
+        &self,
+        access_token: Option<&str>,
+        subject: &str,
+    ) -> Result<Option<Map<String, Value>>, Error> {
+        let discovered = self.discovered().await?;
+        let (true, Some(endpoint), Some(access_token)) = (
+            self.config.userinfo,
+            &discovered.metadata.userinfo_endpoint,
+            access_token,
+        ) else {
+            return Ok(None);
+        };
+        let request = Request::get(endpoint)
+            .header(AUTHORIZATION, format!("Bearer {access_token}"))
+            .header(ACCEPT, "application/json")
+            .body(Full::default())
+            .map_err(|_| Error::Unavailable(UNREACHABLE))?;
+        let reply = outbound::send(&self.client, request)
+            .await
+            .map_err(|detail| {
+                tracing::warn!(%detail, "userinfo request failed");
+                Error::Unavailable(UNREACHABLE)
+            })?;
+        if !reply.status.is_success() {
+            tracing::warn!(status = %reply.status, "userinfo endpoint refused");
+            return Err(Error::Unavailable(UNREACHABLE));
+        }
+        let claims: Map<String, Value> = serde_json::from_slice(&reply.body).map_err(|error| {
+            tracing::warn!(%error, "userinfo answer is not a JSON object (signed userinfo is not supported)");
+            Error::Unauthenticated("the identity provider's answer is not valid")
+        })?;
+        // Core 1.0, 5.3.2: claims about someone else must not be used.
+        if claims.get("sub").and_then(Value::as_str) != Some(subject) {
+            tracing::warn!("userinfo is about another subject");
+            return Err(Error::Unauthenticated(
+                "the identity provider's answer is not valid",
+            ));
+        }
+        Ok(Some(claims))
+    }
+
+    /// The user the claims name, with the groups claim as `Group` attributes.
+    pub fn user(&self, claims: &Map<String, Value>) -> Result<User, Error> {
+        let mut attributes = self.config.attributes.clone();
+        if !self.config.groups_claim.is_empty() {
+            attributes
+                .entry("Group".to_owned())
+                .or_insert_with(|| self.config.groups_claim.clone());
+        }
+        let rules = ClaimRules {
+            user_id_claim: &self.config.user_id_claim,
+            user_directory_claim: self.config.user_directory_claim.as_deref(),
+            user_directory: self.config.user_directory.as_deref(),
+            attributes: &attributes,
+        };
+        jwt::user_from_claims(claims, &rules).map_err(|reason| {
+            tracing::info!(reason, "OpenID claims name no valid user");
+            Error::Unauthenticated("the identity provider's answer names no valid user")
+        })
+    }
+
+    /// Whom a back-channel logout token logs out; `InvalidArgument` when it is not valid.
+    pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutTarget, Error> {
+        let invalid = || Error::invalid("the logout token is not valid");
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(invalid());
+        }
+        let discovered = self.discovered().await?;
+        let claims = discovered.verifier.claims(token).await.map_err(|error| {
+            tracing::info!(%error, "logout token refused");
+            invalid()
+        })?;
+        claims::check_logout_token(&claims).map_err(|reason| {
+            tracing::info!(reason, "logout token refused");
+            invalid()
+        })
+    }
+
+    /// Where to send a browser to end its provider session, if the provider has an
+    /// end-session endpoint and the redirect is on.
+    pub async fn end_session_uri(&self) -> Result<Option<String>, Error> {
+        if !self.config.end_session_redirect {
+            return Ok(None);
+        }
+        let discovered = self.discovered().await?;
+        let Some(endpoint) = &discovered.metadata.end_session_endpoint else {
+            return Ok(None);
+        };
+        let mut fields = vec![("client_id", self.config.client_id.as_str())];
+        if let Some(uri) = &self.config.post_logout_redirect_uri {
+            fields.push(("post_logout_redirect_uri", uri));
+        }
+        let separator = if endpoint.contains('?') { '&' } else { '?' };
+        Ok(Some(format!(
+            "{endpoint}{separator}{}",
+            outbound::form(&fields)
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_secrets_depend_on_binding_and_state() {
+        let secrets = LoginSecrets::derive("binding", "state");
+        assert_eq!(secrets, LoginSecrets::derive("binding", "state"));
+        assert_ne!(secrets, LoginSecrets::derive("binding", "state2"));
+        assert_ne!(secrets, LoginSecrets::derive("binding2", "state"));
+        assert_eq!(secrets.code_verifier.len(), 43);
+        assert_ne!(secrets.nonce, secrets.code_verifier);
+        assert_eq!(
+            secrets.code_challenge,
+            URL_SAFE_NO_PAD.encode(Sha256::digest(secrets.code_verifier.as_bytes()))
+        );
+    }
+
+    #[test]
+    fn link_keys_separate_proxies_issuers_and_kinds() {
+        let key = link_key("app", "https://idp", "sid", "x");
+        assert_eq!(key, link_key("app", "https://idp", "sid", "x"));
+        assert_ne!(key, link_key("other", "https://idp", "sid", "x"));
+        assert_ne!(key, link_key("app", "https://idp2", "sid", "x"));
+        assert_ne!(key, link_key("app", "https://idp", "sub", "x"));
+    }
+}
