@@ -84,48 +84,60 @@ async fn logout(
     parts: &Parts,
     origin: &Origin,
 ) -> Response<ProxyBody> {
-    // A cross-site page must not be able to log the user out.
-    let token = cookie::read(&parts.headers, &proxy.cookie_name);
-    let trusted = csrf::same_origin(parts, proxy, origin)
-        || token.is_some_and(|token| csrf::carries_token(parts, token));
-    if !trusted {
-        return respond::error(
-            StatusCode::FORBIDDEN,
-            "cross-origin request refused: send it from an allowed origin or with the qlik-csrf-token header",
-        );
-    }
-    let ended = match token {
-        Some(token) => match state.control.logout(&proxy.prefix, token).await {
-            Ok(session) => session,
-            Err(ControlError::Unavailable(_)) => {
-                return respond::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "cannot log out right now; try again",
-                );
-            }
-            Err(ControlError::Refused(status)) => {
-                tracing::warn!(message = status.message(), "logout refused");
-                None
-            }
-        },
-        None => None,
-    };
-    let mut response = match ended {
-        Some(session) => {
-            // The revocation reaches every node through Watch; this node need not wait for it.
-            state.end_session(&session.handle);
+    let mut response = match end_own_session(state, proxy, parts, origin).await {
+        Ok(Some(session)) => {
             let user = session.user.unwrap_or_default();
             respond::json(
                 StatusCode::OK,
                 &json!({ "session": "ended", "userDirectory": user.user_directory, "userId": user.user_id }),
             )
         }
-        None => respond::json(StatusCode::OK, &json!({ "session": "inactive" })),
+        Ok(None) => respond::json(StatusCode::OK, &json!({ "session": "inactive" })),
+        Err(refusal) => return refusal,
     };
     if let Some(clear) = cookie::clear(proxy, origin.secure) {
         response.headers_mut().append(SET_COOKIE, clear);
     }
     response
+}
+
+/// Ends the session of the request's cookie, if it has one, and returns it. Refused unless
+/// the request comes from an allowed origin or carries the CSRF token: a cross-site page
+/// must not be able to log the user out.
+pub async fn end_own_session(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    origin: &Origin,
+) -> Result<Option<gatehouse_proto::v1::Session>, Response<ProxyBody>> {
+    let token = cookie::read(&parts.headers, &proxy.cookie_name);
+    let trusted = csrf::same_origin(parts, proxy, origin)
+        || token.is_some_and(|token| csrf::carries_token(parts, token));
+    if !trusted {
+        return Err(respond::error(
+            StatusCode::FORBIDDEN,
+            "cross-origin request refused: send it from an allowed origin or with the qlik-csrf-token header",
+        ));
+    }
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    match state.control.logout(&proxy.prefix, token).await {
+        Ok(Some(session)) => {
+            // The revocation reaches every node through Watch; this node need not wait for it.
+            state.end_session(&session.handle);
+            Ok(Some(session))
+        }
+        Ok(None) => Ok(None),
+        Err(ControlError::Unavailable(_)) => Err(respond::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot log out right now; try again",
+        )),
+        Err(ControlError::Refused(status)) => {
+            tracing::warn!(message = status.message(), "logout refused");
+            Ok(None)
+        }
+    }
 }
 
 /// `GET /{prefix}/qps/csrftoken`: the session's CSRF token in the `qlik-csrf-token` header.

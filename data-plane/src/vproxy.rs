@@ -80,6 +80,15 @@ pub struct AccessRule {
     pub attribute: Option<(String, String)>,
 }
 
+/// OpenID Connect login on a virtual proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcAuthentication {
+    /// The login-binding cookie's name: the session cookie's with `-oidc` appended.
+    pub binding_cookie: String,
+    /// After `/{prefix}/oidc/logout`, the browser goes to the provider's end-session page.
+    pub end_session_redirect: bool,
+}
+
 #[derive(Debug)]
 pub struct VirtualProxy {
     pub prefix: String,
@@ -103,6 +112,8 @@ pub struct VirtualProxy {
     pub kerberos: Option<KerberosAuthentication>,
     /// `Authorization: Bearer <jwt>` logs in (verified by the control plane).
     pub jwt_authentication: bool,
+    /// OpenID Connect login (the provider is the control plane's business).
+    pub oidc: Option<OidcAuthentication>,
     pub strip_prefix: bool,
     pub upstream: Arc<UpstreamPool>,
     pub identity: IdentityPreset,
@@ -234,14 +245,14 @@ impl VirtualProxy {
                 ))
             })
             .collect::<Result<_, SnapshotError>>()?;
+        let cookie_name = if proto.cookie_host_prefix {
+            format!("__Host-{}", proto.cookie_name)
+        } else {
+            proto.cookie_name.clone()
+        };
         Ok(Self {
             prefix: proto.prefix.clone(),
             metric_label: proto.prefix.as_str().into(),
-            cookie_name: if proto.cookie_host_prefix {
-                format!("__Host-{}", proto.cookie_name)
-            } else {
-                proto.cookie_name.clone()
-            },
             cookie_host_prefix: proto.cookie_host_prefix,
             same_site: match proto.same_site() {
                 pb::SameSite::Lax => SameSite::Lax,
@@ -271,6 +282,15 @@ impl VirtualProxy {
                     user_agent_pattern: kerberos.user_agent_pattern.to_ascii_lowercase(),
                 }
             }),
+            oidc: proto
+                .oidc_authentication
+                .as_ref()
+                .filter(|oidc| oidc.enabled)
+                .map(|oidc| OidcAuthentication {
+                    binding_cookie: format!("{cookie_name}-oidc"),
+                    end_session_redirect: oidc.end_session_redirect,
+                }),
+            cookie_name,
             jwt_authentication: proto
                 .jwt_authentication
                 .as_ref()
@@ -332,8 +352,8 @@ fn duration(value: Option<prost_types::Duration>, default: Duration) -> Duration
 #[derive(Debug, Default)]
 pub struct ProxyTable {
     proxies: Vec<Arc<VirtualProxy>>,
-    /// Every proxy's session cookie name: none of them may reach an upstream, nor be set by
-    /// one.
+    /// Every proxy's session cookie name (and OpenID login-binding cookie name): none of
+    /// them may reach an upstream, nor be set by one.
     cookie_names: Vec<String>,
 }
 
@@ -355,7 +375,10 @@ impl ProxyTable {
         }
         let cookie_names = proxies
             .iter()
-            .map(|proxy| proxy.cookie_name.clone())
+            .flat_map(|proxy| {
+                let binding = proxy.oidc.as_ref().map(|oidc| oidc.binding_cookie.clone());
+                std::iter::once(proxy.cookie_name.clone()).chain(binding)
+            })
             .collect();
         Self {
             proxies,

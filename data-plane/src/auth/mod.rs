@@ -12,6 +12,7 @@ pub mod csrf;
 pub mod header;
 pub mod jwt;
 pub mod kerberos;
+pub mod oidc;
 pub mod query;
 pub mod rules;
 
@@ -164,12 +165,21 @@ pub async fn authenticate(
 /// becomes the page's link for browsers that cannot negotiate. A 503 stays a 503.
 fn negotiate(fallback: Refusal) -> Refusal {
     match fallback.status() {
-        StatusCode::FOUND => kerberos::challenge(
-            fallback
-                .headers()
-                .get(http::header::LOCATION)
-                .and_then(|location| location.to_str().ok()),
-        ),
+        StatusCode::FOUND => {
+            let mut challenge = kerberos::challenge(
+                fallback
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|location| location.to_str().ok()),
+            );
+            // An OpenID login's binding cookie must reach the browser with the link.
+            for cookie in fallback.headers().get_all(http::header::SET_COOKIE) {
+                challenge
+                    .headers_mut()
+                    .append(http::header::SET_COOKIE, cookie.clone());
+            }
+            challenge
+        }
         StatusCode::SERVICE_UNAVAILABLE => fallback,
         _ => kerberos::challenge(None),
     }
@@ -372,6 +382,9 @@ async fn login_required(
 ) -> Refusal {
     if parts.method != Method::GET {
         return respond::error(StatusCode::UNAUTHORIZED, "authentication required");
+    }
+    if let Some(oidc) = &proxy.oidc {
+        return oidc::begin(state, proxy, oidc, parts, origin).await;
     }
     let Some(module) = &proxy.authentication_module_uri else {
         return respond::error(StatusCode::UNAUTHORIZED, "authentication required");

@@ -428,6 +428,78 @@ impl ControlClient {
         login(answer.into_inner())
     }
 
+    /// Starts an OpenID Connect login; `redirect_uri` is this node's callback URL and
+    /// `binding` the browser's binding cookie (empty when it has none).
+    pub async fn oidc_begin(
+        &self,
+        request: pb::OidcBeginRequest,
+    ) -> Result<pb::OidcBeginResponse, ControlError> {
+        let answer = self
+            .call(|replica| {
+                let mut client = replica.node.clone();
+                let request = request.clone();
+                async move { client.oidc_begin(request).await }
+            })
+            .await?;
+        Ok(answer.into_inner())
+    }
+
+    /// Finishes an OpenID Connect login; returns the session and the path to go to.
+    pub async fn oidc_callback(
+        &self,
+        request: pb::OidcCallbackRequest,
+    ) -> Result<(Login, String), ControlError> {
+        let answer = self
+            .call(|replica| {
+                let mut client = replica.node.clone();
+                let request = request.clone();
+                async move { client.oidc_callback(request).await }
+            })
+            .await?
+            .into_inner();
+        let target = answer.target;
+        Ok((login(answer.login.unwrap_or_default())?, target))
+    }
+
+    /// Hands the control plane a back-channel logout token; returns how many sessions ended.
+    pub async fn oidc_backchannel_logout(
+        &self,
+        virtual_proxy: &str,
+        logout_token: &str,
+    ) -> Result<u32, ControlError> {
+        let request = pb::OidcBackchannelLogoutRequest {
+            virtual_proxy: virtual_proxy.to_owned(),
+            logout_token: logout_token.to_owned(),
+        };
+        let answer = self
+            .call(|replica| {
+                let mut client = replica.node.clone();
+                let request = request.clone();
+                async move { client.oidc_backchannel_logout(request).await }
+            })
+            .await?;
+        Ok(answer.into_inner().sessions_ended)
+    }
+
+    /// The provider's end-session URL, if the browser should go there after logging out.
+    pub async fn oidc_end_session(
+        &self,
+        virtual_proxy: &str,
+    ) -> Result<Option<String>, ControlError> {
+        let request = pb::OidcEndSessionRequest {
+            virtual_proxy: virtual_proxy.to_owned(),
+        };
+        let answer = self
+            .call(|replica| {
+                let mut client = replica.node.clone();
+                let request = request.clone();
+                async move { client.oidc_end_session(request).await }
+            })
+            .await?;
+        let uri = answer.into_inner().end_session_uri;
+        Ok((!uri.is_empty()).then_some(uri))
+    }
+
     pub async fn anonymous_login(&self, virtual_proxy: &str) -> Result<Login, ControlError> {
         let request = pb::AnonymousLoginRequest {
             virtual_proxy: virtual_proxy.to_owned(),

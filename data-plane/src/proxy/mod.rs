@@ -154,12 +154,14 @@ async fn serve(
         secure,
         traced,
     } = client;
-    if matches!(
-        &*relative_path(request.uri().path(), proxy),
-        "/qps/user" | "/qps/csrftoken"
-    ) {
+    let relative = relative_path(request.uri().path(), proxy);
+    if matches!(&*relative, "/qps/user" | "/qps/csrftoken") {
         let (parts, _) = request.into_parts();
         return personal::handle(state, proxy, &parts, secure).await;
+    }
+    if auth::oidc::is_route(proxy, &relative) {
+        let relative = relative.into_owned();
+        return auth::oidc::route(state, proxy, &relative, request, secure).await;
     }
     let websocket = websocket::is_upgrade(&request);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));

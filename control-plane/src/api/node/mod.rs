@@ -17,7 +17,18 @@ use tonic::{Request, Response, Status};
 pub(crate) use self::watch::WatchSource;
 use super::{session_to_proto, sessions_to_proto, user_from_proto};
 use crate::authority::Authority;
+use crate::error::Error;
 use crate::events::RevocationFeed;
+
+/// The OpenID Connect calls' errors: a provider that cannot be reached is FAILED_PRECONDITION
+/// here, not UNAVAILABLE, which a node reads as "this control-plane replica is down" and
+/// would pass the replica over for every request.
+fn provider_error(error: Error) -> Status {
+    match error {
+        Error::Unavailable(message) => Status::failed_precondition(message),
+        error => error.into(),
+    }
+}
 
 /// Most activity records one `Touch` may carry.
 const MAX_TOUCH_BATCH: usize = 10_000;
@@ -167,7 +178,8 @@ impl pb::node_service_server::NodeService for NodeApi {
                 &request.target,
                 &request.binding,
             )
-            .await?;
+            .await
+            .map_err(provider_error)?;
         Ok(Response::new(pb::OidcBeginResponse {
             authorization_uri: started.authorization_uri,
             binding: started.binding,
@@ -188,7 +200,8 @@ impl pb::node_service_server::NodeService for NodeApi {
                 &request.code,
                 &request.binding,
             )
-            .await?;
+            .await
+            .map_err(provider_error)?;
         Ok(Response::new(pb::OidcCallbackResponse {
             login: Some(pb::LoginResponse {
                 session_token: issued.token,
@@ -206,7 +219,8 @@ impl pb::node_service_server::NodeService for NodeApi {
         let sessions_ended = self
             .authority
             .oidc_backchannel_logout(&request.virtual_proxy, &request.logout_token)
-            .await?;
+            .await
+            .map_err(provider_error)?;
         Ok(Response::new(pb::OidcBackchannelLogoutResponse {
             sessions_ended,
         }))
@@ -219,7 +233,8 @@ impl pb::node_service_server::NodeService for NodeApi {
         let end_session_uri = self
             .authority
             .oidc_end_session(&request.into_inner().virtual_proxy)
-            .await?
+            .await
+            .map_err(provider_error)?
             .unwrap_or_default();
         Ok(Response::new(pb::OidcEndSessionResponse {
             end_session_uri,
