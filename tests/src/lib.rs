@@ -51,6 +51,8 @@ mod lifecycle;
 #[cfg(test)]
 mod observability;
 #[cfg(test)]
+mod oidc_provider_harness;
+#[cfg(test)]
 mod personal;
 #[cfg(test)]
 mod python_example;
