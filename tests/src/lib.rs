@@ -15,6 +15,8 @@ pub mod harness;
 mod auth_jwt;
 #[cfg(test)]
 mod auth_kerberos;
+#[cfg(test)]
+mod auth_oidc;
 
 #[cfg(test)]
 mod data_plane_activity;
