@@ -15,6 +15,8 @@ pub mod harness;
 mod auth_jwt;
 #[cfg(test)]
 mod auth_kerberos;
+#[cfg(test)]
+mod auth_oidc;
 
 #[cfg(test)]
 mod data_plane_activity;
@@ -50,6 +52,8 @@ mod hostile_input;
 mod lifecycle;
 #[cfg(test)]
 mod observability;
+#[cfg(test)]
+mod oidc_provider_harness;
 #[cfg(test)]
 mod personal;
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod data_plane;
 pub mod eventually;
 pub mod kdc;
 pub mod load;
+pub mod oidc_provider;
 pub mod proc_stats;
 pub mod processes;
 pub mod profile;
@@ -15,6 +16,7 @@ pub mod redis_server;
 pub mod redis_topologies;
 pub mod relay;
 pub mod upstream;
+pub mod web_browser;
 
 pub use control_plane::ControlPlane;
 pub use data_plane::DataPlaneNode;

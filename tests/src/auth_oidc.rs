@@ -1,0 +1,692 @@
+//! OpenID Connect login (authorization code with PKCE) through a node, against a real
+//! certified provider (panva's oidc-provider, see `harness::oidc_provider`). A browser without
+//! a session is sent to the provider, signs in there, and comes back to the node's callback,
+//! which ends in a normal session (user from the provider's `sub`, attributes from its
+//! userinfo). Every way a callback can be wrong (unknown or replayed state, another browser, a
+//! used code, a refusal at the provider, missing parameters) ends with no session. The
+//! provider's back-channel logout ends the session and its WebSockets; a forged logout token
+//! does nothing; logging out at the node ends the session and sends the browser to the
+//! provider's end-session endpoint.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gatehouse_proto::v1 as pb;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::data_plane_fixtures::{
+    AppProxy, COOKIE, PROPAGATION, open_socket, qlik_user, seen_header, with_cookie,
+};
+use crate::harness::client::{self, HttpResponse, encode, expect_close, query_param};
+use crate::harness::eventually::eventually;
+use crate::harness::oidc_provider::OidcProvider;
+use crate::harness::redis_server::free_port;
+use crate::harness::web_browser::WebBrowser;
+use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream};
+
+const CLIENT_ID: &str = "gatehouse-app";
+const CLIENT_SECRET: &str = "gatehouse-app-secret-0123456789abcdef0123";
+/// The cookie that ties a login in progress to the browser that started it.
+const BINDING: &str = "X-Qlik-Session-app-oidc";
+/// The user directory of every user the provider signs in.
+const DIRECTORY: &str = "IDP";
+const SCOPES: [&str; 4] = ["openid", "profile", "email", "groups"];
+const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// A provider, virtual proxy "app" signing in with it, and one node.
+struct Site {
+    provider: OidcProvider,
+    upstream: EchoUpstream,
+    control_plane: ControlPlane,
+    node: DataPlaneNode,
+    _dir: TempDir,
+}
+
+/// `[virtual_proxies.oidc]` of "app".
+fn oidc_table(issuer: &str, secret_file: &Path, node_port: u16) -> String {
+    format!(
+        "[virtual_proxies.oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         client_secret_file = {:?}\nscopes = {SCOPES:?}\nuser_directory = \"{DIRECTORY}\"\n\
+         attributes = {{ Email = \"email\" }}\ngroups_claim = \"groups\"\n\
+         post_logout_redirect_uri = \"http://127.0.0.1:{node_port}/app/\"\n",
+        secret_file.to_str().expect("a UTF-8 temporary path"),
+    )
+}
+
+/// The site, with users alice (groups sales and admins) and bob at the provider. `None` when
+/// the test is skipped (no Node.js or provider packages outside CI).
+async fn site() -> Option<Site> {
+    let mut provider = OidcProvider::start().await?;
+    let dir = TempDir::new().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
+    let upstream = EchoUpstream::start("engine").await;
+    // The node's port is chosen first: its post-logout address is in the control plane's
+    // configuration.
+    let node_port = free_port();
+    let proxy = AppProxy::new([upstream.node()]).table(&oidc_table(
+        provider.issuer(),
+        &secret_file,
+        node_port,
+    ));
+    let control_plane = ControlPlane::start(&proxy.toml()).await;
+    let node = DataPlaneNode::start_with(
+        &control_plane,
+        &format!("listen = \"127.0.0.1:{node_port}\""),
+    )
+    .await;
+    provider
+        .configure(
+            json!([{
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "redirect_uris": [node.url("/app/oidc/callback")],
+                "post_logout_redirect_uris": [node.url("/app/")],
+                "backchannel_logout_uri": node.url("/app/oidc/backchannel-logout"),
+                "backchannel_logout_session_required": true,
+                "token_endpoint_auth_method": "client_secret_basic",
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+            }]),
+            json!({
+                "alice": {
+                    "email": "alice@example.test",
+                    "name": "Alice",
+                    "groups": ["sales", "admins"],
+                },
+                "bob": { "email": "bob@example.test", "name": "Bob", "groups": [] },
+            }),
+        )
+        .await;
+    Some(Site {
+        provider,
+        upstream,
+        control_plane,
+        node,
+        _dir: dir,
+    })
+}
+
+impl Site {
+    fn callback(&self, query: &str) -> String {
+        self.node.url(&format!("/app/oidc/callback{query}"))
+    }
+
+    /// A GET of `path` by `browser` without a session: the redirect to the provider's
+    /// authorization endpoint, returned.
+    async fn login_redirect(&self, browser: &mut WebBrowser, path: &str) -> String {
+        let response = browser.get(&self.node.url(path)).await;
+        assert_eq!(response.status, 302, "{path}: {}", response.text());
+        let location = response.location().expect("a Location").to_owned();
+        let endpoint = self.provider.endpoint("authorization_endpoint").await;
+        assert!(location.starts_with(&format!("{endpoint}?")), "{location}");
+        location
+    }
+
+    /// A whole login of `user` by `browser`, starting at `path`: the session cookie's
+    /// `name=value`.
+    async fn login(&self, browser: &mut WebBrowser, path: &str, user: &str) -> String {
+        let authorize = self.login_redirect(browser, path).await;
+        let callback = browser.login_at_provider(&authorize, user).await;
+        let done = browser.get(&callback).await;
+        assert_eq!(done.status, 302, "{callback}: {}", done.text());
+        assert_eq!(done.location(), Some(path));
+        browser
+            .cookie_pair(&self.node.url(path), COOKIE)
+            .expect("the login sets the session cookie")
+    }
+
+    async fn all_sessions(&self) -> Vec<pb::Session> {
+        self.control_plane
+            .sessions()
+            .list_sessions(pb::ListSessionsRequest::default())
+            .await
+            .expect("ListSessions")
+            .into_inner()
+            .sessions
+    }
+
+    async fn sessions_of(&self, user: &str) -> Vec<pb::Session> {
+        self.control_plane
+            .sessions()
+            .list_user_sessions(pb::ListUserSessionsRequest {
+                user_directory: DIRECTORY.into(),
+                user_id: user.into(),
+                virtual_proxy: Some("app".into()),
+            })
+            .await
+            .expect("ListUserSessions")
+            .into_inner()
+            .sessions
+    }
+
+    /// Whether a GET with `cookie` is sent to the provider to log in (the session is not
+    /// accepted).
+    async fn sent_to_login(&self, cookie: &str) -> bool {
+        let response = client::get(&self.node.url("/app/hub"), &with_cookie(cookie)).await;
+        let endpoint = self.provider.endpoint("authorization_endpoint").await;
+        response.status == 302
+            && response
+                .location()
+                .is_some_and(|location| location.starts_with(&endpoint))
+    }
+}
+
+/// The refusal of a callback: `status`, and no session cookie.
+fn assert_refused(response: &HttpResponse, status: u16, what: &str) {
+    assert_eq!(response.status, status, "{what}: {}", response.text());
+    assert!(
+        response.set_cookie(COOKIE).is_none(),
+        "{what}: a session cookie was set"
+    );
+}
+
+/// The values of attribute `name` of a session's user.
+fn attribute<'a>(session: &'a pb::Session, name: &str) -> Vec<&'a str> {
+    session
+        .user
+        .as_ref()
+        .map(|user| {
+            user.attributes
+                .iter()
+                .filter(|attribute| attribute.name == name)
+                .map(|attribute| attribute.value.as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The attributes of one `Set-Cookie` header after its `name=value`, lower-cased.
+fn cookie_attributes(set_cookie: &str) -> Vec<String> {
+    set_cookie
+        .split(';')
+        .skip(1)
+        .map(|attribute| attribute.trim().to_ascii_lowercase())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_browser_is_sent_to_the_provider_and_comes_back_with_a_session() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let target = site.node.url("/app/hello?x=1");
+
+    // Only a GET can be sent to log in; anything else without a session is refused.
+    let post = browser.post_form(&target, &[("a", "b")], &[]).await;
+    assert_eq!(post.status, 401, "{}", post.text());
+    assert!(post.location().is_none());
+
+    let first = browser.get(&target).await;
+    assert_eq!(first.status, 302, "{}", first.text());
+    let authorize = first.location().expect("a Location").to_owned();
+    let endpoint = site.provider.endpoint("authorization_endpoint").await;
+    assert!(
+        authorize.starts_with(&format!("{endpoint}?")),
+        "{authorize}"
+    );
+    let callback_url = site.callback("");
+    for (name, expected) in [
+        ("response_type", "code"),
+        ("client_id", CLIENT_ID),
+        ("redirect_uri", callback_url.as_str()),
+        ("code_challenge_method", "S256"),
+    ] {
+        assert_eq!(
+            query_param(&authorize, name).as_deref(),
+            Some(expected),
+            "{name} in {authorize}"
+        );
+    }
+    let scope = query_param(&authorize, "scope").expect("a scope");
+    for wanted in SCOPES {
+        assert!(scope.split(' ').any(|s| s == wanted), "{wanted} in {scope}");
+    }
+    let state = query_param(&authorize, "state").expect("a state");
+    let nonce = query_param(&authorize, "nonce").expect("a nonce");
+    assert!(
+        !state.is_empty() && !nonce.is_empty() && state != nonce,
+        "{authorize}"
+    );
+    let challenge = query_param(&authorize, "code_challenge").expect("a code challenge");
+    assert_eq!(challenge.len(), 43, "a base64url SHA-256: {challenge}");
+    let binding = first.set_cookie(BINDING).expect("the login-binding cookie");
+    let attributes = cookie_attributes(&binding);
+    for wanted in ["path=/", "httponly", "samesite=lax"] {
+        assert!(
+            attributes.iter().any(|a| a == wanted),
+            "{wanted} in {binding}"
+        );
+    }
+    assert!(
+        attributes.iter().any(|a| a.starts_with("max-age=")),
+        "{binding}"
+    );
+    assert!(first.set_cookie(COOKIE).is_none());
+    assert!(site.all_sessions().await.is_empty());
+
+    let callback = browser.login_at_provider(&authorize, "alice").await;
+    assert!(
+        callback.starts_with(&format!("{callback_url}?")),
+        "{callback}"
+    );
+    let done = browser.get(&callback).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    assert_eq!(done.location(), Some("/app/hello?x=1"));
+    assert!(
+        done.set_cookie(COOKIE).is_some(),
+        "{:?}",
+        done.set_cookies()
+    );
+
+    let page = browser.get(&target).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert_eq!(
+        seen_header(&page.json(), "x-qlik-user"),
+        Some(qlik_user(DIRECTORY, "alice").as_str())
+    );
+    let me = browser.get(&site.node.url("/app/qps/user")).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(me.json()["userDirectory"], DIRECTORY);
+    assert_eq!(me.json()["userId"], "alice");
+
+    let sessions = site.sessions_of("alice").await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].virtual_proxy, "app");
+    assert_eq!(attribute(&sessions[0], "Email"), ["alice@example.test"]);
+    assert_eq!(attribute(&sessions[0], "Group"), ["sales", "admins"]);
+    assert_eq!(
+        site.upstream.requests().len(),
+        1,
+        "the upstream saw only the request after the login"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_with_a_state_the_node_did_not_issue_is_refused() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let iss = encode(site.provider.issuer());
+    let mut browser = WebBrowser::new();
+    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
+
+    let made_up = site.callback(&format!("?code=made-up&state=made-up&iss={iss}"));
+    assert_refused(&browser.get(&made_up).await, 401, "a made-up state");
+    assert_refused(
+        &WebBrowser::new().get(&made_up).await,
+        401,
+        "a made-up state from a fresh browser",
+    );
+
+    // A real code from the provider, with another state.
+    let callback = browser.login_at_provider(&authorize, "alice").await;
+    let code = query_param(&callback, "code").expect("a code");
+    let swapped = site.callback(&format!(
+        "?code={}&state=not-the-state&iss={iss}",
+        encode(&code)
+    ));
+    assert_refused(
+        &browser.get(&swapped).await,
+        401,
+        "a real code, another state",
+    );
+    assert!(site.all_sessions().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_callback_sent_by_another_browser_is_refused() {
+    let Some(site) = site().await else {
+        return;
+    };
+
+    // A browser without any login-binding cookie.
+    let mut genuine = WebBrowser::new();
+    let authorize = site.login_redirect(&mut genuine, "/app/hub").await;
+    let callback = genuine.login_at_provider(&authorize, "alice").await;
+    let stranger = WebBrowser::new().get(&callback).await;
+    assert_refused(&stranger, 401, "a browser without a binding cookie");
+
+    // A browser with a binding cookie of its own login.
+    let mut genuine = WebBrowser::new();
+    let authorize = site.login_redirect(&mut genuine, "/app/hub").await;
+    let callback = genuine.login_at_provider(&authorize, "alice").await;
+    let mut other = WebBrowser::new();
+    site.login_redirect(&mut other, "/app/hub").await;
+    assert_refused(
+        &other.get(&callback).await,
+        401,
+        "a browser with its own binding cookie",
+    );
+    assert!(site.all_sessions().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_callback_replayed_after_the_login_is_refused() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
+    let callback = browser.login_at_provider(&authorize, "alice").await;
+    let done = browser.get(&callback).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    assert!(done.set_cookie(COOKIE).is_some());
+
+    assert_refused(
+        &browser.get(&callback).await,
+        401,
+        "replayed by the same browser",
+    );
+    assert_refused(
+        &WebBrowser::new().get(&callback).await,
+        401,
+        "replayed by another browser",
+    );
+    assert_eq!(site.sessions_of("alice").await.len(), 1);
+    assert_eq!(site.all_sessions().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_used_code_with_a_fresh_state_is_refused() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
+    let first = browser.login_at_provider(&authorize, "alice").await;
+    let done = browser.get(&first).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    let used_code = query_param(&first, "code").expect("a code");
+
+    // The user drops the session cookie and logs in again: the provider, still signed in,
+    // answers at once with a new code and the new state.
+    browser.forget(&site.node.url("/"), COOKIE);
+    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
+    let second = browser.login_at_provider(&authorize, "alice").await;
+    let fresh_state = query_param(&second, "state").expect("a state");
+    let mixed = site.callback(&format!(
+        "?code={}&state={}&iss={}",
+        encode(&used_code),
+        encode(&fresh_state),
+        encode(site.provider.issuer())
+    ));
+    assert_refused(
+        &browser.get(&mixed).await,
+        401,
+        "a used code with a fresh state",
+    );
+    assert_eq!(site.sessions_of("alice").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_login_the_provider_refused_is_refused() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
+    let callback = browser.login_at_provider(&authorize, "mallory").await;
+    assert_eq!(
+        query_param(&callback, "error").as_deref(),
+        Some("access_denied"),
+        "{callback}"
+    );
+    assert_refused(&browser.get(&callback).await, 401, "error=access_denied");
+    assert!(site.all_sessions().await.is_empty());
+    assert!(site.upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_callback_without_state_or_code_is_a_bad_request() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
+    let state = encode(&query_param(&authorize, "state").expect("a state"));
+    let iss = encode(site.provider.issuer());
+    for query in [
+        format!("?code=some-code&iss={iss}"),
+        format!("?state={state}&iss={iss}"),
+        String::new(),
+    ] {
+        let response = browser.get(&site.callback(&query)).await;
+        assert_refused(&response, 400, &format!("callback{query}"));
+    }
+    assert!(site.all_sessions().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_issuer_that_is_down_gets_503_rather_than_a_redirect() {
+    // No provider is needed: nothing listens at the issuer.
+    let dir = TempDir::new().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
+    let upstream = EchoUpstream::start("engine").await;
+    let issuer = format!("http://127.0.0.1:{}", free_port());
+    let proxy =
+        AppProxy::new([upstream.node()]).table(&oidc_table(&issuer, &secret_file, free_port()));
+    let control_plane = ControlPlane::start(&proxy.toml()).await;
+    let node = DataPlaneNode::start(&control_plane).await;
+
+    let response = client::get(&node.url("/app/hub"), &[]).await;
+    assert_eq!(response.status, 503, "{}", response.text());
+    assert!(response.location().is_none());
+    assert!(response.set_cookie(BINDING).is_none());
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_back_channel_logout_ends_the_session_and_closes_its_websockets() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let cookie = site.login(&mut browser, "/app/hub", "alice").await;
+    let mut socket = open_socket(&site.node, &cookie).await;
+    let bystander = site.login(&mut WebBrowser::new(), "/app/hub", "bob").await;
+
+    // The user signs out at the provider, which posts a logout token to the node.
+    let end_session = format!(
+        "{}?client_id={CLIENT_ID}",
+        site.provider.endpoint("end_session_endpoint").await
+    );
+    let (url, page) = browser
+        .end_session_at_provider(&end_session)
+        .await
+        .arrived();
+    assert_eq!(page.status, 200, "{url}: {}", page.text());
+
+    expect_close(&mut socket, PROPAGATION).await;
+    assert!(site.sessions_of("alice").await.is_empty());
+    eventually("the node refuses the old cookie", PROPAGATION, || {
+        let cookie = cookie.clone();
+        let site = &site;
+        async move { site.sent_to_login(&cookie).await.then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        site.sessions_of("bob").await.len(),
+        1,
+        "only alice signed out"
+    );
+    assert!(!site.sent_to_login(&bystander).await);
+}
+
+/// An RSA private key the provider does not have, from `openssl`.
+fn stranger_key() -> Vec<u8> {
+    let output = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .expect("openssl runs");
+    assert!(
+        output.status.success(),
+        "openssl genpkey: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+#[tokio::test]
+async fn a_forged_logout_token_is_refused_and_the_session_survives() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let cookie = site
+        .login(&mut WebBrowser::new(), "/app/hub", "alice")
+        .await;
+    let jwks = site.provider.jwks().await;
+    let kid = jwks["keys"][0]["kid"]
+        .as_str()
+        .expect("the provider's key id");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // As the provider's own tokens are, but for the signature (and the sid, which only the
+    // provider and the node know).
+    let claims = json!({
+        "iss": site.provider.issuer(),
+        "aud": CLIENT_ID,
+        "sub": "alice",
+        "sid": "forged-session",
+        "iat": now,
+        "exp": now + 120,
+        "jti": "forged-1",
+        "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
+    });
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    header.typ = Some("logout+jwt".to_owned());
+    let wrong_key = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(&stranger_key()).unwrap(),
+    )
+    .unwrap();
+    let encode_part = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    let unsigned = format!(
+        "{}.{}.",
+        encode_part(&json!({ "alg": "none", "typ": "logout+jwt" })),
+        encode_part(&claims)
+    );
+
+    let url = site.node.url("/app/oidc/backchannel-logout");
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    for (what, body) in [
+        (
+            "signed by another key",
+            format!("logout_token={}", encode(&wrong_key)),
+        ),
+        ("alg none", format!("logout_token={}", encode(&unsigned))),
+        ("not a JWT", "logout_token=not-a-jwt".to_owned()),
+        ("no logout_token", String::new()),
+        ("another field", "token=x".to_owned()),
+    ] {
+        let response = client::post(&url, &form, &body).await;
+        assert_eq!(response.status, 400, "{what}: {}", response.text());
+    }
+
+    assert_eq!(site.sessions_of("alice").await.len(), 1);
+    let still = client::get(&site.node.url("/app/hub"), &with_cookie(&cookie)).await;
+    assert_eq!(still.status, 200, "{}", still.text());
+}
+
+#[tokio::test]
+async fn logging_out_at_the_node_ends_the_session_and_goes_on_to_the_provider() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let end_session = site.provider.endpoint("end_session_endpoint").await;
+    let origin = format!("http://{}", site.node.address());
+    let logout_url = site.node.url("/app/oidc/logout");
+    let mut browser = WebBrowser::new();
+
+    // From a page of the node itself (Origin).
+    site.login(&mut browser, "/app/hub", "alice").await;
+    let out = browser.get_with(&logout_url, &[("origin", &origin)]).await;
+    assert_eq!(out.status, 302, "{}", out.text());
+    let location = out.location().expect("a Location").to_owned();
+    assert!(
+        location.starts_with(&format!("{end_session}?")),
+        "{location}"
+    );
+    assert_eq!(
+        query_param(&location, "client_id").as_deref(),
+        Some(CLIENT_ID)
+    );
+    assert_eq!(
+        query_param(&location, "post_logout_redirect_uri"),
+        Some(site.node.url("/app/"))
+    );
+    assert!(out.set_cookie(COOKIE).is_some(), "{:?}", out.set_cookies());
+    assert!(
+        browser.cookie(&site.node.url("/app/"), COOKIE).is_none(),
+        "the session cookie is cleared: {:?}",
+        out.set_cookie(COOKIE)
+    );
+    assert!(site.sessions_of("alice").await.is_empty());
+    // The provider accepts the request, signs the user out there too, and sends the browser
+    // back to the node.
+    let back = browser
+        .end_session_at_provider(&location)
+        .await
+        .stopped_at();
+    assert!(back.starts_with(&site.node.url("/app/")), "{back}");
+
+    // From a page of the node itself (Referer only).
+    site.login(&mut browser, "/app/hub", "alice").await;
+    let referer = site.node.url("/app/hub");
+    let out = browser
+        .get_with(&logout_url, &[("referer", &referer)])
+        .await;
+    assert_eq!(out.status, 302, "{}", out.text());
+    assert!(
+        out.location().is_some_and(|l| l.starts_with(&end_session)),
+        "{:?}",
+        out.location()
+    );
+    assert!(site.sessions_of("alice").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_cross_site_logout_is_refused_and_the_session_survives() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let cookie = site.login(&mut browser, "/app/hub", "alice").await;
+    let logout_url = site.node.url("/app/oidc/logout");
+
+    for (what, headers) in [
+        ("no Origin or Referer", vec![]),
+        (
+            "another site's Origin",
+            vec![("origin", "http://evil.test")],
+        ),
+        (
+            "another site's Referer",
+            vec![("referer", "http://evil.test/page")],
+        ),
+    ] {
+        let response = browser.get_with(&logout_url, &headers).await;
+        assert_eq!(response.status, 403, "{what}: {}", response.text());
+        assert!(response.set_cookie(COOKIE).is_none(), "{what}");
+    }
+    assert_eq!(site.sessions_of("alice").await.len(), 1);
+    let still = client::get(&site.node.url("/app/hub"), &with_cookie(&cookie)).await;
+    assert_eq!(still.status, 200, "{}", still.text());
+}
