@@ -394,6 +394,25 @@ async fn a_callback_replayed_after_the_login_is_refused() {
 }
 
 #[tokio::test]
+async fn a_callback_naming_another_issuer_is_refused() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
+    let callback = browser.login_at_provider(&authorize, "alice").await;
+    let issuer = encode(site.provider.issuer());
+    assert!(callback.contains(&format!("iss={issuer}")), "{callback}");
+    // The same code and state, as if another provider had answered (RFC 9207 mix-up).
+    let mixed_up = callback.replace(
+        &format!("iss={issuer}"),
+        &format!("iss={}", encode("https://other-idp.example.com")),
+    );
+    assert_refused(&browser.get(&mixed_up).await, 401, "another issuer");
+    assert!(site.all_sessions().await.is_empty());
+}
+
+#[tokio::test]
 async fn a_used_code_with_a_fresh_state_is_refused() {
     let Some(site) = site().await else {
         return;

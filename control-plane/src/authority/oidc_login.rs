@@ -87,7 +87,8 @@ impl Authority {
     }
 
     /// Finishes a login: the state is consumed (a callback URL works once), the browser must
-    /// hold the binding cookie the login started with, the provider must accept the code
+    /// hold the binding cookie the login started with, the response must come from this
+    /// provider (`iss`, when it sends one), the provider must accept the code
     /// with this login's PKCE verifier, and the ID token must be valid and carry this
     /// login's nonce. Returns the new session and the path to send the browser to.
     pub async fn oidc_callback(
@@ -96,6 +97,7 @@ impl Authority {
         state: &str,
         code: &str,
         binding: &str,
+        iss: &str,
     ) -> Result<(IssuedSession, String), Error> {
         let provider = self.oidc_provider(virtual_proxy)?;
         if state.is_empty() || state.len() > 512 || code.is_empty() || code.len() > 4096 {
@@ -117,6 +119,7 @@ impl Authority {
                 "the login was started in another browser; start again",
             ));
         }
+        provider.check_response_issuer(iss).await?;
         let secrets = LoginSecrets::derive(binding, state);
         let tokens = provider
             .exchange(code, &login.redirect_uri, &secrets.code_verifier)

@@ -258,6 +258,22 @@ impl Provider {
         Ok(format!("{endpoint}{separator}{query}"))
     }
 
+    /// Checks the callback's `iss` (RFC 9207): a response that names another issuer came
+    /// from another provider (a mix-up attack); a provider that promises `iss` must send it.
+    pub async fn check_response_issuer(&self, iss: &str) -> Result<(), Error> {
+        let discovered = self.discovered().await?;
+        let required = discovered
+            .metadata
+            .authorization_response_iss_parameter_supported;
+        if (iss.is_empty() && required) || (!iss.is_empty() && iss != self.config.issuer) {
+            tracing::info!(iss, "OpenID callback from another issuer");
+            return Err(Error::Unauthenticated(
+                "the login came back from another identity provider",
+            ));
+        }
+        Ok(())
+    }
+
     /// Exchanges an authorization code at the token endpoint.
     pub async fn exchange(
         &self,

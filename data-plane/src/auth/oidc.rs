@@ -132,6 +132,7 @@ async fn callback(
         state: login_state,
         code,
         binding: binding.to_owned(),
+        iss: query::param(query, "iss").unwrap_or_default(),
     };
     match state.control.oidc_callback(request).await {
         Ok((login, target)) => match logged_in(state, proxy, origin, Ok(login), "oidc") {

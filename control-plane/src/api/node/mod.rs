@@ -199,6 +199,7 @@ impl pb::node_service_server::NodeService for NodeApi {
                 &request.state,
                 &request.code,
                 &request.binding,
+                &request.iss,
             )
             .await
             .map_err(provider_error)?;
