@@ -36,9 +36,9 @@ pub enum Error {
     AlreadyExists(&'static str),
     #[error("{0}")]
     PermissionDenied(&'static str),
-    /// Something the operation depends on (an identity provider) cannot be reached.
+    /// An identity provider the operation needs cannot be reached or is too slow.
     #[error("{0}")]
-    Unavailable(&'static str),
+    ProviderUnavailable(&'static str),
     #[error("user already has the maximum of {0} sessions in this virtual proxy")]
     SessionCapReached(u32),
     #[error(transparent)]

@@ -14,15 +14,13 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject as _;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Largest answer read from a provider.
 pub const MAX_BODY_LEN: usize = 1024 * 1024;
 /// Longest wait for a provider's whole answer.
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+pub const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// An answer read in full.
 #[derive(Debug)]
@@ -36,11 +34,7 @@ pub fn client(extra_ca: Option<&Path>) -> Result<HttpClient, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     if let Some(path) = extra_ca {
-        let certificates = CertificateDer::pem_file_iter(path)
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-        for certificate in certificates {
-            let certificate =
-                certificate.map_err(|error| format!("{}: {error}", path.display()))?;
+        for certificate in crate::config::read_oidc_ca_file(path)? {
             roots
                 .add(certificate)
                 .map_err(|error| format!("{}: {error}", path.display()))?;

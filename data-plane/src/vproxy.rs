@@ -83,10 +83,26 @@ pub struct AccessRule {
 /// OpenID Connect login on a virtual proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OidcAuthentication {
-    /// The login-binding cookie's name: the session cookie's with `-oidc` appended.
+    /// The login-binding cookie's name over plain HTTP: the session cookie's with `-oidc`
+    /// appended.
     pub binding_cookie: String,
+    /// Its name over TLS: with `__Host-`, so that no sibling subdomain or plain-HTTP page
+    /// can plant one (which would let an attacker finish a login of theirs in the victim's
+    /// browser).
+    pub binding_cookie_tls: String,
     /// After `/{prefix}/oidc/logout`, the browser goes to the provider's end-session page.
     pub end_session_redirect: bool,
+}
+
+impl OidcAuthentication {
+    /// The binding cookie's name for a request over TLS (`secure`) or not.
+    pub fn binding_cookie(&self, secure: bool) -> &str {
+        if secure {
+            &self.binding_cookie_tls
+        } else {
+            &self.binding_cookie
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -288,6 +304,11 @@ impl VirtualProxy {
                 .filter(|oidc| oidc.enabled)
                 .map(|oidc| OidcAuthentication {
                     binding_cookie: format!("{cookie_name}-oidc"),
+                    binding_cookie_tls: if cookie_name.starts_with("__Host-") {
+                        format!("{cookie_name}-oidc")
+                    } else {
+                        format!("__Host-{cookie_name}-oidc")
+                    },
                     end_session_redirect: oidc.end_session_redirect,
                 }),
             cookie_name,
@@ -376,8 +397,10 @@ impl ProxyTable {
         let cookie_names = proxies
             .iter()
             .flat_map(|proxy| {
-                let binding = proxy.oidc.as_ref().map(|oidc| oidc.binding_cookie.clone());
-                std::iter::once(proxy.cookie_name.clone()).chain(binding)
+                let bindings = proxy.oidc.iter().flat_map(|oidc| {
+                    [oidc.binding_cookie.clone(), oidc.binding_cookie_tls.clone()]
+                });
+                std::iter::once(proxy.cookie_name.clone()).chain(bindings)
             })
             .collect();
         Self {

@@ -33,9 +33,17 @@ const server = http.createServer((req, res) => {
   handle(req, res);
 });
 
+// The provider's signing key, also handed to the tests (with its kid) so they can sign
+// logout tokens exactly as the provider would: replays, expired and malformed ones.
+const key = signingKey();
+
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
-  process.stdout.write(`${JSON.stringify({ issuer: `http://127.0.0.1:${port}` })}\n`);
+  const announced = {
+    issuer: `http://127.0.0.1:${port}`,
+    signing_key: { kid: key.jwk.kid, pem: key.pem },
+  };
+  process.stdout.write(`${JSON.stringify(announced)}\n`);
 });
 
 const input = readline.createInterface({ input: process.stdin });
@@ -79,7 +87,7 @@ function configure(issuer, clients, accounts) {
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     // Fixed keys: a test provider's cookies need not survive anything.
     cookies: { keys: ['gatehouse-test-provider-cookie-key-0001'] },
-    jwks: { keys: [signingKey()] },
+    jwks: { keys: [key.jwk] },
     ttl: {
       AccessToken: 600,
       AuthorizationCode: 60,
@@ -218,11 +226,14 @@ function findAccount(accounts, id) {
   };
 }
 
-/** A fresh RS256 signing key, as a private JWK. */
+/** A fresh RS256 signing key: the private JWK the provider uses, and its PKCS#1 PEM. */
 function signingKey() {
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = privateKey.export({ format: 'jwk' });
-  return { ...jwk, kid: crypto.randomUUID(), alg: 'RS256', use: 'sig' };
+  return {
+    jwk: { ...jwk, kid: crypto.randomUUID(), alg: 'RS256', use: 'sig' },
+    pem: privateKey.export({ type: 'pkcs1', format: 'pem' }),
+  };
 }
 
 /** The end-session confirmation: the provider's form (with its xsrf input), sent with

@@ -291,6 +291,13 @@ async fn a_browser_is_sent_to_the_provider_and_comes_back_with_a_session() {
         seen_header(&page.json(), "x-qlik-user"),
         Some(qlik_user(DIRECTORY, "alice").as_str())
     );
+    // Neither the session cookie nor the binding cookie reaches the upstream.
+    let seen = page.json();
+    let forwarded = seen_header(&seen, "cookie").unwrap_or_default();
+    assert!(
+        !forwarded.contains(BINDING) && !forwarded.contains(COOKIE),
+        "{forwarded}"
+    );
     let me = browser.get(&site.node.url("/app/qps/user")).await;
     assert_eq!(me.status, 200, "{}", me.text());
     assert_eq!(me.json()["userDirectory"], DIRECTORY);
@@ -622,6 +629,162 @@ async fn a_forged_logout_token_is_refused_and_the_session_survives() {
     assert_eq!(site.sessions_of("alice").await.len(), 1);
     let still = client::get(&site.node.url("/app/hub"), &with_cookie(&cookie)).await;
     assert_eq!(still.status, 200, "{}", still.text());
+}
+
+/// A token signed with the provider's own key and `kid` (RS256), with header `typ`.
+fn sign_as_provider(site: &Site, typ: &str, claims: &Value) -> String {
+    let (kid, pem) = site.provider.signing_key();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    header.typ = Some(typ.to_owned());
+    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("the provider's key is an RSA PEM");
+    jsonwebtoken::encode(&header, claims, &key).expect("sign a token")
+}
+
+/// POSTs `logout_token` to the node's back-channel logout endpoint.
+async fn post_logout_token(site: &Site, token: &str) -> HttpResponse {
+    client::post(
+        &site.node.url("/app/oidc/backchannel-logout"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &format!("logout_token={}", encode(token)),
+    )
+    .await
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn a_logout_token_naming_only_the_subject_ends_all_its_sessions_once() {
+    let Some(site) = site().await else {
+        return;
+    };
+    // Two sessions of alice (two browsers) and one of bob.
+    let first = site
+        .login(&mut WebBrowser::new(), "/app/hub", "alice")
+        .await;
+    let second = site
+        .login(&mut WebBrowser::new(), "/app/hub", "alice")
+        .await;
+    let bob = site.login(&mut WebBrowser::new(), "/app/hub", "bob").await;
+    assert_eq!(site.sessions_of("alice").await.len(), 2);
+    let now = unix_now();
+    let logout = |jti: &str| {
+        json!({
+            "iss": site.provider.issuer(), "aud": CLIENT_ID, "sub": "alice",
+            "iat": now, "exp": now + 120, "jti": jti,
+            "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
+        })
+    };
+    let token = sign_as_provider(&site, "logout+jwt", &logout("by-subject-1"));
+    let answer = post_logout_token(&site, &token).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
+    assert!(site.sessions_of("alice").await.is_empty());
+    assert!(site.sent_to_login(&first).await && site.sent_to_login(&second).await);
+    assert_eq!(site.sessions_of("bob").await.len(), 1);
+    assert!(!site.sent_to_login(&bob).await);
+
+    // The same token again, after alice logged in anew: refused, her new session lives.
+    let third = site
+        .login(&mut WebBrowser::new(), "/app/hub", "alice")
+        .await;
+    let replayed = post_logout_token(&site, &token).await;
+    assert_eq!(replayed.status, 400, "{}", replayed.text());
+    assert_eq!(replayed.json()["error"], "invalid_request");
+    assert!(!site.sent_to_login(&third).await);
+    assert_eq!(site.sessions_of("alice").await.len(), 1);
+}
+
+#[tokio::test]
+async fn logout_tokens_that_are_expired_early_or_id_tokens_are_refused() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let cookie = site
+        .login(&mut WebBrowser::new(), "/app/hub", "alice")
+        .await;
+    let now = unix_now();
+    let claims = |extra: Value| {
+        let mut claims = json!({
+            "iss": site.provider.issuer(), "aud": CLIENT_ID, "sub": "alice",
+            "iat": now, "exp": now + 120, "jti": format!("j-{extra}"),
+            "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
+        });
+        for (name, value) in extra.as_object().unwrap() {
+            if value.is_null() {
+                claims.as_object_mut().unwrap().remove(name);
+            } else {
+                claims[name] = value.clone();
+            }
+        }
+        claims
+    };
+    for (what, token) in [
+        (
+            "expired",
+            sign_as_provider(
+                &site,
+                "logout+jwt",
+                &claims(json!({"iat": now - 900, "exp": now - 600})),
+            ),
+        ),
+        (
+            "issued in the future",
+            sign_as_provider(
+                &site,
+                "logout+jwt",
+                &claims(json!({"iat": now + 3600, "exp": now + 3700})),
+            ),
+        ),
+        (
+            "for another client",
+            sign_as_provider(
+                &site,
+                "logout+jwt",
+                &claims(json!({"aud": "another-client"})),
+            ),
+        ),
+        (
+            "from another issuer",
+            sign_as_provider(
+                &site,
+                "logout+jwt",
+                &claims(json!({"iss": "https://other-idp.example.com"})),
+            ),
+        ),
+        (
+            "an ID token (a nonce, no logout event)",
+            sign_as_provider(&site, "JWT", &claims(json!({"nonce": "n", "events": null}))),
+        ),
+        (
+            "naming nobody",
+            sign_as_provider(&site, "logout+jwt", &claims(json!({"sub": null}))),
+        ),
+    ] {
+        let answer = post_logout_token(&site, &token).await;
+        assert_eq!(answer.status, 400, "{what}: {}", answer.text());
+    }
+    assert_eq!(site.sessions_of("alice").await.len(), 1);
+    assert!(!site.sent_to_login(&cookie).await);
+}
+
+#[tokio::test]
+async fn a_callback_without_the_iss_the_provider_promises_is_refused() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
+    let callback = browser.login_at_provider(&authorize, "alice").await;
+    let without_iss = callback.replace(&format!("&iss={}", encode(site.provider.issuer())), "");
+    assert_ne!(without_iss, callback, "the provider sends iss: {callback}");
+    assert_refused(&browser.get(&without_iss).await, 401, "no iss");
+    assert!(site.all_sessions().await.is_empty());
 }
 
 #[tokio::test]

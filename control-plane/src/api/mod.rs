@@ -22,7 +22,9 @@ impl From<Error> for Status {
             Error::Unauthenticated(message) => Status::unauthenticated(message),
             Error::AlreadyExists(message) => Status::already_exists(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
-            Error::Unavailable(message) => Status::unavailable(message),
+            // Not UNAVAILABLE: a node would take that for this replica being down and pass
+            // it over for every request, when only logins through this provider fail.
+            Error::ProviderUnavailable(message) => Status::failed_precondition(message),
             error @ Error::SessionCapReached(_) => Status::resource_exhausted(error.to_string()),
             Error::Store(error @ (StoreError::InvalidPageToken | StoreError::InvalidCursor)) => {
                 Status::invalid_argument(error.to_string())

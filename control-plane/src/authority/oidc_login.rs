@@ -187,8 +187,26 @@ impl Authority {
         logout_token: &str,
     ) -> Result<u32, Error> {
         let provider = self.oidc_provider(virtual_proxy)?;
-        let target = provider.verify_logout_token(logout_token).await?;
+        let now = self.clock.now();
+        let target = provider.verify_logout_token(logout_token, now).await?;
         let issuer = &provider.config().issuer;
+        // A logout token works once (Back-Channel Logout 1.0, 2.6): a captured one replayed
+        // must not end sessions started after it.
+        if let Some(jti) = &target.jti {
+            let used = TokenHash::of(&format!(
+                "gatehouse-oidc-logout\0{virtual_proxy}\0{issuer}\0{jti}"
+            ));
+            if self.store.jwt_remembered(&used).await? {
+                return Err(Error::invalid("the logout token was used already"));
+            }
+            let remember = target
+                .expires
+                .duration_since(now)
+                .unwrap_or_default()
+                .saturating_add(provider.config().leeway)
+                .max(Duration::from_secs(1));
+            self.store.remember_jwt(&used, remember).await?;
+        }
         let key = match (&target.sid, &target.sub) {
             (Some(sid), _) => oidc::link_key(virtual_proxy, issuer, "sid", sid),
             (None, Some(sub)) => oidc::link_key(virtual_proxy, issuer, "sub", sub),

@@ -13,7 +13,8 @@ mod settings;
 mod virtual_proxy;
 
 pub use self::oidc::{
-    ClientAuthentication, OidcConfig, is_https_or_loopback, read_secret as read_oidc_secret,
+    ClientAuthentication, OidcConfig, is_https_or_loopback, read_ca_file as read_oidc_ca_file,
+    read_secret as read_oidc_secret,
 };
 use self::virtual_proxy::FileVirtualProxy;
 pub use self::virtual_proxy::{

@@ -110,7 +110,13 @@ impl OidcConfig {
             return Err("oidc.client_id must not be empty".to_owned());
         }
         match (self.client_authentication(), &self.client_secret_file) {
-            (ClientAuthentication::None, _) => {}
+            (ClientAuthentication::None, None) => {}
+            (ClientAuthentication::None, Some(_)) => {
+                return Err(
+                    "oidc.client_secret_file is set but client_authentication is \"none\": remove one"
+                        .to_owned(),
+                );
+            }
             (_, None) => {
                 return Err(
                     "oidc.client_secret_file is required unless client_authentication = \"none\""
@@ -181,9 +187,7 @@ impl OidcConfig {
             return Err("oidc needs user_directory or user_directory_claim".to_owned());
         }
         if let Some(path) = &self.ca_file {
-            std::fs::read(path).map_err(|error| {
-                format!("oidc.ca_file: cannot read {}: {error}", path.display())
-            })?;
+            read_ca_file(path).map_err(|error| format!("oidc.ca_file: {error}"))?;
         }
         Ok(())
     }
@@ -199,6 +203,21 @@ pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
         return Err(format!("{} is empty", path.display()));
     }
     Ok(secret.to_owned())
+}
+
+/// The certificates of a PEM file of CA certificates; at least one.
+pub fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certificates)
 }
 
 /// https anywhere, plain http only to this machine (a provider under test).

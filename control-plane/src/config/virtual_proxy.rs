@@ -422,6 +422,16 @@ pub(super) fn validate_all(
                 proxy.cookie_name
             ));
         }
+        // An OpenID Connect proxy also uses `{cookie}-oidc` for its login-binding cookie.
+        if proxy.oidc.is_some() {
+            let binding = format!("{}-oidc", proxy.cookie_name);
+            if !cookie_names.insert(binding.to_ascii_lowercase()) {
+                return Err(format!(
+                    "cookie name {binding:?} (the OpenID login-binding cookie of {:?}) is used by another virtual proxy",
+                    proxy.prefix
+                ));
+            }
+        }
         validated.push(proxy);
     }
     Ok(validated)

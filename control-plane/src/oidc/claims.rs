@@ -29,11 +29,8 @@ pub fn check_id_token(
         None if audiences > 1 => return Err("the ID token has several audiences and no azp"),
         _ => {}
     }
-    let iat = claims
-        .get("iat")
-        .and_then(Value::as_u64)
-        .ok_or("the ID token has no iat")?;
-    if SystemTime::UNIX_EPOCH + Duration::from_secs(iat) > now + leeway {
+    let issued = time(claims, "iat").ok_or("the ID token has no iat")?;
+    if issued > now + leeway {
         return Err("the ID token was issued in the future");
     }
     // The nonce ties the token to the login this browser started: a token obtained
@@ -51,14 +48,22 @@ pub struct LogoutTarget {
     pub sub: Option<String>,
     /// One provider session: the Gatehouse sessions started from it.
     pub sid: Option<String>,
+    /// The token's id, remembered until `expires` so that the token works once.
+    pub jti: Option<String>,
+    pub expires: SystemTime,
 }
 
 /// Checks a logout token's claims.
-pub fn check_logout_token(claims: &Map<String, Value>) -> Result<LogoutTarget, &'static str> {
-    claims
-        .get("iat")
-        .and_then(Value::as_u64)
-        .ok_or("the logout token has no iat")?;
+pub fn check_logout_token(
+    claims: &Map<String, Value>,
+    now: SystemTime,
+    leeway: Duration,
+) -> Result<LogoutTarget, &'static str> {
+    let issued = time(claims, "iat").ok_or("the logout token has no iat")?;
+    if issued > now + leeway {
+        return Err("the logout token was issued in the future");
+    }
+    let expires = time(claims, "exp").ok_or("the logout token has no exp")?;
     let is_logout = claims
         .get("events")
         .and_then(Value::as_object)
@@ -77,11 +82,19 @@ pub fn check_logout_token(claims: &Map<String, Value>) -> Result<LogoutTarget, &
     let target = LogoutTarget {
         sub: text(claims, "sub").map(str::to_owned),
         sid: text(claims, "sid").map(str::to_owned),
+        jti: text(claims, "jti").map(str::to_owned),
+        expires,
     };
     if target.sub.is_none() && target.sid.is_none() {
         return Err("the logout token names neither sub nor sid");
     }
     Ok(target)
+}
+
+/// A NumericDate claim; `None` when absent or out of range.
+fn time(claims: &Map<String, Value>, name: &str) -> Option<SystemTime> {
+    let seconds = claims.get(name).and_then(Value::as_u64)?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
 }
 
 fn text<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
@@ -143,6 +156,7 @@ mod tests {
     fn logout_token(extra: Value) -> Map<String, Value> {
         let mut claims = json!({
             "iss": "https://idp.example.com", "aud": CLIENT, "iat": 1_800_000_000u64,
+            "exp": 1_800_000_120u64,
             "jti": "bWJq", "sid": "08a5019c", "sub": "alice",
             "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
         });
@@ -158,20 +172,36 @@ mod tests {
 
     #[test]
     fn a_logout_token_names_its_target() {
-        let target = check_logout_token(&logout_token(json!({}))).unwrap();
+        let target =
+            check_logout_token(&logout_token(json!({})), now(), Duration::from_secs(60)).unwrap();
         assert_eq!(target.sid.as_deref(), Some("08a5019c"));
+        assert_eq!(target.jti.as_deref(), Some("bWJq"));
+        assert_eq!(
+            target.expires,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_120)
+        );
         assert_eq!(target.sub.as_deref(), Some("alice"));
-        let by_subject = check_logout_token(&logout_token(json!({"sid": null}))).unwrap();
+        let by_subject = check_logout_token(
+            &logout_token(json!({"sid": null})),
+            now(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
         assert_eq!(by_subject.sid, None);
     }
 
     #[test]
     fn tokens_that_are_not_logout_tokens_are_refused() {
-        let refused = |extra: Value| check_logout_token(&logout_token(extra)).unwrap_err();
+        let refused = |extra: Value| {
+            check_logout_token(&logout_token(extra), now(), Duration::from_secs(60)).unwrap_err()
+        };
         assert!(refused(json!({"events": null})).contains("event"));
         assert!(refused(json!({"events": {"other": {}}})).contains("event"));
         assert!(refused(json!({"nonce": NONCE})).contains("nonce"));
         assert!(refused(json!({"sub": null, "sid": null})).contains("neither"));
         assert!(refused(json!({"iat": null})).contains("iat"));
+        assert!(refused(json!({"iat": 1_800_000_000u64 + 3600})).contains("future"));
+        assert!(refused(json!({"exp": null})).contains("exp"));
+        assert!(refused(json!({"iat": u64::MAX})).contains("iat"));
     }
 }

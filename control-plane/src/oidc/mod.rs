@@ -113,7 +113,7 @@ impl OidcProviders {
         }
         let provider = Arc::new(Provider::new(config.clone()).map_err(|detail| {
             tracing::error!(prefix, %detail, "OpenID Connect client cannot be set up");
-            Error::Unavailable("OpenID Connect login is not available right now")
+            Error::ProviderUnavailable("OpenID Connect login is not available right now")
         })?);
         map.insert(prefix.to_owned(), provider.clone());
         Ok(provider)
@@ -136,8 +136,9 @@ pub struct Provider {
     config: OidcConfig,
     client: HttpClient,
     secret: Option<String>,
+    discovery: Mutex<DiscoveryState>,
     /// Held while reading the discovery document, so concurrent logins read it once.
-    discovery: tokio::sync::Mutex<DiscoveryState>,
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -160,7 +161,8 @@ impl Provider {
             config,
             client,
             secret,
-            discovery: tokio::sync::Mutex::new(DiscoveryState::default()),
+            discovery: Mutex::new(DiscoveryState::default()),
+            refreshing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -169,21 +171,40 @@ impl Provider {
     }
 
     /// The provider's metadata and ID token verifier: read on first use, re-read hourly.
+    /// While one caller re-reads a stale document, the others use it; after a failed read,
+    /// nobody tries again for [`DISCOVERY_RETRY`] (a stale document is used meanwhile), so an
+    /// unreachable provider costs one wait, not one per login.
     async fn discovered(&self) -> Result<Arc<Discovered>, Error> {
-        let mut state = self.discovery.lock().await;
-        if let Some(current) = &state.current
-            && current.read_at.elapsed() < REDISCOVER_AFTER
-        {
-            return Ok(current.clone());
+        let (current, failed_at) = self.discovery_state();
+        let recently_failed = failed_at.is_some_and(|at| at.elapsed() < DISCOVERY_RETRY);
+        match &current {
+            Some(current) if recently_failed || current.read_at.elapsed() < REDISCOVER_AFTER => {
+                return Ok(current.clone());
+            }
+            None if recently_failed => return Err(Error::ProviderUnavailable(UNREACHABLE)),
+            _ => {}
         }
-        if state.current.is_none()
-            && state
-                .failed_at
-                .is_some_and(|at| at.elapsed() < DISCOVERY_RETRY)
-        {
-            return Err(Error::Unavailable(UNREACHABLE));
-        }
-        match discovery::fetch(&self.client, &self.config).await {
+        let _reading = match (self.refreshing.try_lock(), &current) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some(current)) => return Ok(current.clone()),
+            (Err(_), None) => {
+                // Wait for the first read, then take what it found.
+                let guard = self.refreshing.lock().await;
+                match self.discovery_state() {
+                    (Some(found), _) => return Ok(found),
+                    (None, Some(at)) if at.elapsed() < DISCOVERY_RETRY => {
+                        return Err(Error::ProviderUnavailable(UNREACHABLE));
+                    }
+                    (None, _) => guard,
+                }
+            }
+        };
+        let fetched = discovery::fetch(&self.client, &self.config).await;
+        let mut state = self
+            .discovery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match fetched {
             Ok(metadata) => {
                 let verifier = match &state.current {
                     // Same keys: keep the verifier and the keys it has read.
@@ -192,7 +213,7 @@ impl Provider {
                     }
                     _ => Arc::new(self.verifier(&metadata).map_err(|detail| {
                         tracing::error!(issuer = %self.config.issuer, %detail, "cannot verify the provider's tokens");
-                        Error::Unavailable(UNREACHABLE)
+                        Error::ProviderUnavailable(UNREACHABLE)
                     })?),
                 };
                 let discovered = Arc::new(Discovered {
@@ -207,12 +228,20 @@ impl Provider {
             Err(detail) => {
                 tracing::warn!(issuer = %self.config.issuer, %detail, "OpenID discovery failed");
                 state.failed_at = Some(Instant::now());
-                match &state.current {
-                    Some(current) => Ok(current.clone()),
-                    None => Err(Error::Unavailable(UNREACHABLE)),
-                }
+                state
+                    .current
+                    .clone()
+                    .ok_or(Error::ProviderUnavailable(UNREACHABLE))
             }
         }
+    }
+
+    fn discovery_state(&self) -> (Option<Arc<Discovered>>, Option<Instant>) {
+        let state = self
+            .discovery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (state.current.clone(), state.failed_at)
     }
 
     /// A verifier for tokens this provider signs for this client.
@@ -266,7 +295,9 @@ impl Provider {
             .metadata
             .authorization_response_iss_parameter_supported;
         if (iss.is_empty() && required) || (!iss.is_empty() && iss != self.config.issuer) {
-            tracing::info!(iss, "OpenID callback from another issuer");
+            // The value comes from the browser: quoted and cut short in the log.
+            let named: String = iss.chars().take(200).collect();
+            tracing::info!(iss = ?named, "OpenID callback from another issuer");
             return Err(Error::Unauthenticated(
                 "the login came back from another identity provider",
             ));
@@ -313,16 +344,16 @@ impl Provider {
         }
         let request = request
             .body(Full::new(Bytes::from(outbound::form(&fields))))
-            .map_err(|_| Error::Unavailable(UNREACHABLE))?;
+            .map_err(|_| Error::ProviderUnavailable(UNREACHABLE))?;
         let reply = outbound::send(&self.client, request)
             .await
             .map_err(|detail| {
                 tracing::warn!(%detail, "token request failed");
-                Error::Unavailable(UNREACHABLE)
+                Error::ProviderUnavailable(UNREACHABLE)
             })?;
         if reply.status.is_server_error() {
             tracing::warn!(status = %reply.status, "token endpoint failed");
-            return Err(Error::Unavailable(UNREACHABLE));
+            return Err(Error::ProviderUnavailable(UNREACHABLE));
         }
         if !reply.status.is_success() {
             // invalid_grant for a used, expired or stolen code, or a PKCE mismatch.
@@ -393,16 +424,22 @@ impl Provider {
             .header(AUTHORIZATION, format!("Bearer {access_token}"))
             .header(ACCEPT, "application/json")
             .body(Full::default())
-            .map_err(|_| Error::Unavailable(UNREACHABLE))?;
+            .map_err(|_| Error::ProviderUnavailable(UNREACHABLE))?;
         let reply = outbound::send(&self.client, request)
             .await
             .map_err(|detail| {
                 tracing::warn!(%detail, "userinfo request failed");
-                Error::Unavailable(UNREACHABLE)
+                Error::ProviderUnavailable(UNREACHABLE)
             })?;
+        if reply.status.is_server_error() {
+            tracing::warn!(status = %reply.status, "userinfo endpoint failed");
+            return Err(Error::ProviderUnavailable(UNREACHABLE));
+        }
         if !reply.status.is_success() {
-            tracing::warn!(status = %reply.status, "userinfo endpoint refused");
-            return Err(Error::Unavailable(UNREACHABLE));
+            tracing::warn!(status = %reply.status, "userinfo endpoint refused the access token");
+            return Err(Error::Unauthenticated(
+                "the identity provider did not accept the login; start again",
+            ));
         }
         let claims: Map<String, Value> = serde_json::from_slice(&reply.body).map_err(|error| {
             tracing::warn!(%error, "userinfo answer is not a JSON object (signed userinfo is not supported)");
@@ -439,7 +476,11 @@ impl Provider {
     }
 
     /// Whom a back-channel logout token logs out; `InvalidArgument` when it is not valid.
-    pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutTarget, Error> {
+    pub async fn verify_logout_token(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<LogoutTarget, Error> {
         let invalid = || Error::invalid("the logout token is not valid");
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(invalid());
@@ -449,7 +490,7 @@ impl Provider {
             tracing::info!(%error, "logout token refused");
             invalid()
         })?;
-        claims::check_logout_token(&claims).map_err(|reason| {
+        claims::check_logout_token(&claims, now, self.config.leeway).map_err(|reason| {
             tracing::info!(reason, "logout token refused");
             invalid()
         })

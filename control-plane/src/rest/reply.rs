@@ -48,7 +48,7 @@ pub(super) fn error(error: Error) -> Response {
         Error::Unauthenticated(message) => refuse(StatusCode::UNAUTHORIZED, message),
         Error::AlreadyExists(message) => refuse(StatusCode::CONFLICT, message),
         Error::PermissionDenied(message) => refuse(StatusCode::FORBIDDEN, message),
-        Error::Unavailable(message) => refuse(StatusCode::SERVICE_UNAVAILABLE, message),
+        Error::ProviderUnavailable(message) => refuse(StatusCode::SERVICE_UNAVAILABLE, message),
         // QPS refuses a sixth session; RESOURCE_EXHAUSTED in gRPC, 429 here.
         error @ Error::SessionCapReached(_) => {
             refuse(StatusCode::TOO_MANY_REQUESTS, &error.to_string())

@@ -57,9 +57,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     async fn get_target(&self, id: &str) -> Result<Option<Target>, StoreError>;
 
-    /// Remembers for `ttl` that a session was started for the JWT whose hash this is, so the
-    /// token cannot start another one once that session has ended (deleted by an admin,
-    /// logged out, timed out).
+    /// Remembers a hash for `ttl`. For a JWT whose session was started, so the token cannot
+    /// start another one once that session has ended (deleted by an admin, logged out, timed
+    /// out); for an OpenID logout token, so it works once.
     async fn remember_jwt(&self, hash: &TokenHash, ttl: Duration) -> Result<(), StoreError>;
 
     /// Whether [`remember_jwt`](Self::remember_jwt) recorded this hash and it has not expired.

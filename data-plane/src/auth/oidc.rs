@@ -70,7 +70,7 @@ pub async fn begin(
         virtual_proxy: proxy.prefix.clone(),
         redirect_uri,
         target,
-        binding: cookie::read(&parts.headers, &oidc.binding_cookie)
+        binding: cookie::read(&parts.headers, oidc.binding_cookie(origin.secure))
             .unwrap_or_default()
             .to_owned(),
     };
@@ -125,7 +125,7 @@ async fn callback(
     let binding = proxy
         .oidc
         .as_ref()
-        .and_then(|oidc| cookie::read(&parts.headers, &oidc.binding_cookie))
+        .and_then(|oidc| cookie::read(&parts.headers, oidc.binding_cookie(origin.secure)))
         .unwrap_or_default();
     let request = pb::OidcCallbackRequest {
         virtual_proxy: proxy.prefix.clone(),
@@ -142,6 +142,14 @@ async fn callback(
             }
             Err(refusal) => refusal,
         },
+        // The login's state may be used up: retrying this URL cannot work.
+        Err(ControlError::Unavailable(detail)) => {
+            tracing::warn!(%detail, "OpenID callback: control plane unavailable");
+            respond::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the login could not be finished; open the page you wanted again to log in",
+            )
+        }
         Err(error) => refused(state, error, "callback"),
     }
 }
@@ -248,7 +256,8 @@ async fn logout(
 }
 
 /// `Set-Cookie` for the binding cookie: SameSite=Lax always, since the browser comes back
-/// from the provider's site with a top-level GET; no Domain, so it stays with this host.
+/// from the provider's site with a top-level GET; no Domain, so it stays with this host;
+/// over TLS a `__Host-` name, which browsers accept only from this host over HTTPS.
 fn binding_cookie(
     proxy: &VirtualProxy,
     oidc: &OidcAuthentication,
@@ -258,7 +267,7 @@ fn binding_cookie(
 ) -> Option<HeaderValue> {
     let mut cookie = format!(
         "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}",
-        oidc.binding_cookie
+        oidc.binding_cookie(secure)
     );
     if secure || proxy.cookie_host_prefix {
         cookie.push_str("; Secure");
@@ -280,10 +289,10 @@ fn refused(state: &NodeState, error: ControlError, step: &'static str) -> Respon
     match status.code() {
         Code::Unauthenticated => respond::error(StatusCode::UNAUTHORIZED, status.message()),
         Code::InvalidArgument => respond::error(StatusCode::BAD_REQUEST, status.message()),
-        Code::FailedPrecondition => respond::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the identity provider cannot be reached; try again shortly",
-        ),
+        // The provider cannot be reached or is too slow; the control plane says which.
+        Code::FailedPrecondition => {
+            respond::error(StatusCode::SERVICE_UNAVAILABLE, status.message())
+        }
         Code::ResourceExhausted => respond::error(
             StatusCode::FORBIDDEN,
             "this user has reached the maximum number of sessions",

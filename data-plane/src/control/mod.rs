@@ -246,13 +246,32 @@ impl ControlClient {
     /// reach its store) moves on to the next endpoint. Every call here may be made again
     /// safely: a retried login or ticket redemption has the outcome the user's own retry of
     /// a 503 would have.
-    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: FnMut(&Replica) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_on(usize::MAX, call).await
+    }
+
+    /// As [`call`](Self::call), on one endpoint only: for a call that must not be made
+    /// twice. An OpenID callback consumes its login's state, so a retry on another replica
+    /// after a timeout could only be refused, and might leave an unused session behind.
+    async fn call_once<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: FnMut(&Replica) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_on(1, call).await
+    }
+
+    async fn call_on<T, F, Fut>(&self, endpoints: usize, mut call: F) -> Result<T, Status>
     where
         F: FnMut(&Replica) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let mut failure = None;
-        for index in self.replicas.order() {
+        for index in self.replicas.order().into_iter().take(endpoints) {
             match call(&self.replicas.all[index]).await {
                 Err(status) if unanswered(status.code()) => {
                     self.replicas.failed(index);
@@ -450,7 +469,7 @@ impl ControlClient {
         request: pb::OidcCallbackRequest,
     ) -> Result<(Login, String), ControlError> {
         let answer = self
-            .call(|replica| {
+            .call_once(|replica| {
                 let mut client = replica.node.clone();
                 let request = request.clone();
                 async move { client.oidc_callback(request).await }

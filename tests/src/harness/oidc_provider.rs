@@ -31,6 +31,9 @@ fn provider_dir() -> PathBuf {
 #[derive(Debug)]
 pub struct OidcProvider {
     issuer: String,
+    /// The provider's signing key (`kid`, PKCS#1 PEM), for tests that sign as it does.
+    signing_kid: String,
+    signing_pem: String,
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: Lines<BufReader<ChildStdout>>,
@@ -70,6 +73,8 @@ impl OidcProvider {
         let stdout = child.stdout.take().expect("the provider's stdout is piped");
         let mut provider = Self {
             issuer: String::new(),
+            signing_kid: String::new(),
+            signing_pem: String::new(),
             child,
             stdin,
             stdout: BufReader::new(stdout).lines(),
@@ -82,12 +87,25 @@ impl OidcProvider {
             .as_str()
             .unwrap_or_else(|| panic!("no issuer in the provider's first line: {line}"))
             .to_owned();
+        let key = &announced["signing_key"];
+        provider.signing_kid = key["kid"].as_str().unwrap_or_default().to_owned();
+        provider.signing_pem = key["pem"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            !provider.signing_kid.is_empty() && !provider.signing_pem.is_empty(),
+            "no signing key in the provider's first line: {line}"
+        );
         Some(provider)
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// The provider's signing key: its `kid` and the private key (RS256, PKCS#1 PEM), for
+    /// tests that sign tokens as the provider does.
+    pub fn signing_key(&self) -> (&str, &str) {
+        (&self.signing_kid, &self.signing_pem)
     }
 
     /// Registers `clients` (oidc-provider client metadata, e.g. `client_id`, `client_secret`,

@@ -6,7 +6,7 @@ mod watch;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use gatehouse_proto::v1 as pb;
 use tokio_stream::Stream;
@@ -20,13 +20,19 @@ use crate::authority::Authority;
 use crate::error::Error;
 use crate::events::RevocationFeed;
 
-/// The OpenID Connect calls' errors: a provider that cannot be reached is FAILED_PRECONDITION
-/// here, not UNAVAILABLE, which a node reads as "this control-plane replica is down" and
-/// would pass the replica over for every request.
-fn provider_error(error: Error) -> Status {
-    match error {
-        Error::Unavailable(message) => Status::failed_precondition(message),
-        error => error.into(),
+/// Longest an OpenID Connect call may take, provider round trips included: under the node's
+/// call timeout (5 s by default), so that a slow provider is answered as such
+/// (FAILED_PRECONDITION) and never looks to the node like a replica that is down.
+const PROVIDER_DEADLINE: Duration = Duration::from_secs(4);
+
+async fn within_provider_deadline<T>(
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(PROVIDER_DEADLINE, work).await {
+        Ok(result) => result.map_err(Status::from),
+        Err(_) => Err(Status::from(Error::ProviderUnavailable(
+            "the identity provider is too slow; try again shortly",
+        ))),
     }
 }
 
@@ -170,16 +176,13 @@ impl pb::node_service_server::NodeService for NodeApi {
         request: Request<pb::OidcBeginRequest>,
     ) -> Result<Response<pb::OidcBeginResponse>, Status> {
         let request = request.into_inner();
-        let started = self
-            .authority
-            .oidc_begin(
-                &request.virtual_proxy,
-                &request.redirect_uri,
-                &request.target,
-                &request.binding,
-            )
-            .await
-            .map_err(provider_error)?;
+        let started = within_provider_deadline(self.authority.oidc_begin(
+            &request.virtual_proxy,
+            &request.redirect_uri,
+            &request.target,
+            &request.binding,
+        ))
+        .await?;
         Ok(Response::new(pb::OidcBeginResponse {
             authorization_uri: started.authorization_uri,
             binding: started.binding,
@@ -192,17 +195,14 @@ impl pb::node_service_server::NodeService for NodeApi {
         request: Request<pb::OidcCallbackRequest>,
     ) -> Result<Response<pb::OidcCallbackResponse>, Status> {
         let request = request.into_inner();
-        let (issued, target) = self
-            .authority
-            .oidc_callback(
-                &request.virtual_proxy,
-                &request.state,
-                &request.code,
-                &request.binding,
-                &request.iss,
-            )
-            .await
-            .map_err(provider_error)?;
+        let (issued, target) = within_provider_deadline(self.authority.oidc_callback(
+            &request.virtual_proxy,
+            &request.state,
+            &request.code,
+            &request.binding,
+            &request.iss,
+        ))
+        .await?;
         Ok(Response::new(pb::OidcCallbackResponse {
             login: Some(pb::LoginResponse {
                 session_token: issued.token,
@@ -217,11 +217,11 @@ impl pb::node_service_server::NodeService for NodeApi {
         request: Request<pb::OidcBackchannelLogoutRequest>,
     ) -> Result<Response<pb::OidcBackchannelLogoutResponse>, Status> {
         let request = request.into_inner();
-        let sessions_ended = self
-            .authority
-            .oidc_backchannel_logout(&request.virtual_proxy, &request.logout_token)
-            .await
-            .map_err(provider_error)?;
+        let sessions_ended = within_provider_deadline(
+            self.authority
+                .oidc_backchannel_logout(&request.virtual_proxy, &request.logout_token),
+        )
+        .await?;
         Ok(Response::new(pb::OidcBackchannelLogoutResponse {
             sessions_ended,
         }))
@@ -231,12 +231,12 @@ impl pb::node_service_server::NodeService for NodeApi {
         &self,
         request: Request<pb::OidcEndSessionRequest>,
     ) -> Result<Response<pb::OidcEndSessionResponse>, Status> {
-        let end_session_uri = self
-            .authority
-            .oidc_end_session(&request.into_inner().virtual_proxy)
-            .await
-            .map_err(provider_error)?
-            .unwrap_or_default();
+        let end_session_uri = within_provider_deadline(
+            self.authority
+                .oidc_end_session(&request.into_inner().virtual_proxy),
+        )
+        .await?
+        .unwrap_or_default();
         Ok(Response::new(pb::OidcEndSessionResponse {
             end_session_uri,
         }))
