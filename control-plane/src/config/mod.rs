@@ -634,6 +634,12 @@ mod tests {
             rejected("[[virtual_proxies]]\nprefix = \"a\"\ncookie_name = \"a b\"")
                 .contains("may only hold")
         );
+        // An OpenID proxy's login-binding cookie is `{cookie}-oidc`.
+        let binding_clash = "[[virtual_proxies]]\nprefix = \"a\"\ncookie_name = \"S\"\n\
+                             [virtual_proxies.oidc]\nissuer = \"https://idp.example.com\"\n\
+                             client_id = \"c\"\nuser_directory = \"IDP\"\n\
+                             [[virtual_proxies]]\nprefix = \"b\"\ncookie_name = \"S-oidc\"";
+        assert!(rejected(binding_clash).contains("S-oidc"));
     }
 
     #[test]

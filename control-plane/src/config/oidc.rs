@@ -328,5 +328,22 @@ mod tests {
                 .contains("client_secret_file")
         );
         config("redirect_uri = \"https://gh.example.com/sales/oidc/callback\"").unwrap();
+        assert!(
+            refused("client_authentication = \"none\"\nclient_secret_file = \"/etc/hostname\"")
+                .contains("remove one")
+        );
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_certificates() {
+        let dir = std::env::temp_dir().join(format!("gatehouse-oidc-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "just text\n").unwrap();
+        let error = config(&format!("ca_file = {:?}", not_pem.display().to_string())).unwrap_err();
+        assert!(error.contains("no PEM certificate"), "{error}");
+        let missing = config("ca_file = \"/nonexistent/ca.pem\"").unwrap_err();
+        assert!(missing.contains("ca_file"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
