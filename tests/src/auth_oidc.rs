@@ -507,6 +507,47 @@ async fn an_issuer_that_is_down_gets_503_rather_than_a_redirect() {
     assert!(response.location().is_none());
     assert!(response.set_cookie(BINDING).is_none());
     assert!(upstream.requests().is_empty());
+
+    // Hostile input to the OpenID routes is refused without asking the provider.
+    let long = "a".repeat(1_000);
+    for (what, path, status) in [
+        (
+            "an oversized state",
+            format!("/app/oidc/callback?code=c&state={long}"),
+            400,
+        ),
+        (
+            "bad percent-encoding",
+            "/app/oidc/callback?code=%ff%fe&state=%zz".to_owned(),
+            401,
+        ),
+        (
+            "an unknown state",
+            "/app/oidc/callback?code=c&state=s".to_owned(),
+            401,
+        ),
+        (
+            "a provider error with markup",
+            "/app/oidc/callback?error=%3Cscript%3E".to_owned(),
+            401,
+        ),
+    ] {
+        let answer = client::get(&node.url(&path), &[]).await;
+        assert_eq!(answer.status, status, "{what}: {}", answer.text());
+        assert!(!answer.text().contains("<script>"), "{what}");
+    }
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let logout = node.url("/app/oidc/backchannel-logout");
+    let huge = format!("logout_token={}", "a".repeat(100_000));
+    assert_eq!(client::post(&logout, &form, &huge).await.status, 400);
+    assert_eq!(
+        client::post(&logout, &[], "logout_token=x").await.status,
+        400
+    );
+    let wrong_method = client::get(&logout, &[]).await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.header("allow"), Some("POST"));
+    assert!(upstream.requests().is_empty());
 }
 
 #[tokio::test]
