@@ -24,7 +24,7 @@ use crate::data_plane_fixtures::{
 };
 use crate::harness::client::{self, HttpResponse, encode, expect_close, query_param};
 use crate::harness::eventually::eventually;
-use crate::harness::oidc_provider::OidcProvider;
+use crate::harness::oidc_provider::{OidcProvider, accounts, web_client};
 use crate::harness::redis_server::free_port;
 use crate::harness::web_browser::WebBrowser;
 use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream};
@@ -82,25 +82,14 @@ async fn site() -> Option<Site> {
     .await;
     provider
         .configure(
-            json!([{
-                "client_id": CLIENT_ID,
-                "client_secret": CLIENT_SECRET,
-                "redirect_uris": [node.url("/app/oidc/callback")],
-                "post_logout_redirect_uris": [node.url("/app/")],
-                "backchannel_logout_uri": node.url("/app/oidc/backchannel-logout"),
-                "backchannel_logout_session_required": true,
-                "token_endpoint_auth_method": "client_secret_basic",
-                "grant_types": ["authorization_code"],
-                "response_types": ["code"],
-            }]),
-            json!({
-                "alice": {
-                    "email": "alice@example.test",
-                    "name": "Alice",
-                    "groups": ["sales", "admins"],
-                },
-                "bob": { "email": "bob@example.test", "name": "Bob", "groups": [] },
-            }),
+            json!([web_client(
+                CLIENT_ID,
+                CLIENT_SECRET,
+                &node.url("/app/oidc/callback"),
+                &node.url("/app/"),
+                &node.url("/app/oidc/backchannel-logout"),
+            )]),
+            accounts(),
         )
         .await;
     Some(Site {

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::harness::client::{self, HttpResponse, encode, query_param};
-use crate::harness::oidc_provider::OidcProvider;
+use crate::harness::oidc_provider::{OidcProvider, accounts, web_client};
 use crate::harness::web_browser::{Followed, WebBrowser, form_action, site};
 
 const CLIENT_ID: &str = "harness-client";
@@ -115,24 +115,14 @@ async fn provider(relying_party: &RelyingParty) -> Option<OidcProvider> {
     let mut provider = OidcProvider::start().await?;
     provider
         .configure(
-            json!([{
-                "client_id": CLIENT_ID,
-                "client_secret": CLIENT_SECRET,
-                "redirect_uris": [relying_party.url("/callback")],
-                "post_logout_redirect_uris": [relying_party.url("/signed-out")],
-                "backchannel_logout_uri": relying_party.url("/backchannel-logout"),
-                "backchannel_logout_session_required": true,
-                "token_endpoint_auth_method": "client_secret_basic",
-                "grant_types": ["authorization_code"],
-                "response_types": ["code"],
-            }]),
-            json!({
-                "alice": {
-                    "email": "alice@example.test",
-                    "name": "Alice",
-                    "groups": ["sales", "admins"],
-                },
-            }),
+            json!([web_client(
+                CLIENT_ID,
+                CLIENT_SECRET,
+                &relying_party.url("/callback"),
+                &relying_party.url("/signed-out"),
+                &relying_party.url("/backchannel-logout"),
+            )]),
+            accounts(),
         )
         .await;
     Some(provider)

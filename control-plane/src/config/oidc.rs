@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::virtual_proxy::{TokenRules, validate_token_rules};
+
 /// How the control plane authenticates to the provider's token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -159,32 +161,20 @@ impl OidcConfig {
         {
             return Err(format!("oidc.scopes: {scope:?} is not a scope"));
         }
-        if self.algorithms.is_empty() {
-            return Err("oidc.algorithms must name at least one algorithm".to_owned());
-        }
-        if let Some(alg) = self
-            .algorithms
-            .iter()
-            .find(|alg| !crate::jwt::ACCEPTED_ALGORITHMS.contains(&alg.as_str()))
-        {
-            return Err(format!(
-                "oidc.algorithms: {alg:?} is not accepted (one of {})",
-                crate::jwt::ACCEPTED_ALGORITHMS.join(", ")
-            ));
-        }
-        if self.leeway > Duration::from_secs(600) {
-            return Err("oidc.leeway must be at most 10m".to_owned());
-        }
+        validate_token_rules(
+            "oidc",
+            &TokenRules {
+                algorithms: &self.algorithms,
+                leeway: self.leeway,
+                user_id_claim: &self.user_id_claim,
+                user_directory: self.user_directory.as_deref(),
+                user_directory_claim: self.user_directory_claim.as_deref(),
+            },
+        )?;
         if self.login_timeout < Duration::from_secs(10)
             || self.login_timeout > Duration::from_secs(3600)
         {
             return Err("oidc.login_timeout must be between 10s and 1h".to_owned());
-        }
-        if self.user_id_claim.is_empty() {
-            return Err("oidc.user_id_claim must not be empty".to_owned());
-        }
-        if self.user_directory.is_none() && self.user_directory_claim.is_none() {
-            return Err("oidc needs user_directory or user_directory_claim".to_owned());
         }
         if let Some(path) = &self.ca_file {
             read_ca_file(path).map_err(|error| format!("oidc.ca_file: {error}"))?;

@@ -561,27 +561,54 @@ fn validate_jwt(jwt: &JwtConfig) -> Result<(), String> {
     for path in &jwt.public_keys {
         crate::jwt::read_pem_key(path).map_err(|error| format!("jwt.public_keys: {error}"))?;
     }
-    if jwt.algorithms.is_empty() {
-        return Err("jwt.algorithms must name at least one algorithm".to_owned());
+    validate_token_rules(
+        "jwt",
+        &TokenRules {
+            algorithms: &jwt.algorithms,
+            leeway: jwt.leeway,
+            user_id_claim: &jwt.user_id_claim,
+            user_directory: jwt.user_directory.as_deref(),
+            user_directory_claim: jwt.user_directory_claim.as_deref(),
+        },
+    )
+}
+
+/// What JWT bearer tokens and OpenID Connect share: signed tokens and claims naming a user.
+pub(super) struct TokenRules<'a> {
+    pub algorithms: &'a [String],
+    pub leeway: Duration,
+    pub user_id_claim: &'a str,
+    pub user_directory: Option<&'a str>,
+    pub user_directory_claim: Option<&'a str>,
+}
+
+/// Checks the rules of table `section` (`jwt`, `oidc`).
+pub(super) fn validate_token_rules(section: &str, rules: &TokenRules<'_>) -> Result<(), String> {
+    if rules.algorithms.is_empty() {
+        return Err(format!(
+            "{section}.algorithms must name at least one algorithm"
+        ));
     }
-    if let Some(alg) = jwt
+    if let Some(alg) = rules
         .algorithms
         .iter()
         .find(|alg| !crate::jwt::ACCEPTED_ALGORITHMS.contains(&alg.as_str()))
     {
         return Err(format!(
-            "jwt.algorithms: {alg:?} is not accepted (one of {})",
+            "{section}.algorithms: {alg:?} is not accepted (one of {})",
             crate::jwt::ACCEPTED_ALGORITHMS.join(", ")
         ));
     }
-    if jwt.leeway > Duration::from_secs(600) {
-        return Err("jwt.leeway must be at most 10m".to_owned());
+    if rules.leeway > Duration::from_secs(600) {
+        return Err(format!("{section}.leeway must be at most 10m"));
     }
-    if jwt.user_id_claim.is_empty() {
-        return Err("jwt.user_id_claim must not be empty".to_owned());
+    if rules.user_id_claim.is_empty() {
+        return Err(format!("{section}.user_id_claim must not be empty"));
     }
-    if jwt.user_directory.is_none() && jwt.user_directory_claim.is_none() {
-        return Err("jwt needs user_directory or user_directory_claim".to_owned());
+    if rules.user_directory.is_none() && rules.user_directory_claim.is_none() {
+        return Err(format!(
+            "{section} needs user_directory or user_directory_claim"
+        ));
     }
     Ok(())
 }

@@ -116,19 +116,25 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
     }
 
-    fn id_token(extra: Value) -> Map<String, Value> {
-        let mut claims = json!({
+    /// `base` with `changes` applied: a null removes the claim.
+    fn changed(base: Value, changes: Value) -> Map<String, Value> {
+        let mut claims = base.as_object().unwrap().clone();
+        for (name, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                claims.remove(name);
+            } else {
+                claims.insert(name.clone(), value.clone());
+            }
+        }
+        claims
+    }
+
+    fn id_token(changes: Value) -> Map<String, Value> {
+        let base = json!({
             "iss": "https://idp.example.com", "sub": "alice", "aud": CLIENT,
             "iat": 1_800_000_000u64 - 5, "exp": 1_800_000_000u64 + 300, "nonce": NONCE,
         });
-        for (name, value) in extra.as_object().unwrap() {
-            if value.is_null() {
-                claims.as_object_mut().unwrap().remove(name);
-            } else {
-                claims[name] = value.clone();
-            }
-        }
-        claims.as_object().unwrap().clone()
+        changed(base, changes)
     }
 
     fn check(claims: &Map<String, Value>) -> Result<(), &'static str> {
@@ -153,21 +159,14 @@ mod tests {
         assert!(refused(json!({"iat": 1_800_000_000u64 + 3600})).contains("future"));
     }
 
-    fn logout_token(extra: Value) -> Map<String, Value> {
-        let mut claims = json!({
+    fn logout_token(changes: Value) -> Map<String, Value> {
+        let base = json!({
             "iss": "https://idp.example.com", "aud": CLIENT, "iat": 1_800_000_000u64,
             "exp": 1_800_000_120u64,
             "jti": "bWJq", "sid": "08a5019c", "sub": "alice",
             "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
         });
-        for (name, value) in extra.as_object().unwrap() {
-            if value.is_null() {
-                claims.as_object_mut().unwrap().remove(name);
-            } else {
-                claims[name] = value.clone();
-            }
-        }
-        claims.as_object().unwrap().clone()
+        changed(base, changes)
     }
 
     #[test]

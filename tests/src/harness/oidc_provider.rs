@@ -27,6 +27,40 @@ fn provider_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc-provider")
 }
 
+/// Metadata of a confidential web client (`client_secret_basic`, code flow) whose callback,
+/// post-logout and back-channel logout URLs are given, as the tests register it.
+pub fn web_client(
+    client_id: &str,
+    secret: &str,
+    callback: &str,
+    signed_out: &str,
+    backchannel_logout: &str,
+) -> Value {
+    json!({
+        "client_id": client_id,
+        "client_secret": secret,
+        "redirect_uris": [callback],
+        "post_logout_redirect_uris": [signed_out],
+        "backchannel_logout_uri": backchannel_logout,
+        "backchannel_logout_session_required": true,
+        "token_endpoint_auth_method": "client_secret_basic",
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+    })
+}
+
+/// The provider's users: alice (groups sales and admins) and bob (no group).
+pub fn accounts() -> Value {
+    json!({
+        "alice": {
+            "email": "alice@example.test",
+            "name": "Alice",
+            "groups": ["sales", "admins"],
+        },
+        "bob": { "email": "bob@example.test", "name": "Bob", "groups": [] },
+    })
+}
+
 /// A running provider; killed when dropped.
 #[derive(Debug)]
 pub struct OidcProvider {
