@@ -6,7 +6,9 @@
 //! used code, a refusal at the provider, missing parameters) ends with no session. The
 //! provider's back-channel logout ends the session and its WebSockets; a forged logout token
 //! does nothing; logging out at the node ends the session and sends the browser to the
-//! provider's end-session endpoint.
+//! provider's end-session endpoint. Behind a load balancer, a login started on one node
+//! finishes on another (the state is in Redis), and a logout token arriving at one node
+//! closes WebSockets on the others.
 
 use std::path::Path;
 use std::process::Command;
@@ -27,7 +29,7 @@ use crate::harness::eventually::eventually;
 use crate::harness::oidc_provider::{OidcProvider, accounts, web_client};
 use crate::harness::redis_server::free_port;
 use crate::harness::web_browser::WebBrowser;
-use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream};
+use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer};
 
 const CLIENT_ID: &str = "gatehouse-app";
 const CLIENT_SECRET: &str = "gatehouse-app-secret-0123456789abcdef0123";
@@ -901,4 +903,97 @@ async fn a_cross_site_logout_is_refused_and_the_session_survives() {
     assert_eq!(site.sessions_of("alice").await.len(), 1);
     let still = client::get(&site.node.url("/app/hub"), &with_cookie(&cookie)).await;
     assert_eq!(still.status, 200, "{}", still.text());
+}
+
+/// Two nodes behind a load balancer, each on its own control-plane replica, sharing Redis: a
+/// login started on one node finishes on the other (the state is in Redis, not in the node or
+/// a cookie), and the provider's back-channel logout, arriving at the second node, closes the
+/// WebSocket open on the first.
+#[tokio::test]
+async fn a_login_started_on_one_node_finishes_on_another_and_logs_out_everywhere() {
+    let Some(mut provider) = OidcProvider::start().await else {
+        return;
+    };
+    let dir = TempDir::new().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
+    let redis = RedisServer::start().await;
+    let upstream = EchoUpstream::start("engine").await;
+    let (port_a, port_b) = (free_port(), free_port());
+    // The address the provider knows is node A's, as it would be the load balancer's.
+    let callback_a = format!("http://127.0.0.1:{port_a}/app/oidc/callback");
+    let proxy = AppProxy::new([upstream.node()]).table(&format!(
+        "{}redirect_uri = \"{callback_a}\"\n",
+        oidc_table(provider.issuer(), &secret_file, port_a)
+    ));
+    let replica_a = ControlPlane::start(&proxy.on_redis(&redis)).await;
+    let replica_b = ControlPlane::start(&proxy.on_redis(&redis)).await;
+    let node_a =
+        DataPlaneNode::start_with(&replica_a, &format!("listen = \"127.0.0.1:{port_a}\"")).await;
+    let node_b =
+        DataPlaneNode::start_with(&replica_b, &format!("listen = \"127.0.0.1:{port_b}\"")).await;
+    provider
+        .configure(
+            json!([web_client(
+                CLIENT_ID,
+                CLIENT_SECRET,
+                &callback_a,
+                &node_a.url("/app/"),
+                &node_b.url("/app/oidc/backchannel-logout"),
+            )]),
+            accounts(),
+        )
+        .await;
+
+    let mut browser = WebBrowser::new();
+    let first = browser.get(&node_a.url("/app/hub")).await;
+    assert_eq!(first.status, 302, "{}", first.text());
+    let authorize = first.location().expect("a Location").to_owned();
+    let callback = browser.login_at_provider(&authorize, "alice").await;
+    assert!(callback.starts_with(&callback_a), "{callback}");
+    // The load balancer sends the browser's return to node B, cookies and all.
+    let binding = browser
+        .cookie_pair(&node_a.url("/"), BINDING)
+        .expect("node A set the binding cookie");
+    let on_b = callback.replacen(
+        &format!("127.0.0.1:{port_a}"),
+        &format!("127.0.0.1:{port_b}"),
+        1,
+    );
+    let done = browser.get_with(&on_b, &[("cookie", &binding)]).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    assert_eq!(done.location(), Some("/app/hub"));
+    let cookie = done
+        .cookie_pair(COOKIE)
+        .expect("node B set the session cookie");
+
+    // Node A serves the session node B created, and holds its WebSocket.
+    let page = client::get(&node_a.url("/app/hub"), &with_cookie(&cookie)).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert_eq!(
+        seen_header(&page.json(), "x-qlik-user"),
+        Some(qlik_user(DIRECTORY, "alice").as_str())
+    );
+    let mut socket = open_socket(&node_a, &cookie).await;
+
+    // alice signs out at the provider; its logout token reaches node B and replica B.
+    let end_session = format!(
+        "{}?client_id={CLIENT_ID}",
+        provider.endpoint("end_session_endpoint").await
+    );
+    let (url, page) = browser
+        .end_session_at_provider(&end_session)
+        .await
+        .arrived();
+    assert_eq!(page.status, 200, "{url}: {}", page.text());
+    expect_close(&mut socket, PROPAGATION).await;
+    eventually("node A refuses the old cookie", PROPAGATION, || {
+        let cookie = cookie.clone();
+        let node_a = &node_a;
+        async move {
+            let answer = client::get(&node_a.url("/app/hub"), &with_cookie(&cookie)).await;
+            (answer.status == 302).then_some(())
+        }
+    })
+    .await;
 }
