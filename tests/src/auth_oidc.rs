@@ -997,3 +997,67 @@ async fn a_login_started_on_one_node_finishes_on_another_and_logs_out_everywhere
     })
     .await;
 }
+
+#[tokio::test]
+async fn logins_started_in_two_tabs_both_finish() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let first = site.login_redirect(&mut browser, "/app/one").await;
+    let binding = browser.cookie_pair(&site.node.url("/"), BINDING);
+    let second = site.login_redirect(&mut browser, "/app/two").await;
+    // The second tab kept the binding cookie the first one got.
+    assert_eq!(browser.cookie_pair(&site.node.url("/"), BINDING), binding);
+    assert_ne!(query_param(&first, "state"), query_param(&second, "state"));
+
+    let second_back = browser.login_at_provider(&second, "alice").await;
+    let first_back = browser.login_at_provider(&first, "alice").await;
+    for (callback, path) in [(second_back, "/app/two"), (first_back, "/app/one")] {
+        let done = browser.get(&callback).await;
+        assert_eq!(done.status, 302, "{path}: {}", done.text());
+        assert_eq!(done.location(), Some(path));
+    }
+    assert_eq!(site.sessions_of("alice").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_callback_while_the_provider_is_down_gets_503() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
+    let callback = browser.login_at_provider(&authorize, "alice").await;
+    let Site {
+        provider,
+        control_plane,
+        node,
+        ..
+    } = site;
+    let issuer = provider.issuer().trim_start_matches("http://").to_owned();
+    drop(provider);
+    eventually("the provider is gone", PROPAGATION, || {
+        let issuer = issuer.clone();
+        async move {
+            tokio::net::TcpStream::connect(&issuer)
+                .await
+                .is_err()
+                .then_some(())
+        }
+    })
+    .await;
+    let answer = browser.get(&callback).await;
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert!(answer.set_cookie(COOKIE).is_none());
+    let sessions = control_plane
+        .sessions()
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .expect("ListSessions")
+        .into_inner()
+        .sessions;
+    assert!(sessions.is_empty());
+    drop(node);
+}
