@@ -66,6 +66,14 @@ async fn who_am_i(
     }
     let mut inactive = json!({ "session": "inactive" });
     let target = query::param(parts.uri.query(), "targetUri");
+    if let (Some(target), Some(_)) = (&target, &proxy.oidc) {
+        // An OpenID Connect proxy signs in at its own /oidc/login, which comes back only to
+        // this host: no open redirects.
+        if let Some(login) = auth::oidc::login_uri(proxy, origin, target) {
+            inactive["loginUri"] = login.into();
+        }
+        return respond::json(StatusCode::OK, &inactive);
+    }
     if let (Some(target), Some(module)) = (target, &proxy.authentication_module_uri) {
         // Only a target on an allowed host gets a login URI: no open redirects.
         if let Some(target) = auth::allowed_target(proxy, origin, &target) {

@@ -1061,3 +1061,73 @@ async fn a_callback_while_the_provider_is_down_gets_503() {
     assert!(sessions.is_empty());
     drop(node);
 }
+
+#[tokio::test]
+async fn a_sign_in_link_logs_in_and_comes_back_to_its_target() {
+    let Some(site) = site().await else {
+        return;
+    };
+    // The Personal API names the link for a page on this site, and none for another host.
+    let own = site.node.url("/app/deep?x=1");
+    let who = client::get(
+        &site
+            .node
+            .url(&format!("/app/qps/user?targetUri={}", encode(&own))),
+        &[],
+    )
+    .await;
+    assert_eq!(who.json()["session"], "inactive");
+    let link = who.json()["loginUri"]
+        .as_str()
+        .expect("a loginUri")
+        .to_owned();
+    assert_eq!(
+        link,
+        site.node.url(&format!(
+            "/app/oidc/login?target={}",
+            encode("/app/deep?x=1")
+        ))
+    );
+    let elsewhere = client::get(
+        &site.node.url(&format!(
+            "/app/qps/user?targetUri={}",
+            encode("https://evil.example.com/app/")
+        )),
+        &[],
+    )
+    .await;
+    assert!(
+        elsewhere.json().get("loginUri").is_none(),
+        "{}",
+        elsewhere.text()
+    );
+
+    let mut browser = WebBrowser::new();
+    let start = browser.get(&link).await;
+    assert_eq!(start.status, 302, "{}", start.text());
+    let callback = browser
+        .login_at_provider(start.location().expect("a Location"), "alice")
+        .await;
+    let done = browser.get(&callback).await;
+    assert_eq!(done.location(), Some("/app/deep?x=1"));
+    // Signed in, the link goes straight to its target.
+    let again = browser.get(&link).await;
+    assert_eq!(again.status, 302);
+    assert_eq!(again.location(), Some("/app/deep?x=1"));
+
+    for target in [
+        "//evil.example.com/",
+        "https://evil.example.com/",
+        "javascript:alert(1)",
+    ] {
+        let refused = client::get(
+            &site
+                .node
+                .url(&format!("/app/oidc/login?target={}", encode(target))),
+            &[],
+        )
+        .await;
+        assert_eq!(refused.status, 400, "{target}: {}", refused.text());
+        assert!(refused.location().is_none());
+    }
+}

@@ -1,8 +1,9 @@
 //! OpenID Connect login on a node. The node sends a browser without a session to the
 //! provider (with a URL the control plane makes), and relays the browser's return (`code`,
 //! `state` and the binding cookie) and the provider's back-channel logout token to the
-//! control plane, which alone talks to the provider. Three routes under the prefix:
-//! `/oidc/callback`, `/oidc/backchannel-logout` and `/oidc/logout`.
+//! control plane, which alone talks to the provider. Four routes under the prefix:
+//! `/oidc/login` (a sign-in link), `/oidc/callback`, `/oidc/backchannel-logout` and
+//! `/oidc/logout`.
 
 use bytes::Bytes;
 use gatehouse_proto::v1 as pb;
@@ -22,6 +23,7 @@ use crate::respond;
 use crate::state::NodeState;
 use crate::vproxy::{OidcAuthentication, VirtualProxy};
 
+pub const LOGIN: &str = "/oidc/login";
 pub const CALLBACK: &str = "/oidc/callback";
 pub const BACKCHANNEL_LOGOUT: &str = "/oidc/backchannel-logout";
 pub const LOGOUT: &str = "/oidc/logout";
@@ -32,7 +34,11 @@ const MAX_LOGOUT_REQUEST: usize = 64 * 1024;
 /// Whether `relative_path` (the path after the prefix) is one of this module's routes, on a
 /// virtual proxy with OpenID Connect.
 pub fn is_route(proxy: &VirtualProxy, relative_path: &str) -> bool {
-    proxy.oidc.is_some() && matches!(relative_path, CALLBACK | BACKCHANNEL_LOGOUT | LOGOUT)
+    proxy.oidc.is_some()
+        && matches!(
+            relative_path,
+            LOGIN | CALLBACK | BACKCHANNEL_LOGOUT | LOGOUT
+        )
 }
 
 /// Serves a path [`is_route`] accepted.
@@ -46,6 +52,7 @@ pub async fn route(
     let (parts, body) = request.into_parts();
     let origin = Origin::of(&parts, secure);
     match (relative_path, &proxy.oidc) {
+        (LOGIN, Some(oidc)) => login(state, proxy, oidc, &parts, &origin).await,
         (CALLBACK, _) => callback(state, proxy, &parts, &origin).await,
         (BACKCHANNEL_LOGOUT, _) => backchannel_logout(state, proxy, &parts, body).await,
         (LOGOUT, Some(oidc)) => logout(state, proxy, oidc, &parts, &origin).await,
@@ -54,7 +61,7 @@ pub async fn route(
 }
 
 /// A browser without a session: 302 to the provider, with the binding cookie that ties the
-/// login to this browser.
+/// login to this browser. It comes back to the page it asked for.
 pub async fn begin(
     state: &NodeState,
     proxy: &VirtualProxy,
@@ -62,10 +69,88 @@ pub async fn begin(
     parts: &Parts,
     origin: &Origin,
 ) -> Refusal {
+    let target = query::local_redirect(parts.uri.path(), parts.uri.query(), "forceAuthentication");
+    begin_to(state, proxy, oidc, parts, origin, target).await
+}
+
+/// The sign-in URL of this virtual proxy, `/{prefix}/oidc/login?target=...`, coming back to
+/// `target`; `None` unless `target` is on this site (see [`local_target`]).
+pub fn login_uri(proxy: &VirtualProxy, origin: &Origin, target: &str) -> Option<String> {
+    let target = local_target(target, origin)?;
+    origin.url(&format!(
+        "{}{LOGIN}?target={}",
+        proxy.path_prefix(),
+        percent_encoding::utf8_percent_encode(&target, percent_encoding::NON_ALPHANUMERIC)
+    ))
+}
+
+/// `GET /{prefix}/oidc/login?target=...`: a sign-in link. With a session, straight to the
+/// target; without, to the provider and then to the target. The target is a path on this
+/// site, or a URL on this host (its path is kept); default: the virtual proxy's root.
+async fn login(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    oidc: &OidcAuthentication,
+    parts: &Parts,
+    origin: &Origin,
+) -> Response<ProxyBody> {
+    if parts.method != Method::GET {
+        return method_not_allowed("GET");
+    }
+    let requested = query::param(parts.uri.query(), "target")
+        .unwrap_or_else(|| format!("{}/", proxy.path_prefix()));
+    let Some(target) = local_target(&requested, origin) else {
+        return respond::error(
+            StatusCode::BAD_REQUEST,
+            "target must be a path on this site",
+        );
+    };
+    if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
+        match state.validate(proxy, token).await {
+            crate::state::Validation::Valid(_) => return respond::redirect(&target, None),
+            crate::state::Validation::Invalid => {}
+            crate::state::Validation::Unavailable => return unavailable(),
+        }
+    }
+    begin_to(state, proxy, oidc, parts, origin, target).await
+}
+
+/// `requested` as a path on this site: a path with one leading `/`, or an absolute URL whose
+/// host is the request's own (reduced to its path and query). Anything else (another host,
+/// `//host`, `/\host`, another scheme) is `None`: no open redirect.
+fn local_target(requested: &str, origin: &Origin) -> Option<String> {
+    let path = if requested.starts_with('/') {
+        requested.to_owned()
+    } else {
+        let uri: http::Uri = requested.parse().ok()?;
+        let same_host = matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri
+                .authority()
+                .zip(origin.host())
+                .is_some_and(|(authority, own)| authority.as_str().eq_ignore_ascii_case(own));
+        if !same_host {
+            return None;
+        }
+        uri.path_and_query()?.as_str().to_owned()
+    };
+    let local = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.starts_with("/\\")
+        && !path.chars().any(char::is_control);
+    local.then_some(path)
+}
+
+async fn begin_to(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    oidc: &OidcAuthentication,
+    parts: &Parts,
+    origin: &Origin,
+    target: String,
+) -> Refusal {
     let Some(redirect_uri) = origin.url(&format!("{}{CALLBACK}", proxy.path_prefix())) else {
         return respond::error(StatusCode::BAD_REQUEST, "the request has no Host header");
     };
-    let target = query::local_redirect(parts.uri.path(), parts.uri.query(), "forceAuthentication");
     let request = pb::OidcBeginRequest {
         virtual_proxy: proxy.prefix.clone(),
         redirect_uri,
@@ -323,4 +408,31 @@ fn method_not_allowed(allow: &'static str) -> Response<ProxyBody> {
         .headers_mut()
         .insert(ALLOW, HeaderValue::from_static(allow));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_sites_paths_are_login_targets() {
+        let origin = Origin::new(true, Some("gh.example.com"));
+        let local = |requested: &str| local_target(requested, &origin);
+        assert_eq!(local("/app/hub?x=1").as_deref(), Some("/app/hub?x=1"));
+        assert_eq!(
+            local("https://gh.example.com/app/a?b=c").as_deref(),
+            Some("/app/a?b=c")
+        );
+        assert_eq!(local("https://GH.example.com").as_deref(), Some("/"));
+        for refused in [
+            "https://evil.example.com/app/",
+            "//evil.example.com/",
+            "/\\evil.example.com/",
+            "javascript:alert(1)",
+            "app/hub",
+            "/a\nb",
+        ] {
+            assert_eq!(local(refused), None, "{refused}");
+        }
+    }
 }
