@@ -92,12 +92,21 @@ pub struct OidcAuthentication {
     pub binding_cookie_tls: String,
     /// After `/{prefix}/oidc/logout`, the browser goes to the provider's end-session page.
     pub end_session_redirect: bool,
+    /// The provider sends browsers back over https (TLS may end before this node): the
+    /// binding cookie is always the `__Host-`, Secure one.
+    pub https_redirect_uri: bool,
 }
 
 impl OidcAuthentication {
+    /// Whether the binding cookie is the Secure, `__Host-` one for a request that reached
+    /// this node over TLS (`secure`) or not.
+    pub fn binding_is_secure(&self, secure: bool) -> bool {
+        secure || self.https_redirect_uri
+    }
+
     /// The binding cookie's name for a request over TLS (`secure`) or not.
     pub fn binding_cookie(&self, secure: bool) -> &str {
-        if secure {
+        if self.binding_is_secure(secure) {
             &self.binding_cookie_tls
         } else {
             &self.binding_cookie
@@ -310,6 +319,7 @@ impl VirtualProxy {
                         format!("__Host-{cookie_name}-oidc")
                     },
                     end_session_redirect: oidc.end_session_redirect,
+                    https_redirect_uri: oidc.https_redirect_uri,
                 }),
             cookie_name,
             jwt_authentication: proto

@@ -13,6 +13,8 @@ use crate::tokens::{self, TokenHash};
 
 /// Longest target path remembered.
 const MAX_TARGET_LEN: usize = 4096;
+/// Longest a used logout token's id is remembered (its `exp` is normally minutes away).
+const MAX_LOGOUT_TOKEN_MEMORY: Duration = Duration::from_secs(24 * 3600);
 /// Length of a binding cookie's value (256 random bits, base64url).
 const BINDING_LEN: usize = 43;
 
@@ -67,9 +69,9 @@ impl Authority {
         };
         let state = tokens::new_session_token();
         let secrets = LoginSecrets::derive(&binding, &state);
-        let authorization_uri = provider
-            .authorization_uri(&redirect_uri, &state, &secrets)
-            .await?;
+        let authorization_uri =
+            oidc::within_budget(provider.authorization_uri(&redirect_uri, &state, &secrets))
+                .await?;
         let login = OidcLogin {
             virtual_proxy: virtual_proxy.to_owned(),
             binding_hash: TokenHash::of(&binding).to_text(),
@@ -119,31 +121,37 @@ impl Authority {
                 "the login was started in another browser; start again",
             ));
         }
-        provider.check_response_issuer(iss).await?;
         let secrets = LoginSecrets::derive(binding, state);
-        let tokens = provider
-            .exchange(code, &login.redirect_uri, &secrets.code_verifier)
-            .await?;
-        let id_token = tokens.id_token.as_deref().ok_or(Error::Unauthenticated(
-            "the identity provider sent no ID token",
-        ))?;
-        let mut claims = provider
-            .verify_id_token(id_token, &secrets.nonce, self.clock.now())
-            .await?;
-        let subject = claims
-            .get("sub")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        if let Some(userinfo) = provider
-            .userinfo(tokens.access_token.as_deref(), &subject)
-            .await?
-        {
-            // The signed ID token wins where both say something.
-            for (name, value) in userinfo {
-                claims.entry(name).or_insert(value);
+        // The provider's part has a time budget; the store's part (the session) does not, so
+        // a session is never created and then abandoned by a cut-off caller.
+        let claims = oidc::within_budget(async {
+            provider.check_response_issuer(iss).await?;
+            let tokens = provider
+                .exchange(code, &login.redirect_uri, &secrets.code_verifier)
+                .await?;
+            let id_token = tokens.id_token.as_deref().ok_or(Error::Unauthenticated(
+                "the identity provider sent no ID token",
+            ))?;
+            let mut claims = provider
+                .verify_id_token(id_token, &secrets.nonce, self.clock.now())
+                .await?;
+            let subject = claims
+                .get("sub")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(userinfo) = provider
+                .userinfo(tokens.access_token.as_deref(), &subject)
+                .await?
+            {
+                // The signed ID token wins where both say something.
+                for (name, value) in userinfo {
+                    claims.entry(name).or_insert(value);
+                }
             }
-        }
+            Ok(claims)
+        })
+        .await?;
         let user = provider.user(&claims)?;
         let issued = self
             .start_session(virtual_proxy, user, tokens::new_session_token())
@@ -188,24 +196,17 @@ impl Authority {
     ) -> Result<u32, Error> {
         let provider = self.oidc_provider(virtual_proxy)?;
         let now = self.clock.now();
-        let target = provider.verify_logout_token(logout_token, now).await?;
+        let target = oidc::within_budget(provider.verify_logout_token(logout_token, now)).await?;
         let issuer = &provider.config().issuer;
         // A logout token works once (Back-Channel Logout 1.0, 2.6): a captured one replayed
-        // must not end sessions started after it.
-        if let Some(jti) = &target.jti {
-            let used = TokenHash::of(&format!(
-                "gatehouse-oidc-logout\0{virtual_proxy}\0{issuer}\0{jti}"
-            ));
-            if self.store.jwt_remembered(&used).await? {
-                return Err(Error::invalid("the logout token was used already"));
-            }
-            let remember = target
-                .expires
-                .duration_since(now)
-                .unwrap_or_default()
-                .saturating_add(provider.config().leeway)
-                .max(Duration::from_secs(1));
-            self.store.remember_jwt(&used, remember).await?;
+        // must not end sessions started after it. It is marked used only once its sessions
+        // have ended, so a provider retrying after a failure here is not refused.
+        let used = TokenHash::of(&format!(
+            "gatehouse-oidc-logout\0{virtual_proxy}\0{issuer}\0{}",
+            target.jti
+        ));
+        if self.store.jwt_remembered(&used).await? {
+            return Err(Error::invalid("the logout token was used already"));
         }
         let key = match (&target.sid, &target.sub) {
             (Some(sid), _) => oidc::link_key(virtual_proxy, issuer, "sid", sid),
@@ -220,13 +221,22 @@ impl Authority {
                 .await?;
             ended += u32::from(deleted.is_some());
         }
+        // Kept until the token expires (with leeway), and never more than a day whatever
+        // its `exp` says.
+        let remember = target
+            .expires
+            .duration_since(now)
+            .unwrap_or_default()
+            .saturating_add(provider.config().leeway)
+            .clamp(Duration::from_secs(1), MAX_LOGOUT_TOKEN_MEMORY);
+        self.store.remember_jwt(&used, remember).await?;
         tracing::info!(virtual_proxy, ended, "back-channel logout");
         Ok(ended)
     }
 
     /// The provider's end-session URL for a browser that logged out here, if any.
     pub async fn oidc_end_session(&self, virtual_proxy: &str) -> Result<Option<String>, Error> {
-        self.oidc_provider(virtual_proxy)?.end_session_uri().await
+        oidc::within_budget(self.oidc_provider(virtual_proxy)?.end_session_uri()).await
     }
 }
 

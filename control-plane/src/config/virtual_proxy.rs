@@ -416,18 +416,10 @@ pub(super) fn validate_all(
         }
         // Browsers treat cookie names case-sensitively, but intermediaries do not always:
         // two names differing only in case would be one cookie to some of them.
-        if !cookie_names.insert(proxy.cookie_name.to_ascii_lowercase()) {
-            return Err(format!(
-                "cookie name {:?} is used by two virtual proxies",
-                proxy.cookie_name
-            ));
-        }
-        // An OpenID Connect proxy also uses `{cookie}-oidc` for its login-binding cookie.
-        if proxy.oidc.is_some() {
-            let binding = format!("{}-oidc", proxy.cookie_name);
-            if !cookie_names.insert(binding.to_ascii_lowercase()) {
+        for name in proxy.cookie_names() {
+            if !cookie_names.insert(name.to_ascii_lowercase()) {
                 return Err(format!(
-                    "cookie name {binding:?} (the OpenID login-binding cookie of {:?}) is used by another virtual proxy",
+                    "cookie name {name:?} (of virtual proxy {:?}) is used by two virtual proxies",
                     proxy.prefix
                 ));
             }
@@ -435,6 +427,27 @@ pub(super) fn validate_all(
         validated.push(proxy);
     }
     Ok(validated)
+}
+
+impl VirtualProxyConfig {
+    /// Every cookie name this proxy sets, as the node names them: the session cookie as
+    /// configured and with its `__Host-` prefix, and with OpenID Connect the login-binding
+    /// cookie over plain HTTP (`{cookie}-oidc`) and over TLS (`__Host-{cookie}-oidc`).
+    pub fn cookie_names(&self) -> std::collections::BTreeSet<String> {
+        let session = if self.cookie_host_prefix {
+            format!("__Host-{}", self.cookie_name)
+        } else {
+            self.cookie_name.clone()
+        };
+        let mut names =
+            std::collections::BTreeSet::from([self.cookie_name.clone(), session.clone()]);
+        if self.oidc.is_some() {
+            names.insert(format!("{session}-oidc"));
+            let host_prefixed = session.strip_prefix("__Host-").unwrap_or(&session);
+            names.insert(format!("__Host-{host_prefixed}-oidc"));
+        }
+        names
+    }
 }
 
 fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {

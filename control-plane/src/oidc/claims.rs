@@ -49,7 +49,7 @@ pub struct LogoutTarget {
     /// One provider session: the Gatehouse sessions started from it.
     pub sid: Option<String>,
     /// The token's id, remembered until `expires` so that the token works once.
-    pub jti: Option<String>,
+    pub jti: String,
     pub expires: SystemTime,
 }
 
@@ -79,10 +79,12 @@ pub fn check_logout_token(
     if claims.contains_key("nonce") {
         return Err("the logout token has a nonce");
     }
+    // Required (2.4): without an id, a captured token could be replayed until it expires.
+    let jti = text(claims, "jti").ok_or("the logout token has no jti")?;
     let target = LogoutTarget {
         sub: text(claims, "sub").map(str::to_owned),
         sid: text(claims, "sid").map(str::to_owned),
-        jti: text(claims, "jti").map(str::to_owned),
+        jti: jti.to_owned(),
         expires,
     };
     if target.sub.is_none() && target.sid.is_none() {
@@ -91,10 +93,12 @@ pub fn check_logout_token(
     Ok(target)
 }
 
-/// A NumericDate claim; `None` when absent or out of range.
+/// A NumericDate claim (seconds, possibly fractional); `None` when absent, negative or out of
+/// range.
 fn time(claims: &Map<String, Value>, name: &str) -> Option<SystemTime> {
-    let seconds = claims.get(name).and_then(Value::as_u64)?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+    let seconds = claims.get(name).and_then(Value::as_f64)?;
+    let seconds = Duration::try_from_secs_f64(seconds.floor()).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(seconds)
 }
 
 fn text<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
@@ -145,6 +149,8 @@ mod tests {
     fn a_fitting_id_token_passes() {
         check(&id_token(json!({}))).unwrap();
         check(&id_token(json!({"aud": [CLIENT, "api"], "azp": CLIENT}))).unwrap();
+        // NumericDates may be fractional.
+        check(&id_token(json!({"iat": 1_799_999_990.5}))).unwrap();
     }
 
     #[test]
@@ -174,7 +180,7 @@ mod tests {
         let target =
             check_logout_token(&logout_token(json!({})), now(), Duration::from_secs(60)).unwrap();
         assert_eq!(target.sid.as_deref(), Some("08a5019c"));
-        assert_eq!(target.jti.as_deref(), Some("bWJq"));
+        assert_eq!(target.jti, "bWJq");
         assert_eq!(
             target.expires,
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_120)
@@ -202,5 +208,8 @@ mod tests {
         assert!(refused(json!({"iat": 1_800_000_000u64 + 3600})).contains("future"));
         assert!(refused(json!({"exp": null})).contains("exp"));
         assert!(refused(json!({"iat": u64::MAX})).contains("iat"));
+        assert!(refused(json!({"iat": -5})).contains("iat"));
+        assert!(refused(json!({"jti": null})).contains("jti"));
+        assert!(refused(json!({"jti": ""})).contains("jti"));
     }
 }

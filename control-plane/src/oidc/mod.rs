@@ -46,6 +46,22 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 const UNREACHABLE: &str = "the identity provider cannot be reached; try again shortly";
 
+/// Longest the provider's part of one OpenID call may take (discovery, token request,
+/// keys, userinfo together): under the node's 5 s call timeout, so that a slow provider is
+/// answered as such and never looks to the node like a control-plane replica that is down.
+pub const PROVIDER_BUDGET: Duration = Duration::from_secs(4);
+
+/// Runs the provider's part of a call within [`PROVIDER_BUDGET`].
+pub async fn within_budget<T>(
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(PROVIDER_BUDGET, work)
+        .await
+        .unwrap_or(Err(Error::ProviderUnavailable(
+            "the identity provider is too slow; try again shortly",
+        )))
+}
+
 /// The values one login sends to the provider and expects back, derived from its state and
 /// the browser's binding cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,30 +191,22 @@ impl Provider {
     /// nobody tries again for [`DISCOVERY_RETRY`] (a stale document is used meanwhile), so an
     /// unreachable provider costs one wait, not one per login.
     async fn discovered(&self) -> Result<Arc<Discovered>, Error> {
-        let (current, failed_at) = self.discovery_state();
-        let recently_failed = failed_at.is_some_and(|at| at.elapsed() < DISCOVERY_RETRY);
-        match &current {
-            Some(current) if recently_failed || current.read_at.elapsed() < REDISCOVER_AFTER => {
-                return Ok(current.clone());
-            }
-            None if recently_failed => return Err(Error::ProviderUnavailable(UNREACHABLE)),
-            _ => {}
+        if let Some(answer) = self.cached_answer() {
+            return answer;
         }
-        let _reading = match (self.refreshing.try_lock(), &current) {
-            (Ok(guard), _) => guard,
-            (Err(_), Some(current)) => return Ok(current.clone()),
-            (Err(_), None) => {
-                // Wait for the first read, then take what it found.
-                let guard = self.refreshing.lock().await;
-                match self.discovery_state() {
-                    (Some(found), _) => return Ok(found),
-                    (None, Some(at)) if at.elapsed() < DISCOVERY_RETRY => {
-                        return Err(Error::ProviderUnavailable(UNREACHABLE));
-                    }
-                    (None, _) => guard,
-                }
-            }
+        let _reading = match self.refreshing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => match self.discovery_state().0 {
+                // Someone is re-reading: the stale document serves meanwhile.
+                Some(current) => return Ok(current),
+                // Wait for the first read.
+                None => self.refreshing.lock().await,
+            },
         };
+        // Another caller may have read (or failed to read) the document meanwhile.
+        if let Some(answer) = self.cached_answer() {
+            return answer;
+        }
         let fetched = discovery::fetch(&self.client, &self.config).await;
         let mut state = self
             .discovery
@@ -211,10 +219,14 @@ impl Provider {
                     Some(current) if current.metadata.jwks_uri == metadata.jwks_uri => {
                         current.verifier.clone()
                     }
-                    _ => Arc::new(self.verifier(&metadata).map_err(|detail| {
-                        tracing::error!(issuer = %self.config.issuer, %detail, "cannot verify the provider's tokens");
-                        Error::ProviderUnavailable(UNREACHABLE)
-                    })?),
+                    _ => match self.verifier(&metadata) {
+                        Ok(verifier) => Arc::new(verifier),
+                        Err(detail) => {
+                            tracing::error!(issuer = %self.config.issuer, %detail, "cannot verify the provider's tokens");
+                            state.failed_at = Some(Instant::now());
+                            return Err(Error::ProviderUnavailable(UNREACHABLE));
+                        }
+                    },
                 };
                 let discovered = Arc::new(Discovered {
                     metadata,
@@ -233,6 +245,20 @@ impl Provider {
                     .clone()
                     .ok_or(Error::ProviderUnavailable(UNREACHABLE))
             }
+        }
+    }
+
+    /// The answer the cached state gives without reading the document: `None` when it must
+    /// be read (nothing yet, or stale, and no failure in the last [`DISCOVERY_RETRY`]).
+    fn cached_answer(&self) -> Option<Result<Arc<Discovered>, Error>> {
+        let (current, failed_at) = self.discovery_state();
+        let recently_failed = failed_at.is_some_and(|at| at.elapsed() < DISCOVERY_RETRY);
+        match current {
+            Some(current) if recently_failed || current.read_at.elapsed() < REDISCOVER_AFTER => {
+                Some(Ok(current))
+            }
+            None if recently_failed => Some(Err(Error::ProviderUnavailable(UNREACHABLE))),
+            _ => None,
         }
     }
 

@@ -354,7 +354,7 @@ fn binding_cookie(
         "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}",
         oidc.binding_cookie(secure)
     );
-    if secure || proxy.cookie_host_prefix {
+    if oidc.binding_is_secure(secure) || proxy.cookie_host_prefix {
         cookie.push_str("; Secure");
     }
     HeaderValue::from_str(&cookie).ok()

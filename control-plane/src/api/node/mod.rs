@@ -6,7 +6,7 @@ mod watch;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use gatehouse_proto::v1 as pb;
 use tokio_stream::Stream;
@@ -17,24 +17,7 @@ use tonic::{Request, Response, Status};
 pub(crate) use self::watch::WatchSource;
 use super::{session_to_proto, sessions_to_proto, user_from_proto};
 use crate::authority::Authority;
-use crate::error::Error;
 use crate::events::RevocationFeed;
-
-/// Longest an OpenID Connect call may take, provider round trips included: under the node's
-/// call timeout (5 s by default), so that a slow provider is answered as such
-/// (FAILED_PRECONDITION) and never looks to the node like a replica that is down.
-const PROVIDER_DEADLINE: Duration = Duration::from_secs(4);
-
-async fn within_provider_deadline<T>(
-    work: impl std::future::Future<Output = Result<T, Error>>,
-) -> Result<T, Status> {
-    match tokio::time::timeout(PROVIDER_DEADLINE, work).await {
-        Ok(result) => result.map_err(Status::from),
-        Err(_) => Err(Status::from(Error::ProviderUnavailable(
-            "the identity provider is too slow; try again shortly",
-        ))),
-    }
-}
 
 /// Most activity records one `Touch` may carry.
 const MAX_TOUCH_BATCH: usize = 10_000;
@@ -176,13 +159,15 @@ impl pb::node_service_server::NodeService for NodeApi {
         request: Request<pb::OidcBeginRequest>,
     ) -> Result<Response<pb::OidcBeginResponse>, Status> {
         let request = request.into_inner();
-        let started = within_provider_deadline(self.authority.oidc_begin(
-            &request.virtual_proxy,
-            &request.redirect_uri,
-            &request.target,
-            &request.binding,
-        ))
-        .await?;
+        let started = self
+            .authority
+            .oidc_begin(
+                &request.virtual_proxy,
+                &request.redirect_uri,
+                &request.target,
+                &request.binding,
+            )
+            .await?;
         Ok(Response::new(pb::OidcBeginResponse {
             authorization_uri: started.authorization_uri,
             binding: started.binding,
@@ -195,14 +180,16 @@ impl pb::node_service_server::NodeService for NodeApi {
         request: Request<pb::OidcCallbackRequest>,
     ) -> Result<Response<pb::OidcCallbackResponse>, Status> {
         let request = request.into_inner();
-        let (issued, target) = within_provider_deadline(self.authority.oidc_callback(
-            &request.virtual_proxy,
-            &request.state,
-            &request.code,
-            &request.binding,
-            &request.iss,
-        ))
-        .await?;
+        let (issued, target) = self
+            .authority
+            .oidc_callback(
+                &request.virtual_proxy,
+                &request.state,
+                &request.code,
+                &request.binding,
+                &request.iss,
+            )
+            .await?;
         Ok(Response::new(pb::OidcCallbackResponse {
             login: Some(pb::LoginResponse {
                 session_token: issued.token,
@@ -217,11 +204,10 @@ impl pb::node_service_server::NodeService for NodeApi {
         request: Request<pb::OidcBackchannelLogoutRequest>,
     ) -> Result<Response<pb::OidcBackchannelLogoutResponse>, Status> {
         let request = request.into_inner();
-        let sessions_ended = within_provider_deadline(
-            self.authority
-                .oidc_backchannel_logout(&request.virtual_proxy, &request.logout_token),
-        )
-        .await?;
+        let sessions_ended = self
+            .authority
+            .oidc_backchannel_logout(&request.virtual_proxy, &request.logout_token)
+            .await?;
         Ok(Response::new(pb::OidcBackchannelLogoutResponse {
             sessions_ended,
         }))
@@ -231,12 +217,11 @@ impl pb::node_service_server::NodeService for NodeApi {
         &self,
         request: Request<pb::OidcEndSessionRequest>,
     ) -> Result<Response<pb::OidcEndSessionResponse>, Status> {
-        let end_session_uri = within_provider_deadline(
-            self.authority
-                .oidc_end_session(&request.into_inner().virtual_proxy),
-        )
-        .await?
-        .unwrap_or_default();
+        let end_session_uri = self
+            .authority
+            .oidc_end_session(&request.into_inner().virtual_proxy)
+            .await?
+            .unwrap_or_default();
         Ok(Response::new(pb::OidcEndSessionResponse {
             end_session_uri,
         }))

@@ -45,6 +45,10 @@ pub(crate) fn virtual_proxy_to_proto(
         oidc_authentication: proxy.oidc.as_ref().map(|oidc| pb::OidcAuthentication {
             enabled: true,
             end_session_redirect: oidc.end_session_redirect,
+            https_redirect_uri: oidc
+                .redirect_uri
+                .as_deref()
+                .is_some_and(|uri| uri.starts_with("https://")),
         }),
         strip_prefix: proxy.strip_prefix,
         upstream: Some(upstream_to_proto(&proxy.upstream)),
