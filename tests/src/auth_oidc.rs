@@ -1146,3 +1146,51 @@ async fn a_sign_in_link_logs_in_and_comes_back_to_its_target() {
         assert!(refused.location().is_none());
     }
 }
+
+/// Behind a TLS-terminating load balancer the node hears plain HTTP, but the browser speaks
+/// https: with an https `redirect_uri`, the binding cookie is the `__Host-`, Secure one.
+#[tokio::test]
+async fn an_https_redirect_uri_makes_the_binding_cookie_secure_behind_a_load_balancer() {
+    let Some(mut provider) = OidcProvider::start().await else {
+        return;
+    };
+    let dir = TempDir::new().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
+    let upstream = EchoUpstream::start("engine").await;
+    let public = "https://gatehouse.example.com/app/oidc/callback";
+    let proxy = AppProxy::new([upstream.node()]).table(&format!(
+        "{}redirect_uri = \"{public}\"\n",
+        oidc_table(provider.issuer(), &secret_file, free_port())
+    ));
+    let control_plane = ControlPlane::start(&proxy.toml()).await;
+    let node = DataPlaneNode::start(&control_plane).await;
+    provider
+        .configure(
+            json!([web_client(
+                CLIENT_ID,
+                CLIENT_SECRET,
+                public,
+                "https://gatehouse.example.com/app/",
+                "https://gatehouse.example.com/app/oidc/backchannel-logout",
+            )]),
+            accounts(),
+        )
+        .await;
+
+    let response = client::get(&node.url("/app/hub"), &[]).await;
+    assert_eq!(response.status, 302, "{}", response.text());
+    let location = response.location().expect("a Location");
+    assert_eq!(
+        query_param(location, "redirect_uri").as_deref(),
+        Some(public)
+    );
+    let binding = response
+        .set_cookie(&format!("__Host-{BINDING}"))
+        .expect("the __Host- binding cookie");
+    assert!(
+        cookie_attributes(&binding).iter().any(|a| a == "secure"),
+        "{binding}"
+    );
+    assert!(response.set_cookie(BINDING).is_none());
+}

@@ -378,28 +378,7 @@ async fn cookies_are_secure_over_tls() {
     let node = tls_node(&control, &certs).await;
 
     // The default proxy admits everyone anonymously: the first request creates a session.
-    let stream = tls_connect(node.address, &certs).await;
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let response = if h2 {
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let request = http::Request::get("https://localhost/")
-            .body(Empty::<bytes::Bytes>::new())
-            .unwrap();
-        sender.send_request(request).await.unwrap()
-    } else {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(connection);
-        let request = http::Request::get("/")
-            .header("host", "localhost")
-            .body(Empty::<bytes::Bytes>::new())
-            .unwrap();
-        sender.send_request(request).await.unwrap()
-    };
+    let response = tls_get(node.address, &certs, "/").await;
     let cookie = response
         .headers()
         .get("set-cookie")
@@ -412,6 +391,91 @@ async fn cookies_are_secure_over_tls() {
     for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
     }
+    control.stop().await;
+}
+
+/// GET `path` from the node over TLS (h2 or HTTP/1.1, whichever it picks), as `localhost`.
+async fn tls_get(
+    address: SocketAddr,
+    certs: &Path,
+    path: &str,
+) -> http::Response<hyper::body::Incoming> {
+    let stream = tls_connect(address, certs).await;
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
+    let io = hyper_util::rt::TokioIo::new(stream);
+    if h2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("https://localhost{path}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap()
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get(path)
+            .header("host", "localhost")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap()
+    }
+}
+
+/// Over TLS the OpenID login-binding cookie has the `__Host-` prefix and `Secure`, so that no
+/// sibling subdomain and no plain-HTTP page can plant one.
+#[tokio::test]
+async fn the_openid_binding_cookie_is_host_prefixed_and_secure_over_tls() {
+    let Some(mut provider) = crate::harness::oidc_provider::OidcProvider::start().await else {
+        return;
+    };
+    install_crypto_provider();
+    let certs = dev_certificates("oidc-binding");
+    let control = ControlPlane::start(&format!(
+        "{}\n[[virtual_proxies]]\nprefix = \"sso\"\n[virtual_proxies.oidc]\n\
+         issuer = \"{}\"\nclient_id = \"gatehouse\"\nuser_directory = \"IDP\"\n",
+        tls_table(&certs),
+        provider.issuer()
+    ))
+    .await;
+    let node = tls_node(&control, &certs).await;
+    provider
+        .configure(
+            serde_json::json!([{
+                "client_id": "gatehouse",
+                "token_endpoint_auth_method": "none",
+                "redirect_uris": [format!("https://localhost:{}/sso/oidc/callback", node.address.port())],
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+            }]),
+            crate::harness::oidc_provider::accounts(),
+        )
+        .await;
+
+    let response = tls_get(node.address, &certs, "/sso/hub").await;
+    assert_eq!(response.status(), 302);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(provider.issuer()), "{location}");
+    assert!(
+        location.contains(&crate::harness::client::encode(
+            "https://localhost/sso/oidc/callback"
+        )),
+        "the callback is the https address the browser used: {location}"
+    );
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.starts_with("__Host-X-Qlik-Session-sso-oidc="),
+        "{cookie}"
+    );
+    for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+    assert!(!cookie.contains("Domain"), "{cookie}");
     control.stop().await;
 }
 
