@@ -100,7 +100,7 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     pub fn new(config: JwtConfig) -> Result<Self, String> {
         let client = match (&config.jwks_file, &config.jwks_url) {
-            (None, Some(_)) => Some(crate::outbound::client(None)?),
+            (None, Some(_)) => Some(crate::outbound::client(config.ca_file.as_deref())?),
             _ => None,
         };
         Self::with_client(config, client)

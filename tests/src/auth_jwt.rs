@@ -514,34 +514,79 @@ struct JwksServer {
     fetches: Arc<AtomicUsize>,
 }
 
+/// Reads one request's head and answers it with the current document.
+async fn answer(
+    mut socket: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    served: &Mutex<String>,
+    counted: &AtomicUsize,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+    }
+    counted.fetch_add(1, Ordering::SeqCst);
+    let body = served.lock().unwrap().clone();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = socket.write_all(response.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
 impl JwksServer {
     async fn start(document: Value) -> Self {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        Self::serve(document, None).await
+    }
+
+    /// The same over https, as `localhost`, with the dev CA's certificate in `certs`.
+    async fn start_tls(document: Value, certs: &Path) -> Self {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(certs.join("data-plane.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(certs.join("data-plane-key.pem")).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Self::serve(
+            document,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
+    async fn serve(document: Value, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}/jwks.json"),
+            None => format!("http://127.0.0.1:{port}/jwks.json"),
+        };
         let document = Arc::new(Mutex::new(document.to_string()));
         let fetches = Arc::new(AtomicUsize::new(0));
         let (served, counted) = (document.clone(), fetches.clone());
         tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let (served, counted) = (served.clone(), counted.clone());
+            while let Ok((socket, _)) = listener.accept().await {
+                let (served, counted, tls) = (served.clone(), counted.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buffer = [0u8; 1024];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(socket).await {
+                                answer(stream, &served, &counted).await;
+                            }
                         }
+                        None => answer(socket, &served, &counted).await,
                     }
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    let body = served.lock().unwrap().clone();
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = socket.write_all(response.as_bytes()).await;
                 });
             }
         });
@@ -616,4 +661,47 @@ async fn a_jwks_url_is_fetched_and_re_fetched_at_a_limited_rate_on_an_unknown_ki
         Some(qlik_user("CORP", "bob").as_str())
     );
     assert!(jwks.fetches() <= 6, "{} fetches", jwks.fetches());
+}
+
+#[tokio::test]
+async fn a_jwks_url_over_https_is_trusted_through_the_ca_file() {
+    crate::tls::install_crypto_provider();
+    let certs = crate::tls::dev_certificates("jwks");
+    let dir = TempDir::new().unwrap();
+    let key = rsa_key(dir.path(), "issuer");
+    let jwks = JwksServer::start_tls(json!({ "keys": [jwk(&key, "k1")] }), &certs).await;
+    let upstream = EchoUpstream::start("engine").await;
+    let login = |node: DataPlaneNode| {
+        let token = sign(&key, Some("k1"), &claims("alice"));
+        async move {
+            let authorization = bearer(&token);
+            get(
+                &node.url("/app/hub"),
+                &[("authorization", authorization.as_str())],
+            )
+            .await
+        }
+    };
+
+    // The dev CA is not among the system's roots: without ca_file the keys cannot be read.
+    let untrusted =
+        AppProxy::new([upstream.node()]).table(&jwt_table(&format!("jwks_url = \"{}\"", jwks.url)));
+    let control_plane = ControlPlane::start(&untrusted.toml()).await;
+    let refused = login(DataPlaneNode::start(&control_plane).await).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(
+        jwks.fetches(),
+        0,
+        "the TLS handshake failed before any request"
+    );
+
+    let trusted = AppProxy::new([upstream.node()]).table(&jwt_table(&format!(
+        "jwks_url = \"{}\"\nca_file = \"{}\"",
+        jwks.url,
+        certs.join("ca.pem").display()
+    )));
+    let control_plane = ControlPlane::start(&trusted.toml()).await;
+    let accepted = login(DataPlaneNode::start(&control_plane).await).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.text());
+    assert_eq!(jwks.fetches(), 1);
 }

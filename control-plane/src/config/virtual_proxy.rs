@@ -115,6 +115,9 @@ pub struct JwtConfig {
     /// token names an unknown `kid`. Ignored when `jwks_file` is set.
     #[serde(default)]
     pub jwks_url: Option<String>,
+    /// PEM file of extra CA certificates trusted for `jwks_url`, besides the system's.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Shortest time between two re-reads of the JWKS (unknown `kid`s cannot force more).
     #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
     pub jwks_min_refresh: Duration,
@@ -573,6 +576,9 @@ fn validate_jwt(jwt: &JwtConfig) -> Result<(), String> {
     }
     for path in &jwt.public_keys {
         crate::jwt::read_pem_key(path).map_err(|error| format!("jwt.public_keys: {error}"))?;
+    }
+    if let Some(path) = &jwt.ca_file {
+        super::oidc::read_ca_file(path).map_err(|error| format!("jwt.ca_file: {error}"))?;
     }
     validate_token_rules(
         "jwt",

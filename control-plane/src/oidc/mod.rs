@@ -276,6 +276,8 @@ impl Provider {
             public_keys: Vec::new(),
             jwks_file: None,
             jwks_url: Some(metadata.jwks_uri.clone()),
+            // The client below already trusts `oidc.ca_file`.
+            ca_file: None,
             jwks_min_refresh: JWKS_MIN_REFRESH,
             algorithms: self.config.algorithms.clone(),
             issuers: vec![self.config.issuer.clone()],
