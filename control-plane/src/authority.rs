@@ -406,10 +406,27 @@ impl Authority {
                 "this virtual proxy does not use Windows authentication",
             ));
         };
+        // The token's hash, taken before GSSAPI consumes it.
+        let used = TokenHash::of(&format!(
+            "gatehouse-kerberos\0{}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &token)
+        ));
         let accepted = kerberos::accept(token).await.map_err(|error| {
             tracing::info!(%virtual_proxy, %error, "Kerberos token not accepted");
             Error::Unauthenticated("the Kerberos token was not accepted")
         })?;
+        // GSSAPI's replay cache is per host: a token replayed to another replica would pass
+        // it. The shared store makes each accepted token good once across all replicas.
+        if !self
+            .store
+            .first_use(&used, kerberos::AUTHENTICATOR_LIFETIME)
+            .await?
+        {
+            tracing::warn!(%virtual_proxy, "Kerberos token replayed");
+            return Err(Error::Unauthenticated(
+                "the Kerberos token was not accepted",
+            ));
+        }
         let Some((user, realm)) = kerberos::split_principal(&accepted.principal) else {
             tracing::info!(%virtual_proxy, principal = %accepted.principal, "Kerberos principal without a realm");
             return Err(Error::Unauthenticated(

@@ -11,6 +11,11 @@ use libgssapi::context::{SecurityContext, ServerCtx};
 #[cfg(feature = "kerberos")]
 use libgssapi::credential::{Cred, CredUsage};
 
+/// How long an accepted token is remembered so it cannot be used again on any replica: an
+/// authenticator is good within the allowed clock skew on either side (MIT's default is 5
+/// minutes), so 10 minutes outlives it.
+pub const AUTHENTICATOR_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Longest token accepted; real SPNEGO tokens with a PAC stay well below this.
 pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 

@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use gatehouse_proto::v1 as pb;
 
 use crate::data_plane_fixtures::{AppProxy, COOKIE, MODULE, qlik_user, seen_header};
-use crate::harness::EchoUpstream;
 use crate::harness::client::get;
 use crate::harness::kdc::{self, Kdc};
 use crate::harness::processes::{ControlPlaneProcess, DataPlaneProcess};
+use crate::harness::{EchoUpstream, RedisServer};
 
 const REALM: &str = "GATEHOUSE.TEST";
 const PASSWORD: &str = "alice-password-1";
@@ -288,4 +288,78 @@ async fn only_matching_clients_are_challenged_and_ntlm_is_refused() {
 
     assert!(sessions(&control_plane).await.is_empty());
     assert!(upstream.requests().is_empty());
+}
+
+/// Two control-plane replicas as on two hosts (each with its own GSSAPI replay cache) sharing
+/// Redis, each with a node: a Negotiate token one accepted is refused by the other, so a
+/// captured token cannot be replayed through another replica within its lifetime.
+#[tokio::test]
+async fn a_token_replayed_to_another_replica_is_refused() {
+    let Some((kdc, ccache)) = realm().await else {
+        return;
+    };
+    let redis = RedisServer::start().await;
+    let upstream = EchoUpstream::start("engine").await;
+    let config = format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n\n{}",
+        redis.url(),
+        config(&upstream)
+    );
+    let replica_env = |host: &str| {
+        let replay_cache = kdc.path(host);
+        std::fs::create_dir_all(&replay_cache).expect("a replay-cache directory");
+        let mut env: Vec<(&'static str, OsString)> = kdc
+            .env()
+            .into_iter()
+            .filter(|(name, _)| *name != "KRB5RCACHEDIR")
+            .collect();
+        env.push(("KRB5RCACHEDIR", replay_cache.into_os_string()));
+        env.push((
+            "KRB5_KTNAME",
+            OsString::from(format!("FILE:{}", kdc.path("service.keytab").display())),
+        ));
+        env
+    };
+    let start = |env: Vec<(&'static str, OsString)>| {
+        let config = config.clone();
+        async move {
+            let env: Vec<(&str, &std::ffi::OsStr)> = env
+                .iter()
+                .map(|(name, value)| (*name, value.as_os_str()))
+                .collect();
+            ControlPlaneProcess::start_with_env(&config, &env).await
+        }
+    };
+    let replica_a = start(replica_env("host-a")).await;
+    let replica_b = start(replica_env("host-b")).await;
+    let node_a = DataPlaneProcess::start(&replica_a, "kerberos-a", &[]).await;
+    let node_b = DataPlaneProcess::start(&replica_b, "kerberos-b", &[]).await;
+
+    let first = kdc
+        .curl_negotiate(
+            &ccache,
+            "localhost",
+            node_a.address().port(),
+            "/app/hub",
+            WINDOWS,
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}\n{}", first.headers, first.body);
+    let token = first.sent_token.expect("curl sent a Negotiate token");
+
+    let replayed = get(
+        &format!("http://{}/app/hub", node_b.address()),
+        &[
+            ("authorization", &format!("Negotiate {token}")),
+            ("user-agent", WINDOWS),
+        ],
+    )
+    .await;
+    assert_eq!(replayed.status, 401, "{}", replayed.text());
+    assert!(replayed.set_cookie(COOKIE).is_none());
+    assert_eq!(
+        sessions(&replica_b).await.len(),
+        1,
+        "only the first login made a session"
+    );
 }

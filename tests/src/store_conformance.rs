@@ -124,6 +124,7 @@ conformance!(
     targets_are_kept_for_their_ttl,
     used_jwts_are_remembered_for_their_ttl,
     oidc_logins_are_taken_once_within_their_ttl,
+    a_credential_is_used_once_within_its_ttl,
     linked_sessions_are_kept_for_their_ttl,
     sessions_are_found_by_token_and_by_handle,
     a_live_token_cannot_be_reused,
@@ -359,6 +360,37 @@ async fn oidc_logins_are_taken_once_within_their_ttl(subject: Subject) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.take_oidc_login(&brief).await.unwrap(), None);
+}
+
+async fn a_credential_is_used_once_within_its_ttl(subject: Subject) {
+    let store = subject.store;
+    let credential = TokenHash::of(&tokens::new_session_token());
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let credential = credential.clone();
+            tokio::spawn(async move { store.first_use(&credential, HOUR).await.unwrap() })
+        })
+        .collect();
+    let mut first = 0;
+    for attempt in attempts {
+        first += usize::from(attempt.await.unwrap());
+    }
+    assert_eq!(first, 1, "exactly one caller uses the credential first");
+    assert!(!store.first_use(&credential, HOUR).await.unwrap());
+
+    let brief = TokenHash::of(&tokens::new_session_token());
+    assert!(
+        store
+            .first_use(&brief, Duration::from_millis(150))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        store.first_use(&brief, HOUR).await.unwrap(),
+        "forgotten after its ttl"
+    );
 }
 
 async fn linked_sessions_are_kept_for_their_ttl(subject: Subject) {

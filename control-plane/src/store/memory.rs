@@ -37,6 +37,7 @@ struct State {
     targets: HashMap<String, (Target, SystemTime)>,
     jwts: HashMap<TokenHash, SystemTime>,
     oidc_logins: HashMap<TokenHash, (OidcLogin, SystemTime)>,
+    used: HashMap<TokenHash, SystemTime>,
     links: HashMap<TokenHash, (BTreeSet<String>, SystemTime)>,
     /// By handle; ordered so listings can resume after a handle.
     sessions: BTreeMap<String, StoredSession>,
@@ -76,6 +77,7 @@ impl MemoryStore {
                 targets: HashMap::new(),
                 jwts: HashMap::new(),
                 oidc_logins: HashMap::new(),
+                used: HashMap::new(),
                 links: HashMap::new(),
                 sessions: BTreeMap::new(),
                 handles_by_token: HashMap::new(),
@@ -115,6 +117,7 @@ impl State {
         self.targets.retain(|_, (_, expires)| *expires > now);
         self.jwts.retain(|_, expires| *expires > now);
         self.oidc_logins.retain(|_, (_, expires)| *expires > now);
+        self.used.retain(|_, expires| *expires > now);
         self.links.retain(|_, (_, expires)| *expires > now);
         let expired: Vec<String> = self
             .sessions
@@ -246,6 +249,15 @@ impl Store for MemoryStore {
     async fn jwt_remembered(&self, hash: &TokenHash) -> Result<bool, StoreError> {
         let (state, now) = self.state();
         Ok(state.jwts.get(hash).is_some_and(|expires| *expires > now))
+    }
+
+    async fn first_use(&self, hash: &TokenHash, ttl: Duration) -> Result<bool, StoreError> {
+        let (mut state, now) = self.state();
+        if state.used.get(hash).is_some_and(|expires| *expires > now) {
+            return Ok(false);
+        }
+        state.used.insert(hash.clone(), now + ttl);
+        Ok(true)
     }
 
     async fn put_oidc_login(

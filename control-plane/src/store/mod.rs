@@ -65,6 +65,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Whether [`remember_jwt`](Self::remember_jwt) recorded this hash and it has not expired.
     async fn jwt_remembered(&self, hash: &TokenHash) -> Result<bool, StoreError>;
 
+    /// Records that a one-time credential (a Kerberos authenticator) was used, for `ttl`;
+    /// `false` when it was recorded already. Atomic: of concurrent calls for one hash,
+    /// exactly one gets `true`, whichever replica makes it.
+    async fn first_use(&self, hash: &TokenHash, ttl: Duration) -> Result<bool, StoreError>;
+
     /// Stores an OpenID Connect login in flight under the hash of its `state`, for `ttl`.
     async fn put_oidc_login(
         &self,

@@ -281,6 +281,20 @@ impl Store for RedisStore {
         Ok(found > 0)
     }
 
+    async fn first_use(&self, hash: &TokenHash, ttl: Duration) -> Result<bool, StoreError> {
+        let set: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(self.keys.used(hash))
+                    .arg("1")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
     async fn put_oidc_login(
         &self,
         state_hash: &TokenHash,

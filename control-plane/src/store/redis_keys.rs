@@ -11,6 +11,7 @@
 //! | `P:jwt:<hash of session token>`  | string | `1`: this JWT's session was started     | the JWT's `exp` |
 //! | `P:oidc:<hash of state>`         | string | JSON OpenID Connect login in flight     | login timeout |
 //! | `P:link:<hash of subject>`       | set    | session handles of an OpenID subject or provider session | the longest session |
+//! | `P:used:<hash of credential>`    | string | `1`: a one-time credential (Kerberos authenticator) was used | its lifetime |
 //! | `P:token:<hash of token>`        | string | the session's handle                    | with the session |
 //! | `P:{<tag>}:session:<id>`         | hash   | `vp user th created last idle abs`      | session's inactivity expiry |
 //! | `P:{<tag>}:sessions`             | zset   | session ids scored by creation time     | latest absolute expiry |
@@ -92,6 +93,10 @@ impl Keys {
 
     pub fn oidc_login(&self, state_hash: &TokenHash) -> String {
         format!("{}:oidc:{}", self.prefix, state_hash.to_text())
+    }
+
+    pub fn used(&self, hash: &TokenHash) -> String {
+        format!("{}:used:{}", self.prefix, hash.to_text())
     }
 
     pub fn link(&self, key: &TokenHash) -> String {

@@ -224,6 +224,8 @@ impl Kdc {
     ) -> CurlResponse {
         let cache = OsString::from(format!("FILE:{}", ccache.display()));
         let headers = tempfile::NamedTempFile::new().expect("a file for the headers");
+        let verbose = tempfile::NamedTempFile::new().expect("a file for curl's trace");
+        let verbose_file = verbose.path().display().to_string();
         let url = format!("http://{host}:{port}{path}");
         let resolve = format!("{host}:{port}:127.0.0.1");
         let header_file = headers.path().display().to_string();
@@ -241,6 +243,9 @@ impl Kdc {
                     user_agent,
                     "-D",
                     &header_file,
+                    "--verbose",
+                    "--stderr",
+                    &verbose_file,
                     &url,
                 ],
                 None,
@@ -254,10 +259,20 @@ impl Kdc {
             .and_then(|line| line.split_whitespace().nth(1))
             .and_then(|code| code.parse().ok())
             .unwrap_or(0);
+        // curl's verbose trace shows what it sent: "> Authorization: Negotiate <token>".
+        let trace = std::fs::read_to_string(verbose.path()).unwrap_or_default();
+        let sent_token = trace.lines().find_map(|line| {
+            let (name, value) = line.strip_prefix("> ")?.split_once(':')?;
+            name.eq_ignore_ascii_case("authorization")
+                .then(|| value.trim().strip_prefix("Negotiate "))
+                .flatten()
+                .map(str::to_owned)
+        });
         CurlResponse {
             status,
             headers,
             body,
+            sent_token,
         }
     }
 }
@@ -269,6 +284,8 @@ pub struct CurlResponse {
     /// Every response's header block, as received.
     pub headers: String,
     pub body: String,
+    /// The Negotiate token curl sent, base64 (for replaying it).
+    pub sent_token: Option<String>,
 }
 
 impl CurlResponse {
