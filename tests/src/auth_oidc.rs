@@ -119,11 +119,17 @@ impl Site {
         location
     }
 
+    /// A login of `user` by `browser` started at `path` and signed in at the provider: the
+    /// callback URL the provider sends the browser back to (not visited yet).
+    async fn provider_callback(&self, browser: &mut WebBrowser, path: &str, user: &str) -> String {
+        let authorize = self.login_redirect(browser, path).await;
+        browser.login_at_provider(&authorize, user).await
+    }
+
     /// A whole login of `user` by `browser`, starting at `path`: the session cookie's
     /// `name=value`.
     async fn login(&self, browser: &mut WebBrowser, path: &str, user: &str) -> String {
-        let authorize = self.login_redirect(browser, path).await;
-        let callback = browser.login_at_provider(&authorize, user).await;
+        let callback = self.provider_callback(browser, path, user).await;
         let done = browser.get(&callback).await;
         assert_eq!(done.status, 302, "{callback}: {}", done.text());
         assert_eq!(done.location(), Some(path));
@@ -346,15 +352,17 @@ async fn a_callback_sent_by_another_browser_is_refused() {
 
     // A browser without any login-binding cookie.
     let mut genuine = WebBrowser::new();
-    let authorize = site.login_redirect(&mut genuine, "/app/hub").await;
-    let callback = genuine.login_at_provider(&authorize, "alice").await;
+    let callback = site
+        .provider_callback(&mut genuine, "/app/hub", "alice")
+        .await;
     let stranger = WebBrowser::new().get(&callback).await;
     assert_refused(&stranger, 401, "a browser without a binding cookie");
 
     // A browser with a binding cookie of its own login.
     let mut genuine = WebBrowser::new();
-    let authorize = site.login_redirect(&mut genuine, "/app/hub").await;
-    let callback = genuine.login_at_provider(&authorize, "alice").await;
+    let callback = site
+        .provider_callback(&mut genuine, "/app/hub", "alice")
+        .await;
     let mut other = WebBrowser::new();
     site.login_redirect(&mut other, "/app/hub").await;
     assert_refused(
@@ -371,8 +379,9 @@ async fn a_callback_replayed_after_the_login_is_refused() {
         return;
     };
     let mut browser = WebBrowser::new();
-    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
-    let callback = browser.login_at_provider(&authorize, "alice").await;
+    let callback = site
+        .provider_callback(&mut browser, "/app/hub", "alice")
+        .await;
     let done = browser.get(&callback).await;
     assert_eq!(done.status, 302, "{}", done.text());
     assert!(done.set_cookie(COOKIE).is_some());
@@ -397,8 +406,9 @@ async fn a_callback_naming_another_issuer_is_refused() {
         return;
     };
     let mut browser = WebBrowser::new();
-    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
-    let callback = browser.login_at_provider(&authorize, "alice").await;
+    let callback = site
+        .provider_callback(&mut browser, "/app/hub", "alice")
+        .await;
     let issuer = encode(site.provider.issuer());
     assert!(callback.contains(&format!("iss={issuer}")), "{callback}");
     // The same code and state, as if another provider had answered (RFC 9207 mix-up).
@@ -416,8 +426,9 @@ async fn a_used_code_with_a_fresh_state_is_refused() {
         return;
     };
     let mut browser = WebBrowser::new();
-    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
-    let first = browser.login_at_provider(&authorize, "alice").await;
+    let first = site
+        .provider_callback(&mut browser, "/app/hub", "alice")
+        .await;
     let done = browser.get(&first).await;
     assert_eq!(done.status, 302, "{}", done.text());
     let used_code = query_param(&first, "code").expect("a code");
@@ -425,8 +436,9 @@ async fn a_used_code_with_a_fresh_state_is_refused() {
     // The user drops the session cookie and logs in again: the provider, still signed in,
     // answers at once with a new code and the new state.
     browser.forget(&site.node.url("/"), COOKIE);
-    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
-    let second = browser.login_at_provider(&authorize, "alice").await;
+    let second = site
+        .provider_callback(&mut browser, "/app/hub", "alice")
+        .await;
     let fresh_state = query_param(&second, "state").expect("a state");
     let mixed = site.callback(&format!(
         "?code={}&state={}&iss={}",
@@ -448,8 +460,9 @@ async fn a_login_the_provider_refused_is_refused() {
         return;
     };
     let mut browser = WebBrowser::new();
-    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
-    let callback = browser.login_at_provider(&authorize, "mallory").await;
+    let callback = site
+        .provider_callback(&mut browser, "/app/hub", "mallory")
+        .await;
     assert_eq!(
         query_param(&callback, "error").as_deref(),
         Some("access_denied"),
@@ -821,8 +834,9 @@ async fn a_callback_without_the_iss_the_provider_promises_is_refused() {
         return;
     };
     let mut browser = WebBrowser::new();
-    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
-    let callback = browser.login_at_provider(&authorize, "alice").await;
+    let callback = site
+        .provider_callback(&mut browser, "/app/hub", "alice")
+        .await;
     let without_iss = callback.replace(&format!("&iss={}", encode(site.provider.issuer())), "");
     assert_ne!(without_iss, callback, "the provider sends iss: {callback}");
     assert_refused(&browser.get(&without_iss).await, 401, "no iss");
@@ -1042,8 +1056,9 @@ async fn a_callback_while_the_provider_is_down_gets_503() {
         return;
     };
     let mut browser = WebBrowser::new();
-    let authorize = site.login_redirect(&mut browser, "/app/hub").await;
-    let callback = browser.login_at_provider(&authorize, "alice").await;
+    let callback = site
+        .provider_callback(&mut browser, "/app/hub", "alice")
+        .await;
     let Site {
         provider,
         control_plane,
