@@ -75,6 +75,8 @@ struct Key {
 struct Jwks {
     keys: Vec<Key>,
     read_at: Option<Instant>,
+    /// The last read failed: a token whose key is not among `keys` may still be good.
+    failed: bool,
 }
 
 type JwksClient = crate::outbound::HttpClient;
@@ -130,6 +132,7 @@ impl Verifier {
             jwks: Mutex::new(Jwks {
                 keys: Vec::new(),
                 read_at: None,
+                failed: false,
             }),
             refreshing: tokio::sync::Mutex::new(()),
             client,
@@ -159,6 +162,15 @@ impl Verifier {
             // Set before reading, so a failing source is not retried on every request.
             jwks.read_at = Some(Instant::now());
         }
+        let read = self.read_jwks().await;
+        let mut jwks = self.jwks.lock().unwrap_or_else(PoisonError::into_inner);
+        jwks.failed = read.is_err();
+        jwks.keys = read?;
+        Ok(())
+    }
+
+    /// The keys of the JWKS file or URL.
+    async fn read_jwks(&self) -> Result<Vec<Key>, String> {
         let (text, source) = match (&self.config.jwks_file, &self.client, &self.config.jwks_url) {
             (Some(path), _, _) => (
                 tokio::fs::read(path)
@@ -170,7 +182,7 @@ impl Verifier {
                 crate::outbound::get(client, url).await?.to_vec(),
                 url.clone(),
             ),
-            _ => return Ok(()),
+            _ => return Ok(Vec::new()),
         };
         let set: JwkSet = serde_json::from_slice(&text)
             .map_err(|error| format!("{source} is not a JWKS: {error}"))?;
@@ -185,11 +197,7 @@ impl Verifier {
                 })
             })
             .collect();
-        self.jwks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys = keys;
-        Ok(())
+        Ok(keys)
     }
 
     fn jwks_read(&self) -> bool {
@@ -256,6 +264,18 @@ impl Verifier {
         candidates.retain(|key| key.key.family() == family);
         let unknown_key = "the token is signed with an unknown key";
         if candidates.is_empty() {
+            // The key may well be in a JWKS that cannot be read right now: not the token's
+            // fault, so not a 401 (which would make a client discard a good token).
+            if self
+                .jwks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .failed
+            {
+                return Err(Error::ProviderUnavailable(
+                    "the token issuer's keys cannot be read right now; try again shortly",
+                ));
+            }
             return Err(refuse(unknown_key));
         }
         let validation = self.validation(header.alg);

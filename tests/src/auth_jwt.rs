@@ -688,7 +688,12 @@ async fn a_jwks_url_over_https_is_trusted_through_the_ca_file() {
         AppProxy::new([upstream.node()]).table(&jwt_table(&format!("jwks_url = \"{}\"", jwks.url)));
     let control_plane = ControlPlane::start(&untrusted.toml()).await;
     let refused = login(DataPlaneNode::start(&control_plane).await).await;
-    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.text().contains("keys cannot be read"),
+        "{}",
+        refused.text()
+    );
     assert_eq!(
         jwks.fetches(),
         0,
@@ -704,4 +709,43 @@ async fn a_jwks_url_over_https_is_trusted_through_the_ca_file() {
     let accepted = login(DataPlaneNode::start(&control_plane).await).await;
     assert_eq!(accepted.status, 200, "{}", accepted.text());
     assert_eq!(jwks.fetches(), 1);
+}
+
+#[tokio::test]
+async fn a_jwks_url_that_cannot_be_read_is_503_not_a_refused_token() {
+    let dir = TempDir::new().unwrap();
+    let key = rsa_key(dir.path(), "issuer");
+    let upstream = EchoUpstream::start("engine").await;
+    let closed = format!(
+        "http://127.0.0.1:{}/jwks.json",
+        crate::harness::redis_server::free_port()
+    );
+    let proxy =
+        AppProxy::new([upstream.node()]).table(&jwt_table(&format!("jwks_url = \"{closed}\"")));
+    let control_plane = ControlPlane::start(&proxy.toml()).await;
+    let node = DataPlaneNode::start(&control_plane).await;
+    let token = sign(&key, Some("k1"), &claims("alice"));
+    let authorization = bearer(&token);
+    let response = get(
+        &node.url("/app/hub"),
+        &[("authorization", authorization.as_str())],
+    )
+    .await;
+    // The token may be perfectly good: a 401 would make the client throw it away.
+    assert_eq!(response.status, 503, "{}", response.text());
+    assert_eq!(response.header("retry-after"), Some("1"));
+    assert!(
+        response.text().contains("keys cannot be read"),
+        "{}",
+        response.text()
+    );
+    assert!(upstream.requests().is_empty());
+    let sessions = control_plane
+        .sessions()
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert!(sessions.is_empty());
 }

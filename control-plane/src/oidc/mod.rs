@@ -415,9 +415,13 @@ impl Provider {
             .verifier
             .claims(id_token)
             .await
-            .map_err(|error| {
-                tracing::info!(%error, "ID token refused");
-                Error::Unauthenticated("the identity provider's ID token is not valid")
+            .map_err(|error| match error {
+                // The provider's keys cannot be read: not the token's fault.
+                Error::ProviderUnavailable(_) => error,
+                error => {
+                    tracing::info!(%error, "ID token refused");
+                    Error::Unauthenticated("the identity provider's ID token is not valid")
+                }
             })?;
         claims::check_id_token(
             &claims,
@@ -514,10 +518,17 @@ impl Provider {
             return Err(invalid());
         }
         let discovered = self.discovered().await?;
-        let claims = discovered.verifier.claims(token).await.map_err(|error| {
-            tracing::info!(%error, "logout token refused");
-            invalid()
-        })?;
+        let claims = discovered
+            .verifier
+            .claims(token)
+            .await
+            .map_err(|error| match error {
+                Error::ProviderUnavailable(_) => error,
+                error => {
+                    tracing::info!(%error, "logout token refused");
+                    invalid()
+                }
+            })?;
         claims::check_logout_token(&claims, now, self.config.leeway).map_err(|reason| {
             tracing::info!(reason, "logout token refused");
             invalid()

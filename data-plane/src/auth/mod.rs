@@ -328,6 +328,9 @@ fn logged_in(
         match &login {
             Ok(_) => "ok",
             Err(ControlError::Unavailable(_)) => "unavailable",
+            Err(ControlError::Refused(status)) if status.code() == Code::FailedPrecondition => {
+                "unavailable"
+            }
             Err(ControlError::Refused(_)) => "refused",
         },
     );
@@ -353,6 +356,10 @@ fn logged_in(
                 StatusCode::BAD_REQUEST,
                 "the user named by the request is not valid",
             ),
+            // An identity provider (a JWKS, say) cannot be reached: not the client's fault.
+            Code::FailedPrecondition => {
+                respond::error(StatusCode::SERVICE_UNAVAILABLE, status.message())
+            }
             code => {
                 tracing::error!(
                     ?code,

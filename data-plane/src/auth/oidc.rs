@@ -369,7 +369,12 @@ fn refused(state: &NodeState, error: ControlError, step: &'static str) -> Respon
         }
         ControlError::Refused(status) => status,
     };
-    state.metrics.login("oidc", "refused");
+    let outcome = if status.code() == Code::FailedPrecondition {
+        "unavailable"
+    } else {
+        "refused"
+    };
+    state.metrics.login("oidc", outcome);
     // The control plane's reasons are short fixed texts meant for the user.
     match status.code() {
         Code::Unauthenticated => respond::error(StatusCode::UNAUTHORIZED, status.message()),
