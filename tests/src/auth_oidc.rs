@@ -55,6 +55,7 @@ fn oidc_table(issuer: &str, secret_file: &Path, node_port: u16) -> String {
         "[virtual_proxies.oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\n\
          client_secret_file = {:?}\nscopes = {SCOPES:?}\nuser_directory = \"{DIRECTORY}\"\n\
          attributes = {{ Email = \"email\" }}\ngroups_claim = \"groups\"\n\
+         authorization_params = {{ ui_locales = \"en\" }}\n\
          post_logout_redirect_uri = \"http://127.0.0.1:{node_port}/app/\"\n",
         secret_file.to_str().expect("a UTF-8 temporary path"),
     )
@@ -234,6 +235,8 @@ async fn a_browser_is_sent_to_the_provider_and_comes_back_with_a_session() {
         ("client_id", CLIENT_ID),
         ("redirect_uri", callback_url.as_str()),
         ("code_challenge_method", "S256"),
+        // From authorization_params.
+        ("ui_locales", "en"),
     ] {
         assert_eq!(
             query_param(&authorize, name).as_deref(),

@@ -39,6 +39,10 @@ pub struct OidcConfig {
     pub redirect_uri: Option<String>,
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
+    /// Extra parameters of the authorization request, such as `prompt = "select_account"`,
+    /// `acr_values` or a provider's `domain_hint`; never one Gatehouse sets itself.
+    #[serde(default)]
+    pub authorization_params: BTreeMap<String, String>,
     /// Accepted ID token `alg` values (public-key algorithms only).
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
@@ -151,6 +155,15 @@ impl OidcConfig {
         {
             return Err("oidc.post_logout_redirect_uri must be an absolute http(s) URL".to_owned());
         }
+        if let Some(name) = self
+            .authorization_params
+            .keys()
+            .find(|name| RESERVED_PARAMS.contains(&name.as_str()) || name.is_empty())
+        {
+            return Err(format!(
+                "oidc.authorization_params: {name:?} is set by Gatehouse and cannot be configured"
+            ));
+        }
         if !self.scopes.iter().any(|scope| scope == "openid") {
             return Err("oidc.scopes must include \"openid\"".to_owned());
         }
@@ -182,6 +195,21 @@ impl OidcConfig {
         Ok(())
     }
 }
+
+/// Authorization-request parameters Gatehouse sets itself (or must never send).
+const RESERVED_PARAMS: [&str; 11] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "response_mode",
+    "request",
+    "request_uri",
+];
 
 /// The client secret in a file, without surrounding whitespace (a trailing newline is
 /// usual in secret files).
@@ -322,6 +350,12 @@ mod tests {
             refused("client_authentication = \"none\"\nclient_secret_file = \"/etc/hostname\"")
                 .contains("remove one")
         );
+        assert!(refused("authorization_params = { state = \"x\" }").contains("state"));
+        assert!(
+            refused("authorization_params = { response_mode = \"form_post\" }")
+                .contains("response_mode")
+        );
+        config("authorization_params = { prompt = \"select_account\" }").unwrap();
     }
 
     #[test]

@@ -300,16 +300,23 @@ impl Provider {
     ) -> Result<String, Error> {
         let discovered = self.discovered().await?;
         let scope = self.config.scopes.join(" ");
-        let query = outbound::form(&[
+        let mut fields = vec![
             ("response_type", "code"),
-            ("client_id", &self.config.client_id),
+            ("client_id", self.config.client_id.as_str()),
             ("redirect_uri", redirect_uri),
             ("scope", &scope),
             ("state", state),
             ("nonce", &secrets.nonce),
             ("code_challenge", &secrets.code_challenge),
             ("code_challenge_method", "S256"),
-        ]);
+        ];
+        fields.extend(
+            self.config
+                .authorization_params
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        );
+        let query = outbound::form(&fields);
         let endpoint = &discovered.metadata.authorization_endpoint;
         let separator = if endpoint.contains('?') { '&' } else { '?' };
         Ok(format!("{endpoint}{separator}{query}"))
