@@ -625,6 +625,44 @@ mod tests {
         );
     }
 
+    /// The first TOML example of a documentation page, with `replacements` applied.
+    fn documented_example(page: &str, replacements: &[(&str, &str)]) -> String {
+        let start = page.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+        let end = start + page[start..].find("```").expect("the example's end");
+        replacements
+            .iter()
+            .fold(page[start..end].to_owned(), |text, (from, to)| {
+                text.replace(from, to)
+            })
+    }
+
+    #[test]
+    fn the_documented_authentication_examples_load() {
+        let dir =
+            std::env::temp_dir().join(format!("gatehouse-doc-examples-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("sales-secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let oidc = documented_example(
+            include_str!("../../../AUTH-OIDC.md"),
+            &[("/etc/gatehouse/oidc/sales-secret", secret.to_str().unwrap())],
+        );
+        let config = Config::from_toml_str(&oidc).unwrap_or_else(|error| panic!("{error}\n{oidc}"));
+        let sales = &config.virtual_proxies[0];
+        assert_eq!(sales.prefix, "sales");
+        assert!(sales.oidc.is_some());
+        let kerberos = documented_example(include_str!("../../../AUTH-KERBEROS.md"), &[]);
+        let config =
+            Config::from_toml_str(&kerberos).unwrap_or_else(|error| panic!("{error}\n{kerberos}"));
+        assert!(
+            config
+                .virtual_proxies
+                .iter()
+                .any(|proxy| proxy.kerberos.is_some())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn cookie_names_must_be_unique_and_tokens() {
         let clash = "[[virtual_proxies]]\nprefix = \"a\"\ncookie_name = \"S\"\n\
