@@ -5,7 +5,6 @@
 //! Only public-key algorithms are accepted, each key only for its own family, so neither
 //! `alg: none` nor an HMAC token "signed" with a public key's bytes can pass.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::config::JwtConfig;
 use crate::domain::{Attribute, User};
 use crate::error::Error;
+use crate::virtual_proxies::PerProxy;
 
 /// The `alg` values a configuration may accept. Only public-key algorithms: `none` never,
 /// and no HMAC, so a public key can never be used as a shared secret (the `alg` confusion
@@ -41,27 +41,16 @@ pub struct Verified {
 
 /// One verifier per virtual proxy, rebuilt when that proxy's `jwt` configuration changes.
 #[derive(Debug, Default)]
-pub struct JwtVerifiers {
-    by_prefix: Mutex<HashMap<String, Arc<Verifier>>>,
-}
+pub struct JwtVerifiers(PerProxy<JwtConfig, Verifier>);
 
 impl JwtVerifiers {
     pub fn verifier(&self, prefix: &str, config: &JwtConfig) -> Result<Arc<Verifier>, Error> {
-        let mut map = self
-            .by_prefix
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(verifier) = map.get(prefix)
-            && verifier.config == *config
-        {
-            return Ok(verifier.clone());
-        }
-        let verifier = Arc::new(Verifier::new(config.clone()).map_err(|detail| {
-            tracing::error!(prefix, %detail, "JWT keys cannot be loaded");
-            Error::Unauthenticated("bearer tokens cannot be verified right now")
-        })?);
-        map.insert(prefix.to_owned(), verifier.clone());
-        Ok(verifier)
+        self.0.get(prefix, config, |config| {
+            Verifier::new(config).map_err(|detail| {
+                tracing::error!(prefix, %detail, "JWT keys cannot be loaded");
+                Error::Unauthenticated("bearer tokens cannot be verified right now")
+            })
+        })
     }
 }
 

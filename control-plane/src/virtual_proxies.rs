@@ -1,6 +1,7 @@
 //! The configured virtual proxies, looked up by prefix.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::VirtualProxyConfig;
 use crate::error::Error;
@@ -47,5 +48,45 @@ impl VirtualProxies {
             Some(prefix) => Ok(vec![self.get(prefix)?.prefix.as_str()]),
             None => Ok(self.prefixes()),
         }
+    }
+}
+
+/// Something built from one virtual proxy's settings (a JWT verifier, an OpenID client), kept
+/// per prefix and rebuilt only when those settings change, so what it has learnt (keys read,
+/// a discovery document) survives reloads that do not touch it.
+#[derive(Debug)]
+pub struct PerProxy<C, T> {
+    by_prefix: Mutex<HashMap<String, (C, Arc<T>)>>,
+}
+
+impl<C, T> Default for PerProxy<C, T> {
+    fn default() -> Self {
+        Self {
+            by_prefix: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<C: Clone + PartialEq, T> PerProxy<C, T> {
+    /// The value for `prefix` built from `settings`: the kept one if the settings are the
+    /// same, else a new one from `build`.
+    pub fn get<E>(
+        &self,
+        prefix: &str,
+        settings: &C,
+        build: impl FnOnce(C) -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        let mut map = self
+            .by_prefix
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((kept, value)) = map.get(prefix)
+            && kept == settings
+        {
+            return Ok(value.clone());
+        }
+        let value = Arc::new(build(settings.clone())?);
+        map.insert(prefix.to_owned(), (settings.clone(), value.clone()));
+        Ok(value)
     }
 }

@@ -11,7 +11,6 @@
 mod claims;
 mod discovery;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,6 +32,7 @@ use crate::error::Error;
 use crate::jwt::{self, ClaimRules, Verifier};
 use crate::outbound::{self, HttpClient};
 use crate::tokens::TokenHash;
+use crate::virtual_proxies::PerProxy;
 
 /// The discovery document is read again after this long (a failed re-read keeps the old one).
 const REDISCOVER_AFTER: Duration = Duration::from_secs(3600);
@@ -112,27 +112,16 @@ pub struct TokenResponse {
 
 /// One provider per virtual proxy, rebuilt when that proxy's `oidc` configuration changes.
 #[derive(Debug, Default)]
-pub struct OidcProviders {
-    by_prefix: Mutex<HashMap<String, Arc<Provider>>>,
-}
+pub struct OidcProviders(PerProxy<OidcConfig, Provider>);
 
 impl OidcProviders {
     pub fn provider(&self, prefix: &str, config: &OidcConfig) -> Result<Arc<Provider>, Error> {
-        let mut map = self
-            .by_prefix
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(provider) = map.get(prefix)
-            && provider.config == *config
-        {
-            return Ok(provider.clone());
-        }
-        let provider = Arc::new(Provider::new(config.clone()).map_err(|detail| {
-            tracing::error!(prefix, %detail, "OpenID Connect client cannot be set up");
-            Error::ProviderUnavailable("OpenID Connect login is not available right now")
-        })?);
-        map.insert(prefix.to_owned(), provider.clone());
-        Ok(provider)
+        self.0.get(prefix, config, |config| {
+            Provider::new(config).map_err(|detail| {
+                tracing::error!(prefix, %detail, "OpenID Connect client cannot be set up");
+                Error::ProviderUnavailable("OpenID Connect login is not available right now")
+            })
+        })
     }
 }
 
@@ -340,6 +329,26 @@ impl Provider {
         Ok(())
     }
 
+    /// Sends a request to the provider's `endpoint` (named for the log). A failure to get an
+    /// answer, or a 5xx, is the provider being unavailable; any other answer is returned.
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        endpoint: &'static str,
+    ) -> Result<outbound::Reply, Error> {
+        let reply = outbound::send(&self.client, request)
+            .await
+            .map_err(|detail| {
+                tracing::warn!(%detail, endpoint, "request to the identity provider failed");
+                Error::ProviderUnavailable(UNREACHABLE)
+            })?;
+        if reply.status.is_server_error() {
+            tracing::warn!(status = %reply.status, endpoint, "the identity provider failed");
+            return Err(Error::ProviderUnavailable(UNREACHABLE));
+        }
+        Ok(reply)
+    }
+
     /// Exchanges an authorization code at the token endpoint.
     pub async fn exchange(
         &self,
@@ -380,16 +389,7 @@ impl Provider {
         let request = request
             .body(Full::new(Bytes::from(outbound::form(&fields))))
             .map_err(|_| Error::ProviderUnavailable(UNREACHABLE))?;
-        let reply = outbound::send(&self.client, request)
-            .await
-            .map_err(|detail| {
-                tracing::warn!(%detail, "token request failed");
-                Error::ProviderUnavailable(UNREACHABLE)
-            })?;
-        if reply.status.is_server_error() {
-            tracing::warn!(status = %reply.status, "token endpoint failed");
-            return Err(Error::ProviderUnavailable(UNREACHABLE));
-        }
+        let reply = self.send(request, "token").await?;
         if !reply.status.is_success() {
             // invalid_grant for a used, expired or stolen code, or a PKCE mismatch.
             let error = serde_json::from_slice::<Value>(&reply.body)
@@ -464,16 +464,7 @@ impl Provider {
             .header(ACCEPT, "application/json")
             .body(Full::default())
             .map_err(|_| Error::ProviderUnavailable(UNREACHABLE))?;
-        let reply = outbound::send(&self.client, request)
-            .await
-            .map_err(|detail| {
-                tracing::warn!(%detail, "userinfo request failed");
-                Error::ProviderUnavailable(UNREACHABLE)
-            })?;
-        if reply.status.is_server_error() {
-            tracing::warn!(status = %reply.status, "userinfo endpoint failed");
-            return Err(Error::ProviderUnavailable(UNREACHABLE));
-        }
+        let reply = self.send(request, "userinfo").await?;
         if !reply.status.is_success() {
             tracing::warn!(status = %reply.status, "userinfo endpoint refused the access token");
             return Err(Error::Unauthenticated(
