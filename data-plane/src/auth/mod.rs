@@ -323,19 +323,9 @@ fn logged_in(
     login: Result<Login, ControlError>,
     method: &'static str,
 ) -> Result<Authenticated, Refusal> {
-    state.metrics.login(
-        method,
-        match &login {
-            Ok(_) => "ok",
-            Err(ControlError::Unavailable(_)) => "unavailable",
-            Err(ControlError::Refused(status)) if status.code() == Code::FailedPrecondition => {
-                "unavailable"
-            }
-            Err(ControlError::Refused(_)) => "refused",
-        },
-    );
     match login {
         Ok(login) => {
+            state.metrics.login(method, "ok");
             let session = state.remember(&login.token, &login.session);
             Ok(Authenticated {
                 session,
@@ -343,32 +333,51 @@ fn logged_in(
                 www_authenticate: None,
             })
         }
-        Err(ControlError::Unavailable(detail)) => {
+        Err(error) => Err(login_failed(state, error, method)),
+    }
+}
+
+/// What a login through `method` that the control plane did not grant gets: 503 when it (or
+/// an identity provider behind it) cannot answer, else the refusal. Counted in the metrics.
+fn login_failed(state: &NodeState, error: ControlError, method: &'static str) -> Refusal {
+    let status = match error {
+        ControlError::Unavailable(detail) => {
+            state.metrics.login(method, "unavailable");
             tracing::warn!(%detail, "cannot log in: control plane unavailable");
-            Err(unavailable())
+            return unavailable();
         }
-        Err(ControlError::Refused(status)) => Err(match status.code() {
-            Code::ResourceExhausted => respond::error(
-                StatusCode::FORBIDDEN,
-                "this user has reached the maximum number of sessions",
-            ),
-            Code::InvalidArgument => respond::error(
-                StatusCode::BAD_REQUEST,
-                "the user named by the request is not valid",
-            ),
-            // An identity provider (a JWKS, say) cannot be reached: not the client's fault.
-            Code::FailedPrecondition => {
-                respond::error(StatusCode::SERVICE_UNAVAILABLE, status.message())
-            }
-            code => {
-                tracing::error!(
-                    ?code,
-                    message = status.message(),
-                    "login refused by the control plane"
-                );
-                respond::error(StatusCode::FORBIDDEN, "login refused")
-            }
-        }),
+        ControlError::Refused(status) => status,
+    };
+    let unreachable_provider = status.code() == Code::FailedPrecondition;
+    state.metrics.login(
+        method,
+        if unreachable_provider {
+            "unavailable"
+        } else {
+            "refused"
+        },
+    );
+    match status.code() {
+        Code::ResourceExhausted => respond::error(
+            StatusCode::FORBIDDEN,
+            "this user has reached the maximum number of sessions",
+        ),
+        Code::InvalidArgument => respond::error(
+            StatusCode::BAD_REQUEST,
+            "the user named by the request is not valid",
+        ),
+        // An identity provider (a JWKS, say) cannot be reached: not the client's fault.
+        Code::FailedPrecondition => {
+            respond::error(StatusCode::SERVICE_UNAVAILABLE, status.message())
+        }
+        code => {
+            tracing::error!(
+                ?code,
+                message = status.message(),
+                "login refused by the control plane"
+            );
+            respond::error(StatusCode::FORBIDDEN, "login refused")
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tonic::Code;
 
-use super::{Origin, Refusal, cookie, logged_in, query, unavailable};
+use super::{Origin, Refusal, cookie, logged_in, login_failed, query, unavailable};
 use crate::control::ControlError;
 use crate::personal;
 use crate::proxy::upstream::ProxyBody;
@@ -168,7 +168,7 @@ async fn begin_to(
             let binding = binding_cookie(proxy, oidc, &started.binding, max_age, origin.secure);
             respond::redirect(&started.authorization_uri, binding)
         }
-        Err(error) => refused(state, error, "begin"),
+        Err(error) => refused(state, error),
     }
 }
 
@@ -235,7 +235,7 @@ async fn callback(
                 "the login could not be finished; open the page you wanted again to log in",
             )
         }
-        Err(error) => refused(state, error, "callback"),
+        Err(error) => refused(state, error),
     }
 }
 
@@ -287,7 +287,7 @@ async fn backchannel_logout(
         Err(ControlError::Refused(status)) if status.code() == Code::InvalidArgument => {
             logout_error("the logout token is not valid")
         }
-        Err(error) => refused(state, error, "backchannel-logout"),
+        Err(error) => refused(state, error),
     }
 }
 
@@ -360,42 +360,24 @@ fn binding_cookie(
     HeaderValue::from_str(&cookie).ok()
 }
 
-/// What the browser (or provider) gets when the control plane says no or cannot answer.
-fn refused(state: &NodeState, error: ControlError, step: &'static str) -> Response<ProxyBody> {
-    let status = match error {
-        ControlError::Unavailable(detail) => {
-            tracing::warn!(%detail, step, "OpenID login: control plane unavailable");
-            return unavailable();
+/// What the browser (or provider) gets when the control plane says no or cannot answer:
+/// its own short reason for a login it refused or a request it found malformed, else what
+/// any other login would get.
+fn refused(state: &NodeState, error: ControlError) -> Response<ProxyBody> {
+    match &error {
+        ControlError::Refused(status)
+            if matches!(status.code(), Code::Unauthenticated | Code::InvalidArgument) =>
+        {
+            state.metrics.login("oidc", "refused");
+            // The control plane's reasons are short fixed texts meant for the user.
+            let http = if status.code() == Code::Unauthenticated {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            respond::error(http, status.message())
         }
-        ControlError::Refused(status) => status,
-    };
-    let outcome = if status.code() == Code::FailedPrecondition {
-        "unavailable"
-    } else {
-        "refused"
-    };
-    state.metrics.login("oidc", outcome);
-    // The control plane's reasons are short fixed texts meant for the user.
-    match status.code() {
-        Code::Unauthenticated => respond::error(StatusCode::UNAUTHORIZED, status.message()),
-        Code::InvalidArgument => respond::error(StatusCode::BAD_REQUEST, status.message()),
-        // The provider cannot be reached or is too slow; the control plane says which.
-        Code::FailedPrecondition => {
-            respond::error(StatusCode::SERVICE_UNAVAILABLE, status.message())
-        }
-        Code::ResourceExhausted => respond::error(
-            StatusCode::FORBIDDEN,
-            "this user has reached the maximum number of sessions",
-        ),
-        code => {
-            tracing::error!(
-                ?code,
-                message = status.message(),
-                step,
-                "OpenID login refused by the control plane"
-            );
-            respond::error(StatusCode::FORBIDDEN, "login refused")
-        }
+        _ => login_failed(state, error, "oidc"),
     }
 }
 
