@@ -81,6 +81,8 @@ mod reliability_soak;
 #[cfg(test)]
 mod reload;
 #[cfg(test)]
+mod request_hygiene;
+#[cfg(test)]
 mod sessions;
 #[cfg(test)]
 mod store_conformance;
