@@ -1,8 +1,10 @@
 //! The request path: route to a virtual proxy, find out who is asking, apply access rules,
 //! then forward (HTTP) or splice (WebSocket) to an upstream node.
 
+pub mod authority;
 pub mod connections;
 pub mod headers;
+pub mod hygiene;
 pub mod path;
 pub mod upstream;
 pub mod websocket;
@@ -56,6 +58,9 @@ async fn handle_in_span(
         return refusal;
     }
     let mut request = request;
+    if let Err(refusal) = hygiene::before_routing(&mut request) {
+        return respond::error(StatusCode::BAD_REQUEST, &refusal.to_string());
+    }
     match canonical_uri(request.uri()) {
         Some(uri) => *request.uri_mut() = uri,
         None => {
@@ -77,6 +82,13 @@ async fn handle_in_span(
         }
         return response;
     };
+    if let Err(refusal) = path::check_spelling(request.uri().path(), proxy.allowed_spellings) {
+        let response = respond::error(StatusCode::BAD_REQUEST, &refusal.to_string());
+        if let Some((method, path)) = &logged {
+            access_log(method, path, &response, started, Some(&proxy.prefix));
+        }
+        return response;
+    }
     let mut response = serve(
         &state,
         &proxy,
@@ -234,12 +246,16 @@ async fn serve(
     if traced {
         crate::logging::inject_current(&mut parts.headers);
     }
+    let hop = headers::Hop {
+        peer,
+        secure,
+        trusted_proxy: headers::is_trusted_proxy(&state.trusted_proxies, peer.ip()),
+    };
     headers::for_upstream(
         &mut parts.headers,
         proxy,
         &session,
-        peer,
-        secure,
+        hop,
         websocket,
         session_cookies,
     );

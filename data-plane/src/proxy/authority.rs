@@ -1,0 +1,299 @@
+//! The authority a request names (`Host`, or HTTP/2's `:authority`), checked for count and
+//! syntax only: which hosts are this node's own is decided elsewhere, against configuration.
+//!
+//! Two `Host` headers, or a `Host` that disagrees with `:authority` or an absolute-form target,
+//! let a front end and an upstream each pick a different one (request smuggling, cache
+//! poisoning, password-reset links to an attacker's host); user info or a path in `Host`
+//! turns into another host in code that pastes it into a URL.
+
+use http::header::{HOST, HeaderMap};
+use http::{Uri, Version};
+
+/// Longest host name DNS can carry (RFC 1035), with one trailing dot.
+const MAX_HOST_LEN: usize = 254;
+/// Longest label of a host name (RFC 1035).
+const MAX_LABEL_LEN: usize = 63;
+
+/// A well-formed `host[:port]`, as the client wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    text: String,
+    /// Where the port's `:` is in `text`, if there is a port.
+    port_at: Option<usize>,
+    port: Option<u16>,
+}
+
+impl Authority {
+    /// The authority as sent (case kept), e.g. `Sense.Example:8443`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The host as sent, without the port; an IPv6 literal keeps its brackets.
+    pub fn host(&self) -> &str {
+        match self.port_at {
+            Some(at) => &self.text[..at],
+            None => &self.text,
+        }
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+}
+
+/// Why a request's authority is refused. Each says in a few words what the client got wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorityError {
+    #[error("the request has no Host header")]
+    Missing,
+    #[error("the request has more than one Host header")]
+    Repeated,
+    #[error("the Host header does not match the request's authority")]
+    Conflicting,
+    #[error("the Host header is empty")]
+    Empty,
+    #[error("the Host header is not ASCII")]
+    NotAscii,
+    #[error("the Host header holds user info")]
+    UserInfo,
+    #[error("the Host header holds more than a host and port")]
+    NotAHost,
+    #[error("the Host header's port is not a number from 1 to 65535")]
+    BadPort,
+}
+
+/// The one authority a request names, from `Host` or (HTTP/2, absolute-form targets) the
+/// URI; it must be the same in both places when both carry one. `Missing` is not an error
+/// for HTTP/1.0, which has no `Host` requirement: the caller decides.
+pub fn request_authority(
+    version: Version,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Authority, AuthorityError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(AuthorityError::Repeated);
+    }
+    let from_uri = uri.authority().map(|authority| authority.as_str().as_bytes());
+    let host = host.map(http::HeaderValue::as_bytes);
+    let text = match (from_uri, host) {
+        (Some(from_uri), Some(host)) if !from_uri.eq_ignore_ascii_case(host) => {
+            return Err(AuthorityError::Conflicting);
+        }
+        // RFC 9112: an HTTP/1.1 request carries Host even with an absolute-form target.
+        (Some(_), None) if version == Version::HTTP_11 => {
+            return Err(AuthorityError::Missing);
+        }
+        (Some(text), _) | (None, Some(text)) => text,
+        (None, None) => return Err(AuthorityError::Missing),
+    };
+    parse(text)
+}
+
+/// `host[:port]` with a host name, an IPv4 address or a bracketed IPv6 address.
+pub fn parse(text: &[u8]) -> Result<Authority, AuthorityError> {
+    if text.is_empty() {
+        return Err(AuthorityError::Empty);
+    }
+    if !text.is_ascii() {
+        return Err(AuthorityError::NotAscii);
+    }
+    if text.contains(&b'@') {
+        return Err(AuthorityError::UserInfo);
+    }
+    let text = std::str::from_utf8(text).map_err(|_| AuthorityError::NotAscii)?;
+    let (host, port) = split_port(text)?;
+    if host.starts_with('[') {
+        let literal = host
+            .strip_prefix('[')
+            .and_then(|host| host.strip_suffix(']'))
+            .ok_or(AuthorityError::NotAHost)?;
+        literal
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| AuthorityError::NotAHost)?;
+    } else if !is_host_name(host) {
+        return Err(AuthorityError::NotAHost);
+    }
+    let port = port.map(parse_port).transpose()?;
+    Ok(Authority {
+        text: text.to_owned(),
+        port_at: port.map(|_| host.len()),
+        port,
+    })
+}
+
+/// Splits at the port's `:`; a bracketed IPv6 literal keeps its colons.
+fn split_port(text: &str) -> Result<(&str, Option<&str>), AuthorityError> {
+    let host_end = if text.starts_with('[') {
+        text.find(']').map_or(text.len(), |at| at + 1)
+    } else {
+        text.find(':').unwrap_or(text.len())
+    };
+    let (host, rest) = text.split_at(host_end);
+    match rest.strip_prefix(':') {
+        Some(port) => Ok((host, Some(port))),
+        None if rest.is_empty() => Ok((host, None)),
+        None => Err(AuthorityError::NotAHost),
+    }
+}
+
+/// 1 to 65535 in decimal digits, with no sign and no leading zero: one way to write each
+/// port, so that two spellings cannot compare unequal.
+fn parse_port(port: &str) -> Result<u16, AuthorityError> {
+    if port.is_empty()
+        || port.len() > 5
+        || port.starts_with('0')
+        || !port.bytes().all(|byte| byte.is_ascii_digit())
+    {
+        return Err(AuthorityError::BadPort);
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(AuthorityError::BadPort),
+        Ok(port) => Ok(port),
+    }
+}
+
+/// Dot-separated labels of letters, digits, `-` and `_` (which some internal names carry),
+/// with an optional trailing dot; an IPv4 address is such a name too.
+fn is_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() < MAX_HOST_LEN
+        && host.split('.').all(|label| {
+            (1..=MAX_LABEL_LEN).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_'))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn with_hosts(hosts: &[&'static [u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for host in hosts {
+            headers.append(HOST, HeaderValue::from_bytes(host).unwrap());
+        }
+        headers
+    }
+
+    fn http11(hosts: &[&'static [u8]]) -> Result<Authority, AuthorityError> {
+        request_authority(Version::HTTP_11, &Uri::from_static("/"), &with_hosts(hosts))
+    }
+
+    #[test]
+    fn well_formed_hosts_are_split_into_host_and_port() {
+        let plain = http11(&[b"Sense.Example"]).unwrap();
+        assert_eq!(
+            (plain.as_str(), plain.host(), plain.port()),
+            ("Sense.Example", "Sense.Example", None)
+        );
+        let ported = http11(&[b"10.0.0.1:8443"]).unwrap();
+        assert_eq!((ported.host(), ported.port()), ("10.0.0.1", Some(8443)));
+        let v6 = http11(&[b"[2001:db8::1]:80"]).unwrap();
+        assert_eq!((v6.host(), v6.port()), ("[2001:db8::1]", Some(80)));
+        assert_eq!(http11(&[b"[::1]"]).unwrap().host(), "[::1]");
+        for good in [
+            &b"localhost"[..],
+            b"sense.example.",
+            b"my_host.corp",
+            b"x:65535",
+            b"x:1",
+        ] {
+            assert!(parse(good).is_ok(), "{}", String::from_utf8_lossy(good));
+        }
+    }
+
+    #[test]
+    fn each_malformed_host_gets_its_reason() {
+        use AuthorityError::*;
+        let cases: [(&'static [u8], AuthorityError); 18] = [
+            (b"", Empty),
+            (b"s\xc3\xa9nse.example", NotAscii),
+            (b"user@sense.example", UserInfo),
+            (b"user:pw@sense.example", UserInfo),
+            (b"sense.example/admin", NotAHost),
+            (b"sense.example?x", NotAHost),
+            (b"sense example", NotAHost),
+            (b"sense..example", NotAHost),
+            (b".sense.example", NotAHost),
+            (b"::1", NotAHost),
+            (b"x:080", BadPort),
+            (b"[::1", NotAHost),
+            (b"[::1]x", NotAHost),
+            (b"[not-ip]", NotAHost),
+            (b"x:", BadPort),
+            (b"x:0", BadPort),
+            (b"x:65536", BadPort),
+            (b"x:+80", BadPort),
+        ];
+        for (text, reason) in cases {
+            assert_eq!(
+                parse(text),
+                Err(reason),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        assert_eq!(parse(b"x:080808"), Err(BadPort));
+        assert_eq!(parse(&[b'a'; 300]), Err(NotAHost));
+    }
+
+    #[test]
+    fn one_host_is_required_and_must_agree_with_the_uri() {
+        use AuthorityError::*;
+        assert_eq!(http11(&[]), Err(Missing));
+        assert_eq!(http11(&[b"a", b"a"]), Err(Repeated));
+        let absolute = Uri::from_static("http://sense.example/x");
+        assert_eq!(
+            request_authority(Version::HTTP_11, &absolute, &with_hosts(&[b"evil.example"])),
+            Err(Conflicting)
+        );
+        assert_eq!(
+            request_authority(Version::HTTP_11, &absolute, &with_hosts(&[])),
+            Err(Missing)
+        );
+        assert!(
+            request_authority(Version::HTTP_11, &absolute, &with_hosts(&[b"SENSE.example"]))
+                .is_ok()
+        );
+        // HTTP/2: :authority alone, or with an equal Host.
+        let h2 = |hosts: &[&'static [u8]]| {
+            request_authority(Version::HTTP_2, &absolute, &with_hosts(hosts))
+        };
+        assert_eq!(h2(&[]).unwrap().as_str(), "sense.example");
+        assert!(h2(&[b"sense.example"]).is_ok());
+        assert_eq!(h2(&[b"evil.example"]), Err(Conflicting));
+        let no_authority = Uri::from_static("/x");
+        assert_eq!(
+            request_authority(Version::HTTP_2, &no_authority, &with_hosts(&[b"h"]))
+                .unwrap()
+                .as_str(),
+            "h"
+        );
+        assert_eq!(
+            request_authority(Version::HTTP_10, &no_authority, &with_hosts(&[])),
+            Err(Missing)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn what_parses_is_a_host_and_an_optional_port(text in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+            if let Ok(authority) = parse(&text) {
+                proptest::prop_assert!(!authority.host().is_empty());
+                proptest::prop_assert!(!authority.as_str().contains(['@', '/', '?', '#', ' ', '\\']));
+                let rebuilt = match authority.port() {
+                    Some(port) => format!("{}:{port}", authority.host()),
+                    None => authority.host().to_owned(),
+                };
+                proptest::prop_assert_eq!(rebuilt.len(), authority.as_str().len());
+            }
+        }
+    }
+}
