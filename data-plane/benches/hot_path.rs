@@ -196,8 +196,11 @@ fn upstream_headers(c: &mut Criterion) {
         &mut rewritten,
         &proxy,
         &session,
-        peer,
-        true,
+headers::Hop {
+            peer: peer,
+            secure: true,
+            trusted_proxy: false,
+        },
         false,
         &session_cookies,
     );
@@ -216,8 +219,11 @@ fn upstream_headers(c: &mut Criterion) {
                     headers,
                     &proxy,
                     &session,
-                    black_box(peer),
-                    true,
+headers::Hop {
+                        peer: black_box(peer),
+                        secure: true,
+                        trusted_proxy: false,
+                    },
                     false,
                     &session_cookies,
                 );
@@ -248,8 +254,11 @@ fn per_request(c: &mut Criterion) {
                     headers,
                     &proxy,
                     &session,
-                    black_box(peer),
-                    true,
+headers::Hop {
+                        peer: black_box(peer),
+                        secure: true,
+                        trusted_proxy: false,
+                    },
                     false,
                     &session_cookies,
                 );

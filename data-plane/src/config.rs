@@ -31,6 +31,9 @@ pub struct Config {
     pub tls: Option<ServerTls>,
     /// CA and client certificate for upstreams that speak TLS; system roots when absent.
     pub upstream_tls: Option<UpstreamTlsFiles>,
+    /// Proxies in front (load balancers, ingresses) whose `X-Forwarded-For` and `Forwarded`
+    /// are kept, the peer appended; from anyone else those headers are dropped. Empty: none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +158,7 @@ struct FileConfig {
     limits: LimitsConfig,
     tls: Option<FileTls>,
     upstream_tls: Option<UpstreamTlsFiles>,
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +185,7 @@ impl Default for FileConfig {
             limits: LimitsConfig::default(),
             tls: None,
             upstream_tls: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -398,6 +403,11 @@ impl Config {
                 "limits: header line and URI limits must be at least 256 bytes, max_connections at least 1",
             );
         }
+        let trusted_proxies = file
+            .trusted_proxies
+            .iter()
+            .map(|network| parse_network(network))
+            .collect::<Result<Vec<_>, _>>()?;
         let node_id = file
             .node_id
             .or_else(|| std::env::var("HOSTNAME").ok())
@@ -417,6 +427,7 @@ impl Config {
             cache,
             limits,
             upstream_tls: file.upstream_tls,
+            trusted_proxies,
             tls: match file.tls {
                 Some(tls) if tls.certificates.is_empty() => {
                     return invalid("tls.certificates must name at least one certificate");
@@ -429,6 +440,18 @@ impl Config {
             },
         })
     }
+}
+
+/// A CIDR network (`10.0.0.0/8`, `2001:db8::/32`), or one address standing for itself.
+fn parse_network(text: &str) -> Result<ipnet::IpNet, ConfigError> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            ConfigError::Invalid(format!(
+                "trusted_proxies entry {text:?} is not a network such as 10.0.0.0/8 or an address"
+            ))
+        })
 }
 
 fn read_secret(secret: Option<String>, file: Option<PathBuf>) -> Result<String, ConfigError> {
@@ -488,6 +511,13 @@ mod tests {
         );
         assert!(config.cache.ttl < config.cache.touch_interval);
         assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        assert!(config.trusted_proxies.is_empty(), "no proxy is trusted by default");
+        let trusting = format!("trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"::1\"]\n{SECRET}");
+        let trusted = Config::from_toml_str(&trusting).unwrap().trusted_proxies;
+        assert_eq!(
+            trusted.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]
+        );
     }
 
     #[test]
@@ -511,6 +541,13 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("shorter")
+        );
+        let proxies = format!("{SECRET}trusted_proxies = [\"10.0.0.0/33\"]");
+        assert!(
+            Config::from_toml_str(&proxies)
+                .unwrap_err()
+                .to_string()
+                .contains("trusted_proxies")
         );
         let typo = format!("{SECRET}lisen = \"x\"");
         assert!(

@@ -64,6 +64,8 @@ pub struct NodeState {
     pub sockets: Arc<WebSocketRegistry>,
     pub control: ControlClient,
     pub limits: crate::config::LimitsConfig,
+    /// Networks of proxies in front whose `X-Forwarded-For` and `Forwarded` are kept.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub metrics: crate::metrics::Metrics,
     /// TLS client configuration for upstream pools that speak TLS.
     pub upstream_tls: Arc<rustls::ClientConfig>,
@@ -92,6 +94,7 @@ impl NodeState {
             sockets: Arc::new(WebSocketRegistry::default()),
             control,
             limits: config.limits,
+            trusted_proxies: config.trusted_proxies.clone(),
             metrics: crate::metrics::Metrics::new(),
             upstream_tls,
             validations: Mutex::new(HashMap::new()),

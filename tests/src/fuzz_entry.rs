@@ -116,8 +116,11 @@ pub fn identity_headers(data: &[u8]) {
         &mut request_headers,
         &proxy(),
         &session,
-        peer,
-        false,
+        headers::Hop {
+            peer,
+            secure: false,
+            trusted_proxy: false,
+        },
         false,
         &[],
     );

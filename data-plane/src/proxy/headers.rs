@@ -1,7 +1,8 @@
-//! What an upstream receives: hop-by-hop headers removed, client-supplied identity headers
-//! and the session cookie stripped, the user's identity injected, forwarding headers added.
+//! What an upstream receives: hop-by-hop headers removed, client-supplied identity,
+//! forwarding and rewrite headers and the session cookie stripped, the user's identity
+//! injected, Gatehouse's own forwarding headers added.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -54,6 +55,60 @@ const UPGRADE: HeaderName = HeaderName::from_static("upgrade");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Headers besides `Forwarded` and `X-Forwarded-*` through which upstreams and the frameworks
+/// they run on take a client's address, the URL they serve, or the method, from whoever sent
+/// the request: a client may never set them.
+const CLIENT_FORWARDING: [HeaderName; 10] = [
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    // IIS URL Rewrite, Symfony and Zend read the path to serve from these.
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    // Frameworks read the method from these; an access rule on DELETE must not be a GET.
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-original-method"),
+];
+
+/// How a request reached this node, as the forwarding headers tell the upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop {
+    /// The address the connection came from.
+    pub peer: SocketAddr,
+    /// Over TLS.
+    pub secure: bool,
+    /// The peer is one of the node's `trusted_proxies`: the `X-Forwarded-For` and
+    /// `Forwarded` it sent are kept, and this hop is appended to them.
+    pub trusted_proxy: bool,
+}
+
+/// Whether `peer` is in one of the `trusted` networks (IPv4-mapped addresses as IPv4).
+pub fn is_trusted_proxy(trusted: &[ipnet::IpNet], peer: IpAddr) -> bool {
+    let peer = peer.to_canonical();
+    trusted.iter().any(|network| network.contains(&peer))
+}
+
+/// Drops every request header whose name holds `_`, as nginx does by default
+/// (`underscores_in_headers off`): CGI, PHP, WSGI and Rack upstreams fold `_` and `-` into
+/// one, so `Transfer_Encoding`, `Content_Length` or `X_Remote_User` would stand in for the
+/// framing and authentication headers that Gatehouse reads under their real names.
+pub fn drop_underscored(headers: &mut HeaderMap) {
+    remove_where(headers, has_underscore);
+}
+
+fn has_underscore(name: &HeaderName) -> bool {
+    name.as_str().contains('_')
+}
+
+/// `Forwarded`, `X-Forwarded-*` and the like: never taken from the client as sent.
+fn is_forwarding(name: &HeaderName) -> bool {
+    *name == FORWARDED || name.as_str().starts_with("x-forwarded-") || CLIENT_FORWARDING.contains(name)
+}
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -84,6 +139,9 @@ fn is_hop_by_hop(name: &HeaderName, named: &[HeaderName], keep_upgrade: bool) ->
 /// Removes every header `doomed` picks, looking at each name present once: removing a list
 /// of names one by one costs a hash lookup each, present or not, on every request.
 fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    if !headers.keys().any(&doomed) {
+        return;
+    }
     let names: Vec<HeaderName> = headers
         .keys()
         .filter(|name| doomed(name))
@@ -121,8 +179,7 @@ pub fn for_upstream(
     headers: &mut HeaderMap,
     proxy: &VirtualProxy,
     session: &CachedSession,
-    peer: SocketAddr,
-    secure: bool,
+    hop: Hop,
     websocket: bool,
     session_cookies: &[String],
 ) {
@@ -136,6 +193,7 @@ pub fn for_upstream(
         .header_authentication
         .as_ref()
         .map(|header| &header.header);
+    let chain = hop.trusted_proxy.then(|| Chain::of(headers));
     // The client's own identity and forwarding headers are never passed on.
     remove_where(headers, |name| {
         is_hop_by_hop(name, &named, websocket)
@@ -144,8 +202,8 @@ pub fn for_upstream(
             // The JWT is the client's credential for this proxy, consumed here like the
             // session cookie; upstreams get the identity headers instead.
             || (proxy.jwt_authentication && *name == http::header::AUTHORIZATION)
-            || *name == X_FORWARDED_HOST
-            || is_identity_lookalike(name)
+            || is_forwarding(name)
+            || has_underscore(name)
     });
     // The client's Kerberos token is for the proxy, not the upstream.
     if proxy.kerberos.is_some()
@@ -164,37 +222,95 @@ pub fn for_upstream(
         headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     }
     cookie::strip(headers, session_cookies);
-
-    let earlier = headers.get(&X_FORWARDED_FOR).cloned();
-    insert_built(headers, X_FORWARDED_FOR, |out| {
-        if let Some(earlier) = earlier.as_ref().and_then(|value| value.to_str().ok()) {
-            out.push_str(earlier);
-            out.push_str(", ");
-        }
-        push_ip(out, peer.ip());
-    });
-    headers.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if secure { "https" } else { "http" }),
-    );
-    if let Some(host) = headers.get(HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    inject_identity(headers, proxy, session, secure);
+    add_forwarding(headers, hop, chain.as_ref());
+    inject_identity(headers, proxy, session, hop.secure);
 }
 
-/// `X_Qlik_User` and the like: CGI-style upstreams read them as the identity headers.
-fn is_identity_lookalike(name: &HeaderName) -> bool {
-    let name = name.as_str().as_bytes();
-    name.contains(&b'_')
-        && IDENTITY_HEADERS.iter().any(|identity| {
-            let identity = identity.as_str().as_bytes();
-            identity.len() == name.len()
-                && identity
-                    .iter()
-                    .zip(name)
-                    .all(|(i, n)| i == n || (*i == b'-' && *n == b'_'))
-        })
+/// What a trusted proxy in front said about the hops before it.
+#[derive(Debug, Default)]
+struct Chain {
+    forwarded_for: String,
+    forwarded: String,
+}
+
+impl Chain {
+    /// Every `X-Forwarded-For` and `Forwarded` line, each kind joined with `, ` (lines that
+    /// are not text are left out).
+    fn of(headers: &HeaderMap) -> Self {
+        let joined = |name: &HeaderName| {
+            let mut out = String::new();
+            for value in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+                let value = value.trim();
+                if value.is_empty() {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push_str(", ");
+                }
+                out.push_str(value);
+            }
+            out
+        };
+        Self {
+            forwarded_for: joined(&X_FORWARDED_FOR),
+            forwarded: joined(&FORWARDED),
+        }
+    }
+}
+
+/// `X-Forwarded-For` (the peer, after a trusted proxy's chain), `X-Forwarded-Proto`,
+/// `X-Forwarded-Host` and their RFC 7239 equivalent, `Forwarded: for=..;proto=..;host=..`.
+fn add_forwarding(headers: &mut HeaderMap, hop: Hop, chain: Option<&Chain>) {
+    let proto = if hop.secure { "https" } else { "http" };
+    let host = headers.get(HOST).cloned();
+    insert_built(headers, X_FORWARDED_FOR, |out| {
+        if let Some(chain) = chain.filter(|chain| !chain.forwarded_for.is_empty()) {
+            out.push_str(&chain.forwarded_for);
+            out.push_str(", ");
+        }
+        push_ip(out, hop.peer.ip());
+    });
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    insert_built(headers, FORWARDED, |out| {
+        if let Some(chain) = chain.filter(|chain| !chain.forwarded.is_empty()) {
+            out.push_str(&chain.forwarded);
+            out.push_str(", ");
+        }
+        out.push_str("for=");
+        let ip = hop.peer.ip().to_canonical();
+        if ip.is_ipv6() {
+            out.push_str("\"[");
+            push_ip(out, ip);
+            out.push_str("]\"");
+        } else {
+            push_ip(out, ip);
+        }
+        out.push_str(";proto=");
+        out.push_str(proto);
+        if let Some(host) = host.as_ref().and_then(|host| host.to_str().ok()) {
+            push_forwarded_host(out, host);
+        }
+    });
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// `;host=` with the host as a token, or quoted when it holds `:` or `[` (a port, an IPv6
+/// literal); left out if it holds anything a quoted string would need escaped.
+fn push_forwarded_host(out: &mut String, host: &str) {
+    let is_token_char = |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+    if host.is_empty() || !host.bytes().all(|byte| byte.is_ascii_graphic() && byte != b'"' && byte != b'\\') {
+        return;
+    }
+    out.push_str(";host=");
+    if host.bytes().all(is_token_char) {
+        out.push_str(host);
+    } else {
+        out.push('"');
+        out.push_str(host);
+        out.push('"');
+    }
 }
 
 /// The user's identity headers. Those that are the same for every user of the proxy were
@@ -376,6 +492,14 @@ mod tests {
         }
     }
 
+    fn hop(peer: SocketAddr, secure: bool) -> Hop {
+        Hop {
+            peer,
+            secure,
+            trusted_proxy: false,
+        }
+    }
+
     fn cookies() -> Vec<String> {
         vec!["X-Qlik-Session-sales".into(), "X-Qlik-Session".into()]
     }
@@ -445,7 +569,7 @@ mod tests {
         let generic = proxy(pb::IdentityPreset::Generic);
         let headers_for = |proxy: &VirtualProxy, secure: bool| {
             let mut headers = client_headers();
-            for_upstream(&mut headers, proxy, &user, peer, secure, false, &cookies());
+            for_upstream(&mut headers, proxy, &user, hop(peer, secure), false, &cookies());
             headers
         };
         let plain = headers_for(&qlik, false);
@@ -477,8 +601,7 @@ mod tests {
             &mut headers,
             &proxy(pb::IdentityPreset::Qlik),
             &session(),
-            peer,
-            false,
+            hop(peer, false),
             false,
             &cookies(),
         );
@@ -511,7 +634,7 @@ mod tests {
                 ..session()
             };
             let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, peer, false, false, &cookies());
+            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, hop(peer, false), false, &cookies());
             let header = headers["x-qlik-user"].to_str().unwrap();
             proptest::prop_assert_eq!(parse_qlik_user(header), Some((directory, id)));
         }
@@ -525,7 +648,7 @@ mod tests {
                 ..session()
             };
             let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, peer, false, false, &cookies());
+            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, hop(peer, false), false, &cookies());
             proptest::prop_assert!(headers.contains_key("x-qlik-user"));
             proptest::prop_assert!(headers.contains_key("x-qlik-security"));
         }
@@ -539,8 +662,7 @@ mod tests {
             &mut headers,
             &proxy(pb::IdentityPreset::Generic),
             &session(),
-            peer,
-            true,
+            hop(peer, true),
             false,
             &cookies(),
         );
@@ -552,5 +674,99 @@ mod tests {
         assert!(headers.get("x-qlik-user").is_none());
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1");
         assert_eq!(headers["x-forwarded-proto"], "https");
+    }
+
+    fn forwarding_client_headers() -> HeaderMap {
+        let mut headers = client_headers();
+        for (name, value) in [
+            ("forwarded", "for=10.6.6.6"),
+            ("x-forwarded-for", "10.6.6.6"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x-real-ip", "10.6.6.6"),
+            ("x-original-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
+            ("transfer_encoding", "chunked"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.7.7.7"));
+        headers
+    }
+
+    #[test]
+    fn gatehouse_writes_the_forwarding_headers_itself() {
+        let mut headers = forwarding_client_headers();
+        let peer: SocketAddr = "[2001:db8::7]:5000".parse().unwrap();
+        for_upstream(
+            &mut headers,
+            &proxy(pb::IdentityPreset::Qlik),
+            &session(),
+            hop(peer, true),
+            false,
+            &cookies(),
+        );
+        assert_eq!(headers["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-host"], "sense.example.com");
+        assert_eq!(
+            headers["forwarded"],
+            "for=\"[2001:db8::7]\";proto=https;host=sense.example.com"
+        );
+        for gone in [
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-real-ip",
+            "x-original-url",
+            "x-http-method-override",
+            "transfer_encoding",
+        ] {
+            assert!(headers.get(gone).is_none(), "{gone}");
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxys_chain_is_kept_and_this_hop_appended() {
+        let mut headers = forwarding_client_headers();
+        headers.insert("host", HeaderValue::from_static("sense.example.com:8443"));
+        let peer: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let trusted = Hop {
+            trusted_proxy: true,
+            ..hop(peer, false)
+        };
+        for_upstream(
+            &mut headers,
+            &proxy(pb::IdentityPreset::Qlik),
+            &session(),
+            trusted,
+            false,
+            &cookies(),
+        );
+        assert_eq!(headers["x-forwarded-for"], "10.6.6.6, 10.7.7.7, 10.0.0.2");
+        assert_eq!(
+            headers["forwarded"],
+            "for=10.6.6.6, for=10.0.0.2;proto=http;host=\"sense.example.com:8443\""
+        );
+        assert!(headers.get("x-real-ip").is_none() && headers.get("x-forwarded-port").is_none());
+        assert_eq!(headers["x-forwarded-host"], "sense.example.com:8443");
+    }
+
+    #[test]
+    fn trusted_proxies_are_matched_by_network() {
+        let networks: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert!(is_trusted_proxy(&networks, "10.1.2.3".parse().unwrap()));
+        assert!(is_trusted_proxy(&networks, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!is_trusted_proxy(&networks, "192.0.2.1".parse().unwrap()));
+        assert!(!is_trusted_proxy(&[], "10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn underscored_headers_are_dropped() {
+        let mut headers = forwarding_client_headers();
+        headers.insert("content_length", HeaderValue::from_static("5"));
+        drop_underscored(&mut headers);
+        assert!(headers.keys().all(|name| !name.as_str().contains('_')));
+        assert_eq!(headers["x-private"], "hop");
     }
 }
