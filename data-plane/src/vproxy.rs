@@ -72,6 +72,8 @@ impl KerberosAuthentication {
 #[derive(Debug, Clone)]
 pub struct AccessRule {
     pub path_prefix: String,
+    /// `path_prefix` Unicode-folded (`crate::auth::rules::fold`), for look-alike paths.
+    pub folded_prefix: String,
     /// Upper-case; empty matches every method.
     pub methods: Vec<String>,
     pub allow: bool,
@@ -144,6 +146,8 @@ pub struct VirtualProxy {
     pub identity: IdentityPreset,
     pub access_rules: Vec<AccessRule>,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Path spellings let through although some upstreams read them as another path.
+    pub allowed_spellings: crate::proxy::path::AllowedSpellings,
     pub proxy_id: String,
     /// The identity headers that are the same for every user of this proxy, made once.
     pub proxy_identity_headers: Vec<(HeaderName, HeaderValue)>,
@@ -341,6 +345,7 @@ impl VirtualProxy {
                 .iter()
                 .map(|rule| AccessRule {
                     path_prefix: rule.path_prefix.clone(),
+                    folded_prefix: crate::auth::rules::fold(&rule.path_prefix),
                     methods: rule
                         .methods
                         .iter()
@@ -356,6 +361,10 @@ impl VirtualProxy {
                 })
                 .collect(),
             response_headers,
+            allowed_spellings: crate::proxy::path::AllowedSpellings {
+                path_parameters: proto.allow_path_parameters,
+                double_encoding: proto.allow_double_encoding,
+            },
             proxy_id: proto.proxy_id.clone(),
             proxy_identity_headers: Vec::new(),
         }

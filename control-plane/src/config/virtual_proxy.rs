@@ -75,6 +75,12 @@ pub struct VirtualProxyConfig {
     pub cookie_host_prefix: bool,
     /// WebSocket upgrades must carry the token from `GET /{prefix}/qps/csrftoken`.
     pub websocket_requires_csrf_token: bool,
+    /// Let `;` and `%3B` path parameters through (refused by default: Tomcat reads
+    /// `/admin;x` as `/admin` and `..;` as `..`).
+    pub allow_path_parameters: bool,
+    /// Let `%25` followed by two hex digits through (refused by default: an upstream that
+    /// decodes twice reads `%252e` as `.`).
+    pub allow_double_encoding: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -345,6 +351,10 @@ pub(super) struct FileVirtualProxy {
     cookie_host_prefix: bool,
     #[serde(default)]
     websocket_requires_csrf_token: bool,
+    #[serde(default)]
+    allow_path_parameters: bool,
+    #[serde(default)]
+    allow_double_encoding: bool,
 }
 
 impl FileVirtualProxy {
@@ -373,6 +383,8 @@ impl FileVirtualProxy {
             same_site: SameSite::default(),
             cookie_host_prefix: false,
             websocket_requires_csrf_token: false,
+            allow_path_parameters: false,
+            allow_double_encoding: false,
         }
     }
 }
@@ -562,6 +574,8 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         same_site: proxy.same_site,
         cookie_host_prefix: proxy.cookie_host_prefix,
         websocket_requires_csrf_token: proxy.websocket_requires_csrf_token,
+        allow_path_parameters: proxy.allow_path_parameters,
+        allow_double_encoding: proxy.allow_double_encoding,
     })
 }
 

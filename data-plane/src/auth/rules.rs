@@ -1,8 +1,19 @@
 //! Access rules: the first rule whose path, method and user match decides; none matching
 //! allows.
+//!
+//! One path has several spellings an upstream may take for the same resource: the canonical
+//! path as sent (`/caf%C3%A9`), fully percent-decoded without `;` parameters (`/café`), and
+//! its Unicode fold (NFKC, then upper- and lower-cased as Java's `equalsIgnoreCase` compares:
+//! `／ａｄｍｉｎ`, `adm\u{131}n` and `/\u{17F}ettings` are `/admin` and `/settings` to it). The
+//! rules decide each spelling on its own and the request is denied if any of them is: an
+//! allow matched only through folding never grants what the path as sent would not get.
+
+use unicode_normalization::UnicodeNormalization as _;
 
 use crate::cache::CachedSession;
 use crate::vproxy::AccessRule;
+
+const DENIED: &str = "access denied by the virtual proxy's access rules";
 
 /// `Some(reason)` when the request is denied.
 pub fn denied(
@@ -11,8 +22,45 @@ pub fn denied(
     method: &str,
     session: &CachedSession,
 ) -> Option<&'static str> {
-    let rule = rules.iter().find(|rule| {
-        starts_with_ignoring_case(path, &rule.path_prefix)
+    if rules.is_empty() {
+        return None;
+    }
+    let denies = |path: &str, prefix: Prefix| {
+        first_match(rules, path, method, session, prefix).is_some_and(|rule| !rule.allow)
+    };
+    // Nearly every path: nothing encoded, no parameter, ASCII. Its decoded form is itself,
+    // and its fold is itself in lower case, which the comparison ignores anyway.
+    if path.is_ascii() && !path.contains(['%', ';']) {
+        return (denies(path, Prefix::AsWritten) || denies(path, Prefix::Folded)).then_some(DENIED);
+    }
+    let decoded = decoded(path);
+    let folded = folded(&decoded);
+    (denies(path, Prefix::AsWritten)
+        || denies(&decoded, Prefix::AsWritten)
+        || denies(&folded, Prefix::Folded))
+    .then_some(DENIED)
+}
+
+/// Which spelling of a rule's prefix a path is compared with.
+#[derive(Debug, Clone, Copy)]
+enum Prefix {
+    AsWritten,
+    Folded,
+}
+
+fn first_match<'a>(
+    rules: &'a [AccessRule],
+    path: &str,
+    method: &str,
+    session: &CachedSession,
+    prefix: Prefix,
+) -> Option<&'a AccessRule> {
+    rules.iter().find(|rule| {
+        let prefix = match prefix {
+            Prefix::AsWritten => &rule.path_prefix,
+            Prefix::Folded => &rule.folded_prefix,
+        };
+        starts_with_ignoring_case(path, prefix)
             && (rule.methods.is_empty()
                 || rule.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
             && rule
@@ -29,8 +77,7 @@ pub fn denied(
                     .iter()
                     .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value)
             })
-    })?;
-    (!rule.allow).then_some("access denied by the virtual proxy's access rules")
+    })
 }
 
 /// Upstreams on Windows (the Qlik engine among them) treat paths case-insensitively.
@@ -38,6 +85,53 @@ fn starts_with_ignoring_case(path: &str, prefix: &str) -> bool {
     path.len() >= prefix.len()
         && path.is_char_boundary(prefix.len())
         && path[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// Unicode compatibility normalisation (NFKC) and case folding the way Java compares
+/// ignoring case (each character upper-cased, then lower-cased: `ı` and `ſ` become `i` and
+/// `s`). Rule prefixes are folded once, when a snapshot arrives.
+pub fn fold(text: &str) -> String {
+    text.nfkc()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The path fully percent-decoded, each segment without its `;` parameters.
+fn decoded(path: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    resolve_segments(&decoded)
+}
+
+/// The fold of a decoded path, with the separators and dots folding produced (`／`, `．`)
+/// resolved again.
+fn folded(decoded: &str) -> String {
+    resolve_segments(&fold(decoded))
+}
+
+/// `.` and empty segments dropped, `..` resolved (never above the root), `;` parameters
+/// removed; a trailing slash is kept.
+fn resolve_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        let name = segment.split(';').next().unwrap_or_default();
+        match name {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            name => segments.push(name),
+        }
+    }
+    let mut resolved = String::with_capacity(path.len());
+    for segment in &segments {
+        resolved.push('/');
+        resolved.push_str(segment);
+    }
+    if resolved.is_empty() || path.ends_with('/') {
+        resolved.push('/');
+    }
+    resolved
 }
 
 #[cfg(test)]
@@ -59,12 +153,23 @@ mod tests {
     fn rule(path: &str, allow: bool, attribute: Option<(&str, &str)>) -> AccessRule {
         AccessRule {
             path_prefix: path.into(),
+            folded_prefix: fold(path),
             methods: vec![],
             allow,
             user_directory: None,
             user_id: None,
             attribute: attribute.map(|(n, v)| (n.into(), v.into())),
         }
+    }
+
+    /// As a browser sends a path: non-ASCII percent-encoded.
+    fn encoded(path: &str) -> String {
+        path.chars()
+            .map(|c| match c.is_ascii() {
+                true => c.to_string(),
+                false => c.to_string().bytes().map(|b| format!("%{b:02X}")).collect(),
+            })
+            .collect()
     }
 
     #[test]
@@ -83,5 +188,61 @@ mod tests {
         }];
         assert!(denied(&post_only, "/x", "GET", &session("a")).is_none());
         assert!(denied(&post_only, "/x", "post", &session("a")).is_some());
+    }
+
+    #[test]
+    fn folding_follows_java_and_compatibility_forms() {
+        assert_eq!(fold("／ＡＤＭＩＮ"), "/admin");
+        assert_eq!(fold("adm\u{131}n"), "admin");
+        assert_eq!(fold("\u{17F}ettings"), "settings");
+        assert_eq!(fold("\u{212A}pi"), "kpi");
+        assert_eq!(fold("\u{1D41A}dmin"), "admin");
+        assert_eq!(fold("café"), "café");
+        assert_eq!(folded("/x/．．/admin"), "/admin");
+        assert_eq!(decoded("/a%3Bx/b;y/c"), "/a/b/c");
+        assert_eq!(decoded("/caf%C3%A9/"), "/café/");
+        assert_eq!(resolve_segments("/../../a"), "/a");
+    }
+
+    #[test]
+    fn look_alikes_of_a_denied_prefix_are_denied() {
+        let rules = vec![
+            rule("/admin", false, None),
+            rule("/settings", false, None),
+            rule("/kpi", false, None),
+        ];
+        let user = session("sales");
+        for path in [
+            "/ａｄｍｉｎ/x",
+            "/／ａｄｍｉｎ",
+            "/adm\u{131}n",
+            "/\u{17F}ettings",
+            "/\u{212A}pi",
+            "/x/．．/admin",
+            "/admin;x/y",
+        ] {
+            assert!(
+                denied(&rules, &encoded(path), "GET", &user).is_some(),
+                "{path}"
+            );
+        }
+        for path in ["/café", "/東京/admin", "/hub", "/adm/in"] {
+            assert!(
+                denied(&rules, &encoded(path), "GET", &user).is_none(),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_allow_matched_only_through_folding_grants_nothing() {
+        let rules = vec![rule("/public", true, None), rule("/", false, None)];
+        let user = session("sales");
+        assert!(denied(&rules, "/public/x", "GET", &user).is_none());
+        assert!(denied(&rules, &encoded("/ｐｕｂｌｉｃ/x"), "GET", &user).is_some());
+        // A rule written with a look-alike covers the plain spelling too.
+        let rules = vec![rule("/\u{17F}ecret", false, None)];
+        assert!(denied(&rules, "/secret", "GET", &user).is_some());
+        assert!(denied(&rules, "/SECRET/x", "GET", &user).is_some());
     }
 }

@@ -94,9 +94,78 @@ fn decode_unreserved(path: &str) -> Option<String> {
     Some(out)
 }
 
+/// Spellings a virtual proxy lets through although some upstreams read them as another path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllowedSpellings {
+    /// `;` (and `%3B`) path parameters, for upstreams that use them (`;jsessionid=`).
+    pub path_parameters: bool,
+    /// `%25` followed by two hex digits: a second decoding turns it into another character.
+    pub double_encoding: bool,
+}
+
+/// Why a path's spelling is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AmbiguousSpelling {
+    /// Tomcat and Jetty drop `;...` from each segment (`/admin;x` is `/admin`) and treat
+    /// `..;` as `..`; most other servers keep it.
+    #[error("the request path holds a ';' path parameter")]
+    PathParameter,
+    /// `/x/..;/admin` is `/admin` to Tomcat, even where parameters are allowed.
+    #[error("the request path holds a dot segment with a ';' parameter")]
+    DotSegmentParameter,
+    /// `%252e` is `%2e` to us and `.` to an upstream that decodes once more.
+    #[error("the request path is percent-encoded twice")]
+    DoubleEncoding,
+}
+
+/// Refuses spellings of a canonical path (from [`normalize`]) that upstreams disagree on,
+/// except those `allowed`.
+pub fn check_spelling(path: &str, allowed: AllowedSpellings) -> Result<(), AmbiguousSpelling> {
+    if !path.bytes().any(|byte| byte == b';' || byte == b'%') {
+        return Ok(());
+    }
+    for segment in path.split('/') {
+        let Some(parameter) = parameter_start(segment) else {
+            continue;
+        };
+        if !allowed.path_parameters {
+            return Err(AmbiguousSpelling::PathParameter);
+        }
+        if matches!(&segment[..parameter], "" | "." | "..") {
+            return Err(AmbiguousSpelling::DotSegmentParameter);
+        }
+    }
+    if !allowed.double_encoding && is_double_encoded(path) {
+        return Err(AmbiguousSpelling::DoubleEncoding);
+    }
+    Ok(())
+}
+
+/// Where a segment's first `;` or `%3B` is.
+fn parameter_start(segment: &str) -> Option<usize> {
+    let bytes = segment.as_bytes();
+    (0..bytes.len()).find(|&at| {
+        bytes[at] == b';'
+            || bytes
+                .get(at..at + 3)
+                .is_some_and(|escape| escape.eq_ignore_ascii_case(b"%3b"))
+    })
+}
+
+/// `%25` followed by two hex digits.
+fn is_double_encoded(path: &str) -> bool {
+    path.as_bytes().windows(5).any(|window| {
+        window[..3].eq_ignore_ascii_case(b"%25")
+            && window[3].is_ascii_hexdigit()
+            && window[4].is_ascii_hexdigit()
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{is_canonical, normalize, rebuild};
+    use super::{
+        AllowedSpellings, AmbiguousSpelling, check_spelling, is_canonical, normalize, rebuild,
+    };
 
     #[test]
     fn equivalent_spellings_become_one() {
@@ -133,5 +202,48 @@ mod tests {
                 proptest::prop_assert!(!once.contains("//") && !once.contains("/../") && !once.contains("/./"));
             }
         }
+    }
+
+    #[test]
+    fn spellings_upstreams_disagree_on_are_refused_unless_allowed() {
+        let strict = AllowedSpellings::default();
+        let parameters = AllowedSpellings {
+            path_parameters: true,
+            ..strict
+        };
+        let double = AllowedSpellings {
+            double_encoding: true,
+            ..strict
+        };
+        use AmbiguousSpelling::*;
+        for (path, refusal) in [
+            ("/hub;jsessionid=1", PathParameter),
+            ("/x/..;/admin", PathParameter),
+            ("/hub%3Bx", PathParameter),
+            ("/hub%3bx", PathParameter),
+            ("/%252e%252e/admin", DoubleEncoding),
+            ("/%2561dmin", DoubleEncoding),
+            ("/a%25fF", DoubleEncoding),
+        ] {
+            assert_eq!(check_spelling(path, strict), Err(refusal), "{path}");
+        }
+        for path in ["/", "/hub/x", "/100%25", "/a%25g1", "/a%20b", "/caf%C3%A9"] {
+            assert_eq!(check_spelling(path, strict), Ok(()), "{path}");
+        }
+        assert_eq!(check_spelling("/hub;jsessionid=1/x", parameters), Ok(()));
+        assert_eq!(check_spelling("/hub%3Bx", parameters), Ok(()));
+        for path in ["/x/..;/admin", "/x/.;x/a", "/;x/admin", "/x/..%3B/a", "/x/;"] {
+            assert_eq!(
+                check_spelling(path, parameters),
+                Err(DotSegmentParameter),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            check_spelling("/%2561dmin", parameters),
+            Err(DoubleEncoding)
+        );
+        assert_eq!(check_spelling("/%2561dmin", double), Ok(()));
+        assert_eq!(check_spelling("/a;b", double), Err(PathParameter));
     }
 }

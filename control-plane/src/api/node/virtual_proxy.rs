@@ -78,6 +78,8 @@ pub(crate) fn virtual_proxy_to_proto(
         cookie_host_prefix: proxy.cookie_host_prefix,
         websocket_requires_csrf_token: proxy.websocket_requires_csrf_token,
         proxy_rest_uri: proxy_rest_uri.unwrap_or_default(),
+        allow_path_parameters: proxy.allow_path_parameters,
+        allow_double_encoding: proxy.allow_double_encoding,
     }
 }
 
