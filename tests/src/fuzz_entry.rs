@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use gatehouse_data_plane::auth::{self, Origin, cookie, header, query};
 use gatehouse_data_plane::cache::CachedSession;
-use gatehouse_data_plane::proxy::{headers, path};
+use gatehouse_data_plane::proxy::{authority, headers, path};
 use gatehouse_data_plane::vproxy::{HeaderAuthentication, HeaderUser, VirtualProxy};
 use gatehouse_proto::v1 as pb;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -23,6 +23,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("redirect_target", redirect_target),
     ("path", request_path),
     ("config", configuration),
+    ("authority_syntax", authority_syntax),
 ];
 
 fn text(data: &[u8]) -> String {
@@ -180,4 +181,37 @@ pub fn configuration(data: &[u8]) {
     if let Err(error) = gatehouse_data_plane::Config::from_toml_str(&toml) {
         assert!(!error.to_string().contains('\n'), "{error}");
     }
+}
+
+/// The `Host` syntax check: what it accepts is a host name, IPv4 or bracketed IPv6 address
+/// and an optional port, nothing else, and the `http` crate reads the same host and port in
+/// it; as the only `Host` of a request it gives the same answer.
+pub fn authority_syntax(data: &[u8]) {
+    let parsed = authority::parse(data);
+    if let Ok(accepted) = &parsed {
+        let text = accepted.as_str();
+        assert_eq!(text.as_bytes(), data);
+        assert!(
+            !text.contains(['@', '/', '?', '#', '\\', ' ', '%']),
+            "{text}"
+        );
+        assert!(!accepted.host().is_empty() && accepted.port() != Some(0));
+        let theirs: http::uri::Authority = text.parse().expect("http parses what we accept");
+        assert!(
+            theirs.host().eq_ignore_ascii_case(accepted.host()),
+            "{text}"
+        );
+        assert_eq!(theirs.port_u16(), accepted.port(), "{text}");
+    }
+    let Ok(value) = HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let mut request_headers = HeaderMap::new();
+    request_headers.insert(http::header::HOST, value);
+    let from_request = authority::request_authority(
+        http::Version::HTTP_11,
+        &http::Uri::from_static("/"),
+        &request_headers,
+    );
+    assert_eq!(from_request.is_ok(), parsed.is_ok());
 }

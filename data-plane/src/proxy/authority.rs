@@ -76,7 +76,9 @@ pub fn request_authority(
     if hosts.next().is_some() {
         return Err(AuthorityError::Repeated);
     }
-    let from_uri = uri.authority().map(|authority| authority.as_str().as_bytes());
+    let from_uri = uri
+        .authority()
+        .map(|authority| authority.as_str().as_bytes());
     let host = host.map(http::HeaderValue::as_bytes);
     let text = match (from_uri, host) {
         (Some(from_uri), Some(host)) if !from_uri.eq_ignore_ascii_case(host) => {
@@ -259,8 +261,12 @@ mod tests {
             Err(Missing)
         );
         assert!(
-            request_authority(Version::HTTP_11, &absolute, &with_hosts(&[b"SENSE.example"]))
-                .is_ok()
+            request_authority(
+                Version::HTTP_11,
+                &absolute,
+                &with_hosts(&[b"SENSE.example"])
+            )
+            .is_ok()
         );
         // HTTP/2: :authority alone, or with an equal Host.
         let h2 = |hosts: &[&'static [u8]]| {
@@ -293,6 +299,15 @@ mod tests {
                     None => authority.host().to_owned(),
                 };
                 proptest::prop_assert_eq!(rebuilt.len(), authority.as_str().len());
+            }
+        }
+
+        #[test]
+        fn the_http_crate_reads_the_same_host_and_port(text in "[a-zA-Z0-9.:_@\\[\\]-]{0,24}") {
+            if let Ok(ours) = parse(text.as_bytes()) {
+                let theirs: http::uri::Authority = text.parse().unwrap();
+                proptest::prop_assert_eq!(theirs.host(), ours.host());
+                proptest::prop_assert_eq!(theirs.port_u16(), ours.port());
             }
         }
     }
