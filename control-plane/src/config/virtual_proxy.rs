@@ -654,6 +654,14 @@ fn validate_header_auth(header: &HeaderAuthConfig) -> Result<(), String> {
             header.header
         ));
     }
+    // Nodes drop every request header with '_' in its name before reading any (as nginx
+    // does): upstreams would take `X_Remote_User` for `X-Remote-User`.
+    if name.contains('_') {
+        return Err(format!(
+            "header_authentication.header {:?} holds '_': nodes drop such headers; use '-'",
+            header.header
+        ));
+    }
     if IDENTITY_HEADERS.contains(&name.as_str()) || UNTRUSTABLE_HEADERS.contains(&name.as_str()) {
         return Err(format!(
             "header_authentication.header {:?} collides with a header the proxy sets or trusts otherwise",
@@ -865,6 +873,11 @@ mod tests {
             .unwrap_err();
             assert!(error.contains("collides"), "{header}: {error}");
         }
+        let error = proxy(
+            "[virtual_proxies.header_authentication]\nheader = \"X_Remote_User\"\nuser_directory = \"CORP\"",
+        )
+        .unwrap_err();
+        assert!(error.contains("'_'"), "{error}");
         assert!(
             proxy("[virtual_proxies.header_authentication]\nheader = \"X-Remote-User\"\npattern = '$ud\\$id'\ntrusted_networks = [\"10.0.0.0/8\"]")
                 .is_ok()
