@@ -196,7 +196,7 @@ fn upstream_headers(c: &mut Criterion) {
         &mut rewritten,
         &proxy,
         &session,
-headers::Hop {
+        headers::Hop {
             peer: peer,
             secure: true,
             trusted_proxy: false,
@@ -219,7 +219,7 @@ headers::Hop {
                     headers,
                     &proxy,
                     &session,
-headers::Hop {
+                    headers::Hop {
                         peer: black_box(peer),
                         secure: true,
                         trusted_proxy: false,
@@ -254,7 +254,7 @@ fn per_request(c: &mut Criterion) {
                     headers,
                     &proxy,
                     &session,
-headers::Hop {
+                    headers::Hop {
                         peer: black_box(peer),
                         secure: true,
                         trusted_proxy: false,

@@ -511,8 +511,12 @@ mod tests {
         );
         assert!(config.cache.ttl < config.cache.touch_interval);
         assert!(!format!("{config:?}").contains("0123456789abcdef"));
-        assert!(config.trusted_proxies.is_empty(), "no proxy is trusted by default");
-        let trusting = format!("trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"::1\"]\n{SECRET}");
+        assert!(
+            config.trusted_proxies.is_empty(),
+            "no proxy is trusted by default"
+        );
+        let trusting =
+            format!("trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"::1\"]\n{SECRET}");
         let trusted = Config::from_toml_str(&trusting).unwrap().trusted_proxies;
         assert_eq!(
             trusted.iter().map(ToString::to_string).collect::<Vec<_>>(),

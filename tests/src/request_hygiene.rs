@@ -89,12 +89,8 @@ async fn a_request_needs_exactly_one_well_formed_host() {
     let (status, answer) = raw_get(&node, "/app/hub", &[]).await;
     assert_eq!(status, 400, "HTTP/1.1 without Host: {answer}");
     assert!(answer.contains("no Host header"), "{answer}");
-    let (status, answer) = raw_get(
-        &node,
-        "/app/hub",
-        &[own.as_bytes(), b"Host: evil.example"],
-    )
-    .await;
+    let (status, answer) =
+        raw_get(&node, "/app/hub", &[own.as_bytes(), b"Host: evil.example"]).await;
     assert_eq!(status, 400, "two Host headers: {answer}");
     assert!(answer.contains("more than one Host header"), "{answer}");
     let malformed: [(&[u8], &str); 9] = [
@@ -117,12 +113,20 @@ async fn a_request_needs_exactly_one_well_formed_host() {
     let absolute = format!("http://{}/app/hub", node.address());
     let (status, _) = raw_get(&node, &absolute, &[b"Host: evil.example"]).await;
     assert_eq!(status, 400, "absolute-form target and Host disagree");
-    assert_eq!(upstream.requests().len(), 1, "only the good request went on");
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "only the good request went on"
+    );
 
     // HTTP/1.0 has no Host requirement.
     let (status, answer) = raw(&node, b"GET /app/hub HTTP/1.0\r\n\r\n").await;
     assert_eq!(status, 200, "{answer}");
-    for good in ["Host: Sense.Example", "Host: 10.0.0.1:8080", "Host: [::1]:8080"] {
+    for good in [
+        "Host: Sense.Example",
+        "Host: 10.0.0.1:8080",
+        "Host: [::1]:8080",
+    ] {
         let (status, answer) = raw_get(&node, "/app/hub", &[good.as_bytes()]).await;
         assert_eq!(status, 200, "{good}: {answer}");
     }
@@ -285,7 +289,8 @@ async fn client_forwarding_headers_are_replaced_by_gatehouses_own() {
 
 #[tokio::test]
 async fn a_trusted_proxy_keeps_its_forwarding_chain_and_gatehouse_appends_the_peer() {
-    let (_upstream, _control, node) = system(anonymous, "trusted_proxies = [\"127.0.0.0/8\"]").await;
+    let (_upstream, _control, node) =
+        system(anonymous, "trusted_proxies = [\"127.0.0.0/8\"]").await;
     let host = node.address().to_string();
     let response = get(
         &node.url("/app/hub"),
@@ -363,7 +368,12 @@ async fn ambiguous_path_spellings_are_400_unless_the_proxy_allows_them() {
     assert_eq!(response.json()["path"], "/hub;jsessionid=1");
     assert_eq!(get(&node.url("/app/hub%3Bx"), &[]).await.status, 200);
     // Still refused: a dot segment hidden behind a parameter, and double encoding.
-    for path in ["/app/x/..;/admin", "/app/x/.;x/admin", "/app/;x/admin", "/app/%2561dmin"] {
+    for path in [
+        "/app/x/..;/admin",
+        "/app/x/.;x/admin",
+        "/app/;x/admin",
+        "/app/%2561dmin",
+    ] {
         assert_eq!(get(&node.url(path), &[]).await.status, 400, "{path}");
     }
     assert_eq!(upstream.requests().len(), 2);
@@ -388,14 +398,14 @@ async fn unicode_look_alikes_of_a_denied_path_are_denied() {
     let (cookie, _) = session_cookie(&control, "app", COOKIE, user("CORP", "alice")).await;
     let mut leaked = Vec::new();
     for path in [
-        "/ａｄｍｉｎ/x",          // fullwidth letters
-        "/ＡＤＭＩＮ",            // fullwidth capitals
-        "/／ａｄｍｉｎ",          // a fullwidth solidus too
-        "/adm\u{131}n",         // dotless i, which Java upper-cases to I
-        "/\u{17F}ettings",      // long s, which Java folds to s
-        "/\u{212A}pi",          // the Kelvin sign
-        "/\u{1D41A}dmin",       // mathematical bold a
-        "/x/．．/admin",        // fullwidth full stops as a dot segment
+        "/ａｄｍｉｎ/x",   // fullwidth letters
+        "/ＡＤＭＩＮ",     // fullwidth capitals
+        "/／ａｄｍｉｎ",   // a fullwidth solidus too
+        "/adm\u{131}n",    // dotless i, which Java upper-cases to I
+        "/\u{17F}ettings", // long s, which Java folds to s
+        "/\u{212A}pi",     // the Kelvin sign
+        "/\u{1D41A}dmin",  // mathematical bold a
+        "/x/．．/admin",   // fullwidth full stops as a dot segment
     ] {
         let response = get(&node.url(&browser_path(path)), &with_cookie(&cookie)).await;
         if response.status != 403 {
@@ -414,10 +424,18 @@ async fn unicode_look_alikes_of_a_denied_path_are_denied() {
     assert!(upstream.requests().is_empty());
 
     // Ordinary UTF-8 paths are served, spelled as the browser sent them.
-    let response = get(&node.url(&browser_path("/café/menü")), &with_cookie(&cookie)).await;
+    let response = get(
+        &node.url(&browser_path("/café/menü")),
+        &with_cookie(&cookie),
+    )
+    .await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.json()["path"], "/caf%C3%A9/men%C3%BC");
-    let response = get(&node.url(&browser_path("/東京/admin")), &with_cookie(&cookie)).await;
+    let response = get(
+        &node.url(&browser_path("/東京/admin")),
+        &with_cookie(&cookie),
+    )
+    .await;
     assert_eq!(response.status, 200, "{}", response.text());
 }
 

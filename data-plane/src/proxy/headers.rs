@@ -107,7 +107,9 @@ fn has_underscore(name: &HeaderName) -> bool {
 
 /// `Forwarded`, `X-Forwarded-*` and the like: never taken from the client as sent.
 fn is_forwarding(name: &HeaderName) -> bool {
-    *name == FORWARDED || name.as_str().starts_with("x-forwarded-") || CLIENT_FORWARDING.contains(name)
+    *name == FORWARDED
+        || name.as_str().starts_with("x-forwarded-")
+        || CLIENT_FORWARDING.contains(name)
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -299,8 +301,13 @@ fn add_forwarding(headers: &mut HeaderMap, hop: Hop, chain: Option<&Chain>) {
 /// `;host=` with the host as a token, or quoted when it holds `:` or `[` (a port, an IPv6
 /// literal); left out if it holds anything a quoted string would need escaped.
 fn push_forwarded_host(out: &mut String, host: &str) {
-    let is_token_char = |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
-    if host.is_empty() || !host.bytes().all(|byte| byte.is_ascii_graphic() && byte != b'"' && byte != b'\\') {
+    let is_token_char =
+        |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic() && byte != b'"' && byte != b'\\')
+    {
         return;
     }
     out.push_str(";host=");
@@ -569,7 +576,14 @@ mod tests {
         let generic = proxy(pb::IdentityPreset::Generic);
         let headers_for = |proxy: &VirtualProxy, secure: bool| {
             let mut headers = client_headers();
-            for_upstream(&mut headers, proxy, &user, hop(peer, secure), false, &cookies());
+            for_upstream(
+                &mut headers,
+                proxy,
+                &user,
+                hop(peer, secure),
+                false,
+                &cookies(),
+            );
             headers
         };
         let plain = headers_for(&qlik, false);
@@ -756,7 +770,10 @@ mod tests {
     fn trusted_proxies_are_matched_by_network() {
         let networks: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         assert!(is_trusted_proxy(&networks, "10.1.2.3".parse().unwrap()));
-        assert!(is_trusted_proxy(&networks, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(is_trusted_proxy(
+            &networks,
+            "::ffff:10.1.2.3".parse().unwrap()
+        ));
         assert!(!is_trusted_proxy(&networks, "192.0.2.1".parse().unwrap()));
         assert!(!is_trusted_proxy(&[], "10.1.2.3".parse().unwrap()));
     }

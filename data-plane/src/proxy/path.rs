@@ -232,7 +232,13 @@ mod tests {
         }
         assert_eq!(check_spelling("/hub;jsessionid=1/x", parameters), Ok(()));
         assert_eq!(check_spelling("/hub%3Bx", parameters), Ok(()));
-        for path in ["/x/..;/admin", "/x/.;x/a", "/;x/admin", "/x/..%3B/a", "/x/;"] {
+        for path in [
+            "/x/..;/admin",
+            "/x/.;x/a",
+            "/;x/admin",
+            "/x/..%3B/a",
+            "/x/;",
+        ] {
             assert_eq!(
                 check_spelling(path, parameters),
                 Err(DotSegmentParameter),
