@@ -197,7 +197,7 @@ fn upstream_headers(c: &mut Criterion) {
         &proxy,
         &session,
         headers::Hop {
-            peer: peer,
+            peer,
             secure: true,
             trusted_proxy: false,
         },
