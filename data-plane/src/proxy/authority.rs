@@ -14,26 +14,27 @@ const MAX_HOST_LEN: usize = 254;
 /// Longest label of a host name (RFC 1035).
 const MAX_LABEL_LEN: usize = 63;
 
-/// A well-formed `host[:port]`, as the client wrote it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authority {
-    text: String,
+/// A well-formed `host[:port]`, as the client wrote it (borrowed from the request: checking
+/// every request's `Host` allocates nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authority<'a> {
+    text: &'a str,
     /// Where the port's `:` is in `text`, if there is a port.
     port_at: Option<usize>,
     port: Option<u16>,
 }
 
-impl Authority {
+impl<'a> Authority<'a> {
     /// The authority as sent (case kept), e.g. `Sense.Example:8443`.
-    pub fn as_str(&self) -> &str {
-        &self.text
+    pub fn as_str(&self) -> &'a str {
+        self.text
     }
 
     /// The host as sent, without the port; an IPv6 literal keeps its brackets.
-    pub fn host(&self) -> &str {
+    pub fn host(&self) -> &'a str {
         match self.port_at {
             Some(at) => &self.text[..at],
-            None => &self.text,
+            None => self.text,
         }
     }
 
@@ -66,11 +67,11 @@ pub enum AuthorityError {
 /// The one authority a request names, from `Host` or (HTTP/2, absolute-form targets) the
 /// URI; it must be the same in both places when both carry one. `Missing` is not an error
 /// for HTTP/1.0, which has no `Host` requirement: the caller decides.
-pub fn request_authority(
+pub fn request_authority<'a>(
     version: Version,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> Result<Authority, AuthorityError> {
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+) -> Result<Authority<'a>, AuthorityError> {
     let mut hosts = headers.get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -95,7 +96,7 @@ pub fn request_authority(
 }
 
 /// `host[:port]` with a host name, an IPv4 address or a bracketed IPv6 address.
-pub fn parse(text: &[u8]) -> Result<Authority, AuthorityError> {
+pub fn parse(text: &[u8]) -> Result<Authority<'_>, AuthorityError> {
     if text.is_empty() {
         return Err(AuthorityError::Empty);
     }
@@ -120,7 +121,7 @@ pub fn parse(text: &[u8]) -> Result<Authority, AuthorityError> {
     }
     let port = port.map(parse_port).transpose()?;
     Ok(Authority {
-        text: text.to_owned(),
+        text,
         port_at: port.map(|_| host.len()),
         port,
     })
@@ -184,22 +185,31 @@ mod tests {
         headers
     }
 
-    fn http11(hosts: &[&'static [u8]]) -> Result<Authority, AuthorityError> {
-        request_authority(Version::HTTP_11, &Uri::from_static("/"), &with_hosts(hosts))
+    /// Whether an HTTP/1.1 request of `/` with these `Host` lines names an authority, and
+    /// which (as text, host and port).
+    fn http11(hosts: &[&'static [u8]]) -> Result<(String, String, Option<u16>), AuthorityError> {
+        let headers = with_hosts(hosts);
+        let uri = Uri::from_static("/");
+        request_authority(Version::HTTP_11, &uri, &headers)
+            .map(|a| (a.as_str().to_owned(), a.host().to_owned(), a.port()))
     }
 
     #[test]
     fn well_formed_hosts_are_split_into_host_and_port() {
-        let plain = http11(&[b"Sense.Example"]).unwrap();
+        let named = |text: &str, host: &str, port| Ok((text.to_owned(), host.to_owned(), port));
         assert_eq!(
-            (plain.as_str(), plain.host(), plain.port()),
-            ("Sense.Example", "Sense.Example", None)
+            http11(&[b"Sense.Example"]),
+            named("Sense.Example", "Sense.Example", None)
         );
-        let ported = http11(&[b"10.0.0.1:8443"]).unwrap();
-        assert_eq!((ported.host(), ported.port()), ("10.0.0.1", Some(8443)));
-        let v6 = http11(&[b"[2001:db8::1]:80"]).unwrap();
-        assert_eq!((v6.host(), v6.port()), ("[2001:db8::1]", Some(80)));
-        assert_eq!(http11(&[b"[::1]"]).unwrap().host(), "[::1]");
+        assert_eq!(
+            http11(&[b"10.0.0.1:8443"]),
+            named("10.0.0.1:8443", "10.0.0.1", Some(8443))
+        );
+        assert_eq!(
+            http11(&[b"[2001:db8::1]:80"]),
+            named("[2001:db8::1]:80", "[2001:db8::1]", Some(80))
+        );
+        assert_eq!(http11(&[b"[::1]"]), named("[::1]", "[::1]", None));
         for good in [
             &b"localhost"[..],
             b"sense.example.",
@@ -271,8 +281,9 @@ mod tests {
         // HTTP/2: :authority alone, or with an equal Host.
         let h2 = |hosts: &[&'static [u8]]| {
             request_authority(Version::HTTP_2, &absolute, &with_hosts(hosts))
+                .map(|authority| authority.as_str().to_owned())
         };
-        assert_eq!(h2(&[]).unwrap().as_str(), "sense.example");
+        assert_eq!(h2(&[]).as_deref(), Ok("sense.example"));
         assert!(h2(&[b"sense.example"]).is_ok());
         assert_eq!(h2(&[b"evil.example"]), Err(Conflicting));
         let no_authority = Uri::from_static("/x");
