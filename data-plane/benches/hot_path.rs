@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use gatehouse_data_plane::auth::cookie;
+use gatehouse_data_plane::auth::{cookie, rules};
 use gatehouse_data_plane::cache::{CachedSession, Lookup, SessionCache, TokenKey};
-use gatehouse_data_plane::proxy::headers;
-use gatehouse_data_plane::vproxy::VirtualProxy;
+use gatehouse_data_plane::proxy::{headers, hygiene, path};
+use gatehouse_data_plane::vproxy::{AccessRule, VirtualProxy};
 use gatehouse_proto::v1 as pb;
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderValue};
@@ -268,11 +268,59 @@ fn per_request(c: &mut Criterion) {
     });
 }
 
+/// What request hygiene adds to every request: the arrival checks (underscore headers, one
+/// well-formed `Host`), the path-spelling check, and access rules over a plain path and over
+/// one that needs decoding and Unicode folding.
+fn request_hygiene(c: &mut Criterion) {
+    let mut request = http::Request::new(());
+    *request.uri_mut() = http::Uri::from_static("/sales/hub/app/0b7e4c1a");
+    *request.headers_mut() = browser_request();
+    assert!(hygiene::before_routing(&mut request.clone()).is_ok());
+    c.bench_function("hygiene/before_routing/browser_request", |b| {
+        b.iter_batched_ref(
+            || request.clone(),
+            hygiene::before_routing,
+            BatchSize::SmallInput,
+        );
+    });
+    c.bench_function("hygiene/check_spelling/plain_path", |b| {
+        b.iter(|| {
+            path::check_spelling(
+                black_box("/sales/hub/app/0b7e4c1a"),
+                path::AllowedSpellings::default(),
+            )
+        });
+    });
+    let rules: Vec<AccessRule> = ["/admin", "/settings", "/qrs"]
+        .into_iter()
+        .map(|prefix| AccessRule {
+            path_prefix: prefix.to_owned(),
+            folded_prefix: rules::fold(prefix),
+            methods: Vec::new(),
+            allow: false,
+            user_directory: None,
+            user_id: None,
+            attribute: None,
+        })
+        .collect();
+    let user = session();
+    for (name, path) in [
+        ("rules/denied/plain_path", "/hub/app/0b7e4c1a"),
+        ("rules/denied/encoded_path", "/hub/caf%C3%A9/men%C3%BC"),
+    ] {
+        assert!(rules::denied(&rules, path, "GET", &user).is_none());
+        c.bench_function(name, |b| {
+            b.iter(|| rules::denied(black_box(&rules), black_box(path), "GET", &user));
+        });
+    }
+}
+
 criterion_group!(
     benches,
     cookie_read,
     cache_lookup,
     upstream_headers,
-    per_request
+    per_request,
+    request_hygiene
 );
 criterion_main!(benches);

@@ -208,10 +208,8 @@ pub fn authority_syntax(data: &[u8]) {
     };
     let mut request_headers = HeaderMap::new();
     request_headers.insert(http::header::HOST, value);
-    let from_request = authority::request_authority(
-        http::Version::HTTP_11,
-        &http::Uri::from_static("/"),
-        &request_headers,
-    );
+    let root = http::Uri::from_static("/");
+    let from_request =
+        authority::request_authority(http::Version::HTTP_11, &root, &request_headers);
     assert_eq!(from_request.is_ok(), parsed.is_ok());
 }

@@ -141,9 +141,6 @@ fn is_hop_by_hop(name: &HeaderName, named: &[HeaderName], keep_upgrade: bool) ->
 /// Removes every header `doomed` picks, looking at each name present once: removing a list
 /// of names one by one costs a hash lookup each, present or not, on every request.
 fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
-    if !headers.keys().any(&doomed) {
-        return;
-    }
     let names: Vec<HeaderName> = headers
         .keys()
         .filter(|name| doomed(name))
