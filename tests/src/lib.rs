@@ -57,6 +57,8 @@ mod oidc_provider_harness;
 #[cfg(test)]
 mod personal;
 #[cfg(test)]
+mod public_origins;
+#[cfg(test)]
 mod python_example;
 #[cfg(test)]
 mod qps_rest;
