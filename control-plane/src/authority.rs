@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use std::time::SystemTime;
 
+use gatehouse_proto::origin;
 use tonic::codegen::http::Uri;
 
 use crate::clock::Clock;
@@ -195,8 +196,15 @@ impl Authority {
         virtual_proxy: &str,
         uri: &str,
     ) -> Result<(String, SystemTime), Error> {
-        self.virtual_proxies().get(virtual_proxy)?;
+        let proxies = self.virtual_proxies();
+        let proxy = proxies.get(virtual_proxy)?;
         check_target_uri(uri)?;
+        // A target on a host an attacker names would receive the victim's ticket.
+        if !origin::url_is_admitted(uri, &proxy.public_origins, &proxy.host_allow_list) {
+            return Err(Error::invalid(
+                "target_uri is not on a public origin or allowed host of this virtual proxy",
+            ));
+        }
         let id = tokens::new_id();
         let target = Target {
             virtual_proxy: virtual_proxy.to_owned(),

@@ -14,6 +14,7 @@ pub mod idle;
 #[path = "../../control-plane/src/logging.rs"]
 pub mod logging;
 pub mod metrics;
+pub mod origin;
 pub mod personal;
 #[path = "../../control-plane/src/process.rs"]
 pub mod process;

@@ -126,6 +126,10 @@ impl BoundNode {
             _ => None,
         };
         let secure = tls.is_some();
+        let listener_port = self
+            .listener
+            .local_addr()
+            .map_or(0, |address| address.port());
         let state = self.state.clone();
         let proxy_listener = Listener {
             listener: self.listener,
@@ -148,7 +152,7 @@ impl BoundNode {
                                 "this node is at its connection limit; try again",
                             ));
                         }
-                        Ok(proxy::handle(state, request, peer, secure).await)
+                        Ok(proxy::handle(state, request, peer, listener_port, secure).await)
                     }
                 })
             },

@@ -278,6 +278,12 @@ impl PublicOrigin {
     }
 }
 
+impl AsRef<PublicOrigin> for PublicOrigin {
+    fn as_ref(&self) -> &PublicOrigin {
+        self
+    }
+}
+
 impl fmt::Display for PublicOrigin {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "{}://{}", self.scheme.as_str(), self.authority)
@@ -286,19 +292,21 @@ impl fmt::Display for PublicOrigin {
 
 /// The origin among `origins` that a request naming `authority` addressed, preferring one of
 /// the scheme it arrived with (`secure`: over TLS) when two differ only by scheme.
-pub fn served_origin<'o>(
-    origins: &'o [PublicOrigin],
+pub fn served_origin<'o, O: AsRef<PublicOrigin>>(
+    origins: &'o [O],
     authority: &Authority<'_>,
     secure: bool,
-) -> Option<&'o PublicOrigin> {
-    let mut serving = origins.iter().filter(|origin| origin.serves(authority));
+) -> Option<&'o O> {
+    let mut serving = origins
+        .iter()
+        .filter(|origin| origin.as_ref().serves(authority));
     let first = serving.next()?;
-    if first.scheme.is_secure() == secure {
+    if first.as_ref().scheme.is_secure() == secure {
         return Some(first);
     }
     Some(
         serving
-            .find(|origin| origin.scheme.is_secure() == secure)
+            .find(|origin| origin.as_ref().scheme.is_secure() == secure)
             .unwrap_or(first),
     )
 }

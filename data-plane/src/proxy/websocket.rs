@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use http::header::{CONNECTION, ORIGIN, SEC_WEBSOCKET_EXTENSIONS, UPGRADE};
+use http::header::{CONNECTION, SEC_WEBSOCKET_EXTENSIONS, UPGRADE};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
@@ -18,7 +18,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::upstream::ProxyBody;
-use crate::auth::Origin;
 use crate::cache::CachedSession;
 use crate::respond;
 use crate::state::NodeState;
@@ -46,23 +45,8 @@ pub async fn splice(
     session: &Arc<CachedSession>,
     mut parts: Parts,
     client_upgrade: OnUpgrade,
-    origin: &Origin,
     session_cookies: &[String],
 ) -> Response<ProxyBody> {
-    // Browsers always send Origin; a foreign one is a cross-site WebSocket hijack attempt.
-    if let Some(request_origin) = parts
-        .headers
-        .get(ORIGIN)
-        .and_then(|value| value.to_str().ok())
-    {
-        let host = request_origin
-            .split_once("://")
-            .map_or(request_origin, |(_, host)| host)
-            .trim_end_matches('/');
-        if !proxy.host_allowed(host, origin.host()) {
-            return respond::error(StatusCode::FORBIDDEN, "WebSocket origin is not allowed");
-        }
-    }
     // Extensions such as permessage-deflate change the frames; the node relays plain ones.
     parts.headers.remove(SEC_WEBSOCKET_EXTENSIONS);
     parts
