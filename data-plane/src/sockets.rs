@@ -157,7 +157,10 @@ mod tests {
             WebSocketRefusal::NodeLimit
         );
         drop(first);
-        assert!(registry.register("alice", LIMITS).is_ok(), "a closed socket frees its place");
+        assert!(
+            registry.register("alice", LIMITS).is_ok(),
+            "a closed socket frees its place"
+        );
     }
 
     #[test]

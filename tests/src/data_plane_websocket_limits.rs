@@ -217,10 +217,14 @@ async fn a_frame_over_the_limit_from_the_client_is_refused_with_1009() {
         .await
         .expect("a close frame with a code");
     assert_eq!(frame.code, CloseCode::Size, "{frame:?}");
-    eventually("the node to forget the socket", Duration::from_secs(5), || {
-        let open = node.state().sockets.count();
-        async move { (open == 0).then_some(()) }
-    })
+    eventually(
+        "the node to forget the socket",
+        Duration::from_secs(5),
+        || {
+            let open = node.state().sockets.count();
+            async move { (open == 0).then_some(()) }
+        },
+    )
     .await;
 }
 
@@ -248,7 +252,9 @@ async fn a_session_beyond_its_websocket_cap_is_refused_with_429() {
         start("[limits]\nmax_websockets_per_session = 2\n").await;
     let url = node.ws_url("/app/ws");
     let mut first = websocket(&url, &with_cookie(&cookie)).await.expect("first");
-    let mut second = websocket(&url, &with_cookie(&cookie)).await.expect("second");
+    let mut second = websocket(&url, &with_cookie(&cookie))
+        .await
+        .expect("second");
     assert_eq!(
         websocket(&url, &with_cookie(&cookie)).await.err(),
         Some(429),
@@ -277,12 +283,10 @@ async fn a_session_beyond_its_websocket_cap_is_refused_with_429() {
     )
     .await;
 
-    let metrics = crate::harness::client::get(
-        &format!("http://{}/metrics", node.admin_address()),
-        &[],
-    )
-    .await
-    .text();
+    let metrics =
+        crate::harness::client::get(&format!("http://{}/metrics", node.admin_address()), &[])
+            .await
+            .text();
     assert!(
         metrics.contains("gatehouse_websockets_refused_total{limit=\"session\"} 1"),
         "{metrics}"
@@ -304,22 +308,23 @@ async fn a_node_beyond_its_websocket_cap_refuses_with_503() {
     );
     assert_still_open(&mut first).await;
     assert_still_open(&mut second).await;
-    let refused = crate::harness::client::get(&url.replace("ws://", "http://"), &[
-        ("cookie", third.as_str()),
-        ("connection", "upgrade"),
-        ("upgrade", "websocket"),
-        ("sec-websocket-version", "13"),
-        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ])
+    let refused = crate::harness::client::get(
+        &url.replace("ws://", "http://"),
+        &[
+            ("cookie", third.as_str()),
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+    )
     .await;
     assert_eq!(refused.status, 503);
     assert_eq!(refused.text().trim(), "too many WebSockets on this node");
-    let metrics = crate::harness::client::get(
-        &format!("http://{}/metrics", node.admin_address()),
-        &[],
-    )
-    .await
-    .text();
+    let metrics =
+        crate::harness::client::get(&format!("http://{}/metrics", node.admin_address()), &[])
+            .await
+            .text();
     assert!(
         metrics.contains("gatehouse_websockets_refused_total{limit=\"node\"} 2"),
         "{metrics}"

@@ -436,14 +436,24 @@ mod tests {
     #[test]
     fn the_client_hears_why_the_node_closed_and_the_upstream_that_it_closed() {
         let code = |stop: Stop, to| {
-            stop.close_frame(to)
-                .map(|frame| frame.payload().get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])))
+            stop.close_frame(to).map(|frame| {
+                frame
+                    .payload()
+                    .get(..2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            })
         };
         assert_eq!(code(Stop::SessionEnded, Side::Client), Some(Some(1008)));
         assert_eq!(code(Stop::ShuttingDown, Side::Client), Some(Some(1001)));
         assert_eq!(code(Stop::SessionEnded, Side::Upstream), Some(None));
-        assert_eq!(code(Stop::TooBig(Side::Client), Side::Client), Some(Some(1009)));
-        assert_eq!(code(Stop::TooBig(Side::Client), Side::Upstream), Some(Some(1009)));
+        assert_eq!(
+            code(Stop::TooBig(Side::Client), Side::Client),
+            Some(Some(1009))
+        );
+        assert_eq!(
+            code(Stop::TooBig(Side::Client), Side::Upstream),
+            Some(Some(1009))
+        );
         assert_eq!(
             code(Stop::ProtocolError(Side::Upstream), Side::Upstream),
             Some(Some(1002))
@@ -475,6 +485,8 @@ mod tests {
         assert_eq!(received, frame, "the frame crosses byte for byte");
         drop(client_peer);
         drop(upstream_peer);
-        relay.await.expect("the relay ends when both sides are gone");
+        relay
+            .await
+            .expect("the relay ends when both sides are gone");
     }
 }
