@@ -127,6 +127,13 @@ pub struct LimitsConfig {
     pub max_uri_bytes: usize,
     /// Client connections served at once; more get 503 and are closed.
     pub max_connections: usize,
+    /// WebSockets open through the node at once; the next upgrade is 503.
+    pub max_websockets: usize,
+    /// WebSockets one session may hold open on this node; the next upgrade is 429.
+    pub max_websockets_per_session: usize,
+    /// Largest WebSocket frame relayed, in bytes; a bigger one closes the socket (1009).
+    /// Frames are relayed in pieces, so this bounds what a peer may send, not node memory.
+    pub max_websocket_frame_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -138,6 +145,11 @@ impl Default for LimitsConfig {
             max_header_line_bytes: 8 * 1024,
             max_uri_bytes: 8 * 1024,
             max_connections: 10_000,
+            max_websockets: 10_000,
+            max_websockets_per_session: 32,
+            // As large as the messages the node used to reassemble, so that no application
+            // that worked before meets the limit.
+            max_websocket_frame_bytes: 16 << 20,
         }
     }
 }
@@ -398,6 +410,14 @@ impl Config {
                 "limits: header line and URI limits must be at least 256 bytes, max_connections at least 1",
             );
         }
+        if limits.max_websockets == 0
+            || limits.max_websockets_per_session == 0
+            || limits.max_websocket_frame_bytes < 1024
+        {
+            return invalid(
+                "limits: max_websockets and max_websockets_per_session must be at least 1, max_websocket_frame_bytes at least 1024",
+            );
+        }
         let node_id = file
             .node_id
             .or_else(|| std::env::var("HOSTNAME").ok())
@@ -511,6 +531,13 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("shorter")
+        );
+        let no_websockets = format!("{SECRET}[limits]\nmax_websockets_per_session = 0");
+        assert!(
+            Config::from_toml_str(&no_websockets)
+                .unwrap_err()
+                .to_string()
+                .contains("max_websockets_per_session")
         );
         let typo = format!("{SECRET}lisen = \"x\"");
         assert!(

@@ -39,6 +39,8 @@ mod data_plane_revocation;
 #[cfg(test)]
 mod data_plane_websocket;
 #[cfg(test)]
+mod data_plane_websocket_limits;
+#[cfg(test)]
 mod errors;
 #[cfg(test)]
 mod example_auth_module;

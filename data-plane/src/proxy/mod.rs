@@ -6,6 +6,7 @@ pub mod headers;
 pub mod path;
 pub mod upstream;
 pub mod websocket;
+pub mod websocket_relay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
