@@ -137,15 +137,20 @@ impl Authority {
         user: User,
         target_id: Option<&str>,
     ) -> Result<IssuedTicket, Error> {
-        self.virtual_proxies().get(virtual_proxy)?;
-        // An unknown target id still gets a ticket, only without a URI, as in QPS.
+        let proxies = self.virtual_proxies();
+        let proxy = proxies.get(virtual_proxy)?;
+        // An unknown target id still gets a ticket, only without a URI, as in QPS. A target
+        // recorded before the origins were narrowed (or by an older node) is checked again.
         let target_uri = match target_id.filter(|id| is_plausible_id(id)) {
             Some(id) => self
                 .store
                 .get_target(id)
                 .await?
                 .filter(|target| target.virtual_proxy == virtual_proxy)
-                .map(|target| target.uri),
+                .map(|target| target.uri)
+                .filter(|uri| {
+                    origin::url_is_admitted(uri, &proxy.public_origins, &proxy.host_allow_list)
+                }),
             None => None,
         };
         let ticket = tokens::new_ticket();

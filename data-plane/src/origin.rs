@@ -114,7 +114,7 @@ impl Origin {
                 Err(HostRefusal::NotServed)
             };
         }
-        let served = origin::served_origin(&proxy.public_origins, &authority, arrived_secure)
+        let served = origin::served_origin(&proxy.public_origins, &authority)
             .or_else(|| {
                 (proxy.unknown_host == UnknownHost::FirstOrigin)
                     .then(|| proxy.public_origins.first())
@@ -162,9 +162,15 @@ impl Origin {
         scheme_of(self.secure).as_str()
     }
 
-    /// The absolute URL of a path (starting with `/`) on this origin.
+    /// The absolute URL of a path on this origin (a `/` is put first if it has none, so the
+    /// path can never extend the host).
     pub fn url(&self, path_and_query: &str) -> String {
-        format!("{}://{}{path_and_query}", self.scheme(), self.host())
+        let slash = if path_and_query.starts_with('/') {
+            ""
+        } else {
+            "/"
+        };
+        format!("{}://{}{slash}{path_and_query}", self.scheme(), self.host())
     }
 
     /// Whether `scheme` and `authority` are this very origin.
@@ -219,9 +225,11 @@ fn is_own(
     if proxy.public_origins.is_empty() {
         request_origin.is(scheme, authority)
     } else {
-        proxy
-            .public_origins
-            .iter()
-            .any(|configured| configured.origin.is(scheme, authority))
+        // A plaintext origin, which a network attacker can write pages into, never vouches
+        // for a request made over https (nor receives a redirect from one).
+        proxy.public_origins.iter().any(|configured| {
+            configured.origin.is(scheme, authority)
+                && (configured.origin.scheme().is_secure() || !request_origin.secure)
+        })
     }
 }

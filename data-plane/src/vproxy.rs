@@ -135,7 +135,7 @@ pub struct VirtualProxy {
     /// `host` or `host:port`, lowercase: where browsers may also be sent back to and come
     /// from (see `origin::admits_url`).
     pub host_allow_list: Vec<String>,
-    /// Where the proxy is served; empty: loopback names at the node's own port.
+    /// Where the proxy is served; empty: loopback names (any port).
     pub public_origins: Vec<ConfiguredOrigin>,
     pub unknown_host: UnknownHost,
     pub anonymous: Anonymous,

@@ -255,10 +255,16 @@ impl PublicOrigin {
         &self.authority
     }
 
-    /// The absolute URL of `path_and_query` (which starts with `/`) on this origin.
+    /// The absolute URL of `path_and_query` on this origin (a `/` is put first if it has
+    /// none, so the path can never extend the host).
     pub fn url(&self, path_and_query: &str) -> String {
+        let slash = if path_and_query.starts_with('/') {
+            ""
+        } else {
+            "/"
+        };
         format!(
-            "{}://{}{path_and_query}",
+            "{}://{}{slash}{path_and_query}",
             self.scheme.as_str(),
             self.authority
         )
@@ -290,23 +296,24 @@ impl fmt::Display for PublicOrigin {
     }
 }
 
-/// The origin among `origins` that a request naming `authority` addressed, preferring one of
-/// the scheme it arrived with (`secure`: over TLS) when two differ only by scheme.
+/// The origin among `origins` that a request naming `authority` addressed. When two differ
+/// only by scheme (`https://h` and `http://h` both match `Host: h`), the https one: the node
+/// cannot tell a TLS-terminating load balancer from a plain-HTTP browser, and choosing http
+/// would send tickets and cookies in cleartext.
 pub fn served_origin<'o, O: AsRef<PublicOrigin>>(
     origins: &'o [O],
     authority: &Authority<'_>,
-    secure: bool,
 ) -> Option<&'o O> {
     let mut serving = origins
         .iter()
         .filter(|origin| origin.as_ref().serves(authority));
     let first = serving.next()?;
-    if first.as_ref().scheme.is_secure() == secure {
+    if first.as_ref().scheme.is_secure() {
         return Some(first);
     }
     Some(
         serving
-            .find(|origin| origin.as_ref().scheme.is_secure() == secure)
+            .find(|origin| origin.as_ref().scheme.is_secure())
             .unwrap_or(first),
     )
 }

@@ -2,14 +2,14 @@
 //! `loginUri`, `logoutUri`) comes from a configured origin that the request's `Host` named,
 //! never from the `Host` itself. A forged `Host` would otherwise turn a login into a ticket
 //! delivered to the attacker's host. Without configured origins a node serves only the
-//! loopback names of its own port.
+//! loopback names.
 
 use gatehouse_proto::v1 as pb;
 use tonic::Code;
 
-use crate::data_plane_fixtures::{AppProxy, COOKIE, MODULE, seen_header, with_cookie};
+use crate::data_plane_fixtures::{AppProxy, COOKIE, MODULE, PORTAL, seen_header, with_cookie};
 use crate::harness::auth_module::{issue_ticket, user};
-use crate::harness::client::{encode, get, query_param};
+use crate::harness::client::{delete, encode, get, query_param};
 use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream};
 
 /// The name browsers use for the site in the tests with configured origins.
@@ -25,6 +25,10 @@ async fn start(proxy: AppProxy) -> (ControlPlane, DataPlaneNode) {
 fn forged_hosts(port: u16) -> Vec<String> {
     vec![
         "evil.example".to_owned(),
+        // Allow-listed, so the control plane would record a target there: the node itself
+        // must refuse to be addressed as it.
+        PORTAL.to_owned(),
+        format!("{PORTAL}:{port}"),
         format!("evil.example:{port}"),
         format!("127.0.0.1:{port}@evil.example"),
         format!("localhost:{port}@evil.example:{port}"),
@@ -72,7 +76,7 @@ async fn a_forged_host_never_yields_a_login_target_rest_uri_or_login_uri() {
         "nothing reaches the upstream"
     );
 
-    // The loopback names of the node's own port are its development origins.
+    // Loopback names are the development origins.
     for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
         let response = get(&node.url("/app/hub"), &[("host", &host)]).await;
         assert_eq!(response.status, 302, "{host}: {}", response.text());
@@ -91,7 +95,7 @@ async fn the_ticket_flow_works_through_a_configured_origin_behind_a_tls_terminat
 {
     let upstream = EchoUpstream::start("engine").await;
     let proxy = AppProxy::new([upstream.node()]).key(&format!(
-        "public_origins = [\"https://{SITE}\", \"https://{SITE}:8443\"]"
+        "public_origins = [\"http://{SITE}\", \"https://{SITE}\", \"https://{SITE}:8443\"]"
     ));
     let (control_plane, node) = start(proxy).await;
     // The load balancer ends TLS and forwards the browser's request, Host and all, over
@@ -142,6 +146,18 @@ async fn the_ticket_flow_works_through_a_configured_origin_behind_a_tls_terminat
         format!("https://{SITE}/app/qps/user")
     );
 
+    // The plaintext origin, where a network attacker can write pages, does not vouch for a
+    // request on the https one: a cross-origin logout from it is refused.
+    let mut from_plaintext = headers.clone();
+    from_plaintext.push(("origin", "http://sense.example.test"));
+    let refused = delete(&node.url("/app/qps/user"), &from_plaintext).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let mut from_site = headers.clone();
+    from_site.push(("origin", "https://sense.example.test"));
+    let ended = delete(&node.url("/app/qps/user"), &from_site).await;
+    assert_eq!(ended.status, 200, "{}", ended.text());
+    assert_eq!(ended.json()["session"], "ended");
+
     // A second origin: its own port, kept in the URLs built for it.
     let other = get(
         &node.url("/app/hub"),
@@ -159,7 +175,7 @@ async fn the_ticket_flow_works_through_a_configured_origin_behind_a_tls_terminat
     let mut refused = forged_hosts(port);
     refused.extend([
         format!("127.0.0.1:{port}"),
-        format!("{SITE}:80"),
+        format!("{SITE}:8080"),
         format!("{SITE}.evil.example"),
         format!("evil.{SITE}"),
         format!("{SITE}@evil.example"),
