@@ -437,21 +437,32 @@ mod tests {
     }
 
     #[test]
-    fn the_origin_of_the_arrival_scheme_is_preferred() {
+    fn https_is_served_when_two_origins_differ_only_by_scheme() {
         let origins = [
-            PublicOrigin::parse("http://sense.local:8080").unwrap(),
-            PublicOrigin::parse("https://sense.local:8080").unwrap(),
+            PublicOrigin::parse("http://sense.example").unwrap(),
+            PublicOrigin::parse("https://sense.example").unwrap(),
+            PublicOrigin::parse("http://sense.example:8080").unwrap(),
         ];
-        let authority = Authority::parse("sense.local:8080").unwrap();
-        let served = |secure| {
-            served_origin(&origins, &authority, secure)
-                .unwrap()
-                .scheme()
+        let served = |host| {
+            served_origin(&origins, &Authority::parse(host).unwrap()).map(ToString::to_string)
         };
-        assert_eq!(served(true), Scheme::Https);
-        assert_eq!(served(false), Scheme::Http);
-        let other = Authority::parse("evil.example:8080").unwrap();
-        assert!(served_origin(&origins, &other, false).is_none());
+        assert_eq!(
+            served("sense.example").as_deref(),
+            Some("https://sense.example")
+        );
+        assert_eq!(
+            served("sense.example:8080").as_deref(),
+            Some("http://sense.example:8080")
+        );
+        assert_eq!(
+            served("sense.example:80").as_deref(),
+            Some("http://sense.example")
+        );
+        assert_eq!(served("evil.example"), None);
+        assert_eq!(
+            PublicOrigin::parse("https://h").unwrap().url("*"),
+            "https://h/*"
+        );
     }
 
     #[test]
