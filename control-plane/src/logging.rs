@@ -300,10 +300,7 @@ mod tests {
         assert!(text.contains("oops\\r\\n2030-01-01"), "{text}");
         assert!(text.contains("\\x1b[2J"), "{text}");
         assert!(text.contains("\\u{85}"), "{text}");
-        assert!(
-            text.contains("path=oops\\r\\n"),
-            "span fields too: {text}"
-        );
+        assert!(text.contains("path=oops\\r\\n"), "span fields too: {text}");
     }
 
     #[test]
