@@ -158,8 +158,12 @@ struct EscapeControls<'a, W>(&'a mut W);
 
 impl<W: std::fmt::Write> std::fmt::Write for EscapeControls<'_, W> {
     fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        // Almost every value has no control character: one scan, one write.
-        if !text.chars().any(char::is_control) {
+        // Almost every value has no control character: one byte scan, one write. C1
+        // characters (U+0080..U+009F) all start with the byte 0xC2 in UTF-8.
+        if !text
+            .bytes()
+            .any(|byte| byte < 0x20 || byte == 0x7f || byte == 0xc2)
+        {
             return self.0.write_str(text);
         }
         for character in text.chars() {
