@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin_access::AdminToken;
 use crate::tls::CertificateFiles;
 use crate::upstream_tls::UpstreamTlsFiles;
 
@@ -20,6 +21,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `/live`, `/ready`.
     pub admin_listen: SocketAddr,
+    /// Unlocks `PUT /log-level` on the admin port; without one, changes are refused.
+    pub admin_token: Option<AdminToken>,
     /// Name of this node in the control plane's logs.
     pub node_id: String,
     /// On SIGTERM: how long in-flight requests may take to finish before the node exits.
@@ -159,6 +162,7 @@ impl Default for LimitsConfig {
 struct FileConfig {
     listen: SocketAddr,
     admin_listen: SocketAddr,
+    admin_token_file: Option<PathBuf>,
     node_id: Option<String>,
     #[serde(with = "humantime_serde")]
     shutdown_grace: Duration,
@@ -186,6 +190,7 @@ impl Default for FileConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            admin_token_file: None,
             node_id: None,
             shutdown_grace: Duration::from_secs(30),
             control_plane: FileControlPlane::default(),
@@ -248,6 +253,10 @@ pub struct Overrides {
     /// Name of this node [default: the host name]
     #[arg(long, env = "GATEHOUSE_NODE_ID")]
     pub node_id: Option<String>,
+    /// Token that unlocks PUT /log-level on the admin port (at least 32 characters; prefer
+    /// admin_token_file)
+    #[arg(long, env = "GATEHOUSE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -316,10 +325,15 @@ impl Config {
         if let Some(node_id) = &overrides.node_id {
             file.node_id = Some(node_id.clone());
         }
-        Self::validate(file)
+        let admin_token = match (&overrides.admin_token, &file.admin_token_file) {
+            (Some(token), _) => Some(AdminToken::new(token).map_err(ConfigError::Invalid)?),
+            (None, Some(path)) => Some(AdminToken::read(path).map_err(ConfigError::Invalid)?),
+            (None, None) => None,
+        };
+        Self::validate(file, admin_token)
     }
 
-    fn validate(file: FileConfig) -> Result<Self, ConfigError> {
+    fn validate(file: FileConfig, admin_token: Option<AdminToken>) -> Result<Self, ConfigError> {
         let invalid = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
         let control = file.control_plane;
         if control.endpoints.is_empty() {
@@ -426,6 +440,7 @@ impl Config {
         Ok(Self {
             listen: file.listen,
             admin_listen: file.admin_listen,
+            admin_token,
             node_id,
             shutdown_grace: file.shutdown_grace,
             control_plane: ControlPlaneConfig {

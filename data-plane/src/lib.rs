@@ -5,6 +5,9 @@
 //! sessions and open WebSockets at once.
 
 pub mod admin;
+// One source with the control plane: both planes guard their admin ports alike.
+#[path = "../../control-plane/src/admin_access.rs"]
+pub mod admin_access;
 pub mod auth;
 pub mod cache;
 pub mod config;

@@ -12,6 +12,8 @@ pub mod fuzz_entry;
 pub mod harness;
 
 #[cfg(test)]
+mod admin_ports;
+#[cfg(test)]
 mod auth_jwt;
 #[cfg(test)]
 mod auth_kerberos;
