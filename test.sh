@@ -14,15 +14,27 @@ for tool in redis-server redis-sentinel redis-cli; do
     fi
 done
 
-# The Kubernetes manifests: every overlay renders and passes schema validation. CI has the
-# tools (.ci/run installs kubernetes-validate); elsewhere the step runs when they are there.
+# The Kubernetes manifests: every overlay renders, passes schema validation, and has a
+# NetworkPolicy for each plane that admits only selected sources to its admin ports; the
+# optional component renders and validates too. CI has the tools (.ci/run installs
+# kubernetes-validate, which brings python3's yaml); elsewhere the step runs when they are
+# there.
 if command -v kubectl >/dev/null 2>&1 && command -v kubernetes-validate >/dev/null 2>&1; then
     rendered=$(mktemp)
     for overlay in deploy/kubernetes/overlays/*/; do
         kubectl kustomize "$overlay" > "$rendered"
         kubernetes-validate --strict --quiet "$rendered"
+        python3 deploy/kubernetes/check-network-policies.py < "$rendered"
         echo "manifests valid: $overlay"
     done
+    with_component=$(mktemp -d deploy/kubernetes/.check-XXXXXX)
+    printf 'resources:\n  - ../base\ncomponents:\n  - ../components/probes-from-node-network\n' \
+        > "$with_component/kustomization.yaml"
+    kubectl kustomize "$with_component" > "$rendered"
+    rm -rf "$with_component"
+    kubernetes-validate --strict --quiet "$rendered"
+    python3 deploy/kubernetes/check-network-policies.py < "$rendered"
+    echo "manifests valid: base with components/probes-from-node-network"
     rm -f "$rendered"
 elif [ "${CI:-}" = "true" ]; then
     echo "test.sh: CI needs kubectl and kubernetes-validate to check the manifests" >&2

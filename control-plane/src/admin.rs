@@ -1,8 +1,11 @@
 //! The admin port: `/live` (the process runs) and `/ready` (the store answers and the
 //! process is not shutting down), for Kubernetes probes that speak HTTP (`grpc.health.v1`
-//! says the same over gRPC); `/metrics`; `/log-level` (GET the filter, PUT a new one).
+//! says the same over gRPC); `/metrics`; `/log-level` (GET the filter, PUT a new one with
+//! the admin token). Every request must name a loopback or IP-address host, and a change
+//! needs the token: see [`admin_access`](crate::admin_access).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,6 +17,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::admin_access::{self, AdminRefusal, AdminToken, HostRule};
 
 /// What readiness depends on, updated by the store probe and by shutdown.
 #[derive(Debug, Default)]
@@ -36,33 +41,48 @@ impl Readiness {
     }
 }
 
+/// What `/log-level` needs: the process's log control, and the token that unlocks changes.
+#[derive(Debug, Clone, Default)]
+pub struct LogLevel {
+    pub logs: Option<crate::logging::LogControl>,
+    pub token: Option<AdminToken>,
+}
+
 /// Serves the admin port until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     readiness: Arc<Readiness>,
     metrics: Arc<crate::metrics::Metrics>,
-    logs: Option<crate::logging::LogControl>,
+    log_level: LogLevel,
     stop: CancellationToken,
 ) {
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(_) => continue,
             },
         };
         let readiness = readiness.clone();
         let metrics = metrics.clone();
-        let logs = logs.clone();
+        let log_level = log_level.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let readiness = readiness.clone();
                 let metrics = metrics.clone();
-                let logs = logs.clone();
+                let log_level = log_level.clone();
                 async move {
+                    if let Err(refusal) = admin_access::check_host(
+                        HostRule::LoopbackOrAddress,
+                        request.uri(),
+                        request.headers(),
+                        &[],
+                    ) {
+                        return Ok::<_, Infallible>(refuse(refusal));
+                    }
                     if request.uri().path() == "/log-level" {
-                        return Ok::<_, Infallible>(log_level(logs, request).await);
+                        return Ok(log_level_endpoint(log_level, peer, request).await);
                     }
                     Ok(answer(&readiness, &metrics, &request))
                 }
@@ -108,10 +128,24 @@ fn answer(
     response
 }
 
+/// The one rendering of an [`AdminRefusal`] on this port.
+fn refuse(refusal: AdminRefusal) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{}\n", refusal.reason()))));
+    *response.status_mut() = refusal.status();
+    if let Some(challenge) = refusal.challenge() {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(challenge),
+        );
+    }
+    response
+}
+
 /// `GET /log-level` shows the filter in force; `PUT /log-level` with `tracing` directives in
-/// the body replaces it (400 for directives that do not parse).
-async fn log_level(
-    logs: Option<crate::logging::LogControl>,
+/// the body and the admin token replaces it (400 for directives that do not parse).
+async fn log_level_endpoint(
+    log_level: LogLevel,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     use http_body_util::BodyExt as _;
@@ -120,7 +154,14 @@ async fn log_level(
         *response.status_mut() = status;
         response
     };
-    let Some(logs) = logs else {
+    if request.method() == Method::PUT
+        && let Err(refusal) =
+            admin_access::authorize_change(log_level.token.as_ref(), request.headers())
+    {
+        tracing::warn!(%peer, reason = refusal.reason(), "log filter change refused");
+        return refuse(refusal);
+    }
+    let Some(logs) = log_level.logs else {
         return reply(
             StatusCode::NOT_FOUND,
             "log control is not installed\n".to_owned(),
@@ -141,14 +182,11 @@ async fn log_level(
                     "directives are limited to 4 KiB\n".to_owned(),
                 );
             };
-            match logs.set(&String::from_utf8_lossy(&body.to_bytes())) {
-                Ok(()) => {
-                    tracing::info!(filter = %logs.current(), "log filter changed");
-                    reply(
-                        StatusCode::OK,
-                        format!("{{\"filter\":{:?}}}", logs.current()),
-                    )
-                }
+            match logs.set(&String::from_utf8_lossy(&body.to_bytes()), peer) {
+                Ok(()) => reply(
+                    StatusCode::OK,
+                    format!("{{\"filter\":{:?}}}", logs.current()),
+                ),
                 Err(reason) => reply(
                     StatusCode::BAD_REQUEST,
                     format!("invalid filter: {reason}\n"),

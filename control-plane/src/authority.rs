@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use std::time::SystemTime;
 
+use gatehouse_proto::origin;
 use tonic::codegen::http::Uri;
 
 use crate::clock::Clock;
@@ -136,15 +137,20 @@ impl Authority {
         user: User,
         target_id: Option<&str>,
     ) -> Result<IssuedTicket, Error> {
-        self.virtual_proxies().get(virtual_proxy)?;
-        // An unknown target id still gets a ticket, only without a URI, as in QPS.
+        let proxies = self.virtual_proxies();
+        let proxy = proxies.get(virtual_proxy)?;
+        // An unknown target id still gets a ticket, only without a URI, as in QPS. A target
+        // recorded before the origins were narrowed (or by an older node) is checked again.
         let target_uri = match target_id.filter(|id| is_plausible_id(id)) {
             Some(id) => self
                 .store
                 .get_target(id)
                 .await?
                 .filter(|target| target.virtual_proxy == virtual_proxy)
-                .map(|target| target.uri),
+                .map(|target| target.uri)
+                .filter(|uri| {
+                    origin::url_is_admitted(uri, &proxy.public_origins, &proxy.host_allow_list)
+                }),
             None => None,
         };
         let ticket = tokens::new_ticket();
@@ -195,8 +201,15 @@ impl Authority {
         virtual_proxy: &str,
         uri: &str,
     ) -> Result<(String, SystemTime), Error> {
-        self.virtual_proxies().get(virtual_proxy)?;
+        let proxies = self.virtual_proxies();
+        let proxy = proxies.get(virtual_proxy)?;
         check_target_uri(uri)?;
+        // A target on a host an attacker names would receive the victim's ticket.
+        if !origin::url_is_admitted(uri, &proxy.public_origins, &proxy.host_allow_list) {
+            return Err(Error::invalid(
+                "target_uri is not on a public origin or allowed host of this virtual proxy",
+            ));
+        }
         let id = tokens::new_id();
         let target = Target {
             virtual_proxy: virtual_proxy.to_owned(),

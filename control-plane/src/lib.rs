@@ -3,6 +3,7 @@
 //! to clients and the node API to data-plane nodes, over gRPC.
 
 pub mod admin;
+pub mod admin_access;
 pub mod api;
 pub mod authority;
 pub mod clock;

@@ -96,6 +96,8 @@ pub struct BoundServer {
     /// Where the virtual proxies are reloaded from, on change or SIGHUP.
     reload: Option<(PathBuf, Overrides)>,
     logs: Option<crate::logging::LogControl>,
+    /// Unlocks `PUT /log-level`; without it, changes are refused.
+    admin_token: Option<crate::admin_access::AdminToken>,
     /// The QPS-compatible REST surface, when configured.
     rest: Option<crate::rest::BoundRest>,
 }
@@ -203,6 +205,7 @@ impl BoundServer {
             tls,
             reload: None,
             logs: None,
+            admin_token: config.admin_token.clone(),
             rest,
         })
     }
@@ -281,7 +284,10 @@ impl BoundServer {
             self.admin,
             self.readiness.clone(),
             self.metrics.clone(),
-            self.logs.clone(),
+            crate::admin::LogLevel {
+                logs: self.logs.clone(),
+                token: self.admin_token.clone(),
+            },
             admin_stop.clone(),
         ));
         let readiness = self.readiness.clone();

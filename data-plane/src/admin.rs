@@ -1,25 +1,45 @@
 //! The admin port: `/live` (the process runs), `/ready` (it holds a configuration snapshot,
 //! so it can route; it does not flap with Redis or the control plane), `/status`,
-//! `/metrics`, and `/log-level` (GET the filter in force, PUT a new one).
+//! `/metrics`, and `/log-level` (GET the filter in force, PUT a new one with the admin
+//! token). Every request must name a loopback or IP-address host, and a change needs the
+//! token: see [`admin_access`](crate::admin_access).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use crate::admin_access::{self, AdminRefusal, AdminToken, HostRule};
 use crate::logging::LogControl;
 use crate::proxy::upstream::ProxyBody;
 use crate::respond;
 use crate::state::NodeState;
 
+/// What `/log-level` needs: the process's log control, and the token that unlocks changes.
+#[derive(Debug, Clone, Default)]
+pub struct LogLevel {
+    pub logs: Option<LogControl>,
+    pub token: Option<AdminToken>,
+}
+
 pub async fn handle(
     state: Arc<NodeState>,
-    logs: Option<LogControl>,
+    log_level: LogLevel,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    if let Err(refusal) = admin_access::check_host(
+        HostRule::LoopbackOrAddress,
+        request.uri(),
+        request.headers(),
+        &[],
+    ) {
+        return refuse(refusal);
+    }
     if request.uri().path() == "/log-level" {
-        return log_level(logs, request).await;
+        return log_level_endpoint(log_level, peer, request).await;
     }
     if request.method() != Method::GET {
         return respond::error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
@@ -67,11 +87,34 @@ pub async fn handle(
     }
 }
 
+/// The one rendering of an [`AdminRefusal`] on this port.
+fn refuse(refusal: AdminRefusal) -> Response<ProxyBody> {
+    let mut response = respond::error(refusal.status(), refusal.reason());
+    if let Some(challenge) = refusal.challenge() {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(challenge),
+        );
+    }
+    response
+}
+
 /// `GET /log-level` shows the filter in force; `PUT /log-level` with `tracing` directives in
-/// the body replaces it (400 for directives that do not parse).
-async fn log_level(logs: Option<LogControl>, request: Request<Incoming>) -> Response<ProxyBody> {
+/// the body and the admin token replaces it (400 for directives that do not parse).
+async fn log_level_endpoint(
+    log_level: LogLevel,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
     use http_body_util::BodyExt as _;
-    let Some(logs) = logs else {
+    if request.method() == Method::PUT
+        && let Err(refusal) =
+            admin_access::authorize_change(log_level.token.as_ref(), request.headers())
+    {
+        tracing::warn!(%peer, reason = refusal.reason(), "log filter change refused");
+        return refuse(refusal);
+    }
+    let Some(logs) = log_level.logs else {
         return respond::error(StatusCode::NOT_FOUND, "log control is not installed");
     };
     match *request.method() {
@@ -87,11 +130,8 @@ async fn log_level(logs: Option<LogControl>, request: Request<Incoming>) -> Resp
                 );
             };
             let directives = String::from_utf8_lossy(&body.to_bytes()).into_owned();
-            match logs.set(&directives) {
-                Ok(()) => {
-                    tracing::info!(filter = %logs.current(), "log filter changed");
-                    respond::json(StatusCode::OK, &json!({ "filter": logs.current() }))
-                }
+            match logs.set(&directives, peer) {
+                Ok(()) => respond::json(StatusCode::OK, &json!({ "filter": logs.current() })),
                 Err(reason) => respond::error(
                     StatusCode::BAD_REQUEST,
                     &format!("invalid filter: {reason}"),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin_access::AdminToken;
 use crate::tls::CertificateFiles;
 use crate::upstream_tls::UpstreamTlsFiles;
 
@@ -20,6 +21,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `/live`, `/ready`.
     pub admin_listen: SocketAddr,
+    /// Unlocks `PUT /log-level` on the admin port; without one, changes are refused.
+    pub admin_token: Option<AdminToken>,
     /// Name of this node in the control plane's logs.
     pub node_id: String,
     /// On SIGTERM: how long in-flight requests may take to finish before the node exits.
@@ -130,6 +133,13 @@ pub struct LimitsConfig {
     pub max_uri_bytes: usize,
     /// Client connections served at once; more get 503 and are closed.
     pub max_connections: usize,
+    /// WebSockets open through the node at once; the next upgrade is 503.
+    pub max_websockets: usize,
+    /// WebSockets one session may hold open on this node; the next upgrade is 429.
+    pub max_websockets_per_session: usize,
+    /// Largest WebSocket frame relayed, in bytes; a bigger one closes the socket (1009).
+    /// Frames are relayed in pieces, so this bounds what a peer may send, not node memory.
+    pub max_websocket_frame_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -141,6 +151,11 @@ impl Default for LimitsConfig {
             max_header_line_bytes: 8 * 1024,
             max_uri_bytes: 8 * 1024,
             max_connections: 10_000,
+            max_websockets: 10_000,
+            max_websockets_per_session: 32,
+            // As large as the messages the node used to reassemble, so that no application
+            // that worked before meets the limit.
+            max_websocket_frame_bytes: 16 << 20,
         }
     }
 }
@@ -150,6 +165,7 @@ impl Default for LimitsConfig {
 struct FileConfig {
     listen: SocketAddr,
     admin_listen: SocketAddr,
+    admin_token_file: Option<PathBuf>,
     node_id: Option<String>,
     #[serde(with = "humantime_serde")]
     shutdown_grace: Duration,
@@ -178,6 +194,7 @@ impl Default for FileConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            admin_token_file: None,
             node_id: None,
             shutdown_grace: Duration::from_secs(30),
             control_plane: FileControlPlane::default(),
@@ -241,6 +258,10 @@ pub struct Overrides {
     /// Name of this node [default: the host name]
     #[arg(long, env = "GATEHOUSE_NODE_ID")]
     pub node_id: Option<String>,
+    /// Token that unlocks PUT /log-level on the admin port (at least 32 characters; prefer
+    /// admin_token_file)
+    #[arg(long, env = "GATEHOUSE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -309,10 +330,15 @@ impl Config {
         if let Some(node_id) = &overrides.node_id {
             file.node_id = Some(node_id.clone());
         }
-        Self::validate(file)
+        let admin_token = match (&overrides.admin_token, &file.admin_token_file) {
+            (Some(token), _) => Some(AdminToken::new(token).map_err(ConfigError::Invalid)?),
+            (None, Some(path)) => Some(AdminToken::read(path).map_err(ConfigError::Invalid)?),
+            (None, None) => None,
+        };
+        Self::validate(file, admin_token)
     }
 
-    fn validate(file: FileConfig) -> Result<Self, ConfigError> {
+    fn validate(file: FileConfig, admin_token: Option<AdminToken>) -> Result<Self, ConfigError> {
         let invalid = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
         let control = file.control_plane;
         if control.endpoints.is_empty() {
@@ -403,6 +429,14 @@ impl Config {
                 "limits: header line and URI limits must be at least 256 bytes, max_connections at least 1",
             );
         }
+        if limits.max_websockets == 0
+            || limits.max_websockets_per_session == 0
+            || limits.max_websocket_frame_bytes < 1024
+        {
+            return invalid(
+                "limits: max_websockets and max_websockets_per_session must be at least 1, max_websocket_frame_bytes at least 1024",
+            );
+        }
         let trusted_proxies = file
             .trusted_proxies
             .iter()
@@ -416,6 +450,7 @@ impl Config {
         Ok(Self {
             listen: file.listen,
             admin_listen: file.admin_listen,
+            admin_token,
             node_id,
             shutdown_grace: file.shutdown_grace,
             control_plane: ControlPlaneConfig {
@@ -546,12 +581,19 @@ mod tests {
                 .to_string()
                 .contains("shorter")
         );
-        let proxies = format!("{SECRET}trusted_proxies = [\"10.0.0.0/33\"]");
+        let no_websockets = format!("{SECRET}[limits]\nmax_websockets_per_session = 0");
+        assert!(
+            Config::from_toml_str(&no_websockets)
+                .unwrap_err()
+                .to_string()
+                .contains("max_websockets_per_session")
+        );
+        let proxies = format!("trusted_proxies = [\"10.0.0.0/33\"]\n{SECRET}");
         assert!(
             Config::from_toml_str(&proxies)
                 .unwrap_err()
                 .to_string()
-                .contains("trusted_proxies")
+                .contains("is not a network")
         );
         let typo = format!("{SECRET}lisen = \"x\"");
         assert!(

@@ -5,6 +5,9 @@
 //! sessions and open WebSockets at once.
 
 pub mod admin;
+// One source with the control plane: both planes guard their admin ports alike.
+#[path = "../../control-plane/src/admin_access.rs"]
+pub mod admin_access;
 pub mod auth;
 pub mod cache;
 pub mod config;
@@ -14,6 +17,7 @@ pub mod idle;
 #[path = "../../control-plane/src/logging.rs"]
 pub mod logging;
 pub mod metrics;
+pub mod origin;
 pub mod personal;
 #[path = "../../control-plane/src/process.rs"]
 pub mod process;

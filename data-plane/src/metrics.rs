@@ -53,6 +53,7 @@ pub struct Metrics {
     revocation_delay_seconds: Histogram,
     cached_sessions: Gauge<i64, std::sync::atomic::AtomicI64>,
     open_websockets: Gauge<i64, std::sync::atomic::AtomicI64>,
+    websockets_refused: Family<Labels, Counter>,
     upstream_failures: Family<Labels, Counter>,
     upstream_nodes: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     upstream_seconds: HistogramFamily<ProxyLabels>,
@@ -141,6 +142,13 @@ impl Metrics {
             "WebSockets open through this node",
             open_websockets.clone(),
         );
+        let websockets_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "websockets_refused",
+            "WebSocket upgrades refused by limit (session: limits.max_websockets_per_session, \
+             node: limits.max_websockets)",
+            websockets_refused.clone(),
+        );
         let upstream_failures = Family::<Labels, Counter>::default();
         registry.register(
             "upstream_failures",
@@ -191,6 +199,7 @@ impl Metrics {
             revocation_delay_seconds,
             cached_sessions,
             open_websockets,
+            websockets_refused,
             upstream_failures,
         }
     }
@@ -253,6 +262,13 @@ impl Metrics {
     pub fn active_sessions(&self, count: usize) {
         self.active_sessions
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// `limit` is `session` or `node`.
+    pub fn websocket_refused(&self, limit: &'static str) {
+        self.websockets_refused
+            .get_or_create(&vec![("limit", limit.to_owned())])
+            .inc();
     }
 
     pub fn upstream_failure(&self, virtual_proxy: &str, kind: &'static str) {

@@ -17,15 +17,14 @@ pub async fn handle(
     state: &NodeState,
     proxy: &VirtualProxy,
     parts: &Parts,
-    secure: bool,
+    origin: &Origin,
 ) -> Response<ProxyBody> {
-    let origin = Origin::of(parts, secure);
     if parts.uri.path().ends_with("/qps/csrftoken") {
-        return csrf_token(state, proxy, parts, &origin).await;
+        return csrf_token(state, proxy, parts, origin).await;
     }
     match parts.method {
-        Method::GET => who_am_i(state, proxy, parts, &origin).await,
-        Method::DELETE => logout(state, proxy, parts, &origin).await,
+        Method::GET => who_am_i(state, proxy, parts, origin).await,
+        Method::DELETE => logout(state, proxy, parts, origin).await,
         _ => {
             let mut response = respond::error(StatusCode::METHOD_NOT_ALLOWED, "use GET or DELETE");
             response

@@ -126,6 +126,10 @@ impl BoundNode {
             _ => None,
         };
         let secure = tls.is_some();
+        let listener_port = self
+            .listener
+            .local_addr()
+            .map_or(0, |address| address.port());
         let state = self.state.clone();
         let proxy_listener = Listener {
             listener: self.listener,
@@ -148,7 +152,7 @@ impl BoundNode {
                                 "this node is at its connection limit; try again",
                             ));
                         }
-                        Ok(proxy::handle(state, request, peer, secure).await)
+                        Ok(proxy::handle(state, request, peer, listener_port, secure).await)
                     }
                 })
             },
@@ -159,19 +163,24 @@ impl BoundNode {
             tls: None,
             capacity: None,
         };
-        let logs = self.logs.clone();
+        let log_level = admin::LogLevel {
+            logs: self.logs.clone(),
+            token: self.config.admin_token.clone(),
+        };
         let admin_loop = accept_loop(
             admin_listener,
             admin_stop.clone(),
             admin_tasks.clone(),
             limits,
-            move |_, _| {
+            move |peer, _| {
                 let state = state.clone();
-                let logs = logs.clone();
+                let log_level = log_level.clone();
                 service_fn(move |request| {
                     let state = state.clone();
-                    let logs = logs.clone();
-                    async move { Ok::<_, Infallible>(admin::handle(state, logs, request).await) }
+                    let log_level = log_level.clone();
+                    async move {
+                        Ok::<_, Infallible>(admin::handle(state, log_level, peer, request).await)
+                    }
                 })
             },
         );

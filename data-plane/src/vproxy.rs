@@ -8,6 +8,7 @@ use gatehouse_proto::v1 as pb;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use crate::origin::{ConfiguredOrigin, UnknownHost};
 use crate::proxy::upstream::{Strategy, UpstreamPool, UpstreamSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +134,12 @@ pub struct VirtualProxy {
     pub authentication_module_uri: Option<String>,
     /// The control plane's REST surface for this proxy (`proxyRestUri`), when it has one.
     pub proxy_rest_uri: Option<String>,
+    /// `host` or `host:port`, lowercase: where browsers may also be sent back to and come
+    /// from (see `origin::admits_url`).
     pub host_allow_list: Vec<String>,
+    /// Where the proxy is served; empty: loopback names (any port).
+    pub public_origins: Vec<ConfiguredOrigin>,
+    pub unknown_host: UnknownHost,
     pub anonymous: Anonymous,
     pub header_authentication: Option<HeaderAuthentication>,
     pub kerberos: Option<KerberosAuthentication>,
@@ -162,28 +168,6 @@ impl VirtualProxy {
             format!("/{}", self.prefix)
         }
     }
-
-    /// Whether `host` (a `Host` or `Origin` authority, any case) is this proxy's own or allowed.
-    pub fn host_allowed(&self, host: &str, own_host: Option<&str>) -> bool {
-        let host = host.to_ascii_lowercase();
-        let without_port = strip_port(&host);
-        own_host.is_some_and(|own| own.eq_ignore_ascii_case(&host))
-            || self
-                .host_allow_list
-                .iter()
-                .any(|allowed| *allowed == host || *allowed == without_port)
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map_or(host, |(ip, _)| &host[..=ip.len()]);
-    }
-    host.rsplit_once(':')
-        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-        .map_or(host, |(name, _)| name)
 }
 
 /// Why a snapshot's virtual proxy could not be used.
@@ -300,6 +284,15 @@ impl VirtualProxy {
                 .iter()
                 .map(|host| host.to_ascii_lowercase())
                 .collect(),
+            public_origins: proto
+                .public_origins
+                .iter()
+                .map(|origin| ConfiguredOrigin::parse(origin).map_err(fail))
+                .collect::<Result<_, SnapshotError>>()?,
+            unknown_host: match proto.unknown_host() {
+                pb::UnknownHost::Refuse => UnknownHost::Refuse,
+                pb::UnknownHost::FirstOrigin => UnknownHost::FirstOrigin,
+            },
             anonymous: match proto.anonymous() {
                 pb::AnonymousMode::None => Anonymous::None,
                 pb::AnonymousMode::Allow => Anonymous::Allow,
@@ -497,23 +490,5 @@ mod tests {
         );
         assert_eq!(table.route("/").map(|p| p.prefix.as_str()), Some(""));
         assert!(self::table(&["sales"]).route("/hr/x").is_none());
-    }
-
-    #[test]
-    fn hosts_are_allowed_by_list_or_as_the_own_host() {
-        let table = table(&[""]);
-        let mut proxy = VirtualProxy::from_proto(
-            &pb::VirtualProxy {
-                host_allow_list: vec!["Portal.Example.com".into()],
-                ..Default::default()
-            },
-            table.by_prefix("").map(|p| &**p),
-        )
-        .unwrap();
-        assert!(proxy.host_allowed("portal.example.com:443", None));
-        assert!(proxy.host_allowed("sense.local:8080", Some("sense.local:8080")));
-        assert!(!proxy.host_allowed("evil.com", Some("sense.local")));
-        proxy.host_allow_list.clear();
-        assert!(!proxy.host_allowed("portal.example.com", None));
     }
 }

@@ -10,3 +10,5 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("gatehouse_descriptor");
 }
+
+pub mod origin;

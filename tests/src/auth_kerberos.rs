@@ -49,7 +49,12 @@ async fn realm() -> Option<(Kdc, PathBuf)> {
 /// Virtual proxy "app" (realm GATEHOUSE.TEST is directory CORP) and "unmapped" (only
 /// OTHER.TEST is accepted there).
 fn config(upstream: &EchoUpstream) -> String {
-    let app = AppProxy::new([upstream.node()])
+    config_with(upstream, AppProxy::new([upstream.node()]))
+}
+
+/// As [`config`], with "app" set up as `app` says.
+fn config_with(upstream: &EchoUpstream, app: AppProxy) -> String {
+    let app = app
         .table(&format!(
             "[virtual_proxies.kerberos]\nrealms = {{ \"{REALM}\" = \"CORP\" }}"
         ))
@@ -68,6 +73,15 @@ async fn planes(
     upstream: &EchoUpstream,
     keytab: &str,
 ) -> (ControlPlaneProcess, DataPlaneProcess) {
+    planes_with(kdc, keytab, &config(upstream)).await
+}
+
+/// As [`planes`], with the control plane's configuration `config`.
+async fn planes_with(
+    kdc: &Kdc,
+    keytab: &str,
+    config: &str,
+) -> (ControlPlaneProcess, DataPlaneProcess) {
     let mut env = kdc.env();
     env.push((
         "KRB5_KTNAME",
@@ -77,7 +91,7 @@ async fn planes(
         .iter()
         .map(|(name, value)| (*name, value.as_os_str()))
         .collect();
-    let control_plane = ControlPlaneProcess::start_with_env(&config(upstream), &env).await;
+    let control_plane = ControlPlaneProcess::start_with_env(config, &env).await;
     let node = DataPlaneProcess::start(&control_plane, "kerberos-node", &[]).await;
     (control_plane, node)
 }
@@ -157,8 +171,17 @@ async fn tokens_the_keytab_cannot_accept_get_401_and_no_session() {
     };
     let upstream = EchoUpstream::start("engine").await;
 
-    // A ticket for another service (HTTP/other.test): this keytab has no key for it.
-    let (control_plane, node) = planes(&kdc, &upstream, "service.keytab").await;
+    // A ticket for another service (HTTP/other.test): this keytab has no key for it. The
+    // browser names other.test, which the proxy is served at (on whatever port the node got).
+    let served_as_other = AppProxy::new([upstream.node()])
+        .key("public_origins = [\"http://other.test\"]")
+        .key("unknown_host = \"first-origin\"");
+    let (control_plane, node) = planes_with(
+        &kdc,
+        "service.keytab",
+        &config_with(&upstream, served_as_other),
+    )
+    .await;
     let other = kdc
         .curl_negotiate(
             &ccache,

@@ -591,7 +591,7 @@ async fn calls_needing_the_store(
         env.node()
             .create_target(pb::CreateTargetRequest {
                 virtual_proxy: String::new(),
-                target_uri: "https://portal.example.com/".into(),
+                target_uri: "https://localhost/".into(),
             })
             .await
             .map(drop),

@@ -21,6 +21,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("header_pattern", header_pattern),
     ("identity", identity_headers),
     ("redirect_target", redirect_target),
+    ("public_origin", public_origin),
     ("path", request_path),
     ("config", configuration),
     ("authority_syntax", authority_syntax),
@@ -135,7 +136,7 @@ pub fn identity_headers(data: &[u8]) {
 /// The redirect-target validator: anything it allows is on an allowed host.
 pub fn redirect_target(data: &[u8]) {
     let uri = text(data);
-    let origin = Origin::new(true, Some("sense.example"));
+    let origin = Origin::new(true, "sense.example").expect("a valid host");
     if let Some(allowed) = auth::allowed_target(&proxy(), &origin, &uri) {
         let parsed: http::Uri = allowed.parse().expect("allowed targets parse");
         let host = parsed
@@ -153,6 +154,77 @@ pub fn redirect_target(data: &[u8]) {
                 .as_str()
                 .contains('@')
         );
+    }
+}
+
+/// Public origins: a `Host` (the input up to the first NUL) is served only as one of the
+/// configured origins, and a URL (the rest) is admitted only on an origin or the allow list.
+/// A host is never taken apart differently from how a browser reads it: no user information,
+/// path or percent sign survives the parse.
+pub fn public_origin(data: &[u8]) {
+    use gatehouse_proto::origin::{self, Authority, PublicOrigin};
+    let (host, url) = two(data);
+    let origins = [
+        PublicOrigin::parse("https://sense.example").expect("fixed origin"),
+        PublicOrigin::parse("http://sense.example:8080").expect("fixed origin"),
+    ];
+    let allow_list = ["portal.example".to_owned()];
+    if let Ok(authority) = Authority::parse(&host) {
+        assert!(
+            !authority
+                .host()
+                .contains(['@', '/', '\\', '%', '?', '#', ' '])
+        );
+        let port = authority
+            .port()
+            .map_or(String::new(), |port| format!(":{port}"));
+        assert_eq!(
+            Authority::parse(&format!("{}{port}", authority.host())),
+            Ok(authority)
+        );
+        if let Some(served) = origin::served_origin(&origins, &authority) {
+            assert!(
+                authority.same_host("sense.example"),
+                "{host:?} served as {served}"
+            );
+        }
+    }
+    if origin::url_is_admitted(&url, &origins, &allow_list) {
+        let (_, authority) = origin::url_origin(&url).expect("admitted URLs have an origin");
+        assert!(
+            authority.same_host("sense.example") || authority.same_host("portal.example"),
+            "{url:?}"
+        );
+        // Where a URL parser reads a host, it is the same one.
+        if let Some(parsed_host) = url
+            .parse::<http::Uri>()
+            .ok()
+            .as_ref()
+            .and_then(http::Uri::host)
+        {
+            assert!(
+                authority.same_host(parsed_host),
+                "{url:?}: http reads {parsed_host:?}"
+            );
+        }
+    }
+    // The node's own matching of a request's Host.
+    let Ok(value) = HeaderValue::from_str(&host) else {
+        return;
+    };
+    let proxy = VirtualProxy::from_proto(
+        &pb::VirtualProxy {
+            prefix: "app".into(),
+            public_origins: vec!["https://sense.example".into()],
+            ..Default::default()
+        },
+        None,
+    )
+    .expect("fixed virtual proxy");
+    let mut request = http::Request::new(());
+    request.headers_mut().insert(http::header::HOST, value);
+    if let Ok(origin) = Origin::resolve(&proxy, &request, 443, true) {
+        assert_eq!(origin.url("/"), "https://sense.example/", "{host:?}");
     }
 }
 

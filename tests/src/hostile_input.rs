@@ -56,7 +56,7 @@ async fn oversized_requests_get_414_and_431() {
         431
     );
     // Every line short, all of them together too long: hyper's own limit.
-    let mut request = b"GET /app/hub HTTP/1.1\r\nHost: x\r\n".to_vec();
+    let mut request = b"GET /app/hub HTTP/1.1\r\nHost: localhost\r\n".to_vec();
     for index in 0..4 {
         request.extend_from_slice(format!("x-pad-{index}: {}\r\n", "p".repeat(5000)).as_bytes());
     }
@@ -78,7 +78,7 @@ async fn slow_and_idle_connections_are_closed() {
     let started = std::time::Instant::now();
     raw(
         &node,
-        b"GET /app/hub HTTP/1.1\r\nHost: x\r\n",
+        b"GET /app/hub HTTP/1.1\r\nHost: localhost\r\n",
         Duration::from_secs(5),
     )
     .await;
@@ -123,7 +123,7 @@ async fn connections_beyond_the_limit_get_503() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let answer = raw(
         &node,
-        b"GET /app/hub HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /app/hub HTTP/1.1\r\nHost: localhost\r\n\r\n",
         Duration::from_secs(3),
     )
     .await;
@@ -137,7 +137,7 @@ async fn connections_beyond_the_limit_get_503() {
         || async {
             let answer = raw(
                 &node,
-                b"GET /app/hub HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                b"GET /app/hub HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
                 Duration::from_secs(3),
             )
             .await;
@@ -157,18 +157,18 @@ async fn malformed_bytes_are_absent_or_400() {
     )
     .await;
     // A cookie that is not text is no cookie: a GET goes to log in, a POST gets 401.
-    let mut request = b"GET /app/hub HTTP/1.1\r\nHost: x\r\nCookie: X-Qlik-Session-app=\xff\xfe\r\nConnection: close\r\n\r\n".to_vec();
+    let mut request = b"GET /app/hub HTTP/1.1\r\nHost: localhost\r\nCookie: X-Qlik-Session-app=\xff\xfe\r\nConnection: close\r\n\r\n".to_vec();
     assert_eq!(
         status_of(&raw(&node, &request, Duration::from_secs(3)).await),
         302
     );
-    request = b"POST /app/hub HTTP/1.1\r\nHost: x\r\nCookie: X-Qlik-Session-app=\xff\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
+    request = b"POST /app/hub HTTP/1.1\r\nHost: localhost\r\nCookie: X-Qlik-Session-app=\xff\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
     assert_eq!(
         status_of(&raw(&node, &request, Duration::from_secs(3)).await),
         401
     );
     // A header-auth value that is not ASCII is no user.
-    request = b"POST /app/hub HTTP/1.1\r\nHost: x\r\nX-Remote-User: \xc3\xa9\xff\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
+    request = b"POST /app/hub HTTP/1.1\r\nHost: localhost\r\nX-Remote-User: \xc3\xa9\xff\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
     assert_eq!(
         status_of(&raw(&node, &request, Duration::from_secs(3)).await),
         401

@@ -12,6 +12,8 @@ pub mod fuzz_entry;
 pub mod harness;
 
 #[cfg(test)]
+mod admin_ports;
+#[cfg(test)]
 mod auth_jwt;
 #[cfg(test)]
 mod auth_kerberos;
@@ -39,6 +41,8 @@ mod data_plane_revocation;
 #[cfg(test)]
 mod data_plane_websocket;
 #[cfg(test)]
+mod data_plane_websocket_limits;
+#[cfg(test)]
 mod errors;
 #[cfg(test)]
 mod example_auth_module;
@@ -56,6 +60,8 @@ mod observability;
 mod oidc_provider_harness;
 #[cfg(test)]
 mod personal;
+#[cfg(test)]
+mod public_origins;
 #[cfg(test)]
 mod python_example;
 #[cfg(test)]

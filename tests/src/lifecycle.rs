@@ -13,6 +13,9 @@ use crate::harness::client::{expect_close, get};
 use crate::harness::upstream::EchoUpstream;
 use crate::harness::{ControlPlane, DataPlaneNode, eventually};
 
+/// The admin token the node binary is started with.
+const ADMIN_TOKEN: &str = "lifecycle-admin-token-0123456789abcdef";
+
 async fn ready_status(node_admin: std::net::SocketAddr) -> Option<u16> {
     crate::harness::client::try_request(
         http::Method::GET,
@@ -109,6 +112,7 @@ async fn the_binary_exits_0_on_sigterm() {
             crate::harness::control_plane::NODE_SECRET,
         )
         .env("GATEHOUSE_LOG_FORMAT", "json")
+        .env("GATEHOUSE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env_remove("GATEHOUSE_LOG")
         .env_remove("GATEHOUSE_CONFIG")
         .stdout(std::process::Stdio::piped())
@@ -124,15 +128,23 @@ async fn the_binary_exits_0_on_sigterm() {
         || async move { (ready_status(admin_address).await == Some(200)).then_some(()) },
     )
     .await;
-    // The log filter changes at run time through the admin port.
+    // The log filter changes at run time through the admin port, with the admin token.
     let log_level = format!("http://{admin_address}/log-level");
     let current = get(&log_level, &[]).await;
     assert_eq!(current.status, 200);
-    let refused =
-        crate::harness::client::request(http::Method::PUT, &log_level, &[], "no=such=level").await;
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let credential = [("authorization", bearer.as_str())];
+    let refused = crate::harness::client::request(
+        http::Method::PUT,
+        &log_level,
+        &credential,
+        "no=such=level",
+    )
+    .await;
     assert_eq!(refused.status, 400);
     let changed =
-        crate::harness::client::request(http::Method::PUT, &log_level, &[], "info,h2=warn").await;
+        crate::harness::client::request(http::Method::PUT, &log_level, &credential, "info,h2=warn")
+            .await;
     assert_eq!(changed.status, 200);
     assert!(get(&log_level, &[]).await.text().contains("h2=warn"));
 

@@ -264,7 +264,7 @@ async fn concurrent_redemptions_yield_exactly_one_session_on_memory() {
 
 async fn target_comes_back_with_the_ticket(backend: Backend) {
     let env = Env::start(backend, &two_proxies()).await;
-    let uri = "https://portal.example.com/sales/sense/app/42?sheet=1&x=%20y";
+    let uri = "https://localhost/sales/sense/app/42?sheet=1&x=%20y";
     let target = create_target(&env, "sales", uri)
         .await
         .expect("CreateTarget succeeds");
@@ -327,7 +327,7 @@ async fn unknown_target_id_still_gets_a_ticket_without_uri() {
 #[tokio::test]
 async fn target_of_another_virtual_proxy_gives_no_uri() {
     let env = Env::redis(&two_proxies()).await;
-    let target = create_target(&env, "", "https://portal.example.com/hub/")
+    let target = create_target(&env, "", "https://localhost/hub/")
         .await
         .expect("CreateTarget succeeds");
     let issued = env
@@ -340,16 +340,13 @@ async fn target_of_another_virtual_proxy_gives_no_uri() {
         .request_ticket("", user("corp", "alice"), Some(&target.target_id))
         .await
         .expect("RequestTicket succeeds");
-    assert_eq!(
-        home.target_uri.as_deref(),
-        Some("https://portal.example.com/hub/")
-    );
+    assert_eq!(home.target_uri.as_deref(), Some("https://localhost/hub/"));
 }
 
 #[tokio::test]
 async fn target_expires_after_target_ttl() {
     let env = Env::redis(&tickets("target_ttl = \"300ms\"")).await;
-    let target = create_target(&env, "", "https://portal.example.com/hub/")
+    let target = create_target(&env, "", "https://localhost/hub/")
         .await
         .expect("CreateTarget succeeds");
     tokio::time::sleep(Duration::from_millis(450)).await;
@@ -381,8 +378,9 @@ async fn create_target_refuses_anything_but_absolute_http_urls() {
         );
     }
     for good in [
-        "http://portal.example.com/",
-        "HTTPS://Portal.Example.com:8443/a?b=c",
+        // Without public origins, loopback hosts are the development origins.
+        "http://localhost/",
+        "HTTPS://LocalHost:8443/a?b=c",
     ] {
         create_target(&env, "", good)
             .await

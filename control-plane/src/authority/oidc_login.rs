@@ -58,6 +58,18 @@ impl Authority {
             Some(configured) => configured.clone(),
             None => {
                 check_redirect_uri(virtual_proxy, redirect_uri)?;
+                // The provider sends the code to this URL: it must be one of our origins.
+                let proxies = self.virtual_proxies();
+                let proxy = proxies.get(virtual_proxy)?;
+                if !gatehouse_proto::origin::url_is_admitted(
+                    redirect_uri,
+                    &proxy.public_origins,
+                    &[],
+                ) {
+                    return Err(Error::invalid(
+                        "redirect_uri is not on a public origin of this virtual proxy",
+                    ));
+                }
                 redirect_uri.to_owned()
             }
         };

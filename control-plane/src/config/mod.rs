@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin_access::AdminToken;
+
 mod oidc;
 mod settings;
 mod virtual_proxy;
@@ -19,7 +21,7 @@ pub use self::oidc::{
 use self::virtual_proxy::FileVirtualProxy;
 pub use self::virtual_proxy::{
     AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig,
-    IDENTITY_HEADERS, IdentityPreset, JwtConfig, KerberosConfig, RuleAction, SameSite,
+    IDENTITY_HEADERS, IdentityPreset, JwtConfig, KerberosConfig, RuleAction, SameSite, UnknownHost,
     UpstreamConfig, VirtualProxyConfig, validate_prefix,
 };
 
@@ -30,6 +32,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address of `/live` and `/ready`.
     pub admin_listen: SocketAddr,
+    /// Unlocks `PUT /log-level` on the admin port; without one, changes are refused.
+    pub admin_token: Option<AdminToken>,
     /// Plaintext `grpc.health.v1` only, for Kubernetes gRPC probes (which speak no TLS).
     pub health_listen: Option<SocketAddr>,
     /// On SIGTERM: how long in-flight calls may take to finish.
@@ -245,6 +249,7 @@ impl Default for TicketConfig {
 struct FileConfig {
     listen: SocketAddr,
     admin_listen: SocketAddr,
+    admin_token_file: Option<PathBuf>,
     health_listen: Option<SocketAddr>,
     #[serde(with = "humantime_serde")]
     shutdown_grace: Duration,
@@ -261,6 +266,7 @@ impl Default for FileConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 4243)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9902)),
+            admin_token_file: None,
             health_listen: None,
             shutdown_grace: Duration::from_secs(30),
             store: StoreConfig::default(),
@@ -340,6 +346,10 @@ pub struct Overrides {
     /// Secret data-plane nodes present (at least 32 characters)
     #[arg(long, env = "GATEHOUSE_NODE_SECRET", hide_env_values = true)]
     pub node_secret: Option<String>,
+    /// Token that unlocks PUT /log-level on the admin port (at least 32 characters; prefer
+    /// admin_token_file)
+    #[arg(long, env = "GATEHOUSE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// Why the configuration cannot be used; the message is one line for the operator.
@@ -416,10 +426,18 @@ impl Config {
                 shared_secret_file: None,
             };
         }
-        Self::validate(file)
+        let admin_token = match (&overrides.admin_token, &file.admin_token_file) {
+            (Some(token), _) => Some(AdminToken::new(token).map_err(ConfigError::Invalid)?),
+            (None, Some(path)) => Some(AdminToken::read(path).map_err(ConfigError::Invalid)?),
+            (None, None) => None,
+        };
+        Self::validate(file, admin_token)
     }
 
-    fn validate(mut file: FileConfig) -> Result<Self, ConfigError> {
+    fn validate(
+        mut file: FileConfig,
+        admin_token: Option<AdminToken>,
+    ) -> Result<Self, ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         if file.store.backend == StoreBackend::Redis {
             validate_redis_addresses(&file.store).map_err(ConfigError::Invalid)?;
@@ -502,6 +520,7 @@ impl Config {
         Ok(Self {
             listen: file.listen,
             admin_listen: file.admin_listen,
+            admin_token,
             health_listen: file.health_listen,
             shutdown_grace: file.shutdown_grace,
             store: file.store,
@@ -705,6 +724,7 @@ mod tests {
             redis_password: Some("hunter2".to_owned()),
             set: vec!["tickets.ticket_ttl=5s".to_owned()],
             node_secret: Some("s".repeat(40)),
+            admin_token: Some("a".repeat(40)),
         };
         let config = Config::from_toml_with("listen = \"127.0.0.1:8\"", &overrides)
             .unwrap_or_else(|error| panic!("{error}"));
@@ -717,6 +737,45 @@ mod tests {
                 .node_secret
                 .is_some_and(|secret| secret.matches(&"s".repeat(40)))
         );
+        assert_eq!(
+            config.admin_token,
+            Some(AdminToken::new(&"a".repeat(40)).unwrap())
+        );
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_its_file_and_must_be_long() {
+        let dir =
+            std::env::temp_dir().join(format!("gatehouse-admin-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, format!("{}\n", "k".repeat(40))).unwrap();
+        let config = Config::from_toml_str(&format!(
+            "admin_token_file = {:?}",
+            file.display().to_string()
+        ))
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            config.admin_token,
+            Some(AdminToken::new(&"k".repeat(40)).unwrap())
+        );
+        assert!(
+            !format!("{config:?}").contains(&"k".repeat(40)),
+            "never printed"
+        );
+        std::fs::write(&file, "short").unwrap();
+        let message = rejected(&format!(
+            "admin_token_file = {:?}",
+            file.display().to_string()
+        ));
+        assert!(message.contains("at least 32"), "{message}");
+        let message = rejected("admin_token_file = \"/nonexistent/admin-token\"");
+        assert!(message.contains("/nonexistent/admin-token"), "{message}");
+        assert!(
+            Config::from_toml_str("").unwrap().admin_token.is_none(),
+            "off by default"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use gatehouse_proto::origin::{Authority, PublicOrigin};
+
 use super::oidc::OidcConfig;
 use crate::domain::CapPolicy;
 
@@ -50,9 +52,15 @@ pub struct VirtualProxyConfig {
     pub session_cap_policy: CapPolicy,
     /// Where browsers without a session are sent for a ticket.
     pub authentication_module_uri: Option<String>,
-    /// Hosts (lowercase, optional `:port`) browsers may be sent back to and open WebSockets
-    /// from, besides the request's own host.
+    /// Hosts (lowercase, optional `:port`; no port means the scheme's default) browsers may
+    /// be sent back to and open WebSockets from, besides the public origins.
     pub host_allow_list: Vec<String>,
+    /// The external base URLs this proxy is served at. Nodes build every absolute URL from
+    /// the one a request's `Host` names and refuse other hosts; login targets must be on one
+    /// (or on an allow-listed host). Empty: loopback hosts only (development).
+    pub public_origins: Vec<PublicOrigin>,
+    /// What a node does with a request whose `Host` is none of `public_origins`.
+    pub unknown_host: UnknownHost,
     pub anonymous: AnonymousMode,
     pub header_authentication: Option<HeaderAuthConfig>,
     /// Windows authentication (Kerberos / SPNEGO).
@@ -91,6 +99,17 @@ pub enum SameSite {
     Strict,
     /// Only with Secure: over plain HTTP nodes fall back to Lax.
     None,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownHost {
+    /// 400: the request named a host this proxy is not served at.
+    #[default]
+    Refuse,
+    /// Serve it as if it had named the first public origin (for clients that send a
+    /// host the operator cannot list, such as an internal alias).
+    FirstOrigin,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -328,6 +347,10 @@ pub(super) struct FileVirtualProxy {
     #[serde(default)]
     host_allow_list: Vec<String>,
     #[serde(default)]
+    public_origins: Vec<String>,
+    #[serde(default)]
+    unknown_host: UnknownHost,
+    #[serde(default)]
     anonymous: AnonymousMode,
     header_authentication: Option<HeaderAuthConfig>,
     kerberos: Option<KerberosConfig>,
@@ -369,6 +392,8 @@ impl FileVirtualProxy {
             session_cap_policy: CapPolicy::default(),
             authentication_module_uri: None,
             host_allow_list: Vec::new(),
+            public_origins: Vec::new(),
+            unknown_host: UnknownHost::default(),
             anonymous: AnonymousMode::default(),
             header_authentication: None,
             kerberos: None,
@@ -504,10 +529,24 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         .iter()
         .map(|host| host.trim().to_ascii_lowercase())
         .collect();
-    if let Some(host) = host_allow_list.iter().find(|host| !is_host_and_port(host)) {
+    if let Some(host) = host_allow_list
+        .iter()
+        .find(|host| Authority::parse(host).is_err())
+    {
         return Err(named(format!(
             "host_allow_list entry {host:?} is not a host name"
         )));
+    }
+    let public_origins = proxy
+        .public_origins
+        .iter()
+        .map(|origin| PublicOrigin::parse(origin.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| named(error.to_string()))?;
+    if proxy.unknown_host == UnknownHost::FirstOrigin && public_origins.is_empty() {
+        return Err(named(
+            "unknown_host = \"first-origin\" needs public_origins".to_owned(),
+        ));
     }
     if let Some(header) = &proxy.header_authentication {
         validate_header_auth(header).map_err(named)?;
@@ -560,6 +599,8 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         session_cap_policy: proxy.session_cap_policy,
         authentication_module_uri: proxy.authentication_module_uri,
         host_allow_list,
+        public_origins,
+        unknown_host: proxy.unknown_host,
         anonymous: proxy.anonymous,
         header_authentication: proxy.header_authentication,
         kerberos: proxy.kerberos,

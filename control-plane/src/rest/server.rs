@@ -1,7 +1,9 @@
 //! The REST surface's own port: TLS with optional client certificates (a missing or foreign
 //! certificate gets a 403 with a reason rather than a failed handshake), HTTP/1.1 with hyper,
 //! bounded headers, bodies and connections, then the certificate, Xrfkey and route checks in
-//! that order before any handler runs.
+//! that order before any handler runs. Without TLS (loopback only) a request must also name
+//! a loopback host (or `public_url`'s), against DNS rebinding: see
+//! [`admin_access`](crate::admin_access).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::reply::{self, Response};
 use super::routes::{self, NoRoute};
 use super::{handlers, xrfkey};
+use crate::admin_access::{self, HostRule};
 use crate::api::access::{AccessPolicy, Refusal};
 use crate::authority::Authority;
 use crate::config::{RestConfig, TlsConfig};
@@ -111,7 +114,21 @@ impl BoundRest {
 
     /// Serves until `stop` is cancelled; open connections finish their current request.
     pub async fn serve(self, authority: Authority, access: AccessPolicy, stop: CancellationToken) {
-        let shared = Arc::new(Shared { authority, access });
+        // Over TLS the certificate names the host; in plaintext only this machine's names
+        // and the one the operator configured are answered.
+        let plaintext_hosts = self.tls.is_none().then(|| {
+            self.public_url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|url| url.host().map(str::to_owned))
+                .into_iter()
+                .collect()
+        });
+        let shared = Arc::new(Shared {
+            authority,
+            access,
+            plaintext_hosts,
+        });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let (tcp, _peer) = tokio::select! {
@@ -160,6 +177,8 @@ impl BoundRest {
 struct Shared {
     authority: Authority,
     access: AccessPolicy,
+    /// Without TLS: the names answered besides loopback ones.
+    plaintext_hosts: Option<Vec<String>>,
 }
 
 /// The certificate is checked once per connection; every request on it carries the verdict.
@@ -199,6 +218,12 @@ async fn handle(
     admitted: Result<(), Refusal>,
     request: http::Request<Incoming>,
 ) -> Response {
+    if let Some(also) = &shared.plaintext_hosts
+        && let Err(refusal) =
+            admin_access::check_host(HostRule::Loopback, request.uri(), request.headers(), also)
+    {
+        return reply::refuse(refusal.status(), refusal.reason());
+    }
     if let Err(refusal) = admitted {
         return reply::refuse(StatusCode::FORBIDDEN, refusal.reason());
     }

@@ -39,22 +39,25 @@ pub fn carries_token(parts: &Parts, session_token: &str) -> bool {
         .is_some_and(|presented| constant_time_eq(presented.trim().as_bytes(), expected.as_bytes()))
 }
 
-/// Whether the browser says the request comes from this host or an allowed one (`Origin`,
-/// else `Referer`). A request with neither is not known to be same-origin.
+/// Whether the browser says the request comes from one of the proxy's origins or an allowed
+/// host (`Origin`, else `Referer`). A request with neither is not known to be same-origin.
 pub fn same_origin(parts: &Parts, proxy: &VirtualProxy, origin: &Origin) -> bool {
-    let source = parts
+    parts
         .headers
         .get(ORIGIN)
         .or_else(|| parts.headers.get(REFERER))
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<http::Uri>().ok());
-    match source.as_ref().and_then(http::Uri::authority) {
-        Some(authority) => {
-            !authority.as_str().contains('@')
-                && proxy.host_allowed(authority.as_str(), origin.host())
-        }
-        None => false,
-    }
+        .is_some_and(|source| crate::origin::admits_url(proxy, origin, source))
+}
+
+/// Whether a WebSocket upgrade may proceed as far as its `Origin` goes. Browsers always send
+/// one; a foreign one is a cross-site WebSocket hijack attempt. Other clients send none.
+pub fn websocket_origin_allowed(parts: &Parts, proxy: &VirtualProxy, origin: &Origin) -> bool {
+    parts.headers.get(ORIGIN).is_none_or(|source| {
+        source
+            .to_str()
+            .is_ok_and(|source| crate::origin::admits_url(proxy, origin, source))
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -44,49 +44,7 @@ pub struct Authenticated {
 /// What the request gets instead of reaching the upstream.
 pub type Refusal = Response<ProxyBody>;
 
-/// The request's scheme and host, as the browser addressed us. The host is kept as the
-/// header value (a reference-counted slice of the request) since most requests never read it.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    pub secure: bool,
-    host: Option<HeaderValue>,
-}
-
-impl Origin {
-    pub fn of(parts: &Parts, secure: bool) -> Self {
-        let host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
-        });
-        Self { secure, host }
-    }
-
-    /// An origin for `host` (dropped if it is not a valid header value).
-    pub fn new(secure: bool, host: Option<&str>) -> Self {
-        let host = host.and_then(|host| HeaderValue::from_str(host).ok());
-        Self { secure, host }
-    }
-
-    /// The host (and port) the client addressed.
-    pub fn host(&self) -> Option<&str> {
-        self.host.as_ref().and_then(|host| host.to_str().ok())
-    }
-
-    pub fn scheme(&self) -> &'static str {
-        if self.secure { "https" } else { "http" }
-    }
-
-    /// The absolute URL of a path on this host.
-    pub fn url(&self, path_and_query: &str) -> Option<String> {
-        Some(format!(
-            "{}://{}{path_and_query}",
-            self.scheme(),
-            self.host()?
-        ))
-    }
-}
+pub use crate::origin::Origin;
 
 /// Identifies the user of a request without a ticket.
 pub async fn authenticate(
@@ -418,15 +376,7 @@ async fn login_required(
         None => {
             let path =
                 query::without_param(parts.uri.path(), parts.uri.query(), "forceAuthentication");
-            match origin.url(&path) {
-                Some(url) => url,
-                None => {
-                    return respond::error(
-                        StatusCode::BAD_REQUEST,
-                        "the request has no Host header",
-                    );
-                }
-            }
+            origin.url(&path)
         }
     };
     login_redirect(state, proxy, origin, module, &target).await
@@ -475,9 +425,7 @@ pub async fn login_uri(
     // modules find the virtual proxy as the last path segment.
     let rest = match &proxy.proxy_rest_uri {
         Some(uri) => uri.clone(),
-        None => origin
-            .url(&format!("/qps/{}/", proxy.prefix))
-            .unwrap_or_else(|| format!("/qps/{}/", proxy.prefix)),
+        None => origin.url(&format!("/qps/{}/", proxy.prefix)),
     };
     let separator = if module.contains('?') { '&' } else { '?' };
     Ok(format!(
@@ -486,17 +434,8 @@ pub async fn login_uri(
     ))
 }
 
-/// `uri` if it is an absolute http(s) URL on this host or an allowed one (no open redirects).
+/// `uri` if it is an absolute http(s) URL on a public origin or an allowed host (no open
+/// redirects).
 pub fn allowed_target(proxy: &VirtualProxy, origin: &Origin, uri: &str) -> Option<String> {
-    let parsed: http::Uri = uri.parse().ok()?;
-    if !matches!(parsed.scheme_str(), Some("http" | "https")) {
-        return None;
-    }
-    let authority = parsed.authority()?.as_str();
-    if authority.contains('@') {
-        return None;
-    }
-    proxy
-        .host_allowed(authority, origin.host())
-        .then(|| uri.to_owned())
+    crate::origin::admits_url(proxy, origin, uri).then(|| uri.to_owned())
 }

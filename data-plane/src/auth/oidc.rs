@@ -47,15 +47,14 @@ pub async fn route(
     proxy: &VirtualProxy,
     relative_path: &str,
     request: Request<Incoming>,
-    secure: bool,
+    origin: &Origin,
 ) -> Response<ProxyBody> {
     let (parts, body) = request.into_parts();
-    let origin = Origin::of(&parts, secure);
     match (relative_path, &proxy.oidc) {
-        (LOGIN, Some(oidc)) => login(state, proxy, oidc, &parts, &origin).await,
-        (CALLBACK, _) => callback(state, proxy, &parts, &origin).await,
+        (LOGIN, Some(oidc)) => login(state, proxy, oidc, &parts, origin).await,
+        (CALLBACK, _) => callback(state, proxy, &parts, origin).await,
         (BACKCHANNEL_LOGOUT, _) => backchannel_logout(state, proxy, &parts, body).await,
-        (LOGOUT, Some(oidc)) => logout(state, proxy, oidc, &parts, &origin).await,
+        (LOGOUT, Some(oidc)) => logout(state, proxy, oidc, &parts, origin).await,
         _ => respond::error(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -76,12 +75,12 @@ pub async fn begin(
 /// The sign-in URL of this virtual proxy, `/{prefix}/oidc/login?target=...`, coming back to
 /// `target`; `None` unless `target` is on this site (see [`local_target`]).
 pub fn login_uri(proxy: &VirtualProxy, origin: &Origin, target: &str) -> Option<String> {
-    let target = local_target(target, origin)?;
-    origin.url(&format!(
+    let target = local_target(proxy, target, origin)?;
+    Some(origin.url(&format!(
         "{}{LOGIN}?target={}",
         proxy.path_prefix(),
         percent_encoding::utf8_percent_encode(&target, percent_encoding::NON_ALPHANUMERIC)
-    ))
+    )))
 }
 
 /// `GET /{prefix}/oidc/login?target=...`: a sign-in link. With a session, straight to the
@@ -99,7 +98,7 @@ async fn login(
     }
     let requested = query::param(parts.uri.query(), "target")
         .unwrap_or_else(|| format!("{}/", proxy.path_prefix()));
-    let Some(target) = local_target(&requested, origin) else {
+    let Some(target) = local_target(proxy, &requested, origin) else {
         return respond::error(
             StatusCode::BAD_REQUEST,
             "target must be a path on this site",
@@ -115,22 +114,17 @@ async fn login(
     begin_to(state, proxy, oidc, parts, origin, target).await
 }
 
-/// `requested` as a path on this site: a path with one leading `/`, or an absolute URL whose
-/// host is the request's own (reduced to its path and query). Anything else (another host,
+/// `requested` as a path on this site: a path with one leading `/`, or an absolute URL on one
+/// of the proxy's own origins (reduced to its path and query). Anything else (another host,
 /// `//host`, `/\host`, another scheme) is `None`: no open redirect.
-fn local_target(requested: &str, origin: &Origin) -> Option<String> {
+fn local_target(proxy: &VirtualProxy, requested: &str, origin: &Origin) -> Option<String> {
     let path = if requested.starts_with('/') {
         requested.to_owned()
     } else {
-        let uri: http::Uri = requested.parse().ok()?;
-        let same_host = matches!(uri.scheme_str(), Some("http" | "https"))
-            && uri
-                .authority()
-                .zip(origin.host())
-                .is_some_and(|(authority, own)| authority.as_str().eq_ignore_ascii_case(own));
-        if !same_host {
+        if !crate::origin::is_on_own_origin(proxy, origin, requested) {
             return None;
         }
+        let uri: http::Uri = requested.parse().ok()?;
         uri.path_and_query()?.as_str().to_owned()
     };
     let local = path.starts_with('/')
@@ -148,9 +142,7 @@ async fn begin_to(
     origin: &Origin,
     target: String,
 ) -> Refusal {
-    let Some(redirect_uri) = origin.url(&format!("{}{CALLBACK}", proxy.path_prefix())) else {
-        return respond::error(StatusCode::BAD_REQUEST, "the request has no Host header");
-    };
+    let redirect_uri = origin.url(&format!("{}{CALLBACK}", proxy.path_prefix()));
     let request = pb::OidcBeginRequest {
         virtual_proxy: proxy.prefix.clone(),
         redirect_uri,
@@ -403,8 +395,9 @@ mod tests {
 
     #[test]
     fn only_this_sites_paths_are_login_targets() {
-        let origin = Origin::new(true, Some("gh.example.com"));
-        let local = |requested: &str| local_target(requested, &origin);
+        let origin = Origin::new(true, "gh.example.com").unwrap();
+        let proxy = VirtualProxy::from_proto(&Default::default(), None).unwrap();
+        let local = |requested: &str| local_target(&proxy, requested, &origin);
         assert_eq!(local("/app/hub?x=1").as_deref(), Some("/app/hub?x=1"));
         assert_eq!(
             local("https://gh.example.com/app/a?b=c").as_deref(),

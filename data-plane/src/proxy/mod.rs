@@ -8,6 +8,7 @@ pub mod hygiene;
 pub mod path;
 pub mod upstream;
 pub mod websocket;
+pub mod websocket_relay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub async fn handle(
     state: Arc<NodeState>,
     request: Request<Incoming>,
     peer: SocketAddr,
+    listener_port: u16,
     secure: bool,
 ) -> Response<ProxyBody> {
     use tracing::Instrument as _;
@@ -39,10 +41,10 @@ pub async fn handle(
     // Neither logged nor exported: skip reading and writing trace context, which takes a
     // global lock per request.
     if span.is_disabled() {
-        return handle_in_span(state, request, peer, secure, false).await;
+        return handle_in_span(state, request, peer, listener_port, secure, false).await;
     }
     let _ = span.set_parent(crate::logging::extract_context(request.headers()));
-    handle_in_span(state, request, peer, secure, true)
+    handle_in_span(state, request, peer, listener_port, secure, true)
         .instrument(span)
         .await
 }
@@ -51,6 +53,7 @@ async fn handle_in_span(
     state: Arc<NodeState>,
     request: Request<Incoming>,
     peer: SocketAddr,
+    listener_port: u16,
     secure: bool,
     traced: bool,
 ) -> Response<ProxyBody> {
@@ -95,6 +98,7 @@ async fn handle_in_span(
         request,
         Client {
             peer,
+            listener_port,
             secure,
             traced,
         },
@@ -148,6 +152,9 @@ fn access_log(
 #[derive(Debug, Clone, Copy)]
 struct Client {
     peer: SocketAddr,
+    /// The port of the listener the request arrived on: without configured public
+    /// origins, a node serves the loopback names of this port only.
+    listener_port: u16,
     /// Over TLS.
     secure: bool,
     /// The request's span is on: trace context goes upstream.
@@ -163,22 +170,36 @@ async fn serve(
 ) -> Response<ProxyBody> {
     let Client {
         peer,
+        listener_port,
         secure,
         traced,
     } = client;
+    // Before anything is built from the Host: only a public origin's name is served.
+    let origin = match Origin::resolve(proxy, &request, listener_port, secure) {
+        Ok(origin) => origin,
+        Err(refusal) => {
+            tracing::debug!(
+                ?refusal,
+                "request for a host this virtual proxy is not served at"
+            );
+            return refusal.response();
+        }
+    };
     let relative = relative_path(request.uri().path(), proxy);
     if matches!(&*relative, "/qps/user" | "/qps/csrftoken") {
         let (parts, _) = request.into_parts();
-        return personal::handle(state, proxy, &parts, secure).await;
+        return personal::handle(state, proxy, &parts, &origin).await;
     }
     if auth::oidc::is_route(proxy, &relative) {
         let relative = relative.into_owned();
-        return auth::oidc::route(state, proxy, &relative, request, secure).await;
+        return auth::oidc::route(state, proxy, &relative, request, &origin).await;
     }
     let websocket = websocket::is_upgrade(&request);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    let origin = Origin::of(&parts, secure);
+    if websocket && !csrf::websocket_origin_allowed(&parts, proxy, &origin) {
+        return respond::error(StatusCode::FORBIDDEN, "WebSocket origin is not allowed");
+    }
 
     let ticket = query::param(parts.uri.query(), "qlikTicket");
     if ticket
@@ -268,7 +289,6 @@ async fn serve(
                 &session,
                 parts,
                 client_upgrade,
-                &origin,
                 session_cookies,
             )
             .await

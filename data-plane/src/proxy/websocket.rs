@@ -1,26 +1,21 @@
-//! WebSockets: the upgrade is checked (`Origin` against the host allow list), passed to an
-//! upstream node, and the two connections are spliced message by message, so that when the
-//! session ends the node can send the browser a proper close frame.
+//! WebSockets: the upgrade is checked (`Origin` against the host allow list, the session's
+//! and the node's WebSocket limits), passed to an upstream node, and the two connections are
+//! relayed frame by frame (`websocket_relay`), so that when the session ends the node can
+//! send the browser a proper close frame.
 
 use std::sync::Arc;
 
-use futures_util::{SinkExt as _, StreamExt as _};
-use http::header::{CONNECTION, ORIGIN, SEC_WEBSOCKET_EXTENSIONS, UPGRADE};
+use http::header::{CONNECTION, SEC_WEBSOCKET_EXTENSIONS, UPGRADE};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::upstream::ProxyBody;
-use crate::auth::Origin;
 use crate::cache::CachedSession;
 use crate::respond;
+use crate::sockets::{WebSocketLimits, WebSocketRefusal};
 use crate::state::NodeState;
 use crate::vproxy::VirtualProxy;
 
@@ -46,29 +41,21 @@ pub async fn splice(
     session: &Arc<CachedSession>,
     mut parts: Parts,
     client_upgrade: OnUpgrade,
-    origin: &Origin,
     session_cookies: &[String],
 ) -> Response<ProxyBody> {
-    // Browsers always send Origin; a foreign one is a cross-site WebSocket hijack attempt.
-    if let Some(request_origin) = parts
-        .headers
-        .get(ORIGIN)
-        .and_then(|value| value.to_str().ok())
-    {
-        let host = request_origin
-            .split_once("://")
-            .map_or(request_origin, |(_, host)| host)
-            .trim_end_matches('/');
-        if !proxy.host_allowed(host, origin.host()) {
-            return respond::error(StatusCode::FORBIDDEN, "WebSocket origin is not allowed");
-        }
-    }
     // Extensions such as permessage-deflate change the frames; the node relays plain ones.
     parts.headers.remove(SEC_WEBSOCKET_EXTENSIONS);
     parts
         .headers
         .insert(UPGRADE, HeaderValue::from_static("websocket"));
-    let registration = state.sockets.register(&session.handle);
+    let limits = WebSocketLimits {
+        per_session: state.limits.max_websockets_per_session,
+        per_node: state.limits.max_websockets,
+    };
+    let registration = match state.sockets.register(&session.handle, limits) {
+        Ok(registration) => registration,
+        Err(refusal) => return refused(state, refusal),
+    };
     let request = Request::from_parts(parts, respond::empty());
     let mut upstream = match proxy
         .upstream
@@ -99,6 +86,7 @@ pub async fn splice(
         .insert(UPGRADE, HeaderValue::from_static("websocket"));
 
     let handle = session.handle.clone();
+    let max_frame_bytes = state.limits.max_websocket_frame_bytes;
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok(pair) => pair,
@@ -107,15 +95,10 @@ pub async fn splice(
                 return;
             }
         };
-        let client =
-            WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(limits()))
-                .await;
-        let upstream =
-            WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(limits()))
-                .await;
-        relay(
-            client,
-            upstream,
+        super::websocket_relay::relay(
+            TokioIo::new(client),
+            TokioIo::new(upstream),
+            max_frame_bytes,
             registration.ended.clone(),
             registration.shutting_down.clone(),
         )
@@ -126,78 +109,13 @@ pub async fn splice(
     response
 }
 
-/// Messages are relayed whole, so each is bounded: 16 MiB (tungstenite's default is 64).
-/// Reads go through a 4 KiB buffer rather than tungstenite's 128 KiB, which it zero-fills
-/// before every read: 256 KiB of touched memory per idle WebSocket (two streams each) made
-/// 10k open WebSockets cost 2.5 GiB. Larger frames still arrive whole, in more reads.
-fn limits() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(16 << 20))
-        .max_frame_size(Some(16 << 20))
-        .read_buffer_size(4 << 10)
-}
-
-async fn relay<C, U>(
-    client: WebSocketStream<C>,
-    upstream: WebSocketStream<U>,
-    ended: tokio_util::sync::CancellationToken,
-    shutting_down: tokio_util::sync::CancellationToken,
-) where
-    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut client_tx, mut client_rx) = client.split();
-    let (mut upstream_tx, mut upstream_rx) = upstream.split();
-    loop {
-        tokio::select! {
-            () = shutting_down.cancelled() => {
-                let frame = CloseFrame {
-                    code: CloseCode::Away,
-                    reason: "node shutting down".into(),
-                };
-                let _ = client_tx.send(Message::Close(Some(frame))).await;
-                let _ = upstream_tx.send(Message::Close(None)).await;
-                let _ = client_tx.close().await;
-                let _ = upstream_tx.close().await;
-                return;
-            }
-            () = ended.cancelled() => {
-                let frame = CloseFrame {
-                    code: CloseCode::Policy,
-                    reason: "session ended".into(),
-                };
-                let _ = client_tx.send(Message::Close(Some(frame))).await;
-                let _ = upstream_tx.send(Message::Close(None)).await;
-                let _ = client_tx.close().await;
-                let _ = upstream_tx.close().await;
-                return;
-            }
-            message = client_rx.next() => match message {
-                Some(Ok(message)) => {
-                    let closing = message.is_close();
-                    if upstream_tx.send(message).await.is_err() || closing {
-                        let _ = client_tx.close().await;
-                        return;
-                    }
-                }
-                _ => {
-                    let _ = upstream_tx.close().await;
-                    return;
-                }
-            },
-            message = upstream_rx.next() => match message {
-                Some(Ok(message)) => {
-                    let closing = message.is_close();
-                    if client_tx.send(message).await.is_err() || closing {
-                        let _ = upstream_tx.close().await;
-                        return;
-                    }
-                }
-                _ => {
-                    let _ = client_tx.close().await;
-                    return;
-                }
-            },
-        }
-    }
+/// A limit reached: the session's is the client's own doing (429), the node's is a full node
+/// that another one may not be (503, with `Retry-After`).
+fn refused(state: &NodeState, refusal: WebSocketRefusal) -> Response<ProxyBody> {
+    let (status, limit) = match refusal {
+        WebSocketRefusal::SessionLimit => (StatusCode::TOO_MANY_REQUESTS, "session"),
+        WebSocketRefusal::NodeLimit => (StatusCode::SERVICE_UNAVAILABLE, "node"),
+    };
+    state.metrics.websocket_refused(limit);
+    respond::error(status, &refusal.to_string())
 }

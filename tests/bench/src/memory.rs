@@ -1,9 +1,9 @@
 //! `memory`: a data-plane node's RSS idle, holding many cached sessions, then also holding
-//! many idle WebSockets.
+//! many idle WebSockets, then with some of those WebSockets busy moving large messages.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -27,6 +27,11 @@ const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const SPARE_DESCRIPTORS: u64 = 300;
 /// Time for a node to settle (close connections, free buffers) before its RSS is read.
 const SETTLE: Duration = Duration::from_secs(2);
+/// What each busy WebSocket sends, again and again, waiting for the echo each time: one
+/// frame twice the node's relay buffer (64 KiB per direction), so that the buffers fill.
+const BUSY_MESSAGE_BYTES: usize = 128 << 10;
+/// How long the busy WebSockets move messages while the node's RSS is sampled (smoke: 1 s).
+const BUSY_FOR: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct MemoryArgs {
@@ -37,6 +42,10 @@ pub struct MemoryArgs {
     /// cannot hold two descriptors each in the node; smoke 100]
     #[arg(long)]
     websockets: Option<u64>,
+    /// Of the idle WebSockets, how many then echo 128 KiB messages back to back while RSS
+    /// is sampled [default: 1000; smoke 10]
+    #[arg(long)]
+    busy_websockets: Option<u64>,
     /// Requests in flight while creating and caching sessions and opening WebSockets
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -97,6 +106,7 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &MemoryArgs) -> Result<Table
         &[
             format!("cache.max_sessions={cache_max_sessions}"),
             format!("limits.max_connections={max_connections}"),
+            format!("limits.max_websockets={max_connections}"),
         ],
     )
     .await?;
@@ -131,6 +141,19 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &MemoryArgs) -> Result<Table
     let rss_websockets = node.process.rss()?;
     // Still open while RSS was read.
     ensure!(sockets.len() as u64 == websockets, "WebSockets were lost");
+
+    let busy = args
+        .busy_websockets
+        .unwrap_or(if smoke { 10 } else { 1_000 })
+        .min(websockets);
+    let busy_for = if smoke {
+        Duration::from_secs(1)
+    } else {
+        BUSY_FOR
+    };
+    eprintln!("memory: {busy} of the WebSockets echo {BUSY_MESSAGE_BYTES}-byte messages");
+    let (sockets, rss_busy, busy_messages) =
+        keep_busy(&node, sockets, usize::try_from(busy)?, busy_for).await?;
     drop(sockets);
 
     let per_session = rss_sessions.saturating_sub(rss_idle) as f64 / cached;
@@ -160,7 +183,65 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &MemoryArgs) -> Result<Table
         "**RSS per idle WebSocket** (target ≤ 20 KiB)",
         format!("**{:.1} KiB**", per_websocket / 1024.0),
     );
+    row(
+        &format!(
+            "busy WebSockets, each echoing {} KiB messages back to back for {} s",
+            BUSY_MESSAGE_BYTES >> 10,
+            busy_for.as_secs()
+        ),
+        format!("{busy} ({busy_messages} messages echoed)"),
+    );
+    row("RSS with them busy (highest sample)", mib(rss_busy));
+    row(
+        "**RSS per busy WebSocket, beyond idle** (bound: 2 × 64 KiB relay buffers)",
+        format!(
+            "**{:.1} KiB**",
+            rss_busy.saturating_sub(rss_websockets) as f64 / busy.max(1) as f64 / 1024.0
+        ),
+    );
     Ok(table)
+}
+
+/// Has the first `busy` of `sockets` echo [`BUSY_MESSAGE_BYTES`] messages back to back for
+/// `busy_for`; answers the sockets, the node's highest RSS meanwhile, and the messages
+/// echoed.
+async fn keep_busy(
+    node: &DataPlane,
+    mut sockets: Vec<WebSocket>,
+    busy: usize,
+    busy_for: Duration,
+) -> Result<(Vec<WebSocket>, u64, u64)> {
+    let idle = sockets.split_off(busy.min(sockets.len()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let echoed = Arc::new(AtomicU64::new(0));
+    let message: tokio_tungstenite::tungstenite::Bytes = vec![0x42; BUSY_MESSAGE_BYTES].into();
+    let mut tasks = Vec::with_capacity(sockets.len());
+    for mut socket in sockets {
+        let (stop, echoed, message) = (stop.clone(), echoed.clone(), message.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                socket.send(Message::Binary(message.clone())).await?;
+                match tokio::time::timeout(crate::client::REQUEST_TIMEOUT, socket.next()).await {
+                    Ok(Some(Ok(Message::Binary(echo)))) if echo.len() == message.len() => {}
+                    other => bail!("a busy WebSocket did not echo: {other:?}"),
+                }
+                echoed.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(socket)
+        }));
+    }
+    let started = tokio::time::Instant::now();
+    let mut highest = node.process.rss()?;
+    while started.elapsed() < busy_for {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        highest = highest.max(node.process.rss()?);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut sockets = idle;
+    for task in tasks {
+        sockets.push(task.await.context("busy WebSocket panicked")??);
+    }
+    Ok((sockets, highest, echoed.load(Ordering::Relaxed)))
 }
 
 /// Creates `count` sessions, `concurrency` calls in flight over a few HTTP/2 connections;

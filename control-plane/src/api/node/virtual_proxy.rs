@@ -4,7 +4,7 @@ use gatehouse_proto::v1 as pb;
 
 use crate::config::{
     AccessRuleConfig, AnonymousMode, BalanceStrategy, IdentityPreset, RuleAction, SameSite,
-    UpstreamConfig, VirtualProxyConfig,
+    UnknownHost, UpstreamConfig, VirtualProxyConfig,
 };
 
 /// `proxy_rest_uri`: the REST surface's address for this proxy, when that surface is on.
@@ -19,6 +19,16 @@ pub(crate) fn virtual_proxy_to_proto(
         inactivity_timeout: duration(proxy.inactivity_timeout),
         authentication_module_uri: proxy.authentication_module_uri.clone().unwrap_or_default(),
         host_allow_list: proxy.host_allow_list.clone(),
+        public_origins: proxy
+            .public_origins
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        unknown_host: match proxy.unknown_host {
+            UnknownHost::Refuse => pb::UnknownHost::Refuse,
+            UnknownHost::FirstOrigin => pb::UnknownHost::FirstOrigin,
+        }
+        .into(),
         anonymous: match proxy.anonymous {
             AnonymousMode::None => pb::AnonymousMode::None,
             AnonymousMode::Allow => pb::AnonymousMode::Allow,

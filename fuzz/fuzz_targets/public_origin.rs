@@ -1,0 +1,3 @@
+#![no_main]
+// See gatehouse_tests::fuzz_entry::public_origin for what this target checks.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gatehouse_tests::fuzz_entry::public_origin(data));
