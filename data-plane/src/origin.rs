@@ -158,6 +158,11 @@ impl Origin {
         self.authority.to_str().unwrap_or_default()
     }
 
+    /// `host[:port]` as a header value (for the upstream's `Host`).
+    pub fn authority_header(&self) -> HeaderValue {
+        self.authority.clone()
+    }
+
     pub fn scheme(&self) -> &'static str {
         scheme_of(self.secure).as_str()
     }

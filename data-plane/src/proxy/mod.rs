@@ -267,9 +267,20 @@ async fn serve(
     if traced {
         crate::logging::inject_current(&mut parts.headers);
     }
+    // Upstreams see the origin the browser used: its scheme behind a TLS-terminating load
+    // balancer, and its name when an unknown Host was served as the first origin.
+    if parts.headers.get(http::header::HOST).is_some_and(|host| {
+        !host
+            .as_bytes()
+            .eq_ignore_ascii_case(origin.host().as_bytes())
+    }) {
+        parts
+            .headers
+            .insert(http::header::HOST, origin.authority_header());
+    }
     let hop = headers::Hop {
         peer,
-        secure,
+        secure: origin.secure,
         trusted_proxy: headers::is_trusted_proxy(&state.trusted_proxies, peer.ip()),
     };
     headers::for_upstream(

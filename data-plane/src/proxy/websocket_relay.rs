@@ -300,7 +300,10 @@ where
                 let _ = self.to.shutdown().await;
                 return Ok(Some(Ending::Closed));
             }
-            if self.stopping {
+            // Once the node has stopped the socket, no new frame starts, even one already
+            // read: the peer's reply to the node's close (read together with the stop) must
+            // not overtake the node's own close frame to the client.
+            if self.stopping || self.stopped.borrow().is_some() {
                 return Ok(None);
             }
             // Between frames: is a whole header buffered?
