@@ -559,6 +559,15 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
     }
     if let Some(oidc) = &proxy.oidc {
         oidc.validate(&prefix).map_err(named)?;
+        // The provider sends the authorization code there: it must be this site.
+        if let Some(uri) = &oidc.redirect_uri
+            && !public_origins.is_empty()
+            && !gatehouse_proto::origin::url_is_admitted(uri, &public_origins, &[])
+        {
+            return Err(named(format!(
+                "oidc.redirect_uri {uri:?} is on none of public_origins"
+            )));
+        }
     }
     validate_upstream(&proxy.upstream).map_err(named)?;
     for rule in &proxy.access_rules {
@@ -861,6 +870,41 @@ mod tests {
             toml::from_str(&format!("[[virtual_proxies]]\nprefix = \"p\"\n{extra}"))
                 .map_err(|error| error.to_string())?;
         validate_all(file.virtual_proxies)
+    }
+
+    #[test]
+    fn public_origins_are_base_urls_and_a_configured_redirect_uri_is_on_one() {
+        let proxies =
+            proxy("public_origins = [\"https://Sense.Example.com/\", \"http://127.0.0.1:8080\"]")
+                .unwrap_or_else(|e| panic!("{e}"));
+        let origins: Vec<String> = proxies[0]
+            .public_origins
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            origins,
+            ["https://sense.example.com", "http://127.0.0.1:8080"]
+        );
+        for bad in [
+            "public_origins = [\"sense.example.com\"]",
+            "public_origins = [\"https://sense.example.com/hub\"]",
+            "public_origins = [\"https://user@sense.example.com\"]",
+            "unknown_host = \"first-origin\"",
+        ] {
+            assert!(proxy(bad).is_err(), "{bad}");
+        }
+        let oidc = |redirect: &str| {
+            proxy(&format!(
+                "public_origins = [\"https://sense.example.com\"]\n\
+                 [virtual_proxies.oidc]\nissuer = \"https://idp.example.com\"\n\
+                 client_id = \"gatehouse\"\nuser_directory = \"IDP\"\n\
+                 redirect_uri = \"{redirect}\""
+            ))
+        };
+        assert!(oidc("https://sense.example.com/p/oidc/callback").is_ok());
+        let refused = oidc("https://evil.example/p/oidc/callback").unwrap_err();
+        assert!(refused.contains("public_origins"), "{refused}");
     }
 
     #[test]
