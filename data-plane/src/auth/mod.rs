@@ -437,5 +437,8 @@ pub async fn login_uri(
 /// `uri` if it is an absolute http(s) URL on a public origin or an allowed host (no open
 /// redirects).
 pub fn allowed_target(proxy: &VirtualProxy, origin: &Origin, uri: &str) -> Option<String> {
-    crate::origin::admits_url(proxy, origin, uri).then(|| uri.to_owned())
+    // A URL that does not parse whole (a control character in its path, say) is no target,
+    // wherever its host is.
+    let parses = uri.parse::<http::Uri>().is_ok();
+    (parses && crate::origin::admits_url(proxy, origin, uri)).then(|| uri.to_owned())
 }
