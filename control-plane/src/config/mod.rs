@@ -1,6 +1,6 @@
 //! The control plane's configuration: one typed, validated struct, read from a TOML file,
 //! then overridden by environment variables and command-line flags (in that order of
-//! precedence, lowest first). Every key and its default is documented in the README.
+//! precedence, lowest first). Every key and its default is documented in CONFIGURATION.md.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
