@@ -10,8 +10,10 @@ use serde::Deserialize;
 
 use crate::admin_access::AdminToken;
 
+mod login_methods;
 mod oidc;
 mod settings;
+mod syntax;
 mod virtual_proxy;
 
 pub use self::oidc::{

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::virtual_proxy::{TokenRules, validate_token_rules};
+use super::login_methods::{TokenRules, validate_token_rules};
 
 /// How the control plane authenticates to the provider's token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
