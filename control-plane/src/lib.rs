@@ -3,7 +3,7 @@
 //! to clients and the node API to data-plane nodes, over gRPC.
 
 pub mod admin;
-pub mod admin_access;
+pub use gatehouse_runtime::admin_access;
 pub mod api;
 pub mod authority;
 pub mod clock;
@@ -12,13 +12,13 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod jwt;
-pub mod jwt_session;
+pub use gatehouse_runtime::jwt_session;
 pub mod kerberos;
-pub mod logging;
+pub use gatehouse_runtime::logging;
 pub mod metrics;
 pub mod oidc;
 pub mod outbound;
-pub mod process;
+pub use gatehouse_runtime::process;
 pub mod rest;
 pub mod server;
 pub mod store;

@@ -5,27 +5,21 @@
 //! sessions and open WebSockets at once.
 
 pub mod admin;
-// One source with the control plane: both planes guard their admin ports alike.
-#[path = "../../control-plane/src/admin_access.rs"]
-pub mod admin_access;
+pub use gatehouse_runtime::admin_access;
 pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod control;
 pub mod idle;
-// One source with the control plane: both binaries log, trace and read settings alike.
-#[path = "../../control-plane/src/logging.rs"]
-pub mod logging;
+pub use gatehouse_runtime::logging;
 pub mod metrics;
 pub mod origin;
 pub mod personal;
-#[path = "../../control-plane/src/process.rs"]
-pub mod process;
+pub use gatehouse_runtime::process;
 pub mod proxy;
 pub mod respond;
 pub mod server;
-#[path = "../../control-plane/src/config/settings.rs"]
-pub mod settings;
+pub use gatehouse_runtime::settings;
 pub mod sockets;
 pub mod state;
 pub mod tls;

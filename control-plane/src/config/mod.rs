@@ -12,7 +12,7 @@ use crate::admin_access::AdminToken;
 
 mod login_methods;
 mod oidc;
-mod settings;
+use gatehouse_runtime::settings;
 mod syntax;
 mod virtual_proxy;
 

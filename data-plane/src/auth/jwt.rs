@@ -20,10 +20,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-// The same derivation as the control plane's, from one source file.
-#[path = "../../../control-plane/src/jwt_session.rs"]
-mod derivation;
-pub use derivation::session_token;
+// The same derivation as the control plane's.
+pub use gatehouse_runtime::jwt_session::session_token;
 
 #[cfg(test)]
 mod tests {
