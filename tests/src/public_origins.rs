@@ -267,59 +267,50 @@ async fn create_target_refuses_urls_outside_the_origins_and_the_allow_list() {
         "public_origins = [\"https://{SITE}\", \"http://{SITE}:8080\"]"
     ));
     let control_plane = ControlPlane::start(&proxy.toml()).await;
-    for foreign in [
-        "https://evil.example/app/hub",
-        &format!("http://{SITE}/app/hub"),
-        &format!("https://{SITE}:8443/app/hub"),
-        &format!("https://{SITE}.evil.example/app/hub"),
-        &format!("https://{SITE}@evil.example/app/hub"),
-        "http://127.0.0.1:8080/app/hub",
-        "http://portal.test:8080/",
-    ] {
-        let status = create_target(&control_plane, foreign)
-            .await
-            .expect_err(foreign);
-        assert_eq!(
-            status.code(),
-            Code::InvalidArgument,
-            "{foreign}: {status:?}"
-        );
-    }
-    for own in [
+    let foreign = [
+        "https://evil.example/app/hub".to_owned(),
+        format!("http://{SITE}/app/hub"),
+        format!("https://{SITE}:8443/app/hub"),
+        format!("https://{SITE}.evil.example/app/hub"),
+        format!("https://{SITE}@evil.example/app/hub"),
+        "http://127.0.0.1:8080/app/hub".to_owned(),
+        "http://portal.test:8080/".to_owned(),
+    ];
+    let own = [
         format!("https://{SITE}/app/hub?x=1"),
         format!("HTTPS://{}:443/app/", SITE.to_ascii_uppercase()),
         format!("http://{SITE}:8080/app/hub"),
         // The host allow list, on the scheme's default port.
         "http://portal.test/x".to_owned(),
         "https://portal.test/x".to_owned(),
-    ] {
-        create_target(&control_plane, &own)
-            .await
-            .unwrap_or_else(|status| panic!("{own}: {status:?}"));
-    }
+    ];
+    assert_targets(&control_plane, &foreign, &own).await;
 }
 
 #[tokio::test]
 async fn without_origins_create_target_accepts_only_loopback_and_allowed_hosts() {
     let control_plane = ControlPlane::start(&AppProxy::new(["127.0.0.1:9"]).toml()).await;
-    for foreign in ["https://evil.example/app/hub", "http://10.0.0.1/app/"] {
-        let status = create_target(&control_plane, foreign)
-            .await
-            .expect_err(foreign);
-        assert_eq!(
-            status.code(),
-            Code::InvalidArgument,
-            "{foreign}: {status:?}"
-        );
-    }
-    for own in [
+    let foreign = ["https://evil.example/app/hub", "http://10.0.0.1/app/"].map(String::from);
+    let own = [
         "http://127.0.0.1:8080/app/hub",
         "http://localhost:3000/app/",
         "http://[::1]:8080/app/",
         "http://portal.test/x",
-    ] {
-        create_target(&control_plane, own)
+    ]
+    .map(String::from);
+    assert_targets(&control_plane, &foreign, &own).await;
+}
+
+/// `CreateTarget` in "app" refuses every `foreign` URL as INVALID_ARGUMENT and records every
+/// `own` one.
+async fn assert_targets(control_plane: &ControlPlane, foreign: &[String], own: &[String]) {
+    for uri in foreign {
+        let status = create_target(control_plane, uri).await.expect_err(uri);
+        assert_eq!(status.code(), Code::InvalidArgument, "{uri}: {status:?}");
+    }
+    for uri in own {
+        create_target(control_plane, uri)
             .await
-            .unwrap_or_else(|status| panic!("{own}: {status:?}"));
+            .unwrap_or_else(|status| panic!("{uri}: {status:?}"));
     }
 }

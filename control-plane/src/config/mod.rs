@@ -112,16 +112,9 @@ impl Secret {
         &self.0
     }
 
-    /// Constant-time comparison, so response timing does not reveal how much of a guess
-    /// was right.
+    /// Constant-time comparison (see `gatehouse_runtime::constant_time_eq`).
     pub fn matches(&self, candidate: &str) -> bool {
-        let (expected, candidate) = (self.0.as_bytes(), candidate.as_bytes());
-        expected.len() == candidate.len()
-            && expected
-                .iter()
-                .zip(candidate)
-                .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-                == 0
+        gatehouse_runtime::constant_time_eq(self.0.as_bytes(), candidate.as_bytes())
     }
 }
 

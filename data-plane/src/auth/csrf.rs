@@ -35,8 +35,9 @@ pub fn carries_token(parts: &Parts, session_token: &str) -> bool {
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned)
         .or_else(|| query::param(parts.uri.query(), "qlik-csrf-token"));
-    presented
-        .is_some_and(|presented| constant_time_eq(presented.trim().as_bytes(), expected.as_bytes()))
+    presented.is_some_and(|presented| {
+        gatehouse_runtime::constant_time_eq(presented.trim().as_bytes(), expected.as_bytes())
+    })
 }
 
 /// Whether the browser says the request comes from one of the proxy's origins or an allowed
@@ -58,14 +59,6 @@ pub fn websocket_origin_allowed(parts: &Parts, proxy: &VirtualProxy, origin: &Or
             .to_str()
             .is_ok_and(|source| crate::origin::admits_url(proxy, origin, source))
     })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .fold(0u8, |difference, (x, y)| difference | (x ^ y))
-            == 0
 }
 
 #[cfg(test)]

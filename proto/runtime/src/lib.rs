@@ -8,3 +8,13 @@ pub mod jwt_session;
 pub mod logging;
 pub mod process;
 pub mod settings;
+
+/// Whether two secrets are equal, in time that depends only on their lengths, so response
+/// timing does not reveal how much of a guess was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .fold(0u8, |difference, (x, y)| difference | (x ^ y))
+            == 0
+}
