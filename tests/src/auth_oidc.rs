@@ -1212,3 +1212,38 @@ async fn an_https_redirect_uri_makes_the_binding_cookie_secure_behind_a_load_bal
     );
     assert!(response.set_cookie(BINDING).is_none());
 }
+
+/// A forged `Host` is never the base of the `redirect_uri` the provider sends the code to: the
+/// node refuses it before the login starts, and the control plane refuses a callback URL on
+/// no origin even from a node.
+#[tokio::test]
+async fn a_forged_host_never_becomes_the_redirect_uri() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let port = site.node.address().port();
+    for host in [
+        "evil.example".to_owned(),
+        format!("evil.example:{port}"),
+        format!("127.0.0.1:{port}@evil.example"),
+        format!("localhost.evil.example:{port}"),
+    ] {
+        for path in ["/app/hello", "/app/oidc/login?target=%2Fapp%2F"] {
+            let response = client::get(&site.node.url(path), &[("host", &host)]).await;
+            assert_eq!(response.status, 400, "{host:?} {path}: {}", response.text());
+            assert!(response.location().is_none(), "{host:?} {path}");
+        }
+    }
+    let status = site
+        .control_plane
+        .node()
+        .oidc_begin(pb::OidcBeginRequest {
+            virtual_proxy: "app".into(),
+            redirect_uri: "http://evil.example/app/oidc/callback".into(),
+            target: "/app/".into(),
+            binding: String::new(),
+        })
+        .await
+        .expect_err("a callback on a foreign host");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+}
