@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::admin_access::{self, AdminRefusal, AdminToken, HostRule};
+use crate::body::{self, ProxyBody};
 use crate::logging::LogControl;
-use crate::proxy::upstream::ProxyBody;
 use crate::respond;
 use crate::state::NodeState;
 
@@ -60,7 +60,7 @@ pub async fn handle(
             let text = state
                 .metrics
                 .render(state.cache.len(), state.sockets.count(), &upstreams);
-            let mut response = http::Response::new(respond::body(text));
+            let mut response = http::Response::new(body::full(text));
             if let Ok(value) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse()
             {
                 response

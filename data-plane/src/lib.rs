@@ -7,6 +7,7 @@
 pub mod admin;
 pub use gatehouse_runtime::admin_access;
 pub mod auth;
+pub mod body;
 pub mod cache;
 pub mod config;
 pub mod control;

@@ -9,7 +9,7 @@
 use gatehouse_proto::origin::{self, Authority, AuthorityError, PublicOrigin, Scheme};
 use http::{HeaderValue, Request, StatusCode, Version};
 
-use crate::proxy::upstream::ProxyBody;
+use crate::body::ProxyBody;
 use crate::respond;
 use crate::vproxy::VirtualProxy;
 

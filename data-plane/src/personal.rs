@@ -7,8 +7,8 @@ use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::json;
 
 use crate::auth::{self, Origin, cookie, csrf, query};
+use crate::body::ProxyBody;
 use crate::control::ControlError;
-use crate::proxy::upstream::ProxyBody;
 use crate::respond;
 use crate::state::{NodeState, Validation};
 use crate::vproxy::VirtualProxy;

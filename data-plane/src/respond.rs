@@ -1,26 +1,14 @@
 //! Responses the node writes itself: errors with a status and a short reason (never internal
 //! detail), redirects, and JSON.
 
-use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full};
 
-use crate::proxy::upstream::ProxyBody;
-
-pub fn body(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-pub fn empty() -> ProxyBody {
-    body(Bytes::new())
-}
+use crate::body::{self, ProxyBody};
 
 /// A plain-text error: the status and one line saying what was wrong.
 pub fn error(status: StatusCode, reason: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(body(format!("{reason}\n")));
+    let mut response = Response::new(body::full(format!("{reason}\n")));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -48,7 +36,7 @@ pub fn redirect(location: &str, cookie: Option<HeaderValue>) -> Response<ProxyBo
             "the redirect target is not a valid URL",
         );
     };
-    let mut response = Response::new(empty());
+    let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::FOUND;
     response.headers_mut().insert(LOCATION, location);
     response
@@ -61,7 +49,7 @@ pub fn redirect(location: &str, cookie: Option<HeaderValue>) -> Response<ProxyBo
 }
 
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
-    let mut response = Response::new(body(value.to_string()));
+    let mut response = Response::new(body::full(value.to_string()));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -236,7 +236,7 @@ async fn accept_loop<S, F>(
     F: Fn(SocketAddr, bool) -> S,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::proxy::upstream::ProxyBody>,
+            Response = http::Response<crate::body::ProxyBody>,
             Error = Infallible,
         > + Send
         + 'static,
@@ -298,7 +298,7 @@ async fn serve_connection<I, S>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::proxy::upstream::ProxyBody>,
+            Response = http::Response<crate::body::ProxyBody>,
             Error = Infallible,
         > + Send
         + 'static,

@@ -9,6 +9,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::auth::Refusal;
+use crate::body;
 use crate::respond;
 use crate::vproxy::VirtualProxy;
 
@@ -92,7 +93,7 @@ pub fn challenge(ticket_login: Option<&str>) -> Refusal {
          <body><h1>Authentication required</h1>{fallback}</body></html>\n"
     );
     let mut response = respond::error(StatusCode::UNAUTHORIZED, "");
-    *response.body_mut() = respond::body(page);
+    *response.body_mut() = body::full(page);
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,

@@ -24,9 +24,9 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use tonic::Code;
 
+use crate::body::ProxyBody;
 use crate::cache::CachedSession;
 use crate::control::{ControlError, Login};
-use crate::proxy::upstream::ProxyBody;
 use crate::respond;
 use crate::state::{NodeState, Validation};
 use crate::vproxy::{Anonymous, VirtualProxy};

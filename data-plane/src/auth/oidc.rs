@@ -16,9 +16,9 @@ use serde_json::json;
 use tonic::Code;
 
 use super::{Origin, Refusal, cookie, logged_in, login_failed, query, unavailable};
+use crate::body::{self, ProxyBody};
 use crate::control::ControlError;
 use crate::personal;
-use crate::proxy::upstream::ProxyBody;
 use crate::respond;
 use crate::state::NodeState;
 use crate::vproxy::{OidcAuthentication, VirtualProxy};
@@ -269,7 +269,7 @@ async fn backchannel_logout(
         .await
     {
         Ok(_) => {
-            let mut response = Response::new(respond::empty());
+            let mut response = Response::new(body::empty());
             response.headers_mut().insert(
                 http::header::CACHE_CONTROL,
                 HeaderValue::from_static("no-store"),
@@ -315,7 +315,7 @@ async fn logout(
         Some(uri) => respond::redirect(&uri, None),
         None => {
             let mut page = respond::error(StatusCode::OK, "");
-            *page.body_mut() = respond::body(
+            *page.body_mut() = body::full(
                 "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Signed out</title></head>\
                  <body><h1>You are signed out.</h1></body></html>\n",
             );

@@ -27,7 +27,7 @@ use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::upstream::ProxyBody;
+use crate::body::ProxyBody;
 
 /// Idle connections kept per node; one coming back to a full list is closed.
 const MAX_IDLE: usize = 256;

@@ -18,8 +18,9 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
-use self::upstream::{ProxyBody, UpstreamError};
+use self::upstream::UpstreamError;
 use crate::auth::{self, Authenticated, Origin, cookie, csrf, query};
+use crate::body::ProxyBody;
 use crate::personal;
 use crate::respond;
 use crate::state::NodeState;

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -26,14 +25,13 @@ use rand::Rng as _;
 use rustls::pki_types::ServerName;
 
 use super::connections::{self, IdleConnections, InlineBody};
+use crate::body::ProxyBody;
 
 /// How often DNS names are resolved again.
 const RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
 /// Most nodes one request is tried on when nodes cannot be reached.
 const MAX_ATTEMPTS: usize = 3;
 const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
-
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {

@@ -12,7 +12,7 @@ use http_body_util::BodyExt as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::upstream::ProxyBody;
+use crate::body::{self, ProxyBody};
 use crate::cache::CachedSession;
 use crate::respond;
 use crate::sockets::{WebSocketLimits, WebSocketRefusal};
@@ -56,7 +56,7 @@ pub async fn splice(
         Ok(registration) => registration,
         Err(refusal) => return refused(state, refusal),
     };
-    let request = Request::from_parts(parts, respond::empty());
+    let request = Request::from_parts(parts, body::empty());
     let mut upstream = match proxy
         .upstream
         .send_upgrade(request, Some(&session.handle))
@@ -72,7 +72,7 @@ pub async fn splice(
         return Response::from_parts(parts, body.boxed());
     }
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
-    let mut response = Response::new(respond::empty());
+    let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *response.headers_mut() = upstream.headers().clone();
     super::headers::from_upstream(response.headers_mut(), session_cookies);
