@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use gatehouse_data_plane::auth::{cookie, rules};
+use gatehouse_data_plane::auth::cookie;
+use gatehouse_data_plane::auth::rules::{self, AccessRule};
 use gatehouse_data_plane::cache::{CachedSession, Lookup, SessionCache, TokenKey};
-use gatehouse_data_plane::proxy::{headers, hygiene, path};
-use gatehouse_data_plane::vproxy::{AccessRule, VirtualProxy};
+use gatehouse_data_plane::proxy::headers;
+use gatehouse_data_plane::request::{hygiene, path};
+use gatehouse_data_plane::virtual_proxy::VirtualProxy;
 use gatehouse_proto::v1 as pb;
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderValue};

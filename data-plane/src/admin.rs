@@ -2,7 +2,7 @@
 //! so it can route; it does not flap with Redis or the control plane), `/status`,
 //! `/metrics`, and `/log-level` (GET the filter in force, PUT a new one with the admin
 //! token). Every request must name a loopback or IP-address host, and a change needs the
-//! token: see [`admin_access`](crate::admin_access).
+//! token: see [`admin_access`](gatehouse_runtime::admin_access).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,11 +11,11 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::admin_access::{self, AdminRefusal, AdminToken, HostRule};
 use crate::body::{self, ProxyBody};
-use crate::logging::LogControl;
 use crate::respond;
 use crate::state::NodeState;
+use gatehouse_runtime::admin_access::{self, AdminRefusal, AdminToken, HostRule};
+use gatehouse_runtime::logging::LogControl;
 
 /// What `/log-level` needs: the process's log control, and the token that unlocks changes.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +42,7 @@ pub async fn handle(
         return log_level_endpoint(log_level, peer, request).await;
     }
     if request.method() != Method::GET {
-        return respond::error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        return respond::text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
     }
     match request.uri().path() {
         "/live" => respond::json(StatusCode::OK, &json!({ "live": true })),
@@ -83,13 +83,13 @@ pub async fn handle(
                 "virtual_proxies": state.table.load().all().iter().map(|p| p.prefix.clone()).collect::<Vec<_>>(),
             }),
         ),
-        _ => respond::error(StatusCode::NOT_FOUND, "unknown admin path"),
+        _ => respond::text(StatusCode::NOT_FOUND, "unknown admin path"),
     }
 }
 
 /// The one rendering of an [`AdminRefusal`] on this port.
 fn refuse(refusal: AdminRefusal) -> Response<ProxyBody> {
-    let mut response = respond::error(refusal.status(), refusal.reason());
+    let mut response = respond::text(refusal.status(), refusal.reason());
     if let Some(challenge) = refusal.challenge() {
         response.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
@@ -115,7 +115,7 @@ async fn log_level_endpoint(
         return refuse(refusal);
     }
     let Some(logs) = log_level.logs else {
-        return respond::error(StatusCode::NOT_FOUND, "log control is not installed");
+        return respond::text(StatusCode::NOT_FOUND, "log control is not installed");
     };
     match *request.method() {
         Method::GET => respond::json(StatusCode::OK, &json!({ "filter": logs.current() })),
@@ -124,7 +124,7 @@ async fn log_level_endpoint(
                 .collect()
                 .await
             else {
-                return respond::error(
+                return respond::text(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "directives are limited to 4 KiB",
                 );
@@ -132,12 +132,12 @@ async fn log_level_endpoint(
             let directives = String::from_utf8_lossy(&body.to_bytes()).into_owned();
             match logs.set(&directives, peer) {
                 Ok(()) => respond::json(StatusCode::OK, &json!({ "filter": logs.current() })),
-                Err(reason) => respond::error(
+                Err(reason) => respond::text(
                     StatusCode::BAD_REQUEST,
                     &format!("invalid filter: {reason}"),
                 ),
             }
         }
-        _ => respond::error(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT"),
+        _ => respond::text(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT"),
     }
 }

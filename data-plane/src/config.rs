@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::admin_access::AdminToken;
 use crate::tls::CertificateFiles;
 use crate::upstream_tls::UpstreamTlsFiles;
+use gatehouse_runtime::admin_access::AdminToken;
 
 /// Shortest node secret accepted (the control plane asks the same).
 const MIN_SECRET_LEN: usize = 32;
@@ -288,7 +288,7 @@ impl Config {
         };
         // Precedence, lowest first: file, GATEHOUSE__ variables, --set, then the named flags
         // and variables (GATEHOUSE_LISTEN and the like).
-        let mut settings = crate::settings::from_environment();
+        let mut settings = gatehouse_runtime::settings::from_environment();
         settings.extend(overrides.set.iter().cloned());
         Self::from_toml_with_settings(&text, &settings, overrides)
     }
@@ -306,8 +306,8 @@ impl Config {
         settings: &[String],
         overrides: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let mut table = crate::settings::parse(text).map_err(ConfigError::Parse)?;
-        crate::settings::apply(&mut table, settings).map_err(ConfigError::Invalid)?;
+        let mut table = gatehouse_runtime::settings::parse(text).map_err(ConfigError::Parse)?;
+        gatehouse_runtime::settings::apply(&mut table, settings).map_err(ConfigError::Invalid)?;
         let mut file: FileConfig =
             toml::Value::Table(table)
                 .try_into()

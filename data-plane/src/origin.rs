@@ -6,36 +6,11 @@
 //! delivered to the attacker. The matching rules are `gatehouse_proto::origin`'s, which the
 //! control plane applies to login targets too.
 
-use gatehouse_proto::origin::{self, Authority, AuthorityError, PublicOrigin, Scheme};
-use http::{HeaderValue, Request, StatusCode, Version};
+use gatehouse_proto::origin::{self, Authority, AuthorityError, Scheme};
+use http::{HeaderValue, Request, Version};
 
-use crate::body::ProxyBody;
-use crate::respond;
-use crate::vproxy::VirtualProxy;
-
-/// A public origin of a virtual proxy, with its authority ready for a request's use.
-#[derive(Debug, Clone)]
-pub struct ConfiguredOrigin {
-    pub origin: PublicOrigin,
-    authority: HeaderValue,
-}
-
-impl ConfiguredOrigin {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let origin = PublicOrigin::parse(text).map_err(|error| error.to_string())?;
-        let authority = HeaderValue::from_str(origin.authority())
-            .map_err(|_| format!("public origin {text:?} is not a valid host"))?;
-        Ok(Self { origin, authority })
-    }
-}
-
-/// What a node does with a `Host` that is none of the public origins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnknownHost {
-    Refuse,
-    /// Serve it as the first public origin.
-    FirstOrigin,
-}
+use crate::refusal::Refusal;
+use crate::virtual_proxy::{ConfiguredOrigin, UnknownHost, VirtualProxy};
 
 /// The origin a request addressed, as the browser sees it: its scheme (which decides the
 /// cookie's Secure flag, even behind a TLS-terminating load balancer) and its authority.
@@ -56,20 +31,16 @@ pub enum HostRefusal {
     NotServed,
 }
 
-impl HostRefusal {
-    pub fn response(self) -> http::Response<ProxyBody> {
-        match self {
-            Self::Missing => {
-                respond::error(StatusCode::BAD_REQUEST, "the request has no Host header")
+impl From<HostRefusal> for Refusal {
+    fn from(refusal: HostRefusal) -> Self {
+        match refusal {
+            HostRefusal::Missing => Refusal::bad_request("the request has no Host header"),
+            HostRefusal::Malformed(error) => {
+                Refusal::bad_request(format!("the Host header is not acceptable: {error}"))
             }
-            Self::Malformed(error) => respond::error(
-                StatusCode::BAD_REQUEST,
-                &format!("the Host header is not acceptable: {error}"),
-            ),
-            Self::NotServed => respond::error(
-                StatusCode::BAD_REQUEST,
-                "this site is not served at the requested host",
-            ),
+            HostRefusal::NotServed => {
+                Refusal::bad_request("this site is not served at the requested host")
+            }
         }
     }
 }
@@ -127,7 +98,7 @@ impl Origin {
     fn configured(served: &ConfiguredOrigin) -> Self {
         Self {
             secure: served.origin.scheme().is_secure(),
-            authority: served.authority.clone(),
+            authority: served.authority().clone(),
         }
     }
 
@@ -191,12 +162,6 @@ impl Origin {
 
 fn scheme_of(secure: bool) -> Scheme {
     if secure { Scheme::Https } else { Scheme::Http }
-}
-
-impl AsRef<PublicOrigin> for ConfiguredOrigin {
-    fn as_ref(&self) -> &PublicOrigin {
-        &self.origin
-    }
 }
 
 /// Whether a browser may be sent to `url`, or be trusted when it says it comes from `url`

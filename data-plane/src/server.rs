@@ -16,13 +16,15 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::background::{activity, watch};
 use crate::config::Config;
-use crate::control::{ControlClient, activity, watch};
+use crate::control::ControlClient;
 use crate::idle::{Activity, Watched};
-use crate::logging::LogControl;
+use crate::refusal::Refusal;
 use crate::state::NodeState;
 use crate::tls::CertificateStore;
-use crate::{admin, proxy, respond};
+use crate::{admin, proxy};
+use gatehouse_runtime::logging::LogControl;
 use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
@@ -147,10 +149,12 @@ impl BoundNode {
                     let state = state.clone();
                     async move {
                         if busy {
-                            return Ok::<_, Infallible>(respond::error(
-                                http::StatusCode::SERVICE_UNAVAILABLE,
-                                "this node is at its connection limit; try again",
-                            ));
+                            return Ok::<_, Infallible>(
+                                Refusal::unavailable(
+                                    "this node is at its connection limit; try again",
+                                )
+                                .into_response(),
+                            );
                         }
                         Ok(proxy::handle(state, request, peer, listener_port, secure).await)
                     }

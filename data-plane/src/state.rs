@@ -11,8 +11,9 @@ use tokio::sync::OnceCell;
 use crate::cache::{CachedSession, Lookup, SessionCache, TokenKey};
 use crate::config::Config;
 use crate::control::{ControlClient, ControlError};
+use crate::router::ProxyTable;
 use crate::sockets::WebSocketRegistry;
-use crate::vproxy::{ProxyTable, VirtualProxy};
+use crate::virtual_proxy::VirtualProxy;
 
 /// After a validation finds the control plane unreachable, how long requests are answered
 /// from the cache (or 503) without trying again.
@@ -215,8 +216,8 @@ impl NodeState {
             }
             // Not a verdict on the session (that is `Ok(None)`) but a fault of the control
             // plane or of this node's standing with it: like an outage, it logs nobody out.
-            Err(ControlError::Refused(status)) => {
-                tracing::warn!(code = ?status.code(), "control plane refused a validation");
+            Err(error) => {
+                tracing::warn!(%error, "control plane refused a validation");
                 match stale {
                     Some(session) => for_proxy(session, proxy),
                     None => Validation::Unavailable,

@@ -4,10 +4,14 @@
 
 use std::net::SocketAddr;
 
-use gatehouse_data_plane::auth::{self, Origin, cookie, header, query};
+use gatehouse_data_plane::auth::login::allowed_target;
+use gatehouse_data_plane::auth::{cookie, header, query};
 use gatehouse_data_plane::cache::CachedSession;
-use gatehouse_data_plane::proxy::{authority, headers, path};
-use gatehouse_data_plane::vproxy::{HeaderAuthentication, HeaderUser, VirtualProxy};
+use gatehouse_data_plane::identity_headers::parse_qlik_user;
+use gatehouse_data_plane::origin::Origin;
+use gatehouse_data_plane::proxy::headers;
+use gatehouse_data_plane::request::{authority, path};
+use gatehouse_data_plane::virtual_proxy::{HeaderAuthentication, HeaderUser, VirtualProxy};
 use gatehouse_proto::v1 as pb;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -130,14 +134,14 @@ pub fn identity_headers(data: &[u8]) {
         .get("x-qlik-user")
         .and_then(|value| value.to_str().ok())
         .expect("X-Qlik-User is always set");
-    assert_eq!(headers::parse_qlik_user(user), Some((directory, id)));
+    assert_eq!(parse_qlik_user(user), Some((directory, id)));
 }
 
 /// The redirect-target validator: anything it allows is on an allowed host.
 pub fn redirect_target(data: &[u8]) {
     let uri = text(data);
     let origin = Origin::new(true, "sense.example").expect("a valid host");
-    if let Some(allowed) = auth::allowed_target(&proxy(), &origin, &uri) {
+    if let Some(allowed) = allowed_target(&proxy(), &origin, &uri) {
         let parsed: http::Uri = allowed.parse().expect("allowed targets parse");
         let host = parsed
             .host()

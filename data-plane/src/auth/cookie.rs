@@ -4,7 +4,7 @@
 use http::HeaderValue;
 use http::header::{COOKIE, HeaderMap};
 
-use crate::vproxy::{SameSite, VirtualProxy};
+use crate::virtual_proxy::{SameSite, VirtualProxy};
 
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn read<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

@@ -8,8 +8,9 @@ use http::header::{ORIGIN, REFERER};
 use http::request::Parts;
 use sha2::{Digest as _, Sha256};
 
-use super::{Origin, query};
-use crate::vproxy::VirtualProxy;
+use crate::auth::query;
+use crate::origin::Origin;
+use crate::virtual_proxy::VirtualProxy;
 
 /// Header (and query parameter) carrying the token, as in QPS.
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("qlik-csrf-token");

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
-use crate::vproxy::{HeaderAuthentication, HeaderUser};
+use crate::virtual_proxy::{HeaderAuthentication, HeaderUser};
 
 /// The user a trusted header names, if the header is present and the peer trusted.
 pub fn user(

@@ -5,13 +5,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::header::{AUTHORIZATION, USER_AGENT};
+use http::{HeaderMap, HeaderValue};
 
-use crate::auth::Refusal;
-use crate::body;
-use crate::respond;
-use crate::vproxy::VirtualProxy;
+use crate::refusal::Refusal;
+use crate::virtual_proxy::VirtualProxy;
 
 /// Base64 of `NTLMSSP\0`, how every NTLM message starts.
 const NTLM_PREFIX: &str = "TlRMTVNTUAA";
@@ -78,59 +76,18 @@ pub fn mutual_authentication(output_token: &[u8]) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("Negotiate {}", STANDARD.encode(output_token))).ok()
 }
 
-/// 401 with `WWW-Authenticate: Negotiate`. Browsers that cannot negotiate show the body, so
-/// it links to the ticket login when there is one.
-pub fn challenge(ticket_login: Option<&str>) -> Refusal {
-    let fallback = match ticket_login {
-        Some(uri) => format!(
-            "<p>Windows sign-in is not available in this browser. <a href=\"{}\">Sign in another way</a>.</p>",
-            html_escape(uri)
-        ),
-        None => "<p>Windows sign-in is not available in this browser.</p>".to_owned(),
-    };
-    let page = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sign in</title></head>\
-         <body><h1>Authentication required</h1>{fallback}</body></html>\n"
-    );
-    let mut response = respond::error(StatusCode::UNAUTHORIZED, "");
-    *response.body_mut() = body::full(page);
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Negotiate"));
-    response
-}
-
 /// 401 for an NTLM token: out of scope, and said so rather than challenged again (which
 /// would loop).
 pub fn ntlm_refused() -> Refusal {
-    respond::error(
-        StatusCode::UNAUTHORIZED,
+    Refusal::unauthorized(
         "NTLM is not supported; Windows sign-in needs Kerberos (reach this site by a name that has a service principal)",
     )
-}
-
-fn html_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vproxy::KerberosAuthentication;
+    use crate::virtual_proxy::KerberosAuthentication;
 
     #[test]
     fn user_agent_rule_matches_case_insensitively() {
@@ -153,13 +110,5 @@ mod tests {
         assert_eq!(negotiate_token(b"Bearer YWJj"), None);
         assert_eq!(negotiate_token(b"Negotiate"), None);
         assert_eq!(negotiate_token(&[0xff, b' ', b'a']), None);
-    }
-
-    #[test]
-    fn the_fallback_link_is_escaped() {
-        assert_eq!(
-            html_escape("/a?b=1&c=\"<x>\""),
-            "/a?b=1&amp;c=&quot;&lt;x&gt;&quot;"
-        );
     }
 }

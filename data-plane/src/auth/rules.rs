@@ -11,9 +11,21 @@
 use unicode_normalization::UnicodeNormalization as _;
 
 use crate::cache::CachedSession;
-use crate::vproxy::AccessRule;
 
 const DENIED: &str = "access denied by the virtual proxy's access rules";
+
+#[derive(Debug, Clone)]
+pub struct AccessRule {
+    pub path_prefix: String,
+    /// `path_prefix` Unicode-folded ([`fold`]), for look-alike paths.
+    pub folded_prefix: String,
+    /// Upper-case; empty matches every method.
+    pub methods: Vec<String>,
+    pub allow: bool,
+    pub user_directory: Option<String>,
+    pub user_id: Option<String>,
+    pub attribute: Option<(String, String)>,
+}
 
 /// `Some(reason)` when the request is denied.
 pub fn denied(

@@ -1,160 +1,29 @@
-//! The node's client of the control plane: the calls a login or a cache miss needs, the
-//! `Watch` stream that keeps the node's configuration and cache current, and the activity
-//! reports that keep sessions alive.
+//! The node's client of the control plane: the calls a login or a cache miss needs, and the
+//! `Watch` stream that keeps the node's configuration and cache current. Failed calls are
+//! decoded here (`errors`) into what they mean for the answer; replicas and failover are in
+//! `replicas`.
 
-pub mod activity;
-pub mod watch;
+mod errors;
+mod replicas;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use gatehouse_proto::v1 as pb;
-use pb::node_service_client::NodeServiceClient;
-use pb::personal_service_client::PersonalServiceClient;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Code, Status};
+use tonic::Status;
 
-use crate::config::{ControlPlaneConfig, NodeCredential};
-
-/// Why a call to the control plane did not give an answer to act on.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ControlError {
-    /// Not reachable, or did not answer in time: a reason for 503, never for 401.
-    #[error("control plane unavailable: {0}")]
-    Unavailable(String),
-    /// The control plane answered, and said no.
-    #[error("control plane refused: {}", .0.message())]
-    Refused(Status),
-}
-
-/// Whether a call that ended with `code` got no answer to act on: not reachable, timed out,
-/// or the replica cannot reach its store.
-fn unanswered(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Unknown
-            | Code::Cancelled
-            | Code::Aborted
-    )
-}
-
-impl From<Status> for ControlError {
-    fn from(status: Status) -> Self {
-        if unanswered(status.code()) {
-            Self::Unavailable(status.message().to_owned())
-        } else {
-            Self::Refused(status)
-        }
-    }
-}
-
-/// Adds the development shared secret to every call (with mutual TLS the certificate is the
-/// credential), and the W3C trace context of the request that makes the call.
-#[derive(Debug, Clone)]
-pub struct Credential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Credential {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(secret) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", secret.clone());
-        }
-        // The call joins the trace of the request that made it.
-        let mut headers = http::HeaderMap::new();
-        crate::logging::inject_current(&mut headers);
-        for (name, value) in &headers {
-            if let (Ok(key), Ok(value)) = (
-                tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
-                value.to_str().unwrap_or_default().parse(),
-            ) {
-                request.metadata_mut().insert(key, value);
-            }
-        }
-        Ok(request)
-    }
-}
-
-type NodeClient = NodeServiceClient<InterceptedService<Channel, Credential>>;
+pub use self::errors::ControlError;
+use self::errors::{is_invalid, is_not_accepted, is_not_found};
+pub use self::replicas::Credential;
+use self::replicas::{NodeClient, Replica, Replicas};
+use crate::config::ControlPlaneConfig;
 
 /// A logged-in session as the control plane hands it over.
 #[derive(Debug, Clone)]
 pub struct Login {
     pub token: String,
     pub session: pb::Session,
-}
-
-/// How long an endpoint that failed a call is passed over, while another one may answer.
-const ENDPOINT_COOLDOWN: Duration = Duration::from_secs(3);
-
-/// One control-plane endpoint, with a connection of its own.
-#[derive(Debug)]
-struct Replica {
-    node: NodeClient,
-    personal: PersonalServiceClient<Channel>,
-    /// Milliseconds after `Replicas::epoch` until which this endpoint is passed over (0: it
-    /// has not failed).
-    down_until_ms: AtomicU64,
-    /// Counts calls to this endpoint that timed out; a `Watch` stream on it listens.
-    timeouts: tokio::sync::watch::Sender<u64>,
-}
-
-/// The configured endpoints. Not `Channel::balance_list`: its balancer keeps picking an
-/// endpoint whose process is gone (tonic's lazy reconnecting endpoint reports itself ready
-/// and then fails the call), so with one of two replicas dead, calls kept failing on it:
-/// valid sessions the node had not cached, and new logins, got 503s for as long as the
-/// replica stayed dead (measured: 18 of 100 such checks and 16 of 100 logins; and each
-/// failure opens the node's one-second breaker, during which every uncached check is a
-/// 503; `reliability_control_plane` shows it). Here calls go round-robin over
-/// the endpoints that have not just failed, and a call that gets no answer from one endpoint
-/// is made again on the next.
-#[derive(Debug)]
-struct Replicas {
-    all: Vec<Replica>,
-    next: AtomicUsize,
-    epoch: Instant,
-    /// Signalled when an endpoint that had failed answers again.
-    reachable_again: tokio::sync::Notify,
-}
-
-impl Replicas {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// The order in which to try the endpoints for one call: round-robin over those not
-    /// passed over, then the others (they may have come back, and trying them is better
-    /// than giving up).
-    fn order(&self) -> Vec<usize> {
-        let count = self.all.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = self.now_ms();
-        let (up, down): (Vec<usize>, Vec<usize>) = (0..count)
-            .map(|offset| (start + offset) % count)
-            .partition(|&index| self.all[index].down_until_ms.load(Ordering::Relaxed) <= now);
-        up.into_iter().chain(down).collect()
-    }
-
-    fn failed(&self, index: usize) {
-        let until =
-            self.now_ms() + u64::try_from(ENDPOINT_COOLDOWN.as_millis()).unwrap_or(u64::MAX);
-        self.all[index]
-            .down_until_ms
-            .store(until, Ordering::Relaxed);
-    }
-
-    fn answered(&self, index: usize) {
-        if self.all[index].down_until_ms.swap(0, Ordering::Relaxed) != 0 {
-            // At most one permit is kept when nobody waits: the Watch follower may then skip
-            // one backoff it did not need to skip, which costs one early reconnect.
-            self.reachable_again.notify_one();
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -166,73 +35,8 @@ pub struct ControlClient {
 impl ControlClient {
     /// Connects lazily to every endpoint, balancing calls over them.
     pub fn new(config: &ControlPlaneConfig, node_id: &str) -> Result<Self, String> {
-        let (tls, credential) = match &config.credential {
-            NodeCredential::Certificate {
-                ca_file,
-                cert_file,
-                key_file,
-            } => {
-                let read = |path: &std::path::PathBuf| {
-                    std::fs::read(path)
-                        .map_err(|error| format!("cannot read {}: {error}", path.display()))
-                };
-                let tls = ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(read(ca_file)?))
-                    .identity(Identity::from_pem(read(cert_file)?, read(key_file)?));
-                (Some(tls), Credential(None))
-            }
-            NodeCredential::Secret(secret) => {
-                let value = format!("Bearer {}", secret.expose())
-                    .parse()
-                    .map_err(|_| "the node secret must be printable ASCII".to_owned())?;
-                (None, Credential(Some(value)))
-            }
-        };
-        let endpoints = config
-            .endpoints
-            .iter()
-            .map(|endpoint| {
-                Endpoint::from_shared(endpoint.clone())
-                    .map(|endpoint| {
-                        endpoint
-                            .connect_timeout(config.connect_timeout)
-                            .timeout(config.request_timeout)
-                            .tcp_nodelay(true)
-                            .http2_keep_alive_interval(Duration::from_secs(10))
-                            .keep_alive_timeout(Duration::from_secs(5))
-                            .keep_alive_while_idle(true)
-                    })
-                    .map_err(|error| format!("bad control-plane endpoint {endpoint:?}: {error}"))
-                    .and_then(|endpoint| match &tls {
-                        Some(tls) => endpoint.tls_config(tls.clone()).map_err(|error| {
-                            format!("TLS setup for a control-plane endpoint failed: {error}")
-                        }),
-                        None => Ok(endpoint),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let all = endpoints
-            .into_iter()
-            .map(|endpoint| {
-                let channel = endpoint.connect_lazy();
-                Replica {
-                    node: NodeServiceClient::with_interceptor(channel.clone(), credential.clone()),
-                    personal: PersonalServiceClient::new(channel),
-                    down_until_ms: AtomicU64::new(0),
-                    timeouts: tokio::sync::watch::Sender::new(0),
-                }
-            })
-            .collect::<Vec<_>>();
-        if all.is_empty() {
-            return Err("no control-plane endpoint configured".to_owned());
-        }
         Ok(Self {
-            replicas: Arc::new(Replicas {
-                all,
-                next: AtomicUsize::new(0),
-                epoch: Instant::now(),
-                reachable_again: tokio::sync::Notify::new(),
-            }),
+            replicas: Arc::new(Replicas::connect(config)?),
             node_id: node_id.to_owned(),
         })
     }
@@ -251,7 +55,7 @@ impl ControlClient {
         F: FnMut(&Replica) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        self.call_on(usize::MAX, call).await
+        self.replicas.call_on(usize::MAX, call).await
     }
 
     /// As [`call`](Self::call), on one endpoint only: for a call that must not be made
@@ -262,33 +66,20 @@ impl ControlClient {
         F: FnMut(&Replica) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        self.call_on(1, call).await
+        self.replicas.call_on(1, call).await
     }
 
-    async fn call_on<T, F, Fut>(&self, endpoints: usize, mut call: F) -> Result<T, Status>
+    /// A `NodeService` call: `rpc` on a clone of each endpoint's client with a clone of
+    /// `request`, until one answers (see [`call`](Self::call)).
+    async fn node_call<Q, A, F, Fut>(&self, request: Q, rpc: F) -> Result<A, Status>
     where
-        F: FnMut(&Replica) -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
+        Q: Clone,
+        F: Fn(NodeClient, Q) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<A>, Status>>,
     {
-        let mut failure = None;
-        for index in self.replicas.order().into_iter().take(endpoints) {
-            match call(&self.replicas.all[index]).await {
-                Err(status) if unanswered(status.code()) => {
-                    self.replicas.failed(index);
-                    if matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) {
-                        self.replicas.all[index]
-                            .timeouts
-                            .send_modify(|count| *count += 1);
-                    }
-                    failure = Some(status);
-                }
-                answer => {
-                    self.replicas.answered(index);
-                    return answer;
-                }
-            }
-        }
-        Err(failure.unwrap_or_else(|| Status::unavailable("no control-plane endpoint")))
+        self.call(|replica| rpc(replica.node.clone(), request.clone()))
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     /// Completes when a call gets an answer from an endpoint that had failed: the control
@@ -324,15 +115,13 @@ impl ControlClient {
             session_token: token.to_owned(),
         };
         let answer = self
-            .call(|replica| {
-                let mut client = replica.node.clone();
-                let request = request.clone();
-                async move { client.validate_session(request).await }
+            .node_call(request, |mut client, request| async move {
+                client.validate_session(request).await
             })
             .await;
         match answer {
-            Ok(response) => Ok(response.into_inner().session),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Ok(answer) => Ok(answer.session),
+            Err(status) if is_not_found(&status) => Ok(None),
             Err(status) => Err(status.into()),
         }
     }
@@ -348,23 +137,16 @@ impl ControlClient {
             ticket: ticket.to_owned(),
         };
         let answer = self
-            .call(|replica| {
-                let mut client = replica.node.clone();
-                let request = request.clone();
-                async move { client.redeem_ticket(request).await }
+            .node_call(request, |mut client, request| async move {
+                client.redeem_ticket(request).await
             })
             .await;
         match answer {
-            Ok(response) => {
-                let response = response.into_inner();
-                Ok(response.session.map(|session| Login {
-                    token: response.session_token,
-                    session,
-                }))
-            }
-            Err(status) if matches!(status.code(), Code::NotFound | Code::InvalidArgument) => {
-                Ok(None)
-            }
+            Ok(answer) => Ok(answer.session.map(|session| Login {
+                token: answer.session_token,
+                session,
+            })),
+            Err(status) if is_not_found(&status) || is_invalid(&status) => Ok(None),
             Err(status) => Err(status.into()),
         }
     }
@@ -378,15 +160,12 @@ impl ControlClient {
             virtual_proxy: virtual_proxy.to_owned(),
             target_uri: uri.to_owned(),
         };
-        Ok(self
-            .call(|replica| {
-                let mut client = replica.node.clone();
-                let request = request.clone();
-                async move { client.create_target(request).await }
+        let answer = self
+            .node_call(request, |mut client, request| async move {
+                client.create_target(request).await
             })
-            .await?
-            .into_inner()
-            .target_id)
+            .await?;
+        Ok(answer.target_id)
     }
 
     pub async fn header_login(
@@ -399,13 +178,11 @@ impl ControlClient {
             user: Some(user),
         };
         let answer = self
-            .call(|replica| {
-                let mut client = replica.node.clone();
-                let request = request.clone();
-                async move { client.header_login(request).await }
+            .node_call(request, |mut client, request| async move {
+                client.header_login(request).await
             })
             .await?;
-        login(answer.into_inner())
+        login(answer)
     }
 
     /// Hands a client's SPNEGO token to the control plane, which holds the keytab. Returns
@@ -420,16 +197,12 @@ impl ControlClient {
             token,
         };
         let answer = self
-            .call(|replica| {
-                let mut client = replica.node.clone();
-                let request = request.clone();
-                async move { client.kerberos_login(request).await }
+            .node_call(request, |mut client, request| async move {
+                client.kerberos_login(request).await
             })
-            .await?
-            .into_inner();
-        let output_token = answer.output_token;
+            .await?;
         let login = login(answer.login.unwrap_or_default())?;
-        Ok((login, output_token))
+        Ok((login, answer.output_token))
     }
 
     pub async fn jwt_login(&self, virtual_proxy: &str, token: &str) -> Result<Login, ControlError> {
@@ -438,13 +211,11 @@ impl ControlClient {
             token: token.to_owned(),
         };
         let answer = self
-            .call(|replica| {
-                let mut client = replica.node.clone();
-                let request = request.clone();
-                async move { client.jwt_login(request).await }
+            .node_call(request, |mut client, request| async move {
+                client.jwt_login(request).await
             })
             .await?;
-        login(answer.into_inner())
+        login(answer)
     }
 
     /// Starts an OpenID Connect login; `redirect_uri` is this node's callback URL and
@@ -453,17 +224,15 @@ impl ControlClient {
         &self,
         request: pb::OidcBeginRequest,
     ) -> Result<pb::OidcBeginResponse, ControlError> {
-        let answer = self
-            .call(|replica| {
-                let mut client = replica.node.clone();
-                let request = request.clone();
-                async move { client.oidc_begin(request).await }
+        Ok(self
+            .node_call(request, |mut client, request| async move {
+                client.oidc_begin(request).await
             })
-            .await?;
-        Ok(answer.into_inner())
+            .await?)
     }
 
-    /// Finishes an OpenID Connect login; returns the session and the path to go to.
+    /// Finishes an OpenID Connect login; returns the session and the path to go to. Made
+    /// on one endpoint only (see [`call_once`](Self::call_once)).
     pub async fn oidc_callback(
         &self,
         request: pb::OidcCallbackRequest,
@@ -476,8 +245,7 @@ impl ControlClient {
             })
             .await?
             .into_inner();
-        let target = answer.target;
-        Ok((login(answer.login.unwrap_or_default())?, target))
+        Ok((login(answer.login.unwrap_or_default())?, answer.target))
     }
 
     /// Hands the control plane a back-channel logout token; returns how many sessions ended.
@@ -491,13 +259,11 @@ impl ControlClient {
             logout_token: logout_token.to_owned(),
         };
         let answer = self
-            .call(|replica| {
-                let mut client = replica.node.clone();
-                let request = request.clone();
-                async move { client.oidc_backchannel_logout(request).await }
+            .node_call(request, |mut client, request| async move {
+                client.oidc_backchannel_logout(request).await
             })
             .await?;
-        Ok(answer.into_inner().sessions_ended)
+        Ok(answer.sessions_ended)
     }
 
     /// The provider's end-session URL, if the browser should go there after logging out.
@@ -508,14 +274,12 @@ impl ControlClient {
         let request = pb::OidcEndSessionRequest {
             virtual_proxy: virtual_proxy.to_owned(),
         };
-        let answer = self
-            .call(|replica| {
-                let mut client = replica.node.clone();
-                let request = request.clone();
-                async move { client.oidc_end_session(request).await }
+        let uri = self
+            .node_call(request, |mut client, request| async move {
+                client.oidc_end_session(request).await
             })
-            .await?;
-        let uri = answer.into_inner().end_session_uri;
+            .await?
+            .end_session_uri;
         Ok((!uri.is_empty()).then_some(uri))
     }
 
@@ -524,13 +288,11 @@ impl ControlClient {
             virtual_proxy: virtual_proxy.to_owned(),
         };
         let answer = self
-            .call(|replica| {
-                let mut client = replica.node.clone();
-                let request = request.clone();
-                async move { client.anonymous_login(request).await }
+            .node_call(request, |mut client, request| async move {
+                client.anonymous_login(request).await
             })
             .await?;
-        login(answer.into_inner())
+        login(answer)
     }
 
     /// Reports activity; returns the handles of sessions that have ended.
@@ -548,25 +310,24 @@ impl ControlClient {
                 .collect(),
         };
         let answer = self
-            .call(|replica| {
-                let mut client = replica.node.clone();
-                let request = request.clone();
-                async move { client.touch(request).await }
+            .node_call(request, |mut client, request| async move {
+                client.touch(request).await
             })
             .await?;
-        Ok(answer.into_inner().ended)
+        Ok(answer.ended)
     }
 
-    /// Ends the session of `token` through the Personal API, as its holder.
+    /// Ends the session of `token` through the Personal API, as its holder; `None` when the
+    /// control plane does not know the token.
     pub async fn logout(
         &self,
         virtual_proxy: &str,
         token: &str,
     ) -> Result<Option<pb::Session>, ControlError> {
         let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-            format!("Bearer {token}").parse().map_err(|_| {
-                ControlError::Refused(Status::invalid_argument("token is not printable"))
-            })?;
+            format!("Bearer {token}")
+                .parse()
+                .map_err(|_| ControlError::Invalid("token is not printable".to_owned()))?;
         let answer = self
             .call(|replica| {
                 let mut client = replica.personal.clone();
@@ -581,7 +342,7 @@ impl ControlClient {
             .await;
         match answer {
             Ok(response) => Ok(response.into_inner().session),
-            Err(status) if status.code() == Code::Unauthenticated => Ok(None),
+            Err(status) if is_not_accepted(&status) => Ok(None),
             Err(status) => Err(status.into()),
         }
     }
@@ -617,46 +378,5 @@ fn login(response: pb::LoginResponse) -> Result<Login, ControlError> {
         None => Err(ControlError::Unavailable(
             "login answer without a session".to_owned(),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Endpoints that are never called: only the order of trying them is looked at.
-    fn replicas(count: usize) -> Replicas {
-        let all = (0..count)
-            .map(|port| {
-                let channel = Endpoint::from_shared(format!("http://127.0.0.1:{}", port + 1))
-                    .unwrap()
-                    .connect_lazy();
-                Replica {
-                    node: NodeServiceClient::with_interceptor(channel.clone(), Credential(None)),
-                    personal: PersonalServiceClient::new(channel),
-                    down_until_ms: AtomicU64::new(0),
-                    timeouts: tokio::sync::watch::Sender::new(0),
-                }
-            })
-            .collect();
-        Replicas {
-            all,
-            next: AtomicUsize::new(0),
-            epoch: Instant::now(),
-            reachable_again: tokio::sync::Notify::new(),
-        }
-    }
-
-    #[tokio::test]
-    async fn calls_go_round_robin_and_try_an_endpoint_that_just_failed_last() {
-        let replicas = replicas(3);
-        assert_eq!(replicas.order(), [0, 1, 2]);
-        assert_eq!(replicas.order(), [1, 2, 0]);
-        replicas.failed(2);
-        // Still tried, after the others: it may be back, and it may be the only one left.
-        assert_eq!(replicas.order(), [0, 1, 2]);
-        assert_eq!(replicas.order(), [0, 1, 2]);
-        replicas.answered(2);
-        assert_eq!(replicas.order(), [1, 2, 0]);
     }
 }

@@ -5,41 +5,11 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::auth::cookie;
 use crate::cache::CachedSession;
-use crate::vproxy::{IdentityPreset, VirtualProxy};
-
-/// URL-encoding for identity values: everything but RFC 3986 unreserved characters.
-const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-const X_QLIK_USER: HeaderName = HeaderName::from_static("x-qlik-user");
-const X_QLIK_SECURITY: HeaderName = HeaderName::from_static("x-qlik-security");
-const X_QLIK_PROXYID: HeaderName = HeaderName::from_static("x-qlik-proxyid");
-const X_QLIK_VIRTUAL_PROXY_PREFIX: HeaderName =
-    HeaderName::from_static("x-qlik-virtual-proxy-prefix");
-const X_GATEHOUSE_USER_DIRECTORY: HeaderName =
-    HeaderName::from_static("x-gatehouse-user-directory");
-const X_GATEHOUSE_USER_ID: HeaderName = HeaderName::from_static("x-gatehouse-user-id");
-const X_GATEHOUSE_ATTRIBUTES: HeaderName = HeaderName::from_static("x-gatehouse-attributes");
-const X_GATEHOUSE_VIRTUAL_PROXY: HeaderName = HeaderName::from_static("x-gatehouse-virtual-proxy");
-
-/// Identity headers of both presets: never accepted from a client.
-pub const IDENTITY_HEADERS: [HeaderName; 8] = [
-    X_QLIK_USER,
-    X_QLIK_SECURITY,
-    X_QLIK_PROXYID,
-    X_QLIK_VIRTUAL_PROXY_PREFIX,
-    X_GATEHOUSE_USER_DIRECTORY,
-    X_GATEHOUSE_USER_ID,
-    X_GATEHOUSE_ATTRIBUTES,
-    X_GATEHOUSE_VIRTUAL_PROXY,
-];
+use crate::identity_headers::{self, IDENTITY_HEADERS, insert_built};
+use crate::virtual_proxy::VirtualProxy;
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("connection"),
@@ -222,7 +192,7 @@ pub fn for_upstream(
     }
     cookie::strip(headers, session_cookies);
     add_forwarding(headers, hop, chain.as_ref());
-    inject_identity(headers, proxy, session, hop.secure);
+    identity_headers::inject(headers, &proxy.identity, session, hop.secure);
 }
 
 /// What a trusted proxy in front said about the hops before it.
@@ -317,97 +287,6 @@ fn push_forwarded_host(out: &mut String, host: &str) {
     }
 }
 
-/// The user's identity headers. Those that are the same for every user of the proxy were
-/// made with the proxy; the user's own are written straight into one buffer each (no
-/// intermediate strings), which is cheap enough not to be worth keeping per session: a
-/// per-session copy would double the memory a cached session takes.
-fn inject_identity(
-    headers: &mut HeaderMap,
-    proxy: &VirtualProxy,
-    session: &CachedSession,
-    secure: bool,
-) {
-    for (name, value) in &proxy.proxy_identity_headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    let attributes = |out: &mut String| {
-        for (index, (name, value)) in session.attributes.iter().enumerate() {
-            if index > 0 {
-                out.push_str("; ");
-            }
-            encode_into(out, name);
-            out.push('=');
-            encode_into(out, value);
-        }
-    };
-    match proxy.identity {
-        IdentityPreset::Qlik => {
-            insert_built(headers, X_QLIK_USER, |out| {
-                out.push_str("UserDirectory=");
-                encode_into(out, &session.user_directory);
-                out.push_str("; UserId=");
-                encode_into(out, &session.user_id);
-            });
-            insert_built(headers, X_QLIK_SECURITY, |out| {
-                out.push_str(if secure {
-                    "SecureRequest=true; Context=AppAccess"
-                } else {
-                    "SecureRequest=false; Context=AppAccess"
-                });
-                if !session.attributes.is_empty() {
-                    out.push_str("; ");
-                    attributes(out);
-                }
-            });
-        }
-        IdentityPreset::Generic => {
-            insert_built(headers, X_GATEHOUSE_USER_DIRECTORY, |out| {
-                encode_into(out, &session.user_directory);
-            });
-            insert_built(headers, X_GATEHOUSE_USER_ID, |out| {
-                encode_into(out, &session.user_id);
-            });
-            insert_built(headers, X_GATEHOUSE_ATTRIBUTES, |out| attributes(out));
-        }
-    }
-}
-
-/// The identity headers that do not depend on the user.
-pub fn proxy_identity_headers(
-    preset: IdentityPreset,
-    proxy_id: &str,
-    prefix: &str,
-) -> Vec<(HeaderName, HeaderValue)> {
-    let headers = match preset {
-        IdentityPreset::Qlik => vec![
-            (
-                X_QLIK_PROXYID,
-                format!("ProxyId={proxy_id}; Prefix={prefix}"),
-            ),
-            (X_QLIK_VIRTUAL_PROXY_PREFIX, prefix.to_owned()),
-        ],
-        IdentityPreset::Generic => vec![(X_GATEHOUSE_VIRTUAL_PROXY, prefix.to_owned())],
-    };
-    headers
-        .into_iter()
-        .filter_map(|(name, value)| {
-            // Configuration the control plane validated; a value that is not a valid header
-            // would only be left out, never panic.
-            Some((name, HeaderValue::from_str(&value).ok()?))
-        })
-        .collect()
-}
-
-/// Builds a header value in one buffer and inserts it. Every piece is percent-encoded or a
-/// fixed ASCII string, so the value is always valid; if not, the header is left out.
-fn insert_built(headers: &mut HeaderMap, name: HeaderName, build: impl FnOnce(&mut String)) {
-    let mut value = String::with_capacity(64);
-    build(&mut value);
-    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
-        headers.insert(name, value);
-    }
-}
-
 /// The client's address as `X-Forwarded-For` carries it (an IPv4-mapped IPv6 address as
 /// IPv4). IPv4 is written digit by digit: the formatting machinery cost 2% of a request.
 fn push_ip(out: &mut String, ip: std::net::IpAddr) {
@@ -433,38 +312,14 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr) {
     }
 }
 
-fn encode_into(out: &mut String, value: &str) {
-    for piece in utf8_percent_encode(value, ENCODE) {
-        out.push_str(piece);
-    }
-}
-
-/// Reads `X-Qlik-User` (`UserDirectory=<dir>; UserId=<id>`, URL-encoded, with or without the
-/// space) back into directory and id: what an upstream does with it.
-pub fn parse_qlik_user(value: &str) -> Option<(String, String)> {
-    let mut directory = None;
-    let mut id = None;
-    for part in value.split(';') {
-        let (key, encoded) = part.trim().split_once('=')?;
-        let decoded = percent_encoding::percent_decode_str(encoded)
-            .decode_utf8()
-            .ok()?
-            .into_owned();
-        match key {
-            "UserDirectory" => directory = Some(decoded),
-            "UserId" => id = Some(decoded),
-            _ => return None,
-        }
-    }
-    Some((directory?, id?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::SystemTime;
 
     use gatehouse_proto::v1 as pb;
+
+    use crate::identity_headers::parse_qlik_user;
 
     fn proxy(preset: pb::IdentityPreset) -> VirtualProxy {
         VirtualProxy::from_proto(

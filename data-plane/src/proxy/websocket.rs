@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use http::header::{CONNECTION, SEC_WEBSOCKET_EXTENSIONS, UPGRADE};
+use http::header::{SEC_WEBSOCKET_EXTENSIONS, UPGRADE};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
@@ -14,35 +14,23 @@ use hyper_util::rt::TokioIo;
 
 use crate::body::{self, ProxyBody};
 use crate::cache::CachedSession;
-use crate::respond;
+use crate::proxy::forward::upstream_refusal;
+use crate::proxy::{headers, websocket_relay};
+use crate::refusal::Refusal;
+use crate::request::context::RequestCtx;
 use crate::sockets::{WebSocketLimits, WebSocketRefusal};
 use crate::state::NodeState;
-use crate::vproxy::VirtualProxy;
-
-/// Whether a request asks to become a WebSocket.
-pub fn is_upgrade<B>(request: &Request<B>) -> bool {
-    let has_token = |name, token: &str| {
-        request
-            .headers()
-            .get_all(name)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|part| part.trim().eq_ignore_ascii_case(token))
-    };
-    has_token(CONNECTION, "upgrade") && has_token(UPGRADE, "websocket")
-}
 
 /// Passes the upgrade upstream; on 101, splices the two sides until either closes or the
 /// session ends.
 pub async fn splice(
     state: &NodeState,
-    proxy: &Arc<VirtualProxy>,
+    ctx: &RequestCtx,
     session: &Arc<CachedSession>,
     mut parts: Parts,
     client_upgrade: OnUpgrade,
-    session_cookies: &[String],
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, Refusal> {
+    let session_cookies = ctx.session_cookies();
     // Extensions such as permessage-deflate change the frames; the node relays plain ones.
     parts.headers.remove(SEC_WEBSOCKET_EXTENSIONS);
     parts
@@ -54,28 +42,29 @@ pub async fn splice(
     };
     let registration = match state.sockets.register(&session.handle, limits) {
         Ok(registration) => registration,
-        Err(refusal) => return refused(state, refusal),
+        Err(refusal) => return Err(refused(state, refusal)),
     };
     let request = Request::from_parts(parts, body::empty());
-    let mut upstream = match proxy
+    let mut upstream = match ctx
+        .proxy
         .upstream
         .send_upgrade(request, Some(&session.handle))
         .await
     {
         Ok((response, _)) => response,
-        Err(error) => return super::upstream_failure(&error),
+        Err(error) => return Err(upstream_refusal(&error)),
     };
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The upstream declined the upgrade; its answer goes back as it is.
         let (mut parts, body) = upstream.into_parts();
-        super::headers::from_upstream(&mut parts.headers, session_cookies);
-        return Response::from_parts(parts, body.boxed());
+        headers::from_upstream(&mut parts.headers, session_cookies);
+        return Ok(Response::from_parts(parts, body.boxed()));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *response.headers_mut() = upstream.headers().clone();
-    super::headers::from_upstream(response.headers_mut(), session_cookies);
+    headers::from_upstream(response.headers_mut(), session_cookies);
     // The upgrade itself is hop-by-hop; put back what the client must see.
     response.headers_mut().insert(
         http::header::CONNECTION,
@@ -95,7 +84,7 @@ pub async fn splice(
                 return;
             }
         };
-        super::websocket_relay::relay(
+        websocket_relay::relay(
             TokioIo::new(client),
             TokioIo::new(upstream),
             max_frame_bytes,
@@ -106,16 +95,21 @@ pub async fn splice(
         tracing::debug!(session = %handle, "WebSocket closed");
         drop(registration);
     });
-    response
+    Ok(response)
 }
 
 /// A limit reached: the session's is the client's own doing (429), the node's is a full node
 /// that another one may not be (503, with `Retry-After`).
-fn refused(state: &NodeState, refusal: WebSocketRefusal) -> Response<ProxyBody> {
-    let (status, limit) = match refusal {
-        WebSocketRefusal::SessionLimit => (StatusCode::TOO_MANY_REQUESTS, "session"),
-        WebSocketRefusal::NodeLimit => (StatusCode::SERVICE_UNAVAILABLE, "node"),
-    };
-    state.metrics.websocket_refused(limit);
-    respond::error(status, &refusal.to_string())
+fn refused(state: &NodeState, refusal: WebSocketRefusal) -> Refusal {
+    let reason = refusal.to_string();
+    match refusal {
+        WebSocketRefusal::SessionLimit => {
+            state.metrics.websocket_refused("session");
+            Refusal::TooMany(reason.into())
+        }
+        WebSocketRefusal::NodeLimit => {
+            state.metrics.websocket_refused("node");
+            Refusal::Unavailable(reason.into())
+        }
+    }
 }

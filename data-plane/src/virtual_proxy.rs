@@ -1,15 +1,19 @@
-//! Virtual proxies as a node serves them, built from the control plane's snapshots, and the
-//! table that routes a request path to one of them.
+//! Virtual proxies as a node serves them: plain data, built from the control plane's
+//! snapshots. Routing a path to one is `router`'s job, the headers made from them
+//! `identity_headers`'.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_proto::origin::PublicOrigin;
 use gatehouse_proto::v1 as pb;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::origin::{ConfiguredOrigin, UnknownHost};
+use crate::auth::rules::{AccessRule, fold};
+use crate::identity_headers::{IdentityPreset, ProxyIdentity};
 use crate::proxy::upstream::{Strategy, UpstreamPool, UpstreamSettings};
+use crate::request::path::AllowedSpellings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Anonymous {
@@ -23,12 +27,6 @@ pub enum SameSite {
     Lax,
     Strict,
     None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdentityPreset {
-    Qlik,
-    Generic,
 }
 
 /// Where header authentication finds the user.
@@ -68,19 +66,6 @@ impl KerberosAuthentication {
                 .any(|window| window.eq_ignore_ascii_case(pattern))
         })
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct AccessRule {
-    pub path_prefix: String,
-    /// `path_prefix` Unicode-folded (`crate::auth::rules::fold`), for look-alike paths.
-    pub folded_prefix: String,
-    /// Upper-case; empty matches every method.
-    pub methods: Vec<String>,
-    pub allow: bool,
-    pub user_directory: Option<String>,
-    pub user_id: Option<String>,
-    pub attribute: Option<(String, String)>,
 }
 
 /// OpenID Connect login on a virtual proxy.
@@ -149,14 +134,13 @@ pub struct VirtualProxy {
     pub oidc: Option<OidcAuthentication>,
     pub strip_prefix: bool,
     pub upstream: Arc<UpstreamPool>,
-    pub identity: IdentityPreset,
+    /// Which identity headers upstreams get, with those that are the same for every user.
+    pub identity: ProxyIdentity,
     pub access_rules: Vec<AccessRule>,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Path spellings let through although some upstreams read them as another path.
-    pub allowed_spellings: crate::proxy::path::AllowedSpellings,
+    pub allowed_spellings: AllowedSpellings,
     pub proxy_id: String,
-    /// The identity headers that are the same for every user of this proxy, made once.
-    pub proxy_identity_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl VirtualProxy {
@@ -168,6 +152,41 @@ impl VirtualProxy {
             format!("/{}", self.prefix)
         }
     }
+}
+
+/// A public origin of a virtual proxy, with its authority ready for a request's use.
+#[derive(Debug, Clone)]
+pub struct ConfiguredOrigin {
+    pub origin: PublicOrigin,
+    authority: HeaderValue,
+}
+
+impl ConfiguredOrigin {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let origin = PublicOrigin::parse(text).map_err(|error| error.to_string())?;
+        let authority = HeaderValue::from_str(origin.authority())
+            .map_err(|_| format!("public origin {text:?} is not a valid host"))?;
+        Ok(Self { origin, authority })
+    }
+
+    /// `host[:port]` as a header value.
+    pub fn authority(&self) -> &HeaderValue {
+        &self.authority
+    }
+}
+
+impl AsRef<PublicOrigin> for ConfiguredOrigin {
+    fn as_ref(&self) -> &PublicOrigin {
+        &self.origin
+    }
+}
+
+/// What a node does with a `Host` that is none of the public origins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownHost {
+    Refuse,
+    /// Serve it as the first public origin.
+    FirstOrigin,
 }
 
 /// Why a snapshot's virtual proxy could not be used.
@@ -325,20 +344,24 @@ impl VirtualProxy {
                 .is_some_and(|jwt| jwt.enabled),
             strip_prefix: proto.strip_prefix,
             upstream,
-            identity: match proto
-                .identity_headers
-                .as_ref()
-                .map(pb::IdentityHeaders::preset)
-            {
-                Some(pb::IdentityPreset::Generic) => IdentityPreset::Generic,
-                _ => IdentityPreset::Qlik,
-            },
+            identity: ProxyIdentity::new(
+                match proto
+                    .identity_headers
+                    .as_ref()
+                    .map(pb::IdentityHeaders::preset)
+                {
+                    Some(pb::IdentityPreset::Generic) => IdentityPreset::Generic,
+                    _ => IdentityPreset::Qlik,
+                },
+                &proto.proxy_id,
+                &proto.prefix,
+            ),
             access_rules: proto
                 .access_rules
                 .iter()
                 .map(|rule| AccessRule {
                     path_prefix: rule.path_prefix.clone(),
-                    folded_prefix: crate::auth::rules::fold(&rule.path_prefix),
+                    folded_prefix: fold(&rule.path_prefix),
                     methods: rule
                         .methods
                         .iter()
@@ -354,23 +377,12 @@ impl VirtualProxy {
                 })
                 .collect(),
             response_headers,
-            allowed_spellings: crate::proxy::path::AllowedSpellings {
+            allowed_spellings: AllowedSpellings {
                 path_parameters: proto.allow_path_parameters,
                 double_encoding: proto.allow_double_encoding,
             },
             proxy_id: proto.proxy_id.clone(),
-            proxy_identity_headers: Vec::new(),
-        }
-        .with_proxy_identity_headers())
-    }
-
-    fn with_proxy_identity_headers(mut self) -> Self {
-        self.proxy_identity_headers = crate::proxy::headers::proxy_identity_headers(
-            self.identity,
-            &self.proxy_id,
-            &self.prefix,
-        );
-        self
+        })
     }
 }
 
@@ -379,116 +391,4 @@ fn duration(value: Option<prost_types::Duration>, default: Duration) -> Duration
         .and_then(|value| Duration::try_from(value).ok())
         .filter(|value| !value.is_zero())
         .unwrap_or(default)
-}
-
-/// All virtual proxies of the current snapshot, routable by path.
-#[derive(Debug, Default)]
-pub struct ProxyTable {
-    proxies: Vec<Arc<VirtualProxy>>,
-    /// Every proxy's session cookie name (and OpenID login-binding cookie name): none of
-    /// them may reach an upstream, nor be set by one.
-    cookie_names: Vec<String>,
-}
-
-impl ProxyTable {
-    /// Builds the table for a snapshot. A proxy that cannot be built is left out (and logged),
-    /// rather than taking the others down with it.
-    pub fn from_snapshot(
-        snapshot: &pb::ConfigSnapshot,
-        previous: &ProxyTable,
-        upstream_tls: &Arc<rustls::ClientConfig>,
-    ) -> Self {
-        let mut proxies = Vec::new();
-        for proto in &snapshot.virtual_proxies {
-            let before = previous.by_prefix(&proto.prefix);
-            match VirtualProxy::from_proto_with(proto, before.map(|p| &**p), upstream_tls) {
-                Ok(proxy) => proxies.push(Arc::new(proxy)),
-                Err(error) => tracing::error!(%error, "virtual proxy left out of the snapshot"),
-            }
-        }
-        let cookie_names = proxies
-            .iter()
-            .flat_map(|proxy| {
-                let bindings = proxy.oidc.iter().flat_map(|oidc| {
-                    [oidc.binding_cookie.clone(), oidc.binding_cookie_tls.clone()]
-                });
-                std::iter::once(proxy.cookie_name.clone()).chain(bindings)
-            })
-            .collect();
-        Self {
-            proxies,
-            cookie_names,
-        }
-    }
-
-    pub fn cookie_names(&self) -> &[String] {
-        &self.cookie_names
-    }
-
-    pub fn by_prefix(&self, prefix: &str) -> Option<&Arc<VirtualProxy>> {
-        self.proxies.iter().find(|proxy| proxy.prefix == prefix)
-    }
-
-    pub fn all(&self) -> &[Arc<VirtualProxy>] {
-        &self.proxies
-    }
-
-    /// The proxy a path belongs to: the one whose prefix is the path's first segment, else
-    /// the default proxy.
-    pub fn route(&self, path: &str) -> Option<&Arc<VirtualProxy>> {
-        let first = path
-            .trim_start_matches('/')
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        if !first.is_empty()
-            && let Some(proxy) = self.by_prefix(first)
-        {
-            return Some(proxy);
-        }
-        self.by_prefix("")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn table(prefixes: &[&str]) -> ProxyTable {
-        let snapshot = pb::ConfigSnapshot {
-            virtual_proxies: prefixes
-                .iter()
-                .map(|prefix| pb::VirtualProxy {
-                    prefix: (*prefix).into(),
-                    cookie_name: format!("c{prefix}"),
-                    ..Default::default()
-                })
-                .collect(),
-            flush_cache: false,
-        };
-        ProxyTable::from_snapshot(
-            &snapshot,
-            &ProxyTable::default(),
-            &crate::upstream_tls::client_config(None).unwrap(),
-        )
-    }
-
-    #[test]
-    fn paths_route_by_their_first_segment() {
-        let table = table(&["", "sales"]);
-        assert_eq!(
-            table.route("/sales/hub").map(|p| p.prefix.as_str()),
-            Some("sales")
-        );
-        assert_eq!(
-            table.route("/sales").map(|p| p.prefix.as_str()),
-            Some("sales")
-        );
-        assert_eq!(
-            table.route("/salesforce/x").map(|p| p.prefix.as_str()),
-            Some("")
-        );
-        assert_eq!(table.route("/").map(|p| p.prefix.as_str()), Some(""));
-        assert!(self::table(&["sales"]).route("/hr/x").is_none());
-    }
 }

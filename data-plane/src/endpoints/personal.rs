@@ -1,37 +1,38 @@
 //! The Personal API over HTTP, under each virtual proxy's prefix as in QPS:
 //! `GET /{prefix}/qps/user` tells who is logged in, `DELETE /{prefix}/qps/user` logs out.
 
-use http::header::{ALLOW, SET_COOKIE};
+use http::header::SET_COOKIE;
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::json;
 
-use crate::auth::{self, Origin, cookie, csrf, query};
+use crate::auth::identify::bearer;
+use crate::auth::login::{allowed_target, login_uri};
+use crate::auth::{cookie, csrf, oidc, query};
 use crate::body::ProxyBody;
 use crate::control::ControlError;
+use crate::origin::Origin;
+use crate::refusal::Refusal;
 use crate::respond;
 use crate::state::{NodeState, Validation};
-use crate::vproxy::VirtualProxy;
+use crate::virtual_proxy::VirtualProxy;
 
 pub async fn handle(
     state: &NodeState,
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, Refusal> {
     if parts.uri.path().ends_with("/qps/csrftoken") {
         return csrf_token(state, proxy, parts, origin).await;
     }
     match parts.method {
         Method::GET => who_am_i(state, proxy, parts, origin).await,
         Method::DELETE => logout(state, proxy, parts, origin).await,
-        _ => {
-            let mut response = respond::error(StatusCode::METHOD_NOT_ALLOWED, "use GET or DELETE");
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, DELETE"));
-            response
-        }
+        _ => Err(Refusal::MethodNotAllowed {
+            reason: "use GET or DELETE".into(),
+            allow: "GET, DELETE",
+        }),
     }
 }
 
@@ -40,11 +41,11 @@ async fn who_am_i(
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, Refusal> {
     if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
         match state.validate(proxy, token).await {
             Validation::Valid(session) => {
-                return respond::json(
+                return Ok(respond::json(
                     StatusCode::OK,
                     &json!({
                         "userDirectory": session.user_directory,
@@ -52,14 +53,11 @@ async fn who_am_i(
                         "userName": session.user_id,
                         "logoutUri": origin.url(&format!("{}/qps/user", proxy.path_prefix())),
                     }),
-                );
+                ));
             }
             Validation::Invalid => {}
             Validation::Unavailable => {
-                return respond::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "sessions cannot be checked right now",
-                );
+                return Err(Refusal::unavailable("sessions cannot be checked right now"));
             }
         }
     }
@@ -68,21 +66,20 @@ async fn who_am_i(
     if let (Some(target), Some(_)) = (&target, &proxy.oidc) {
         // An OpenID Connect proxy signs in at its own /oidc/login, which comes back only to
         // this host: no open redirects.
-        if let Some(login) = auth::oidc::login_uri(proxy, origin, target) {
+        if let Some(login) = oidc::login_uri(proxy, origin, target) {
             inactive["loginUri"] = login.into();
         }
-        return respond::json(StatusCode::OK, &inactive);
+        return Ok(respond::json(StatusCode::OK, &inactive));
     }
     if let (Some(target), Some(module)) = (target, &proxy.authentication_module_uri) {
         // Only a target on an allowed host gets a login URI: no open redirects.
-        if let Some(target) = auth::allowed_target(proxy, origin, &target) {
-            match auth::login_uri(state, proxy, origin, module, &target).await {
-                Ok(login) => inactive["loginUri"] = login.into(),
-                Err(refusal) => return refusal,
-            }
+        if let Some(target) = allowed_target(proxy, origin, &target) {
+            inactive["loginUri"] = login_uri(state, proxy, origin, module, &target)
+                .await?
+                .into();
         }
     }
-    respond::json(StatusCode::OK, &inactive)
+    Ok(respond::json(StatusCode::OK, &inactive))
 }
 
 async fn logout(
@@ -90,22 +87,21 @@ async fn logout(
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
-) -> Response<ProxyBody> {
-    let mut response = match end_own_session(state, proxy, parts, origin).await {
-        Ok(Some(session)) => {
+) -> Result<Response<ProxyBody>, Refusal> {
+    let mut response = match end_own_session(state, proxy, parts, origin).await? {
+        Some(session) => {
             let user = session.user.unwrap_or_default();
             respond::json(
                 StatusCode::OK,
                 &json!({ "session": "ended", "userDirectory": user.user_directory, "userId": user.user_id }),
             )
         }
-        Ok(None) => respond::json(StatusCode::OK, &json!({ "session": "inactive" })),
-        Err(refusal) => return refusal,
+        None => respond::json(StatusCode::OK, &json!({ "session": "inactive" })),
     };
     if let Some(clear) = cookie::clear(proxy, origin.secure) {
         response.headers_mut().append(SET_COOKIE, clear);
     }
-    response
+    Ok(response)
 }
 
 /// Ends the session of the request's cookie, if it has one, and returns it. Refused unless
@@ -116,13 +112,12 @@ pub async fn end_own_session(
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
-) -> Result<Option<gatehouse_proto::v1::Session>, Response<ProxyBody>> {
+) -> Result<Option<gatehouse_proto::v1::Session>, Refusal> {
     let token = cookie::read(&parts.headers, &proxy.cookie_name);
     let trusted = csrf::same_origin(parts, proxy, origin)
         || token.is_some_and(|token| csrf::carries_token(parts, token));
     if !trusted {
-        return Err(respond::error(
-            StatusCode::FORBIDDEN,
+        return Err(Refusal::forbidden(
             "cross-origin request refused: send it from an allowed origin or with the qlik-csrf-token header",
         ));
     }
@@ -136,12 +131,11 @@ pub async fn end_own_session(
             Ok(Some(session))
         }
         Ok(None) => Ok(None),
-        Err(ControlError::Unavailable(_)) => Err(respond::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cannot log out right now; try again",
-        )),
-        Err(ControlError::Refused(status)) => {
-            tracing::warn!(message = status.message(), "logout refused");
+        Err(ControlError::Unavailable(_)) => {
+            Err(Refusal::unavailable("cannot log out right now; try again"))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "logout refused");
             Ok(None)
         }
     }
@@ -155,11 +149,11 @@ async fn csrf_token(
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, Refusal> {
     if parts.method != Method::GET {
-        return respond::error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        return Err(Refusal::method_not_allowed("GET"));
     }
-    if let Some(login) = auth::bearer(state, proxy, parts, origin).await {
+    if let Some(login) = bearer(state, proxy, parts, origin).await {
         return match login {
             Ok((authenticated, token)) => {
                 let mut response = respond::json(StatusCode::OK, &json!({ "csrf": "issued" }));
@@ -169,13 +163,13 @@ async fn csrf_token(
                 if let Some(cookie) = authenticated.set_cookie {
                     response.headers_mut().append(SET_COOKIE, cookie);
                 }
-                response
+                Ok(response)
             }
-            Err(refusal) => refusal,
+            Err(refusal) => Err(refusal),
         };
     }
     let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) else {
-        return respond::error(StatusCode::UNAUTHORIZED, "authentication required");
+        return Err(Refusal::unauthorized("authentication required"));
     };
     match state.validate(proxy, token).await {
         Validation::Valid(_) => {
@@ -183,12 +177,11 @@ async fn csrf_token(
             if let Ok(value) = HeaderValue::from_str(&csrf::token_for(token)) {
                 response.headers_mut().insert(csrf::TOKEN_HEADER, value);
             }
-            response
+            Ok(response)
         }
-        Validation::Invalid => respond::error(StatusCode::UNAUTHORIZED, "authentication required"),
-        Validation::Unavailable => respond::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "sessions cannot be checked right now",
-        ),
+        Validation::Invalid => Err(Refusal::unauthorized("authentication required")),
+        Validation::Unavailable => {
+            Err(Refusal::unavailable("sessions cannot be checked right now"))
+        }
     }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use gatehouse_proto::v1 as pb;
 use rand::Rng as _;
 
+use crate::router::ProxyTable;
 use crate::state::NodeState;
-use crate::vproxy::ProxyTable;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);

@@ -6,7 +6,7 @@
 use http::{Request, Version};
 
 use super::authority::{self, AuthorityError};
-use super::headers;
+use crate::proxy::headers;
 
 /// Drops the headers no one may read and checks the request's authority; a refusal is a 400
 /// with the error's text.

@@ -1,0 +1,47 @@
+//! The node's own endpoints under a virtual proxy's prefix, answered by the node instead of
+//! the upstream: the Personal API (`/qps/user`, `/qps/csrftoken`) and, on a proxy with
+//! OpenID Connect, its routes. They sit above identification and login, which they use.
+
+pub mod oidc;
+pub mod personal;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::body::ProxyBody;
+use crate::refusal::Refusal;
+use crate::request::context::RequestCtx;
+use crate::state::NodeState;
+
+/// One of the node's own endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Personal,
+    Oidc,
+}
+
+/// The endpoint a request's path names, if any.
+pub fn find(ctx: &RequestCtx) -> Option<Endpoint> {
+    if matches!(ctx.relative_path.as_str(), "/qps/user" | "/qps/csrftoken") {
+        return Some(Endpoint::Personal);
+    }
+    oidc::is_route(&ctx.proxy, &ctx.relative_path).then_some(Endpoint::Oidc)
+}
+
+/// Answers a request [`find`] gave an endpoint for.
+pub async fn serve(
+    state: &NodeState,
+    ctx: &RequestCtx,
+    endpoint: Endpoint,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Refusal> {
+    match endpoint {
+        Endpoint::Personal => {
+            let (parts, _) = request.into_parts();
+            personal::handle(state, &ctx.proxy, &parts, &ctx.origin).await
+        }
+        Endpoint::Oidc => {
+            oidc::route(state, &ctx.proxy, &ctx.relative_path, request, &ctx.origin).await
+        }
+    }
+}

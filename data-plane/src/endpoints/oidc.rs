@@ -1,0 +1,249 @@
+//! The OpenID Connect routes under a virtual proxy's prefix: `/oidc/login` (a sign-in
+//! link), `/oidc/callback` (the browser back from the provider), `/oidc/backchannel-logout`
+//! (the provider's logout token) and `/oidc/logout`. The node relays what arrives to the
+//! control plane, which alone talks to the provider.
+
+use bytes::Bytes;
+use gatehouse_proto::v1 as pb;
+use http::header::{CONTENT_TYPE, SET_COOKIE};
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::login::{logged_in, unavailable};
+use crate::auth::oidc::{
+    BACKCHANNEL_LOGOUT, CALLBACK, LOGIN, LOGOUT, begin_to, local_target, refused,
+};
+use crate::auth::{cookie, query};
+use crate::body::{self, ProxyBody};
+use crate::control::ControlError;
+use crate::endpoints::personal;
+use crate::origin::Origin;
+use crate::refusal::Refusal;
+use crate::respond;
+use crate::state::NodeState;
+use crate::state::Validation;
+use crate::virtual_proxy::{OidcAuthentication, VirtualProxy};
+
+/// Largest back-channel logout request read (a logout token is well under this).
+const MAX_LOGOUT_REQUEST: usize = 64 * 1024;
+
+/// Whether `relative_path` (the path after the prefix) is one of this module's routes, on a
+/// virtual proxy with OpenID Connect.
+pub fn is_route(proxy: &VirtualProxy, relative_path: &str) -> bool {
+    proxy.oidc.is_some()
+        && matches!(
+            relative_path,
+            LOGIN | CALLBACK | BACKCHANNEL_LOGOUT | LOGOUT
+        )
+}
+
+/// Serves a path [`is_route`] accepted.
+pub async fn route(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    relative_path: &str,
+    request: Request<Incoming>,
+    origin: &Origin,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let (parts, body) = request.into_parts();
+    match (relative_path, &proxy.oidc) {
+        (LOGIN, Some(oidc)) => login(state, proxy, oidc, &parts, origin).await,
+        (CALLBACK, _) => callback(state, proxy, &parts, origin).await,
+        (BACKCHANNEL_LOGOUT, _) => backchannel_logout(state, proxy, &parts, body).await,
+        (LOGOUT, Some(oidc)) => logout(state, proxy, oidc, &parts, origin).await,
+        _ => Err(Refusal::NotFound("not found".into())),
+    }
+}
+
+/// `GET /{prefix}/oidc/login?target=...`: a sign-in link. With a session, straight to the
+/// target; without, to the provider and then to the target. The target is a path on this
+/// site, or a URL on this host (its path is kept); default: the virtual proxy's root.
+async fn login(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    oidc: &OidcAuthentication,
+    parts: &Parts,
+    origin: &Origin,
+) -> Result<Response<ProxyBody>, Refusal> {
+    if parts.method != Method::GET {
+        return Err(Refusal::method_not_allowed("GET"));
+    }
+    let requested = query::param(parts.uri.query(), "target")
+        .unwrap_or_else(|| format!("{}/", proxy.path_prefix()));
+    let Some(target) = local_target(proxy, &requested, origin) else {
+        return Err(Refusal::bad_request("target must be a path on this site"));
+    };
+    if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
+        match state.validate(proxy, token).await {
+            Validation::Valid(_) => return Ok(respond::redirect(&target, None)),
+            Validation::Invalid => {}
+            Validation::Unavailable => return Err(unavailable()),
+        }
+    }
+    Err(begin_to(state, proxy, oidc, parts, origin, target).await)
+}
+
+/// `GET /{prefix}/oidc/callback?code=..&state=..`: the browser is back from the provider.
+async fn callback(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    origin: &Origin,
+) -> Result<Response<ProxyBody>, Refusal> {
+    if parts.method != Method::GET {
+        return Err(Refusal::method_not_allowed("GET"));
+    }
+    let query = parts.uri.query();
+    if let Some(error) = query::param(query, "error") {
+        state.metrics.login("oidc", "refused");
+        // The provider's error code is shown only if it is a plain OAuth error code.
+        let code = if !error.is_empty()
+            && error.len() <= 64
+            && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            error
+        } else {
+            "error".to_owned()
+        };
+        return Err(Refusal::unauthorized(format!(
+            "the identity provider did not log you in ({code})"
+        )));
+    }
+    let (Some(login_state), Some(code)) =
+        (query::param(query, "state"), query::param(query, "code"))
+    else {
+        return Err(Refusal::bad_request(
+            "the login callback needs code and state",
+        ));
+    };
+    let binding = proxy
+        .oidc
+        .as_ref()
+        .and_then(|oidc| cookie::read(&parts.headers, oidc.binding_cookie(origin.secure)))
+        .unwrap_or_default();
+    let request = pb::OidcCallbackRequest {
+        virtual_proxy: proxy.prefix.clone(),
+        state: login_state,
+        code,
+        binding: binding.to_owned(),
+        iss: query::param(query, "iss").unwrap_or_default(),
+    };
+    match state.control.oidc_callback(request).await {
+        Ok((login, target)) => {
+            let authenticated = logged_in(state, proxy, origin, Ok(login), "oidc")?;
+            let target = query::local_redirect(&target, None, "");
+            Ok(respond::redirect(&target, authenticated.set_cookie))
+        }
+        // The login's state may be used up: retrying this URL cannot work.
+        Err(ControlError::Unavailable(detail)) => {
+            tracing::warn!(%detail, "OpenID callback: control plane unavailable");
+            Err(Refusal::unavailable(
+                "the login could not be finished; open the page you wanted again to log in",
+            ))
+        }
+        Err(error) => Err(refused(state, error)),
+    }
+}
+
+/// `POST /{prefix}/oidc/backchannel-logout` (form field `logout_token`), from the provider.
+/// 200 once the sessions are ended, 400 for a request or token that is not acceptable.
+async fn backchannel_logout(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<ProxyBody>, Refusal> {
+    if parts.method != Method::POST {
+        return Err(Refusal::method_not_allowed("POST"));
+    }
+    let is_form = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value.split(';').next().is_some_and(|kind| {
+                kind.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !is_form {
+        return Err(logout_error(
+            "the request must be application/x-www-form-urlencoded",
+        ));
+    }
+    let body: Bytes = match Limited::new(body, MAX_LOGOUT_REQUEST).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return Err(logout_error(
+                "the request body is too large or was cut short",
+            ));
+        }
+    };
+    let form = String::from_utf8_lossy(&body);
+    let Some(token) = query::param(Some(&form), "logout_token").filter(|t| !t.is_empty()) else {
+        return Err(logout_error("logout_token is required"));
+    };
+    match state
+        .control
+        .oidc_backchannel_logout(&proxy.prefix, &token)
+        .await
+    {
+        Ok(_) => {
+            let mut response = Response::new(body::empty());
+            response.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+            Ok(response)
+        }
+        Err(ControlError::Invalid(_)) => Err(logout_error("the logout token is not valid")),
+        Err(error) => Err(refused(state, error)),
+    }
+}
+
+/// `GET` or `POST /{prefix}/oidc/logout`: ends the session here, then sends the browser to
+/// the provider's end-session page (when it has one and the redirect is on). Same cross-site
+/// rule as `DELETE /qps/user`.
+async fn logout(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    oidc: &OidcAuthentication,
+    parts: &Parts,
+    origin: &Origin,
+) -> Result<Response<ProxyBody>, Refusal> {
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return Err(Refusal::method_not_allowed("GET, POST"));
+    }
+    personal::end_own_session(state, proxy, parts, origin).await?;
+    let end_session = if oidc.end_session_redirect {
+        match state.control.oidc_end_session(&proxy.prefix).await {
+            Ok(uri) => uri,
+            Err(error) => {
+                // Logged out here all the same; only the provider's session lives on.
+                tracing::warn!(%error, "cannot find the provider's end-session page");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut response = match end_session {
+        Some(uri) => respond::redirect(&uri, None),
+        None => respond::html(
+            StatusCode::OK,
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Signed out</title></head>\
+             <body><h1>You are signed out.</h1></body></html>\n",
+        ),
+    };
+    if let Some(clear) = cookie::clear(proxy, origin.secure) {
+        response.headers_mut().append(SET_COOKIE, clear);
+    }
+    Ok(response)
+}
+
+/// Back-Channel Logout 1.0, section 2.8: 400 with an OAuth error body.
+fn logout_error(description: &'static str) -> Refusal {
+    Refusal::InvalidOAuthRequest(description.into())
+}

@@ -1,0 +1,184 @@
+//! The identity headers an upstream gets: who the user is (`X-Qlik-User` and
+//! `X-Qlik-Security`, or Gatehouse's generic `X-Gatehouse-*`), and which proxy sent the
+//! request. Made per request from the cached session, with the headers that are the same for
+//! every user of a virtual proxy made once when its snapshot arrives. Any front end that
+//! passes a user on (the proxy, a forward-auth answer) writes them with [`inject`].
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::cache::CachedSession;
+
+/// URL-encoding for identity values: everything but RFC 3986 unreserved characters.
+const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+const X_QLIK_USER: HeaderName = HeaderName::from_static("x-qlik-user");
+const X_QLIK_SECURITY: HeaderName = HeaderName::from_static("x-qlik-security");
+const X_QLIK_PROXYID: HeaderName = HeaderName::from_static("x-qlik-proxyid");
+const X_QLIK_VIRTUAL_PROXY_PREFIX: HeaderName =
+    HeaderName::from_static("x-qlik-virtual-proxy-prefix");
+const X_GATEHOUSE_USER_DIRECTORY: HeaderName =
+    HeaderName::from_static("x-gatehouse-user-directory");
+const X_GATEHOUSE_USER_ID: HeaderName = HeaderName::from_static("x-gatehouse-user-id");
+const X_GATEHOUSE_ATTRIBUTES: HeaderName = HeaderName::from_static("x-gatehouse-attributes");
+const X_GATEHOUSE_VIRTUAL_PROXY: HeaderName = HeaderName::from_static("x-gatehouse-virtual-proxy");
+
+/// Identity headers of both presets: never accepted from a client.
+pub const IDENTITY_HEADERS: [HeaderName; 8] = [
+    X_QLIK_USER,
+    X_QLIK_SECURITY,
+    X_QLIK_PROXYID,
+    X_QLIK_VIRTUAL_PROXY_PREFIX,
+    X_GATEHOUSE_USER_DIRECTORY,
+    X_GATEHOUSE_USER_ID,
+    X_GATEHOUSE_ATTRIBUTES,
+    X_GATEHOUSE_VIRTUAL_PROXY,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityPreset {
+    Qlik,
+    Generic,
+}
+
+/// A virtual proxy's identity headers: its preset, and the headers of it that do not depend
+/// on the user, made once.
+#[derive(Debug, Clone)]
+pub struct ProxyIdentity {
+    pub preset: IdentityPreset,
+    fixed: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ProxyIdentity {
+    pub fn new(preset: IdentityPreset, proxy_id: &str, prefix: &str) -> Self {
+        Self {
+            preset,
+            fixed: fixed_headers(preset, proxy_id, prefix),
+        }
+    }
+}
+
+/// The user's identity headers. Those that are the same for every user of the proxy were
+/// made with the proxy; the user's own are written straight into one buffer each (no
+/// intermediate strings), which is cheap enough not to be worth keeping per session: a
+/// per-session copy would double the memory a cached session takes.
+pub fn inject(
+    headers: &mut HeaderMap,
+    identity: &ProxyIdentity,
+    session: &CachedSession,
+    secure: bool,
+) {
+    for (name, value) in &identity.fixed {
+        headers.insert(name.clone(), value.clone());
+    }
+    let attributes = |out: &mut String| {
+        for (index, (name, value)) in session.attributes.iter().enumerate() {
+            if index > 0 {
+                out.push_str("; ");
+            }
+            encode_into(out, name);
+            out.push('=');
+            encode_into(out, value);
+        }
+    };
+    match identity.preset {
+        IdentityPreset::Qlik => {
+            insert_built(headers, X_QLIK_USER, |out| {
+                out.push_str("UserDirectory=");
+                encode_into(out, &session.user_directory);
+                out.push_str("; UserId=");
+                encode_into(out, &session.user_id);
+            });
+            insert_built(headers, X_QLIK_SECURITY, |out| {
+                out.push_str(if secure {
+                    "SecureRequest=true; Context=AppAccess"
+                } else {
+                    "SecureRequest=false; Context=AppAccess"
+                });
+                if !session.attributes.is_empty() {
+                    out.push_str("; ");
+                    attributes(out);
+                }
+            });
+        }
+        IdentityPreset::Generic => {
+            insert_built(headers, X_GATEHOUSE_USER_DIRECTORY, |out| {
+                encode_into(out, &session.user_directory);
+            });
+            insert_built(headers, X_GATEHOUSE_USER_ID, |out| {
+                encode_into(out, &session.user_id);
+            });
+            insert_built(headers, X_GATEHOUSE_ATTRIBUTES, |out| attributes(out));
+        }
+    }
+}
+
+/// The identity headers that do not depend on the user.
+fn fixed_headers(
+    preset: IdentityPreset,
+    proxy_id: &str,
+    prefix: &str,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let headers = match preset {
+        IdentityPreset::Qlik => vec![
+            (
+                X_QLIK_PROXYID,
+                format!("ProxyId={proxy_id}; Prefix={prefix}"),
+            ),
+            (X_QLIK_VIRTUAL_PROXY_PREFIX, prefix.to_owned()),
+        ],
+        IdentityPreset::Generic => vec![(X_GATEHOUSE_VIRTUAL_PROXY, prefix.to_owned())],
+    };
+    headers
+        .into_iter()
+        .filter_map(|(name, value)| {
+            // Configuration the control plane validated; a value that is not a valid header
+            // would only be left out, never panic.
+            Some((name, HeaderValue::from_str(&value).ok()?))
+        })
+        .collect()
+}
+
+/// Builds a header value in one buffer and inserts it. Every piece is percent-encoded or a
+/// fixed ASCII string, so the value is always valid; if not, the header is left out.
+pub(crate) fn insert_built(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    build: impl FnOnce(&mut String),
+) {
+    let mut value = String::with_capacity(64);
+    build(&mut value);
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        headers.insert(name, value);
+    }
+}
+
+fn encode_into(out: &mut String, value: &str) {
+    for piece in utf8_percent_encode(value, ENCODE) {
+        out.push_str(piece);
+    }
+}
+
+/// Reads `X-Qlik-User` (`UserDirectory=<dir>; UserId=<id>`, URL-encoded, with or without the
+/// space) back into directory and id: what an upstream does with it.
+pub fn parse_qlik_user(value: &str) -> Option<(String, String)> {
+    let mut directory = None;
+    let mut id = None;
+    for part in value.split(';') {
+        let (key, encoded) = part.trim().split_once('=')?;
+        let decoded = percent_encoding::percent_decode_str(encoded)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        match key {
+            "UserDirectory" => directory = Some(decoded),
+            "UserId" => id = Some(decoded),
+            _ => return None,
+        }
+    }
+    Some((directory?, id?))
+}

@@ -1,0 +1,70 @@
+//! The forward phase for plain HTTP: the rewritten request goes to the virtual proxy's
+//! upstream pool, and the answer comes back with the upstream's attempts to set Gatehouse's
+//! cookies removed. An upstream that gives no answer is a refusal whose status says how it
+//! failed; the detail goes to the log only.
+
+use std::net::SocketAddr;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::ProxyBody;
+use crate::cache::CachedSession;
+use crate::proxy::headers;
+use crate::proxy::upstream::UpstreamError;
+use crate::refusal::{Refusal, UpstreamFailure};
+use crate::request::context::RequestCtx;
+use crate::state::NodeState;
+
+/// Which upstream node answered, carried on the response for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct AnsweredBy(pub SocketAddr);
+
+/// Sends `request` upstream for `session`'s user.
+pub async fn http(
+    state: &NodeState,
+    ctx: &RequestCtx,
+    session: &CachedSession,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let proxy = &ctx.proxy;
+    let request = request.map(BodyExt::boxed);
+    let sent = std::time::Instant::now();
+    match proxy.upstream.send(request, Some(&session.handle)).await {
+        Ok((response, address)) => {
+            state
+                .metrics
+                .upstream_answered(&proxy.metric_label, sent.elapsed().as_secs_f64());
+            let (mut parts, body) = response.into_parts();
+            headers::from_upstream(&mut parts.headers, ctx.session_cookies());
+            parts.extensions.insert(AnsweredBy(address));
+            Ok(Response::from_parts(parts, body.boxed()))
+        }
+        Err(error) => {
+            state
+                .metrics
+                .upstream_failure(&proxy.prefix, failure_kind(&error));
+            Err(upstream_refusal(&error))
+        }
+    }
+}
+
+fn failure_kind(error: &UpstreamError) -> &'static str {
+    match error {
+        UpstreamError::NoNodes => "no-nodes",
+        UpstreamError::Connect(_) => "connect",
+        UpstreamError::Timeout(_) => "timeout",
+        UpstreamError::Failed { .. } => "other",
+    }
+}
+
+/// What the client is told of an upstream failure; the detail goes to the log only.
+pub fn upstream_refusal(error: &UpstreamError) -> Refusal {
+    tracing::warn!(%error, "upstream request failed");
+    Refusal::Upstream(match error {
+        UpstreamError::NoNodes => UpstreamFailure::NoNodes,
+        UpstreamError::Timeout(_) => UpstreamFailure::Timeout,
+        UpstreamError::Connect(_) | UpstreamError::Failed { .. } => UpstreamFailure::Unreachable,
+    })
+}

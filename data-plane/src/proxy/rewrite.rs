@@ -1,0 +1,93 @@
+//! The rewrites around forwarding: the request an upstream receives (the login ticket and
+//! the prefix taken out of the URI, `Host` set to the public origin, trace context, the
+//! headers of `headers.rs`), and what the client's response gains (the new session's
+//! cookie, the Kerberos mutual-authentication token).
+
+use http::header::{SET_COOKIE, WWW_AUTHENTICATE};
+use http::request::Parts;
+use http::{Response, Uri};
+
+use crate::auth::identify::Identified;
+use crate::auth::login::Authenticated;
+use crate::auth::query;
+use crate::body::ProxyBody;
+use crate::proxy::headers;
+use crate::request::context::{RequestCtx, relative_path};
+use crate::state::NodeState;
+use crate::virtual_proxy::VirtualProxy;
+
+/// Rewrites `parts` into the request the upstream receives.
+pub fn for_upstream(
+    state: &NodeState,
+    ctx: &RequestCtx,
+    parts: &mut Parts,
+    identified: &Identified,
+) {
+    let proxy = &ctx.proxy;
+    if identified.ticket_in_uri {
+        let clean = query::without_param(parts.uri.path(), parts.uri.query(), "qlikTicket");
+        parts.uri = clean.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    }
+    // HTTP/2 clients send :authority instead of Host; HTTP/1.1 upstreams need Host.
+    if !parts.headers.contains_key(http::header::HOST)
+        && let Some(host) = parts
+            .uri
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(http::header::HOST, host);
+    }
+    parts.uri = upstream_path(&parts.uri, proxy);
+    if ctx.client.traced {
+        gatehouse_runtime::logging::inject_current(&mut parts.headers);
+    }
+    // Upstreams see the origin the browser used: its scheme behind a TLS-terminating load
+    // balancer, and its name when an unknown Host was served as the first origin.
+    let origin = &ctx.origin;
+    if parts.headers.get(http::header::HOST).is_some_and(|host| {
+        !host
+            .as_bytes()
+            .eq_ignore_ascii_case(origin.host().as_bytes())
+    }) {
+        parts
+            .headers
+            .insert(http::header::HOST, origin.authority_header());
+    }
+    let peer = ctx.client.peer;
+    let hop = headers::Hop {
+        peer,
+        secure: origin.secure,
+        trusted_proxy: headers::is_trusted_proxy(&state.trusted_proxies, peer.ip()),
+    };
+    headers::for_upstream(
+        &mut parts.headers,
+        proxy,
+        &identified.user.session,
+        hop,
+        ctx.websocket,
+        ctx.session_cookies(),
+    );
+}
+
+/// What the client's response gains from the login this request made.
+pub fn response(response: &mut Response<ProxyBody>, user: Authenticated) {
+    if let Some(cookie) = user.set_cookie {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    if let Some(negotiate) = user.www_authenticate {
+        response.headers_mut().insert(WWW_AUTHENTICATE, negotiate);
+    }
+}
+
+/// The URI the upstream sees: the prefix removed if the proxy says so.
+fn upstream_path(uri: &Uri, proxy: &VirtualProxy) -> Uri {
+    if !proxy.strip_prefix || proxy.prefix.is_empty() {
+        return uri.clone();
+    }
+    let path = relative_path(uri.path(), proxy);
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.into_owned(),
+    };
+    path_and_query.parse().unwrap_or_else(|_| uri.clone())
+}

@@ -1,0 +1,45 @@
+//! Admission: whether an identified request may go on. A WebSocket must come from an allowed
+//! origin (checked before the upgrade's headers are touched), and, where the virtual proxy
+//! asks for it, carry the CSRF token unless this very request created its session; every
+//! request passes the proxy's access rules.
+
+use http::request::Parts;
+
+use crate::auth::login::Authenticated;
+use crate::auth::{cookie, csrf, rules};
+use crate::refusal::Refusal;
+use crate::request::context::RequestCtx;
+
+/// Before identification: a WebSocket upgrade from an origin the proxy does not trust is
+/// refused, whatever session it carries.
+pub fn websocket_origin(ctx: &RequestCtx, parts: &Parts) -> Result<(), Refusal> {
+    if ctx.websocket && !csrf::websocket_origin_allowed(parts, &ctx.proxy, &ctx.origin) {
+        return Err(Refusal::forbidden("WebSocket origin is not allowed"));
+    }
+    Ok(())
+}
+
+/// After identification: the WebSocket CSRF token and the access rules.
+pub fn identified(ctx: &RequestCtx, parts: &Parts, user: &Authenticated) -> Result<(), Refusal> {
+    let proxy = &ctx.proxy;
+    // A session this very request created (ticket, header, anonymous) proves intent; an
+    // existing cookie alone does not, since a cross-site page can make the browser send it.
+    if ctx.websocket && proxy.websocket_requires_csrf_token && user.set_cookie.is_none() {
+        let carries = cookie::read(&parts.headers, &proxy.cookie_name)
+            .is_some_and(|token| csrf::carries_token(parts, token));
+        if !carries {
+            return Err(Refusal::forbidden(
+                "WebSocket upgrades here need the qlik-csrf-token",
+            ));
+        }
+    }
+    if let Some(reason) = rules::denied(
+        &proxy.access_rules,
+        &ctx.relative_path,
+        parts.method.as_str(),
+        &user.session,
+    ) {
+        return Err(Refusal::forbidden(reason));
+    }
+    Ok(())
+}

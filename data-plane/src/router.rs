@@ -1,0 +1,120 @@
+//! The routing table: all virtual proxies of the current snapshot, by the first segment of
+//! a request's path.
+
+use std::sync::Arc;
+
+use gatehouse_proto::v1 as pb;
+
+use crate::virtual_proxy::VirtualProxy;
+
+/// All virtual proxies of the current snapshot, routable by path.
+#[derive(Debug, Default)]
+pub struct ProxyTable {
+    proxies: Vec<Arc<VirtualProxy>>,
+    /// Every proxy's session cookie name (and OpenID login-binding cookie name): none of
+    /// them may reach an upstream, nor be set by one.
+    cookie_names: Vec<String>,
+}
+
+impl ProxyTable {
+    /// Builds the table for a snapshot. A proxy that cannot be built is left out (and logged),
+    /// rather than taking the others down with it.
+    pub fn from_snapshot(
+        snapshot: &pb::ConfigSnapshot,
+        previous: &ProxyTable,
+        upstream_tls: &Arc<rustls::ClientConfig>,
+    ) -> Self {
+        let mut proxies = Vec::new();
+        for proto in &snapshot.virtual_proxies {
+            let before = previous.by_prefix(&proto.prefix);
+            match VirtualProxy::from_proto_with(proto, before.map(|p| &**p), upstream_tls) {
+                Ok(proxy) => proxies.push(Arc::new(proxy)),
+                Err(error) => tracing::error!(%error, "virtual proxy left out of the snapshot"),
+            }
+        }
+        let cookie_names = proxies
+            .iter()
+            .flat_map(|proxy| {
+                let bindings = proxy.oidc.iter().flat_map(|oidc| {
+                    [oidc.binding_cookie.clone(), oidc.binding_cookie_tls.clone()]
+                });
+                std::iter::once(proxy.cookie_name.clone()).chain(bindings)
+            })
+            .collect();
+        Self {
+            proxies,
+            cookie_names,
+        }
+    }
+
+    pub fn cookie_names(&self) -> &[String] {
+        &self.cookie_names
+    }
+
+    pub fn by_prefix(&self, prefix: &str) -> Option<&Arc<VirtualProxy>> {
+        self.proxies.iter().find(|proxy| proxy.prefix == prefix)
+    }
+
+    pub fn all(&self) -> &[Arc<VirtualProxy>] {
+        &self.proxies
+    }
+
+    /// The proxy a path belongs to: the one whose prefix is the path's first segment, else
+    /// the default proxy.
+    pub fn route(&self, path: &str) -> Option<&Arc<VirtualProxy>> {
+        let first = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if !first.is_empty()
+            && let Some(proxy) = self.by_prefix(first)
+        {
+            return Some(proxy);
+        }
+        self.by_prefix("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(prefixes: &[&str]) -> ProxyTable {
+        let snapshot = pb::ConfigSnapshot {
+            virtual_proxies: prefixes
+                .iter()
+                .map(|prefix| pb::VirtualProxy {
+                    prefix: (*prefix).into(),
+                    cookie_name: format!("c{prefix}"),
+                    ..Default::default()
+                })
+                .collect(),
+            flush_cache: false,
+        };
+        ProxyTable::from_snapshot(
+            &snapshot,
+            &ProxyTable::default(),
+            &crate::upstream_tls::client_config(None).unwrap(),
+        )
+    }
+
+    #[test]
+    fn paths_route_by_their_first_segment() {
+        let table = table(&["", "sales"]);
+        assert_eq!(
+            table.route("/sales/hub").map(|p| p.prefix.as_str()),
+            Some("sales")
+        );
+        assert_eq!(
+            table.route("/sales").map(|p| p.prefix.as_str()),
+            Some("sales")
+        );
+        assert_eq!(
+            table.route("/salesforce/x").map(|p| p.prefix.as_str()),
+            Some("")
+        );
+        assert_eq!(table.route("/").map(|p| p.prefix.as_str()), Some(""));
+        assert!(self::table(&["sales"]).route("/hr/x").is_none());
+    }
+}
