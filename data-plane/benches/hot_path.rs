@@ -202,8 +202,8 @@ fn upstream_headers(c: &mut Criterion) {
             peer,
             secure: true,
             trusted_proxy: false,
+            websocket: false,
         },
-        false,
         &session_cookies,
     );
     assert!(rewritten.contains_key("x-qlik-user"));
@@ -225,8 +225,8 @@ fn upstream_headers(c: &mut Criterion) {
                         peer: black_box(peer),
                         secure: true,
                         trusted_proxy: false,
+                        websocket: false,
                     },
-                    false,
                     &session_cookies,
                 );
             },
@@ -260,8 +260,8 @@ fn per_request(c: &mut Criterion) {
                         peer: black_box(peer),
                         secure: true,
                         trusted_proxy: false,
+                        websocket: false,
                     },
-                    false,
                     &session_cookies,
                 );
             },

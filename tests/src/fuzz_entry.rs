@@ -126,8 +126,8 @@ pub fn identity_headers(data: &[u8]) {
             peer,
             secure: false,
             trusted_proxy: false,
+            websocket: false,
         },
-        false,
         &[],
     );
     let user = request_headers

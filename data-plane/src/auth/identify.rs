@@ -273,8 +273,8 @@ async fn login_required(
     if parts.method != Method::GET {
         return Refusal::unauthorized("authentication required");
     }
-    if let Some(oidc) = &proxy.oidc {
-        return oidc::begin(state, proxy, oidc, parts, origin).await;
+    if proxy.oidc.is_some() {
+        return oidc::begin(state, proxy, parts, origin).await;
     }
     let Some(module) = &proxy.authentication_module_uri else {
         return Refusal::unauthorized("authentication required");

@@ -25,12 +25,11 @@ pub const LOGOUT: &str = "/oidc/logout";
 pub async fn begin(
     state: &NodeState,
     proxy: &VirtualProxy,
-    oidc: &OidcAuthentication,
     parts: &Parts,
     origin: &Origin,
 ) -> Refusal {
     let target = query::local_redirect(parts.uri.path(), parts.uri.query(), "forceAuthentication");
-    begin_to(state, proxy, oidc, parts, origin, target).await
+    begin_to(state, proxy, parts, origin, target).await
 }
 
 /// The sign-in URL of this virtual proxy, `/{prefix}/oidc/login?target=...`, coming back to
@@ -68,11 +67,13 @@ pub fn local_target(proxy: &VirtualProxy, requested: &str, origin: &Origin) -> O
 pub async fn begin_to(
     state: &NodeState,
     proxy: &VirtualProxy,
-    oidc: &OidcAuthentication,
     parts: &Parts,
     origin: &Origin,
     target: String,
 ) -> Refusal {
+    let Some(oidc) = &proxy.oidc else {
+        return Refusal::NotFound("not found".into());
+    };
     let redirect_uri = origin.url(&format!("{}{CALLBACK}", proxy.path_prefix()));
     let request = pb::OidcBeginRequest {
         virtual_proxy: proxy.prefix.clone(),

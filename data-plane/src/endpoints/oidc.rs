@@ -49,7 +49,7 @@ pub async fn route(
 ) -> Result<Response<ProxyBody>, Refusal> {
     let (parts, body) = request.into_parts();
     match (relative_path, &proxy.oidc) {
-        (LOGIN, Some(oidc)) => login(state, proxy, oidc, &parts, origin).await,
+        (LOGIN, Some(_)) => login(state, proxy, &parts, origin).await,
         (CALLBACK, _) => callback(state, proxy, &parts, origin).await,
         (BACKCHANNEL_LOGOUT, _) => backchannel_logout(state, proxy, &parts, body).await,
         (LOGOUT, Some(oidc)) => logout(state, proxy, oidc, &parts, origin).await,
@@ -63,7 +63,6 @@ pub async fn route(
 async fn login(
     state: &NodeState,
     proxy: &VirtualProxy,
-    oidc: &OidcAuthentication,
     parts: &Parts,
     origin: &Origin,
 ) -> Result<Response<ProxyBody>, Refusal> {
@@ -82,7 +81,7 @@ async fn login(
             Validation::Unavailable => return Err(unavailable()),
         }
     }
-    Err(begin_to(state, proxy, oidc, parts, origin, target).await)
+    Err(begin_to(state, proxy, parts, origin, target).await)
 }
 
 /// `GET /{prefix}/oidc/callback?code=..&state=..`: the browser is back from the provider.

@@ -55,6 +55,9 @@ pub struct Hop {
     /// The peer is one of the node's `trusted_proxies`: the `X-Forwarded-For` and
     /// `Forwarded` it sent are kept, and this hop is appended to them.
     pub trusted_proxy: bool,
+    /// The request is a WebSocket upgrade: `Upgrade` is passed on, not dropped as
+    /// hop-by-hop.
+    pub websocket: bool,
 }
 
 /// Whether `peer` is in one of the `trusted` networks (IPv4-mapped addresses as IPv4).
@@ -149,9 +152,9 @@ pub fn for_upstream(
     proxy: &VirtualProxy,
     session: &CachedSession,
     hop: Hop,
-    websocket: bool,
     session_cookies: &[String],
 ) {
+    let websocket = hop.websocket;
     // A body framed by Transfer-Encoding has no meaningful Content-Length; keeping it would
     // make the upstream read the wrong amount.
     if headers.contains_key(http::header::TRANSFER_ENCODING) {
@@ -356,6 +359,7 @@ mod tests {
             peer,
             secure,
             trusted_proxy: false,
+            websocket: false,
         }
     }
 
@@ -428,14 +432,7 @@ mod tests {
         let generic = proxy(pb::IdentityPreset::Generic);
         let headers_for = |proxy: &VirtualProxy, secure: bool| {
             let mut headers = client_headers();
-            for_upstream(
-                &mut headers,
-                proxy,
-                &user,
-                hop(peer, secure),
-                false,
-                &cookies(),
-            );
+            for_upstream(&mut headers, proxy, &user, hop(peer, secure), &cookies());
             headers
         };
         let plain = headers_for(&qlik, false);
@@ -468,7 +465,6 @@ mod tests {
             &proxy(pb::IdentityPreset::Qlik),
             &session(),
             hop(peer, false),
-            false,
             &cookies(),
         );
         assert_eq!(
@@ -500,7 +496,7 @@ mod tests {
                 ..session()
             };
             let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, hop(peer, false), false, &cookies());
+            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, hop(peer, false), &cookies());
             let header = headers["x-qlik-user"].to_str().unwrap();
             proptest::prop_assert_eq!(parse_qlik_user(header), Some((directory, id)));
         }
@@ -514,7 +510,7 @@ mod tests {
                 ..session()
             };
             let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, hop(peer, false), false, &cookies());
+            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, hop(peer, false), &cookies());
             proptest::prop_assert!(headers.contains_key("x-qlik-user"));
             proptest::prop_assert!(headers.contains_key("x-qlik-security"));
         }
@@ -529,7 +525,6 @@ mod tests {
             &proxy(pb::IdentityPreset::Generic),
             &session(),
             hop(peer, true),
-            false,
             &cookies(),
         );
         assert_eq!(headers["x-gatehouse-user-id"], "alice%20smith");
@@ -569,7 +564,6 @@ mod tests {
             &proxy(pb::IdentityPreset::Qlik),
             &session(),
             hop(peer, true),
-            false,
             &cookies(),
         );
         assert_eq!(headers["x-forwarded-for"], "2001:db8::7");
@@ -606,7 +600,6 @@ mod tests {
             &proxy(pb::IdentityPreset::Qlik),
             &session(),
             trusted,
-            false,
             &cookies(),
         );
         assert_eq!(headers["x-forwarded-for"], "10.6.6.6, 10.7.7.7, 10.0.0.2");

@@ -58,13 +58,13 @@ pub fn for_upstream(
         peer,
         secure: origin.secure,
         trusted_proxy: headers::is_trusted_proxy(&state.trusted_proxies, peer.ip()),
+        websocket: ctx.websocket,
     };
     headers::for_upstream(
         &mut parts.headers,
         proxy,
         &identified.user.session,
         hop,
-        ctx.websocket,
         ctx.session_cookies(),
     );
 }
