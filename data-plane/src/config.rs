@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::admin_access::AdminToken;
 use crate::tls::CertificateFiles;
-use crate::upstream_tls::UpstreamTlsFiles;
+use crate::upstream::tls::UpstreamTlsFiles;
 
 /// Shortest node secret accepted (the control plane asks the same).
 const MIN_SECRET_LEN: usize = 32;

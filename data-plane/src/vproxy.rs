@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::origin::{ConfiguredOrigin, UnknownHost};
-use crate::proxy::upstream::{Strategy, UpstreamPool, UpstreamSettings};
+use crate::upstream::{Strategy, UpstreamPool, UpstreamSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Anonymous {
@@ -185,7 +185,7 @@ impl VirtualProxy {
         proto: &pb::VirtualProxy,
         previous: Option<&VirtualProxy>,
     ) -> Result<Self, SnapshotError> {
-        let tls = crate::upstream_tls::client_config(None).map_err(|error| SnapshotError {
+        let tls = crate::upstream::tls::client_config(None).map_err(|error| SnapshotError {
             prefix: proto.prefix.clone(),
             reason: error.to_string(),
         })?;
@@ -469,7 +469,7 @@ mod tests {
         ProxyTable::from_snapshot(
             &snapshot,
             &ProxyTable::default(),
-            &crate::upstream_tls::client_config(None).unwrap(),
+            &crate::upstream::tls::client_config(None).unwrap(),
         )
     }
 

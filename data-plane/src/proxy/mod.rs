@@ -2,11 +2,9 @@
 //! then forward (HTTP) or splice (WebSocket) to an upstream node.
 
 pub mod authority;
-pub mod connections;
 pub mod headers;
 pub mod hygiene;
 pub mod path;
-pub mod upstream;
 pub mod websocket;
 pub mod websocket_relay;
 
@@ -18,12 +16,12 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
-use self::upstream::UpstreamError;
 use crate::auth::{self, Authenticated, Origin, cookie, csrf, query};
 use crate::body::ProxyBody;
 use crate::personal;
 use crate::respond;
 use crate::state::NodeState;
+use crate::upstream::UpstreamError;
 use crate::vproxy::VirtualProxy;
 
 /// Serves one request. Never fails: every problem becomes a response with a status and a
