@@ -21,6 +21,7 @@ use gatehouse_data_plane::proxy::headers;
 use gatehouse_data_plane::request::{hygiene, path};
 use gatehouse_data_plane::virtual_proxy::VirtualProxy;
 use gatehouse_proto::v1 as pb;
+use gatehouse_runtime::clock::SystemClock;
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderValue};
 
@@ -145,7 +146,8 @@ fn session() -> Arc<CachedSession> {
 /// is full and every insert stays; a TTL long enough for every entry to stay fresh.
 fn full_cache() -> SessionCache {
     let hour = Duration::from_secs(3600);
-    let cache = SessionCache::new(200_000, hour, hour);
+    // The node's own clock: what a request reads on a hit is part of what is measured.
+    let cache = SessionCache::new(200_000, hour, hour, Arc::new(SystemClock));
     for index in 1..100_000 {
         let mut other = (*session()).clone();
         other.handle = format!("handle-{index}");

@@ -3,7 +3,8 @@
 //! An entry is *fresh* for `ttl` after validation and used without asking anyone; after that
 //! and up to `grace`, it is used only while the control plane cannot be reached. Revocations
 //! drop entries by session handle at once. A handle revoked moments ago is remembered, so a
-//! validation that was in flight when the revocation arrived cannot put it back.
+//! validation that was in flight when the revocation arrived cannot put it back. Ages are
+//! read from the cache's clock, so its tests move a manual clock instead of sleeping.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use gatehouse_runtime::clock::Clock;
 use sha2::{Digest as _, Sha256};
 
 const SHARDS: usize = 64;
@@ -157,6 +159,7 @@ pub struct SessionCache {
     /// more than `max_sessions`.
     len: AtomicUsize,
     max_sessions: usize,
+    clock: Arc<dyn Clock>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -166,7 +169,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SessionCache {
-    pub fn new(max_sessions: usize, ttl: Duration, grace: Duration) -> Self {
+    pub fn new(max_sessions: usize, ttl: Duration, grace: Duration, clock: Arc<dyn Clock>) -> Self {
         let seed = std::collections::hash_map::RandomState::new().hash_one(SHARDS);
         let max_sessions = max_sessions.max(1);
         Self {
@@ -180,6 +183,7 @@ impl SessionCache {
             revoked: Mutex::new(HashMap::new()),
             len: AtomicUsize::new(0),
             max_sessions,
+            clock,
         }
     }
 
@@ -198,11 +202,11 @@ impl SessionCache {
 
     /// The hot path: one shard lock, no allocation. A use is recorded as activity.
     pub fn get(&self, key: &TokenKey) -> Lookup {
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut shard = lock(self.shard(key));
         match shard.get_mut(key) {
             Some(entry) if now < entry.validated + self.ttl => {
-                entry.unreported_use = Some(SystemTime::now());
+                entry.unreported_use = Some(self.clock.now());
                 Lookup::Fresh(entry.session.clone())
             }
             Some(entry) if now < entry.validated + self.grace => {
@@ -244,7 +248,7 @@ impl SessionCache {
 
     /// Caches a session just validated, unless it was revoked meanwhile.
     pub fn insert(&self, key: TokenKey, session: Arc<CachedSession>) -> bool {
-        let now = Instant::now();
+        let now = self.clock.instant();
         {
             let mut revoked = lock(&self.revoked);
             revoked.retain(|_, at| now.duration_since(*at) < self.ttl.max(Duration::from_secs(5)));
@@ -255,7 +259,7 @@ impl SessionCache {
         let entry = || Entry {
             session: session.clone(),
             validated: now,
-            unreported_use: Some(SystemTime::now()),
+            unreported_use: Some(self.clock.now()),
         };
         // A token cached already (validated again after its ttl) keeps its slot.
         let refreshed = {
@@ -378,7 +382,7 @@ impl SessionCache {
 
     /// Drops every token of a revoked session and remembers the revocation briefly.
     pub fn revoke(&self, handle: &str) {
-        lock(&self.revoked).insert(handle.to_owned(), Instant::now());
+        lock(&self.revoked).insert(handle.to_owned(), self.clock.instant());
         let fingerprint = self.fingerprint(handle);
         let mut by_handle = lock(&self.by_handle);
         let Some(keys) = by_handle.remove(&fingerprint) else {
@@ -469,6 +473,18 @@ impl TokenKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_runtime::clock::ManualClock;
+
+    fn clock() -> Arc<ManualClock> {
+        Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ))
+    }
+
+    /// A cache whose clock never moves unless a test moves it.
+    fn new_cache(max_sessions: usize, ttl: Duration, grace: Duration) -> SessionCache {
+        SessionCache::new(max_sessions, ttl, grace, clock())
+    }
 
     fn session(handle: &str) -> Arc<CachedSession> {
         Arc::new(CachedSession {
@@ -483,20 +499,26 @@ mod tests {
 
     #[test]
     fn entries_are_fresh_then_stale_then_gone() {
-        let cache = SessionCache::new(10, Duration::from_millis(30), Duration::from_millis(80));
+        let clock = clock();
+        let cache = SessionCache::new(
+            10,
+            Duration::from_millis(30),
+            Duration::from_millis(80),
+            clock.clone(),
+        );
         let key = TokenKey::of("t");
         assert!(matches!(cache.get(&key), Lookup::Missing));
         cache.insert(key, session("h"));
         assert!(matches!(cache.get(&key), Lookup::Fresh(_)));
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance(Duration::from_millis(40));
         assert!(matches!(cache.get(&key), Lookup::Stale(_)));
-        std::thread::sleep(Duration::from_millis(50));
+        clock.advance(Duration::from_millis(50));
         assert!(matches!(cache.get(&key), Lookup::Missing));
     }
 
     #[test]
     fn revocation_drops_every_token_of_a_handle_and_blocks_late_inserts() {
-        let cache = SessionCache::new(10, Duration::from_secs(60), Duration::from_secs(60));
+        let cache = new_cache(10, Duration::from_secs(60), Duration::from_secs(60));
         let (a, b) = (TokenKey::of("a"), TokenKey::of("b"));
         cache.insert(a, session("h"));
         cache.insert(b, session("h"));
@@ -512,8 +534,22 @@ mod tests {
     }
 
     #[test]
+    fn a_revocation_is_remembered_for_the_ttl_then_forgotten() {
+        let clock = clock();
+        let ttl = Duration::from_secs(60);
+        let cache = SessionCache::new(10, ttl, ttl, clock.clone());
+        let key = TokenKey::of("t");
+        cache.revoke("h");
+        clock.advance(ttl - Duration::from_secs(1));
+        assert!(!cache.insert(key, session("h")), "still remembered");
+        clock.advance(Duration::from_secs(1));
+        assert!(cache.insert(key, session("h")), "forgotten after the ttl");
+        assert!(matches!(cache.get(&key), Lookup::Fresh(_)));
+    }
+
+    #[test]
     fn unreported_activity_is_taken_once_and_can_be_restored() {
-        let cache = SessionCache::new(10, Duration::from_secs(60), Duration::from_secs(60));
+        let cache = new_cache(10, Duration::from_secs(60), Duration::from_secs(60));
         let key = TokenKey::of("t");
         cache.insert(key, session("h"));
         let _ = cache.get(&key);
@@ -530,7 +566,7 @@ mod tests {
 
     #[test]
     fn the_cache_stays_within_its_bound() {
-        let cache = SessionCache::new(SHARDS * 2, Duration::from_secs(60), Duration::from_secs(60));
+        let cache = new_cache(SHARDS * 2, Duration::from_secs(60), Duration::from_secs(60));
         for index in 0..SHARDS * 20 {
             cache.insert(
                 TokenKey::of(&index.to_string()),
@@ -547,7 +583,7 @@ mod tests {
     #[test]
     fn concurrent_inserts_never_take_the_cache_past_its_bound() {
         let max = 50;
-        let cache = Arc::new(SessionCache::new(
+        let cache = Arc::new(new_cache(
             max,
             Duration::from_secs(60),
             Duration::from_secs(60),
@@ -595,7 +631,7 @@ mod tests {
     #[test]
     fn the_cache_holds_as_many_sessions_as_it_is_sized_for() {
         let max = 10_000;
-        let cache = SessionCache::new(max, Duration::from_secs(60), Duration::from_secs(60));
+        let cache = new_cache(max, Duration::from_secs(60), Duration::from_secs(60));
         for index in 0..max {
             cache.insert(
                 TokenKey::of(&index.to_string()),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::tls::CertificateFiles;
-use crate::upstream_tls::UpstreamTlsFiles;
+use crate::upstream::tls::UpstreamTlsFiles;
 use gatehouse_runtime::admin_access::AdminToken;
 
 /// Shortest node secret accepted (the control plane asks the same).

@@ -29,7 +29,7 @@ pub use gatehouse_runtime::settings;
 pub mod sockets;
 pub mod state;
 pub mod tls;
-pub mod upstream_tls;
+pub mod upstream;
 pub mod virtual_proxy;
 
 pub use config::Config;

@@ -95,7 +95,7 @@ mod tests {
         ProxyTable::from_snapshot(
             &snapshot,
             &ProxyTable::default(),
-            &crate::upstream_tls::client_config(None).unwrap(),
+            &crate::upstream::tls::client_config(None).unwrap(),
         )
     }
 

@@ -62,7 +62,7 @@ impl BoundNode {
         let admin = bind(config.admin_listen).await?;
         let control = ControlClient::new(&config.control_plane, &config.node_id)
             .map_err(StartError::ControlPlane)?;
-        let upstream_tls = crate::upstream_tls::client_config(config.upstream_tls.as_ref())?;
+        let upstream_tls = crate::upstream::tls::client_config(config.upstream_tls.as_ref())?;
         let state = Arc::new(NodeState::new(&config, control, upstream_tls));
         let certificates = match &config.tls {
             Some(tls) => Some(CertificateStore::load(tls.certificates.clone())?),

@@ -1,11 +1,13 @@
 //! What one node holds, shared by every connection: the routing table from the latest
-//! snapshot, the session cache, open WebSockets, and the control-plane client.
+//! snapshot, the session cache, open WebSockets, and the control-plane client. The cache and
+//! the breaker that decides when stale entries are served read one clock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
+use gatehouse_runtime::clock::{Clock, SystemClock};
 use tokio::sync::OnceCell;
 
 use crate::cache::{CachedSession, Lookup, SessionCache, TokenKey};
@@ -18,10 +20,6 @@ use crate::virtual_proxy::VirtualProxy;
 /// After a validation finds the control plane unreachable, how long requests are answered
 /// from the cache (or 503) without trying again.
 const BREAKER_OPEN: std::time::Duration = std::time::Duration::from_secs(1);
-
-fn elapsed_ms(since: std::time::Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
 
 struct ForgetInFlight<'a> {
     validations: &'a Mutex<HashMap<TokenKey, InFlight>>,
@@ -72,6 +70,8 @@ pub struct NodeState {
     pub upstream_tls: Arc<rustls::ClientConfig>,
     /// One validation per token at a time: concurrent misses wait for the same answer.
     validations: Mutex<HashMap<TokenKey, InFlight>>,
+    /// What the cache's ages and the breaker's deadline are read from.
+    pub clock: Arc<dyn Clock>,
     started: std::time::Instant,
     /// Milliseconds after `started` until which the control plane is taken to be down (0: up).
     control_down_until_ms: AtomicU64,
@@ -83,6 +83,7 @@ impl NodeState {
         control: ControlClient,
         upstream_tls: Arc<rustls::ClientConfig>,
     ) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Self {
             table: ArcSwap::from_pointee(ProxyTable::default()),
             ready: AtomicBool::new(false),
@@ -91,6 +92,7 @@ impl NodeState {
                 config.cache.max_sessions,
                 config.cache.ttl,
                 config.cache.grace,
+                clock.clone(),
             ),
             sockets: Arc::new(WebSocketRegistry::default()),
             control,
@@ -99,7 +101,8 @@ impl NodeState {
             metrics: crate::metrics::Metrics::new(),
             upstream_tls,
             validations: Mutex::new(HashMap::new()),
-            started: std::time::Instant::now(),
+            started: clock.instant(),
+            clock,
             control_down_until_ms: AtomicU64::new(0),
         }
     }
@@ -226,14 +229,19 @@ impl NodeState {
         }
     }
 
+    /// Milliseconds since the node started, by its clock.
+    fn elapsed_ms(&self) -> u64 {
+        let elapsed = self.clock.instant().saturating_duration_since(self.started);
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn control_plane_down(&self) -> bool {
         let until = self.control_down_until_ms.load(Ordering::Relaxed);
-        until != 0 && elapsed_ms(self.started) < until
+        until != 0 && self.elapsed_ms() < until
     }
 
     fn control_plane_failed(&self) {
-        let until =
-            elapsed_ms(self.started) + u64::try_from(BREAKER_OPEN.as_millis()).unwrap_or(u64::MAX);
+        let until = self.elapsed_ms() + u64::try_from(BREAKER_OPEN.as_millis()).unwrap_or(u64::MAX);
         self.control_down_until_ms.store(until, Ordering::Relaxed);
     }
 

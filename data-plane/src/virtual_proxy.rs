@@ -12,8 +12,8 @@ use ipnet::IpNet;
 
 use crate::auth::rules::{AccessRule, fold};
 use crate::identity_headers::{IdentityPreset, ProxyIdentity};
-use crate::proxy::upstream::{Strategy, UpstreamPool, UpstreamSettings};
 use crate::request::path::AllowedSpellings;
+use crate::upstream::{Strategy, UpstreamPool, UpstreamSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Anonymous {
@@ -204,7 +204,7 @@ impl VirtualProxy {
         proto: &pb::VirtualProxy,
         previous: Option<&VirtualProxy>,
     ) -> Result<Self, SnapshotError> {
-        let tls = crate::upstream_tls::client_config(None).map_err(|error| SnapshotError {
+        let tls = crate::upstream::tls::client_config(None).map_err(|error| SnapshotError {
             prefix: proto.prefix.clone(),
             reason: error.to_string(),
         })?;

@@ -46,7 +46,7 @@ const FD_SLACK: usize = 4;
 /// connection in progress at the moment of the sample.
 const TASK_SLACK: f64 = 4.0;
 /// The node's pool keeps at most this many idle connections per upstream node
-/// (`proxy::connections::MAX_IDLE`); those are reuse, not a leak.
+/// (`upstream::connections::MAX_IDLE`); those are reuse, not a leak.
 const UPSTREAM_IDLE_BOUND: usize = 256;
 
 /// What the load is asked to do, fast or long.

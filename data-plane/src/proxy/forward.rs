@@ -12,10 +12,10 @@ use hyper::body::Incoming;
 use crate::body::ProxyBody;
 use crate::cache::CachedSession;
 use crate::proxy::headers;
-use crate::proxy::upstream::UpstreamError;
 use crate::refusal::{Refusal, UpstreamFailure};
 use crate::request::context::RequestCtx;
 use crate::state::NodeState;
+use crate::upstream::UpstreamError;
 
 /// Which upstream node answered, carried on the response for the access log.
 #[derive(Debug, Clone, Copy)]

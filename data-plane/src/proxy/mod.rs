@@ -7,11 +7,9 @@
 //! `websocket` for upgrades) → rewrite the response. The access log and the metrics are
 //! written once, around them.
 
-pub mod connections;
 pub mod forward;
 pub mod headers;
 pub mod rewrite;
-pub mod upstream;
 pub mod websocket;
 pub mod websocket_relay;
 

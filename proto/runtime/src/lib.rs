@@ -1,9 +1,10 @@
 //! Code both Gatehouse binaries share and must run the same way: one logging set-up (text or
 //! JSON, `/log-level`, OTLP export), one rule for who may use an admin port, process set-up,
-//! `GATEHOUSE__*` / `--set` configuration overrides, and the session token a JWT maps to
-//! (the control plane stores it, nodes look it up).
+//! `GATEHOUSE__*` / `--set` configuration overrides, the session token a JWT maps to
+//! (the control plane stores it, nodes look it up), and the injectable clock TTL logic reads.
 
 pub mod admin_access;
+pub mod clock;
 pub mod jwt_session;
 pub mod logging;
 pub mod process;

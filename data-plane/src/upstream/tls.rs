@@ -1,14 +1,19 @@
 //! TLS to upstream nodes: which CAs to trust (a bundle, or the system's) and the certificate
-//! the node presents when an upstream asks for one. One configuration per node, shared by
-//! every pool that speaks TLS.
+//! the node presents when an upstream asks for one, one configuration per node shared by
+//! every pool that speaks TLS; and the name each node's certificate is checked against.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use http::Uri;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Deserialize;
 
+use super::discovery::ResolvedNames;
 use crate::tls::TlsError;
 
 /// `[upstream_tls]` of the node's configuration.
@@ -92,4 +97,60 @@ fn build(files: &UpstreamTlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsError
         }
     };
     Ok(Arc::new(config))
+}
+
+/// Wraps `tcp` in TLS for `https` URIs (and leaves `http` ones alone), checking each node's
+/// certificate against `server_name`, else the DNS name its address was resolved from.
+pub(super) fn connector(
+    tcp: HttpConnector,
+    config: &rustls::ClientConfig,
+    server_name: Option<String>,
+    resolved: ResolvedNames,
+    http2: bool,
+) -> HttpsConnector<HttpConnector> {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config.clone())
+        .https_or_http()
+        .with_server_name_resolver(ServerNames {
+            fixed: server_name,
+            by_address: resolved,
+        })
+        .enable_http1();
+    if http2 {
+        builder.enable_http2().wrap_connector(tcp)
+    } else {
+        builder.wrap_connector(tcp)
+    }
+}
+
+/// The name a node's certificate must carry: the configured one, else the DNS name its
+/// address was resolved from, else the address itself.
+#[derive(Debug, Clone)]
+struct ServerNames {
+    fixed: Option<String>,
+    by_address: ResolvedNames,
+}
+
+impl hyper_rustls::ResolveServerName for ServerNames {
+    fn resolve(
+        &self,
+        uri: &Uri,
+    ) -> Result<ServerName<'static>, Box<dyn std::error::Error + Sync + Send>> {
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = match (&self.fixed, host.parse::<IpAddr>()) {
+            (Some(fixed), _) => fixed.clone(),
+            (None, Ok(ip)) => self
+                .by_address
+                .load()
+                .get(&ip)
+                .cloned()
+                .unwrap_or_else(|| ip.to_string()),
+            (None, Err(_)) => host.to_owned(),
+        };
+        Ok(ServerName::try_from(name)?)
+    }
 }

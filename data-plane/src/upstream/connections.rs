@@ -10,7 +10,7 @@
 //! head and while it relays the body, the way nginx serves both sockets from one event loop.
 //! A connection goes back to its node's idle list once its response has been read to the
 //! end; a response abandoned half-way closes it. TLS, HTTP/2 and upgrade requests keep using
-//! hyper-util's client (`upstream.rs`).
+//! hyper-util's client (`clients.rs`).
 
 use std::collections::VecDeque;
 use std::future::Future as _;

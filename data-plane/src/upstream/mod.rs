@@ -1,0 +1,149 @@
+//! A virtual proxy's upstream pool: its nodes and how a request reaches one of them.
+//!
+//! `discovery` keeps the members (static addresses, and DNS names re-resolved so that a
+//! Kubernetes headless service's pods come and go); `balancing` chooses one; `health`
+//! ejects nodes that refuse connections; `retry` is the one attempt policy both clients
+//! share, and `clients` their per-attempt sends: the inline HTTP/1.1 connections
+//! (`connections`) for plain-HTTP nodes, hyper-util's pooled client for TLS (`tls`), HTTP/2
+//! and upgrades. `counted` keeps a request counted against its node until its body is read.
+//!
+//! A module of its own beside `proxy`, not inside it: the node's configuration (upstream
+//! TLS files), the snapshot (building pools), the admin port (node health) and the request
+//! path all use it, and it uses none of them.
+
+mod balancing;
+mod clients;
+pub mod connections;
+mod counted;
+mod discovery;
+mod health;
+mod member;
+mod retry;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+
+use self::balancing::Balancer;
+pub use self::balancing::Strategy;
+use self::clients::{InlineAttempt, PooledAttempt, PooledClient};
+pub use self::counted::CountedBody;
+use self::discovery::Discovery;
+pub use self::member::{InFlight, Member};
+use crate::body::ProxyBody;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    pub nodes: Vec<String>,
+    /// Speak TLS to the nodes.
+    pub tls: bool,
+    /// Checked against the nodes' certificates; default: each node's DNS name, or its IP.
+    pub tls_server_name: Option<String>,
+    pub strategy: Strategy,
+    pub http2: bool,
+    pub eject_after_failures: u32,
+    pub ejection_time: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+/// Why a request found no answer upstream; shown to clients only as a status.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no upstream node is configured")]
+    NoNodes,
+    #[error("cannot connect to upstream {0}")]
+    Connect(SocketAddr),
+    #[error("upstream {0} did not answer in time")]
+    Timeout(SocketAddr),
+    #[error("upstream {address} failed: {detail}")]
+    Failed { address: SocketAddr, detail: String },
+}
+
+#[derive(Debug)]
+pub struct UpstreamPool {
+    settings: UpstreamSettings,
+    discovery: Discovery,
+    balancer: Balancer,
+    client: PooledClient,
+}
+
+impl UpstreamPool {
+    /// Creates the pool; DNS names are resolved in the background from now on. `tls` is the
+    /// node's client configuration for upstreams that speak TLS.
+    pub fn new(settings: UpstreamSettings, tls: Arc<rustls::ClientConfig>) -> Arc<Self> {
+        let discovery = Discovery::start(&settings.nodes);
+        let client = clients::pooled_client(&settings, &tls, discovery.names());
+        Arc::new(Self {
+            balancer: Balancer::new(settings.strategy),
+            settings,
+            discovery,
+            client,
+        })
+    }
+
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
+    }
+
+    pub fn members(&self) -> Arc<Vec<Arc<Member>>> {
+        self.discovery.members()
+    }
+
+    fn member_count(&self) -> usize {
+        self.discovery.current().len()
+    }
+
+    /// (healthy, ejected) node counts, for metrics.
+    pub fn health(&self) -> (usize, usize) {
+        let now = health::now_ms();
+        let members = self.discovery.current();
+        let ejected = members
+            .iter()
+            .filter(|member| member.is_ejected(now))
+            .count();
+        (members.len() - ejected, ejected)
+    }
+
+    /// Chooses a node, skipping ejected ones (unless all are) and those in `tried`.
+    pub fn pick(&self, affinity: Option<&str>, tried: &[SocketAddr]) -> Option<Arc<Member>> {
+        self.balancer
+            .pick(&self.discovery.current(), affinity, tried)
+    }
+
+    /// Sends a request to a node. A request that could not reach a node is tried on another
+    /// (see `retry.rs`); anything else that failed is the caller's 502 or 504.
+    pub async fn send(
+        &self,
+        request: Request<ProxyBody>,
+        affinity: Option<&str>,
+    ) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
+        if self.settings.tls || self.settings.http2 {
+            return self.send_pooled(request, affinity).await;
+        }
+        let attempt = InlineAttempt::new(request, self.settings.connect_timeout);
+        retry::send(self, affinity, attempt).await
+    }
+
+    /// Sends an upgrade (WebSocket) request: hyper-util's client hands the upgraded
+    /// connection over, which the inline connections do not.
+    pub async fn send_upgrade(
+        &self,
+        request: Request<ProxyBody>,
+        affinity: Option<&str>,
+    ) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
+        self.send_pooled(request, affinity).await
+    }
+
+    async fn send_pooled(
+        &self,
+        request: Request<ProxyBody>,
+        affinity: Option<&str>,
+    ) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
+        let attempt = PooledAttempt::new(&self.client, &self.settings, request);
+        retry::send(self, affinity, attempt).await
+    }
+}

@@ -1,0 +1,77 @@
+//! The attempt policy, written once for both clients: a request that could not reach a node
+//! (nothing was sent) goes to another untried node, up to `MAX_ATTEMPTS` and no more than the
+//! pool has, if the client still holds it whole; each connect failure counts towards the
+//! node's ejection. Anything else that failed, or no answer within the response timeout, is
+//! the caller's 502 or 504 at once: the request may have been acted on. What differs between
+//! the clients is only how one attempt is sent ([`Attempt`], in `clients.rs`).
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::Response;
+
+use super::counted::{CountedBody, UpstreamBody};
+use super::member::{InFlight, Member};
+use super::{UpstreamError, UpstreamPool};
+
+/// Most nodes one request is tried on when nodes cannot be reached.
+const MAX_ATTEMPTS: usize = 3;
+const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// Why one attempt got no response head.
+#[derive(Debug)]
+pub(super) enum AttemptError {
+    /// No connection could be made to the node: nothing was sent.
+    Connect,
+    /// The request was (or may have been) sent, and the exchange failed.
+    Failed(String),
+}
+
+/// One client's way of sending a request to one node. It holds the request between
+/// attempts, and knows whether it can still send it after a connect failure.
+pub(super) trait Attempt {
+    /// Whether the request can go to another node (asked only after a connect failure).
+    fn can_retry(&self) -> bool;
+
+    /// Sends the request to `member` and waits for the response head.
+    async fn send(&mut self, member: &Member) -> Result<Response<UpstreamBody>, AttemptError>;
+}
+
+/// Sends `attempt`'s request to a node of `pool`, and to others while the policy allows.
+pub(super) async fn send(
+    pool: &UpstreamPool,
+    affinity: Option<&str>,
+    mut attempt: impl Attempt,
+) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
+    let settings = pool.settings();
+    let mut tried = [UNSPECIFIED; MAX_ATTEMPTS];
+    for index in 0..MAX_ATTEMPTS {
+        let member = pool
+            .pick(affinity, &tried[..index])
+            .ok_or(UpstreamError::NoNodes)?;
+        tried[index] = member.address;
+        let in_flight = InFlight::new(member.clone());
+        match tokio::time::timeout(settings.response_timeout, attempt.send(&member)).await {
+            Ok(Ok(response)) => {
+                member.record_success();
+                let response = response.map(|body| CountedBody::new(body, in_flight));
+                return Ok((response, member.address));
+            }
+            Ok(Err(AttemptError::Connect)) => {
+                member.record_connect_failure(settings);
+                let more = index + 1 < MAX_ATTEMPTS.min(pool.member_count());
+                if !(more && attempt.can_retry()) {
+                    return Err(UpstreamError::Connect(member.address));
+                }
+                tracing::debug!(upstream = %member.address, "connect failed; trying another node");
+            }
+            Ok(Err(AttemptError::Failed(detail))) => {
+                return Err(UpstreamError::Failed {
+                    address: member.address,
+                    detail,
+                });
+            }
+            Err(_) => return Err(UpstreamError::Timeout(member.address)),
+        }
+    }
+    Err(UpstreamError::NoNodes)
+}
