@@ -135,10 +135,13 @@ pub async fn authenticate(
 /// cookie goes with it). A 503 stays a 503.
 fn negotiate(fallback: Refusal) -> Refusal {
     match fallback {
-        Refusal::Redirect { location, cookies } => Refusal::Negotiate {
-            other_login: Some(location),
-            cookies,
-        },
+        // A location that cannot be a header would have been a 400: no link to it.
+        Refusal::Redirect { location, cookies } if HeaderValue::from_str(&location).is_ok() => {
+            Refusal::Negotiate {
+                other_login: Some(location),
+                cookies,
+            }
+        }
         unavailable @ Refusal::Unavailable(_) => unavailable,
         _ => Refusal::Negotiate {
             other_login: None,
