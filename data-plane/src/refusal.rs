@@ -230,4 +230,38 @@ mod tests {
             "/a?b=1&amp;c=&quot;&lt;x&gt;&quot;"
         );
     }
+
+    #[test]
+    fn each_refusal_carries_the_headers_that_belong_with_it() {
+        let unavailable = Refusal::unavailable("not now").into_response();
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.headers()[http::header::RETRY_AFTER], "1");
+        let no_nodes = Refusal::Upstream(UpstreamFailure::NoNodes).into_response();
+        assert_eq!(no_nodes.headers()[http::header::RETRY_AFTER], "1");
+        let method = Refusal::method_not_allowed("GET, POST").into_response();
+        assert_eq!(method.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(method.headers()[ALLOW], "GET, POST");
+        let challenge = Refusal::Negotiate {
+            other_login: Some("/login?a=1&b=2".into()),
+            cookies: vec![HeaderValue::from_static("binding=1")],
+        }
+        .into_response();
+        assert_eq!(challenge.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(challenge.headers()[WWW_AUTHENTICATE], "Negotiate");
+        assert_eq!(challenge.headers()[SET_COOKIE], "binding=1");
+        let redirect = Refusal::redirect("/somewhere", None).into_response();
+        assert_eq!(redirect.status(), StatusCode::FOUND);
+        assert_eq!(redirect.headers()[http::header::LOCATION], "/somewhere");
+        let bad_location = Refusal::redirect("/a\nb", None).into_response();
+        assert_eq!(bad_location.status(), StatusCode::BAD_REQUEST);
+        for refusal in [
+            Refusal::bad_request("x"),
+            Refusal::forbidden("x"),
+            Refusal::unauthorized("x"),
+            Refusal::UriTooLong,
+        ] {
+            let status = refusal.status();
+            assert_eq!(refusal.into_response().status(), status);
+        }
+    }
 }

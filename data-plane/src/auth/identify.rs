@@ -208,7 +208,7 @@ pub async fn bearer(
     };
     match state.validate(proxy, &token).await {
         // The session ends with the token's `exp`; a cached copy must not outlive it.
-        Validation::Valid(session) if session.absolute_expiry > std::time::SystemTime::now() => {
+        Validation::Valid(session) if session.absolute_expiry > state.clock.now() => {
             let mut authenticated = Authenticated::existing(session);
             authenticated.set_cookie = set_cookie(&token);
             return Some(Ok((authenticated, token)));

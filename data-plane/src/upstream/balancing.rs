@@ -11,15 +11,7 @@ use rand::Rng as _;
 
 use super::health;
 use super::member::Member;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    RoundRobin,
-    /// Power of two choices on requests in flight.
-    LeastOutstanding,
-    /// Rendezvous hashing on the session, so a session stays on its node while it is healthy.
-    StickySession,
-}
+use super::settings::Strategy;
 
 /// A strategy and the little state it keeps.
 #[derive(Debug)]

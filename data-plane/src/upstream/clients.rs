@@ -18,7 +18,8 @@ use super::counted::UpstreamBody;
 use super::discovery::ResolvedNames;
 use super::member::Member;
 use super::retry::{Attempt, AttemptError};
-use super::{UpstreamSettings, tls};
+use super::settings::UpstreamSettings;
+use super::tls;
 use crate::body::ProxyBody;
 
 /// hyper-util's client, as a pool that speaks TLS or HTTP/2 uses it.

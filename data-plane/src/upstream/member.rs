@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::UpstreamSettings;
 use super::connections::IdleConnections;
 use super::health::PassiveHealth;
+use super::settings::UpstreamSettings;
 
 /// One upstream address.
 #[derive(Debug)]

@@ -19,49 +19,22 @@ mod discovery;
 mod health;
 mod member;
 mod retry;
+mod settings;
 pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response};
 
 use self::balancing::Balancer;
-pub use self::balancing::Strategy;
 use self::clients::{InlineAttempt, PooledAttempt, PooledClient};
 pub use self::counted::CountedBody;
 use self::discovery::Discovery;
 pub use self::member::{InFlight, Member};
+use self::retry::Nodes;
+pub use self::settings::{Strategy, UpstreamError, UpstreamSettings};
 use crate::body::ProxyBody;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamSettings {
-    pub nodes: Vec<String>,
-    /// Speak TLS to the nodes.
-    pub tls: bool,
-    /// Checked against the nodes' certificates; default: each node's DNS name, or its IP.
-    pub tls_server_name: Option<String>,
-    pub strategy: Strategy,
-    pub http2: bool,
-    pub eject_after_failures: u32,
-    pub ejection_time: Duration,
-    pub connect_timeout: Duration,
-    pub response_timeout: Duration,
-}
-
-/// Why a request found no answer upstream; shown to clients only as a status.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("no upstream node is configured")]
-    NoNodes,
-    #[error("cannot connect to upstream {0}")]
-    Connect(SocketAddr),
-    #[error("upstream {0} did not answer in time")]
-    Timeout(SocketAddr),
-    #[error("upstream {address} failed: {detail}")]
-    Failed { address: SocketAddr, detail: String },
-}
 
 #[derive(Debug)]
 pub struct UpstreamPool {
@@ -91,10 +64,6 @@ impl UpstreamPool {
 
     pub fn members(&self) -> Arc<Vec<Arc<Member>>> {
         self.discovery.members()
-    }
-
-    fn member_count(&self) -> usize {
-        self.discovery.current().len()
     }
 
     /// (healthy, ejected) node counts, for metrics.
@@ -145,5 +114,19 @@ impl UpstreamPool {
     ) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
         let attempt = PooledAttempt::new(&self.client, &self.settings, request);
         retry::send(self, affinity, attempt).await
+    }
+}
+
+impl Nodes for UpstreamPool {
+    fn settings(&self) -> &UpstreamSettings {
+        &self.settings
+    }
+
+    fn count(&self) -> usize {
+        self.discovery.current().len()
+    }
+
+    fn pick(&self, affinity: Option<&str>, tried: &[SocketAddr]) -> Option<Arc<Member>> {
+        UpstreamPool::pick(self, affinity, tried)
     }
 }

@@ -11,7 +11,9 @@ use http::Response;
 
 use super::counted::{CountedBody, UpstreamBody};
 use super::member::{InFlight, Member};
-use super::{UpstreamError, UpstreamPool};
+use std::sync::Arc;
+
+use super::settings::{UpstreamError, UpstreamSettings};
 
 /// Most nodes one request is tried on when nodes cannot be reached.
 const MAX_ATTEMPTS: usize = 3;
@@ -36,9 +38,18 @@ pub(super) trait Attempt {
     async fn send(&mut self, member: &Member) -> Result<Response<UpstreamBody>, AttemptError>;
 }
 
+/// The nodes an attempt can go to: the pool, as the policy sees it.
+pub(super) trait Nodes {
+    fn settings(&self) -> &UpstreamSettings;
+    /// How many nodes there are now.
+    fn count(&self) -> usize;
+    /// A node not in `tried`, if there is one.
+    fn pick(&self, affinity: Option<&str>, tried: &[SocketAddr]) -> Option<Arc<Member>>;
+}
+
 /// Sends `attempt`'s request to a node of `pool`, and to others while the policy allows.
 pub(super) async fn send(
-    pool: &UpstreamPool,
+    pool: &impl Nodes,
     affinity: Option<&str>,
     mut attempt: impl Attempt,
 ) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
@@ -58,7 +69,7 @@ pub(super) async fn send(
             }
             Ok(Err(AttemptError::Connect)) => {
                 member.record_connect_failure(settings);
-                let more = index + 1 < MAX_ATTEMPTS.min(pool.member_count());
+                let more = index + 1 < MAX_ATTEMPTS.min(pool.count());
                 if !(more && attempt.can_retry()) {
                     return Err(UpstreamError::Connect(member.address));
                 }
