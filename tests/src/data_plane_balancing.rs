@@ -21,7 +21,7 @@ async fn upstreams(count: usize) -> Vec<EchoUpstream> {
 }
 
 fn nodes(upstreams: &[EchoUpstream]) -> Vec<String> {
-    upstreams.iter().map(EchoUpstream::node).collect()
+    upstreams.iter().map(|upstream| upstream.node()).collect()
 }
 
 /// A control plane and one node for `proxy`, and a session cookie of a user of it.

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use crate::data_plane_fixtures::{AppProxy, COOKIE, assert_still_open, with_cookie};
 use crate::harness::auth_module::{session_cookie, user};
 use crate::harness::client::{WebSocket, expect_close, websocket};
-use crate::harness::processes::{ControlPlaneProcess, DataPlaneProcess};
+use crate::harness::processes::{ControlPlaneProcess, DataPlaneProcess, ProcessUnderTest};
 use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, eventually};
 
 /// Sockets that each hold an unfinished message in the memory test.
@@ -97,7 +97,7 @@ async fn unfinished_fragmented_messages_on_many_sockets_hold_no_memory_in_the_no
         assert_still_open(&mut socket).await;
         sockets.push(socket);
     }
-    let before = node.process.stats();
+    let before = node.process.stats().expect("read the node's /proc");
 
     let fragment = vec![0x5a_u8; FRAGMENT];
     let mut holders = Vec::new();
@@ -126,7 +126,7 @@ async fn unfinished_fragmented_messages_on_many_sockets_hold_no_memory_in_the_no
         sockets.push(holder.await.expect("a socket's sender panicked"));
     }
     node.process.assert_running();
-    let held = node.process.stats();
+    let held = node.process.stats().expect("read the node's /proc");
     let growth = held.rss_bytes.saturating_sub(before.rss_bytes);
     eprintln!(
         "{HOLDING_SOCKETS} sockets holding {} MiB each: node {before} before, {held} after \

@@ -30,7 +30,9 @@ use crate::harness::auth_module::user;
 use crate::harness::browser::Browser;
 use crate::harness::client;
 use crate::harness::proc_stats::{self, percentiles, settle};
-use crate::harness::processes::{ControlPlaneProcess, DataPlaneProcess, raise_open_file_limit};
+use crate::harness::processes::{
+    ControlPlaneProcess, DataPlaneProcess, ProcessUnderTest, raise_open_file_limit,
+};
 use crate::harness::{EchoUpstream, RedisServer, profile};
 
 /// How long the node gets to close what the hostile clients left.
@@ -98,6 +100,7 @@ impl System {
         self.node
             .process
             .stats()
+            .expect("read the node's /proc")
             .fds
             .saturating_sub(self.client_connections() + self.upstream_connections())
     }

@@ -29,7 +29,7 @@ use crate::harness::browser::Browser;
 use crate::harness::client::{self, HttpResponse, next_message};
 use crate::harness::proc_stats::{self, ProcStats, settle};
 use crate::harness::processes::{
-    ControlPlaneProcess, DataPlaneProcess, NodeSample, raise_open_file_limit,
+    ControlPlaneProcess, DataPlaneProcess, NodeSample, ProcessUnderTest, raise_open_file_limit,
 };
 use crate::harness::{EchoUpstream, RedisServer, profile};
 
@@ -432,7 +432,10 @@ async fn thousands_of_sessions_leave_nothing_behind() {
     for node in &nodes {
         baseline.push(drained(node, upstream.address()).await);
     }
-    let control_baseline = control.process.stats();
+    let control_baseline = control
+        .process
+        .stats()
+        .expect("read the control plane's /proc");
 
     let load_started = Instant::now();
     let load = Arc::new(Tally::default());
@@ -486,7 +489,12 @@ async fn thousands_of_sessions_leave_nothing_behind() {
     }
     let (control_after, control_settled) = settle(
         DRAIN_DEADLINE,
-        || async { control.process.stats() },
+        || async {
+            control
+                .process
+                .stats()
+                .expect("read the control plane's /proc")
+        },
         |now| now.fds <= control_baseline.fds + FD_SLACK,
     )
     .await;

@@ -1,8 +1,10 @@
-//! The HTTP and WebSocket client side of the benchmarks: one kept-alive HTTP/1.1 connection
-//! per poller, so that a poll costs one loopback round trip and no connect.
+//! A lean HTTP and WebSocket client: one kept-alive HTTP/1.1 connection per poller, so that a
+//! poll costs one loopback round trip and no connect, and WebSockets with small buffers, so
+//! that ten thousand idle ones cost the client little. Readiness probes and `/metrics` use it
+//! too.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
@@ -16,7 +18,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Longest a single request of a benchmark may take before the run is called failed.
+/// Longest a single request may take before the run is called failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One kept-alive HTTP/1.1 connection.
@@ -100,33 +102,4 @@ pub async fn websocket(address: SocketAddr, path: &str, cookie: &str) -> Result<
 /// Frames larger than the buffer still arrive whole; the buffer grows for them.
 pub fn small_buffers() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(4096)
-}
-
-/// Polls `check` every `every` until it answers `Ok(Some(_))`, for at most `deadline`.
-pub async fn wait_for<T, F, Fut>(
-    what: &str,
-    deadline: Duration,
-    every: Duration,
-    mut check: F,
-) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>>>,
-{
-    let started = Instant::now();
-    let mut last_error = None;
-    loop {
-        match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(error) => last_error = Some(error),
-        }
-        if started.elapsed() > deadline {
-            let detail = last_error
-                .map(|error| format!(": {error:#}"))
-                .unwrap_or_default();
-            bail!("timed out after {deadline:?} waiting for {what}{detail}");
-        }
-        tokio::time::sleep(every).await;
-    }
 }
