@@ -2,6 +2,8 @@
 
 pub mod auth_module;
 pub mod browser;
+#[cfg(test)]
+pub mod captured_log;
 pub mod client;
 pub mod control_plane;
 pub mod data_plane;

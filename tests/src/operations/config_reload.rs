@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use crate::browser::fixtures::{AppProxy, COOKIE, assert_still_open, open_socket};
 use crate::harness::auth_module::{session_cookie, user};
+use crate::harness::captured_log::CapturedLog;
 use crate::harness::client::get;
 use crate::harness::control_plane::NODE_SECRET;
 use crate::harness::upstream::EchoUpstream;
 use crate::harness::{ControlPlane, DataPlaneNode, eventually};
+
+/// What the control plane logs when a changed file does not load.
+const REFUSED_RELOAD: &str = "configuration not reloaded; the current one stays in force";
 
 #[tokio::test]
 async fn a_reloaded_virtual_proxy_reaches_running_nodes_without_dropping_websockets() {
@@ -19,6 +23,8 @@ async fn a_reloaded_virtual_proxy_reaches_running_nodes_without_dropping_websock
     );
     let file = std::env::temp_dir().join(format!("gatehouse-reload-{}.toml", std::process::id()));
     std::fs::write(&file, &base).unwrap();
+    // Installed before the control plane starts, so its reloader logs here.
+    let log = CapturedLog::install();
     let control = ControlPlane::start_reloading(&file).await;
     let node = DataPlaneNode::start(&control).await;
     let (cookie, _) = session_cookie(&control, "app", COOKIE, user("CORP", "alice")).await;
@@ -46,9 +52,15 @@ async fn a_reloaded_virtual_proxy_reaches_running_nodes_without_dropping_websock
     .await;
     assert_still_open(&mut socket).await;
 
-    // A broken file changes nothing.
+    // A broken file changes nothing: once the control plane has read and refused it, the node
+    // still serves the proxy it had.
     std::fs::write(&file, "[[virtual_proxies]]\nprefix = \"Bad\"\n").unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually(
+        "the control plane to refuse the broken file",
+        Duration::from_secs(10),
+        || async { log.contains(REFUSED_RELOAD).then_some(()) },
+    )
+    .await;
     assert_eq!(get(&node.url("/extra/hub"), &[]).await.status, 200);
     assert_still_open(&mut socket).await;
     let _ = std::fs::remove_file(&file);
