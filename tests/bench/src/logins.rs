@@ -19,7 +19,10 @@ use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
 use crate::grpc::{self, NodeClient};
-use crate::processes::{self, ControlPlane, Process, Redis, Store};
+use gatehouse_testkit::proc_stats;
+use gatehouse_testkit::{Process, RedisServer};
+
+use crate::processes::{self, Store};
 use crate::stats::{Table, mib};
 
 #[derive(Debug, Args)]
@@ -52,19 +55,13 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &LoginsArgs) -> Result<Table
         .benchmark_requests
         .unwrap_or(if smoke { 5_000 } else { 300_000 });
 
-    let dir = processes::work_dir()?;
-    let redis = Redis::start(dir.path()).await?;
+    let redis = RedisServer::start().await?;
+    let redis_process = redis.process().context("redis-server is running")?;
     let secret = processes::node_secret()?;
     // No request is proxied here: the virtual proxy's upstream is never contacted.
     let upstream = "127.0.0.1:9".parse()?;
-    let control_plane = ControlPlane::start(
-        bin_dir,
-        dir.path(),
-        &Store::Redis(redis.url()),
-        upstream,
-        &secret,
-    )
-    .await?;
+    let control_plane =
+        processes::control_plane(bin_dir, &Store::Redis(redis.url()), upstream, &secret).await?;
     let endpoint = control_plane.endpoint();
     let mut pairs = Vec::with_capacity(clients);
     for _ in 0..clients {
@@ -85,8 +82,8 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &LoginsArgs) -> Result<Table
     let driver = std::process::id();
     let cpu_before = (
         control_plane.process.cpu_seconds()?,
-        redis.process.cpu_seconds()?,
-        processes::cpu_seconds_of(driver)?,
+        redis_process.cpu_seconds()?,
+        proc_stats::cpu_seconds_of(driver)?,
     );
     eprintln!("logins: {clients} clients for {seconds} s");
     let started = Instant::now();
@@ -113,8 +110,8 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &LoginsArgs) -> Result<Table
     let after = command_stats(&mut redis_connection).await?;
     let cpu = (
         (control_plane.process.cpu_seconds()? - cpu_before.0) / elapsed,
-        (redis.process.cpu_seconds()? - cpu_before.1) / elapsed,
-        (processes::cpu_seconds_of(driver)? - cpu_before.2) / elapsed,
+        (redis_process.cpu_seconds()? - cpu_before.1) / elapsed,
+        (proc_stats::cpu_seconds_of(driver)? - cpu_before.2) / elapsed,
     );
     if logins == 0 {
         bail!("no login completed");
@@ -129,7 +126,7 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &LoginsArgs) -> Result<Table
 
     let mut auth = AuthenticationServiceClient::new(grpc::channel(&endpoint).await?);
     let mut node = grpc::node_client(grpc::channel(&endpoint).await?, &secret)?;
-    let monitored = monitor_logins(redis.port, calibration, &mut auth, &mut node).await?;
+    let monitored = monitor_logins(redis.port(), calibration, &mut auth, &mut node).await?;
     let requests_per_login = monitored.requests() as f64 / calibration as f64;
     let scripted_per_login = monitored.scripted as f64 / calibration as f64;
 
@@ -140,7 +137,7 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &LoginsArgs) -> Result<Table
         .query_async(&mut redis_connection)
         .await?;
     let evalsha_ops = redis_benchmark(
-        redis.port,
+        redis.port(),
         clients,
         benchmark_requests,
         &["EVALSHA", &script_sha, "0"],
@@ -148,7 +145,7 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &LoginsArgs) -> Result<Table
     .await?;
     // A value the size of a session handle, as the token pointer holds.
     let set_ops = redis_benchmark(
-        redis.port,
+        redis.port(),
         clients,
         benchmark_requests,
         &["SET", "bench:__rand_int__", &"h".repeat(48)],
@@ -432,7 +429,7 @@ impl RssSampler {
         let task = tokio::spawn(async move {
             let mut peak = 0;
             loop {
-                peak = peak.max(processes::rss_of(pid)?);
+                peak = peak.max(proc_stats::rss_of(pid)?);
                 tokio::select! {
                     _ = &mut stopped => return Ok(peak),
                     () = tokio::time::sleep(Duration::from_millis(50)) => {}

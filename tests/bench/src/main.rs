@@ -12,14 +12,12 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-mod client;
 mod grpc;
 mod logins;
 mod memory;
 mod processes;
 mod revocation;
 mod stats;
-mod upstream;
 
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-bench", about = "Gatehouse benchmark driver")]
@@ -105,7 +103,7 @@ async fn run(cli: &Cli) -> Result<String> {
         Command::Revocation(args) => revocation::run(&cli.bin_dir, cli.smoke, args).await?,
         Command::Memory(args) => memory::run(&cli.bin_dir, cli.smoke, args).await?,
         Command::Upstream { listen } => {
-            upstream::serve_until_stdin_ends(*listen).await?;
+            processes::serve_until_stdin_ends(*listen).await?;
             return Ok(String::new());
         }
     };

@@ -10,12 +10,13 @@ use anyhow::{Context as _, Result, bail, ensure};
 use clap::Args;
 use futures_util::{SinkExt as _, StreamExt as _};
 use gatehouse_proto::v1::session_service_client::SessionServiceClient;
+use gatehouse_testkit::http_client::{Connection, REQUEST_TIMEOUT, WebSocket, websocket};
+use gatehouse_testkit::{ControlPlaneProcess, DataPlaneProcess, RedisServer, wait_for};
 use http::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Connection, WebSocket, wait_for, websocket};
 use crate::grpc;
-use crate::processes::{self, ControlPlane, DataPlane, Redis, Store, UpstreamProcess};
+use crate::processes::{self, Store, UpstreamProcess};
 use crate::stats::{Table, mib};
 
 /// The node's own default `cache.max_sessions`.
@@ -85,10 +86,9 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &MemoryArgs) -> Result<Table
     let max_connections =
         DEFAULT_MAX_CONNECTIONS.max(usize::try_from(websockets)? + 2 * concurrency + 100);
 
-    let dir = processes::work_dir()?;
     let secret = processes::node_secret()?;
     let redis = match args.store {
-        StoreKind::Redis => Some(Redis::start(dir.path()).await?),
+        StoreKind::Redis => Some(RedisServer::start().await?),
         StoreKind::Memory => None,
     };
     let store = redis
@@ -97,8 +97,8 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &MemoryArgs) -> Result<Table
     // A process of its own: its sockets would otherwise count against the driver's limit.
     let upstream = UpstreamProcess::start().await?;
     let control_plane =
-        ControlPlane::start(bin_dir, dir.path(), &store, upstream.address, &secret).await?;
-    let node = DataPlane::start(
+        processes::control_plane(bin_dir, &store, upstream.address, &secret).await?;
+    let node = processes::data_plane(
         bin_dir,
         &control_plane,
         &secret,
@@ -206,7 +206,7 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &MemoryArgs) -> Result<Table
 /// `busy_for`; answers the sockets, the node's highest RSS meanwhile, and the messages
 /// echoed.
 async fn keep_busy(
-    node: &DataPlane,
+    node: &DataPlaneProcess,
     mut sockets: Vec<WebSocket>,
     busy: usize,
     busy_for: Duration,
@@ -221,7 +221,7 @@ async fn keep_busy(
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 socket.send(Message::Binary(message.clone())).await?;
-                match tokio::time::timeout(crate::client::REQUEST_TIMEOUT, socket.next()).await {
+                match tokio::time::timeout(REQUEST_TIMEOUT, socket.next()).await {
                     Ok(Some(Ok(Message::Binary(echo)))) if echo.len() == message.len() => {}
                     other => bail!("a busy WebSocket did not echo: {other:?}"),
                 }
@@ -247,7 +247,7 @@ async fn keep_busy(
 /// Creates `count` sessions, `concurrency` calls in flight over a few HTTP/2 connections;
 /// answers their tokens.
 async fn create_sessions(
-    control_plane: &ControlPlane,
+    control_plane: &ControlPlaneProcess,
     count: u64,
     concurrency: usize,
 ) -> Result<Vec<String>> {
@@ -282,7 +282,11 @@ async fn create_sessions(
 }
 
 /// One GET per session through the node, so that it validates and caches each one.
-async fn cache_sessions(node: &DataPlane, tokens: &[String], concurrency: usize) -> Result<()> {
+async fn cache_sessions(
+    node: &DataPlaneProcess,
+    tokens: &[String],
+    concurrency: usize,
+) -> Result<()> {
     let tokens: Arc<[String]> = tokens.into();
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(concurrency);
@@ -310,7 +314,7 @@ async fn cache_sessions(node: &DataPlane, tokens: &[String], concurrency: usize)
 /// Opens `count` WebSockets through the node (sessions taken in turn), each checked with one
 /// echoed message, and leaves them idle.
 async fn open_websockets(
-    node: &DataPlane,
+    node: &DataPlaneProcess,
     tokens: &[String],
     count: u64,
     concurrency: usize,
@@ -331,7 +335,7 @@ async fn open_websockets(
                 let token = &tokens[usize::try_from(n)? % tokens.len()];
                 let mut socket = websocket(address, "/ws", &grpc::cookie(token)).await?;
                 socket.send(Message::text("hello")).await?;
-                match tokio::time::timeout(crate::client::REQUEST_TIMEOUT, socket.next()).await {
+                match tokio::time::timeout(REQUEST_TIMEOUT, socket.next()).await {
                     Ok(Some(Ok(Message::Text(text)))) if text.as_str() == "hello" => {}
                     other => bail!("WebSocket {n} did not echo: {other:?}"),
                 }

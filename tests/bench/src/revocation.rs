@@ -12,14 +12,14 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use gatehouse_proto::v1::session_selector::By;
 use gatehouse_proto::v1::session_service_client::SessionServiceClient;
 use gatehouse_proto::v1::{DeleteSessionRequest, SessionSelector};
+use gatehouse_testkit::http_client::{Connection, WebSocket, websocket};
+use gatehouse_testkit::{DataPlaneProcess, EchoUpstream, RedisServer};
 use http::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Connection, WebSocket, websocket};
 use crate::grpc;
-use crate::processes::{self, ControlPlane, DataPlane, Redis, Store};
+use crate::processes::{self, Store};
 use crate::stats::{Summary, Table, millis};
-use crate::upstream::EchoUpstream;
 
 /// Longer than this is a revocation that did not arrive: the run fails.
 const GIVE_UP: Duration = Duration::from_secs(5);
@@ -47,22 +47,20 @@ struct Measured {
 pub async fn run(bin_dir: &Path, smoke: bool, args: &RevocationArgs) -> Result<Table> {
     let revocations = args.revocations.unwrap_or(if smoke { 10 } else { 200 });
     ensure!(args.nodes > 0, "--nodes must be at least 1");
-    let dir = processes::work_dir()?;
-    let redis = Redis::start(dir.path()).await?;
-    let upstream = EchoUpstream::start("127.0.0.1:0".parse()?).await?;
+    let redis = RedisServer::start().await?;
+    let upstream = EchoUpstream::plain("127.0.0.1:0".parse()?).await?;
     let secret = processes::node_secret()?;
-    let control_plane = ControlPlane::start(
+    let control_plane = processes::control_plane(
         bin_dir,
-        dir.path(),
         &Store::Redis(redis.url()),
-        upstream.address,
+        upstream.address(),
         &secret,
     )
     .await?;
     let mut nodes = Vec::with_capacity(args.nodes);
     for index in 0..args.nodes {
         let name = format!("bench-node-{index}");
-        nodes.push(DataPlane::start(bin_dir, &control_plane, &secret, &name, &[]).await?);
+        nodes.push(processes::data_plane(bin_dir, &control_plane, &secret, &name, &[]).await?);
     }
     let mut sessions = SessionServiceClient::new(grpc::channel(&control_plane.endpoint()).await?);
     // One kept-alive connection per node, opened once: a poll is then one round trip.
@@ -141,7 +139,7 @@ pub async fn run(bin_dir: &Path, smoke: bool, args: &RevocationArgs) -> Result<T
 async fn revoke_one(
     sessions: &mut SessionServiceClient<tonic::transport::Channel>,
     pollers: &mut [Connection],
-    websocket_node: &DataPlane,
+    websocket_node: &DataPlaneProcess,
     n: u64,
 ) -> Result<Measured> {
     let (token, handle) = grpc::create_session(sessions, n).await?;

@@ -1,7 +1,8 @@
-//! Waiting for a condition with a deadline, instead of sleeping and hoping.
+//! Waiting for a condition with a deadline, instead of sleeping and hoping: the kit's
+//! [`wait_for`](gatehouse_testkit::wait_for), failing the test when the deadline passes.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Polls `check` until it returns `Some`, or panics with `what` once `deadline` has passed.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
@@ -9,15 +10,9 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let poll = gatehouse_testkit::wait_for(what, deadline, Duration::from_millis(20), || {
+        let check = check();
+        async move { Ok(check.await) }
+    });
+    poll.await.unwrap_or_else(|error| panic!("{error}"))
 }

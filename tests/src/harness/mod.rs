@@ -2,13 +2,20 @@
 
 pub mod auth_module;
 pub mod browser;
+#[cfg(test)]
+pub mod captured_log;
 pub mod client;
 pub mod control_plane;
 pub mod data_plane;
 pub mod eventually;
+#[cfg(test)]
+pub mod fixtures;
 pub mod kdc;
 pub mod load;
 pub mod oidc_provider;
+/// The OpenID provider harness checked on its own, without Gatehouse.
+#[cfg(test)]
+mod oidc_provider_checks;
 pub mod proc_stats;
 pub mod processes;
 pub mod profile;

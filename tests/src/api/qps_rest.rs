@@ -1,0 +1,708 @@
+//! The QPS-compatible REST surface, called the way existing QPS authentication modules and
+//! portals call it: plain HTTP JSON over mutual TLS with an Xrfkey, at the `proxyRestUri` a
+//! data-plane node's login redirect names. It shares one implementation with the gRPC API,
+//! so both show the same sessions, and deletions reach the nodes.
+
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gatehouse_proto::v1 as pb;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tonic::transport::Channel;
+
+use crate::api::tls::{channel, dev_certificates, install_crypto_provider, tls_table};
+use crate::browser::fixtures::{AppProxy, COOKIE, qlik_user, resolve, seen_header, with_cookie};
+use crate::harness::client::{self, get, query_param};
+use crate::harness::redis_server::RedisServer;
+use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, eventually};
+
+/// A well-formed anti-CSRF key.
+const XRFKEY: &str = "0123456789abcdEF";
+
+/// An answer of the REST surface.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.text()))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Redis, an upstream, a control plane with TLS, client-certificate roles and the REST
+/// surface on, and a node that reaches the control plane over mutual TLS.
+struct Env {
+    certs: PathBuf,
+    _redis: RedisServer,
+    upstream: EchoUpstream,
+    control: ControlPlane,
+    node: DataPlaneNode,
+    admin: Channel,
+}
+
+impl Env {
+    async fn start(name: &str) -> Self {
+        install_crypto_provider();
+        let certs = dev_certificates(&format!("rest-{name}"));
+        let redis = RedisServer::start().await;
+        let upstream = EchoUpstream::start("engine").await;
+        let config = format!(
+            r#"{tls}
+            [rest]
+            listen = "127.0.0.1:0"
+            {proxies}
+            [[virtual_proxies]]
+            prefix = ""
+            "#,
+            tls = tls_table(&certs),
+            proxies = AppProxy::new([upstream.node()]).on_redis(&redis),
+        );
+        let control = ControlPlane::start(&config).await;
+        let node = DataPlaneNode::start_with(
+            &control,
+            &format!(
+                r#"
+                [control_plane]
+                endpoints = ["https://localhost:{port}"]
+                ca_file = "{dir}/ca.pem"
+                cert_file = "{dir}/node.pem"
+                key_file = "{dir}/node-key.pem"
+                "#,
+                port = control.address().port(),
+                dir = certs.display(),
+            ),
+        )
+        .await;
+        let admin = channel(control.address(), &certs, Some("admin")).await;
+        Self {
+            certs,
+            _redis: redis,
+            upstream,
+            control,
+            node,
+            admin,
+        }
+    }
+
+    fn rest_url(&self, path_and_query: &str) -> String {
+        format!(
+            "https://127.0.0.1:{}{path_and_query}",
+            self.control.rest_address().port()
+        )
+    }
+
+    /// A call as a QPS client makes it: admin certificate, equal Xrfkey in query and header.
+    async fn qps(&self, method: Method, path: &str, body: Value) -> Reply {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let url = self.rest_url(&format!("{path}{separator}xrfkey={XRFKEY}"));
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        call(
+            &self.certs,
+            Some("admin"),
+            method,
+            &url,
+            &[("X-Qlik-Xrfkey", XRFKEY)],
+            &body,
+        )
+        .await
+    }
+
+    fn sessions(&self) -> pb::session_service_client::SessionServiceClient<Channel> {
+        pb::session_service_client::SessionServiceClient::new(self.admin.clone())
+    }
+}
+
+/// One HTTPS request on a fresh connection, with the client certificate `client` if given.
+async fn call(
+    certs: &Path,
+    client: Option<&str>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let uri: http::Uri = url.parse().expect("a URL");
+    let port = uri.port_u16().expect("a port");
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match client {
+        Some(name) => {
+            let chain = CertificateDer::pem_file_iter(certs.join(format!("{name}.pem")))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(certs.join(format!("{name}-key.pem"))).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .expect("connect to the REST surface");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the REST surface");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("HTTP handshake");
+    tokio::spawn(connection);
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header("host", format!("localhost:{port}"))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply { status, body }
+}
+
+/// A caller-chosen session id with plenty of entropy: 64 hex digits from std's random keys.
+fn random_session_id() -> String {
+    (0..4)
+        .map(|i| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u32(i);
+            format!("{:016x}", hasher.finish())
+        })
+        .collect()
+}
+
+/// Property names of a JSON object, to check the casing of answers.
+fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn a_qps_module_gets_a_ticket_at_proxy_rest_uri_and_the_browser_logs_in() {
+    let env = Env::start("ticket-flow").await;
+    let url = env.node.url("/app/hub/stream?view=list");
+
+    // The node sends the browser to the module, naming the REST surface as proxyRestUri.
+    let first = get(&url, &[]).await;
+    assert_eq!(first.status, 302, "{}", first.text());
+    let module_url = first.location().expect("Location").to_owned();
+    let rest_uri = query_param(&module_url, "proxyRestUri").expect("proxyRestUri");
+    assert_eq!(rest_uri, env.rest_url("/qps/app/"));
+    let target_id = query_param(&module_url, "targetId").expect("targetId");
+
+    // The module posts to proxyRestUri + "ticket", in camelCase as some modules do.
+    let answer = call(
+        &env.certs,
+        Some("admin"),
+        Method::POST,
+        &format!("{rest_uri}ticket?xrfkey={XRFKEY}"),
+        &[("X-Qlik-Xrfkey", XRFKEY)],
+        &json!({
+            "userDirectory": "CORP",
+            "userId": "alice",
+            "attributes": [{"Group": "Sales"}, {"email": "a@example.com"}, {"Group": "EMEA"}],
+            "targetId": target_id,
+        })
+        .to_string(),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let ticket = answer.json();
+    assert_eq!(
+        keys(&ticket),
+        [
+            "Attributes",
+            "TargetUri",
+            "Ticket",
+            "UserDirectory",
+            "UserId"
+        ],
+        "PascalCase out"
+    );
+    assert_eq!(ticket["UserDirectory"], "CORP");
+    assert_eq!(ticket["UserId"], "alice");
+    assert_eq!(
+        ticket["Attributes"],
+        json!([{"Group": "Sales"}, {"email": "a@example.com"}, {"Group": "EMEA"}]),
+        "attributes keep their order and repeats"
+    );
+    assert_eq!(ticket["TargetUri"], url.as_str());
+
+    // The browser follows TargetUri with the ticket, gets the cookie, and is served as alice.
+    let target = ticket["TargetUri"].as_str().unwrap();
+    let separator = if target.contains('?') { '&' } else { '?' };
+    let ticket_text = ticket["Ticket"].as_str().unwrap();
+    let landed = get(
+        &format!(
+            "{target}{separator}qlikTicket={}",
+            client::encode(ticket_text)
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(landed.status, 302, "{}", landed.text());
+    assert_eq!(resolve(&url, landed.location().unwrap()), url);
+    let cookie = landed.cookie_pair(COOKIE).expect("the session cookie");
+    let page = get(&url, &with_cookie(&cookie)).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert_eq!(
+        seen_header(&page.json(), "x-qlik-user"),
+        Some(qlik_user("CORP", "alice").as_str())
+    );
+    assert_eq!(env.upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_missing_wrong_or_malformed_xrfkey_is_refused() {
+    let env = Env::start("xrfkey").await;
+    let body = json!({"UserDirectory": "CORP", "UserId": "alice"}).to_string();
+    let path = "/qps/app/ticket";
+    let cases: [(String, Vec<(&str, &str)>); 6] = [
+        (path.to_owned(), vec![("X-Qlik-Xrfkey", XRFKEY)]),
+        (format!("{path}?xrfkey={XRFKEY}"), vec![]),
+        (
+            format!("{path}?xrfkey={XRFKEY}"),
+            vec![("X-Qlik-Xrfkey", "0123456789abcdEG")],
+        ),
+        (
+            format!("{path}?xrfkey=0123456789abcde"),
+            vec![("X-Qlik-Xrfkey", "0123456789abcde")],
+        ),
+        (
+            format!("{path}?xrfkey=0123456789abcd-F"),
+            vec![("X-Qlik-Xrfkey", "0123456789abcd-F")],
+        ),
+        (
+            format!("{path}?xrfkey={XRFKEY}&Xrfkey={XRFKEY}"),
+            vec![("X-Qlik-Xrfkey", XRFKEY)],
+        ),
+    ];
+    for (path, headers) in cases {
+        let reply = call(
+            &env.certs,
+            Some("admin"),
+            Method::POST,
+            &env.rest_url(&path),
+            &headers,
+            &body,
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{path} {headers:?}: {}", reply.text());
+        assert!(
+            reply.text().to_lowercase().contains("xrfkey"),
+            "{}",
+            reply.text()
+        );
+    }
+    // The parameter's name in any case; the default virtual proxy has no prefix.
+    let reply = call(
+        &env.certs,
+        Some("admin"),
+        Method::POST,
+        &env.rest_url(&format!("/qps/ticket?XrfKey={XRFKEY}")),
+        &[("x-qlik-xrfkey", XRFKEY)],
+        &body,
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert!(reply.json().get("TargetUri").is_none(), "no target, no URI");
+}
+
+#[tokio::test]
+async fn only_admin_certificates_may_call() {
+    let env = Env::start("roles").await;
+    let body = json!({"UserDirectory": "CORP", "UserId": "alice"}).to_string();
+    let url = env.rest_url(&format!("/qps/app/ticket?xrfkey={XRFKEY}"));
+    let headers = [("X-Qlik-Xrfkey", XRFKEY)];
+    for (client, expected) in [(None, 403), (Some("node"), 403), (Some("admin"), 201)] {
+        let reply = call(&env.certs, client, Method::POST, &url, &headers, &body).await;
+        assert_eq!(reply.status, expected, "{client:?}: {}", reply.text());
+        if expected == 403 {
+            assert!(reply.text().contains("certificate"), "{}", reply.text());
+        }
+    }
+}
+
+#[tokio::test]
+async fn rest_and_grpc_show_the_same_sessions_and_rest_deletes_reach_the_node() {
+    let env = Env::start("views").await;
+    let mut grpc = env.sessions();
+
+    // REST create with a caller-chosen id (a portal setting the cookie itself).
+    let session_id = random_session_id();
+    let created = env
+        .qps(
+            Method::POST,
+            "/qps/app/session",
+            json!({"userdirectory": "CORP", "userid": "bob",
+                   "attributes": [{"Group": "Ops"}], "sessionId": session_id}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = created.json();
+    assert_eq!(
+        keys(&created),
+        [
+            "Attributes",
+            "Handle",
+            "SessionId",
+            "UserDirectory",
+            "UserId",
+            "VirtualProxy"
+        ]
+    );
+    assert_eq!(created["SessionId"], session_id.as_str());
+    let handle = created["Handle"].as_str().unwrap().to_owned();
+
+    // gRPC sees the same session, by token and in the user's list.
+    let by_token = grpc
+        .get_session(pb::GetSessionRequest {
+            session: Some(pb::SessionSelector {
+                by: Some(pb::session_selector::By::SessionToken(session_id.clone())),
+            }),
+        })
+        .await
+        .expect("GetSession")
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(by_token.handle, handle);
+    assert_eq!(by_token.virtual_proxy, "app");
+    let user = by_token.user.unwrap();
+    assert_eq!(
+        (user.user_directory.as_str(), user.user_id.as_str()),
+        ("CORP", "bob")
+    );
+    assert_eq!(user.attributes.len(), 1);
+    assert_eq!(
+        (
+            user.attributes[0].name.as_str(),
+            user.attributes[0].value.as_str()
+        ),
+        ("Group", "Ops")
+    );
+    let listed = grpc
+        .list_user_sessions(pb::ListUserSessionsRequest {
+            user_directory: "corp".into(),
+            user_id: "BOB".into(),
+            virtual_proxy: Some("app".into()),
+        })
+        .await
+        .expect("ListUserSessions")
+        .into_inner()
+        .sessions;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].handle, handle);
+
+    // The reverse: created over gRPC, seen over REST by token, by handle and in the list.
+    let other = grpc
+        .create_session(pb::CreateSessionRequest {
+            virtual_proxy: "app".into(),
+            user: Some(pb::User {
+                user_directory: "CORP".into(),
+                user_id: "bob".into(),
+                attributes: vec![],
+            }),
+            session_token: None,
+        })
+        .await
+        .expect("CreateSession")
+        .into_inner();
+    let other_handle = other.session.unwrap().handle;
+    let seen = env
+        .qps(
+            Method::GET,
+            &format!("/qps/app/session/{}", other.session_token),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert_eq!(seen.json()["Handle"], other_handle.as_str());
+    assert_eq!(seen.json()["UserId"], "bob");
+    let seen = env
+        .qps(
+            Method::GET,
+            &format!("/qps/app/session/{other_handle}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert!(
+        seen.json().get("SessionId").is_none(),
+        "a handle does not reveal the id"
+    );
+    let list = env
+        .qps(Method::GET, "/qps/app/user/CORP/bob", Value::Null)
+        .await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let mut handles: Vec<String> = list
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Handle"].as_str().unwrap().to_owned())
+        .collect();
+    handles.sort();
+    let mut expected = vec![handle.clone(), other_handle.clone()];
+    expected.sort();
+    assert_eq!(handles, expected);
+
+    // The node accepts the caller-chosen id as a cookie; a REST delete makes it refuse it.
+    let cookie = format!("{COOKIE}={session_id}");
+    let page = get(&env.node.url("/app/hub"), &with_cookie(&cookie)).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let deleted = env
+        .qps(
+            Method::DELETE,
+            &format!("/qps/app/session/{session_id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert_eq!(deleted.json()["Handle"], handle.as_str());
+    let url = env.node.url("/app/hub");
+    eventually(
+        "the node to refuse the deleted session",
+        Duration::from_secs(10),
+        || {
+            let (url, cookie) = (url.clone(), cookie.clone());
+            async move { (get(&url, &with_cookie(&cookie)).await.status != 200).then_some(()) }
+        },
+    )
+    .await;
+    let gone = env
+        .qps(
+            Method::GET,
+            &format!("/qps/app/session/{session_id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(gone.status, 404, "{}", gone.text());
+}
+
+#[tokio::test]
+async fn session_and_user_endpoints_answer_clearly() {
+    let env = Env::start("endpoints").await;
+
+    // Unknown sessions and virtual proxies: 404.
+    for (method, path) in [
+        (
+            Method::GET,
+            "/qps/app/session/nosuchsession0000000000000000000000",
+        ),
+        (
+            Method::DELETE,
+            "/qps/app/session/nosuchsession0000000000000000000000",
+        ),
+        (Method::GET, "/qps/app/session/AAAAAAAAAAAAAAAAAAAAAA"),
+        (Method::GET, "/qps/nope/user/CORP/alice"),
+        (Method::POST, "/qps/app/nothing"),
+    ] {
+        let reply = env.qps(method.clone(), path, Value::Null).await;
+        assert_eq!(reply.status, 404, "{method} {path}: {}", reply.text());
+    }
+    let reply = env
+        .qps(
+            Method::POST,
+            "/qps/nope/ticket",
+            json!({"UserDirectory": "C", "UserId": "a"}),
+        )
+        .await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+
+    // Bad input: 400 with a reason; a wrong method: 405.
+    for body in [
+        json!("just a string"),
+        json!({"UserId": "a"}),
+        json!({"UserDirectory": "C\\D", "UserId": "a"}),
+    ] {
+        let reply = env.qps(Method::POST, "/qps/app/ticket", body.clone()).await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text());
+        assert!(!reply.text().trim().is_empty());
+    }
+    let weak = env
+        .qps(
+            Method::POST,
+            "/qps/app/session",
+            json!({"UserDirectory": "C", "UserId": "a", "SessionId": "a".repeat(40)}),
+        )
+        .await;
+    assert_eq!(weak.status, 400, "{}", weak.text());
+    assert!(weak.text().contains("random"), "{}", weak.text());
+    let reply = env.qps(Method::GET, "/qps/app/ticket", Value::Null).await;
+    assert_eq!(reply.status, 405, "{}", reply.text());
+
+    // A user with two sessions: listed, then logged out everywhere in the proxy.
+    let mut cookies = Vec::new();
+    for _ in 0..2 {
+        let created = env
+            .qps(
+                Method::POST,
+                "/qps/app/session",
+                json!({"UserDirectory": "CORP", "UserId": "carol"}),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        cookies.push(format!(
+            "{COOKIE}={}",
+            created.json()["SessionId"].as_str().unwrap()
+        ));
+    }
+    let listed = env
+        .qps(Method::GET, "/qps/app/user/CORP/carol", Value::Null)
+        .await;
+    assert_eq!(
+        listed.json().as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        listed.text()
+    );
+    for cookie in &cookies {
+        assert_eq!(
+            get(&env.node.url("/app/x"), &with_cookie(cookie))
+                .await
+                .status,
+            200
+        );
+    }
+    let logged_out = env
+        .qps(Method::DELETE, "/qps/app/user/corp/CAROL", Value::Null)
+        .await;
+    assert_eq!(logged_out.status, 200, "{}", logged_out.text());
+    assert_eq!(logged_out.json().as_array().map(Vec::len), Some(2));
+    let url = env.node.url("/app/x");
+    for cookie in cookies {
+        let url = url.clone();
+        eventually(
+            "the node to refuse a logged-out session",
+            Duration::from_secs(10),
+            || {
+                let (url, cookie) = (url.clone(), cookie.clone());
+                async move { (get(&url, &with_cookie(&cookie)).await.status != 200).then_some(()) }
+            },
+        )
+        .await;
+    }
+    let listed = env
+        .qps(Method::GET, "/qps/app/user/CORP/carol", Value::Null)
+        .await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.json(), json!([]));
+
+    // Error reports are accepted (and logged).
+    let reply = env
+        .qps(
+            Method::POST,
+            "/qps/error",
+            json!({"message": "module failed"}),
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+}
+
+/// A plain-HTTP call to a REST surface without TLS, with a valid Xrfkey.
+async fn plain_qps(address: SocketAddr, method: Method, path: &str, body: Value) -> Reply {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let reply = client::request(
+        method,
+        &format!("http://{address}{path}?xrfkey={XRFKEY}"),
+        &[("X-Qlik-Xrfkey", XRFKEY)],
+        body,
+    )
+    .await;
+    Reply {
+        status: reply.status,
+        body: reply.body,
+    }
+}
+
+#[tokio::test]
+async fn on_loopback_without_tls_the_surface_is_open_and_caps_and_conflicts_map_to_http() {
+    let upstream = EchoUpstream::start("engine").await;
+    let config = format!(
+        "[rest]\nlisten = \"127.0.0.1:0\"\n{}\n[[virtual_proxies]]\nprefix = \"capped\"\nmax_sessions_per_user = 1\n",
+        AppProxy::new([upstream.node()]).toml()
+    );
+    let control = ControlPlane::start(&config).await;
+    let node = DataPlaneNode::start(&control).await;
+    let rest = control.rest_address();
+
+    // Nodes name the plain-HTTP surface in their login redirects.
+    let first = get(&node.url("/app/hub"), &[]).await;
+    assert_eq!(first.status, 302, "{}", first.text());
+    let module_url = first.location().expect("Location");
+    assert_eq!(
+        query_param(module_url, "proxyRestUri").as_deref(),
+        Some(format!("http://{rest}/qps/app/").as_str())
+    );
+
+    // No certificate needed in development; the Xrfkey still is.
+    let user = json!({"UserDirectory": "CORP", "UserId": "dave"});
+    let reply = plain_qps(rest, Method::POST, "/qps/capped/session", user.clone()).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let refused = client::post(
+        &format!("http://{rest}/qps/capped/ticket"),
+        &[],
+        &user.to_string(),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+
+    // One session per user here: the second is refused, as QPS refuses a sixth.
+    let reply = plain_qps(rest, Method::POST, "/qps/capped/session", user.clone()).await;
+    assert_eq!(reply.status, 429, "{}", reply.text());
+
+    // A session id a live session holds is a conflict.
+    let id = random_session_id();
+    let with_id = json!({"UserDirectory": "CORP", "UserId": "erin", "SessionId": id});
+    let reply = plain_qps(rest, Method::POST, "/qps/app/session", with_id.clone()).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let reply = plain_qps(rest, Method::POST, "/qps/app/session", with_id).await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+
+    // Over-large bodies are refused before they are parsed.
+    let huge = json!({"UserDirectory": "CORP", "UserId": "x".repeat(300 * 1024)});
+    let reply = plain_qps(rest, Method::POST, "/qps/app/ticket", huge).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+}

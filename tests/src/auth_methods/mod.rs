@@ -1,0 +1,6 @@
+//! Each login method end to end, against a real identity provider: JWT bearer tokens,
+//! Windows authentication (Kerberos) against an MIT KDC, OpenID Connect against a provider.
+
+mod jwt;
+mod kerberos;
+mod oidc;

@@ -1,0 +1,17 @@
+//! What a browser user sees through a data-plane node: logging in, the Personal API over
+//! HTTP, WebSockets and their limits, the identity headers the upstream gets, requests that
+//! are refused before the upstream, inactivity timeouts, logout across nodes, per-proxy
+//! options and how requests are spread over upstream nodes.
+
+pub(crate) mod fixtures;
+mod hostile_requests;
+mod identity_headers;
+mod inactivity_timeout;
+mod login;
+mod personal_api_over_http;
+mod request_hygiene;
+mod sessions_across_nodes;
+mod upstream_balancing;
+mod virtual_proxy_options;
+mod websocket;
+mod websocket_limits;
