@@ -1,8 +1,9 @@
-//! What an operator sees: the admin ports, graceful shutdown, metrics, configuration reload
-//! and exported traces.
+//! What an operator sees: the admin ports, graceful shutdown, metrics, configuration reload,
+//! the configuration reference covering every key, and exported traces.
 
 mod admin_ports;
 mod config_reload;
+mod configuration_reference;
 mod graceful_shutdown;
 mod metrics;
 mod tracing_export;
