@@ -222,7 +222,7 @@ async fn handle(
         && let Err(refusal) =
             admin_access::check_host(HostRule::Loopback, request.uri(), request.headers(), also)
     {
-        return reply::refuse(refusal.status(), refusal.reason());
+        return gatehouse_runtime::admin_port::refuse(refusal);
     }
     if let Err(refusal) = admitted {
         return reply::refuse(StatusCode::FORBIDDEN, refusal.reason());
