@@ -14,7 +14,6 @@ use clap::Parser;
 use gatehouse_control_plane::BoundServer;
 use gatehouse_data_plane::BoundNode;
 use gatehouse_runtime::admin_access::AdminToken;
-use gatehouse_runtime::logging::LogControl;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -50,8 +49,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     // One logger for both planes: `/log-level` on either admin port changes it, and
     // `GATEHOUSE_LOG_FORMAT=json` and OTLP export work as in the separate binaries.
-    let (logs, _traces) = LogControl::install("gatehouse-demo");
-    gatehouse_runtime::process::install_crypto_provider();
+    let (logs, _traces) = gatehouse_runtime::process::start("gatehouse-demo");
     let cli = Cli::parse();
     let admin_token = cli
         .admin_token
