@@ -8,17 +8,18 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use gatehouse_runtime::admin_port::{self, Screened};
+use gatehouse_runtime::http_server::{self, ListenerPolicy, LogLines, PastCapacity, Protocols};
 
 /// What readiness depends on, updated by the store probe and by shutdown.
 #[derive(Debug, Default)]
@@ -43,6 +44,23 @@ impl Readiness {
 
 pub use gatehouse_runtime::admin_port::LogLevel;
 
+/// Probes and scrapers send small requests: heads within 64 KiB and 10 s, as on the REST
+/// surface; no connection or idle limit, as on the node's admin port.
+const LISTENER_POLICY: ListenerPolicy = ListenerPolicy {
+    protocols: Protocols::Http1AndHttp2,
+    header_read_timeout: Duration::from_secs(10),
+    max_header_bytes: 64 * 1024,
+    idle_timeout: None,
+    max_connections: None,
+    past_capacity: PastCapacity::Answer,
+    accept_backoff: Duration::from_millis(50),
+    log_lines: LogLines {
+        accept_failed: "accept failed",
+        dropped_at_capacity: "connection dropped at the connection limit",
+        connection_failed: "connection ended with an error",
+    },
+};
+
 /// Serves the admin port until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
@@ -51,34 +69,25 @@ pub async fn serve(
     log_level: LogLevel,
     stop: CancellationToken,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-        };
-        let readiness = readiness.clone();
-        let metrics = metrics.clone();
-        let log_level = log_level.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let readiness = readiness.clone();
-                let metrics = metrics.clone();
-                let log_level = log_level.clone();
-                async move {
-                    Ok::<_, Infallible>(match admin_port::screen(&log_level, peer, request).await {
+    let serving = http_server::serve(listener, LISTENER_POLICY, move |stream, arrival| {
+        let (readiness, metrics, log_level) =
+            (readiness.clone(), metrics.clone(), log_level.clone());
+        let service = service_fn(move |request: Request<Incoming>| {
+            let (readiness, metrics, log_level) =
+                (readiness.clone(), metrics.clone(), log_level.clone());
+            async move {
+                Ok::<_, Infallible>(
+                    match admin_port::screen(&log_level, arrival.peer, request).await {
                         Screened::Answered(response) => response,
                         Screened::PassedOn(request) => answer(&readiness, &metrics, &request),
-                    })
-                }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                    },
+                )
+            }
         });
-    }
+        std::future::ready(Some((stream, service)))
+    });
+    stop.cancelled().await;
+    let _ = serving.shutdown(Duration::ZERO).await;
 }
 
 fn answer(

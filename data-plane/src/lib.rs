@@ -11,7 +11,6 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod control;
-pub mod idle;
 pub use gatehouse_runtime::logging;
 pub mod metrics;
 pub mod origin;

@@ -1,4 +1,5 @@
-//! Code both Gatehouse binaries share and must run the same way: one logging set-up (text or
+//! Code both Gatehouse binaries share and must run the same way: one hardened HTTP serve
+//! loop for every listener, one logging set-up (text or
 //! JSON, `/log-level`, OTLP export), one rule for who may use an admin port and one rendering
 //! of its refusals and `/log-level` answers, process set-up,
 //! `GATEHOUSE__*` / `--set` configuration overrides, and the session token a JWT maps to
@@ -6,6 +7,8 @@
 
 pub mod admin_access;
 pub mod admin_port;
+pub mod http_server;
+pub mod idle;
 pub mod jwt_session;
 pub mod logging;
 pub mod process;
