@@ -2,23 +2,24 @@
 //! process is not shutting down), for Kubernetes probes that speak HTTP (`grpc.health.v1`
 //! says the same over gRPC); `/metrics`; `/log-level` (GET the filter, PUT a new one with
 //! the admin token). Every request must name a loopback or IP-address host, and a change
-//! needs the token: see [`admin_access`](crate::admin_access).
+//! needs the token: see [`admin_access`](crate::admin_access); those answers are
+//! [`admin_port`]'s, shared with the data plane.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin_access::{self, AdminRefusal, AdminToken, HostRule};
+use gatehouse_runtime::admin_port::{self, Screened};
+use gatehouse_runtime::http_server::{self, ListenerPolicy, LogLines, PastCapacity, Protocols};
 
 /// What readiness depends on, updated by the store probe and by shutdown.
 #[derive(Debug, Default)]
@@ -41,12 +42,24 @@ impl Readiness {
     }
 }
 
-/// What `/log-level` needs: the process's log control, and the token that unlocks changes.
-#[derive(Debug, Clone, Default)]
-pub struct LogLevel {
-    pub logs: Option<crate::logging::LogControl>,
-    pub token: Option<AdminToken>,
-}
+pub use gatehouse_runtime::admin_port::LogLevel;
+
+/// Probes and scrapers send small requests: heads within 64 KiB and 10 s, as on the REST
+/// surface; no connection or idle limit, as on the node's admin port.
+const LISTENER_POLICY: ListenerPolicy = ListenerPolicy {
+    protocols: Protocols::Http1AndHttp2,
+    header_read_timeout: Duration::from_secs(10),
+    max_header_bytes: 64 * 1024,
+    idle_timeout: None,
+    max_connections: None,
+    past_capacity: PastCapacity::Answer,
+    accept_backoff: Duration::from_millis(50),
+    log_lines: LogLines {
+        accept_failed: "accept failed",
+        dropped_at_capacity: "connection dropped at the connection limit",
+        connection_failed: "connection ended with an error",
+    },
+};
 
 /// Serves the admin port until `stop` is cancelled.
 pub async fn serve(
@@ -56,42 +69,25 @@ pub async fn serve(
     log_level: LogLevel,
     stop: CancellationToken,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-        };
-        let readiness = readiness.clone();
-        let metrics = metrics.clone();
-        let log_level = log_level.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let readiness = readiness.clone();
-                let metrics = metrics.clone();
-                let log_level = log_level.clone();
-                async move {
-                    if let Err(refusal) = admin_access::check_host(
-                        HostRule::LoopbackOrAddress,
-                        request.uri(),
-                        request.headers(),
-                        &[],
-                    ) {
-                        return Ok::<_, Infallible>(refuse(refusal));
-                    }
-                    if request.uri().path() == "/log-level" {
-                        return Ok(log_level_endpoint(log_level, peer, request).await);
-                    }
-                    Ok(answer(&readiness, &metrics, &request))
-                }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+    let serving = http_server::serve(listener, LISTENER_POLICY, move |stream, arrival| {
+        let (readiness, metrics, log_level) =
+            (readiness.clone(), metrics.clone(), log_level.clone());
+        let service = service_fn(move |request: Request<Incoming>| {
+            let (readiness, metrics, log_level) =
+                (readiness.clone(), metrics.clone(), log_level.clone());
+            async move {
+                Ok::<_, Infallible>(
+                    match admin_port::screen(&log_level, arrival.peer, request).await {
+                        Screened::Answered(response) => response,
+                        Screened::PassedOn(request) => answer(&readiness, &metrics, &request),
+                    },
+                )
+            }
         });
-    }
+        std::future::ready(Some((stream, service)))
+    });
+    stop.cancelled().await;
+    let _ = serving.shutdown(Duration::ZERO).await;
 }
 
 fn answer(
@@ -126,76 +122,4 @@ fn answer(
             .insert(http::header::CONTENT_TYPE, value);
     }
     response
-}
-
-/// The one rendering of an [`AdminRefusal`] on this port.
-fn refuse(refusal: AdminRefusal) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(format!("{}\n", refusal.reason()))));
-    *response.status_mut() = refusal.status();
-    if let Some(challenge) = refusal.challenge() {
-        response.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static(challenge),
-        );
-    }
-    response
-}
-
-/// `GET /log-level` shows the filter in force; `PUT /log-level` with `tracing` directives in
-/// the body and the admin token replaces it (400 for directives that do not parse).
-async fn log_level_endpoint(
-    log_level: LogLevel,
-    peer: SocketAddr,
-    request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    use http_body_util::BodyExt as _;
-    let reply = |status: StatusCode, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        response
-    };
-    if request.method() == Method::PUT
-        && let Err(refusal) =
-            admin_access::authorize_change(log_level.token.as_ref(), request.headers())
-    {
-        tracing::warn!(%peer, reason = refusal.reason(), "log filter change refused");
-        return refuse(refusal);
-    }
-    let Some(logs) = log_level.logs else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            "log control is not installed\n".to_owned(),
-        );
-    };
-    match *request.method() {
-        Method::GET => reply(
-            StatusCode::OK,
-            format!("{{\"filter\":{:?}}}", logs.current()),
-        ),
-        Method::PUT => {
-            let Ok(body) = http_body_util::Limited::new(request.into_body(), 4096)
-                .collect()
-                .await
-            else {
-                return reply(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "directives are limited to 4 KiB\n".to_owned(),
-                );
-            };
-            match logs.set(&String::from_utf8_lossy(&body.to_bytes()), peer) {
-                Ok(()) => reply(
-                    StatusCode::OK,
-                    format!("{{\"filter\":{:?}}}", logs.current()),
-                ),
-                Err(reason) => reply(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid filter: {reason}\n"),
-                ),
-            }
-        }
-        _ => reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use GET or PUT\n".to_owned(),
-        ),
-    }
 }

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use gatehouse_control_plane::BoundServer;
 use gatehouse_control_plane::config::{Config, Overrides};
-
-/// Exit code for bad configuration (EX_USAGE).
-const EXIT_BAD_CONFIG: u8 = 64;
+use gatehouse_control_plane::logging::LogControl;
+use gatehouse_control_plane::process;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,21 +28,13 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (logs, _traces) =
-        gatehouse_control_plane::logging::LogControl::install("gatehouse-control-plane");
-    gatehouse_control_plane::process::install_crypto_provider();
+    let (logs, _traces) = process::start("gatehouse-control-plane");
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), &cli.overrides) {
+    let loaded = Config::load(cli.config.as_deref(), &cli.overrides);
+    let config = match process::configuration("control-plane", cli.check_config, loaded) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("control-plane: {error}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
+        Err(exit) => return exit,
     };
-    if cli.check_config {
-        println!("configuration is valid");
-        return ExitCode::SUCCESS;
-    }
     match run(config, cli.config, cli.overrides, logs).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -57,7 +48,7 @@ async fn run(
     config: Config,
     file: Option<PathBuf>,
     overrides: Overrides,
-    logs: gatehouse_control_plane::logging::LogControl,
+    logs: LogControl,
 ) -> anyhow::Result<()> {
     let mut server = BoundServer::bind(&config).await?.with_log_control(logs);
     if let Some(file) = file {
@@ -69,9 +60,7 @@ async fn run(
         virtual_proxies = config.virtual_proxies.len(),
         "control plane listening"
     );
-    server
-        .serve(gatehouse_control_plane::process::shutdown_signal())
-        .await?;
+    server.serve(process::shutdown_signal()).await?;
     tracing::info!("control plane stopped");
     Ok(())
 }

@@ -5,7 +5,6 @@
 //! sessions and open WebSockets at once.
 
 pub mod admin;
-pub use gatehouse_runtime::admin_access;
 pub mod auth;
 pub mod background;
 pub mod body;
@@ -14,18 +13,14 @@ pub mod config;
 pub mod control;
 pub mod endpoints;
 pub mod identity_headers;
-pub mod idle;
-pub use gatehouse_runtime::logging;
 pub mod metrics;
 pub mod origin;
-pub use gatehouse_runtime::process;
 pub mod proxy;
 pub mod refusal;
 pub mod request;
 pub mod respond;
 pub mod router;
 pub mod server;
-pub use gatehouse_runtime::settings;
 pub mod sockets;
 pub mod state;
 pub mod tls;

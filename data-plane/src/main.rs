@@ -6,10 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use gatehouse_data_plane::BoundNode;
 use gatehouse_data_plane::config::{Config, Overrides};
-use gatehouse_data_plane::logging::LogControl;
-
-/// Exit code for bad configuration (EX_USAGE).
-const EXIT_BAD_CONFIG: u8 = 64;
+use gatehouse_runtime::process;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,20 +27,13 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (logs, _traces) = LogControl::install("gatehouse-data-plane");
-    gatehouse_data_plane::process::install_crypto_provider();
+    let (logs, _traces) = process::start("gatehouse-data-plane");
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), &cli.overrides) {
+    let loaded = Config::load(cli.config.as_deref(), &cli.overrides);
+    let config = match process::configuration("data-plane", cli.check_config, loaded) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("data-plane: {error}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
+        Err(exit) => return exit,
     };
-    if cli.check_config {
-        println!("configuration is valid");
-        return ExitCode::SUCCESS;
-    }
     let node = match BoundNode::bind(config).await {
         Ok(node) => node.with_log_control(logs),
         Err(error) => {
@@ -54,8 +44,7 @@ async fn main() -> ExitCode {
     if let (Ok(address), Ok(admin)) = (node.local_addr(), node.admin_addr()) {
         tracing::info!(%address, %admin, "data-plane node listening");
     }
-    node.serve(gatehouse_data_plane::process::shutdown_signal())
-        .await;
+    node.serve(process::shutdown_signal()).await;
     tracing::info!("data-plane node stopped");
     ExitCode::SUCCESS
 }

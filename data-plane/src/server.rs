@@ -5,21 +5,19 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use gatehouse_runtime::http_server::{
+    self, Arrival, Drained, ListenerPolicy, LogLines, PastCapacity, Protocols,
+};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::either::Either;
 
 use crate::background::{activity, watch};
-use crate::config::Config;
+use crate::body::ProxyBody;
+use crate::config::{Config, LimitsConfig};
 use crate::control::ControlClient;
-use crate::idle::{Activity, Watched};
 use crate::refusal::Refusal;
 use crate::state::NodeState;
 use crate::tls::CertificateStore;
@@ -99,11 +97,6 @@ impl BoundNode {
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
     /// finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
-        let stop = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        // The admin port outlives the proxy port during shutdown, so /ready can say so.
-        let admin_stop = CancellationToken::new();
-        let admin_tasks = TaskTracker::new();
         let watcher = tokio::spawn(watch::follow(self.state.clone()));
         let reporter = tokio::spawn(activity::report_forever(
             self.state.clone(),
@@ -133,72 +126,65 @@ impl BoundNode {
             .local_addr()
             .map_or(0, |address| address.port());
         let state = self.state.clone();
-        let proxy_listener = Listener {
-            listener: self.listener,
-            tls,
-            capacity: Some(Arc::new(Semaphore::new(limits.max_connections))),
-        };
-        let proxy_loop = accept_loop(
-            proxy_listener,
-            stop.clone(),
-            tasks.clone(),
-            limits,
-            move |peer, busy| {
-                let state = state.clone();
-                service_fn(move |request| {
-                    let state = state.clone();
-                    async move {
-                        if busy {
-                            return Ok::<_, Infallible>(
-                                Refusal::unavailable(
-                                    "this node is at its connection limit; try again",
-                                )
-                                .into_response(),
-                            );
+        let proxy = http_server::serve(
+            self.listener,
+            listener_policy(limits, Some(limits.max_connections)),
+            move |stream, arrival| {
+                let (state, tls) = (state.clone(), tls.clone());
+                async move {
+                    let io = match tls {
+                        Some(tls) => {
+                            // The handshake counts as reading the request head: same limit.
+                            let handshake = tokio::time::timeout(
+                                limits.header_read_timeout,
+                                tls.accept(stream),
+                            )
+                            .await;
+                            match handshake {
+                                Ok(Ok(stream)) => Either::Left(stream),
+                                Ok(Err(error)) => {
+                                    tracing::debug!(%error, peer = %arrival.peer, "TLS handshake failed");
+                                    return None;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(peer = %arrival.peer, "TLS handshake timed out");
+                                    return None;
+                                }
+                            }
                         }
-                        Ok(proxy::handle(state, request, peer, listener_port, secure).await)
-                    }
-                })
+                        None => Either::Right(stream),
+                    };
+                    Some((io, proxy_service(state, arrival, listener_port, secure)))
+                }
             },
         );
         let state = self.state.clone();
-        let admin_listener = Listener {
-            listener: self.admin,
-            tls: None,
-            capacity: None,
-        };
         let log_level = admin::LogLevel {
             logs: self.logs.clone(),
             token: self.config.admin_token.clone(),
         };
-        let admin_loop = accept_loop(
-            admin_listener,
-            admin_stop.clone(),
-            admin_tasks.clone(),
-            limits,
-            move |peer, _| {
-                let state = state.clone();
-                let log_level = log_level.clone();
-                service_fn(move |request| {
-                    let state = state.clone();
-                    let log_level = log_level.clone();
+        let admin = http_server::serve(
+            self.admin,
+            listener_policy(limits, None),
+            move |stream, arrival| {
+                let (state, log_level) = (state.clone(), log_level.clone());
+                let service = service_fn(move |request| {
+                    let (state, log_level) = (state.clone(), log_level.clone());
                     async move {
-                        Ok::<_, Infallible>(admin::handle(state, log_level, peer, request).await)
+                        Ok::<_, Infallible>(
+                            admin::handle(state, log_level, arrival.peer, request).await,
+                        )
                     }
-                })
+                });
+                std::future::ready(Some((stream, service)))
             },
         );
-        let proxy_task = tokio::spawn(proxy_loop);
-        let admin_task = tokio::spawn(admin_loop);
         shutdown.await;
         // Out of rotation first, then stop accepting, then let what is in flight finish.
         self.state.begin_drain();
         self.state.sockets.shut_down();
-        stop.cancel();
-        let _ = proxy_task.await;
-        tasks.close();
         let grace = self.config.shutdown_grace;
-        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        if proxy.shutdown(grace).await == Drained::GraceRanOut {
             tracing::warn!(
                 ?grace,
                 "requests still in flight when the shutdown grace ran out"
@@ -209,9 +195,9 @@ impl BoundNode {
         while self.state.sockets.count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        admin_stop.cancel();
-        let _ = admin_task.await;
-        admin_tasks.close();
+        // The admin port outlived the proxy port, so /ready could say so; its connections
+        // are not waited for.
+        let _ = admin.shutdown(Duration::ZERO).await;
         watcher.abort();
         reporter.abort();
         if let Some(reloader) = reloader {
@@ -222,157 +208,49 @@ impl BoundNode {
     }
 }
 
-/// Connections this listener accepts: served in full while `capacity` has room; past it,
+/// The node's listeners under its `[limits]`: past `max_connections` a connection is
 /// answered 503 and closed, so an overloaded node says so instead of hanging.
-struct Listener {
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    capacity: Option<Arc<Semaphore>>,
+fn listener_policy(limits: LimitsConfig, max_connections: Option<usize>) -> ListenerPolicy {
+    ListenerPolicy {
+        protocols: Protocols::Http1AndHttp2,
+        header_read_timeout: limits.header_read_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        idle_timeout: Some(limits.idle_timeout),
+        max_connections,
+        past_capacity: PastCapacity::Answer,
+        accept_backoff: Duration::from_millis(50),
+        log_lines: LogLines {
+            accept_failed: "accept failed",
+            dropped_at_capacity: "connection dropped at the connection limit",
+            connection_failed: "connection ended with an error",
+        },
+    }
 }
 
-async fn accept_loop<S, F>(
-    listener: Listener,
-    stop: CancellationToken,
-    tasks: TaskTracker,
-    limits: crate::config::LimitsConfig,
-    make_service: F,
-) where
-    F: Fn(SocketAddr, bool) -> S,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::body::ProxyBody>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let permit = listener
-            .capacity
-            .as_ref()
-            .and_then(|capacity| capacity.clone().try_acquire_owned().ok());
-        let busy = listener.capacity.is_some() && permit.is_none();
-        let service = make_service(peer, busy);
-        let stop = stop.clone();
-        let tls = listener.tls.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            let activity = Activity::new();
-            let stream = Watched::new(stream, activity.clone());
-            match tls {
-                Some(tls) => {
-                    // The handshake counts as reading the request head: same time limit.
-                    let handshake =
-                        tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await;
-                    match handshake {
-                        Ok(Ok(stream)) => {
-                            serve_connection(stream, activity, service, stop, limits, !busy).await
-                        }
-                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-                None => serve_connection(stream, activity, service, stop, limits, !busy).await,
+/// The proxy port's service for one connection: past the connection limit, every request on
+/// it is told so.
+fn proxy_service(
+    state: Arc<NodeState>,
+    arrival: Arrival,
+    listener_port: u16,
+    secure: bool,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<ProxyBody>, Infallible>> + Send,
+> + Send
++ 'static {
+    service_fn(move |request| {
+        let state = state.clone();
+        async move {
+            if arrival.over_capacity {
+                return Ok::<_, Infallible>(
+                    Refusal::unavailable("this node is at its connection limit; try again")
+                        .into_response(),
+                );
             }
-        });
-    }
-}
-
-async fn serve_connection<I, S>(
-    io: I,
-    activity: Activity,
-    service: S,
-    stop: CancellationToken,
-    limits: crate::config::LimitsConfig,
-    keep_alive: bool,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::body::ProxyBody>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    // hyper's header timeout only starts once the HTTP version is known, which takes the
-    // client's first bytes: a connection that sent nothing was held until `idle_timeout`
-    // (5 minutes by default), so idle connections could fill `max_connections` at no cost
-    // to the client. The first request now has `header_read_timeout` from the start.
-    let arrived = Arc::new(AtomicBool::new(false));
-    let service = FirstRequest {
-        inner: service,
-        arrived: arrived.clone(),
-    };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(keep_alive)
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes);
-    builder.http2().timer(TokioTimer::new());
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        // An upgrade also ends this future: the WebSocket lives on without an idle limit.
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "connection ended with an error");
-            }
+            Ok(proxy::handle(state, request, arrival.peer, listener_port, secure).await)
         }
-        () = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-        () = activity.idle_for(limits.idle_timeout) => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-        // No request is in progress: dropping the connection is all there is to do.
-        () = first_request_overdue(&arrived, limits.header_read_timeout) => {
-            tracing::debug!("no request within the header read timeout");
-        }
-    }
-}
-
-/// Completes once `limit` has passed without the connection's first request arriving.
-async fn first_request_overdue(arrived: &AtomicBool, limit: Duration) {
-    tokio::time::sleep(limit).await;
-    if arrived.load(Ordering::Relaxed) {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// A connection's service that notes when its first request arrives.
-struct FirstRequest<S> {
-    inner: S,
-    arrived: Arc<AtomicBool>,
-}
-
-impl<S, R> hyper::service::Service<R> for FirstRequest<S>
-where
-    S: hyper::service::Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn call(&self, request: R) -> Self::Future {
-        self.arrived.store(true, Ordering::Relaxed);
-        self.inner.call(request)
-    }
+    })
 }

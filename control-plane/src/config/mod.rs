@@ -347,35 +347,12 @@ pub struct Overrides {
     pub admin_token: Option<String>,
 }
 
-/// Why the configuration cannot be used; the message is one line for the operator.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read configuration file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("configuration is not valid TOML: {0}")]
-    Parse(String),
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
+pub use gatehouse_runtime::settings::ConfigError;
 
 impl Config {
     /// Reads `file` (when given), applies `overrides` and validates the result.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let text = match file {
-            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?,
-            None => String::new(),
-        };
-        // Precedence, lowest first: file, GATEHOUSE__ variables, --set, then the named flags
-        // and variables (GATEHOUSE_LISTEN and the like).
-        let mut settings = settings::from_environment();
-        settings.extend(overrides.set.iter().cloned());
-        Self::from_toml_with_settings(&text, &settings, overrides)
+        Self::with_overrides(settings::load(file, &overrides.set)?, overrides)
     }
 
     /// Parses and validates a configuration given as TOML text, with no overrides.
@@ -384,22 +361,11 @@ impl Config {
     }
 
     fn from_toml_with(text: &str, overrides: &Overrides) -> Result<Self, ConfigError> {
-        Self::from_toml_with_settings(text, &overrides.set, overrides)
+        Self::with_overrides(settings::from_toml(text, &overrides.set)?, overrides)
     }
 
-    fn from_toml_with_settings(
-        text: &str,
-        settings: &[String],
-        overrides: &Overrides,
-    ) -> Result<Self, ConfigError> {
-        let mut table = settings::parse(text).map_err(ConfigError::Parse)?;
-        settings::apply(&mut table, settings).map_err(ConfigError::Invalid)?;
-        let mut file: FileConfig =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|error: toml::de::Error| {
-                    ConfigError::Parse(error.message().replace('\n', " "))
-                })?;
+    /// Applies the named flags, which win over the file and every setting.
+    fn with_overrides(mut file: FileConfig, overrides: &Overrides) -> Result<Self, ConfigError> {
         if let Some(listen) = overrides.listen {
             file.listen = listen;
         }
@@ -421,11 +387,10 @@ impl Config {
                 shared_secret_file: None,
             };
         }
-        let admin_token = match (&overrides.admin_token, &file.admin_token_file) {
-            (Some(token), _) => Some(AdminToken::new(token).map_err(ConfigError::Invalid)?),
-            (None, Some(path)) => Some(AdminToken::read(path).map_err(ConfigError::Invalid)?),
-            (None, None) => None,
-        };
+        let admin_token = settings::admin_token(
+            overrides.admin_token.as_deref(),
+            file.admin_token_file.as_deref(),
+        )?;
         Self::validate(file, admin_token)
     }
 

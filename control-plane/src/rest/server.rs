@@ -1,6 +1,6 @@
 //! The REST surface's own port: TLS with optional client certificates (a missing or foreign
-//! certificate gets a 403 with a reason rather than a failed handshake), HTTP/1.1 with hyper,
-//! bounded headers, bodies and connections, then the certificate, Xrfkey and route checks in
+//! certificate gets a 403 with a reason rather than a failed handshake), HTTP/1.1 through the
+//! shared serve loop ([`http_server`]), bounded headers, bodies and connections, then the certificate, Xrfkey and route checks in
 //! that order before any handler runs. Without TLS (loopback only) a request must also name
 //! a loopback host (or `public_url`'s), against DNS rebinding: see
 //! [`admin_access`](crate::admin_access).
@@ -11,16 +11,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_runtime::http_server::{self, ListenerPolicy, LogLines, PastCapacity, Protocols};
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use super::reply::{self, Response};
@@ -39,6 +38,21 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; more wait in the listen backlog's place (they are dropped).
 const MAX_CONNECTIONS: usize = 1024;
+/// HTTP/1.1 only, request heads within 64 KiB and `HEADER_TIMEOUT`, no idle limit.
+const LISTENER_POLICY: ListenerPolicy = ListenerPolicy {
+    protocols: Protocols::Http1,
+    header_read_timeout: HEADER_TIMEOUT,
+    max_header_bytes: 64 * 1024,
+    idle_timeout: None,
+    max_connections: Some(MAX_CONNECTIONS),
+    past_capacity: PastCapacity::Drop,
+    accept_backoff: Duration::from_millis(100),
+    log_lines: LogLines {
+        accept_failed: "REST surface cannot accept a connection",
+        dropped_at_capacity: "REST surface at its connection limit; connection dropped",
+        connection_failed: "REST connection ended with an error",
+    },
+};
 
 /// Why the REST surface could not start.
 #[derive(Debug, thiserror::Error)]
@@ -129,48 +143,36 @@ impl BoundRest {
             access,
             plaintext_hosts,
         });
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let (tcp, _peer) = tokio::select! {
-                () = stop.cancelled() => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: pause rather than spin.
-                        tracing::warn!(%error, "REST surface cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!("REST surface at its connection limit; connection dropped");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let (shared, tls, stop) = (shared.clone(), self.tls.clone(), stop.clone());
-            tokio::spawn(async move {
-                let _slot = slot;
-                match tls {
+        let serving = http_server::serve(self.listener, LISTENER_POLICY, move |tcp, _arrival| {
+            let (shared, tls) = (shared.clone(), self.tls.clone());
+            async move {
+                let (io, admitted) = match tls {
                     Some(acceptor) => {
                         let handshake =
                             tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                         let Ok(Ok(stream)) = handshake else {
                             tracing::debug!("REST surface: TLS handshake failed or timed out");
-                            return;
+                            return None;
                         };
                         let admitted = shared
                             .access
                             .admits_admin(stream.get_ref().1.peer_certificates());
-                        connection(TokioIo::new(stream), shared, admitted, stop).await;
+                        (Either::Left(stream), admitted)
                     }
-                    None => {
-                        let admitted = shared.access.admits_admin(None);
-                        connection(TokioIo::new(tcp), shared, admitted, stop).await;
-                    }
-                }
-            });
-        }
+                    None => (Either::Right(tcp), shared.access.admits_admin(None)),
+                };
+                // The certificate is checked once per connection; every request on it
+                // carries the verdict.
+                let service = hyper::service::service_fn(move |request| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, Infallible>(handle(&shared, admitted, request).await) }
+                });
+                Some((io, service))
+            }
+        });
+        stop.cancelled().await;
+        // Open connections finish their current request; they are not waited for.
+        let _ = serving.shutdown(Duration::ZERO).await;
     }
 }
 
@@ -179,38 +181,6 @@ struct Shared {
     access: AccessPolicy,
     /// Without TLS: the names answered besides loopback ones.
     plaintext_hosts: Option<Vec<String>>,
-}
-
-/// The certificate is checked once per connection; every request on it carries the verdict.
-async fn connection<I>(
-    io: TokioIo<I>,
-    shared: Arc<Shared>,
-    admitted: Result<(), Refusal>,
-    stop: CancellationToken,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |request| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, admitted, request).await) }
-    });
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(64 * 1024)
-        .serve_connection(io, service);
-    tokio::pin!(served);
-    tokio::select! {
-        result = served.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "REST connection ended with an error");
-            }
-        }
-        () = stop.cancelled() => {
-            served.as_mut().graceful_shutdown();
-            let _ = served.await;
-        }
-    }
 }
 
 async fn handle(
@@ -222,7 +192,7 @@ async fn handle(
         && let Err(refusal) =
             admin_access::check_host(HostRule::Loopback, request.uri(), request.headers(), also)
     {
-        return reply::refuse(refusal.status(), refusal.reason());
+        return gatehouse_runtime::admin_port::refuse(refusal);
     }
     if let Err(refusal) = admitted {
         return reply::refuse(StatusCode::FORBIDDEN, refusal.reason());

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use gatehouse_control_plane::BoundServer;
 use gatehouse_data_plane::BoundNode;
+use gatehouse_runtime::admin_access::AdminToken;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -36,18 +37,27 @@ struct Cli {
     /// Port of the data-plane node's admin endpoints.
     #[arg(long, default_value_t = 9901)]
     admin_port: u16,
+    /// Port of the control plane's admin endpoints.
+    #[arg(long, default_value_t = 9902)]
+    control_admin_port: u16,
+    /// Token that unlocks PUT /log-level on both admin ports (at least 32 characters).
+    #[arg(long, env = "GATEHOUSE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    gatehouse_control_plane::process::install_crypto_provider();
+    // One logger for both planes: `/log-level` on either admin port changes it, and
+    // `GATEHOUSE_LOG_FORMAT=json` and OTLP export work as in the separate binaries.
+    let (logs, _traces) = gatehouse_runtime::process::start("gatehouse-demo");
     let cli = Cli::parse();
+    let admin_token = cli
+        .admin_token
+        .as_deref()
+        .map(AdminToken::new)
+        .transpose()
+        .map_err(anyhow::Error::msg)
+        .context("--admin-token")?;
     // A fresh secret per run: the node and the control plane live in this process only.
     let secret: String = {
         use rand::Rng as _;
@@ -57,9 +67,10 @@ async fn main() -> anyhow::Result<()> {
             .collect()
     };
 
-    let control_config = gatehouse_control_plane::Config::from_toml_str(&format!(
+    let mut control_config = gatehouse_control_plane::Config::from_toml_str(&format!(
         r#"
         listen = "127.0.0.1:{grpc}"
+        admin_listen = "127.0.0.1:{control_admin}"
         [store]
         backend = "memory"
         [node_api]
@@ -72,14 +83,18 @@ async fn main() -> anyhow::Result<()> {
         nodes = ["127.0.0.1:{upstream}"]
         "#,
         grpc = cli.grpc_port,
+        control_admin = cli.control_admin_port,
         login = cli.login_port,
         port = cli.port,
         upstream = cli.upstream_port,
     ))
     .context("demo control-plane configuration")?;
-    let control = BoundServer::bind(&control_config).await?;
+    control_config.admin_token.clone_from(&admin_token);
+    let control = BoundServer::bind(&control_config)
+        .await?
+        .with_log_control(logs.clone());
 
-    let node_config = gatehouse_data_plane::Config::from_toml_str(&format!(
+    let mut node_config = gatehouse_data_plane::Config::from_toml_str(&format!(
         r#"
         listen = "0.0.0.0:{port}"
         admin_listen = "127.0.0.1:{admin}"
@@ -93,7 +108,8 @@ async fn main() -> anyhow::Result<()> {
         grpc = cli.grpc_port,
     ))
     .context("demo data-plane configuration")?;
-    let node = BoundNode::bind(node_config).await?;
+    node_config.admin_token = admin_token;
+    let node = BoundNode::bind(node_config).await?.with_log_control(logs);
 
     let upstream = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], cli.upstream_port)))
         .await

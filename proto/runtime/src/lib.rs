@@ -1,10 +1,15 @@
-//! Code both Gatehouse binaries share and must run the same way: one logging set-up (text or
-//! JSON, `/log-level`, OTLP export), one rule for who may use an admin port, process set-up,
-//! `GATEHOUSE__*` / `--set` configuration overrides, the session token a JWT maps to
-//! (the control plane stores it, nodes look it up), and the injectable clock TTL logic reads.
+//! Code both Gatehouse binaries share and must run the same way: one hardened HTTP serve
+//! loop for every listener, one logging set-up (text or JSON, `/log-level`, OTLP export), one
+//! rule for who may use an admin port and one rendering of its refusals and `/log-level`
+//! answers, process set-up, `GATEHOUSE__*` / `--set` configuration overrides, the session
+//! token a JWT maps to (the control plane stores it, nodes look it up), and the injectable
+//! clock TTL logic reads.
 
 pub mod admin_access;
+pub mod admin_port;
 pub mod clock;
+pub mod http_server;
+pub mod idle;
 pub mod jwt_session;
 pub mod logging;
 pub mod process;

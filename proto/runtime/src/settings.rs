@@ -2,6 +2,77 @@
 //! and `--set section.key=value` address keys of the TOML configuration (outside arrays of
 //! tables). Values are read as TOML when they parse (numbers, booleans, arrays, quoted
 //! strings), else as plain strings.
+//!
+//! Both binaries load their configuration the same way, here: the file, then the
+//! `GATEHOUSE__*` variables, then `--set`, deserialized into the binary's file type (the
+//! named flags and validation stay with each binary), with one [`ConfigError`].
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use crate::admin_access::AdminToken;
+
+/// Why a configuration cannot be used; the message is one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file itself.
+    #[error("cannot read configuration file {path}: {source}")]
+    ReadConfiguration {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file the configuration names (a secret, say).
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration is not valid TOML: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The configuration in `file` (none: every default), with the `GATEHOUSE__*` variables and
+/// then `set` applied. Precedence, lowest first: file, variables, `--set`; the named flags
+/// the caller applies afterwards win over all of them.
+pub fn load<T: DeserializeOwned>(file: Option<&Path>, set: &[String]) -> Result<T, ConfigError> {
+    let text = match file {
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|source| ConfigError::ReadConfiguration {
+                path: path.to_owned(),
+                source,
+            })?
+        }
+        None => String::new(),
+    };
+    let mut settings = from_environment();
+    settings.extend(set.iter().cloned());
+    from_toml(&text, &settings)
+}
+
+/// `text` with `settings` applied, deserialized.
+pub fn from_toml<T: DeserializeOwned>(text: &str, settings: &[String]) -> Result<T, ConfigError> {
+    let mut table = parse(text).map_err(ConfigError::Parse)?;
+    apply(&mut table, settings).map_err(ConfigError::Invalid)?;
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|error: toml::de::Error| ConfigError::Parse(error.message().replace('\n', " ")))
+}
+
+/// The admin token: the flag's (or `GATEHOUSE_ADMIN_TOKEN`'s) value wins over the file's.
+pub fn admin_token(
+    flag: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<AdminToken>, ConfigError> {
+    match (flag, file) {
+        (Some(token), _) => AdminToken::new(token).map(Some),
+        (None, Some(path)) => AdminToken::read(path).map(Some),
+        (None, None) => Ok(None),
+    }
+    .map_err(ConfigError::Invalid)
+}
 
 /// Parses a configuration file; a syntax error is one line naming the line it is on.
 pub fn parse(text: &str) -> Result<toml::Table, String> {

@@ -1,6 +1,7 @@
 //! Closing connections that sit idle: a client that opens a connection and sends nothing, or
 //! keeps one alive forever, costs a socket and memory. hyper's header timeout only covers
-//! a request being received, so the node watches the bytes itself.
+//! a request being received, so the serve loop ([`http_server`](crate::http_server)) watches
+//! the bytes itself.
 
 use std::io;
 use std::pin::Pin;
