@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::{MAX_PAGE_SIZE, Store, StoreError};
+use super::{MAX_PAGE_SIZE, OneTimeRecords, RevocationLog, Sessions, Store, StoreError};
 use crate::clock::Clock;
 use crate::domain::{
     CapPolicy, CreateOutcome, NewSession, OidcLogin, Page, Revocation, RevocationReason,
@@ -192,7 +192,7 @@ impl State {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl OneTimeRecords for MemoryStore {
     async fn put_ticket(
         &self,
         hash: &TokenHash,
@@ -284,7 +284,10 @@ impl Store for MemoryStore {
             .filter(|(_, expires)| *expires > now)
             .map(|(login, _)| login))
     }
+}
 
+#[async_trait]
+impl Sessions for MemoryStore {
     async fn link_session(
         &self,
         key: &TokenHash,
@@ -469,7 +472,10 @@ impl Store for MemoryStore {
             next_page_token,
         })
     }
+}
 
+#[async_trait]
+impl RevocationLog for MemoryStore {
     async fn revocations_after(
         &self,
         cursor: Option<&str>,
@@ -520,7 +526,10 @@ impl Store for MemoryStore {
         self.revocations_after(cursor, super::REVOCATION_BATCH)
             .await
     }
+}
 
+#[async_trait]
+impl Store for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -13,7 +13,7 @@ use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use super::redis_connection::{Purpose, RedisConnection, Settings, connection_lost};
 use super::redis_keys::{Keys, SessionAddress, user_tag};
 use super::redis_scripts as scripts;
-use super::{MAX_PAGE_SIZE, Store, StoreError};
+use super::{MAX_PAGE_SIZE, OneTimeRecords, RevocationLog, Sessions, Store, StoreError};
 use crate::clock::{from_millis, to_millis};
 use crate::config::StoreConfig;
 use crate::domain::{
@@ -187,7 +187,7 @@ impl RedisStore {
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl OneTimeRecords for RedisStore {
     async fn put_ticket(
         &self,
         hash: &TokenHash,
@@ -323,7 +323,10 @@ impl Store for RedisStore {
             .map(|record| serde_json::from_str(&record).map_err(|_| corrupt("OpenID login record")))
             .transpose()
     }
+}
 
+#[async_trait]
+impl Sessions for RedisStore {
     async fn link_session(
         &self,
         key: &TokenHash,
@@ -662,7 +665,10 @@ impl Store for RedisStore {
             next_page_token: position.token(),
         })
     }
+}
 
+#[async_trait]
+impl RevocationLog for RedisStore {
     async fn revocations_after(
         &self,
         cursor: Option<&str>,
@@ -781,7 +787,10 @@ impl Store for RedisStore {
         self.revocations_after(cursor, super::REVOCATION_BATCH)
             .await
     }
+}
 
+#[async_trait]
+impl Store for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
         self.run(connection.ping()).await
