@@ -8,9 +8,6 @@
 
 mod memory;
 mod redis;
-mod redis_connection;
-mod redis_keys;
-mod redis_scripts;
 
 use std::time::{Duration, SystemTime};
 
