@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use gatehouse_proto::identity_headers;
 use http::header::{CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -18,28 +19,19 @@ const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-const X_QLIK_USER: HeaderName = HeaderName::from_static("x-qlik-user");
-const X_QLIK_SECURITY: HeaderName = HeaderName::from_static("x-qlik-security");
-const X_QLIK_PROXYID: HeaderName = HeaderName::from_static("x-qlik-proxyid");
+const X_QLIK_USER: HeaderName = HeaderName::from_static(identity_headers::QLIK_USER);
+const X_QLIK_SECURITY: HeaderName = HeaderName::from_static(identity_headers::QLIK_SECURITY);
+const X_QLIK_PROXYID: HeaderName = HeaderName::from_static(identity_headers::QLIK_PROXYID);
 const X_QLIK_VIRTUAL_PROXY_PREFIX: HeaderName =
-    HeaderName::from_static("x-qlik-virtual-proxy-prefix");
+    HeaderName::from_static(identity_headers::QLIK_VIRTUAL_PROXY_PREFIX);
 const X_GATEHOUSE_USER_DIRECTORY: HeaderName =
-    HeaderName::from_static("x-gatehouse-user-directory");
-const X_GATEHOUSE_USER_ID: HeaderName = HeaderName::from_static("x-gatehouse-user-id");
-const X_GATEHOUSE_ATTRIBUTES: HeaderName = HeaderName::from_static("x-gatehouse-attributes");
-const X_GATEHOUSE_VIRTUAL_PROXY: HeaderName = HeaderName::from_static("x-gatehouse-virtual-proxy");
-
-/// Identity headers of both presets: never accepted from a client.
-pub const IDENTITY_HEADERS: [HeaderName; 8] = [
-    X_QLIK_USER,
-    X_QLIK_SECURITY,
-    X_QLIK_PROXYID,
-    X_QLIK_VIRTUAL_PROXY_PREFIX,
-    X_GATEHOUSE_USER_DIRECTORY,
-    X_GATEHOUSE_USER_ID,
-    X_GATEHOUSE_ATTRIBUTES,
-    X_GATEHOUSE_VIRTUAL_PROXY,
-];
+    HeaderName::from_static(identity_headers::GATEHOUSE_USER_DIRECTORY);
+const X_GATEHOUSE_USER_ID: HeaderName =
+    HeaderName::from_static(identity_headers::GATEHOUSE_USER_ID);
+const X_GATEHOUSE_ATTRIBUTES: HeaderName =
+    HeaderName::from_static(identity_headers::GATEHOUSE_ATTRIBUTES);
+const X_GATEHOUSE_VIRTUAL_PROXY: HeaderName =
+    HeaderName::from_static(identity_headers::GATEHOUSE_VIRTUAL_PROXY);
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("connection"),
@@ -196,7 +188,7 @@ pub fn for_upstream(
     // The client's own identity and forwarding headers are never passed on.
     remove_where(headers, |name| {
         is_hop_by_hop(name, &named, websocket)
-            || IDENTITY_HEADERS.contains(name)
+            || identity_headers::is_identity_header(name.as_str())
             || header_login == Some(name)
             // The JWT is the client's credential for this proxy, consumed here like the
             // session cookie; upstreams get the identity headers instead.
