@@ -4,6 +4,7 @@
 //! every user of a virtual proxy made once when its snapshot arrives. Any front end that
 //! passes a user on (the proxy, a forward-auth answer) writes them with [`inject`].
 
+use gatehouse_proto::identity_headers as names;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -16,28 +17,24 @@ const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-const X_QLIK_USER: HeaderName = HeaderName::from_static("x-qlik-user");
-const X_QLIK_SECURITY: HeaderName = HeaderName::from_static("x-qlik-security");
-const X_QLIK_PROXYID: HeaderName = HeaderName::from_static("x-qlik-proxyid");
+// The names are the contract's (`gatehouse_proto::identity_headers`), which the control
+// plane checks header authentication against.
+const X_QLIK_USER: HeaderName = HeaderName::from_static(names::QLIK_USER);
+const X_QLIK_SECURITY: HeaderName = HeaderName::from_static(names::QLIK_SECURITY);
+const X_QLIK_PROXYID: HeaderName = HeaderName::from_static(names::QLIK_PROXYID);
 const X_QLIK_VIRTUAL_PROXY_PREFIX: HeaderName =
-    HeaderName::from_static("x-qlik-virtual-proxy-prefix");
+    HeaderName::from_static(names::QLIK_VIRTUAL_PROXY_PREFIX);
 const X_GATEHOUSE_USER_DIRECTORY: HeaderName =
-    HeaderName::from_static("x-gatehouse-user-directory");
-const X_GATEHOUSE_USER_ID: HeaderName = HeaderName::from_static("x-gatehouse-user-id");
-const X_GATEHOUSE_ATTRIBUTES: HeaderName = HeaderName::from_static("x-gatehouse-attributes");
-const X_GATEHOUSE_VIRTUAL_PROXY: HeaderName = HeaderName::from_static("x-gatehouse-virtual-proxy");
+    HeaderName::from_static(names::GATEHOUSE_USER_DIRECTORY);
+const X_GATEHOUSE_USER_ID: HeaderName = HeaderName::from_static(names::GATEHOUSE_USER_ID);
+const X_GATEHOUSE_ATTRIBUTES: HeaderName = HeaderName::from_static(names::GATEHOUSE_ATTRIBUTES);
+const X_GATEHOUSE_VIRTUAL_PROXY: HeaderName =
+    HeaderName::from_static(names::GATEHOUSE_VIRTUAL_PROXY);
 
-/// Identity headers of both presets: never accepted from a client.
-pub const IDENTITY_HEADERS: [HeaderName; 8] = [
-    X_QLIK_USER,
-    X_QLIK_SECURITY,
-    X_QLIK_PROXYID,
-    X_QLIK_VIRTUAL_PROXY_PREFIX,
-    X_GATEHOUSE_USER_DIRECTORY,
-    X_GATEHOUSE_USER_ID,
-    X_GATEHOUSE_ATTRIBUTES,
-    X_GATEHOUSE_VIRTUAL_PROXY,
-];
+/// Whether `name` is an identity header of either preset: never accepted from a client.
+pub fn is_identity_header(name: &str) -> bool {
+    names::is_identity_header(name)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdentityPreset {

@@ -11,4 +11,5 @@ pub mod v1 {
         tonic::include_file_descriptor_set!("gatehouse_descriptor");
 }
 
+pub mod identity_headers;
 pub mod origin;

@@ -5,22 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use gatehouse_proto::identity_headers;
 use serde::Deserialize;
 
 use super::syntax::{is_absolute_http_uri, is_token};
-
-/// Headers the proxy itself sets for upstreams; a client can never supply them, so header
-/// authentication cannot use them.
-pub const IDENTITY_HEADERS: &[&str] = &[
-    "x-qlik-user",
-    "x-qlik-security",
-    "x-qlik-proxyid",
-    "x-qlik-virtual-proxy-prefix",
-    "x-gatehouse-user-directory",
-    "x-gatehouse-user-id",
-    "x-gatehouse-attributes",
-    "x-gatehouse-virtual-proxy",
-];
 
 /// Headers that mean something else already; trusting them as identity would be a hole.
 const UNTRUSTABLE_HEADERS: &[&str] = &[
@@ -226,7 +214,7 @@ pub(super) fn validate_header_auth(header: &HeaderAuthConfig) -> Result<(), Stri
             header.header
         ));
     }
-    if IDENTITY_HEADERS.contains(&name.as_str()) || UNTRUSTABLE_HEADERS.contains(&name.as_str()) {
+    if identity_headers::is_identity_header(&name) || UNTRUSTABLE_HEADERS.contains(&name.as_str()) {
         return Err(format!(
             "header_authentication.header {:?} collides with a header the proxy sets or trusts otherwise",
             header.header

@@ -23,8 +23,8 @@ pub use self::oidc::{
 use self::virtual_proxy::FileVirtualProxy;
 pub use self::virtual_proxy::{
     AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig,
-    IDENTITY_HEADERS, IdentityPreset, JwtConfig, KerberosConfig, RuleAction, SameSite, UnknownHost,
-    UpstreamConfig, VirtualProxyConfig, validate_prefix,
+    IdentityPreset, JwtConfig, KerberosConfig, RuleAction, SameSite, UnknownHost, UpstreamConfig,
+    VirtualProxyConfig, validate_prefix,
 };
 
 /// Everything the control plane needs to run, validated.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use gatehouse_proto::origin::{Authority, PublicOrigin};
 
-pub use super::login_methods::{HeaderAuthConfig, IDENTITY_HEADERS, JwtConfig, KerberosConfig};
+pub use super::login_methods::{HeaderAuthConfig, JwtConfig, KerberosConfig};
 use super::login_methods::{validate_header_auth, validate_jwt, validate_kerberos};
 use super::oidc::OidcConfig;
 use super::syntax::{is_absolute_http_uri, is_host_and_port, is_host_name, is_token};
@@ -630,6 +630,17 @@ mod tests {
         assert_eq!(proxy.identity_headers, IdentityPreset::Qlik);
         assert_eq!(proxy.upstream.strategy, BalanceStrategy::RoundRobin);
         assert!(proxy.upstream.nodes.is_empty());
+    }
+
+    #[test]
+    fn header_authentication_refuses_every_header_the_data_plane_strips_as_identity() {
+        for header in gatehouse_proto::identity_headers::ALL {
+            let error = proxy(&format!(
+                "[virtual_proxies.header_authentication]\nheader = \"{header}\"\nuser_directory = \"CORP\""
+            ))
+            .unwrap_err();
+            assert!(error.contains("collides"), "{header}: {error}");
+        }
     }
 
     #[test]

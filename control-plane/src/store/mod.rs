@@ -1,4 +1,6 @@
-//! Where sessions, tickets, targets and revocations live: one trait, two implementations.
+//! Where sessions, tickets, targets and revocations live: one trait per aggregate
+//! ([`OneTimeRecords`], [`Sessions`], [`RevocationLog`]), gathered by [`Store`], and two
+//! implementations.
 //!
 //! [`RedisStore`] is the production store, shared by every control-plane replica.
 //! [`MemoryStore`] keeps everything in the process, for a single replica (the all-in-one
@@ -6,9 +8,6 @@
 
 mod memory;
 mod redis;
-mod redis_connection;
-mod redis_keys;
-mod redis_scripts;
 
 use std::time::{Duration, SystemTime};
 
@@ -32,10 +31,21 @@ use crate::tokens::TokenHash;
 /// Largest page a listing returns.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
-/// Storage of all control-plane state. Every method that deletes a session also appends a
-/// revocation event for it, so data-plane nodes can drop it.
+/// Storage of all control-plane state: every aggregate, and a health check. Callers hold an
+/// `Arc<dyn Store>`; the methods of all three aggregates are callable on it without importing
+/// their traits.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    OneTimeRecords + Sessions + RevocationLog + Send + Sync + std::fmt::Debug + 'static
+{
+    /// Succeeds when the store can serve requests.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Records that live for a short TTL and are used once or looked up by hash: tickets, login
+/// targets, remembered JWTs, used one-time credentials and OpenID Connect logins in flight.
+#[async_trait]
+pub trait OneTimeRecords: Send + Sync {
     /// Stores a ticket under the hash of its text, for `ttl`.
     async fn put_ticket(
         &self,
@@ -84,7 +94,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         state_hash: &TokenHash,
     ) -> Result<Option<OidcLogin>, StoreError>;
+}
 
+/// Sessions: created under the per-user cap, found by token or handle, touched, listed and
+/// ended, and the links from an OpenID provider's subject or session to them. Every method
+/// that deletes a session also appends a revocation event for it, so data-plane nodes can
+/// drop it.
+#[async_trait]
+pub trait Sessions: Send + Sync {
     /// Adds a session handle to the set under `key` (an OpenID provider's subject or session
     /// id, hashed), kept for `ttl` after the last addition, so a back-channel logout naming
     /// that subject or session finds the Gatehouse sessions to end.
@@ -148,7 +165,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         page_size: usize,
         page_token: &str,
     ) -> Result<Page, StoreError>;
+}
 
+/// The log of ended sessions that data-plane nodes follow to drop what they cached.
+#[async_trait]
+pub trait RevocationLog: Send + Sync {
     /// Revocation events after `cursor` (from the oldest retained one when `None`), at most
     /// `limit` of them.
     async fn revocations_after(
@@ -169,7 +190,4 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         cursor: Option<&str>,
         wait: Duration,
     ) -> Result<Revocations, StoreError>;
-
-    /// Succeeds when the store can serve requests.
-    async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -8,7 +8,7 @@ use http::header::{CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue};
 
 use crate::auth::cookie;
 use crate::cache::CachedSession;
-use crate::identity_headers::{self, IDENTITY_HEADERS, insert_built};
+use crate::identity_headers::{self, insert_built};
 use crate::virtual_proxy::VirtualProxy;
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -169,7 +169,7 @@ pub fn for_upstream(
     // The client's own identity and forwarding headers are never passed on.
     remove_where(headers, |name| {
         is_hop_by_hop(name, &named, websocket)
-            || IDENTITY_HEADERS.contains(name)
+            || identity_headers::is_identity_header(name.as_str())
             || header_login == Some(name)
             // The JWT is the client's credential for this proxy, consumed here like the
             // session cookie; upstreams get the identity headers instead.

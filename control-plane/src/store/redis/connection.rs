@@ -31,7 +31,7 @@ use crate::error::StoreError;
 
 /// Whether a connection is for ordinary commands, which must answer within the response
 /// timeout, or for blocking reads (XREAD BLOCK), which wait as long as they asked to (at most
-/// [`MAX_BLOCK`](super::MAX_BLOCK)).
+/// [`MAX_BLOCK`](crate::store::MAX_BLOCK)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Purpose {
     Commands,
@@ -92,7 +92,7 @@ impl RedisConnection {
             // A blocked read answers within its block time: past that plus the usual response
             // time, the server is gone (a host that went silent), and the connection is made
             // again instead of waiting for TCP to give up.
-            Purpose::Blocking => super::MAX_BLOCK + config.response_timeout,
+            Purpose::Blocking => crate::store::MAX_BLOCK + config.response_timeout,
         });
         match config.topology {
             RedisTopology::Standalone => {

@@ -1,0 +1,98 @@
+//! The rules of the control plane, independent of gRPC: who gets a ticket, what a ticket
+//! buys, how sessions are created, found, capped and ended. The shared [`Authority`] is here;
+//! each use case is in its own file: `tickets` (tickets and login targets), `sessions`
+//! (creating, finding, listing and ending sessions), `logins` (header, Kerberos, JWT and
+//! anonymous logins), `personal` (the caller's own session) and `oidc_login`.
+
+mod logins;
+mod oidc_login;
+mod personal;
+mod sessions;
+mod tickets;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::clock::Clock;
+use crate::config::TicketConfig;
+use crate::jwt::JwtVerifiers;
+use crate::oidc::OidcProviders;
+use crate::store::Store;
+use crate::virtual_proxies::VirtualProxies;
+
+pub use self::oidc_login::OidcLoginStarted;
+pub use self::personal::NO_SESSION;
+pub use self::sessions::{IssuedSession, SessionSelector};
+pub use self::tickets::IssuedTicket;
+
+#[derive(Debug, Clone)]
+pub struct Authority {
+    store: Arc<dyn Store>,
+    proxies: Arc<ArcSwap<VirtualProxies>>,
+    tickets: TicketConfig,
+    clock: Arc<dyn Clock>,
+    /// Base URL of the REST surface, when it is on: login redirects name it in
+    /// `proxyRestUri`.
+    rest_base: Option<Arc<str>>,
+    jwt: Arc<JwtVerifiers>,
+    oidc: Arc<OidcProviders>,
+}
+
+impl Authority {
+    pub fn new(
+        store: Arc<dyn Store>,
+        proxies: VirtualProxies,
+        tickets: TicketConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            proxies: Arc::new(ArcSwap::from_pointee(proxies)),
+            tickets,
+            clock,
+            rest_base: None,
+            jwt: Arc::new(JwtVerifiers::default()),
+            oidc: Arc::new(OidcProviders::default()),
+        }
+    }
+
+    /// Names the REST surface's public base URL (ending in `/`), so that nodes send
+    /// authentication modules there.
+    pub fn with_rest_base(mut self, base: &str) -> Self {
+        let base = if base.ends_with('/') {
+            base.to_owned()
+        } else {
+            format!("{base}/")
+        };
+        self.rest_base = Some(base.into());
+        self
+    }
+
+    /// Where an authentication module of this virtual proxy requests tickets
+    /// (`proxyRestUri`), when the REST surface is on: `{base}qps/{prefix}/`, `{base}qps/` for
+    /// the default virtual proxy.
+    pub fn proxy_rest_uri(&self, virtual_proxy: &str) -> Option<String> {
+        self.rest_base.as_ref().map(|base| {
+            if virtual_proxy.is_empty() {
+                format!("{base}qps/")
+            } else {
+                format!("{base}qps/{virtual_proxy}/")
+            }
+        })
+    }
+
+    /// The virtual proxies in force now (they change when the configuration is reloaded).
+    pub fn virtual_proxies(&self) -> Arc<VirtualProxies> {
+        self.proxies.load_full()
+    }
+
+    /// Puts a reloaded set of virtual proxies in force; sessions are untouched.
+    pub fn replace_virtual_proxies(&self, proxies: VirtualProxies) {
+        self.proxies.store(Arc::new(proxies));
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
