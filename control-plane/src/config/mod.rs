@@ -10,10 +10,12 @@ use serde::Deserialize;
 
 use crate::admin_access::AdminToken;
 
+mod access_rules;
 mod login_methods;
 mod oidc;
 use gatehouse_runtime::settings;
 mod syntax;
+mod upstream;
 mod virtual_proxy;
 
 pub use self::oidc::{

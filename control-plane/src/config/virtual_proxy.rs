@@ -8,10 +8,14 @@ use serde::Deserialize;
 
 use gatehouse_proto::origin::{Authority, PublicOrigin};
 
+use super::access_rules::validate_rule;
+pub use super::access_rules::{AccessRuleConfig, AttributeMatch, RuleAction};
 pub use super::login_methods::{HeaderAuthConfig, JwtConfig, KerberosConfig};
 use super::login_methods::{validate_header_auth, validate_jwt, validate_kerberos};
 use super::oidc::OidcConfig;
-use super::syntax::{is_absolute_http_uri, is_host_and_port, is_host_name, is_token};
+use super::syntax::{is_absolute_http_uri, is_host_name, is_token};
+use super::upstream::validate_upstream;
+pub use super::upstream::{BalanceStrategy, UpstreamConfig};
 use crate::domain::CapPolicy;
 
 /// One virtual proxy, validated.
@@ -108,94 +112,12 @@ pub enum AnonymousMode {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum BalanceStrategy {
-    #[default]
-    RoundRobin,
-    /// Power of two choices on outstanding requests.
-    LeastOutstanding,
-    /// The same session goes to the same node while it is healthy.
-    StickySession,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// `host:port` of each node; DNS names are re-resolved.
-    pub nodes: Vec<String>,
-    pub strategy: BalanceStrategy,
-    /// Speak HTTP/2 (prior knowledge) to the nodes.
-    pub http2: bool,
-    /// Consecutive connect failures before a node is ejected.
-    pub eject_after_failures: u32,
-    #[serde(with = "humantime_serde")]
-    pub ejection_time: Duration,
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Time to the upstream's response headers.
-    #[serde(with = "humantime_serde")]
-    pub response_timeout: Duration,
-    /// Speak TLS to the nodes.
-    pub tls: bool,
-    /// Name the nodes' certificates are checked against (default: the node's DNS name or IP).
-    pub tls_server_name: Option<String>,
-}
-
-impl Default for UpstreamConfig {
-    fn default() -> Self {
-        Self {
-            nodes: Vec::new(),
-            strategy: BalanceStrategy::RoundRobin,
-            http2: false,
-            eject_after_failures: 3,
-            ejection_time: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(60),
-            tls: false,
-            tls_server_name: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum IdentityPreset {
     /// `X-Qlik-User`, `X-Qlik-Security`, `X-Qlik-ProxyId`, `X-Qlik-Virtual-Proxy-Prefix`.
     #[default]
     Qlik,
     /// `X-Gatehouse-User-Directory`, `-User-Id`, `-Attributes`, `-Virtual-Proxy`.
     Generic,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RuleAction {
-    Allow,
-    Deny,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttributeMatch {
-    pub name: String,
-    pub value: String,
-}
-
-/// The first rule whose path, method and user match decides; no match allows.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessRuleConfig {
-    /// Path below the virtual proxy prefix, starting with `/`.
-    pub path_prefix: String,
-    /// Empty: every method.
-    #[serde(default)]
-    pub methods: Vec<String>,
-    pub action: RuleAction,
-    #[serde(default)]
-    pub user_directory: Option<String>,
-    #[serde(default)]
-    pub user_id: Option<String>,
-    #[serde(default)]
-    pub attribute: Option<AttributeMatch>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -440,17 +362,7 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
     }
     validate_upstream(&proxy.upstream).map_err(named)?;
     for rule in &proxy.access_rules {
-        if !rule.path_prefix.starts_with('/') {
-            return Err(named(format!(
-                "access rule path_prefix {:?} must start with '/'",
-                rule.path_prefix
-            )));
-        }
-        if let Some(method) = rule.methods.iter().find(|m| !is_token(m)) {
-            return Err(named(format!(
-                "access rule method {method:?} is not an HTTP method"
-            )));
-        }
+        validate_rule(rule).map_err(named)?;
     }
     for (name, value) in &proxy.additional_response_headers {
         if !is_token(name) || value.chars().any(|c| c.is_control()) {
@@ -496,23 +408,6 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         allow_path_parameters: proxy.allow_path_parameters,
         allow_double_encoding: proxy.allow_double_encoding,
     })
-}
-
-fn validate_upstream(upstream: &UpstreamConfig) -> Result<(), String> {
-    if let Some(node) = upstream
-        .nodes
-        .iter()
-        .find(|node| !is_host_and_port(node) || !node.contains(':'))
-    {
-        return Err(format!("upstream node {node:?} must be host:port"));
-    }
-    if upstream.eject_after_failures == 0 {
-        return Err("upstream.eject_after_failures must be at least 1".to_owned());
-    }
-    if upstream.connect_timeout.is_zero() || upstream.response_timeout.is_zero() {
-        return Err("upstream timeouts must be greater than zero".to_owned());
-    }
-    Ok(())
 }
 
 /// QPS's convention, so existing clients that set the cookie themselves keep working.
