@@ -201,17 +201,24 @@ async fn accept_loop<C, Fut, Io, S, B>(
         connections.spawn(async move {
             let _permit = permit;
             if let Some((io, service)) = pending.await {
-                serve_connection(io, service, activity, stop, &policy, !over_capacity).await;
+                let watch = ConnectionWatch { activity, stop };
+                serve_connection(io, service, watch, &policy, !over_capacity).await;
             }
         });
     }
 }
 
+/// What a connection's task watches besides its traffic: when it last moved, and the
+/// listener's stop.
+struct ConnectionWatch {
+    activity: Activity,
+    stop: CancellationToken,
+}
+
 async fn serve_connection<Io, S, B>(
     io: Io,
     service: S,
-    activity: Activity,
-    stop: CancellationToken,
+    watch: ConnectionWatch,
     policy: &ListenerPolicy,
     keep_alive: bool,
 ) where
@@ -221,6 +228,7 @@ async fn serve_connection<Io, S, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let ConnectionWatch { activity, stop } = watch;
     // hyper's header timeout only starts once the HTTP version is known, which takes the
     // client's first bytes: a connection that sent nothing was held until `idle_timeout`
     // (5 minutes by default), so idle connections could fill `max_connections` at no cost
