@@ -43,6 +43,18 @@ else
     echo "test.sh: kubectl or kubernetes-validate missing; manifest validation skipped" >&2
 fi
 
+# The shape the code keeps: no file compiled into two crates with #[path] (fuzz/ is its own
+# workspace), and a README a newcomer reads to the end.
+if grep -rn --include='*.rs' --exclude-dir=target --exclude-dir=fuzz '#\[path' .; then
+    echo "test.sh: #[path] shares a file between crates; use a workspace crate instead" >&2
+    exit 1
+fi
+readme_chars=$(wc -m < README.md)
+if [ "$readme_chars" -gt 12000 ]; then
+    echo "test.sh: README.md is $readme_chars characters; at most 12000 (move detail to the other documents)" >&2
+    exit 1
+fi
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -54,11 +54,7 @@ const LISTENER_POLICY: ListenerPolicy = ListenerPolicy {
     max_connections: None,
     past_capacity: PastCapacity::Answer,
     accept_backoff: Duration::from_millis(50),
-    log_lines: LogLines {
-        accept_failed: "accept failed",
-        dropped_at_capacity: "connection dropped at the connection limit",
-        connection_failed: "connection ended with an error",
-    },
+    log_lines: LogLines::PLAIN,
 };
 
 /// Serves the admin port until `stop` is cancelled.

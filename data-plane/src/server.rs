@@ -219,11 +219,7 @@ fn listener_policy(limits: LimitsConfig, max_connections: Option<usize>) -> List
         max_connections,
         past_capacity: PastCapacity::Answer,
         accept_backoff: Duration::from_millis(50),
-        log_lines: LogLines {
-            accept_failed: "accept failed",
-            dropped_at_capacity: "connection dropped at the connection limit",
-            connection_failed: "connection ended with an error",
-        },
+        log_lines: LogLines::PLAIN,
     }
 }
 

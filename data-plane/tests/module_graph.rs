@@ -394,3 +394,26 @@ fn the_module_graph_sees_imports() {
     .collect();
     assert_eq!(cycles(&graph).len(), 1);
 }
+
+#[test]
+fn only_the_control_client_reads_grpc_codes() {
+    // Control-plane errors are decoded once, in `control/errors.rs`, into what they mean for
+    // the answer; everything else decides on those meanings.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let offenders: Vec<String> = modules(&src)
+        .into_iter()
+        .filter(|(module, _)| module.first().is_none_or(|first| first != "control"))
+        .filter(|(_, file)| {
+            let code = code_of(&std::fs::read_to_string(file).expect("read source"));
+            code.contains("tonic::Code")
+                || code.match_indices("Code::").any(|(at, _)| {
+                    !code[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                })
+        })
+        .map(|(module, _)| name(&module))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "gRPC codes read outside control/: {offenders:?}"
+    );
+}

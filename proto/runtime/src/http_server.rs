@@ -83,6 +83,15 @@ pub struct LogLines {
     pub connection_failed: &'static str,
 }
 
+impl LogLines {
+    /// The wording of the node's listeners and the admin ports.
+    pub const PLAIN: Self = Self {
+        accept_failed: "accept failed",
+        dropped_at_capacity: "connection dropped at the connection limit",
+        connection_failed: "connection ended with an error",
+    };
+}
+
 /// A connection just accepted.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival {
