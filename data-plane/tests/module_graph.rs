@@ -417,3 +417,95 @@ fn only_the_control_client_reads_grpc_codes() {
         "gRPC codes read outside control/: {offenders:?}"
     );
 }
+
+/// The parameters of every function in `code`, by function name (`self` not counted).
+fn parameter_counts(code: &str) -> Vec<(String, usize)> {
+    let chars: Vec<char> = code.chars().collect();
+    let mut found = Vec::new();
+    let mut at = 0;
+    while let Some(offset) = code[at..].find("fn ") {
+        let start = at + offset;
+        at = start + 3;
+        if start > 0 && is_ident(chars[start - 1]) {
+            continue;
+        }
+        let name: String = code[at..].chars().take_while(|c| is_ident(*c)).collect();
+        let Some(open) = code[at..].find('(').map(|i| at + i) else {
+            break;
+        };
+        if name.is_empty() || code[at + name.len()..open].contains(['{', ';']) {
+            continue;
+        }
+        let (mut depth, mut count, mut seen, mut index) = (0usize, 0usize, false, open + 1);
+        let mut current = String::new();
+        while index < chars.len() {
+            let c = chars[index];
+            match c {
+                '(' | '[' | '<' | '{' => depth += 1,
+                ')' | ']' | '>' | '}' if depth > 0 => depth -= 1,
+                ')' => break,
+                ',' if depth == 0 => {
+                    if !current.trim().is_empty() && !current.contains("self") {
+                        count += 1;
+                    }
+                    current.clear();
+                    seen = false;
+                    index += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(c);
+            seen = true;
+            index += 1;
+        }
+        if seen && !current.trim().is_empty() && !current.contains("self") {
+            count += 1;
+        }
+        found.push((name, count));
+        at = index;
+    }
+    found
+}
+
+#[test]
+fn no_data_plane_function_takes_more_than_five_parameters() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut over = Vec::new();
+    for (module, file) in modules(&src) {
+        let code = code_of(&std::fs::read_to_string(&file).expect("read source"));
+        for (function, count) in parameter_counts(&code) {
+            if count > 5 {
+                over.push(format!("{}::{function} ({count})", name(&module)));
+            }
+        }
+    }
+    assert!(over.is_empty(), "functions over five parameters: {over:?}");
+    let sample = parameter_counts("fn f(a: A, b: Vec<(B, C)>) {} fn g(&self, x: X) {}");
+    assert_eq!(sample, [("f".to_owned(), 2), ("g".to_owned(), 1)]);
+}
+
+#[test]
+fn no_source_file_is_over_about_600_lines_before_its_tests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut over = Vec::new();
+    for crate_src in [
+        "data-plane/src",
+        "control-plane/src",
+        "proto/src",
+        "proto/runtime/src",
+    ] {
+        for file in modules(&root.join(crate_src)).into_values() {
+            let text = std::fs::read_to_string(&file).expect("read source");
+            let before_tests = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let lines = before_tests.lines().count();
+            if lines > 620 {
+                over.push(format!("{} ({lines})", file.display()));
+            }
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "source files over about 600 lines: {over:?}"
+    );
+}
