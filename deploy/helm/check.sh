@@ -110,6 +110,32 @@ refused "/dataPlane/controlPlaneEndpoints/0': 'http://control-plane:4243' does n
 refused "minReplicas is above maxReplicas" --set dataPlane.autoscaling.minReplicas=30
 echo "helm chart: 13 bad value sets refused with their message"
 
+# What a change rolls (values.yaml, controlPlane.rollOnVirtualProxyChange): the pods'
+# checksum/config annotations, "<control plane> <data plane>", for some values.
+checksums() {
+    "${helm[@]}" template "$chart" "$@" | python3 -c '
+import sys, yaml
+sums = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "Deployment"}
+print(sums["gatehouse-control-plane"], sums["gatehouse-data-plane"])'
+}
+printf 'controlPlane:\n  virtualProxies: |\n    [[virtual_proxies]]\n    prefix = "hub"\n' > "$work/proxy.yaml"
+# Assignments, so that a failed render stops the script (set -e) instead of comparing blanks.
+base=$(checksums)
+proxy=$(checksums -f "$work/proxy.yaml")
+roll=$(checksums --set controlPlane.rollOnVirtualProxyChange=true)
+roll_proxy=$(checksums --set controlPlane.rollOnVirtualProxyChange=true -f "$work/proxy.yaml")
+store=$(checksums --set store.keyPrefix=other)
+node=$(checksums --set dataPlane.shutdownGrace=20s)
+[ "$proxy" = "$base" ] || fail "a virtual-proxy change rolls pods (the control plane reloads it)"
+[ "${roll% *}" != "${roll_proxy% *}" ] \
+    || fail "rollOnVirtualProxyChange=true: a virtual-proxy change does not roll the control plane"
+[ "${store% *}" != "${base% *}" ] && [ "${store#* }" = "${base#* }" ] \
+    || fail "a store change must roll the control plane alone"
+[ "${node% *}" = "${base% *}" ] && [ "${node#* }" != "${base#* }" ] \
+    || fail "a data-plane.toml change must roll the nodes alone"
+echo "helm chart: virtual proxies reload in place; store and node settings roll their pods"
+
 if [ -n "$podman_render" ]; then
     cp "$work/podman.yaml" "$podman_render"
     echo "helm chart: the podman render is in $podman_render"
