@@ -55,7 +55,7 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- define "gatehouse.image" -}}
 {{- $tag := .Values.image.tag | default .Chart.AppVersion | toString -}}
 {{- if eq $tag "latest" -}}
-{{- fail "image.tag: latest is refused (Kubernetes pulls it on every start and a rollout can mix releases); name a release, or leave it empty for the chart's appVersion" -}}
+{{- fail "image.tag: latest is refused (it names no release: machines that cached different images would run different ones); name a release, or leave it empty for the chart's appVersion" -}}
 {{- end -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
