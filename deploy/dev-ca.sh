@@ -8,6 +8,7 @@
 #   ca.pem / ca-key.pem                  the CA (trusted by both planes)
 #   control-plane.pem / -key.pem         server: localhost, 127.0.0.1, ::1, control-plane
 #   data-plane.pem / -key.pem            server: localhost, 127.0.0.1, ::1, gatehouse.local
+#   redis.pem / redis-key.pem            server: localhost, 127.0.0.1, ::1, redis (a trial Redis over TLS)
 #   node.pem / node-key.pem              client, CN node.gatehouse   (role "node")
 #   admin.pem / admin-key.pem            client, CN admin.gatehouse  (role "admin")
 # Existing files are replaced. Set DAYS to change the lifetime (default 30).
@@ -43,6 +44,7 @@ issue() {
 
 issue control-plane control-plane serverAuth "DNS:localhost,DNS:control-plane,IP:127.0.0.1,IP:::1"
 issue data-plane gatehouse.local serverAuth "DNS:localhost,DNS:gatehouse.local,IP:127.0.0.1,IP:::1"
+issue redis redis serverAuth "DNS:localhost,DNS:redis,IP:127.0.0.1,IP:::1"
 issue node node.gatehouse clientAuth "DNS:node.gatehouse"
 issue admin admin.gatehouse clientAuth "DNS:admin.gatehouse"
 rm -f ca.srl
