@@ -6,7 +6,8 @@
 #
 # writes, in OUT_DIR (PEM; EC P-256 keys in PKCS#8):
 #   ca.pem / ca-key.pem                  the CA (trusted by both planes)
-#   control-plane.pem / -key.pem         server: localhost, 127.0.0.1, ::1, control-plane
+#   control-plane.pem / -key.pem         server: localhost, 127.0.0.1, ::1, control-plane,
+#                                        gatehouse-control-plane (the Helm release gatehouse)
 #   data-plane.pem / -key.pem            server: localhost, 127.0.0.1, ::1, gatehouse.local
 #   redis.pem / redis-key.pem            server: localhost, 127.0.0.1, ::1, redis (a trial Redis over TLS)
 #   node.pem / node-key.pem              client, CN node.gatehouse   (role "node")
@@ -42,7 +43,8 @@ issue() {
     rm -f "$name.csr" "$name.ext"
 }
 
-issue control-plane control-plane serverAuth "DNS:localhost,DNS:control-plane,IP:127.0.0.1,IP:::1"
+issue control-plane control-plane serverAuth \
+    "DNS:localhost,DNS:control-plane,DNS:gatehouse-control-plane,IP:127.0.0.1,IP:::1"
 issue data-plane gatehouse.local serverAuth "DNS:localhost,DNS:gatehouse.local,IP:127.0.0.1,IP:::1"
 issue redis redis serverAuth "DNS:localhost,DNS:redis,IP:127.0.0.1,IP:::1"
 issue node node.gatehouse clientAuth "DNS:node.gatehouse"

@@ -24,7 +24,12 @@ PROBE_KINDS = ("readinessProbe", "livenessProbe", "startupProbe")
 
 
 class Plays:
+    """Per role (the pods' app.kubernetes.io/name: redis, control-plane, data-plane): the
+    Deployment's own name (the overlays' bare names, the chart's release-named ones), what to
+    play, and its probes."""
+
     def __init__(self):
+        self.names = {}
         self.deployments = {}
         self.probes = {}
         self.dropped = []
@@ -57,8 +62,11 @@ def adapt(documents, images, host_aliases, replicas, secret_directories, workdir
             continue
         deployment = copy.deepcopy(document)
         deployment["metadata"].pop("namespace", None)
-        if name in replicas:
-            deployment["spec"]["replicas"] = replicas[name]
+        labels = deployment["spec"]["template"]["metadata"].get("labels", {})
+        role = labels.get("app.kubernetes.io/name", name)
+        plays.names[role] = name
+        if role in replicas:
+            deployment["spec"]["replicas"] = replicas[role]
         pod = deployment["spec"]["template"]["spec"]
         pod["hostAliases"] = [
             {"ip": address, "hostnames": [hostname]} for hostname, address in host_aliases.items()
@@ -84,12 +92,12 @@ def adapt(documents, images, host_aliases, replicas, secret_directories, workdir
                 volume["emptyDir"] = {}
             else:
                 raise ValueError(f"{name}: the Secret {secret['secretName']} is not provided")
-        plays.probes[name] = probes([document])
+        plays.probes[role] = probes([document])
         for container in pod.get("containers", []):
             container.pop("ports", None)
             for kind in PROBE_KINDS:
                 container.pop(kind, None)
-        plays.deployments[name] = [deployment]
+        plays.deployments[role] = [deployment]
     return plays
 
 

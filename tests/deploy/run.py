@@ -282,6 +282,7 @@ class Deployment:
             "data-plane": f"{base_address}.20",
         }
         self.pods = []
+        self.names = {}
 
     def play(self, extra_documents, replicas):
         aliases = {
@@ -299,8 +300,8 @@ class Deployment:
             },
             workdir=self.workdir / self.label,
         )
-        for dropped in plays.dropped:
-            log(f"{self.label}: not run by kube play: {dropped}")
+        self.names = plays.names
+        log(f"{self.label}: not run by kube play: {', '.join(plays.dropped)}")
         for deployment in ["redis", "control-plane", "data-plane"]:
             if deployment not in plays.deployments:
                 continue
@@ -310,7 +311,7 @@ class Deployment:
                 "kube", "play", "--network", self.network,
                 "--ip", self.addresses[deployment], str(play_file),
             )
-            self.pods.extend(pod_names(deployment))
+            self.pods.extend(pod_names(plays.names[deployment]))
             if deployment == "redis":
                 wait_until("redis", lambda: self.redis_answers(), timeout=30)
         return plays
@@ -320,13 +321,14 @@ class Deployment:
             return True
 
     def remove(self):
-        for pod in self.pods:
-            podman("pod", "rm", "-f", "-t", "0", pod, check=False)
+        if self.pods:
+            podman("pod", "rm", "-f", "-t", "0", *self.pods, check=False)
+        self.pods = []
 
     def wait_ready(self, plays):
         """Every probe of every container, as the manifests declare it, until it answers."""
-        for deployment, probes in plays.probes.items():
-            for pod in pod_names(deployment):
+        for role, probes in plays.probes.items():
+            for pod in pod_names(plays.names[role]):
                 address = pod_address(pod, self.network)
                 for probe_kind, probe in probes:
                     wait_until(
@@ -336,7 +338,7 @@ class Deployment:
                 log(f"{self.label}: {pod} ({address}) passes its probes")
 
     def nodes(self, host):
-        names = pod_names("data-plane")
+        names = pod_names(self.names["data-plane"])
         return [
             Node(name, pod_address(name, self.network), self.certificates / "ca.pem", host)
             for name in names
