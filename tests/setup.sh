@@ -37,6 +37,8 @@ have objcopy || need_package binutils
 # Node.js (20.19 or later) and npm for the OpenID provider; a machine with NodeSource's
 # nodejs has npm inside it, and Debian's npm would conflict with it.
 have npm || need_package nodejs npm
+# Python 3 with pip, for the manifest checks, the Helm render and the deployment test.
+have python3 || need_package python3 python3-pip
 
 if [ "${#missing_packages[@]}" -gt 0 ]; then
     if [ -n "${GATEHOUSE_NO_INSTALL:-}" ]; then
@@ -67,7 +69,10 @@ if [ "${#missing_python[@]}" -gt 0 ]; then
         echo "setup: missing Python packages: ${missing_python[*]}" >&2
     else
         echo "setup: installing ${missing_python[*]}"
-        python3 -m pip install --quiet --disable-pip-version-check "${missing_python[@]}"
+        # Debian's own python3 refuses pip installs outside a virtual environment (PEP 668);
+        # these pinned packages are for the tests alone.
+        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+            "${missing_python[@]}"
     fi
 fi
 
