@@ -314,8 +314,8 @@ profile. Called with the user id.
 */}}
 {{- define "gatehouse.podSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: {{ . }}
-runAsGroup: {{ . }}
+runAsUser: {{ . | int64 }}
+runAsGroup: {{ . | int64 }}
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
@@ -333,8 +333,8 @@ capabilities:
 - name: GATEHOUSE_ADMIN_TOKEN
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.adminToken.secretName }}
-      key: {{ .Values.adminToken.key }}
+      name: {{ .Values.adminToken.secretName | quote }}
+      key: {{ .Values.adminToken.key | quote }}
       optional: true
 {{- end -}}
 
