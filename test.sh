@@ -23,6 +23,9 @@ if command -v kubectl >/dev/null 2>&1 && command -v kubernetes-validate >/dev/nu
         kubectl kustomize "$overlay" > "$rendered"
         kubernetes-validate --strict --quiet "$rendered"
         python3 deploy/kubernetes/check-network-policies.py < "$rendered"
+        # What the schemas cannot see (the chart's renders pass the same): images pinned and
+        # pulled IfNotPresent, the ConfigMaps' TOML parses, the nodes dial a Service here.
+        python3 deploy/helm/check_render.py "$rendered"
         echo "manifests valid: $overlay"
     done
     with_component=$(mktemp -d deploy/kubernetes/.check-XXXXXX)
@@ -53,16 +56,17 @@ if [ "$readme_chars" -gt 12000 ]; then
     exit 1
 fi
 
-# The Helm chart: linted and rendered offline (helm-python-sdk) for every value set, each
-# render schema-validated and policy-checked; the podman value set's render is kept for the
-# deployment test below.
-helm_render=$(mktemp --suffix=.yaml)
-trap 'rm -f "$helm_render"' EXIT
-deploy/helm/check.sh --podman-render "$helm_render"
-
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# The Helm chart: linted and rendered offline (helm-python-sdk) for every value set, each
+# render schema-validated and policy-checked, its configuration files accepted by the
+# binaries just built (--check-config); the podman value set's render is kept for the
+# deployment test below.
+helm_render=$(mktemp --suffix=.yaml)
+trap 'rm -f "$helm_render"' EXIT
+deploy/helm/check.sh --podman-render "$helm_render" --binaries target/debug
 
 # The deployment test: the image built from the binaries just built, --check-config inside
 # it on every overlay and the Helm render, then the dev and ha overlays and the Helm render

@@ -17,6 +17,8 @@ set -euo pipefail
 
 out=${1:?usage: deploy/dev-ca.sh OUT_DIR}
 days=${DAYS:-30}
+# Private keys, the CA's among them, readable by their owner alone.
+umask 077
 mkdir -p "$out"
 cd "$out"
 

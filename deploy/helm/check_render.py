@@ -85,7 +85,7 @@ def problems(documents, podman):
             if config_map and config_map not in config_maps:
                 yield f"{name}: mounts ConfigMap {config_map}, which the render does not hold"
 
-    control_plane = [d for d in deployments if d["metadata"]["labels"].get("app.kubernetes.io/name") == "control-plane"]
+    control_plane = [d for d in deployments if d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "control-plane"]
     if tomls.get("control-plane.toml", {}).get("store", {}).get("backend") == "memory":
         for deployment in control_plane:
             if deployment["spec"].get("replicas") != 1:

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Makes a Debian bookworm base image from the apt mirror with mmdebstrap and imports it into
-# podman, for machines that reach no container registry (CI does not). The image is what
-# `FROM debian:bookworm-slim` resolves to, with the packages Gatehouse needs at run time
-# already in it, so building the Gatehouse image then needs no network.
+# podman, for machines that reach no container registry (CI does not). It stands in for
+# debian:bookworm-slim under a name of its own (deploy/image/build.sh passes it as the
+# Dockerfile's BASE), with the packages Gatehouse needs at run time already in it, so
+# building the Gatehouse image needs no network.
 #
 #   deploy/image/base.sh [--name NAME] [--include PKG,PKG...] [--change INSTRUCTION]...
 #                        [--mirror URL] [--force]
 #
-# --name     the image to create (default docker.io/library/debian:bookworm-slim)
+# --name     the image to create (default localhost/gatehouse-base:bookworm)
 # --include  packages besides the minimal base (default: ca-certificates,libgssapi-krb5-2)
 # --change   a Dockerfile instruction applied on import (ENTRYPOINT, WORKDIR, ...); repeatable
-# --force    rebuild even if the image exists
+# --force    rebuild even if the image exists (it is rebuilt anyway once a week old, for
+#            Debian's security updates)
 #
 # Needs root (or a user namespace), mmdebstrap and podman. About 40 s and 86 MB.
 set -euo pipefail
-name=docker.io/library/debian:bookworm-slim
+name=localhost/gatehouse-base:bookworm
 include=ca-certificates,libgssapi-krb5-2
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 force=false
@@ -31,8 +33,12 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$force" = false ] && podman image exists "$name"; then
-    echo "base image $name exists (--force rebuilds it)"
-    exit 0
+    created=$(podman image inspect --format '{{.Created.Unix}}' "$name")
+    if [ $(( $(date +%s) - created )) -lt $(( 7 * 24 * 3600 )) ]; then
+        echo "base image $name exists (--force rebuilds it)"
+        exit 0
+    fi
+    echo "base image $name is over a week old: rebuilding it"
 fi
 
 tarball=$(mktemp --suffix=.tar)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the Gatehouse image from binaries built outside the image: stages control-plane and
 # data-plane in target/image/ stripped of debug information, then builds deploy/Dockerfile's
-# `prebuilt` variant with podman (or docker: set ENGINE=docker).
+# `prebuilt` variant with podman (or docker: set ENGINE=docker). The binaries link the build
+# machine's glibc: build on Debian 12 (or older), or the image's Debian 12 cannot run them
+# (the build checks); elsewhere build inside the image (`docker build -f deploy/Dockerfile .`).
 #
 #   deploy/image/build.sh [--profile release|debug] [--tag NAME:TAG] [--no-cargo]
 #
@@ -48,10 +50,18 @@ for binary in control-plane data-plane; do
     objcopy --strip-debug "$built" "$staged/$binary"
 done
 
-pull=()
-if [ "$engine" = podman ]; then
-    # The base comes from local storage (deploy/image/base.sh) where no registry is reachable.
-    if podman image exists docker.io/library/debian:bookworm-slim; then pull=(--pull=never); fi
+base=()
+if [ "$engine" = podman ] && podman image exists localhost/gatehouse-base:bookworm; then
+    # The base made from the apt mirror (deploy/image/base.sh), where no registry is reachable.
+    base=(--pull=never --build-arg BASE=localhost/gatehouse-base:bookworm)
 fi
-"$engine" build "${pull[@]}" --quiet --build-arg BINARIES=prebuilt -f deploy/Dockerfile -t "$tag" . >/dev/null
+"$engine" build "${base[@]}" --quiet --build-arg BINARIES=prebuilt -f deploy/Dockerfile -t "$tag" . >/dev/null
+"$engine" image prune --force --filter label=io.gatehouse.stage=prebuilt >/dev/null
+# Both binaries start in the image: a glibc newer than Debian 12's fails here, not in a pod.
+for binary in control-plane data-plane; do
+    if ! "$engine" run --rm --entrypoint "/usr/local/bin/$binary" "$tag" --help >/dev/null; then
+        echo "build.sh: $binary does not run in the image (built against a newer glibc?)" >&2
+        exit 1
+    fi
+done
 echo "image $tag: $("$engine" image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')"

@@ -4,7 +4,9 @@ What changes, and why (everything else runs as rendered: commands, args, env, se
 contexts, resources, replicas unless overridden):
 - kinds kube play does not run (Service, NetworkPolicy, PodDisruptionBudget, HPA, Ingress,
   Namespace, ServiceAccount) are set aside and reported;
-- images point at the locally built ones, never pulled;
+- Deployments are renamed with a prefix (so their pods are known as the test's, and a run
+  killed half-way is cleaned up by the next) and images point at the locally built ones,
+  never pulled;
 - Services become host aliases: kube play has no Service objects, so each pod gets the
   Service names as /etc/hosts entries for fixed pod addresses;
 - Secret and ConfigMap volumes become directories holding their files, as the kubelet mounts
@@ -40,7 +42,7 @@ def image_key(image):
     return image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
 
 
-def adapt(documents, images, host_aliases, replicas, secret_directories, workdir):
+def adapt(documents, images, host_aliases, replicas, secret_directories, workdir, prefix):
     plays = Plays()
     config_map_directories = {}
     for document in documents:
@@ -64,7 +66,8 @@ def adapt(documents, images, host_aliases, replicas, secret_directories, workdir
         deployment["metadata"].pop("namespace", None)
         labels = deployment["spec"]["template"]["metadata"].get("labels", {})
         role = labels.get("app.kubernetes.io/name", name)
-        plays.names[role] = name
+        deployment["metadata"]["name"] = f"{prefix}-{name}"
+        plays.names[role] = deployment["metadata"]["name"]
         if role in replicas:
             deployment["spec"]["replicas"] = replicas[role]
         pod = deployment["spec"]["template"]["spec"]

@@ -24,6 +24,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -101,12 +102,21 @@ class Steps:
 
 class EchoUpstream(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Requests being answered now, so the drain check knows when they are all in flight.
+    in_flight = 0
+    in_flight_lock = threading.Lock()
 
     def do_GET(self):
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
         delay_ms = int(query.get("delay_ms", ["0"])[0])
         if delay_ms:
-            time.sleep(delay_ms / 1000)
+            with EchoUpstream.in_flight_lock:
+                EchoUpstream.in_flight += 1
+            try:
+                time.sleep(delay_ms / 1000)
+            finally:
+                with EchoUpstream.in_flight_lock:
+                    EchoUpstream.in_flight -= 1
         body = json.dumps(
             {
                 "path": self.path,
@@ -201,11 +211,19 @@ def podman(*arguments, **options):
     return run(["podman", *arguments], **options)
 
 
-def pick_network():
-    existing = podman("network", "ls", "--format", "{{.Name}}").stdout.split()
-    for name in existing:
+def remove_leftovers():
+    """What a run killed half-way left: its pods (names carry PREFIX) and idle networks."""
+    pods = [name for name in podman("pod", "ps", "--format", "{{.Name}}").stdout.split() if name.startswith(PREFIX)]
+    if pods:
+        log(f"removing pods left by an earlier run: {', '.join(pods)}")
+        podman("pod", "rm", "-f", "-t", "0", *pods, check=False)
+    for name in podman("network", "ls", "--format", "{{.Name}}").stdout.split():
         if name.startswith(PREFIX):
-            podman("network", "rm", "-f", name, check=False)
+            # Without -f: a network still in use (another run right now) stays.
+            podman("network", "rm", name, check=False)
+
+
+def pick_network():
     for _ in range(20):
         third = random.randint(100, 250)
         subnet = f"10.{random.randint(100, 250)}.{third}.0/24"
@@ -299,6 +317,7 @@ class Deployment:
                 path.name: path for path in self.certificates.iterdir() if path.is_dir()
             },
             workdir=self.workdir / self.label,
+            prefix=PREFIX,
         )
         self.names = plays.names
         log(f"{self.label}: not run by kube play: {', '.join(plays.dropped)}")
@@ -307,11 +326,15 @@ class Deployment:
                 continue
             play_file = self.workdir / f"{self.label}-{deployment}.yaml"
             play_file.write_text(yaml.safe_dump_all(plays.deployments[deployment]))
-            podman(
+            played = podman(
                 "kube", "play", "--network", self.network,
                 "--ip", self.addresses[deployment], str(play_file),
+                check=False,
             )
+            # Recorded before checking, so that a pod a failed play left is removed too.
             self.pods.extend(pod_names(plays.names[deployment]))
+            if played.returncode != 0:
+                raise Failure(f"kube play of {deployment} exited {played.returncode}: {played.stderr.strip()[-2000:]}")
             if deployment == "redis":
                 wait_until("redis", lambda: self.redis_answers(), timeout=30)
         return plays
@@ -328,6 +351,9 @@ class Deployment:
     def wait_ready(self, plays):
         """Every probe of every container, as the manifests declare it, until it answers."""
         for role, probes in plays.probes.items():
+            kinds = {kind for kind, _ in probes}
+            if role != "redis" and not {"readinessProbe", "livenessProbe"} <= kinds:
+                raise Failure(f"{self.label}: the {role} Deployment lacks a readiness or liveness probe ({sorted(kinds)})")
             for pod in pod_names(plays.names[role]):
                 address = pod_address(pod, self.network)
                 for probe_kind, probe in probes:
@@ -344,23 +370,27 @@ class Deployment:
             for name in names
         ]
 
-    def request_ticket(self, user):
-        """RequestTicket over mTLS as the admin, from a container that resolves control-plane."""
-        gatehousectl = REPO / "target" / "debug" / "gatehousectl"
-        result = podman(
-            "run", "--rm", "--network", self.network,
-            "--add-host", f"control-plane:{self.addresses['control-plane']}",
-            "-v", f"{gatehousectl}:/usr/local/bin/gatehousectl:ro",
-            "-v", f"{self.certificates}:/certificates:ro",
-            "docker.io/library/debian:bookworm-slim",
-            "gatehousectl", "--endpoint", "https://control-plane:4243",
-            "--ca", "/certificates/ca.pem",
-            "--cert", "/certificates/admin.pem", "--key", "/certificates/admin-key.pem",
+    def control_plane_replicas(self):
+        return [pod_address(pod, self.network) for pod in pod_names(self.names["control-plane"])]
+
+    def gatehousectl(self, replica_address, *arguments):
+        """A call as the admin (mTLS) to one control-plane replica, by address."""
+        files = self.certificates
+        return run([
+            str(REPO / "target" / "debug" / "gatehousectl"),
+            "--endpoint", f"https://{replica_address}:4243", "--tls-server-name", "control-plane",
+            "--ca", str(files / "ca.pem"), "--cert", str(files / "admin.pem"), "--key", str(files / "admin-key.pem"),
+            *arguments,
+        ]).stdout
+
+    def request_ticket(self, user, replica_address=None):
+        output = self.gatehousectl(
+            replica_address or self.addresses["control-plane"],
             "request-ticket", "--directory", "DEPLOY", "--user", user, "--attribute", "group=testers",
         )
-        match = re.search(r"[A-Za-z0-9_-]{20,}", result.stdout)
+        match = re.search(r"[A-Za-z0-9_-]{20,}", output)
         if not match:
-            raise Failure(f"no ticket in gatehousectl's output: {result.stdout!r}")
+            raise Failure(f"no ticket in gatehousectl's output: {output!r}")
         return match.group(0)
 
 
@@ -390,8 +420,10 @@ def check_login_logout(deployment, host, origin):
     if len(nodes) < 2:
         raise Failure(f"{deployment.label}: expected at least two data-plane pods, found {len(nodes)}")
     first, second = nodes[0], nodes[-1]
-
-    ticket = deployment.request_ticket("alice")
+    # The nodes follow the replica behind the alias control-plane; the ticket comes from
+    # another replica where there are several, so it crosses the shared store.
+    replicas = deployment.control_plane_replicas()
+    ticket = deployment.request_ticket("alice", replicas[-1])
     status, headers, body = first.request("GET", f"/hub/?qlikTicket={ticket}")
     cookie = session_cookie(headers)
     if status not in (302, 303) or cookie is None:
@@ -419,7 +451,24 @@ def check_login_logout(deployment, host, origin):
         interval=0.05,
     )
     log(f"{deployment.label}: logout on {first.name}, refused by {second.name}")
-    return cookie
+
+    if len(replicas) > 1:
+        # A logout through the admin API of a replica no node follows reaches every node
+        # through the store's revocation stream.
+        ticket = deployment.request_ticket("carol", replicas[0])
+        status, headers, _ = second.request("GET", f"/hub/?qlikTicket={ticket}")
+        cookie = session_cookie(headers)
+        if cookie is None or first.whoami(cookie).get("userId") != "carol":
+            raise Failure(f"{deployment.label}: carol's login through {second.name} failed ({status})")
+        deployment.gatehousectl(replicas[1], "delete-user-sessions", "--directory", "DEPLOY", "--user", "carol")
+        for node in nodes:
+            wait_until(
+                f"{node.name} to refuse carol's session ended at another replica",
+                lambda node=node: node.whoami(cookie).get("userId") != "carol",
+                timeout=10,
+                interval=0.05,
+            )
+        log(f"{deployment.label}: DeleteUserSessions at replica {replicas[1]}, refused by all {len(nodes)} nodes")
 
 
 def check_drain(deployment, host):
@@ -444,7 +493,12 @@ def check_drain(deployment, host):
     threads = [threading.Thread(target=slow_request, args=(index,)) for index in range(8)]
     for thread in threads:
         thread.start()
-    time.sleep(0.8)  # every request is at the upstream now
+    wait_until(
+        "every slow request to reach the upstream",
+        lambda: EchoUpstream.in_flight >= len(threads),
+        timeout=10,
+        interval=0.02,
+    )
     container = container_of(node.name, "data-plane")
     started = time.monotonic()
     # What the kubelet does: SIGTERM, then SIGKILL after terminationGracePeriodSeconds.
@@ -490,7 +544,7 @@ def check_configs(label, documents, certificates, workdir):
                 "-v", f"{certificates / 'data-plane-node-certificate'}:/etc/gatehouse/control-plane:ro",
             ]
             result = podman(
-                "run", "--rm", "--read-only", "--user", "65532:65532", *mounts,
+                "run", "--rm", "--read-only", *mounts,
                 "--entrypoint", f"/usr/local/bin/{binary}", IMAGE,
                 "--config", f"/etc/gatehouse/config/{key}", "--check-config",
                 check=False,
@@ -503,6 +557,17 @@ def check_configs(label, documents, certificates, workdir):
     log(f"{label}: {checked} configuration files pass --check-config inside the image")
 
 
+def check_image():
+    """What the Dockerfile promises, read from the built image."""
+    config = json.loads(podman("image", "inspect", "--format", "{{json .Config}}", IMAGE).stdout)
+    if config.get("User") != "65532:65532":
+        raise Failure(f"the image runs as {config.get('User')!r}, not 65532:65532")
+    exposed = sorted(int(port.split("/")[0]) for port in (config.get("ExposedPorts") or {}))
+    if exposed != [4243, 8443, 9901, 9902, 9903]:
+        raise Failure(f"the image exposes {exposed}, not every port of both planes")
+    log("the image runs as 65532:65532 and exposes 4243, 8443, 9901, 9902, 9903")
+
+
 def secret_directories(certificates):
     """The Secrets' files laid out as Kubernetes mounts them, for --check-config."""
     layout = {
@@ -513,13 +578,18 @@ def secret_directories(certificates):
         "redis-tls": {"tls.crt": "redis.pem", "tls.key": "redis-key.pem", "password": "redis-password"},
     }
     (certificates / "redis-password").write_text(REDIS_PASSWORD)
+    # Owned by the user that reads them, owner-only, as the kubelet's fsGroup-less mounts of
+    # a Secret are to the pod: the Gatehouse image's 65532, the Redis image's 999.
+    owners = {"redis-tls": 999}
     for directory, entries in layout.items():
-        (certificates / directory).mkdir(exist_ok=True)
+        owner = owners.get(directory, 65532)
+        (certificates / directory).mkdir(mode=0o700, exist_ok=True)
+        os.chown(certificates / directory, owner, owner)
         for name, source in entries.items():
-            shutil.copyfile(certificates / source, certificates / directory / name)
-    for path in certificates.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    certificates.chmod(0o755)
+            target = certificates / directory / name
+            shutil.copyfile(certificates / source, target)
+            target.chmod(0o600)
+            os.chown(target, owner, owner)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,13 +633,16 @@ def main():
     steps = Steps()
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
-    workdir.chmod(0o755)
     network = None
     upstream = None
     deployments = []
+    # A SIGTERM (a CI timeout, Ctrl-C's cousin) still runs the clean-up below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        remove_leftovers()
         if not options.skip_build:
             build_images(steps)
+        check_image()
         certificates = workdir / "certificates"
         run([str(REPO / "deploy/dev-ca.sh"), str(certificates)])
         secret_directories(certificates)
