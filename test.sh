@@ -62,19 +62,19 @@ cargo test --workspace --locked
 
 # The Helm chart: linted and rendered offline (helm-python-sdk) for every value set, each
 # render schema-validated and policy-checked, its configuration files accepted by the
-# binaries just built (--check-config); the podman value set's render is kept for the
+# binaries just built (--check-config); the podman value sets' renders are kept for the
 # deployment test below.
-helm_render=$(mktemp --suffix=.yaml)
-trap 'rm -f "$helm_render"' EXIT
-deploy/helm/check.sh --podman-render "$helm_render" --binaries target/debug
+helm_renders=$(mktemp -d)
+trap 'rm -rf "$helm_renders"' EXIT
+deploy/helm/check.sh --podman-renders "$helm_renders" --binaries target/debug
 
 # The deployment test: the image built from the binaries just built, --check-config inside
-# it on every overlay and the Helm render, then the dev and ha overlays and the Helm render
-# run with podman kube play, with a ticket login, a logout refused by another node and a
-# SIGTERM drain through the containerised nodes. Needs root (podman with runc and its
+# it on every overlay and Helm render, then the dev and ha overlays and the Helm renders
+# (memory store; Sentinel) run with podman kube play, with a ticket login, a logout refused
+# by another node and a SIGTERM drain through the containerised nodes. Needs root (podman with runc and its
 # bridge network); elsewhere it is skipped, except in CI.
 if [ "$(id -u)" -eq 0 ] && command -v kubectl >/dev/null 2>&1; then
-    tests/deploy/run.py --helm-render "$helm_render"
+    tests/deploy/run.py --helm-renders "$helm_renders"
 elif [ "${CI:-}" = "true" ]; then
     echo "test.sh: CI runs the deployment test (tests/deploy/run.py) as root, with kubectl" >&2
     exit 1

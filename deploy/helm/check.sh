@@ -7,11 +7,11 @@
 # the podman set holds only what podman kube play runs). Then renders that must fail do,
 # with their message.
 #
-#   deploy/helm/check.sh [--podman-render FILE] [--podman-set KEY=VALUE]... [--binaries DIR]
+#   deploy/helm/check.sh [--podman-renders DIR] [--podman-set KEY=VALUE]... [--binaries DIR]
 #
-#   --podman-render FILE   also write the podman set's render (ci/podman.yaml) to FILE,
-#                          for `podman kube play FILE`
-#   --podman-set KEY=VALUE override a value of that render (e.g. image.tag=dev); repeatable
+#   --podman-renders DIR   also write the podman sets' renders (ci/podman*.yaml) to
+#                          DIR/<set>.yaml, for `podman kube play`
+#   --podman-set KEY=VALUE override a value of those renders (e.g. image.tag=dev); repeatable
 #   --binaries DIR         also run DIR/control-plane and DIR/data-plane --check-config on
 #                          every render's configuration files
 #
@@ -23,12 +23,12 @@ set -euo pipefail
 usage() { sed -n '/^#   deploy/,/^#   --binaries/p' "$0" | sed 's/^# \{0,1\}//'; }
 fail() { echo "deploy/helm/check.sh: $*" >&2; exit 1; }
 
-podman_render=""
+podman_renders=""
 podman_sets=()
 binaries=""
 while [ $# -gt 0 ]; do
     case $1 in
-        --podman-render) podman_render=${2:?--podman-render needs a file}; shift 2 ;;
+        --podman-renders) podman_renders=${2:?--podman-renders needs a directory}; shift 2 ;;
         --podman-set) podman_sets+=(--set "${2:?--podman-set needs KEY=VALUE}"); shift 2 ;;
         --binaries) binaries=${2:?--binaries needs a directory}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -59,7 +59,7 @@ check() {
     local name=$1; shift
     local render=$work/$name.yaml
     local extra=()
-    [ "$name" = podman ] && extra+=(--podman)
+    [[ $name == podman* ]] && extra+=(--podman)
     [ -n "$binaries" ] && extra+=(--binaries "$binaries")
     "${helm[@]}" lint "$chart" --namespace gatehouse "$@" || fail "$name: helm lint failed"
     "${helm[@]}" template "$chart" --name gatehouse --namespace gatehouse --notes "$work/$name.notes" "$@" \
@@ -77,8 +77,8 @@ check() {
 check default
 for values in "$chart"/ci/*.yaml; do
     name=$(basename "$values" .yaml)
-    if [ "$name" = podman ]; then
-        check podman -f "$values" "${podman_sets[@]}"
+    if [[ $name == podman* ]]; then
+        check "$name" -f "$values" "${podman_sets[@]}"
     else
         check "$name" -f "$values"
     fi
@@ -137,7 +137,8 @@ node=$(checksums --set dataPlane.shutdownGrace=20s)
     || fail "a data-plane.toml change must roll the nodes alone"
 echo "helm chart: virtual proxies reload in place; store and node settings roll their pods"
 
-if [ -n "$podman_render" ]; then
-    cp "$work/podman.yaml" "$podman_render"
-    echo "helm chart: the podman render is in $podman_render"
+if [ -n "$podman_renders" ]; then
+    mkdir -p "$podman_renders"
+    cp "$work"/podman*.yaml "$podman_renders"/
+    echo "helm chart: the podman renders are in $podman_renders"
 fi

@@ -8,7 +8,7 @@ and ha overlays' own Deployments with `podman kube play` and, through the contai
 nodes: the manifests' probes answer, a ticket login works, a logout on one node is refused
 by another, and a SIGTERM drains a node without failing an in-flight request.
 
-    tests/deploy/run.py [--skip-build] [--helm-render FILE]
+    tests/deploy/run.py [--skip-build] [--helm-renders DIR]
 
 Needs root, podman, runc, mmdebstrap, kubectl (for kustomize) and python3-yaml. Containers
 live on a network this test creates (10.x.y.0/24, a bridge in the machine), named
@@ -296,6 +296,7 @@ class Deployment:
         self.gateway = f"{base_address}.1"
         self.addresses = {
             "redis": f"{base_address}.10",
+            "redis-sentinel": f"{base_address}.12",
             "control-plane": f"{base_address}.11",
             "data-plane": f"{base_address}.20",
         }
@@ -305,6 +306,7 @@ class Deployment:
     def play(self, extra_documents, replicas):
         aliases = {
             "redis": self.addresses["redis"],
+            "redis-sentinel": self.addresses["redis-sentinel"],
             "control-plane": self.addresses["control-plane"],
             "engine": self.gateway,
         }
@@ -321,7 +323,7 @@ class Deployment:
         )
         self.names = plays.names
         log(f"{self.label}: not run by kube play: {', '.join(plays.dropped)}")
-        for deployment in ["redis", "control-plane", "data-plane"]:
+        for deployment in ["redis", "redis-sentinel", "control-plane", "data-plane"]:
             if deployment not in plays.deployments:
                 continue
             play_file = self.workdir / f"{self.label}-{deployment}.yaml"
@@ -352,7 +354,7 @@ class Deployment:
         """Every probe of every container, as the manifests declare it, until it answers."""
         for role, probes in plays.probes.items():
             kinds = {kind for kind, _ in probes}
-            if role != "redis" and not {"readinessProbe", "livenessProbe"} <= kinds:
+            if role in ("control-plane", "data-plane") and not {"readinessProbe", "livenessProbe"} <= kinds:
                 raise Failure(f"{self.label}: the {role} Deployment lacks a readiness or liveness probe ({sorted(kinds)})")
             for pod in pod_names(plays.names[role]):
                 address = pod_address(pod, self.network)
@@ -595,9 +597,11 @@ def secret_directories(certificates):
 # ---------------------------------------------------------------------------------------------
 
 
-def redis_tls_documents():
-    """The external Redis the ha overlay expects: TLS on 6379 with a password."""
-    return list(yaml.safe_load_all((Path(__file__).parent / "redis-tls.yaml").read_text()))
+def documents_of(name):
+    """Objects the test runs beside a render: redis-tls.yaml (the external Redis the ha
+    overlay expects: TLS on 6379 with a password), redis-sentinel.yaml (a master and three
+    sentinels, for the chart's Sentinel render)."""
+    return list(yaml.safe_load_all((Path(__file__).parent / name).read_text()))
 
 
 def build_images(steps):
@@ -626,7 +630,10 @@ def build_images(steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-build", action="store_true", help="reuse the images already built")
-    parser.add_argument("--helm-render", type=Path, help="a Helm render to run like the dev overlay")
+    parser.add_argument(
+        "--helm-renders", type=Path,
+        help="the Helm chart's podman renders (deploy/helm/check.sh --podman-renders DIR)",
+    )
     options = parser.parse_args()
 
     os.environ.setdefault("CONTAINERS_CONF", str(Path(__file__).parent / "containers.conf"))
@@ -649,8 +656,14 @@ def main():
 
         overlays = REPO / "deploy/kubernetes/overlays"
         rendered = {overlay.name: kustomize(overlay) for overlay in sorted(overlays.iterdir())}
-        if options.helm_render:
-            rendered["helm"] = [d for d in yaml.safe_load_all(options.helm_render.read_text()) if d]
+        helm_renders = {}
+        if options.helm_renders:
+            for name in ("podman", "podman-sentinel"):
+                path = options.helm_renders / f"{name}.yaml"
+                if not path.exists():
+                    raise Failure(f"no Helm render {path}")
+                rendered[f"helm-{name}"] = [d for d in yaml.safe_load_all(path.read_text()) if d]
+                helm_renders[name] = f"helm-{name}"
         with steps("--check-config in the image"):
             for label, documents in rendered.items():
                 check_configs(label, documents, certificates, workdir)
@@ -678,9 +691,15 @@ def main():
         scenario("dev", [], {"data-plane": 2}, "localhost:8443", "https://localhost:8443", drain=True)
         # ha: three control-plane replicas on an external Redis with TLS and a password, three
         # nodes (the HPA's minimum).
-        scenario("ha", redis_tls_documents(), {}, "sense.example.com", "https://sense.example.com", drain=False)
-        if options.helm_render:
-            scenario("helm", [], {"data-plane": 2}, "localhost:8443", "https://localhost:8443", drain=False)
+        scenario("ha", documents_of("redis-tls.yaml"), {}, "sense.example.com", "https://sense.example.com", drain=False)
+        if helm_renders:
+            # The chart on the memory store (one control plane), and on Sentinel with two
+            # control-plane replicas.
+            scenario(helm_renders["podman"], [], {"data-plane": 2}, "localhost:8443", "https://localhost:8443", drain=False)
+            scenario(
+                helm_renders["podman-sentinel"], documents_of("redis-sentinel.yaml"),
+                {"control-plane": 2, "data-plane": 2}, "localhost:8443", "https://localhost:8443", drain=False,
+            )
     except Failure as failure:
         pods = [pod for deployment in deployments for pod in deployment.pods]
         print(logs_of(pods), file=sys.stderr)
