@@ -87,7 +87,12 @@ if [ "${#missing_python[@]}" -gt 0 ]; then
     fi
 fi
 
-# oidc-provider (panva's certified OpenID provider) at the versions of its lock file.
-if [ ! -d tests/oidc-provider/node_modules/oidc-provider ] && [ -z "${GATEHOUSE_NO_INSTALL:-}" ]; then
+# oidc-provider (panva's certified OpenID provider) at the versions of its lock file, on
+# Node.js 20.19 or later.
+node_version=$(node --version 2>/dev/null || true)
+if ! printf '%s\n' v20.19 "$node_version" | sort -V -C; then
+    echo "setup: Node.js ${node_version:-missing} is older than 20.19: the OpenID Connect tests will be" \
+        "SKIPPED (a failure in CI); install Node.js 20 or 22 from NodeSource" >&2
+elif [ ! -d tests/oidc-provider/node_modules/oidc-provider ] && [ -z "${GATEHOUSE_NO_INSTALL:-}" ]; then
     npm ci --prefix tests/oidc-provider --no-audit --no-fund --loglevel=error
 fi

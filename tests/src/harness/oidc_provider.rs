@@ -22,6 +22,22 @@ const STARTUP: Duration = Duration::from_secs(30);
 const INSTALL: &str = "OpenID Connect tests need Node.js 20.19 or later on PATH and the provider's \
                        packages: npm ci --prefix tests/oidc-provider";
 
+/// The oldest Node.js the provider runs on (its package's `engines`).
+const NODE_AT_LEAST: (u32, u32) = (20, 19);
+
+/// Whether `node --version` (`v20.20.2`) is at least [`NODE_AT_LEAST`]: Debian 12's own
+/// Node.js (18) would start the provider and fail every test instead of skipping them.
+fn recent_enough(node: &std::path::Path) -> bool {
+    let Ok(output) = std::process::Command::new(node).arg("--version").output() else {
+        return false;
+    };
+    let version = String::from_utf8_lossy(&output.stdout);
+    let mut parts = version.trim().trim_start_matches('v').split('.');
+    let major = parts.next().and_then(|part| part.parse::<u32>().ok());
+    let minor = parts.next().and_then(|part| part.parse::<u32>().ok());
+    matches!((major, minor), (Some(major), Some(minor)) if (major, minor) >= NODE_AT_LEAST)
+}
+
 /// The directory of `provider.js` and its `node_modules`.
 fn provider_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc-provider")
@@ -78,7 +94,7 @@ impl OidcProvider {
     /// or the provider's packages are missing outside CI; in CI that is a failure.
     pub async fn start() -> Option<Self> {
         let dir = provider_dir();
-        let node = tool("node");
+        let node = tool("node").filter(|node| recent_enough(node));
         let installed = dir.join("node_modules/oidc-provider").is_dir();
         let Some(node) = node.filter(|_| installed) else {
             assert!(std::env::var("CI").as_deref() != Ok("true"), "{INSTALL}");
