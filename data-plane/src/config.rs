@@ -38,6 +38,21 @@ pub struct Config {
     /// Proxies in front (load balancers, ingresses) whose `X-Forwarded-For` and `Forwarded`
     /// are kept, the peer appended; from anyone else those headers are dropped. Empty: none.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Forward authentication for ingresses that ask before they forward; off by default.
+    pub forward_auth: ForwardAuthConfig,
+}
+
+/// The forward-authentication front ends (FORWARD-AUTH.md): an HTTP listener for nginx
+/// `auth_request`, ingress-nginx, Traefik and Caddy.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardAuthConfig {
+    /// The HTTP endpoint (`/auth`, `/signin`); off when absent.
+    pub listen: Option<SocketAddr>,
+    /// Serve `listen` over TLS with the node's `[tls]` certificates.
+    pub tls: bool,
+    /// The ingresses whose description of the original request (`X-Original-*`,
+    /// `X-Forwarded-*`) is believed; anyone else is refused.
+    pub trusted_networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +191,15 @@ struct FileConfig {
     tls: Option<FileTls>,
     upstream_tls: Option<UpstreamTlsFiles>,
     trusted_proxies: Vec<String>,
+    forward_auth: FileForwardAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileForwardAuth {
+    listen: Option<SocketAddr>,
+    tls: bool,
+    trusted_networks: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +228,7 @@ impl Default for FileConfig {
             tls: None,
             upstream_tls: None,
             trusted_proxies: Vec::new(),
+            forward_auth: FileForwardAuth::default(),
         }
     }
 }
@@ -407,8 +432,9 @@ impl Config {
         let trusted_proxies = file
             .trusted_proxies
             .iter()
-            .map(|network| parse_network(network))
+            .map(|network| parse_network("trusted_proxies", network))
             .collect::<Result<Vec<_>, _>>()?;
+        let forward_auth = forward_auth(file.forward_auth, file.tls.is_some())?;
         let node_id = file
             .node_id
             .or_else(|| std::env::var("HOSTNAME").ok())
@@ -430,6 +456,7 @@ impl Config {
             limits,
             upstream_tls: file.upstream_tls,
             trusted_proxies,
+            forward_auth,
             tls: match file.tls {
                 Some(tls) if tls.certificates.is_empty() => {
                     return invalid("tls.certificates must name at least one certificate");
@@ -444,14 +471,40 @@ impl Config {
     }
 }
 
+/// `[forward_auth]`, checked: a listener that trusts no ingress could only refuse.
+fn forward_auth(file: FileForwardAuth, has_tls: bool) -> Result<ForwardAuthConfig, ConfigError> {
+    let invalid = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
+    let trusted_networks = file
+        .trusted_networks
+        .iter()
+        .map(|network| parse_network("forward_auth.trusted_networks", network))
+        .collect::<Result<Vec<_>, _>>()?;
+    if file.listen.is_some() && trusted_networks.is_empty() {
+        return invalid(
+            "forward_auth.trusted_networks must name the ingresses' networks (such as 10.0.0.0/8) when forward_auth.listen is set",
+        );
+    }
+    if file.tls && !has_tls {
+        return invalid("forward_auth.tls needs the node's [tls] certificates");
+    }
+    if file.tls && file.listen.is_none() {
+        return invalid("forward_auth.tls is set but forward_auth.listen is not");
+    }
+    Ok(ForwardAuthConfig {
+        listen: file.listen,
+        tls: file.tls,
+        trusted_networks,
+    })
+}
+
 /// A CIDR network (`10.0.0.0/8`, `2001:db8::/32`), or one address standing for itself.
-fn parse_network(text: &str) -> Result<ipnet::IpNet, ConfigError> {
+fn parse_network(key: &str, text: &str) -> Result<ipnet::IpNet, ConfigError> {
     let text = text.trim();
     text.parse::<ipnet::IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| {
             ConfigError::Invalid(format!(
-                "trusted_proxies entry {text:?} is not a network such as 10.0.0.0/8 or an address"
+                "{key} entry {text:?} is not a network such as 10.0.0.0/8 or an address"
             ))
         })
 }
@@ -524,6 +577,10 @@ mod tests {
             trusted.iter().map(ToString::to_string).collect::<Vec<_>>(),
             ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]
         );
+        assert!(
+            config.forward_auth.listen.is_none(),
+            "forward authentication is off by default"
+        );
     }
 
     #[test]
@@ -561,6 +618,22 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("is not a network")
+        );
+        let untrusting = format!("{SECRET}[forward_auth]\nlisten = \"127.0.0.1:9904\"");
+        assert!(
+            Config::from_toml_str(&untrusting)
+                .unwrap_err()
+                .to_string()
+                .contains("forward_auth.trusted_networks")
+        );
+        let plain = format!(
+            "{SECRET}[forward_auth]\nlisten = \"127.0.0.1:9904\"\ntrusted_networks = [\"10.0.0.0/8\"]\ntls = true"
+        );
+        assert!(
+            Config::from_toml_str(&plain)
+                .unwrap_err()
+                .to_string()
+                .contains("[tls]")
         );
         let typo = format!("{SECRET}lisen = \"x\"");
         assert!(

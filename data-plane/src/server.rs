@@ -21,7 +21,7 @@ use crate::control::ControlClient;
 use crate::refusal::Refusal;
 use crate::state::NodeState;
 use crate::tls::CertificateStore;
-use crate::{admin, proxy};
+use crate::{admin, forward_auth, proxy};
 use gatehouse_runtime::logging::LogControl;
 use tokio_rustls::TlsAcceptor;
 
@@ -43,6 +43,8 @@ pub enum StartError {
 pub struct BoundNode {
     listener: TcpListener,
     admin: TcpListener,
+    /// `forward_auth.listen`, when set.
+    forward_auth: Option<TcpListener>,
     state: Arc<NodeState>,
     config: Config,
     certificates: Option<Arc<CertificateStore>>,
@@ -58,6 +60,10 @@ impl BoundNode {
         };
         let listener = bind(config.listen).await?;
         let admin = bind(config.admin_listen).await?;
+        let forward_auth = match config.forward_auth.listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
         let control = ControlClient::new(&config.control_plane, &config.node_id)
             .map_err(StartError::ControlPlane)?;
         let upstream_tls = crate::upstream::tls::client_config(config.upstream_tls.as_ref())?;
@@ -69,6 +75,7 @@ impl BoundNode {
         Ok(Self {
             listener,
             admin,
+            forward_auth,
             state,
             config,
             certificates,
@@ -88,6 +95,13 @@ impl BoundNode {
 
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
         self.admin.local_addr()
+    }
+
+    /// The forward-auth listener's address, when it has one.
+    pub fn forward_auth_addr(&self) -> Option<SocketAddr> {
+        self.forward_auth
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     pub fn state(&self) -> Arc<NodeState> {
@@ -126,6 +140,7 @@ impl BoundNode {
             .local_addr()
             .map_or(0, |address| address.port());
         let state = self.state.clone();
+        let forward_auth_tls = tls.clone().filter(|_| self.config.forward_auth.tls);
         let proxy = http_server::serve(
             self.listener,
             listener_policy(limits, Some(limits.max_connections)),
@@ -158,6 +173,15 @@ impl BoundNode {
                 }
             },
         );
+        let forward_auth = self.forward_auth.map(|listener| {
+            serve_forward_auth(
+                listener,
+                self.state.clone(),
+                Arc::new(self.config.forward_auth.trusted_networks.clone()),
+                limits,
+                forward_auth_tls,
+            )
+        });
         let state = self.state.clone();
         let log_level = admin::LogLevel {
             logs: self.logs.clone(),
@@ -184,7 +208,15 @@ impl BoundNode {
         self.state.begin_drain();
         self.state.sockets.shut_down();
         let grace = self.config.shutdown_grace;
-        if proxy.shutdown(grace).await == Drained::GraceRanOut {
+        // Checks are short: they drain alongside the proxy's requests.
+        let forward_auth_drained = async {
+            match forward_auth {
+                Some(server) => server.shutdown(grace).await,
+                None => Drained::Completely,
+            }
+        };
+        let (proxy_drained, _) = tokio::join!(proxy.shutdown(grace), forward_auth_drained);
+        if proxy_drained == Drained::GraceRanOut {
             tracing::warn!(
                 ?grace,
                 "requests still in flight when the shutdown grace ran out"
@@ -206,6 +238,57 @@ impl BoundNode {
         // What was used but not yet reported still counts.
         activity::report_once(&self.state).await;
     }
+}
+
+/// The forward-auth listener: the same limits as the proxy port, over TLS if asked.
+fn serve_forward_auth(
+    listener: TcpListener,
+    state: Arc<NodeState>,
+    trusted_networks: Arc<Vec<ipnet::IpNet>>,
+    limits: LimitsConfig,
+    tls: Option<TlsAcceptor>,
+) -> http_server::Serving {
+    let secure = tls.is_some();
+    let listener_port = listener.local_addr().map_or(0, |address| address.port());
+    http_server::serve(
+        listener,
+        listener_policy(limits, Some(limits.max_connections)),
+        move |stream, arrival| {
+            let (state, tls, trusted) = (state.clone(), tls.clone(), trusted_networks.clone());
+            async move {
+                let io = match tls {
+                    Some(tls) => {
+                        match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => Either::Left(stream),
+                            _ => {
+                                tracing::debug!(peer = %arrival.peer, "forward-auth TLS handshake failed");
+                                return None;
+                            }
+                        }
+                    }
+                    None => Either::Right(stream),
+                };
+                let caller = forward_auth::http::caller(arrival.peer, listener_port, secure);
+                let service = service_fn(move |request| {
+                    let (state, trusted) = (state.clone(), trusted.clone());
+                    async move {
+                        if arrival.over_capacity {
+                            return Ok::<_, Infallible>(
+                                Refusal::unavailable(
+                                    "this node is at its connection limit; try again",
+                                )
+                                .into_response(),
+                            );
+                        }
+                        Ok(forward_auth::http::handle(state, &trusted, request, caller).await)
+                    }
+                });
+                Some((io, service))
+            }
+        },
+    )
 }
 
 /// The node's listeners under its `[limits]`: past `max_connections` a connection is

@@ -20,6 +20,8 @@ mod browser;
 #[cfg(test)]
 mod examples;
 #[cfg(test)]
+mod forward_auth;
+#[cfg(test)]
 mod fuzz_regressions;
 #[cfg(test)]
 mod operations;

@@ -26,13 +26,25 @@ pub struct Identified {
     pub ticket_in_uri: bool,
 }
 
-/// The identification phase: a login ticket in the URI is redeemed (and a page load is sent
-/// back to its URI without it, so that the ticket stays out of the browser's history and
-/// the upstream's logs); without one, the request's other credentials or the login flow.
+/// What becomes of a page load whose login ticket was redeemed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketLanding {
+    /// It is sent back to its URI without the ticket (the proxy): the ticket stays out of
+    /// the browser's history and the upstream's logs.
+    Redirect,
+    /// It is identified as it stands, and the front end decides how to answer (forward
+    /// authentication, whose ingress may not pass a redirect on).
+    InPlace,
+}
+
+/// The identification phase: a login ticket in the URI is redeemed (a page load is then
+/// answered as `landing` says; a WebSocket upgrade proceeds); without one, the request's
+/// other credentials or the login flow.
 pub async fn identify(
     state: &NodeState,
     ctx: &RequestCtx,
     parts: &Parts,
+    landing: TicketLanding,
 ) -> Result<Identified, Refusal> {
     let proxy = &ctx.proxy;
     let Some(ticket) = query::param(parts.uri.query(), "qlikTicket") else {
@@ -46,7 +58,7 @@ pub async fn identify(
         return Err(Refusal::bad_request("the login ticket is malformed"));
     }
     let user = redeem(state, proxy, &ticket, &ctx.origin, parts).await?;
-    if !ctx.websocket {
+    if !ctx.websocket && landing == TicketLanding::Redirect {
         let clean = query::local_redirect(parts.uri.path(), parts.uri.query(), "qlikTicket");
         return Err(Refusal::redirect(clean, user.set_cookie));
     }

@@ -20,7 +20,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use self::forward::AnsweredBy;
-use crate::auth::identify::{self, Identified};
+use crate::auth::identify::TicketLanding;
 use crate::body::ProxyBody;
 use crate::endpoints;
 use crate::refusal::Refusal;
@@ -120,10 +120,11 @@ async fn serve(
     }
     let client_upgrade = ctx.websocket.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    let identified = match identify_and_admit(state, ctx, &parts).await {
-        Ok(identified) => identified,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let identified =
+        match admit::identify_and_admit(state, ctx, &parts, TicketLanding::Redirect).await {
+            Ok(identified) => identified,
+            Err(refusal) => return refusal.into_response(),
+        };
     rewrite::for_upstream(state, ctx, &mut parts, &identified);
     let session = &identified.user.session;
     let forwarded = match client_upgrade {
@@ -133,19 +134,6 @@ async fn serve(
     let mut response = forwarded.unwrap_or_else(Refusal::into_response);
     rewrite::response(&mut response, identified.user);
     response
-}
-
-/// Identification between the two admission checks: a WebSocket from a foreign origin is
-/// refused before any login is attempted for it.
-async fn identify_and_admit(
-    state: &NodeState,
-    ctx: &RequestCtx,
-    parts: &http::request::Parts,
-) -> Result<Identified, Refusal> {
-    admit::websocket_origin(ctx, parts)?;
-    let identified = identify::identify(state, ctx, parts).await?;
-    admit::identified(ctx, parts, &identified.user)?;
-    Ok(identified)
 }
 
 /// One line per request. The path is normalised and without its query (which may hold a

@@ -1,14 +1,31 @@
 //! Admission: whether an identified request may go on. A WebSocket must come from an allowed
 //! origin (checked before the upgrade's headers are touched), and, where the virtual proxy
 //! asks for it, carry the CSRF token unless this very request created its session; every
-//! request passes the proxy's access rules.
+//! request passes the proxy's access rules. [`identify_and_admit`] is the order every front
+//! end (the proxy, forward authentication) runs them in around identification.
 
 use http::request::Parts;
 
+use crate::auth::identify::{self, Identified, TicketLanding};
 use crate::auth::login::Authenticated;
 use crate::auth::{cookie, csrf, rules};
 use crate::refusal::Refusal;
 use crate::request::context::RequestCtx;
+use crate::state::NodeState;
+
+/// Identification between the two admission checks: a WebSocket from a foreign origin is
+/// refused before any login is attempted for it.
+pub async fn identify_and_admit(
+    state: &NodeState,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    landing: TicketLanding,
+) -> Result<Identified, Refusal> {
+    websocket_origin(ctx, parts)?;
+    let found = identify::identify(state, ctx, parts, landing).await?;
+    identified(ctx, parts, &found.user)?;
+    Ok(found)
+}
 
 /// Before identification: a WebSocket upgrade from an origin the proxy does not trust is
 /// refused, whatever session it carries.

@@ -115,6 +115,29 @@ pub async fn try_request(
     send_on(&client, request, REQUEST_TIMEOUT).await
 }
 
+/// As [`try_request`], from the local address `local` (another loopback address such as
+/// 127.0.0.2 is another network to a server that trusts 127.0.0.1 alone).
+pub async fn request_from(
+    local: std::net::IpAddr,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(local));
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build::<_, Full<Bytes>>(connector);
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Full::new(Bytes::new())).expect("a request");
+    send_on(&client, request, REQUEST_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("{url} from {local}: {error}"))
+}
+
 /// Sends `request` on `client` and reads the whole response, within `timeout`.
 pub(super) async fn send_on(
     client: &Client<HttpConnector, Full<Bytes>>,

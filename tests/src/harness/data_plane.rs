@@ -19,6 +19,7 @@ use super::eventually::eventually;
 pub struct DataPlaneNode {
     address: SocketAddr,
     admin_address: SocketAddr,
+    forward_auth_address: Option<SocketAddr>,
     state: Arc<NodeState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -58,6 +59,7 @@ impl DataPlaneNode {
         let node = BoundNode::bind(config).await.expect("node binds");
         let address = node.local_addr().expect("bound address");
         let admin_address = node.admin_addr().expect("bound admin address");
+        let forward_auth_address = node.forward_auth_addr();
         let state = node.state();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(node.serve(async {
@@ -66,6 +68,7 @@ impl DataPlaneNode {
         let started = Self {
             address,
             admin_address,
+            forward_auth_address,
             state,
             stop: Some(stop),
             task: Some(task),
@@ -100,6 +103,12 @@ impl DataPlaneNode {
 
     pub fn admin_address(&self) -> SocketAddr {
         self.admin_address
+    }
+
+    /// The forward-auth listener (`forward_auth.listen` was set).
+    pub fn forward_auth_address(&self) -> SocketAddr {
+        self.forward_auth_address
+            .expect("the node was started with forward_auth.listen")
     }
 
     pub fn state(&self) -> Arc<NodeState> {

@@ -10,6 +10,7 @@ pub mod data_plane;
 pub mod eventually;
 #[cfg(test)]
 pub mod fixtures;
+pub mod ingress;
 pub mod kdc;
 pub mod load;
 pub mod oidc_provider;

@@ -1,0 +1,183 @@
+//! The HTTP forward-auth endpoint (`forward_auth.listen`). Two paths:
+//!
+//! - `/auth`: an ingress's check. Allowed is 200 with the identity headers and the new
+//!   session's `Set-Cookie`; a browser to be sent elsewhere (to log in) is 401 with the
+//!   address in `X-Gatehouse-Location`, for nginx's `error_page 401`, since nginx
+//!   `auth_request` passes on only 2xx, 401 and 403. With `?redirect=true` (Traefik and
+//!   Caddy hand the authorizer's answer to the browser) it is the proxy's own 302 instead, and
+//!   a page load that redeemed a login ticket is sent to its URL without it.
+//! - `/signin?rd=<url>`: a browser sent here by an ingress's sign-in setting
+//!   (ingress-nginx `auth-signin`) is sent on to log in for `rd`, or to `rd` if it has a
+//!   session.
+//!
+//! Every other refusal is the proxy's (403 by rule, 503 with `Retry-After` when sessions
+//! cannot be checked, 400, 404, 414, 431), rendered by `Refusal` as for proxied requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{HeaderName, SET_COOKIE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+
+use super::original::{self, Caller, Description};
+use super::{Allowed, decide};
+use crate::auth::query;
+use crate::body::{self, ProxyBody};
+use crate::refusal::Refusal;
+use crate::state::NodeState;
+
+/// Where a browser is to be sent, on a 401 answer.
+pub const X_GATEHOUSE_LOCATION: HeaderName = HeaderName::from_static("x-gatehouse-location");
+
+/// How a refusal that sends the browser elsewhere is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// 401 with `X-Gatehouse-Location` (nginx `auth_request`).
+    Unauthorized,
+    /// The redirect itself (Traefik, Caddy, a browser at `/signin`).
+    Redirect,
+}
+
+/// Answers one request on the forward-auth listener.
+pub async fn handle<B>(
+    state: Arc<NodeState>,
+    trusted_networks: &[ipnet::IpNet],
+    request: Request<B>,
+    caller: Caller,
+) -> Response<ProxyBody> {
+    let started = std::time::Instant::now();
+    let (parts, _) = request.into_parts();
+    let redirect = query::param(parts.uri.query(), "redirect")
+        .is_some_and(|value| value.eq_ignore_ascii_case("true") || value == "1");
+    let (rebuilt, answer) = match parts.uri.path() {
+        "/auth" => {
+            let answer = if redirect {
+                Answer::Redirect
+            } else {
+                Answer::Unauthorized
+            };
+            (
+                original::rebuild(&parts.headers, caller, trusted_networks),
+                answer,
+            )
+        }
+        "/signin" if parts.method == Method::GET => {
+            (signin(&parts, caller, trusted_networks), Answer::Redirect)
+        }
+        "/signin" => return Refusal::method_not_allowed("GET").into_response(),
+        _ => {
+            return Refusal::NotFound("forward authentication answers at /auth and /signin".into())
+                .into_response();
+        }
+    };
+    let signin = parts.uri.path() == "/signin";
+    let (response, prefix) = match rebuilt {
+        Ok((original, client)) => match decide(&state, original, client).await {
+            Ok(allowed) => {
+                let prefix = allowed.proxy.prefix.clone();
+                (allow(allowed, answer, signin), Some(prefix))
+            }
+            Err(refusal) => (refuse(refusal, answer), None),
+        },
+        Err(refusal) => (refusal.into_response(), None),
+    };
+    tracing::info!(
+        target: "gatehouse::access",
+        front_end = "forward-auth",
+        status = response.status().as_u16(),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        virtual_proxy = prefix.as_deref(),
+        peer = %caller.peer,
+    );
+    response
+}
+
+/// `/signin?rd=<url>`: the original is a GET of `rd`, by the browser that came here.
+fn signin(
+    parts: &http::request::Parts,
+    caller: Caller,
+    trusted_networks: &[ipnet::IpNet],
+) -> Result<(Request<()>, crate::request::context::Client), Refusal> {
+    if !original::is_trusted(trusted_networks, caller.peer.ip()) {
+        return Err(Refusal::bad_request(
+            "sign-in is accepted only through an ingress in forward_auth.trusted_networks",
+        ));
+    }
+    let rd = query::param(parts.uri.query(), "rd")
+        .ok_or_else(|| Refusal::bad_request("rd, the URL to sign in for, is missing"))?;
+    if !(rd.starts_with("https://") || rd.starts_with("http://")) {
+        return Err(Refusal::bad_request("rd must be an absolute http(s) URL"));
+    }
+    let mut headers = parts.headers.clone();
+    headers.remove(http::header::HOST);
+    let described = Description::from_headers(&parts.headers)?;
+    let description = Description {
+        method: Some("GET"),
+        uri: Some(&rd),
+        client: described.client,
+        ..Description::default()
+    };
+    original::describe(description, headers, caller, None)
+}
+
+/// 200 with what the ingress copies; a page load that redeemed a ticket, or a browser at
+/// `/signin`, is sent on to its URL when redirects are answered.
+fn allow(allowed: Allowed, answer: Answer, signin: bool) -> Response<ProxyBody> {
+    if answer == Answer::Redirect {
+        // A signed-in browser at /signin goes where it meant to, on the origin the request
+        // context chose (never `rd` as written: an unknown host may be served as the first
+        // origin).
+        let location = match allowed.without_ticket {
+            Some(clean) => Some(clean),
+            None => signin.then_some(allowed.url),
+        };
+        if let Some(location) = location {
+            return Refusal::redirect(location, allowed.set_cookie).into_response();
+        }
+    }
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.extend(allowed.identity);
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    if let Some(cookie) = allowed.set_cookie {
+        headers.append(SET_COOKIE, cookie);
+    }
+    if let Some(negotiate) = allowed.www_authenticate {
+        headers.insert(WWW_AUTHENTICATE, negotiate);
+    }
+    response
+}
+
+/// The proxy's refusal; one that sends the browser elsewhere becomes a 401 naming the place
+/// when the ingress cannot pass a redirect on.
+fn refuse(refusal: Refusal, answer: Answer) -> Response<ProxyBody> {
+    match (refusal, answer) {
+        (Refusal::Redirect { location, cookies }, Answer::Unauthorized) => {
+            let Ok(location) = HeaderValue::from_str(&location) else {
+                return Refusal::bad_request("the redirect target is not a valid URL")
+                    .into_response();
+            };
+            let mut response = Refusal::unauthorized("authentication required").into_response();
+            let headers = response.headers_mut();
+            headers.insert(X_GATEHOUSE_LOCATION, location);
+            for cookie in cookies {
+                headers.append(SET_COOKIE, cookie);
+            }
+            response
+        }
+        (refusal, _) => refusal.into_response(),
+    }
+}
+
+/// The caller of one check, for the listener on `listener_port`.
+pub fn caller(peer: SocketAddr, listener_port: u16, secure: bool) -> Caller {
+    Caller {
+        peer,
+        listener_port,
+        secure,
+    }
+}

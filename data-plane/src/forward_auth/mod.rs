@@ -1,0 +1,94 @@
+//! Forward authentication, the node's second front end: an ingress (nginx `auth_request`,
+//! ingress-nginx, Traefik, Caddy) describes a request it is about to
+//! forward, and the node answers whether it may pass and as whom, instead of forwarding it.
+//!
+//! The original request is rebuilt from what a trusted ingress says about it (`original`),
+//! then goes through the proxy's own phases, unchanged: limits and hygiene, routing, the
+//! request context, identification and admission. What differs is only the answer: the
+//! identity headers the virtual proxy's preset would have sent upstream (`Allowed`), or the
+//! refusal the proxy would have answered with, which each front end
+//! renders in the shape its ingress understands (`http`).
+
+pub mod http;
+pub mod original;
+
+use std::sync::Arc;
+
+use ::http::request::Parts;
+use ::http::{HeaderMap, HeaderValue, Request};
+
+use crate::auth::identify::TicketLanding;
+use crate::auth::query;
+use crate::identity_headers;
+use crate::refusal::Refusal;
+use crate::request::context::{Client, RequestCtx};
+use crate::request::{admit, limits, path};
+use crate::state::NodeState;
+use crate::virtual_proxy::VirtualProxy;
+
+/// A request that may pass: what the ingress copies into it, and what the browser's response
+/// gains.
+#[derive(Debug)]
+pub struct Allowed {
+    /// The virtual proxy the request was routed to.
+    pub proxy: Arc<VirtualProxy>,
+    /// The identity headers the proxy's preset sends upstream.
+    pub identity: HeaderMap,
+    /// The cookie of a session this very request started (ticket, header, JWT, anonymous).
+    pub set_cookie: Option<HeaderValue>,
+    /// `WWW-Authenticate: Negotiate <token>` completing a Kerberos mutual authentication.
+    pub www_authenticate: Option<HeaderValue>,
+    /// The original URL without its login ticket, when a ticket in it was redeemed for a
+    /// page load: where a front end that can redirect sends the browser instead.
+    pub without_ticket: Option<String>,
+    /// The original URL, on the public origin it addressed.
+    pub url: String,
+}
+
+/// Runs the proxy's phases on `original`, the request the ingress described, sent by
+/// `client` (the browser's address as the ingress reported it).
+pub async fn decide(
+    state: &NodeState,
+    mut original: Request<()>,
+    client: Client,
+) -> Result<Allowed, Refusal> {
+    limits::admit(&state.limits, &mut original)?;
+    let table = state.table.load_full();
+    let Some(proxy) = table.route(original.uri().path()).cloned() else {
+        return Err(Refusal::NotFound(
+            "no virtual proxy serves this path".into(),
+        ));
+    };
+    path::check_spelling(original.uri().path(), proxy.allowed_spellings)
+        .map_err(|refusal| Refusal::bad_request(refusal.to_string()))?;
+    let ctx = RequestCtx::new(&original, client, proxy, table)?;
+    let (parts, ()) = original.into_parts();
+    let identified = admit::identify_and_admit(state, &ctx, &parts, TicketLanding::InPlace).await?;
+    let user = identified.user;
+    let mut identity = HeaderMap::new();
+    identity_headers::inject(
+        &mut identity,
+        &ctx.proxy.identity,
+        &user.session,
+        ctx.origin.secure,
+    );
+    Ok(Allowed {
+        proxy: ctx.proxy.clone(),
+        identity,
+        set_cookie: user.set_cookie,
+        www_authenticate: user.www_authenticate,
+        without_ticket: (identified.ticket_in_uri && !ctx.websocket)
+            .then(|| ctx.origin.url(&without_ticket(&parts))),
+        url: ctx.origin.url(
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |target| target.as_str()),
+        ),
+    })
+}
+
+/// The original path and query without `qlikTicket`, as the proxy redirects to it.
+fn without_ticket(parts: &Parts) -> String {
+    query::local_redirect(parts.uri.path(), parts.uri.query(), "qlikTicket")
+}

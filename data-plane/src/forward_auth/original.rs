@@ -1,0 +1,342 @@
+//! The original request, rebuilt from what the ingress says about it. Each ingress has its
+//! convention: nginx `auth_request` and ingress-nginx send `X-Original-URI` (or the whole
+//! `X-Original-URL`) and `X-Original-Method`; Traefik and Caddy send `X-Forwarded-Method`,
+//! `-Proto`, `-Host` and `-Uri`. They are believed only from `forward_auth.trusted_networks`:
+//! an authorizer that took any caller's word for the URI could be steered around the access
+//! rules. From anywhere else they are never read, and since nothing else describes an
+//! original request, the answer is a 400, never a decision about the authorizer's own path.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Uri, Version};
+
+use crate::proxy::headers::is_trusted_proxy;
+use crate::refusal::Refusal;
+use crate::request::context::Client;
+
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// The headers through which an ingress describes the original request.
+const DESCRIBING: [HeaderName; 9] = [
+    X_ORIGINAL_URL,
+    X_ORIGINAL_URI,
+    X_ORIGINAL_METHOD,
+    X_FORWARDED_URI,
+    X_FORWARDED_METHOD,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_FOR,
+    X_REAL_IP,
+];
+
+/// How a check reached this node.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// The ingress's address.
+    pub peer: SocketAddr,
+    /// The port of the forward-auth listener.
+    pub listener_port: u16,
+    /// The check arrived over TLS.
+    pub secure: bool,
+}
+
+/// What an ingress says about the original request, read from its headers.
+#[derive(Debug, Default)]
+pub struct Description<'a> {
+    pub method: Option<&'a str>,
+    /// An absolute URL (`X-Original-URL`), else a path and query.
+    pub uri: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub proto: Option<&'a str>,
+    /// The browser's address as the ingress saw it.
+    pub client: Option<IpAddr>,
+}
+
+impl<'a> Description<'a> {
+    /// The description in `headers`, by each ingress's convention.
+    pub fn from_headers(headers: &'a HeaderMap) -> Result<Self, Refusal> {
+        let one = |name: &HeaderName| -> Result<Option<&'a str>, Refusal> {
+            let mut values = headers.get_all(name).iter();
+            let Some(value) = values.next() else {
+                return Ok(None);
+            };
+            if values.next().is_some() {
+                return Err(Refusal::bad_request(format!("{name} is repeated")));
+            }
+            value
+                .to_str()
+                .map(|text| Some(text.trim()))
+                .map_err(|_| Refusal::bad_request(format!("{name} is not text")))
+        };
+        let method = match one(&X_ORIGINAL_METHOD)? {
+            Some(method) => Some(method),
+            None => one(&X_FORWARDED_METHOD)?,
+        };
+        let uri = match (one(&X_ORIGINAL_URL)?, one(&X_ORIGINAL_URI)?) {
+            (Some(url), _) => Some(url),
+            (None, Some(uri)) => Some(uri),
+            (None, None) => one(&X_FORWARDED_URI)?,
+        };
+        let host = one(&X_FORWARDED_HOST)?;
+        if host.is_some_and(|host| host.contains(',')) {
+            return Err(Refusal::bad_request(
+                "X-Forwarded-Host names more than one host",
+            ));
+        }
+        Ok(Self {
+            method,
+            uri,
+            host,
+            proto: one(&X_FORWARDED_PROTO)?,
+            client: client_address(headers),
+        })
+    }
+}
+
+/// The browser's address: the last `X-Forwarded-For` entry (the one the ingress itself
+/// appended), else `X-Real-IP`.
+fn client_address(headers: &HeaderMap) -> Option<IpAddr> {
+    let last_forwarded = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .next_back()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .map(str::trim);
+    let real_ip = headers
+        .get(X_REAL_IP)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim);
+    last_forwarded
+        .or(real_ip)
+        .and_then(|text| text.parse::<IpAddr>().ok())
+}
+
+/// Whether `peer` may describe original requests.
+pub fn is_trusted(trusted_networks: &[ipnet::IpNet], peer: IpAddr) -> bool {
+    is_trusted_proxy(trusted_networks, peer)
+}
+
+/// The original request of a check whose headers are `headers`, or why there is none. The
+/// original carries the check's other headers (the cookie, `Authorization`, `Origin`, ...)
+/// as the browser sent them, minus the description and any framing.
+pub fn rebuild(
+    headers: &HeaderMap,
+    caller: Caller,
+    trusted_networks: &[ipnet::IpNet],
+) -> Result<(Request<()>, Client), Refusal> {
+    if !is_trusted(trusted_networks, caller.peer.ip()) {
+        tracing::info!(peer = %caller.peer, "forward-auth check from an untrusted network");
+        return Err(Refusal::bad_request(
+            "forwarded request headers are accepted only from forward_auth.trusted_networks",
+        ));
+    }
+    let description = Description::from_headers(headers)?;
+    let mut kept = headers.clone();
+    for name in &DESCRIBING {
+        kept.remove(name);
+    }
+    for name in [HOST, CONTENT_LENGTH, TRANSFER_ENCODING] {
+        kept.remove(name);
+    }
+    let fallback_host = headers.get(HOST).and_then(|host| host.to_str().ok());
+    describe(description, kept, caller, fallback_host)
+}
+
+/// The original request `description` speaks of, with `headers`; its `Host` is the one the
+/// description names, else `fallback_host` (the check's own).
+pub fn describe(
+    description: Description<'_>,
+    mut headers: HeaderMap,
+    caller: Caller,
+    fallback_host: Option<&str>,
+) -> Result<(Request<()>, Client), Refusal> {
+    let method = description.method.ok_or_else(|| {
+        Refusal::bad_request(
+            "the original method is missing (X-Original-Method or X-Forwarded-Method)",
+        )
+    })?;
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| Refusal::bad_request("the original method is not a method"))?;
+    let uri = description.uri.ok_or_else(|| {
+        Refusal::bad_request("the original URI is missing (X-Original-URI or X-Forwarded-Uri)")
+    })?;
+    let mut secure = match description.proto {
+        None => caller.secure,
+        Some(proto) if proto.eq_ignore_ascii_case("https") => true,
+        Some(proto) if proto.eq_ignore_ascii_case("http") => false,
+        Some(_) => {
+            return Err(Refusal::bad_request(
+                "X-Forwarded-Proto is not http or https",
+            ));
+        }
+    };
+    let (path_and_query, host) = if uri.starts_with('/') {
+        let path_and_query = uri
+            .parse::<PathAndQuery>()
+            .map_err(|_| Refusal::bad_request("the original URI is not a path such as /app/hub"))?;
+        (path_and_query, description.host.map(str::to_owned))
+    } else {
+        let url = uri
+            .parse::<Uri>()
+            .ok()
+            .filter(|url| matches!(url.scheme_str(), Some("http" | "https")))
+            .ok_or_else(|| {
+                Refusal::bad_request("the original URL is not an absolute http(s) URL")
+            })?;
+        secure = url.scheme_str() == Some("https");
+        let host = url
+            .authority()
+            .map(|authority| authority.as_str().to_owned())
+            .or(description.host.map(str::to_owned));
+        let path_and_query = url
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        (path_and_query, host)
+    };
+    let host = host
+        .as_deref()
+        .or(fallback_host)
+        .ok_or_else(|| Refusal::bad_request("the original host is missing (X-Forwarded-Host)"))?;
+    let host = HeaderValue::from_str(host)
+        .map_err(|_| Refusal::bad_request("the original host is not acceptable"))?;
+    headers.insert(HOST, host);
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = Uri::from(path_and_query);
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    let peer = SocketAddr::new(
+        description.client.unwrap_or(caller.peer.ip()),
+        caller.peer.port(),
+    );
+    let client = Client {
+        peer,
+        listener_port: caller.listener_port,
+        secure,
+        traced: false,
+    };
+    Ok((request, client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALLER: Caller = Caller {
+        peer: SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5)), 40000),
+        listener_port: 9904,
+        secure: false,
+    };
+
+    fn trusted() -> Vec<ipnet::IpNet> {
+        vec!["10.0.0.0/8".parse().unwrap()]
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn nginx_and_traefik_descriptions_give_the_same_request() {
+        let nginx = headers(&[
+            ("x-original-uri", "/app/hub?x=1"),
+            ("x-original-method", "POST"),
+            ("x-forwarded-host", "sense.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-for", "198.51.100.1, 192.0.2.9"),
+            ("cookie", "c=1"),
+            ("host", "gatehouse:9904"),
+        ]);
+        let traefik = headers(&[
+            ("x-forwarded-uri", "/app/hub?x=1"),
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-host", "sense.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-real-ip", "192.0.2.9"),
+            ("cookie", "c=1"),
+        ]);
+        let ingress_nginx = headers(&[
+            ("x-original-url", "https://sense.example/app/hub?x=1"),
+            ("x-original-method", "POST"),
+            ("x-forwarded-for", "192.0.2.9"),
+            ("cookie", "c=1"),
+        ]);
+        for described in [nginx, traefik, ingress_nginx] {
+            let (request, client) = rebuild(&described, CALLER, &trusted()).unwrap();
+            assert_eq!(request.method(), Method::POST);
+            assert_eq!(request.uri(), "/app/hub?x=1");
+            assert_eq!(request.headers()[HOST], "sense.example");
+            assert_eq!(request.headers()["cookie"], "c=1");
+            assert!(!request.headers().contains_key("x-forwarded-for"));
+            assert!(client.secure);
+            assert_eq!(client.peer.ip().to_string(), "192.0.2.9");
+        }
+    }
+
+    #[test]
+    fn descriptions_from_untrusted_networks_are_not_read() {
+        let described = headers(&[
+            ("x-original-uri", "/app/public"),
+            ("x-original-method", "GET"),
+        ]);
+        let stranger = Caller {
+            peer: "203.0.113.1:5000".parse().unwrap(),
+            ..CALLER
+        };
+        let refusal = rebuild(&described, stranger, &trusted()).unwrap_err();
+        assert_eq!(refusal.status(), http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn an_incomplete_or_ambiguous_description_is_refused() {
+        for bad in [
+            headers(&[("x-original-method", "GET"), ("host", "a")]),
+            headers(&[("x-original-uri", "/app/"), ("host", "a")]),
+            headers(&[
+                ("x-original-uri", "app/hub"),
+                ("x-original-method", "GET"),
+                ("host", "a"),
+            ]),
+            headers(&[
+                ("x-original-url", "ftp://a/app/"),
+                ("x-original-method", "GET"),
+            ]),
+            headers(&[
+                ("x-forwarded-uri", "/app/"),
+                ("x-forwarded-uri", "/other/"),
+                ("x-forwarded-method", "GET"),
+                ("host", "a"),
+            ]),
+            headers(&[
+                ("x-forwarded-uri", "/app/"),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-host", "a, b"),
+            ]),
+            headers(&[
+                ("x-forwarded-uri", "/app/"),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-proto", "gopher"),
+                ("host", "a"),
+            ]),
+        ] {
+            let refusal = rebuild(&bad, CALLER, &trusted()).unwrap_err();
+            assert_eq!(refusal.status(), http::StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The forward-auth endpoint asked directly, as an ingress would: what it answers for a
+//! session, and the clear 4xx (never a 200) for checks that describe no request it can
+//! decide on, or that come from a network it does not trust.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use http::Method;
+
+use super::Authorizers;
+use crate::browser::fixtures::{COOKIE, qlik_user};
+use crate::harness::auth_module::{session_cookie, user};
+use crate::harness::client::{get, request_from};
+
+/// What a check is, its headers, and the status it gets.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+
+/// A check of `method uri` with `cookie`, as nginx sends it.
+fn described<'a>(method: &'a str, uri: &'a str, cookie: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("x-original-method", method),
+        ("x-original-uri", uri),
+        ("x-forwarded-host", "127.0.0.1:8080"),
+        ("cookie", cookie),
+    ]
+}
+
+#[tokio::test]
+async fn an_allowed_check_answers_the_identity_headers_and_forwards_nothing() {
+    let authorizers = Authorizers::start().await;
+    let (cookie, _) = session_cookie(
+        &authorizers.control_plane,
+        "app",
+        COOKIE,
+        user("CORP", "alice"),
+    )
+    .await;
+    let url = format!("http://{}/auth", authorizers.one.forward_auth_address());
+
+    let allowed = get(&url, &described("GET", "/app/hub", &cookie)).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    assert_eq!(
+        allowed.header("x-qlik-user"),
+        Some(qlik_user("CORP", "alice").as_str())
+    );
+    assert_eq!(allowed.header("x-qlik-virtual-proxy-prefix"), Some("app"));
+    assert!(allowed.header("x-gatehouse-location").is_none());
+
+    let denied = get(&url, &described("DELETE", "/app/admin", &cookie)).await;
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert!(denied.header("x-qlik-user").is_none());
+
+    let unknown = format!("{COOKIE}=unknown");
+    let login = get(&url, &described("GET", "/app/hub", &unknown)).await;
+    assert_eq!(login.status, 401, "{}", login.text());
+    let location = login
+        .header("x-gatehouse-location")
+        .expect("where to log in");
+    assert!(location.contains("targetId="), "{location}");
+    let redirected = get(
+        &format!("{url}?redirect=true"),
+        &described("GET", "/app/hub", &unknown),
+    )
+    .await;
+    assert_eq!(redirected.status, 302);
+    assert!(
+        redirected
+            .location()
+            .is_some_and(|l| l.contains("targetId="))
+    );
+
+    assert!(
+        authorizers.upstream.requests().is_empty(),
+        "the authorizer forwards nothing"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_request_headers_from_an_untrusted_network_are_not_believed() {
+    let authorizers = Authorizers::start().await;
+    let (cookie, _) = session_cookie(
+        &authorizers.control_plane,
+        "app",
+        COOKIE,
+        user("CORP", "alice"),
+    )
+    .await;
+    let url = format!("http://{}/auth", authorizers.one.forward_auth_address());
+    let check = described("GET", "/app/hub", &cookie);
+
+    let trusted = request_from(IpAddr::V4(Ipv4Addr::LOCALHOST), Method::GET, &url, &check).await;
+    assert_eq!(trusted.status, 200, "from 127.0.0.1: {}", trusted.text());
+
+    let stranger = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let untrusted = request_from(stranger, Method::GET, &url, &check).await;
+    assert_eq!(untrusted.status, 400, "{}", untrusted.text());
+    assert!(
+        untrusted.text().contains("trusted_networks"),
+        "{}",
+        untrusted.text()
+    );
+    assert!(untrusted.header("x-qlik-user").is_none());
+    // Without a description the authorizer's own path is not decided on either.
+    let bare = request_from(stranger, Method::GET, &url, &[("cookie", cookie.as_str())]).await;
+    assert_eq!(bare.status, 400);
+    let signin = request_from(
+        stranger,
+        Method::GET,
+        &format!(
+            "http://{}/signin?rd=http://127.0.0.1:8080/app/hub",
+            authorizers.one.forward_auth_address()
+        ),
+        &[("cookie", cookie.as_str())],
+    )
+    .await;
+    assert_eq!(signin.status, 400);
+}
+
+#[tokio::test]
+async fn checks_that_describe_no_acceptable_request_get_a_clear_4xx_never_a_200() {
+    let authorizers = Authorizers::start().await;
+    let (cookie, _) = session_cookie(
+        &authorizers.control_plane,
+        "app",
+        COOKIE,
+        user("CORP", "alice"),
+    )
+    .await;
+    let base = format!("http://{}", authorizers.one.forward_auth_address());
+    let auth = format!("{base}/auth");
+    let long_uri = format!("/app/{}", "a".repeat(8_500));
+    let long_header = "b".repeat(9_000);
+    let cases: Vec<Case> = vec![
+        (
+            "no original URI",
+            vec![("x-original-method", "GET"), ("cookie", &cookie)],
+            400,
+        ),
+        (
+            "no original method",
+            vec![("x-original-uri", "/app/hub"), ("cookie", &cookie)],
+            400,
+        ),
+        (
+            "a URI that is no path",
+            described("GET", "app/hub", &cookie),
+            400,
+        ),
+        (
+            "an absolute URL that is not http",
+            vec![
+                ("x-original-method", "GET"),
+                ("x-original-url", "ftp://127.0.0.1/app/hub"),
+                ("cookie", &cookie),
+            ],
+            400,
+        ),
+        (
+            "a path that cannot be made safe",
+            described("GET", "/app/%2e%2e/%00", &cookie),
+            400,
+        ),
+        (
+            "no virtual proxy",
+            described("GET", "/elsewhere/hub", &cookie),
+            404,
+        ),
+        (
+            "a host the proxy is not served at",
+            vec![
+                ("x-original-method", "GET"),
+                ("x-original-uri", "/app/hub"),
+                ("x-forwarded-host", "evil.example"),
+                ("cookie", &cookie),
+            ],
+            400,
+        ),
+        (
+            "a URI over the limit",
+            described("GET", &long_uri, &cookie),
+            414,
+        ),
+        (
+            "a header line over the limit",
+            {
+                let mut check = described("GET", "/app/hub", &cookie);
+                check.push(("x-padding", &long_header));
+                check
+            },
+            431,
+        ),
+        (
+            "two original URIs",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/app/hub"),
+                ("x-forwarded-uri", "/app/admin"),
+                ("cookie", &cookie),
+            ],
+            400,
+        ),
+    ];
+    for (what, headers, status) in cases {
+        let response = get(&auth, &headers).await;
+        assert_eq!(response.status, status, "{what}: {}", response.text());
+        assert!(!response.text().trim().is_empty(), "{what}: a short reason");
+    }
+    let elsewhere = get(
+        &format!("{base}/hub"),
+        &described("GET", "/app/hub", &cookie),
+    )
+    .await;
+    assert_eq!(
+        elsewhere.status, 404,
+        "the listener answers at /auth and /signin only"
+    );
+    let signin = get(
+        &format!("{base}/signin?rd=http://evil.example/app/hub"),
+        &[("cookie", cookie.as_str())],
+    )
+    .await;
+    assert_eq!(
+        signin.status,
+        400,
+        "no sign-in for another site: {}",
+        signin.text()
+    );
+    let signed_in = get(
+        &format!("{base}/signin?rd=http%3A%2F%2F127.0.0.1%3A8080%2Fapp%2Fhub"),
+        &[("cookie", cookie.as_str())],
+    )
+    .await;
+    assert_eq!(signed_in.status, 302, "{}", signed_in.text());
+    assert_eq!(signed_in.location(), Some("http://127.0.0.1:8080/app/hub"));
+}

@@ -1,0 +1,44 @@
+//! Forward authentication: a node as the authorizer behind a real ingress (nginx
+//! `auth_request`, Caddy `forward_auth`) and behind Envoy's `ext_authz`, and what its
+//! forward-auth endpoint answers to checks that describe no acceptable request.
+
+mod caddy;
+mod endpoint;
+mod nginx;
+
+use crate::browser::fixtures::AppProxy;
+use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer};
+
+/// Node settings: the forward-auth listener on an ephemeral port, trusting the ingresses on
+/// 127.0.0.1 (and nobody else: 127.0.0.2 is another network).
+pub const FORWARD_AUTH: &str =
+    "[forward_auth]\nlisten = \"127.0.0.1:0\"\ntrusted_networks = [\"127.0.0.1/32\"]\n";
+
+/// A control plane on Redis with virtual proxy "app" (its `/admin` denied by rule), two
+/// nodes with forward authentication on, and the upstream the ingresses forward to.
+pub struct Authorizers {
+    pub redis: RedisServer,
+    pub upstream: EchoUpstream,
+    pub control_plane: ControlPlane,
+    pub one: DataPlaneNode,
+    pub two: DataPlaneNode,
+}
+
+impl Authorizers {
+    pub async fn start() -> Self {
+        let redis = RedisServer::start().await;
+        let upstream = EchoUpstream::start("engine").await;
+        let proxy = AppProxy::new([upstream.node()])
+            .table("[[virtual_proxies.access_rules]]\npath_prefix = \"/admin\"\naction = \"deny\"");
+        let control_plane = ControlPlane::start(&proxy.on_redis(&redis)).await;
+        let one = DataPlaneNode::start_with(&control_plane, FORWARD_AUTH).await;
+        let two = DataPlaneNode::start_with(&control_plane, FORWARD_AUTH).await;
+        Self {
+            redis,
+            upstream,
+            control_plane,
+            one,
+            two,
+        }
+    }
+}
