@@ -78,14 +78,23 @@ impl<'a> Description<'a> {
                 .map(|text| Some(text.trim()))
                 .map_err(|_| Refusal::bad_request(format!("{name} is not text")))
         };
-        let method = match one(&X_ORIGINAL_METHOD)? {
-            Some(method) => Some(method),
-            None => one(&X_FORWARDED_METHOD)?,
-        };
-        let uri = match (one(&X_ORIGINAL_URL)?, one(&X_ORIGINAL_URI)?) {
-            (Some(url), _) => Some(url),
-            (None, Some(uri)) => Some(uri),
-            (None, None) => one(&X_FORWARDED_URI)?,
+        // One convention per check: the ingress sets its own headers and passes the
+        // client's on, so a header of another convention is the client's. No precedence
+        // between them (a client could pick the one that wins): two are refused.
+        let uris = [
+            (one(&X_ORIGINAL_URL)?, &X_ORIGINAL_METHOD),
+            (one(&X_ORIGINAL_URI)?, &X_ORIGINAL_METHOD),
+            (one(&X_FORWARDED_URI)?, &X_FORWARDED_METHOD),
+        ];
+        let mut described = uris.iter().filter(|(uri, _)| uri.is_some());
+        let (uri, method) = match (described.next(), described.next()) {
+            (Some((uri, method_header)), None) => (*uri, one(method_header)?),
+            (None, _) => (None, None),
+            (Some(_), Some(_)) => {
+                return Err(Refusal::bad_request(
+                    "the check names the original URI in more than one way (X-Original-URL, X-Original-URI, X-Forwarded-Uri)",
+                ));
+            }
         };
         let host = one(&X_FORWARDED_HOST)?;
         if host.is_some_and(|host| host.contains(',')) {
@@ -327,6 +336,25 @@ mod tests {
                 ("x-forwarded-uri", "/app/"),
                 ("x-forwarded-method", "GET"),
                 ("x-forwarded-host", "a, b"),
+            ]),
+            // A client's X-Original-URI passed on by Caddy or Traefik beside theirs.
+            headers(&[
+                ("x-forwarded-uri", "/app/admin"),
+                ("x-forwarded-method", "GET"),
+                ("x-original-uri", "/app/hub"),
+                ("host", "a"),
+            ]),
+            // A client's X-Original-URL passed on by nginx beside its X-Original-URI.
+            headers(&[
+                ("x-original-uri", "/app/admin"),
+                ("x-original-method", "GET"),
+                ("x-original-url", "http://a/app/hub"),
+            ]),
+            // The method of the other convention is not read.
+            headers(&[
+                ("x-forwarded-uri", "/app/"),
+                ("x-original-method", "GET"),
+                ("host", "a"),
             ]),
             headers(&[
                 ("x-forwarded-uri", "/app/"),

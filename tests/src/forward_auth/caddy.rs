@@ -73,5 +73,17 @@ async fn a_browser_logs_in_through_caddy_and_the_upstream_sees_its_identity_neve
     )
     .await;
     assert_eq!(denied.status, 403, "the access rule refuses through Caddy");
+    // A client's own description of another URI is passed on by Caddy beside its
+    // X-Forwarded-Uri: refused, not believed.
+    let steered = get(
+        &ingress.url("/app/admin/users"),
+        &[
+            ("cookie", cookie.as_str()),
+            ("x-original-uri", "/app/hub"),
+            ("x-original-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(steered.status, 400, "{}", steered.text());
     assert_eq!(authorizers.upstream.requests().len(), 1);
 }

@@ -112,6 +112,17 @@ async fn a_browser_logs_in_through_nginx_and_the_upstream_sees_its_identity_neve
         unnormalised.status, 403,
         "the rule sees the normalised path"
     );
+    // A client that names another URI in its own headers is not believed: the check names
+    // the URI twice, which is refused (nginx turns the 400 into a 500), never allowed.
+    let steered = get(
+        &ingress.url("/app/admin/users"),
+        &[
+            ("cookie", cookie.as_str()),
+            ("x-original-url", &ingress.url("/app/hub")),
+        ],
+    )
+    .await;
+    assert_eq!(steered.status, 500, "{}", steered.text());
     let without_session = post(&ingress.url("/app/api"), &[], "x").await;
     assert_eq!(
         without_session.status, 401,

@@ -1,6 +1,7 @@
 //! Real ingresses in front of an upstream, asking a node before they forward: nginx with
 //! `auth_request` and Caddy with `forward_auth`, each in its own directory on an ephemeral
-//! loopback port, configured as deploy/forward-auth/ shows. A missing binary skips the test
+//! loopback port, configured by the very examples of deploy/forward-auth/ (their addresses
+//! replaced). A missing binary skips the test
 //! with a SKIPPED line, and fails it in CI (`CI=true`), as the other tools do.
 
 use std::net::SocketAddr;
@@ -11,14 +12,6 @@ use gatehouse_testkit::{Process, free_port};
 use tokio::process::Command;
 
 use super::kdc::tool;
-
-/// The identity headers of the `qlik` preset: what the ingress copies from the answer.
-pub const QLIK_IDENTITY: [&str; 4] = [
-    "X-Qlik-User",
-    "X-Qlik-Security",
-    "X-Qlik-ProxyId",
-    "X-Qlik-Virtual-Proxy-Prefix",
-];
 
 /// The ingress binary `name`, or `None` (skipped) outside CI when it is missing.
 fn binary(name: &str, package: &str) -> Option<PathBuf> {
@@ -54,16 +47,20 @@ impl Ingress {
         let dir = scratch_dir();
         let port = free_port().expect("a free port");
         let path = dir.path().display().to_string();
-        let identity: String = QLIK_IDENTITY
-            .iter()
-            .map(|name| {
-                let variable = variable(name);
-                format!(
-                    "auth_request_set ${variable} $upstream_http_{variable};\n\
-                     proxy_set_header {name} ${variable};\n"
-                )
-            })
-            .collect();
+        let server = example("nginx.conf")
+            .replacen("listen 80;", &format!("listen 127.0.0.1:{port};"), 1)
+            .replacen(
+                "http://gatehouse-forward-auth:9904",
+                &format!("http://{authorizer}"),
+                1,
+            )
+            .replacen("http://engine:8080", &format!("http://{upstream}"), 1);
+        for placeholder in ["listen 80;", "gatehouse-forward-auth:9904", "engine:8080"] {
+            assert!(
+                !server.contains(placeholder),
+                "nginx.conf: {placeholder} left"
+            );
+        }
         let config = format!(
             r#"
 worker_processes 1;
@@ -79,8 +76,7 @@ http {{
     scgi_temp_path {path}/scgi;
 {server}
 }}
-"#,
-            server = nginx_server(port, authorizer, upstream, &identity),
+"#
         );
         let file = dir.path().join("nginx.conf");
         std::fs::write(&file, config).expect("write nginx.conf");
@@ -103,35 +99,16 @@ http {{
         let caddy = binary("caddy", "caddy")?;
         let dir = scratch_dir();
         let port = free_port().expect("a free port");
-        let identity = QLIK_IDENTITY.join(" ");
-        let strip: String = QLIK_IDENTITY
-            .iter()
-            .map(|name| format!("        request_header -{name}\n"))
-            .collect();
-        let config = format!(
-            r#"{{
-    admin off
-    auto_https off
-}}
-http://127.0.0.1:{port} {{
-    route /app/* {{
-        # Client copies of the identity headers go first: copy_headers only replaces those
-        # the answer carries.
-{strip}        forward_auth {authorizer} {{
-            uri /auth?redirect=true
-            copy_headers {identity}
-        }}
-        reverse_proxy {upstream}
-    }}
-}}
-"#
-        );
         let file = dir.path().join("Caddyfile");
-        std::fs::write(&file, config).expect("write Caddyfile");
+        std::fs::write(&file, example("Caddyfile")).expect("write Caddyfile");
         let mut command = Command::new(caddy);
         command
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(&file)
+            .env("SITE_ADDRESS", format!("http://127.0.0.1:{port}"))
+            .env("GATEHOUSE_FORWARD_AUTH", authorizer.to_string())
+            .env("UPSTREAM", upstream)
+            .env("CADDY_ADMIN", "off")
             .env("HOME", dir.path())
             .env("XDG_DATA_HOME", dir.path())
             .env("XDG_CONFIG_HOME", dir.path());
@@ -164,57 +141,12 @@ http://127.0.0.1:{port} {{
     }
 }
 
-/// The nginx server block, as deploy/forward-auth/nginx.conf has it.
-fn nginx_server(port: u16, authorizer: SocketAddr, upstream: &str, identity: &str) -> String {
-    format!(
-        r#"
-    server {{
-        listen 127.0.0.1:{port};
-        location = /_gatehouse {{
-            internal;
-            proxy_pass http://{authorizer}/auth;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-For $remote_addr;
-        }}
-        location /app/ {{
-            auth_request /_gatehouse;
-            auth_request_set $gatehouse_location $upstream_http_x_gatehouse_location;
-            auth_request_set $gatehouse_cookie $upstream_http_set_cookie;
-            auth_request_set $gatehouse_status $upstream_status;
-            error_page 401 = @gatehouse_login;
-            error_page 500 = @gatehouse_error;
-            add_header Set-Cookie $gatehouse_cookie;
-            {identity}
-            proxy_set_header Host $http_host;
-            proxy_pass http://{upstream};
-        }}
-        location @gatehouse_login {{
-            if ($gatehouse_location = "") {{
-                return 401;
-            }}
-            add_header Set-Cookie $gatehouse_cookie;
-            return 302 $gatehouse_location;
-        }}
-        location @gatehouse_error {{
-            if ($gatehouse_status = 503) {{
-                add_header Retry-After 1 always;
-                return 503;
-            }}
-            return 500;
-        }}
-    }}
-"#
-    )
-}
-
-/// nginx's variable for a header: lower case, `-` as `_`.
-fn variable(header: &str) -> String {
-    header.to_ascii_lowercase().replace('-', "_")
+/// An example of deploy/forward-auth/, which the tests run as it is shipped.
+fn example(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/forward-auth")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
 /// A directory nginx's workers (which drop root for `nobody`) can read.
