@@ -43,15 +43,17 @@ pub struct Config {
 }
 
 /// The forward-authentication front ends (FORWARD-AUTH.md): an HTTP listener for nginx
-/// `auth_request`, ingress-nginx, Traefik and Caddy.
+/// `auth_request`, ingress-nginx, Traefik and Caddy, and Envoy's `ext_authz` over gRPC.
 #[derive(Debug, Clone, Default)]
 pub struct ForwardAuthConfig {
     /// The HTTP endpoint (`/auth`, `/signin`); off when absent.
     pub listen: Option<SocketAddr>,
+    /// Envoy `ext_authz` v3 gRPC (`envoy.service.auth.v3.Authorization`); off when absent.
+    pub grpc_listen: Option<SocketAddr>,
     /// Serve `listen` over TLS with the node's `[tls]` certificates.
     pub tls: bool,
     /// The ingresses whose description of the original request (`X-Original-*`,
-    /// `X-Forwarded-*`) is believed; anyone else is refused.
+    /// `X-Forwarded-*`, an `ext_authz` check) is believed; anyone else is refused.
     pub trusted_networks: Vec<ipnet::IpNet>,
 }
 
@@ -198,6 +200,7 @@ struct FileConfig {
 #[serde(default, deny_unknown_fields)]
 struct FileForwardAuth {
     listen: Option<SocketAddr>,
+    grpc_listen: Option<SocketAddr>,
     tls: bool,
     trusted_networks: Vec<String>,
 }
@@ -479,9 +482,10 @@ fn forward_auth(file: FileForwardAuth, has_tls: bool) -> Result<ForwardAuthConfi
         .iter()
         .map(|network| parse_network("forward_auth.trusted_networks", network))
         .collect::<Result<Vec<_>, _>>()?;
-    if file.listen.is_some() && trusted_networks.is_empty() {
+    let enabled = file.listen.is_some() || file.grpc_listen.is_some();
+    if enabled && trusted_networks.is_empty() {
         return invalid(
-            "forward_auth.trusted_networks must name the ingresses' networks (such as 10.0.0.0/8) when forward_auth.listen is set",
+            "forward_auth.trusted_networks must name the ingresses' networks (such as 10.0.0.0/8) when forward_auth.listen or grpc_listen is set",
         );
     }
     if file.tls && !has_tls {
@@ -492,6 +496,7 @@ fn forward_auth(file: FileForwardAuth, has_tls: bool) -> Result<ForwardAuthConfi
     }
     Ok(ForwardAuthConfig {
         listen: file.listen,
+        grpc_listen: file.grpc_listen,
         tls: file.tls,
         trusted_networks,
     })
@@ -578,7 +583,7 @@ mod tests {
             ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]
         );
         assert!(
-            config.forward_auth.listen.is_none(),
+            config.forward_auth.listen.is_none() && config.forward_auth.grpc_listen.is_none(),
             "forward authentication is off by default"
         );
     }

@@ -22,6 +22,7 @@ use crate::refusal::Refusal;
 use crate::state::NodeState;
 use crate::tls::CertificateStore;
 use crate::{admin, forward_auth, proxy};
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use gatehouse_runtime::logging::LogControl;
 use tokio_rustls::TlsAcceptor;
 
@@ -45,6 +46,8 @@ pub struct BoundNode {
     admin: TcpListener,
     /// `forward_auth.listen`, when set.
     forward_auth: Option<TcpListener>,
+    /// `forward_auth.grpc_listen`, when set.
+    ext_authz: Option<TcpListener>,
     state: Arc<NodeState>,
     config: Config,
     certificates: Option<Arc<CertificateStore>>,
@@ -64,6 +67,10 @@ impl BoundNode {
             Some(address) => Some(bind(address).await?),
             None => None,
         };
+        let ext_authz = match config.forward_auth.grpc_listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
         let control = ControlClient::new(&config.control_plane, &config.node_id)
             .map_err(StartError::ControlPlane)?;
         let upstream_tls = crate::upstream::tls::client_config(config.upstream_tls.as_ref())?;
@@ -76,6 +83,7 @@ impl BoundNode {
             listener,
             admin,
             forward_auth,
+            ext_authz,
             state,
             config,
             certificates,
@@ -95,6 +103,13 @@ impl BoundNode {
 
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
         self.admin.local_addr()
+    }
+
+    /// The `ext_authz` listener's address, when it has one.
+    pub fn ext_authz_addr(&self) -> Option<SocketAddr> {
+        self.ext_authz
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The forward-auth listener's address, when it has one.
@@ -182,6 +197,13 @@ impl BoundNode {
                 forward_auth_tls,
             )
         });
+        let ext_authz = self.ext_authz.map(|listener| {
+            serve_ext_authz(
+                listener,
+                self.state.clone(),
+                Arc::new(self.config.forward_auth.trusted_networks.clone()),
+            )
+        });
         let state = self.state.clone();
         let log_level = admin::LogLevel {
             logs: self.logs.clone(),
@@ -215,7 +237,17 @@ impl BoundNode {
                 None => Drained::Completely,
             }
         };
-        let (proxy_drained, _) = tokio::join!(proxy.shutdown(grace), forward_auth_drained);
+        let ext_authz_drained = async {
+            if let Some((stop, task)) = ext_authz {
+                let _ = stop.send(());
+                let _ = tokio::time::timeout(grace, task).await;
+            }
+        };
+        let (proxy_drained, _, ()) = tokio::join!(
+            proxy.shutdown(grace),
+            forward_auth_drained,
+            ext_authz_drained
+        );
         if proxy_drained == Drained::GraceRanOut {
             tracing::warn!(
                 ?grace,
@@ -238,6 +270,39 @@ impl BoundNode {
         // What was used but not yet reported still counts.
         activity::report_once(&self.state).await;
     }
+}
+
+/// The `ext_authz` gRPC service: stopped by the sender, which lets checks in flight finish.
+fn serve_ext_authz(
+    listener: TcpListener,
+    state: Arc<NodeState>,
+    trusted_networks: Arc<Vec<ipnet::IpNet>>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener_port = listener.local_addr().map_or(0, |address| address.port());
+    let service = forward_auth::ext_authz::ExtAuthz {
+        state,
+        trusted_networks,
+        listener_port,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(service))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the ext_authz service stopped");
+        }
+    });
+    (stop, task)
 }
 
 /// The forward-auth listener: the same limits as the proxy port, over TLS if asked.

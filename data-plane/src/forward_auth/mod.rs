@@ -1,5 +1,5 @@
 //! Forward authentication, the node's second front end: an ingress (nginx `auth_request`,
-//! ingress-nginx, Traefik, Caddy) describes a request it is about to
+//! ingress-nginx, Traefik, Caddy, Envoy `ext_authz`) describes a request it is about to
 //! forward, and the node answers whether it may pass and as whom, instead of forwarding it.
 //!
 //! The original request is rebuilt from what a trusted ingress says about it (`original`),
@@ -7,8 +7,9 @@
 //! request context, identification and admission. What differs is only the answer: the
 //! identity headers the virtual proxy's preset would have sent upstream (`Allowed`), or the
 //! refusal the proxy would have answered with, which each front end
-//! renders in the shape its ingress understands (`http`).
+//! renders in the shape its ingress understands (`http`, `ext_authz`).
 
+pub mod ext_authz;
 pub mod http;
 pub mod original;
 

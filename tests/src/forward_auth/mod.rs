@@ -4,15 +4,17 @@
 
 mod caddy;
 mod endpoint;
+mod examples;
+mod ext_authz;
 mod nginx;
 
 use crate::browser::fixtures::AppProxy;
 use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer};
 
-/// Node settings: the forward-auth listener on an ephemeral port, trusting the ingresses on
+/// Node settings: the forward-auth and ext_authz listeners on ephemeral ports, trusting the ingresses on
 /// 127.0.0.1 (and nobody else: 127.0.0.2 is another network).
-pub const FORWARD_AUTH: &str =
-    "[forward_auth]\nlisten = \"127.0.0.1:0\"\ntrusted_networks = [\"127.0.0.1/32\"]\n";
+pub const FORWARD_AUTH: &str = "[forward_auth]\nlisten = \"127.0.0.1:0\"\n\
+     grpc_listen = \"127.0.0.1:0\"\ntrusted_networks = [\"127.0.0.1/32\"]\n";
 
 /// A control plane on Redis with virtual proxy "app" (its `/admin` denied by rule), two
 /// nodes with forward authentication on, and the upstream the ingresses forward to.

@@ -20,6 +20,7 @@ pub struct DataPlaneNode {
     address: SocketAddr,
     admin_address: SocketAddr,
     forward_auth_address: Option<SocketAddr>,
+    ext_authz_address: Option<SocketAddr>,
     state: Arc<NodeState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -60,6 +61,7 @@ impl DataPlaneNode {
         let address = node.local_addr().expect("bound address");
         let admin_address = node.admin_addr().expect("bound admin address");
         let forward_auth_address = node.forward_auth_addr();
+        let ext_authz_address = node.ext_authz_addr();
         let state = node.state();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(node.serve(async {
@@ -69,6 +71,7 @@ impl DataPlaneNode {
             address,
             admin_address,
             forward_auth_address,
+            ext_authz_address,
             state,
             stop: Some(stop),
             task: Some(task),
@@ -103,6 +106,12 @@ impl DataPlaneNode {
 
     pub fn admin_address(&self) -> SocketAddr {
         self.admin_address
+    }
+
+    /// The `ext_authz` gRPC listener (`forward_auth.grpc_listen` was set).
+    pub fn ext_authz_address(&self) -> SocketAddr {
+        self.ext_authz_address
+            .expect("the node was started with forward_auth.grpc_listen")
     }
 
     /// The forward-auth listener (`forward_auth.listen` was set).
