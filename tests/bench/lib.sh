@@ -129,6 +129,24 @@ start_nginx_auth() { # workers; sets $auth_port
     start_nginx auth "$1" "$auth_port" "server { listen 127.0.0.1:$auth_port; location = /_auth { internal; return 204; } location / { auth_request /_auth; proxy_pass http://engine; proxy_http_version 1.1; proxy_set_header Connection ''; } }"
 }
 
+# An authorizer that costs nothing: nginx answering 200 with an identity header. Sets
+# $trivial_port.
+start_trivial_authorizer() { # workers
+    trivial_port=$(free_port)
+    start_nginx trivial "$1" "$trivial_port" "server { listen 127.0.0.1:$trivial_port; location / { add_header X-Qlik-User 'UserDirectory=BENCH; UserId=user'; return 200; } }"
+}
+
+# nginx auth_request to an authorizer on another port (kept-alive connections), as
+# deploy/forward-auth/nginx.conf asks Gatehouse, the identity copied into the upstream
+# request. Sets $forward_port.
+start_nginx_forward_auth() { # name workers authorizer-port
+    forward_port=$(free_port)
+    start_nginx "$1" "$2" "$forward_port" "upstream authorizer { server 127.0.0.1:$3; keepalive 64; }
+    server { listen 127.0.0.1:$forward_port;
+        location = /_gatehouse { internal; proxy_pass http://authorizer/auth; proxy_http_version 1.1; proxy_set_header Connection ''; proxy_pass_request_body off; proxy_set_header Content-Length ''; proxy_set_header X-Original-URI \$request_uri; proxy_set_header X-Original-Method \$request_method; proxy_set_header X-Forwarded-Host \$http_host; }
+        location / { auth_request /_gatehouse; auth_request_set \$gatehouse_user \$upstream_http_x_qlik_user; proxy_set_header X-Qlik-User \$gatehouse_user; proxy_pass http://engine; proxy_http_version 1.1; proxy_set_header Connection ''; } }"
+}
+
 # A redis-server on an ephemeral port, nothing persisted. Sets $redis_port.
 start_redis() {
     redis_port=$(free_port)
@@ -172,13 +190,18 @@ TOML
 }
 
 # A data-plane node with $1 tokio worker threads, access log off. An optional cache size
-# caps its session cache. Sets $node_port, $node_admin_port and $node_pid.
-start_node() { # workers [max-cached-sessions]
+# caps its session cache; an optional port turns its forward-auth listener on there, trusting
+# 127.0.0.1. Sets $node_port, $node_admin_port and $node_pid.
+start_node() { # workers [max-cached-sessions] [forward-auth-port]
     node_port=$(free_port)
     node_admin_port=$(free_port)
     local cache=""
     if [ -n "${2:-}" ]; then cache="[cache]
 max_sessions = $2"; fi
+    if [ -n "${3:-}" ]; then cache="$cache
+[forward_auth]
+listen = \"127.0.0.1:$3\"
+trusted_networks = [\"127.0.0.1/32\"]"; fi
     cat > "$work/data-plane.toml" <<TOML
 listen = "127.0.0.1:$node_port"
 admin_listen = "127.0.0.1:$node_admin_port"

@@ -5,7 +5,7 @@
 #   tests/bench/run.sh [--smoke] [--only STAGE,...] [--seconds S] [--rounds R]
 #                      [--connections C] [--out FILE]
 #
-# Stages, in order: cache-hit, cache-miss, h2, logins, revocation, memory, micro.
+# Stages, in order: cache-hit, cache-miss, h2, forward-auth, logins, revocation, memory, micro.
 # Full run (default): release binaries, 10 s per measurement, 2 interleaved rounds, 1 and 2
 # workers; results in target/bench/results.md. About 6.5 minutes on 2 cores plus the build
 # (a minute of it minting 20,000 sessions on the memory store, whose session creation
@@ -26,7 +26,7 @@ source "$bench_dir/lib.sh"
 
 usage() { sed -n '5,6p' "$0" | sed 's/^#  *//'; }
 
-all_stages="cache-hit cache-miss h2 logins revocation memory micro"
+all_stages="cache-hit cache-miss h2 forward-auth logins revocation memory micro"
 smoke=false
 only=""
 seconds=""
@@ -267,6 +267,58 @@ stage_h2() {
             emit "| $workers | $url | $(awk -v s="${sum[$target]}" -v n="$rounds" 'BEGIN { printf "%d\n", s / n + 0.5 }') | ${means[$target]} | ${sds[$target]} | ${maxes[$target]} | $(ratio "${sum[$target]}" "${sum[e]}") |"
         done
         unset sum means sds maxes
+        stop_spawned
+    done
+}
+
+# --- stage 3b: forward authentication -----------------------------------------------------------
+
+stage_forward_auth() {
+    emit "## Forward authentication (nginx auth_request, wrk)" ""
+    emit "nginx \`auth_request\` in front of the same nginx upstream, asking (g) a trivial authorizer" \
+        "(another nginx answering 200 with an identity header: the authorizer that costs nothing) and" \
+        "(h) a Gatehouse node's forward-auth listener with a cached session cookie, over kept-alive" \
+        "connections; the identity header is copied into the upstream request in both." \
+        "\`wrk -t1 -c$connections -d${seconds}s --latency\`, $rounds interleaved round(s); p50 and p99 per" \
+        "round; workers = each nginx's \`worker_processes\` and the node's \`TOKIO_WORKER_THREADS\`." ""
+    emit "| workers | authorizer | req/s | p50 | p99 | req/s vs (g) |" "|---|---|---|---|---|---|"
+    local workers round target result rps p50 p99 cookie mean label fa_port trivial_front gatehouse_front
+    for workers in $worker_counts; do
+        start_upstream "$workers"
+        start_trivial_authorizer "$workers"
+        start_nginx_forward_auth front-trivial "$workers" "$trivial_port"
+        trivial_front=$forward_port
+        start_control_plane memory
+        fa_port=$(free_port)
+        start_node "$workers" "" "$fa_port"
+        wait_port "$fa_port" "the node's forward-auth listener"
+        cookie=$(anonymous_cookie)
+        start_nginx_forward_auth front-gatehouse "$workers" "$fa_port"
+        gatehouse_front=$forward_port
+        # The check must pass before it is measured: a refusal would be fast and wrong.
+        curl -sf -o /dev/null -H "Cookie: $cookie" "http://127.0.0.1:$gatehouse_front/" ||
+            fail "forward-auth: nginx did not pass a request Gatehouse should allow"
+        local -A sum=() p50s=() p99s=()
+        for round in $(seq "$rounds"); do
+            for target in g h; do
+                log "forward-auth: $workers worker(s), round $round, ($target)"
+                if [ "$target" = g ]; then
+                    result=$(measure_wrk "forward-auth (g)" -H "Cookie: $cookie" "http://127.0.0.1:$trivial_front/")
+                else
+                    result=$(measure_wrk "forward-auth (h)" -H "Cookie: $cookie" "http://127.0.0.1:$gatehouse_front/")
+                fi
+                read -r rps p50 p99 <<< "$result"
+                sum[$target]=$(add "${sum[$target]:-0}" "$rps")
+                p50s[$target]+="${p50s[$target]:+, }$(fmt_latency "$p50")"
+                p99s[$target]+="${p99s[$target]:+, }$(fmt_latency "$p99")"
+            done
+        done
+        for target in g h; do
+            mean=$(awk -v s="${sum[$target]}" -v n="$rounds" 'BEGIN { printf "%d\n", s / n + 0.5 }')
+            if [ "$target" = g ]; then label="(g) trivial nginx endpoint"; else label="(h) Gatehouse, cached session"; fi
+            emit "| $workers | $label | $mean | ${p50s[$target]} | ${p99s[$target]} | $(ratio "${sum[$target]}" "${sum[g]}") |"
+        done
+        unset sum p50s p99s
         stop_spawned
     done
 }
