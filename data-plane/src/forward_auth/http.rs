@@ -49,6 +49,7 @@ pub async fn handle<B>(
     let (parts, _) = request.into_parts();
     let redirect = query::param(parts.uri.query(), "redirect")
         .is_some_and(|value| value.eq_ignore_ascii_case("true") || value == "1");
+    let at_signin = parts.uri.path() == "/signin";
     let (rebuilt, answer) = match parts.uri.path() {
         "/auth" => {
             let answer = if redirect {
@@ -57,7 +58,7 @@ pub async fn handle<B>(
                 Answer::Unauthorized
             };
             (
-                original::rebuild(&parts.headers, caller, trusted_networks),
+                original::rebuild(parts.headers, caller, trusted_networks),
                 answer,
             )
         }
@@ -70,12 +71,11 @@ pub async fn handle<B>(
                 .into_response();
         }
     };
-    let signin = parts.uri.path() == "/signin";
     let (response, prefix) = match rebuilt {
         Ok((original, client)) => match decide(&state, original, client).await {
             Ok(allowed) => {
                 let prefix = allowed.proxy.prefix.clone();
-                (allow(allowed, answer, signin), Some(prefix))
+                (allow(allowed, answer, at_signin), Some(prefix))
             }
             Err(refusal) => (refuse(refusal, answer), None),
         },
@@ -129,7 +129,7 @@ fn allow(allowed: Allowed, answer: Answer, signin: bool) -> Response<ProxyBody> 
         // origin).
         let location = match allowed.without_ticket {
             Some(clean) => Some(clean),
-            None => signin.then_some(allowed.url),
+            None => signin.then(|| allowed.url()),
         };
         if let Some(location) = location {
             return Refusal::redirect(location, allowed.set_cookie).into_response();
@@ -138,7 +138,7 @@ fn allow(allowed: Allowed, answer: Answer, signin: bool) -> Response<ProxyBody> 
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
-    headers.extend(allowed.identity);
+    *headers = allowed.identity;
     headers.insert(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),

@@ -16,11 +16,12 @@ pub mod original;
 use std::sync::Arc;
 
 use ::http::request::Parts;
-use ::http::{HeaderMap, HeaderValue, Request};
+use ::http::{HeaderMap, HeaderValue, Request, Uri};
 
 use crate::auth::identify::TicketLanding;
 use crate::auth::query;
 use crate::identity_headers;
+use crate::origin::Origin;
 use crate::refusal::Refusal;
 use crate::request::context::{Client, RequestCtx};
 use crate::request::{admit, limits, path};
@@ -42,8 +43,21 @@ pub struct Allowed {
     /// The original URL without its login ticket, when a ticket in it was redeemed for a
     /// page load: where a front end that can redirect sends the browser instead.
     pub without_ticket: Option<String>,
+    /// The public origin the original request addressed, and its path and query: the
+    /// original URL, made only by a front end that redirects to it.
+    pub origin: Origin,
+    pub target: Uri,
+}
+
+impl Allowed {
     /// The original URL, on the public origin it addressed.
-    pub url: String,
+    pub fn url(&self) -> String {
+        self.origin.url(
+            self.target
+                .path_and_query()
+                .map_or("/", |target| target.as_str()),
+        )
+    }
 }
 
 /// Runs the proxy's phases on `original`, the request the ingress described, sent by
@@ -80,12 +94,8 @@ pub async fn decide(
         www_authenticate: user.www_authenticate,
         without_ticket: (identified.ticket_in_uri && !ctx.websocket)
             .then(|| ctx.origin.url(&without_ticket(&parts))),
-        url: ctx.origin.url(
-            parts
-                .uri
-                .path_and_query()
-                .map_or("/", |target| target.as_str()),
-        ),
+        origin: ctx.origin.clone(),
+        target: parts.uri,
     })
 }
 

@@ -140,7 +140,7 @@ pub fn is_trusted(trusted_networks: &[ipnet::IpNet], peer: IpAddr) -> bool {
 /// original carries the check's other headers (the cookie, `Authorization`, `Origin`, ...)
 /// as the browser sent them, minus the description and any framing.
 pub fn rebuild(
-    headers: &HeaderMap,
+    mut headers: HeaderMap,
     caller: Caller,
     trusted_networks: &[ipnet::IpNet],
 ) -> Result<(Request<()>, Client), Refusal> {
@@ -150,52 +150,89 @@ pub fn rebuild(
             "forwarded request headers are accepted only from forward_auth.trusted_networks",
         ));
     }
-    let description = Description::from_headers(headers)?;
-    let mut kept = headers.clone();
+    let described = {
+        let description = Description::from_headers(&headers)?;
+        let fallback_host = headers.get(HOST).and_then(|host| host.to_str().ok());
+        Described::resolve(description, caller, fallback_host)?
+    };
     for name in &DESCRIBING {
-        kept.remove(name);
+        headers.remove(name);
     }
-    for name in [HOST, CONTENT_LENGTH, TRANSFER_ENCODING] {
-        kept.remove(name);
+    for name in [CONTENT_LENGTH, TRANSFER_ENCODING] {
+        headers.remove(name);
     }
-    let fallback_host = headers.get(HOST).and_then(|host| host.to_str().ok());
-    describe(description, kept, caller, fallback_host)
+    Ok(described.into_request(headers, caller))
 }
 
 /// The original request `description` speaks of, with `headers`; its `Host` is the one the
 /// description names, else `fallback_host` (the check's own).
 pub fn describe(
     description: Description<'_>,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     caller: Caller,
     fallback_host: Option<&str>,
 ) -> Result<(Request<()>, Client), Refusal> {
-    let method = description.method.ok_or_else(|| {
-        Refusal::bad_request(
-            "the original method is missing (X-Original-Method or X-Forwarded-Method)",
-        )
-    })?;
-    let method = Method::from_bytes(method.as_bytes())
-        .map_err(|_| Refusal::bad_request("the original method is not a method"))?;
-    let uri = description.uri.ok_or_else(|| {
-        Refusal::bad_request("the original URI is missing (X-Original-URI or X-Forwarded-Uri)")
-    })?;
-    let mut secure = match description.proto {
-        None => caller.secure,
-        Some(proto) if proto.eq_ignore_ascii_case("https") => true,
-        Some(proto) if proto.eq_ignore_ascii_case("http") => false,
-        Some(_) => {
-            return Err(Refusal::bad_request(
-                "X-Forwarded-Proto is not http or https",
-            ));
+    Ok(Described::resolve(description, caller, fallback_host)?.into_request(headers, caller))
+}
+
+/// A description, checked and owned.
+#[derive(Debug)]
+struct Described {
+    method: Method,
+    target: PathAndQuery,
+    host: HeaderValue,
+    secure: bool,
+    client: Option<IpAddr>,
+}
+
+impl Described {
+    fn resolve(
+        description: Description<'_>,
+        caller: Caller,
+        fallback_host: Option<&str>,
+    ) -> Result<Self, Refusal> {
+        let method = description.method.ok_or_else(|| {
+            Refusal::bad_request(
+                "the original method is missing (X-Original-Method or X-Forwarded-Method)",
+            )
+        })?;
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| Refusal::bad_request("the original method is not a method"))?;
+        let uri = description.uri.ok_or_else(|| {
+            Refusal::bad_request("the original URI is missing (X-Original-URI or X-Forwarded-Uri)")
+        })?;
+        let secure = match description.proto {
+            None => caller.secure,
+            Some(proto) if proto.eq_ignore_ascii_case("https") => true,
+            Some(proto) if proto.eq_ignore_ascii_case("http") => false,
+            Some(_) => {
+                return Err(Refusal::bad_request(
+                    "X-Forwarded-Proto is not http or https",
+                ));
+            }
+        };
+        let host = |named: Option<&str>| {
+            let host = named
+                .or(description.host)
+                .or(fallback_host)
+                .ok_or_else(|| {
+                    Refusal::bad_request("the original host is missing (X-Forwarded-Host)")
+                })?;
+            HeaderValue::from_str(host)
+                .map_err(|_| Refusal::bad_request("the original host is not acceptable"))
+        };
+        if uri.starts_with('/') {
+            let target = uri.parse::<PathAndQuery>().map_err(|_| {
+                Refusal::bad_request("the original URI is not a path such as /app/hub")
+            })?;
+            return Ok(Self {
+                method,
+                target,
+                host: host(None)?,
+                secure,
+                client: description.client,
+            });
         }
-    };
-    let (path_and_query, host) = if uri.starts_with('/') {
-        let path_and_query = uri
-            .parse::<PathAndQuery>()
-            .map_err(|_| Refusal::bad_request("the original URI is not a path such as /app/hub"))?;
-        (path_and_query, description.host.map(str::to_owned))
-    } else {
         let url = uri
             .parse::<Uri>()
             .ok()
@@ -203,40 +240,33 @@ pub fn describe(
             .ok_or_else(|| {
                 Refusal::bad_request("the original URL is not an absolute http(s) URL")
             })?;
-        secure = url.scheme_str() == Some("https");
-        let host = url
-            .authority()
-            .map(|authority| authority.as_str().to_owned())
-            .or(description.host.map(str::to_owned));
-        let path_and_query = url
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        (path_and_query, host)
-    };
-    let host = host
-        .as_deref()
-        .or(fallback_host)
-        .ok_or_else(|| Refusal::bad_request("the original host is missing (X-Forwarded-Host)"))?;
-    let host = HeaderValue::from_str(host)
-        .map_err(|_| Refusal::bad_request("the original host is not acceptable"))?;
-    headers.insert(HOST, host);
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = Uri::from(path_and_query);
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    let peer = SocketAddr::new(
-        description.client.unwrap_or(caller.peer.ip()),
-        caller.peer.port(),
-    );
-    let client = Client {
-        peer,
-        listener_port: caller.listener_port,
-        secure,
-        traced: false,
-    };
-    Ok((request, client))
+        Ok(Self {
+            method,
+            target: url
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            host: host(url.authority().map(http::uri::Authority::as_str))?,
+            secure: url.scheme_str() == Some("https"),
+            client: description.client,
+        })
+    }
+
+    fn into_request(self, mut headers: HeaderMap, caller: Caller) -> (Request<()>, Client) {
+        headers.insert(HOST, self.host);
+        let mut request = Request::new(());
+        *request.method_mut() = self.method;
+        *request.uri_mut() = Uri::from(self.target);
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers;
+        let client = Client {
+            peer: SocketAddr::new(self.client.unwrap_or(caller.peer.ip()), caller.peer.port()),
+            listener_port: caller.listener_port,
+            secure: self.secure,
+            traced: false,
+        };
+        (request, client)
+    }
 }
 
 #[cfg(test)]
@@ -287,7 +317,7 @@ mod tests {
             ("cookie", "c=1"),
         ]);
         for described in [nginx, traefik, ingress_nginx] {
-            let (request, client) = rebuild(&described, CALLER, &trusted()).unwrap();
+            let (request, client) = rebuild(described, CALLER, &trusted()).unwrap();
             assert_eq!(request.method(), Method::POST);
             assert_eq!(request.uri(), "/app/hub?x=1");
             assert_eq!(request.headers()[HOST], "sense.example");
@@ -308,7 +338,7 @@ mod tests {
             peer: "203.0.113.1:5000".parse().unwrap(),
             ..CALLER
         };
-        let refusal = rebuild(&described, stranger, &trusted()).unwrap_err();
+        let refusal = rebuild(described, stranger, &trusted()).unwrap_err();
         assert_eq!(refusal.status(), http::StatusCode::BAD_REQUEST);
     }
 
@@ -363,8 +393,9 @@ mod tests {
                 ("host", "a"),
             ]),
         ] {
-            let refusal = rebuild(&bad, CALLER, &trusted()).unwrap_err();
-            assert_eq!(refusal.status(), http::StatusCode::BAD_REQUEST, "{bad:?}");
+            let shown = format!("{bad:?}");
+            let refusal = rebuild(bad, CALLER, &trusted()).unwrap_err();
+            assert_eq!(refusal.status(), http::StatusCode::BAD_REQUEST, "{shown}");
         }
     }
 }
