@@ -71,11 +71,11 @@ pub async fn handle<B>(
                 .into_response();
         }
     };
-    let (response, prefix) = match rebuilt {
+    let (response, proxy) = match rebuilt {
         Ok((original, client)) => match decide(&state, original, client).await {
             Ok(allowed) => {
-                let prefix = allowed.proxy.prefix.clone();
-                (allow(allowed, answer, at_signin), Some(prefix))
+                let proxy = allowed.proxy.clone();
+                (allow(allowed, answer, at_signin), Some(proxy))
             }
             Err(refusal) => (refuse(refusal, answer), None),
         },
@@ -86,7 +86,7 @@ pub async fn handle<B>(
         front_end = "forward-auth",
         status = response.status().as_u16(),
         latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        virtual_proxy = prefix.as_deref(),
+        virtual_proxy = proxy.as_deref().map(|proxy| proxy.prefix.as_str()),
         peer = %caller.peer,
     );
     response

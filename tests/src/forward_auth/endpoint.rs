@@ -232,3 +232,70 @@ async fn checks_that_describe_no_acceptable_request_get_a_clear_4xx_never_a_200(
     assert_eq!(signed_in.status, 302, "{}", signed_in.text());
     assert_eq!(signed_in.location(), Some("http://127.0.0.1:8080/app/hub"));
 }
+
+#[tokio::test]
+async fn the_endpoint_answers_over_tls_when_asked_to() {
+    use std::sync::Arc;
+
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper_util::rt::TokioIo;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    crate::api::tls::install_crypto_provider();
+    let certs = crate::api::tls::dev_certificates("forward-auth");
+    let authorizers = Authorizers::start().await;
+    let tls = format!(
+        "{}tls = true\n[tls]\n[[tls.certificates]]\ncert_file = \"{dir}/data-plane.pem\"\nkey_file = \"{dir}/data-plane-key.pem\"\n",
+        super::FORWARD_AUTH,
+        dir = certs.display()
+    );
+    let node = crate::harness::DataPlaneNode::start_with(&authorizers.control_plane, &tls).await;
+    let (cookie, _) = session_cookie(
+        &authorizers.control_plane,
+        "app",
+        COOKIE,
+        user("CORP", "alice"),
+    )
+    .await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(node.forward_auth_address())
+        .await
+        .unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("a TLS handshake with the forward-auth listener");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("an HTTP handshake");
+    tokio::spawn(connection);
+    let mut request = http::Request::builder()
+        .uri("/auth")
+        .header("host", "localhost");
+    for (name, value) in described("GET", "/app/hub", &cookie) {
+        request = request.header(name, value);
+    }
+    let response = sender
+        .send_request(request.body(Empty::<bytes::Bytes>::new()).unwrap())
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-qlik-user"],
+        qlik_user("CORP", "alice").as_str()
+    );
+    // The check said nothing of the scheme: the listener's TLS makes it https.
+    assert_eq!(
+        response.headers()["x-qlik-security"],
+        "SecureRequest=true; Context=AppAccess"
+    );
+    let _ = response.into_body().collect().await;
+}
