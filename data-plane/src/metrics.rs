@@ -25,6 +25,13 @@ struct StatusLabels {
     status: u16,
 }
 
+/// Labels of the forward-auth checks: which front end answered, with what status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CheckLabels {
+    front_end: &'static str,
+    status: u16,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to ~3 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
@@ -42,6 +49,7 @@ pub enum CacheResult {
 pub struct Metrics {
     registry: Registry,
     requests: Family<StatusLabels, Counter>,
+    forward_auth_checks: Family<CheckLabels, Counter>,
     request_seconds: HistogramFamily<ProxyLabels>,
     cache_hits: Counter,
     cache_stale: Counter,
@@ -75,6 +83,13 @@ impl Metrics {
             "requests",
             "Requests by virtual proxy and status",
             requests.clone(),
+        );
+        let forward_auth_checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "forward_auth_checks",
+            "Forward-auth checks answered, by front end (http, ext_authz) and the status the \
+             ingress is told (200 allowed)",
+            forward_auth_checks.clone(),
         );
         let request_seconds =
             HistogramFamily::<ProxyLabels>::new_with_constructor(latency_histogram);
@@ -188,6 +203,7 @@ impl Metrics {
             upstream_nodes,
             registry,
             requests,
+            forward_auth_checks,
             request_seconds,
             cache_hits,
             cache_stale,
@@ -217,6 +233,13 @@ impl Metrics {
                 virtual_proxy: virtual_proxy.clone(),
             })
             .observe(seconds);
+    }
+
+    /// A forward-auth check answered by `front_end` (`http`, `ext_authz`) with `status`.
+    pub fn forward_auth_check(&self, front_end: &'static str, status: u16) {
+        self.forward_auth_checks
+            .get_or_create(&CheckLabels { front_end, status })
+            .inc();
     }
 
     pub fn cache_lookup(&self, result: CacheResult) {

@@ -66,6 +66,15 @@ impl Authorization for ExtAuthz {
             },
             Err(refusal) => deny(refusal).await,
         };
+        let status = match &answer.http_response {
+            Some(HttpResponse::DeniedResponse(denied)) => denied
+                .status
+                .as_ref()
+                .and_then(|status| u16::try_from(status.code).ok())
+                .unwrap_or(403),
+            _ => 200,
+        };
+        self.state.metrics.forward_auth_check("ext_authz", status);
         Ok(tonic::Response::new(answer))
     }
 }

@@ -81,6 +81,9 @@ pub async fn handle<B>(
         },
         Err(refusal) => (refusal.into_response(), None),
     };
+    state
+        .metrics
+        .forward_auth_check("http", response.status().as_u16());
     tracing::info!(
         target: "gatehouse::access",
         front_end = "forward-auth",

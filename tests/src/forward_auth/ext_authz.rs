@@ -171,6 +171,14 @@ async fn an_allowed_check_sets_the_identity_and_removes_client_copies() {
         ok.response_headers_to_add.is_empty(),
         "no new session for a known cookie"
     );
+    let metrics = crate::harness::client::get(
+        &format!("http://{}/metrics", authorizers.one.admin_address()),
+        &[],
+    )
+    .await
+    .text();
+    let counted = "gatehouse_forward_auth_checks_total{front_end=\"ext_authz\",status=\"200\"} 1";
+    assert!(metrics.contains(counted), "{counted} in\n{metrics}");
 }
 
 #[tokio::test]
