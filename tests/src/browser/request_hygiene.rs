@@ -228,7 +228,7 @@ async fn headers_with_underscores_are_dropped_before_anything_reads_them() {
 }
 
 /// Every forwarding and rewrite header a client might send, with a value no upstream may see.
-const CLIENT_FORWARDING: [(&str, &str); 14] = [
+const CLIENT_FORWARDING: [(&str, &str); 18] = [
     ("Forwarded", "for=10.6.6.6;host=evil.example;proto=https"),
     ("X-Forwarded-For", "10.6.6.6"),
     ("X-Forwarded-Host", "evil.example"),
@@ -238,11 +238,16 @@ const CLIENT_FORWARDING: [(&str, &str); 14] = [
     ("X-Forwarded-Server", "evil.example"),
     ("X-Forwarded-Ssl", "on"),
     ("X-Real-IP", "10.6.6.6"),
+    ("X-Forwarded-Uri", "/admin"),
+    ("X-Forwarded-Method", "DELETE"),
     ("X-Original-URL", "/admin"),
+    // nginx's auth_request convention: an upstream behind its own nginx reads it as the path.
+    ("X-Original-URI", "/admin"),
     ("X-Rewrite-URL", "/admin"),
     ("X-HTTP-Method-Override", "DELETE"),
     ("X-Method-Override", "DELETE"),
     ("X-HTTP-Method", "DELETE"),
+    ("X-Original-Method", "DELETE"),
 ];
 
 fn assert_no_client_value(seen: &Value) {
@@ -281,11 +286,15 @@ async fn client_forwarding_headers_are_replaced_by_gatehouses_own() {
         "x-forwarded-server",
         "x-forwarded-ssl",
         "x-real-ip",
+        "x-forwarded-uri",
+        "x-forwarded-method",
         "x-original-url",
+        "x-original-uri",
         "x-rewrite-url",
         "x-http-method-override",
         "x-method-override",
         "x-http-method",
+        "x-original-method",
     ] {
         assert!(seen["headers"].get(gone).is_none(), "{gone}: {seen}");
     }
