@@ -30,13 +30,15 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// Headers besides `Forwarded` and `X-Forwarded-*` through which upstreams and the frameworks
 /// they run on take a client's address, the URL they serve, or the method, from whoever sent
 /// the request: a client may never set them.
-const CLIENT_FORWARDING: [HeaderName; 10] = [
+const CLIENT_FORWARDING: [HeaderName; 11] = [
     HeaderName::from_static("x-real-ip"),
     HeaderName::from_static("x-client-ip"),
     HeaderName::from_static("true-client-ip"),
     HeaderName::from_static("x-cluster-client-ip"),
-    // IIS URL Rewrite, Symfony and Zend read the path to serve from these.
+    // IIS URL Rewrite, Symfony and Zend read the path to serve from these; an upstream behind
+    // its own nginx (auth_request's convention) from X-Original-URI.
     HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-original-uri"),
     HeaderName::from_static("x-rewrite-url"),
     // Frameworks read the method from these; an access rule on DELETE must not be a GET.
     HeaderName::from_static("x-http-method-override"),
