@@ -105,11 +105,12 @@ refused "value must be one of 'memory', 'standalone', 'sentinel', 'cluster'" --s
 refused "latest is refused" --set image.tag=latest
 refused "ingress.host" --set ingress.enabled=true
 refused "ingress.backendCASecret" --set ingress.enabled=true,ingress.host=sense.example.com
+refused "forwardAuth.trustedNetworks" --set forwardAuth.enabled=true
 refused "must be shorter than dataPlane.terminationGracePeriodSeconds" --set dataPlane.shutdownGrace=35s
 refused "must start with a [[virtual_proxies]] table" --set controlPlane.virtualProxies=prefix
 refused "/dataPlane/controlPlaneEndpoints/0': 'http://control-plane:4243' does not match" --set 'dataPlane.controlPlaneEndpoints={http://control-plane:4243}'
 refused "minReplicas is above maxReplicas" --set dataPlane.autoscaling.minReplicas=30
-echo "helm chart: 14 bad value sets refused with their message"
+echo "helm chart: 15 bad value sets refused with their message"
 
 # What a change rolls (values.yaml, controlPlane.rollOnVirtualProxyChange): the pods'
 # checksum/config annotations, "<control plane> <data plane>", for some values.

@@ -300,6 +300,21 @@ key_file = "/etc/gatehouse/control-plane/tls.key"
 {{- include "gatehouse.toml.table" (dict "table" "cache" "keys" $dp.cache "from" "dataPlane.cache") }}
 {{- include "gatehouse.toml.table" (dict "table" "limits" "keys" $dp.limits "from" "dataPlane.limits") }}
 {{- include "gatehouse.toml.table" (dict "table" "upstream_tls" "keys" $dp.upstreamTls "from" "dataPlane.upstreamTls") }}
+{{- with .Values.forwardAuth }}
+{{- if .enabled }}
+{{- if not .trustedNetworks }}
+{{- fail "forwardAuth.trustedNetworks: name the ingress controllers' networks; a check from anywhere else is refused, and none would be believed" }}
+{{- end }}
+
+[forward_auth]
+listen = {{ printf "0.0.0.0:%d" (.http.port | int) | toJson }}
+tls = {{ .http.tls | default false }}
+{{- if .extAuthz.enabled }}
+grpc_listen = {{ printf "0.0.0.0:%d" (.extAuthz.port | int) | toJson }}
+{{- end }}
+trusted_networks = {{ include "gatehouse.toml.value" .trustedNetworks }}
+{{- end }}
+{{- end }}
 
 [tls]
 [[tls.certificates]]
