@@ -159,6 +159,33 @@ async fn checks_that_describe_no_acceptable_request_get_a_clear_4xx_never_a_200(
             described("GET", "/app/%2e%2e/%00", &cookie),
             400,
         ),
+        // The ingress forwards the path as the client sent it, so the node decides only on a
+        // path that is already canonical: a rule on /app/admin/ must not be passed by a
+        // check the node would read as /app/hub.
+        (
+            "a path with a dot-dot segment",
+            described("GET", "/app/admin//../hub", &cookie),
+            400,
+        ),
+        (
+            "a path with an empty segment",
+            described("GET", "/app//hub", &cookie),
+            400,
+        ),
+        (
+            "a fragment, which no browser sends",
+            described("GET", "/app/hub#/../admin", &cookie),
+            400,
+        ),
+        (
+            "an identity header spelt with underscores, which CGI-style upstreams read as X-Qlik-User",
+            {
+                let mut check = described("GET", "/app/hub", &cookie);
+                check.push(("x_qlik_user", "UserDirectory=CORP; UserId=admin"));
+                check
+            },
+            400,
+        ),
         (
             "no virtual proxy",
             described("GET", "/elsewhere/hub", &cookie),

@@ -228,6 +228,29 @@ async fn checks_without_a_session_or_against_a_rule_are_denied_with_the_proxys_a
     )
     .await;
     assert_eq!(status(denied(&nowhere)), 404);
+
+    // Envoy forwards the path and the headers as the client sent them: the rule on
+    // /app/admin/ holds for a path that only reads as /app/hub once cleaned, and for an
+    // identity header that a CGI-style upstream reads with its underscores as dashes.
+    let dotted = ask(
+        &authorizers,
+        check("GET", "/app/admin//../hub", &[("cookie", &cookie)]),
+    )
+    .await;
+    assert_eq!(status(denied(&dotted)), 400);
+    let underscored = ask(
+        &authorizers,
+        check(
+            "GET",
+            "/app/hub",
+            &[
+                ("cookie", &cookie),
+                ("x_qlik_user", "UserDirectory=CORP; UserId=admin"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(status(denied(&underscored)), 400);
 }
 
 #[tokio::test]
