@@ -187,6 +187,15 @@ async fn checks_that_describe_no_acceptable_request_get_a_clear_4xx_never_a_200(
             400,
         ),
         (
+            "a client address that is no address, never the ingress's own instead",
+            {
+                let mut check = described("GET", "/app/hub", &cookie);
+                check.push(("x-forwarded-for", "unix:"));
+                check
+            },
+            400,
+        ),
+        (
             "no virtual proxy",
             described("GET", "/elsewhere/hub", &cookie),
             404,

@@ -314,3 +314,24 @@ async fn callers_from_untrusted_networks_are_refused() {
         .expect_err("an untrusted caller gets no decision");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn an_oversized_check_is_refused_before_it_is_decoded() {
+    let authorizers = Authorizers::start().await;
+    // A check far larger than any ingress sends (Envoy caps a request's headers at 60 KiB):
+    // tonic's 4 MiB default would let every stream of every connection hold that much.
+    let padding = "p".repeat(200 * 1024);
+    let oversized = client(
+        authorizers.one.ext_authz_address(),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+    )
+    .await
+    .check(check("GET", "/app/hub", &[("x-padding", &padding)]))
+    .await;
+    let status = oversized.expect_err("an oversized check gets no answer");
+    assert_eq!(
+        status.code(),
+        tonic::Code::OutOfRange,
+        "refused as too large: {status}"
+    );
+}
