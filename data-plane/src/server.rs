@@ -272,6 +272,15 @@ impl BoundNode {
     }
 }
 
+/// The largest `ext_authz` check decoded: Envoy's own limit on a request's headers is 60 KiB.
+const EXT_AUTHZ_MAX_CHECK: usize = 96 * 1024;
+/// Checks in flight on one `ext_authz` connection.
+const EXT_AUTHZ_STREAMS: u32 = 128;
+/// How long a check may take, and a keepalive ping may go unanswered.
+const EXT_AUTHZ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often an idle `ext_authz` connection is pinged.
+const EXT_AUTHZ_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The `ext_authz` gRPC service: stopped by the sender, which lets checks in flight finish.
 fn serve_ext_authz(
     listener: TcpListener,
@@ -289,8 +298,18 @@ fn serve_ext_authz(
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        // Bounds on what one caller can hold: a check's size (ingresses send headers of at
+        // most tens of KiB; tonic's default is 4 MiB per message), streams per connection,
+        // and how long a check or an idle connection may take.
         let served = tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(service))
+            .max_concurrent_streams(Some(EXT_AUTHZ_STREAMS))
+            .concurrency_limit_per_connection(EXT_AUTHZ_STREAMS as usize)
+            .timeout(EXT_AUTHZ_TIMEOUT)
+            .http2_keepalive_interval(Some(EXT_AUTHZ_KEEPALIVE))
+            .http2_keepalive_timeout(Some(EXT_AUTHZ_TIMEOUT))
+            .add_service(
+                AuthorizationServer::new(service).max_decoding_message_size(EXT_AUTHZ_MAX_CHECK),
+            )
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 async {

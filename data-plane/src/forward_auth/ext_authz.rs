@@ -106,7 +106,10 @@ fn rebuild(
             .map_err(|_| Refusal::bad_request("a header name of the check is not valid"))?;
         let value = HeaderValue::from_bytes(value)
             .map_err(|_| Refusal::bad_request("a header value of the check is not valid"))?;
-        headers.append(name, value);
+        // An http::HeaderMap holds at most 32,768 entries; append would panic beyond.
+        headers
+            .try_append(name, value)
+            .map_err(|_| Refusal::bad_request("the check holds too many headers"))?;
         Ok(())
     };
     match &http.header_map {

@@ -67,6 +67,7 @@ pub async fn decide(
     mut original: Request<()>,
     client: Client,
 ) -> Result<Allowed, Refusal> {
+    as_forwarded(&original)?;
     limits::admit(&state.limits, &mut original)?;
     let table = state.table.load_full();
     let Some(proxy) = table.route(original.uri().path()).cloned() else {
@@ -97,6 +98,34 @@ pub async fn decide(
         origin: ctx.origin.clone(),
         target: parts.uri,
     })
+}
+
+/// What the ingress will forward is the request as the client sent it, not the one the
+/// proxy's phases clean up: the proxy forwards the path it decided on, an ingress its own
+/// copy. So a check is decided only on what needs no cleaning. A path with `//`, `.` or `..`
+/// segments (a rule on `/app/admin/` must not pass `/app/admin//../hub`, which the proxy
+/// reads as `/app/hub` and an upstream may serve as `/app/admin/hub`) is refused, and so is a
+/// header whose name holds `_`: the proxy drops those, an ingress may pass them on, and
+/// CGI-style upstreams read `X_Qlik_User` as `X-Qlik-User`.
+fn as_forwarded(original: &Request<()>) -> Result<(), Refusal> {
+    let described = original.uri().path();
+    if path::normalize(described).is_none_or(|canonical| *canonical != *described) {
+        return Err(Refusal::bad_request(
+            "the original path is not canonical (empty, . or .. segments): the ingress forwards \
+             it as sent, so it is not decided; have the ingress normalise paths",
+        ));
+    }
+    if let Some(name) = original
+        .headers()
+        .keys()
+        .find(|name| name.as_str().contains('_'))
+    {
+        return Err(Refusal::bad_request(format!(
+            "the header {name} holds '_', which upstreams may read as '-': have the ingress \
+             drop such headers"
+        )));
+    }
+    Ok(())
 }
 
 /// The original path and query without `qlikTicket`, as the proxy redirects to it.

@@ -107,14 +107,16 @@ impl<'a> Description<'a> {
             uri,
             host,
             proto: one(&X_FORWARDED_PROTO)?,
-            client: client_address(headers),
+            client: client_address(headers)?,
         })
     }
 }
 
 /// The browser's address: the last `X-Forwarded-For` entry (the one the ingress itself
-/// appended), else `X-Real-IP`.
-fn client_address(headers: &HeaderMap) -> Option<IpAddr> {
+/// appended), else `X-Real-IP`; none when neither is sent. One that is no address is refused:
+/// taking the ingress's own address instead would pass header authentication's
+/// `trusted_networks` whenever the ingress is in them.
+fn client_address(headers: &HeaderMap) -> Result<Option<IpAddr>, Refusal> {
     let last_forwarded = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
@@ -126,9 +128,17 @@ fn client_address(headers: &HeaderMap) -> Option<IpAddr> {
         .get(X_REAL_IP)
         .and_then(|value| value.to_str().ok())
         .map(str::trim);
-    last_forwarded
-        .or(real_ip)
-        .and_then(|text| text.parse::<IpAddr>().ok())
+    let Some(named) = last_forwarded.or(real_ip) else {
+        return Ok(None);
+    };
+    named
+        .parse::<IpAddr>()
+        .map(|address| Some(address.to_canonical()))
+        .map_err(|_| {
+            Refusal::bad_request(
+                "the client's address (X-Forwarded-For or X-Real-IP) is not an IP address",
+            )
+        })
 }
 
 /// Whether `peer` may describe original requests.
@@ -201,6 +211,12 @@ impl Described {
         let uri = description.uri.ok_or_else(|| {
             Refusal::bad_request("the original URI is missing (X-Original-URI or X-Forwarded-Uri)")
         })?;
+        // Parsing would drop a fragment silently, and the ingress forwards it: `/app/hub#/../x`.
+        if uri.contains('#') {
+            return Err(Refusal::bad_request(
+                "the original URI holds a fragment, which no browser sends",
+            ));
+        }
         let secure = match description.proto {
             None => caller.secure,
             Some(proto) if proto.eq_ignore_ascii_case("https") => true,
