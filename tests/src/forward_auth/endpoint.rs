@@ -8,7 +8,6 @@ use http::Method;
 
 use super::Authorizers;
 use crate::browser::fixtures::{COOKIE, qlik_user};
-use crate::harness::auth_module::{session_cookie, user};
 use crate::harness::client::{get, request_from};
 
 /// What a check is, its headers, and the status it gets.
@@ -27,13 +26,7 @@ fn described<'a>(method: &'a str, uri: &'a str, cookie: &'a str) -> Vec<(&'a str
 #[tokio::test]
 async fn an_allowed_check_answers_the_identity_headers_and_forwards_nothing() {
     let authorizers = Authorizers::start().await;
-    let (cookie, _) = session_cookie(
-        &authorizers.control_plane,
-        "app",
-        COOKIE,
-        user("CORP", "alice"),
-    )
-    .await;
+    let cookie = authorizers.alice_session().await;
     let url = format!("http://{}/auth", authorizers.one.forward_auth_address());
 
     let allowed = get(&url, &described("GET", "/app/hub", &cookie)).await;
@@ -77,13 +70,7 @@ async fn an_allowed_check_answers_the_identity_headers_and_forwards_nothing() {
 #[tokio::test]
 async fn forwarded_request_headers_from_an_untrusted_network_are_not_believed() {
     let authorizers = Authorizers::start().await;
-    let (cookie, _) = session_cookie(
-        &authorizers.control_plane,
-        "app",
-        COOKIE,
-        user("CORP", "alice"),
-    )
-    .await;
+    let cookie = authorizers.alice_session().await;
     let url = format!("http://{}/auth", authorizers.one.forward_auth_address());
     let check = described("GET", "/app/hub", &cookie);
 
@@ -118,13 +105,7 @@ async fn forwarded_request_headers_from_an_untrusted_network_are_not_believed() 
 #[tokio::test]
 async fn checks_that_describe_no_acceptable_request_get_a_clear_4xx_never_a_200() {
     let authorizers = Authorizers::start().await;
-    let (cookie, _) = session_cookie(
-        &authorizers.control_plane,
-        "app",
-        COOKIE,
-        user("CORP", "alice"),
-    )
-    .await;
+    let cookie = authorizers.alice_session().await;
     let base = format!("http://{}", authorizers.one.forward_auth_address());
     let auth = format!("{base}/auth");
     let long_uri = format!("/app/{}", "a".repeat(8_500));
@@ -287,13 +268,7 @@ async fn the_endpoint_answers_over_tls_when_asked_to() {
         dir = certs.display()
     );
     let node = crate::harness::DataPlaneNode::start_with(&authorizers.control_plane, &tls).await;
-    let (cookie, _) = session_cookie(
-        &authorizers.control_plane,
-        "app",
-        COOKIE,
-        user("CORP", "alice"),
-    )
-    .await;
+    let cookie = authorizers.alice_session().await;
 
     let mut roots = rustls::RootCertStore::empty();
     for certificate in CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {

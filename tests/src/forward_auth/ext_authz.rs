@@ -125,13 +125,7 @@ fn value<'a>(
 #[tokio::test]
 async fn an_allowed_check_sets_the_identity_and_removes_client_copies() {
     let authorizers = Authorizers::start().await;
-    let (cookie, _) = session_cookie(
-        &authorizers.control_plane,
-        "app",
-        COOKIE,
-        user("CORP", "alice"),
-    )
-    .await;
+    let cookie = authorizers.alice_session().await;
     let answer = ask(
         &authorizers,
         check(
@@ -299,13 +293,7 @@ async fn a_revoked_session_is_refused_and_an_outage_is_a_503() {
 #[tokio::test]
 async fn callers_from_untrusted_networks_are_refused() {
     let authorizers = Authorizers::start().await;
-    let (cookie, _) = session_cookie(
-        &authorizers.control_plane,
-        "app",
-        COOKIE,
-        user("CORP", "alice"),
-    )
-    .await;
+    let cookie = authorizers.alice_session().await;
     let stranger = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let refused = client(authorizers.one.ext_authz_address(), stranger)
         .await

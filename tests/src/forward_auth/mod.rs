@@ -8,7 +8,8 @@ mod examples;
 mod ext_authz;
 mod nginx;
 
-use crate::browser::fixtures::AppProxy;
+use crate::browser::fixtures::{AppProxy, COOKIE};
+use crate::harness::auth_module::{session_cookie, user};
 use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer};
 
 /// Node settings: the forward-auth and ext_authz listeners on ephemeral ports, trusting the ingresses on
@@ -27,6 +28,13 @@ pub struct Authorizers {
 }
 
 impl Authorizers {
+    /// The session cookie (`name=value`) of a session of alice (directory CORP) on the proxy.
+    pub async fn alice_session(&self) -> String {
+        let (cookie, _) =
+            session_cookie(&self.control_plane, "app", COOKIE, user("CORP", "alice")).await;
+        cookie
+    }
+
     pub async fn start() -> Self {
         let redis = RedisServer::start().await;
         let upstream = EchoUpstream::start("engine").await;
