@@ -323,3 +323,61 @@ async fn an_oversized_check_is_refused_before_it_is_decoded() {
         "refused as too large: {status}"
     );
 }
+
+#[tokio::test]
+async fn connections_past_the_nodes_limit_are_closed_and_the_others_go_on() {
+    let authorizers = Authorizers::start().await;
+    let cookie = authorizers.alice_session().await;
+    let node = crate::harness::DataPlaneNode::start_with(
+        &authorizers.control_plane,
+        &format!("{}[limits]\nmax_connections = 2\n", super::FORWARD_AUTH),
+    )
+    .await;
+    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let page = || check("GET", "/app/hub", &[("cookie", &cookie)]);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut connection = client(node.ext_authz_address(), local).await;
+        ok(&connection
+            .check(page())
+            .await
+            .expect("within the limit")
+            .into_inner());
+        held.push(connection);
+    }
+    // A third connection is closed as it is accepted: its check gets no answer.
+    let third = async {
+        let channel = Endpoint::from_shared(format!("http://{}", node.ext_authz_address()))
+            .expect("an endpoint")
+            .connect()
+            .await?;
+        AuthorizationClient::new(channel)
+            .check(page())
+            .await
+            .map_err(Into::into)
+    };
+    let third: Result<_, Box<dyn std::error::Error>> = third.await;
+    assert!(third.is_err(), "a connection past the limit is not served");
+    // The held ones go on, and one closed makes room again.
+    ok(&held[0]
+        .check(page())
+        .await
+        .expect("still served")
+        .into_inner());
+    held.pop();
+    eventually(
+        "room for a new connection",
+        Duration::from_secs(5),
+        || async {
+            let mut connection =
+                Endpoint::from_shared(format!("http://{}", node.ext_authz_address()))
+                    .ok()?
+                    .connect()
+                    .await
+                    .ok()
+                    .map(AuthorizationClient::new)?;
+            connection.check(page()).await.ok().map(|_| ())
+        },
+    )
+    .await;
+}
