@@ -202,6 +202,7 @@ impl BoundNode {
                 listener,
                 self.state.clone(),
                 Arc::new(self.config.forward_auth.trusted_networks.clone()),
+                limits.max_connections,
             )
         });
         let state = self.state.clone();
@@ -286,6 +287,7 @@ fn serve_ext_authz(
     listener: TcpListener,
     state: Arc<NodeState>,
     trusted_networks: Arc<Vec<ipnet::IpNet>>,
+    max_connections: usize,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
@@ -311,7 +313,7 @@ fn serve_ext_authz(
                 AuthorizationServer::new(service).max_decoding_message_size(EXT_AUTHZ_MAX_CHECK),
             )
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                forward_auth::connections::limited(listener, max_connections),
                 async {
                     let _ = stopped.await;
                 },

@@ -9,6 +9,7 @@
 //! refusal the proxy would have answered with, which each front end
 //! renders in the shape its ingress understands (`http`, `ext_authz`).
 
+pub mod connections;
 pub mod ext_authz;
 pub mod http;
 pub mod original;
