@@ -301,47 +301,65 @@ pub struct RedisCluster {
     _dir: tempfile::TempDir,
 }
 
+/// One cluster node in `node_dir`, answering PING. A port `free_port` gave may be taken by
+/// another test's server before this one binds it, and redis-server then exits: such a node
+/// is started again on other ports, rather than waited for until the deadline.
+async fn start_cluster_node(node_dir: &Path) -> Process {
+    std::fs::create_dir_all(node_dir).expect("node directory");
+    for _attempt in 0..5 {
+        let port = free_port();
+        // The cluster bus port is set explicitly: the default (port + 10000) can fall outside
+        // the port range for an ephemeral port.
+        let bus_port = free_port();
+        if bus_port == port {
+            continue;
+        }
+        let mut args = data_node_args(port, node_dir);
+        args.extend(
+            [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus_port.to_string(),
+                "--cluster-config-file",
+                &node_dir.join("nodes.conf").display().to_string(),
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            .map(str::to_owned),
+        );
+        let mut node = Process {
+            port,
+            child: Some(Process::spawn("redis-server", &args)),
+        };
+        let url = node.url();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            if query::<String>(&url, &redis::cmd("PING")).await.is_some() {
+                return node;
+            }
+            let exited = node
+                .child
+                .as_mut()
+                .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            if exited {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!(
+        "no Redis Cluster node answered PING in {}",
+        node_dir.display()
+    );
+}
+
 impl RedisCluster {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut nodes = Vec::new();
         for index in 0..3 {
-            let port = free_port();
-            // The cluster bus port is set explicitly: the default (port + 10000) can fall
-            // outside the port range for an ephemeral port.
-            let bus_port = free_port();
-            let node_dir = dir.path().join(format!("node-{index}"));
-            std::fs::create_dir_all(&node_dir).expect("node directory");
-            let mut args = data_node_args(port, &node_dir);
-            args.extend(
-                [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-port",
-                    &bus_port.to_string(),
-                    "--cluster-config-file",
-                    &node_dir.join("nodes.conf").display().to_string(),
-                    "--cluster-node-timeout",
-                    "2000",
-                ]
-                .map(str::to_owned),
-            );
-            nodes.push(Process {
-                port,
-                child: Some(Process::spawn("redis-server", &args)),
-            });
-        }
-        for node in &nodes {
-            let url = node.url();
-            eventually(
-                "a cluster node to answer PING",
-                Duration::from_secs(10),
-                || {
-                    let url = url.clone();
-                    async move { query::<String>(&url, &redis::cmd("PING")).await }
-                },
-            )
-            .await;
+            nodes.push(start_cluster_node(&dir.path().join(format!("node-{index}"))).await);
         }
         let mut create = std::process::Command::new("redis-cli");
         create.arg("--cluster").arg("create");
