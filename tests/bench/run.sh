@@ -110,6 +110,16 @@ driver=$bin_dir/gatehouse-bench
 
 # --- stage 1: cache-hit path ------------------------------------------------------------------
 
+# record_wrk_round TARGET "RPS P50 P99": adds one wrk round to the calling stage's sum,
+# p50s and p99s (its local arrays).
+record_wrk_round() {
+    local target=$1 rps p50 p99
+    read -r rps p50 p99 <<< "$2"
+    sum[$target]=$(add "${sum[$target]:-0}" "$rps")
+    p50s[$target]+="${p50s[$target]:+, }$(fmt_latency "$p50")"
+    p99s[$target]+="${p99s[$target]:+, }$(fmt_latency "$p99")"
+}
+
 stage_cache_hit() {
     emit "## Cache-hit path (HTTP/1.1, wrk)" ""
     emit "The same upstream (nginx \`return 200\`) reached (a) directly, (b) through nginx" \
@@ -141,10 +151,7 @@ stage_cache_hit() {
                 else
                     result=$(measure_wrk "cache-hit ($target)" "$url")
                 fi
-                read -r rps p50 p99 <<< "$result"
-                sum[$target]=$(add "${sum[$target]:-0}" "$rps")
-                p50s[$target]+="${p50s[$target]:+, }$(fmt_latency "$p50")"
-                p99s[$target]+="${p99s[$target]:+, }$(fmt_latency "$p99")"
+                record_wrk_round "$target" "$result"
             done
         done
         for target in a b c d; do
@@ -307,10 +314,7 @@ stage_forward_auth() {
                 else
                     result=$(measure_wrk "forward-auth (h)" -H "Cookie: $cookie" "http://127.0.0.1:$gatehouse_front/")
                 fi
-                read -r rps p50 p99 <<< "$result"
-                sum[$target]=$(add "${sum[$target]:-0}" "$rps")
-                p50s[$target]+="${p50s[$target]:+, }$(fmt_latency "$p50")"
-                p99s[$target]+="${p99s[$target]:+, }$(fmt_latency "$p99")"
+                record_wrk_round "$target" "$result"
             done
         done
         for target in g h; do

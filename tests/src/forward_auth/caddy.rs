@@ -6,17 +6,11 @@ use super::Authorizers;
 use crate::browser::fixtures::{COOKIE, MODULE, qlik_user, seen_header};
 use crate::harness::auth_module::{issue_ticket, user};
 use crate::harness::client::get;
-use crate::harness::ingress::Ingress;
 
 #[tokio::test]
 async fn a_browser_logs_in_through_caddy_and_the_upstream_sees_its_identity_never_a_forged_one() {
     let authorizers = Authorizers::start().await;
-    let Some(ingress) = Ingress::caddy(
-        authorizers.one.forward_auth_address(),
-        &authorizers.upstream.node(),
-    )
-    .await
-    else {
+    let Some(ingress) = authorizers.caddy_in_front_of_one().await else {
         return;
     };
     let first = get(&ingress.url("/app/hub?page=1"), &[]).await;

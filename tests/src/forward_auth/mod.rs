@@ -10,6 +10,7 @@ mod nginx;
 
 use crate::browser::fixtures::{AppProxy, COOKIE};
 use crate::harness::auth_module::{session_cookie, user};
+use crate::harness::ingress::Ingress;
 use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer};
 
 /// Node settings: the forward-auth and ext_authz listeners on ephemeral ports, trusting the ingresses on
@@ -33,6 +34,17 @@ impl Authorizers {
         let (cookie, _) =
             session_cookie(&self.control_plane, "app", COOKIE, user("CORP", "alice")).await;
         cookie
+    }
+
+    /// nginx `auth_request` asking node one, in front of the upstream; `None` (skipped)
+    /// without nginx outside CI.
+    pub async fn nginx_in_front_of_one(&self) -> Option<Ingress> {
+        Ingress::nginx(self.one.forward_auth_address(), &self.upstream.node()).await
+    }
+
+    /// Caddy `forward_auth` asking node one, in front of the upstream, as above.
+    pub async fn caddy_in_front_of_one(&self) -> Option<Ingress> {
+        Ingress::caddy(self.one.forward_auth_address(), &self.upstream.node()).await
     }
 
     pub async fn start() -> Self {

@@ -50,12 +50,7 @@ async fn login_through_nginx(authorizers: &Authorizers, ingress: &Ingress) -> St
 #[tokio::test]
 async fn a_browser_logs_in_through_nginx_and_the_upstream_sees_its_identity_never_a_forged_one() {
     let authorizers = Authorizers::start().await;
-    let Some(ingress) = Ingress::nginx(
-        authorizers.one.forward_auth_address(),
-        &authorizers.upstream.node(),
-    )
-    .await
-    else {
+    let Some(ingress) = authorizers.nginx_in_front_of_one().await else {
         return;
     };
     let cookie = login_through_nginx(&authorizers, &ingress).await;
@@ -177,12 +172,7 @@ async fn a_logout_on_one_node_is_refused_through_an_ingress_pointed_at_another()
 #[tokio::test]
 async fn a_redis_outage_is_a_503_through_nginx_never_a_401() {
     let mut authorizers = Authorizers::start().await;
-    let Some(ingress) = Ingress::nginx(
-        authorizers.one.forward_auth_address(),
-        &authorizers.upstream.node(),
-    )
-    .await
-    else {
+    let Some(ingress) = authorizers.nginx_in_front_of_one().await else {
         return;
     };
     let cookie = login_through_nginx(&authorizers, &ingress).await;
