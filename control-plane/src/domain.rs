@@ -279,6 +279,28 @@ pub struct Revocation {
     pub reason: RevocationReason,
 }
 
+/// A key that seals session claims (see `crate::outage`), shared by every replica through
+/// the store. Seals are made with the newest key whose `active_from` has passed, so a key
+/// another replica just added is not used before every replica has read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealKey {
+    /// Random, names the key inside each seal.
+    pub id: String,
+    pub secret: [u8; 32],
+    pub created: SystemTime,
+    pub active_from: SystemTime,
+}
+
+impl std::fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealKey")
+            .field("id", &self.id)
+            .field("created", &self.created)
+            .field("active_from", &self.active_from)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Revocations after a cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocations {

@@ -17,6 +17,7 @@ pub mod kerberos;
 pub use gatehouse_runtime::logging;
 pub mod metrics;
 pub mod oidc;
+pub mod outage;
 pub mod outbound;
 pub use gatehouse_runtime::process;
 pub mod rest;

@@ -19,10 +19,11 @@ use crate::api::personal::PersonalApi;
 use crate::api::session::SessionApi;
 use crate::authority::Authority;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Overrides, StoreBackend};
+use crate::config::{Config, OutageConfig, Overrides, StoreBackend};
 use crate::error::StoreError;
 use crate::events::RevocationFeed;
 use crate::metrics::{Metrics, RpcMetricsLayer};
+use crate::outage::OutageFallback;
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::virtual_proxies::VirtualProxies;
 
@@ -100,6 +101,8 @@ pub struct BoundServer {
     admin_token: Option<crate::admin_access::AdminToken>,
     /// The QPS-compatible REST surface, when configured.
     rest: Option<crate::rest::BoundRest>,
+    /// Sealing and the outage fallback, unless turned off.
+    outage: Option<OutageConfig>,
 }
 
 /// Builds the store the configuration names.
@@ -207,6 +210,7 @@ impl BoundServer {
             logs: None,
             admin_token: config.admin_token.clone(),
             rest,
+            outage: config.outage.enabled().then_some(config.outage),
         })
     }
 
@@ -260,11 +264,7 @@ impl BoundServer {
                 tracing::error!(%error, "reflection service unavailable");
             })
             .ok();
-        let probe = tokio::spawn(report_store_health(
-            health_reporter.clone(),
-            self.authority.store().clone(),
-            self.readiness.clone(),
-        ));
+
         let admin_stop = CancellationToken::new();
         // Health alone, in plaintext, for probes; it stops with the admin port.
         let health_server = self.health.map(|listener| {
@@ -293,8 +293,21 @@ impl BoundServer {
         let readiness = self.readiness.clone();
         let grace = self.shutdown_grace;
 
-        let authority = self.authority;
-        let feed = RevocationFeed::start(authority.store().clone());
+        let feed = RevocationFeed::start(self.authority.store().clone());
+        let authority = match self.outage {
+            Some(outage) => {
+                let proxies = self.authority.clone();
+                let fallback = OutageFallback::start(
+                    outage,
+                    self.authority.store().clone(),
+                    &feed,
+                    self.authority.clock(),
+                    move || proxies.virtual_proxies().longest_inactivity_timeout(),
+                );
+                self.authority.with_outage_fallback(fallback)
+            }
+            None => self.authority,
+        };
         let reloader = self.reload.map(|(path, overrides)| {
             tokio::spawn(reload_forever(
                 path,
@@ -303,6 +316,11 @@ impl BoundServer {
                 feed.clone(),
             ))
         });
+        let probe = tokio::spawn(report_store_health(
+            health_reporter.clone(),
+            authority.clone(),
+            self.readiness.clone(),
+        ));
         let stopping = CancellationToken::new();
         let access = self.access;
         // The REST surface stops taking calls when the gRPC server starts draining.
@@ -435,14 +453,24 @@ async fn reload_forever(
 /// Kubernetes gRPC probe takes a replica that cannot reach Redis out of rotation.
 async fn report_store_health(
     reporter: tonic_health::server::HealthReporter,
-    store: Arc<dyn Store>,
+    authority: Authority,
     readiness: Arc<Readiness>,
 ) {
     let mut last = None;
+    let store = authority.store().clone();
+    let fallback = authority.outage_fallback().cloned();
     loop {
         let status = match store.ping().await {
-            Ok(()) => ServingStatus::Serving,
+            Ok(()) => {
+                if let Some(fallback) = &fallback {
+                    fallback.store_reachable();
+                }
+                ServingStatus::Serving
+            }
             Err(error) => {
+                if let Some(fallback) = &fallback {
+                    fallback.store_unreachable();
+                }
                 if last != Some(ServingStatus::NotServing) {
                     tracing::warn!(%error, "session store unreachable; reporting NOT_SERVING");
                 }

@@ -31,6 +31,15 @@ impl VirtualProxies {
     }
 
     /// Every virtual proxy, in configuration order.
+    /// The longest inactivity timeout of any virtual proxy (zero without any).
+    pub fn longest_inactivity_timeout(&self) -> std::time::Duration {
+        self.all()
+            .iter()
+            .map(|proxy| proxy.inactivity_timeout)
+            .max()
+            .unwrap_or_default()
+    }
+
     pub fn all(&self) -> &[VirtualProxyConfig] {
         &self.all
     }

@@ -129,6 +129,10 @@ impl CachedSession {
 struct Entry {
     session: Arc<CachedSession>,
     validated: Instant,
+    /// Used without asking anyone until then.
+    fresh_until: Instant,
+    /// Used while the control plane cannot be asked until then.
+    stale_until: Instant,
     /// Last use not yet reported to the control plane.
     unreported_use: Option<SystemTime>,
 }
@@ -205,13 +209,11 @@ impl SessionCache {
         let now = self.clock.instant();
         let mut shard = lock(self.shard(key));
         match shard.get_mut(key) {
-            Some(entry) if now < entry.validated + self.ttl => {
+            Some(entry) if now < entry.fresh_until => {
                 entry.unreported_use = Some(self.clock.now());
                 Lookup::Fresh(entry.session.clone())
             }
-            Some(entry) if now < entry.validated + self.grace => {
-                Lookup::Stale(entry.session.clone())
-            }
+            Some(entry) if now < entry.stale_until => Lookup::Stale(entry.session.clone()),
             _ => Lookup::Missing,
         }
     }
@@ -248,6 +250,33 @@ impl SessionCache {
 
     /// Caches a session just validated, unless it was revoked meanwhile.
     pub fn insert(&self, key: TokenKey, session: Arc<CachedSession>) -> bool {
+        self.insert_until(key, session, None)
+    }
+
+    /// Caches a session the control plane served from its seal during a store outage, until
+    /// `until` at the latest: fresh for `ttl` at most, and never stale past what an earlier
+    /// validation from the store allowed (the outage's own limit is the control plane's).
+    pub fn insert_served_from_seal(
+        &self,
+        key: TokenKey,
+        session: Arc<CachedSession>,
+        until: SystemTime,
+    ) -> bool {
+        let left = until
+            .duration_since(self.clock.now())
+            .unwrap_or_default()
+            .min(self.ttl);
+        self.insert_until(key, session, Some(left))
+    }
+
+    /// `fresh_for`: `None` for a validation by the store (fresh for `ttl`, stale for
+    /// `grace`); else how long the entry is fresh, with no stale use of its own.
+    fn insert_until(
+        &self,
+        key: TokenKey,
+        session: Arc<CachedSession>,
+        fresh_for: Option<Duration>,
+    ) -> bool {
         let now = self.clock.instant();
         {
             let mut revoked = lock(&self.revoked);
@@ -256,17 +285,28 @@ impl SessionCache {
                 return false;
             }
         }
-        let entry = || Entry {
-            session: session.clone(),
-            validated: now,
-            unreported_use: Some(self.clock.now()),
+        let entry = |earlier_stale_until: Option<Instant>| {
+            let (fresh_until, stale_until) = match fresh_for {
+                None => (now + self.ttl, now + self.grace),
+                Some(fresh_for) => (
+                    now + fresh_for,
+                    earlier_stale_until.map_or(now + fresh_for, |stale| stale.max(now + fresh_for)),
+                ),
+            };
+            Entry {
+                session: session.clone(),
+                validated: now,
+                fresh_until,
+                stale_until,
+                unreported_use: Some(self.clock.now()),
+            }
         };
         // A token cached already (validated again after its ttl) keeps its slot.
         let refreshed = {
             let mut shard = lock(self.shard(&key));
             shard
                 .get_mut(&key)
-                .map(|cached| *cached = entry())
+                .map(|cached| *cached = entry(Some(cached.stale_until)))
                 .is_some()
         };
         let mut evicted = Vec::new();
@@ -277,7 +317,7 @@ impl SessionCache {
                 self.forget_evicted(&evicted);
                 return true;
             }
-            let replaced = lock(self.shard(&key)).insert(key, entry());
+            let replaced = lock(self.shard(&key)).insert(key, entry(None));
             if replaced.is_some() {
                 // Another validation of the same token got in first: one slot is enough.
                 self.len.fetch_sub(1, Ordering::Relaxed);

@@ -38,7 +38,9 @@ impl ProxyTable {
                 let bindings = proxy.oidc.iter().flat_map(|oidc| {
                     [oidc.binding_cookie.clone(), oidc.binding_cookie_tls.clone()]
                 });
-                std::iter::once(proxy.cookie_name.clone()).chain(bindings)
+                [proxy.cookie_name.clone(), proxy.seal_cookie_name.clone()]
+                    .into_iter()
+                    .chain(bindings)
             })
             .collect();
         Self {

@@ -52,7 +52,14 @@ pub enum Validation {
     Unavailable,
 }
 
-type InFlight = Arc<OnceCell<Result<Option<Arc<CachedSession>>, ControlError>>>;
+/// A session the control plane vouched for, with the new seal it gave, if any.
+#[derive(Debug, Clone)]
+struct Vouched {
+    session: Arc<CachedSession>,
+    seal: Option<Arc<str>>,
+}
+
+type InFlight = Arc<OnceCell<Result<Option<Vouched>, ControlError>>>;
 
 #[derive(Debug)]
 pub struct NodeState {
@@ -131,11 +138,23 @@ impl NodeState {
     /// Checks a session token: the cache when fresh, else one call to the control plane
     /// (shared by concurrent requests), else a stale entry while the control plane is down.
     pub async fn validate(&self, proxy: &VirtualProxy, token: &str) -> Validation {
+        self.validate_sealed(proxy, token, || None).await.0
+    }
+
+    /// As [`validate`](Self::validate), passing the browser's seal along on a cache miss
+    /// (`seal` is only called then: a cache hit reads no second cookie); also returns the
+    /// new seal the control plane gave, for the seal cookie.
+    pub async fn validate_sealed<'s>(
+        &self,
+        proxy: &VirtualProxy,
+        token: &str,
+        seal: impl FnOnce() -> Option<&'s str>,
+    ) -> (Validation, Option<Arc<str>>) {
         let key = TokenKey::of(token);
         let stale = match self.cache.get(&key) {
             Lookup::Fresh(session) => {
                 self.metrics.cache_lookup(crate::metrics::CacheResult::Hit);
-                return for_proxy(session, proxy);
+                return (for_proxy(session, proxy), None);
             }
             Lookup::Stale(session) => {
                 self.metrics
@@ -150,11 +169,13 @@ impl NodeState {
         // While the control plane is known to be down, do not make every request wait for a
         // call that will time out.
         if self.control_plane_down() {
-            return match stale {
+            let validation = match stale {
                 Some(session) => for_proxy(session, proxy),
                 None => Validation::Unavailable,
             };
+            return (validation, None);
         }
+        let seal = seal();
         let cell = {
             let mut validations = self
                 .validations
@@ -172,8 +193,12 @@ impl NodeState {
         let answer = cell
             .get_or_init(|| async {
                 let started = std::time::Instant::now();
-                let answer = self.control.validate(&proxy.prefix, token).await;
+                let answer = self
+                    .control
+                    .validate(&proxy.prefix, token, seal.unwrap_or_default())
+                    .await;
                 let outcome = match &answer {
+                    Ok(Some(checked)) if checked.outage_until.is_some() => "valid-from-seal",
                     Ok(Some(_)) => "valid",
                     Ok(None) => "invalid",
                     Err(_) => "unavailable",
@@ -181,10 +206,18 @@ impl NodeState {
                 self.metrics
                     .validation(outcome, started.elapsed().as_secs_f64());
                 match answer {
-                    Ok(Some(session)) => {
-                        let session = Arc::new(CachedSession::from_proto(&session));
+                    Ok(Some(checked)) => {
+                        let session = Arc::new(CachedSession::from_proto(&checked.session));
                         // A revocation that overtook this answer wins.
-                        Ok(self.cache.insert(key, session.clone()).then_some(session))
+                        let cached = match checked.outage_until {
+                            None => self.cache.insert(key, session.clone()),
+                            Some(until) => {
+                                self.cache
+                                    .insert_served_from_seal(key, session.clone(), until)
+                            }
+                        };
+                        let seal = (!checked.seal.is_empty()).then(|| Arc::from(checked.seal));
+                        Ok(cached.then_some(Vouched { session, seal }))
                     }
                     Ok(None) => {
                         self.cache.remove(&key);
@@ -195,10 +228,10 @@ impl NodeState {
             })
             .await
             .clone();
-        match answer {
-            Ok(Some(session)) => {
+        let validation = match answer {
+            Ok(Some(vouched)) => {
                 self.control_plane_up();
-                for_proxy(session, proxy)
+                return (for_proxy(vouched.session, proxy), vouched.seal);
             }
             Ok(None) => {
                 self.control_plane_up();
@@ -217,6 +250,15 @@ impl NodeState {
                     }
                 }
             }
+            // The control plane answers but its store does not, and the session had no seal
+            // it would vouch for: no breaker, the next session's seal may do.
+            Err(ControlError::StoreUnavailable(detail)) => match stale {
+                Some(session) => for_proxy(session, proxy),
+                None => {
+                    tracing::debug!(%detail, "session store unavailable; cannot validate a session");
+                    Validation::Unavailable
+                }
+            },
             // Not a verdict on the session (that is `Ok(None)`) but a fault of the control
             // plane or of this node's standing with it: like an outage, it logs nobody out.
             Err(error) => {
@@ -226,7 +268,8 @@ impl NodeState {
                     None => Validation::Unavailable,
                 }
             }
-        }
+        };
+        (validation, None)
     }
 
     /// Milliseconds since the node started, by its clock.

@@ -110,6 +110,9 @@ pub struct VirtualProxy {
     pub metric_label: Arc<str>,
     /// The cookie's full name (with `__Host-` when configured).
     pub cookie_name: String,
+    /// The companion cookie with the session's seal (`{cookie_name}-seal`), which lets the
+    /// control plane vouch for the session while its store is down.
+    pub seal_cookie_name: String,
     /// `__Host-` cookie: Secure, Path=/, never a Domain.
     pub cookie_host_prefix: bool,
     pub same_site: SameSite,
@@ -337,6 +340,7 @@ impl VirtualProxy {
                     end_session_redirect: oidc.end_session_redirect,
                     https_redirect_uri: oidc.https_redirect_uri,
                 }),
+            seal_cookie_name: format!("{cookie_name}-seal"),
             cookie_name,
             jwt_authentication: proto
                 .jwt_authentication

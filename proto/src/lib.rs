@@ -11,5 +11,9 @@ pub mod v1 {
         tonic::include_file_descriptor_set!("gatehouse_descriptor");
 }
 
+/// Metadata on an `UNAVAILABLE` answer of the node API meaning "this replica answers, its
+/// store does not": a node keeps the replica in rotation and needs no breaker for it.
+pub const STORE_UNAVAILABLE_KEY: &str = "gatehouse-store";
+
 pub mod identity_headers;
 pub mod origin;

@@ -31,7 +31,14 @@ impl From<Error> for Status {
             }
             Error::Store(StoreError::Unavailable(detail)) => {
                 tracing::warn!(%detail, "session store unavailable");
-                Status::unavailable("session store unavailable; retry later")
+                // Marked, so a node can tell this replica (alive, its store not) from one
+                // it cannot reach.
+                let mut status = Status::unavailable("session store unavailable; retry later");
+                status.metadata_mut().insert(
+                    gatehouse_proto::STORE_UNAVAILABLE_KEY,
+                    tonic::metadata::MetadataValue::from_static("unavailable"),
+                );
+                status
             }
             // Internal detail goes to the log, never to the caller.
             Error::Store(error @ (StoreError::Corrupt(_) | StoreError::Rejected(_))) => {

@@ -18,12 +18,13 @@ use crate::clock::Clock;
 use crate::config::TicketConfig;
 use crate::jwt::JwtVerifiers;
 use crate::oidc::OidcProviders;
+use crate::outage::OutageFallback;
 use crate::store::Store;
 use crate::virtual_proxies::VirtualProxies;
 
 pub use self::oidc_login::OidcLoginStarted;
 pub use self::personal::NO_SESSION;
-pub use self::sessions::{IssuedSession, SessionSelector};
+pub use self::sessions::{CheckedSession, IssuedSession, SessionSelector};
 pub use self::tickets::IssuedTicket;
 
 #[derive(Debug, Clone)]
@@ -37,6 +38,9 @@ pub struct Authority {
     rest_base: Option<Arc<str>>,
     jwt: Arc<JwtVerifiers>,
     oidc: Arc<OidcProviders>,
+    /// Seals sessions and serves them from their seals while the store is down; `None`
+    /// when sealing is off.
+    outage: Option<Arc<OutageFallback>>,
 }
 
 impl Authority {
@@ -54,7 +58,18 @@ impl Authority {
             rest_base: None,
             jwt: Arc::new(JwtVerifiers::default()),
             oidc: Arc::new(OidcProviders::default()),
+            outage: None,
         }
+    }
+
+    /// Seals sessions with `fallback` and serves them from their seals during an outage.
+    pub fn with_outage_fallback(mut self, fallback: Arc<OutageFallback>) -> Self {
+        self.outage = Some(fallback);
+        self
+    }
+
+    pub fn outage_fallback(&self) -> Option<&Arc<OutageFallback>> {
+        self.outage.as_ref()
     }
 
     /// Names the REST surface's public base URL (ending in `/`), so that nodes send
@@ -90,6 +105,10 @@ impl Authority {
     /// Puts a reloaded set of virtual proxies in force; sessions are untouched.
     pub fn replace_virtual_proxies(&self, proxies: VirtualProxies) {
         self.proxies.store(Arc::new(proxies));
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -8,6 +8,7 @@ use crate::domain::{
     CreateOutcome, NewSession, Page, RevocationReason, Session, SessionCap, User, UserKey,
 };
 use crate::error::{Error, StoreError};
+use crate::outage::Verdict;
 use crate::store::MAX_PAGE_SIZE;
 use crate::tokens::{self, TokenHash};
 
@@ -20,6 +21,16 @@ pub struct IssuedSession {
     pub token: String,
     pub session: Session,
     pub evicted: Vec<Session>,
+}
+
+/// A session a node asked about, with what to tell the browser.
+#[derive(Debug, Clone)]
+pub struct CheckedSession {
+    pub session: Session,
+    /// A new seal for the browser; `None` to keep the one it has.
+    pub seal: Option<String>,
+    /// Served from its seal while the store is down: valid no longer than this.
+    pub outage_until: Option<SystemTime>,
 }
 
 /// How a caller names a session.
@@ -198,6 +209,65 @@ impl Authority {
             .await?
             .filter(|session| session.virtual_proxy == virtual_proxy)
             .ok_or_else(|| Error::NotFound("no such session".into()))
+    }
+
+    /// A node's cache miss, with the browser's seal: the session from the store (and a new
+    /// seal when the one presented is due for renewal), or, while the store cannot be
+    /// reached, from the seal if it still vouches for it.
+    pub async fn check_session(
+        &self,
+        virtual_proxy: &str,
+        token: &str,
+        seal: &str,
+    ) -> Result<CheckedSession, Error> {
+        let Some(fallback) = &self.outage else {
+            let session = self.validate_session(virtual_proxy, token).await?;
+            return Ok(CheckedSession {
+                session,
+                seal: None,
+                outage_until: None,
+            });
+        };
+        match self.validate_session(virtual_proxy, token).await {
+            Ok(session) => {
+                fallback.store_reachable();
+                Ok(CheckedSession {
+                    seal: fallback.renewal(token, &session, seal),
+                    session,
+                    outage_until: None,
+                })
+            }
+            Err(Error::Store(StoreError::Unavailable(detail))) => {
+                fallback.store_unreachable();
+                if seal.is_empty() {
+                    return Err(StoreError::Unavailable(detail).into());
+                }
+                match fallback.admit(token, virtual_proxy, seal) {
+                    Verdict::Admitted { session, until } => Ok(CheckedSession {
+                        session,
+                        seal: None,
+                        outage_until: Some(until),
+                    }),
+                    Verdict::Ended(reason) => {
+                        tracing::debug!(reason, "sealed session refused during a store outage");
+                        Err(Error::NotFound("no such session".into()))
+                    }
+                    Verdict::Unknown(reason) => {
+                        tracing::debug!(reason, "sealed session cannot be vouched for");
+                        Err(StoreError::Unavailable(detail).into())
+                    }
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The seal for a session just created, for its cookie; empty when sealing is off.
+    pub fn seal_for(&self, issued: &IssuedSession) -> String {
+        self.outage
+            .as_ref()
+            .and_then(|fallback| fallback.seal(&issued.token, &issued.session))
+            .unwrap_or_default()
     }
 
     pub(super) async fn live_session(

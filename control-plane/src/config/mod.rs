@@ -44,6 +44,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub store: StoreConfig,
     pub tickets: TicketConfig,
+    pub outage: OutageConfig,
     /// At least one; prefixes and cookie names are unique.
     pub virtual_proxies: Vec<VirtualProxyConfig>,
     /// The credential data-plane nodes present when TLS is off (loopback development only);
@@ -241,6 +242,63 @@ impl Default for TicketConfig {
     }
 }
 
+/// How sessions keep working while the store cannot be reached (see `crate::outage`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutageConfig {
+    /// How long after the store became unreachable a session is still served from its
+    /// sealed claims; zero turns sealing off (no seal cookie is set).
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// A seal older than this is renewed the next time a node checks the session.
+    #[serde(with = "humantime_serde")]
+    pub seal_refresh: Duration,
+    /// How often a new sealing key is made; a key is kept for two periods.
+    #[serde(with = "humantime_serde")]
+    pub key_rotation: Duration,
+    /// Most recent revocations remembered to refuse ended sessions' seals.
+    pub max_revocations: usize,
+}
+
+impl Default for OutageConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(15 * 60),
+            seal_refresh: Duration::from_secs(2 * 60),
+            key_rotation: Duration::from_secs(24 * 3600),
+            max_revocations: 200_000,
+        }
+    }
+}
+
+impl OutageConfig {
+    pub fn enabled(&self) -> bool {
+        !self.grace.is_zero()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.seal_refresh.is_zero() {
+            return Err("outage.seal_refresh must be greater than zero".to_owned());
+        }
+        if self.key_rotation < Duration::from_secs(3600) {
+            return Err("outage.key_rotation must be at least 1h".to_owned());
+        }
+        if self.key_rotation < self.grace + self.seal_refresh {
+            return Err(
+                "outage.key_rotation must be at least outage.grace + outage.seal_refresh"
+                    .to_owned(),
+            );
+        }
+        if self.max_revocations == 0 {
+            return Err("outage.max_revocations must be greater than zero".to_owned());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
@@ -252,6 +310,7 @@ struct FileConfig {
     shutdown_grace: Duration,
     store: StoreConfig,
     tickets: TicketConfig,
+    outage: OutageConfig,
     node_api: NodeApiConfig,
     tls: Option<TlsConfig>,
     rest: FileRestConfig,
@@ -268,6 +327,7 @@ impl Default for FileConfig {
             shutdown_grace: Duration::from_secs(30),
             store: StoreConfig::default(),
             tickets: TicketConfig::default(),
+            outage: OutageConfig::default(),
             node_api: NodeApiConfig::default(),
             tls: None,
             rest: FileRestConfig::default(),
@@ -451,6 +511,7 @@ impl Config {
             );
         }
 
+        file.outage.validate().map_err(ConfigError::Invalid)?;
         let virtual_proxies =
             virtual_proxy::validate_all(file.virtual_proxies).map_err(ConfigError::Invalid)?;
         let node_secret = node_secret(&file.node_api)?;
@@ -487,6 +548,7 @@ impl Config {
             shutdown_grace: file.shutdown_grace,
             store: file.store,
             tickets: file.tickets,
+            outage: file.outage,
             virtual_proxies,
             node_secret,
             tls: file.tls,

@@ -263,15 +263,19 @@ pub(super) fn validate_all(
 impl VirtualProxyConfig {
     /// Every cookie name this proxy sets, as the node names them: the session cookie as
     /// configured and with its `__Host-` prefix, and with OpenID Connect the login-binding
-    /// cookie over plain HTTP (`{cookie}-oidc`) and over TLS (`__Host-{cookie}-oidc`).
+    /// cookie over plain HTTP (`{cookie}-oidc`) and over TLS (`__Host-{cookie}-oidc`), and
+    /// the companion cookie with the session's sealed claims (`{cookie}-seal`).
     pub fn cookie_names(&self) -> std::collections::BTreeSet<String> {
         let session = if self.cookie_host_prefix {
             format!("__Host-{}", self.cookie_name)
         } else {
             self.cookie_name.clone()
         };
-        let mut names =
-            std::collections::BTreeSet::from([self.cookie_name.clone(), session.clone()]);
+        let mut names = std::collections::BTreeSet::from([
+            self.cookie_name.clone(),
+            session.clone(),
+            format!("{session}-seal"),
+        ]);
         if self.oidc.is_some() {
             names.insert(format!("{session}-oidc"));
             let host_prefixed = session.strip_prefix("__Host-").unwrap_or(&session);

@@ -1,6 +1,6 @@
-//! Where sessions, tickets, targets and revocations live: one trait per aggregate
-//! ([`OneTimeRecords`], [`Sessions`], [`RevocationLog`]), gathered by [`Store`], and two
-//! implementations.
+//! Where sessions, tickets, targets, revocations and seal keys live: one trait per aggregate
+//! ([`OneTimeRecords`], [`Sessions`], [`RevocationLog`], [`SealKeys`]), gathered by
+//! [`Store`], and two implementations.
 //!
 //! [`RedisStore`] is the production store, shared by every control-plane replica.
 //! [`MemoryStore`] keeps everything in the process, for a single replica (the all-in-one
@@ -22,8 +22,8 @@ use async_trait::async_trait;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 use crate::domain::{
-    CreateOutcome, NewSession, OidcLogin, Page, RevocationReason, Revocations, Session, SessionCap,
-    Target, Ticket, UserKey,
+    CreateOutcome, NewSession, OidcLogin, Page, RevocationReason, Revocations, SealKey, Session,
+    SessionCap, Target, Ticket, UserKey,
 };
 pub use crate::error::StoreError;
 use crate::tokens::TokenHash;
@@ -36,7 +36,7 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// their traits.
 #[async_trait]
 pub trait Store:
-    OneTimeRecords + Sessions + RevocationLog + Send + Sync + std::fmt::Debug + 'static
+    OneTimeRecords + Sessions + RevocationLog + SealKeys + Send + Sync + std::fmt::Debug + 'static
 {
     /// Succeeds when the store can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -190,4 +190,17 @@ pub trait RevocationLog: Send + Sync {
         cursor: Option<&str>,
         wait: Duration,
     ) -> Result<Revocations, StoreError>;
+}
+
+/// The keys that seal session claims, shared by every replica (see `crate::outage`).
+#[async_trait]
+pub trait SealKeys: Send + Sync {
+    /// Every key held, in no particular order.
+    async fn seal_keys(&self) -> Result<Vec<SealKey>, StoreError>;
+
+    /// Adds a key; one with the same id is left as it is.
+    async fn add_seal_key(&self, key: &SealKey) -> Result<(), StoreError>;
+
+    /// Removes a key; removing one that is not there is not an error.
+    async fn remove_seal_key(&self, id: &str) -> Result<(), StoreError>;
 }

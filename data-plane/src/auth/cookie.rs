@@ -23,21 +23,40 @@ pub fn read<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// `__Host-` cookie); SameSite as configured, except that None needs Secure and falls back
 /// to Lax over plain HTTP.
 pub fn set(proxy: &VirtualProxy, token: &str, secure: bool) -> Option<HeaderValue> {
-    set_cookie(proxy, token, "", secure)
+    set_cookie(proxy, &proxy.cookie_name, token, "", secure)
+}
+
+/// `Set-Cookie` for the session's seal, with the session cookie's attributes. `None` for an
+/// empty seal (the control plane seals nothing).
+pub fn set_seal(proxy: &VirtualProxy, seal: &str, secure: bool) -> Option<HeaderValue> {
+    if seal.is_empty() {
+        return None;
+    }
+    set_cookie(proxy, &proxy.seal_cookie_name, seal, "", secure)
 }
 
 /// `Set-Cookie` that removes the session cookie from the browser.
-pub fn clear(proxy: &VirtualProxy, secure: bool) -> Option<HeaderValue> {
-    set_cookie(
-        proxy,
-        "",
-        "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
-        secure,
-    )
+fn clear(proxy: &VirtualProxy, secure: bool) -> Option<HeaderValue> {
+    set_cookie(proxy, &proxy.cookie_name, "", EXPIRED, secure)
 }
+
+/// `Set-Cookie` that removes the seal cookie from the browser.
+fn clear_seal(proxy: &VirtualProxy, secure: bool) -> Option<HeaderValue> {
+    set_cookie(proxy, &proxy.seal_cookie_name, "", EXPIRED, secure)
+}
+
+/// `Set-Cookie` values that remove the session and its seal from the browser (a logout).
+pub fn clear_session(proxy: &VirtualProxy, secure: bool) -> impl Iterator<Item = HeaderValue> {
+    [clear(proxy, secure), clear_seal(proxy, secure)]
+        .into_iter()
+        .flatten()
+}
+
+const EXPIRED: &str = "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT";
 
 fn set_cookie(
     proxy: &VirtualProxy,
+    name: &str,
     value: &str,
     lifetime: &str,
     secure: bool,
@@ -47,10 +66,7 @@ fn set_cookie(
         SameSite::None if secure => "None",
         SameSite::Lax | SameSite::None => "Lax",
     };
-    let mut cookie = format!(
-        "{}={value}; Path=/; HttpOnly; SameSite={same_site}{lifetime}",
-        proxy.cookie_name
-    );
+    let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}{lifetime}");
     if let Some(domain) = &proxy.cookie_domain {
         cookie.push_str("; Domain=");
         cookie.push_str(domain);

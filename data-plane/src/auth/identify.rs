@@ -59,8 +59,12 @@ pub async fn identify(
     }
     let user = redeem(state, proxy, &ticket, &ctx.origin, parts).await?;
     if !ctx.websocket && landing == TicketLanding::Redirect {
+        let mut user = user;
         let clean = query::local_redirect(parts.uri.path(), parts.uri.query(), "qlikTicket");
-        return Err(Refusal::redirect(clean, user.set_cookie));
+        return Err(Refusal::Redirect {
+            location: clean,
+            cookies: user.take_cookies(),
+        });
     }
     Ok(Identified {
         user,
@@ -93,14 +97,19 @@ pub async fn authenticate(
         .as_ref()
         .and_then(|config| header::user(config, &parts.headers, peer.ip()));
     if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
-        match state.validate(proxy, token).await {
+        let seal = || cookie::read(&parts.headers, &proxy.seal_cookie_name);
+        let (validation, renewed_seal) = state.validate_sealed(proxy, token, seal).await;
+        match validation {
             Validation::Valid(session) => {
                 let same_user = header_user.as_ref().is_none_or(|(directory, id)| {
                     directory.eq_ignore_ascii_case(&session.user_directory)
                         && id.eq_ignore_ascii_case(&session.user_id)
                 });
                 if same_user {
-                    return Ok(Authenticated::existing(session));
+                    let mut authenticated = Authenticated::existing(session);
+                    authenticated.seal_cookie =
+                        renewed_seal.and_then(|seal| cookie::set_seal(proxy, &seal, origin.secure));
+                    return Ok(authenticated);
                 }
             }
             Validation::Invalid => {}

@@ -19,7 +19,10 @@ use crate::virtual_proxy::VirtualProxy;
 #[derive(Debug)]
 pub struct Authenticated {
     pub session: Arc<CachedSession>,
+    /// The cookie of a session this request started.
     pub set_cookie: Option<HeaderValue>,
+    /// The session's seal cookie: new with the session, or renewed.
+    pub seal_cookie: Option<HeaderValue>,
     /// `WWW-Authenticate: Negotiate <token>` completing a Kerberos mutual authentication.
     pub www_authenticate: Option<HeaderValue>,
 }
@@ -30,8 +33,18 @@ impl Authenticated {
         Self {
             session,
             set_cookie: None,
+            seal_cookie: None,
             www_authenticate: None,
         }
+    }
+
+    /// The `Set-Cookie` values the response must carry (session cookie, then seal), taken.
+    pub fn take_cookies(&mut self) -> Vec<HeaderValue> {
+        self.set_cookie
+            .take()
+            .into_iter()
+            .chain(self.seal_cookie.take())
+            .collect()
     }
 }
 
@@ -51,6 +64,7 @@ pub fn logged_in(
             Ok(Authenticated {
                 session,
                 set_cookie: cookie::set(proxy, &login.token, origin.secure),
+                seal_cookie: cookie::set_seal(proxy, &login.seal, origin.secure),
                 www_authenticate: None,
             })
         }
@@ -62,12 +76,14 @@ pub fn logged_in(
 /// an identity provider behind it) cannot answer, else the refusal. Counted in the metrics.
 pub fn login_failed(state: &NodeState, error: ControlError, method: &'static str) -> Refusal {
     let outcome = match error {
-        ControlError::Unavailable(_) | ControlError::ProviderUnavailable(_) => "unavailable",
+        ControlError::Unavailable(_)
+        | ControlError::StoreUnavailable(_)
+        | ControlError::ProviderUnavailable(_) => "unavailable",
         _ => "refused",
     };
     state.metrics.login(method, outcome);
     match error {
-        ControlError::Unavailable(detail) => {
+        ControlError::Unavailable(detail) | ControlError::StoreUnavailable(detail) => {
             tracing::warn!(%detail, "cannot log in: control plane unavailable");
             unavailable()
         }
@@ -117,7 +133,9 @@ pub async fn login_uri(
 ) -> Result<String, Refusal> {
     let target_id = match state.control.create_target(&proxy.prefix, target).await {
         Ok(id) => id,
-        Err(ControlError::Unavailable(_)) => return Err(unavailable()),
+        Err(ControlError::Unavailable(_) | ControlError::StoreUnavailable(_)) => {
+            return Err(unavailable());
+        }
         Err(ControlError::Invalid(message)) => {
             tracing::warn!(message, "target refused");
             return Err(Refusal::bad_request(

@@ -12,6 +12,10 @@ pub enum ControlError {
     /// never for 401.
     #[error("control plane unavailable: {0}")]
     Unavailable(String),
+    /// Every replica that answered said its store is unreachable: also a 503, but the
+    /// control plane itself is up, so there is no reason to stop asking it.
+    #[error("session store unavailable: {0}")]
+    StoreUnavailable(String),
     /// The credential (a token, a Windows sign-in, a login's state) was not accepted. The
     /// control plane's reason is a short fixed text meant for the client.
     #[error("not accepted: {0}")]
@@ -53,6 +57,14 @@ pub(super) fn timed_out(code: Code) -> bool {
     matches!(code, Code::Cancelled | Code::DeadlineExceeded)
 }
 
+/// Whether a replica answered that its store cannot be reached (it is alive itself).
+pub(super) fn is_store_unavailable(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        && status
+            .metadata()
+            .contains_key(gatehouse_proto::STORE_UNAVAILABLE_KEY)
+}
+
 /// Whether the control plane answered "no such thing" (an unknown session token, a used
 /// ticket): an answer, not an error.
 pub(super) fn is_not_found(status: &Status) -> bool {
@@ -73,6 +85,7 @@ impl From<Status> for ControlError {
     fn from(status: Status) -> Self {
         let message = status.message().to_owned();
         match status.code() {
+            _ if is_store_unavailable(&status) => Self::StoreUnavailable(message),
             code if unanswered(code) => Self::Unavailable(message),
             Code::Unauthenticated => Self::NotAccepted(message),
             Code::PermissionDenied => Self::Denied(message),
@@ -103,6 +116,15 @@ mod tests {
         ] {
             assert_eq!(meaning(code), ControlError::Unavailable("why".into()));
         }
+        let mut store_down = Status::unavailable("why");
+        store_down.metadata_mut().insert(
+            gatehouse_proto::STORE_UNAVAILABLE_KEY,
+            tonic::metadata::MetadataValue::from_static("unavailable"),
+        );
+        assert_eq!(
+            ControlError::from(store_down),
+            ControlError::StoreUnavailable("why".into())
+        );
         assert_eq!(
             meaning(Code::Unauthenticated),
             ControlError::NotAccepted("why".into())

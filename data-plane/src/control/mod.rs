@@ -24,6 +24,18 @@ use crate::config::ControlPlaneConfig;
 pub struct Login {
     pub token: String,
     pub session: pb::Session,
+    /// For the seal cookie; empty when the control plane seals nothing.
+    pub seal: String,
+}
+
+/// A session the control plane vouched for on a cache miss.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub session: pb::Session,
+    /// A new seal for the browser; empty to keep the one it has.
+    pub seal: String,
+    /// Served from its seal during a store outage: no longer than this.
+    pub outage_until: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,15 +116,18 @@ impl ControlClient {
         .await
     }
 
-    /// The session of a token, or `None` when the control plane does not know it.
+    /// The session of a token (with the browser's seal, if any), or `None` when the control
+    /// plane does not know it.
     pub async fn validate(
         &self,
         virtual_proxy: &str,
         token: &str,
-    ) -> Result<Option<pb::Session>, ControlError> {
+        seal: &str,
+    ) -> Result<Option<Checked>, ControlError> {
         let request = pb::ValidateSessionRequest {
             virtual_proxy: virtual_proxy.to_owned(),
             session_token: token.to_owned(),
+            seal: seal.to_owned(),
         };
         let answer = self
             .node_call(request, |mut client, request| async move {
@@ -120,7 +135,13 @@ impl ControlClient {
             })
             .await;
         match answer {
-            Ok(answer) => Ok(answer.session),
+            Ok(answer) => Ok(answer.session.map(|session| Checked {
+                session,
+                seal: answer.seal,
+                outage_until: answer
+                    .outage_until
+                    .and_then(|until| SystemTime::try_from(until).ok()),
+            })),
             Err(status) if is_not_found(&status) => Ok(None),
             Err(status) => Err(status.into()),
         }
@@ -145,6 +166,7 @@ impl ControlClient {
             Ok(answer) => Ok(answer.session.map(|session| Login {
                 token: answer.session_token,
                 session,
+                seal: answer.seal,
             })),
             Err(status) if is_not_found(&status) || is_invalid(&status) => Ok(None),
             Err(status) => Err(status.into()),
@@ -374,6 +396,7 @@ fn login(response: pb::LoginResponse) -> Result<Login, ControlError> {
         Some(session) => Ok(Login {
             token: response.session_token,
             session,
+            seal: response.seal,
         }),
         None => Err(ControlError::Unavailable(
             "login answer without a session".to_owned(),

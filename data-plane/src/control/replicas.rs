@@ -14,7 +14,7 @@ use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::errors::{timed_out, unanswered};
+use super::errors::{is_store_unavailable, timed_out, unanswered};
 use crate::config::{ControlPlaneConfig, NodeCredential};
 
 /// Adds the development shared secret to every call (with mutual TLS the certificate is the
@@ -163,12 +163,21 @@ impl Replicas {
         let mut failure = None;
         for index in self.order().into_iter().take(endpoints) {
             match call(&self.all[index]).await {
+                // Alive, its store is not: ask the next one, but do not pass this one over.
+                // What the caller hears is that the store is down, not that no replica
+                // answered.
+                Err(status) if is_store_unavailable(&status) => {
+                    self.answered(index);
+                    failure = Some(status);
+                }
                 Err(status) if unanswered(status.code()) => {
                     self.failed(index);
                     if timed_out(status.code()) {
                         self.all[index].timeouts.send_modify(|count| *count += 1);
                     }
-                    failure = Some(status);
+                    if !failure.as_ref().is_some_and(is_store_unavailable) {
+                        failure = Some(status);
+                    }
                 }
                 answer => {
                     self.answered(index);

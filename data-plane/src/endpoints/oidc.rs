@@ -131,12 +131,16 @@ async fn callback(
     };
     match state.control.oidc_callback(request).await {
         Ok((login, target)) => {
-            let authenticated = logged_in(state, proxy, origin, Ok(login), "oidc")?;
+            let mut authenticated = logged_in(state, proxy, origin, Ok(login), "oidc")?;
             let target = query::local_redirect(&target, None, "");
-            Ok(respond::redirect(&target, authenticated.set_cookie))
+            let mut response = respond::redirect(&target, None);
+            for cookie in authenticated.take_cookies() {
+                response.headers_mut().append(SET_COOKIE, cookie);
+            }
+            Ok(response)
         }
         // The login's state may be used up: retrying this URL cannot work.
-        Err(ControlError::Unavailable(detail)) => {
+        Err(ControlError::Unavailable(detail) | ControlError::StoreUnavailable(detail)) => {
             tracing::warn!(%detail, "OpenID callback: control plane unavailable");
             Err(Refusal::unavailable(
                 "the login could not be finished; open the page you wanted again to log in",
@@ -236,7 +240,7 @@ async fn logout(
              <body><h1>You are signed out.</h1></body></html>\n",
         ),
     };
-    if let Some(clear) = cookie::clear(proxy, origin.secure) {
+    for clear in cookie::clear_session(proxy, origin.secure) {
         response.headers_mut().append(SET_COOKIE, clear);
     }
     Ok(response)

@@ -98,7 +98,7 @@ async fn logout(
         }
         None => respond::json(StatusCode::OK, &json!({ "session": "inactive" })),
     };
-    if let Some(clear) = cookie::clear(proxy, origin.secure) {
+    for clear in cookie::clear_session(proxy, origin.secure) {
         response.headers_mut().append(SET_COOKIE, clear);
     }
     Ok(response)
@@ -131,7 +131,7 @@ pub async fn end_own_session(
             Ok(Some(session))
         }
         Ok(None) => Ok(None),
-        Err(ControlError::Unavailable(_)) => {
+        Err(ControlError::Unavailable(_) | ControlError::StoreUnavailable(_)) => {
             Err(Refusal::unavailable("cannot log out right now; try again"))
         }
         Err(error) => {
@@ -155,12 +155,12 @@ async fn csrf_token(
     }
     if let Some(login) = bearer(state, proxy, parts, origin).await {
         return match login {
-            Ok((authenticated, token)) => {
+            Ok((mut authenticated, token)) => {
                 let mut response = respond::json(StatusCode::OK, &json!({ "csrf": "issued" }));
                 if let Ok(value) = HeaderValue::from_str(&csrf::token_for(&token)) {
                     response.headers_mut().insert(csrf::TOKEN_HEADER, value);
                 }
-                if let Some(cookie) = authenticated.set_cookie {
+                for cookie in authenticated.take_cookies() {
                     response.headers_mut().append(SET_COOKIE, cookie);
                 }
                 Ok(response)

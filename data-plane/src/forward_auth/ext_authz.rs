@@ -150,7 +150,7 @@ fn allow(allowed: Allowed) -> CheckResponse {
                 code: HttpStatusCode::Found.into(),
             }),
             headers: allowed
-                .set_cookie
+                .cookies
                 .iter()
                 .map(|cookie| header("set-cookie", cookie.as_bytes(), false))
                 .chain([header("location", clean.as_bytes(), false)])
@@ -177,7 +177,7 @@ fn allow(allowed: Allowed) -> CheckResponse {
         headers_to_remove.push(AUTHORIZATION.as_str().to_owned());
     }
     let response_headers_to_add = allowed
-        .set_cookie
+        .cookies
         .iter()
         .map(|cookie| header(SET_COOKIE.as_str(), cookie.as_bytes(), false))
         .chain(

@@ -135,7 +135,11 @@ fn allow(allowed: Allowed, answer: Answer, signin: bool) -> Response<ProxyBody> 
             None => signin.then(|| allowed.url()),
         };
         if let Some(location) = location {
-            return Refusal::redirect(location, allowed.set_cookie).into_response();
+            return Refusal::Redirect {
+                location,
+                cookies: allowed.cookies,
+            }
+            .into_response();
         }
     }
     let mut response = Response::new(body::empty());
@@ -146,7 +150,7 @@ fn allow(allowed: Allowed, answer: Answer, signin: bool) -> Response<ProxyBody> 
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
-    if let Some(cookie) = allowed.set_cookie {
+    for cookie in allowed.cookies {
         headers.append(SET_COOKIE, cookie);
     }
     if let Some(negotiate) = allowed.www_authenticate {

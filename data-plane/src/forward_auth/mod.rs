@@ -37,8 +37,9 @@ pub struct Allowed {
     pub proxy: Arc<VirtualProxy>,
     /// The identity headers the proxy's preset sends upstream.
     pub identity: HeaderMap,
-    /// The cookie of a session this very request started (ticket, header, JWT, anonymous).
-    pub set_cookie: Option<HeaderValue>,
+    /// `Set-Cookie` values: the cookie of a session this very request started (ticket,
+    /// header, JWT, anonymous) and the session's new or renewed seal.
+    pub cookies: Vec<HeaderValue>,
     /// `WWW-Authenticate: Negotiate <token>` completing a Kerberos mutual authentication.
     pub www_authenticate: Option<HeaderValue>,
     /// The original URL without its login ticket, when a ticket in it was redeemed for a
@@ -81,7 +82,7 @@ pub async fn decide(
     let ctx = RequestCtx::new(&original, client, proxy, table)?;
     let (parts, ()) = original.into_parts();
     let identified = admit::identify_and_admit(state, &ctx, &parts, TicketLanding::InPlace).await?;
-    let user = identified.user;
+    let mut user = identified.user;
     let mut identity = HeaderMap::new();
     identity_headers::inject(
         &mut identity,
@@ -92,7 +93,7 @@ pub async fn decide(
     Ok(Allowed {
         proxy: ctx.proxy.clone(),
         identity,
-        set_cookie: user.set_cookie,
+        cookies: user.take_cookies(),
         www_authenticate: user.www_authenticate,
         without_ticket: (identified.ticket_in_uri && !ctx.websocket)
             .then(|| ctx.origin.url(&without_ticket(&parts))),

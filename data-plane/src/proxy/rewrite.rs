@@ -70,8 +70,8 @@ pub fn for_upstream(
 }
 
 /// What the client's response gains from the login this request made.
-pub fn response(response: &mut Response<ProxyBody>, user: Authenticated) {
-    if let Some(cookie) = user.set_cookie {
+pub fn response(response: &mut Response<ProxyBody>, mut user: Authenticated) {
+    for cookie in user.take_cookies() {
         response.headers_mut().append(SET_COOKIE, cookie);
     }
     if let Some(negotiate) = user.www_authenticate {

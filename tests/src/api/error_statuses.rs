@@ -302,6 +302,7 @@ async fn not_found_for_an_unknown_virtual_proxy_on_every_rpc() {
             .validate_session(pb::ValidateSessionRequest {
                 virtual_proxy: unknown.into(),
                 session_token: alice.session_token.clone(),
+                seal: String::new(),
             })
             .await
             .expect_err("ValidateSession"),

@@ -45,6 +45,17 @@ impl NodeApi {
     }
 }
 
+impl NodeApi {
+    /// A new session as a node gets it: token, session and seal.
+    fn login_response(&self, issued: crate::authority::IssuedSession) -> pb::LoginResponse {
+        pb::LoginResponse {
+            seal: self.authority.seal_for(&issued),
+            session_token: issued.token,
+            session: Some(session_to_proto(issued.session)),
+        }
+    }
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -65,12 +76,18 @@ impl pb::node_service_server::NodeService for NodeApi {
         request: Request<pb::ValidateSessionRequest>,
     ) -> Result<Response<pb::ValidateSessionResponse>, Status> {
         let request = request.into_inner();
-        let session = self
+        let checked = self
             .authority
-            .validate_session(&request.virtual_proxy, &request.session_token)
+            .check_session(
+                &request.virtual_proxy,
+                &request.session_token,
+                &request.seal,
+            )
             .await?;
         Ok(Response::new(pb::ValidateSessionResponse {
-            session: Some(session_to_proto(session)),
+            session: Some(session_to_proto(checked.session)),
+            seal: checked.seal.unwrap_or_default(),
+            outage_until: checked.outage_until.map(Into::into),
         }))
     }
 
@@ -84,6 +101,7 @@ impl pb::node_service_server::NodeService for NodeApi {
             .redeem_ticket(&request.virtual_proxy, &request.ticket)
             .await?;
         Ok(Response::new(pb::RedeemTicketResponse {
+            seal: self.authority.seal_for(&issued),
             session_token: issued.token,
             session: Some(session_to_proto(issued.session)),
             evicted: sessions_to_proto(issued.evicted),
@@ -115,10 +133,7 @@ impl pb::node_service_server::NodeService for NodeApi {
             .authority
             .header_login(&request.virtual_proxy, user)
             .await?;
-        Ok(Response::new(pb::LoginResponse {
-            session_token: issued.token,
-            session: Some(session_to_proto(issued.session)),
-        }))
+        Ok(Response::new(self.login_response(issued)))
     }
 
     async fn kerberos_login(
@@ -131,10 +146,7 @@ impl pb::node_service_server::NodeService for NodeApi {
             .kerberos_login(&request.virtual_proxy, request.token)
             .await?;
         Ok(Response::new(pb::KerberosLoginResponse {
-            login: Some(pb::LoginResponse {
-                session_token: issued.token,
-                session: Some(session_to_proto(issued.session)),
-            }),
+            login: Some(self.login_response(issued)),
             output_token,
         }))
     }
@@ -148,10 +160,7 @@ impl pb::node_service_server::NodeService for NodeApi {
             .authority
             .jwt_login(&request.virtual_proxy, &request.token)
             .await?;
-        Ok(Response::new(pb::LoginResponse {
-            session_token: issued.token,
-            session: Some(session_to_proto(issued.session)),
-        }))
+        Ok(Response::new(self.login_response(issued)))
     }
 
     async fn oidc_begin(
@@ -191,10 +200,7 @@ impl pb::node_service_server::NodeService for NodeApi {
             )
             .await?;
         Ok(Response::new(pb::OidcCallbackResponse {
-            login: Some(pb::LoginResponse {
-                session_token: issued.token,
-                session: Some(session_to_proto(issued.session)),
-            }),
+            login: Some(self.login_response(issued)),
             target,
         }))
     }
@@ -235,10 +241,7 @@ impl pb::node_service_server::NodeService for NodeApi {
             .authority
             .anonymous_login(&request.into_inner().virtual_proxy)
             .await?;
-        Ok(Response::new(pb::LoginResponse {
-            session_token: issued.token,
-            session: Some(session_to_proto(issued.session)),
-        }))
+        Ok(Response::new(self.login_response(issued)))
     }
 
     async fn touch(

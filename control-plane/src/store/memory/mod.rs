@@ -1,9 +1,10 @@
 //! The in-process store: one mutex over plain maps. For a single control-plane replica only;
 //! every operation is atomic because it runs under the lock. Each aggregate's operations
-//! are in their own file (`one_time_records`, `sessions`, `revocations`).
+//! are in their own file (`one_time_records`, `sessions`, `revocations`, `seal_keys`).
 
 mod one_time_records;
 mod revocations;
+mod seal_keys;
 mod sessions;
 #[cfg(test)]
 mod tests;
@@ -19,7 +20,7 @@ use async_trait::async_trait;
 use self::sessions::{StoredSession, UserIndex};
 use super::{Store, StoreError};
 use crate::clock::Clock;
-use crate::domain::{OidcLogin, Revocation, Target, Ticket};
+use crate::domain::{OidcLogin, Revocation, SealKey, Target, Ticket};
 use crate::tokens::TokenHash;
 
 /// How often expired entries are swept out (they are invisible to reads as soon as they expire).
@@ -52,6 +53,7 @@ struct State {
     next_revocation: u64,
     /// Highest sequence number dropped from `revocations` to bound memory.
     last_trimmed: u64,
+    seal_keys: BTreeMap<String, SealKey>,
     last_sweep: SystemTime,
 }
 
@@ -75,6 +77,7 @@ impl MemoryStore {
                 revocations: VecDeque::new(),
                 next_revocation: 1,
                 last_trimmed: 0,
+                seal_keys: BTreeMap::new(),
                 last_sweep: now,
             }),
             revoked: Notify::new(),

@@ -128,6 +128,11 @@ impl Keys {
         format!("{}:{{{tag}}}:sessions", self.prefix)
     }
 
+    /// One hash of every seal key: field = key id, value as `seal_keys` writes it.
+    pub fn seal_keys(&self) -> String {
+        format!("{}:seal-keys", self.prefix)
+    }
+
     pub fn revocations(&self) -> String {
         format!("{}:revocations", self.prefix)
     }

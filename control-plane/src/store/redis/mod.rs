@@ -1,8 +1,8 @@
 //! The Redis store, shared by every control-plane replica: the connection, the operation
 //! deadline and error classification every exchange goes through. Each aggregate's
-//! operations are in their own file (`one_time_records`, `sessions`, `revocations`), the
-//! cross-master session listing in `listing`, reply decoding in `replies`; the schema is in
-//! `keys`, the atomic operations in `scripts`.
+//! operations are in their own file (`one_time_records`, `sessions`, `revocations`,
+//! `seal_keys`), the cross-master session listing in `listing`, reply decoding in `replies`;
+//! the schema is in `keys`, the atomic operations in `scripts`.
 
 mod connection;
 mod keys;
@@ -11,6 +11,7 @@ mod one_time_records;
 mod replies;
 mod revocations;
 mod scripts;
+mod seal_keys;
 mod sessions;
 
 use std::sync::Arc;

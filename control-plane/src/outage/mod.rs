@@ -1,0 +1,267 @@
+//! Sessions through a store outage, on every node.
+//!
+//! Every login and every periodic re-check of a session gives its browser a *seal*: the
+//! session's claims encrypted under a key the replicas share through the store (`seal`). A
+//! node passes the seal along when it asks a replica about a session it has not cached. While
+//! the store answers, the seal is ignored (and renewed when it is old). When the store cannot
+//! be reached, the replica opens the seal and serves the session from it, for `outage.grace`
+//! after the outage began, if the session was alive when the outage began and is not among
+//! the sessions ended since the seal was made (`revoked`, rebuilt from the retained
+//! revocation stream at start and kept current from the live feed). The cache-hit path on
+//! nodes is untouched: seals travel only with the calls nodes make anyway.
+//!
+//! See SECURITY.md ("Sessions during a store outage") for the threat model.
+
+mod keys;
+mod revoked;
+pub mod seal;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::broadcast;
+
+use self::revoked::RecentRevocations;
+use self::seal::KeyRing;
+use crate::clock::Clock;
+use crate::config::OutageConfig;
+use crate::domain::{Revocation, Session};
+use crate::events::{FeedEvent, RevocationFeed, cursor_position};
+use crate::store::{REVOCATION_BATCH, Store};
+
+/// How far ahead of this replica's clock a seal's time may be (another replica's clock).
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// Pause between attempts to read the retained revocation stream at start.
+const LOAD_RETRY: Duration = Duration::from_secs(1);
+
+/// What a seal is worth while the store cannot be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Serve the session, until `until` at the latest.
+    Admitted { session: Session, until: SystemTime },
+    /// The session is known to have ended: the node may say so.
+    Ended(&'static str),
+    /// Nothing can be said without the store: still a 503.
+    Unknown(&'static str),
+}
+
+/// Sealing keys, the recently ended sessions and the outage clock of one replica.
+#[derive(Debug)]
+pub struct OutageFallback {
+    config: OutageConfig,
+    clock: Arc<dyn Clock>,
+    keys: ArcSwap<KeyRing>,
+    revoked: Mutex<RecentRevocations>,
+    /// When the store last stopped answering; `None` while it answers.
+    store_down_since: Mutex<Option<SystemTime>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl OutageFallback {
+    /// Starts keeping the keys and the revoked set current. `retention` is the longest
+    /// inactivity timeout of any virtual proxy: an ended session older than that needs no
+    /// remembering.
+    pub fn start(
+        config: OutageConfig,
+        store: Arc<dyn Store>,
+        feed: &RevocationFeed,
+        clock: Arc<dyn Clock>,
+        retention: impl Fn() -> Duration + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        let fallback = Arc::new(Self {
+            config,
+            clock,
+            keys: ArcSwap::from_pointee(KeyRing::default()),
+            revoked: Mutex::new(RecentRevocations::default()),
+            store_down_since: Mutex::new(None),
+        });
+        // Subscribe before reading the retained stream, so nothing falls between the two.
+        let live = feed.subscribe();
+        tokio::spawn(follow_revocations(
+            Arc::downgrade(&fallback),
+            store.clone(),
+            live,
+            retention,
+        ));
+        tokio::spawn(keys::maintain(Arc::downgrade(&fallback), store));
+        fallback
+    }
+
+    /// A seal for a session just created or found valid in the store, or `None` when no key
+    /// is loaded yet.
+    pub fn seal(&self, token: &str, session: &Session) -> Option<String> {
+        self.keys.load().seal(token, session, self.clock.now())
+    }
+
+    /// A new seal when the one `presented` is missing, not this replica's, or older than
+    /// `outage.seal_refresh`; `None` when it can stay.
+    pub fn renewal(&self, token: &str, session: &Session, presented: &str) -> Option<String> {
+        let now = self.clock.now();
+        let keys = self.keys.load();
+        let fresh = !presented.is_empty()
+            && keys
+                .sealed_at(token, &session.virtual_proxy, presented)
+                .is_some_and(|at| at + self.config.seal_refresh > now);
+        if fresh {
+            return None;
+        }
+        keys.seal(token, session, now)
+    }
+
+    /// The store answered.
+    pub fn store_reachable(&self) {
+        *lock(&self.store_down_since) = None;
+    }
+
+    /// The store did not answer; the outage began now unless it had begun already.
+    pub fn store_unreachable(&self) {
+        lock(&self.store_down_since).get_or_insert_with(|| self.clock.now());
+    }
+
+    /// What the seal `presented` with `token` at `virtual_proxy` is worth now, the store
+    /// being unreachable.
+    pub fn admit(&self, token: &str, virtual_proxy: &str, presented: &str) -> Verdict {
+        let now = self.clock.now();
+        let began = (*lock(&self.store_down_since)).unwrap_or(now);
+        let served_until = began + self.config.grace;
+        if now >= served_until {
+            return Verdict::Unknown("the outage has lasted longer than outage.grace");
+        }
+        let Some(sealed) = self.keys.load().open(token, virtual_proxy, presented) else {
+            return Verdict::Unknown("the seal is not one this replica can open");
+        };
+        if sealed.session.absolute_expiry <= now {
+            return Verdict::Ended("the session's lifetime is over");
+        }
+        if sealed.valid_at > now + CLOCK_SKEW {
+            return Verdict::Unknown("the seal is from the future");
+        }
+        if sealed.valid_at + sealed.session.inactivity_timeout <= began {
+            return Verdict::Unknown("the session may have timed out before the outage");
+        }
+        let revoked = lock(&self.revoked);
+        match revoked.known_since() {
+            Some(since) if since <= sealed.valid_at => {}
+            _ => return Verdict::Unknown("not every revocation since the seal is known"),
+        }
+        if revoked.contains(&sealed.session.handle) {
+            return Verdict::Ended("the session was ended");
+        }
+        Verdict::Admitted {
+            until: served_until.min(sealed.session.absolute_expiry),
+            session: sealed.session,
+        }
+    }
+
+    fn replace_keys(&self, ring: KeyRing) {
+        self.keys.store(Arc::new(ring));
+    }
+
+    /// Recently ended sessions remembered now (for metrics and tests).
+    pub fn remembered_revocations(&self) -> usize {
+        lock(&self.revoked).len()
+    }
+}
+
+/// When a revocation happened: Redis stream ids carry their time; without one (the memory
+/// store), the time it was heard of.
+fn revocation_time(event: &Revocation, now: SystemTime) -> SystemTime {
+    match cursor_position(&event.cursor) {
+        Some((millis, _)) if millis > 0 => SystemTime::UNIX_EPOCH + Duration::from_millis(millis),
+        _ => now,
+    }
+}
+
+/// Loads what the stream retains, then follows the live feed.
+async fn follow_revocations(
+    fallback: std::sync::Weak<OutageFallback>,
+    store: Arc<dyn Store>,
+    mut live: broadcast::Receiver<FeedEvent>,
+    retention: impl Fn() -> Duration + Send + Sync + 'static,
+) {
+    loop {
+        let Some(this) = fallback.upgrade() else {
+            return;
+        };
+        match load_retained(&this, &store, &retention).await {
+            Ok(count) => {
+                tracing::info!(count, "recent revocations loaded for outage fallback");
+                break;
+            }
+            Err(error) => tracing::warn!(%error, "cannot load recent revocations yet"),
+        }
+        drop(this);
+        tokio::time::sleep(LOAD_RETRY).await;
+    }
+    loop {
+        let received = live.recv().await;
+        let Some(this) = fallback.upgrade() else {
+            return;
+        };
+        let now = this.clock.now();
+        match received {
+            Ok(FeedEvent::Revoked(event)) => {
+                let at = revocation_time(&event, now);
+                lock(&this.revoked).record(
+                    event.handle,
+                    at,
+                    retention(),
+                    this.config.max_revocations,
+                );
+            }
+            Ok(FeedEvent::Configuration) => {}
+            // Events were lost: only sealed sessions validated from now on can be vouched for.
+            Ok(FeedEvent::Flush) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                tracing::warn!("revocations were missed; older seals are refused in an outage");
+                lock(&this.revoked).lost_events(now);
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Reads every retained revocation into the set; the set is complete from the oldest one
+/// when the stream was ever trimmed, from the beginning otherwise.
+async fn load_retained(
+    fallback: &OutageFallback,
+    store: &Arc<dyn Store>,
+    retention: &(impl Fn() -> Duration + Send + Sync),
+) -> Result<usize, crate::store::StoreError> {
+    let mut cursor = "0-0".to_owned();
+    let mut since = None;
+    let mut count = 0;
+    loop {
+        let batch = store
+            .revocations_after(Some(&cursor), REVOCATION_BATCH)
+            .await?;
+        let now = fallback.clock.now();
+        if since.is_none() {
+            since = Some(match (batch.trimmed, batch.events.first()) {
+                (false, _) => SystemTime::UNIX_EPOCH,
+                (true, Some(first)) => revocation_time(first, now),
+                (true, None) => now,
+            });
+        }
+        let Some(last) = batch.events.last() else {
+            break;
+        };
+        cursor.clone_from(&last.cursor);
+        let mut revoked = lock(&fallback.revoked);
+        for event in batch.events {
+            let at = revocation_time(&event, now);
+            revoked.record(
+                event.handle,
+                at,
+                retention(),
+                fallback.config.max_revocations,
+            );
+            count += 1;
+        }
+    }
+    lock(&fallback.revoked).loaded(since.unwrap_or(SystemTime::UNIX_EPOCH));
+    Ok(count)
+}
