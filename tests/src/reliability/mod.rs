@@ -10,4 +10,5 @@ mod hostile_clients_at_scale;
 mod partition;
 mod redis_outage;
 mod redis_topologies;
+mod sealed_sessions;
 mod soak;
