@@ -36,6 +36,12 @@ const HEALTH_SERVICES: [&str; 5] = [
     "gatehouse.v1.NodeService",
 ];
 
+/// SERVING while this replica can answer data-plane nodes: its store is reachable, or it can
+/// vouch for sealed sessions during the outage (keys and recent revocations loaded, within
+/// `outage.grace`). Kubernetes' readiness probe asks for it, so an outage of the store shared
+/// by every replica does not take them all out of the Service nodes reach them by.
+pub const NODES_HEALTH_SERVICE: &str = "gatehouse.nodes";
+
 /// How often store reachability is reflected in `grpc.health.v1`.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -366,7 +372,7 @@ impl BoundServer {
             shutdown.await;
             readiness.begin_drain();
             probe.abort();
-            for service in HEALTH_SERVICES {
+            for service in HEALTH_SERVICES.into_iter().chain([NODES_HEALTH_SERVICE]) {
                 health_reporter
                     .set_service_status(service, ServingStatus::NotServing)
                     .await;
@@ -457,6 +463,7 @@ async fn report_store_health(
     readiness: Arc<Readiness>,
 ) {
     let mut last = None;
+    let mut last_for_nodes = None;
     let store = authority.store().clone();
     let fallback = authority.outage_fallback().cloned();
     loop {
@@ -483,6 +490,21 @@ async fn report_store_health(
                 reporter.set_service_status(service, status).await;
             }
             last = Some(status);
+        }
+        let for_nodes = status == ServingStatus::Serving
+            || fallback
+                .as_ref()
+                .is_some_and(|fallback| fallback.can_vouch());
+        let for_nodes = if for_nodes {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last_for_nodes != Some(for_nodes) {
+            reporter
+                .set_service_status(NODES_HEALTH_SERVICE, for_nodes)
+                .await;
+            last_for_nodes = Some(for_nodes);
         }
         tokio::time::sleep(HEALTH_PROBE_INTERVAL).await;
     }

@@ -185,8 +185,8 @@ def http_get(address, port, path, timeout=3):
         connection.close()
 
 
-def grpc_health(address, port, timeout=3):
-    """grpc.health.v1.Health/Check with an empty service name: True when SERVING."""
+def grpc_health(address, port, service="", timeout=3):
+    """grpc.health.v1.Health/Check of `service` ("": the server): True when SERVING."""
     import grpc
 
     with grpc.insecure_channel(f"{address}:{port}") as channel:
@@ -196,7 +196,10 @@ def grpc_health(address, port, timeout=3):
             response_deserializer=lambda message: message,
         )
         try:
-            answer = check(b"", timeout=timeout)
+            # HealthCheckRequest { service = 1 }: field 1, length-delimited.
+            name = service.encode()
+            request = b"\x0a" + bytes([len(name)]) + name if name else b""
+            answer = check(request, timeout=timeout)
         except grpc.RpcError:
             return False
         # HealthCheckResponse { status = 1 (SERVING) }: field 1, varint 1.
@@ -401,7 +404,7 @@ def probe_answers(address, probe):
         status, _ = http_get(address, probe["httpGet"]["port"], probe["httpGet"]["path"])
         return status == 200
     if "grpc" in probe:
-        return grpc_health(address, probe["grpc"]["port"])
+        return grpc_health(address, probe["grpc"]["port"], probe["grpc"].get("service", ""))
     if "tcpSocket" in probe:
         with socket.create_connection((address, probe["tcpSocket"]["port"]), timeout=2):
             return True

@@ -157,6 +157,14 @@ impl OutageFallback {
         }
     }
 
+    /// Whether this replica could vouch for a sealed session now: it holds keys, it knows
+    /// the recent revocations, and an outage under way has not outlasted `outage.grace`.
+    pub fn can_vouch(&self) -> bool {
+        let within_grace = (*lock(&self.store_down_since))
+            .is_none_or(|began| self.clock.now() < began + self.config.grace);
+        within_grace && !self.keys.load().is_empty() && lock(&self.revoked).known_since().is_some()
+    }
+
     fn replace_keys(&self, ring: KeyRing) {
         self.keys.store(Arc::new(ring));
     }

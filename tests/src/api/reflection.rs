@@ -255,3 +255,54 @@ async fn health_follows_redis_reachability() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_for_nodes_holds_through_a_store_outage_until_the_outage_grace() {
+    let mut env = Env::start(Backend::Redis, "[outage]\ngrace = \"6s\"\n").await;
+    health_becomes(
+        &env,
+        "gatehouse.nodes",
+        ServingStatus::Serving,
+        Duration::from_secs(4),
+    )
+    .await;
+    env.redis_server_mut().kill().await;
+    let went = std::time::Instant::now();
+    health_becomes(&env, "", ServingStatus::NotServing, Duration::from_secs(6)).await;
+    assert_eq!(
+        health(env.channel(), "gatehouse.nodes")
+            .await
+            .expect("Check"),
+        ServingStatus::Serving,
+        "a replica that can vouch for sealed sessions stays ready for nodes"
+    );
+    health_becomes(
+        &env,
+        "gatehouse.nodes",
+        ServingStatus::NotServing,
+        Duration::from_secs(12),
+    )
+    .await;
+    assert!(
+        went.elapsed() >= Duration::from_secs(5),
+        "not ready for nodes {:?} after the store went, before the outage grace",
+        went.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_replica_that_never_reached_its_store_is_not_ready_for_nodes() {
+    let closed = gatehouse_testkit::free_port().expect("a free port");
+    let plane = crate::harness::ControlPlane::start(&format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{closed}/\"\n"
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for service in ["", "gatehouse.nodes"] {
+        assert_eq!(
+            health(plane.channel(), service).await.expect("Check"),
+            ServingStatus::NotServing,
+            "{service:?}"
+        );
+    }
+}

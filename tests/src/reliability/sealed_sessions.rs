@@ -86,9 +86,17 @@ fn config(redis: &RedisServer, upstream: &EchoUpstream) -> String {
 
 /// Waits until `node` refuses `cookies` (a revocation reached it).
 async fn await_refused(node: &DataPlaneNode, cookies: &str) {
-    eventually("the ended session to be refused", Duration::from_secs(5), || async {
-        (get(&node.url("/app/hub"), &with_cookie(cookies)).await.status != 200).then_some(())
-    })
+    eventually(
+        "the ended session to be refused",
+        Duration::from_secs(5),
+        || async {
+            (get(&node.url("/app/hub"), &with_cookie(cookies))
+                .await
+                .status
+                != 200)
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -119,9 +127,20 @@ async fn a_sealed_session_survives_a_redis_outage_on_nodes_that_never_saw_it() {
         "a node that never saw the session, during the outage",
     )
     .await;
-    assert_served(&node_1, &alice.cookies(), "alice", "the login node, during the outage").await;
+    assert_served(
+        &node_1,
+        &alice.cookies(),
+        "alice",
+        "the login node, during the outage",
+    )
+    .await;
     // Carol's session is one node 2 has not seen either.
-    assert_unavailable(&node_2, Some(&carol.session), "the session cookie without its seal").await;
+    assert_unavailable(
+        &node_2,
+        Some(&carol.session),
+        "the session cookie without its seal",
+    )
+    .await;
     let swapped = format!("{}; {}", carol.session, alice.seal);
     assert_unavailable(&node_2, Some(&swapped), "another session's seal").await;
     assert_refused(&node_2, &bob.cookies(), "a session ended before the outage").await;
@@ -135,7 +154,13 @@ async fn a_sealed_session_survives_a_redis_outage_on_nodes_that_never_saw_it() {
         "a node started during the outage",
     )
     .await;
-    assert_served(&node_3, &carol.cookies(), "carol", "a node started during the outage").await;
+    assert_served(
+        &node_3,
+        &carol.cookies(),
+        "carol",
+        "a node started during the outage",
+    )
+    .await;
     assert_refused(&node_3, &bob.cookies(), "an ended session on a new node").await;
 
     // Served until the outage grace runs out, then 503 (never a login redirect).
@@ -216,12 +241,23 @@ async fn a_replica_vouches_for_a_session_another_replica_sealed() {
         "through the replica that did not seal the session",
     )
     .await;
-    assert_refused(&node_b, &bob.cookies(), "an ended session, through the other replica").await;
+    assert_refused(
+        &node_b,
+        &bob.cookies(),
+        "an ended session, through the other replica",
+    )
+    .await;
     let node_new = DataPlaneNode::start_with(
         &replica_b,
         &node_settings(CACHE_GRACE, &[replica_b.address()]),
     )
     .await;
-    assert_served(&node_new, &alice.cookies(), "alice", "a new node on the other replica").await;
+    assert_served(
+        &node_new,
+        &alice.cookies(),
+        "alice",
+        "a new node on the other replica",
+    )
+    .await;
     assert_unavailable(&node_b, None, "a new login during the outage").await;
 }
