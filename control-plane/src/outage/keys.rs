@@ -58,10 +58,21 @@ async fn refresh(fallback: &OutageFallback, store: &dyn Store) -> Result<Vec<Sea
     if due {
         let first = keys.is_empty();
         store.add_seal_key(&new_key(now, first)).await?;
-        // Read back: another replica may have added one at the same moment; both stay.
         keys = store.seal_keys().await?;
         tracing::info!(keys = keys.len(), "new sealing key made");
     }
+    // Replicas that found a key due at the same moment each made one: every replica keeps
+    // the one with the lowest id, so they all seal with the same key.
+    let mut current: Vec<&SealKey> = keys
+        .iter()
+        .filter(|key| key.created + rotation > now)
+        .collect();
+    current.sort_by(|a, b| a.id.cmp(&b.id));
+    let extra: Vec<String> = current.iter().skip(1).map(|key| key.id.clone()).collect();
+    for id in &extra {
+        store.remove_seal_key(id).await?;
+    }
+    keys.retain(|key| !extra.contains(&key.id));
     Ok(keys)
 }
 
@@ -76,5 +87,73 @@ fn new_key(now: SystemTime, first: bool) -> SealKey {
         created: now,
         // The very first key has no predecessor to bridge: it seals at once.
         active_from: if first { now } else { now + RELOAD * 2 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::OutageConfig;
+    use crate::store::{MemoryStore, SealKeys as _};
+
+    fn fallback(clock: Arc<ManualClock>) -> OutageFallback {
+        OutageFallback::for_tests(OutageConfig::default(), clock)
+    }
+
+    #[tokio::test]
+    async fn the_first_key_seals_at_once_a_later_one_after_every_replica_read_it() {
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ));
+        let store = MemoryStore::new(clock.clone(), 10);
+        let fallback = fallback(clock.clone());
+        let keys = refresh(&fallback, &store).await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].active_from, clock.now());
+        // Within the rotation: nothing new.
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(refresh(&fallback, &store).await.unwrap(), keys);
+        // A rotation later: a second key, sealing only after two reloads.
+        clock.advance(Duration::from_secs(23 * 3600));
+        let rotated = refresh(&fallback, &store).await.unwrap();
+        assert_eq!(rotated.len(), 2);
+        let newest = rotated.iter().max_by_key(|key| key.created).unwrap();
+        assert_eq!(newest.active_from, clock.now() + RELOAD * 2);
+        // Two rotations after it was made, the first key goes.
+        clock.advance(Duration::from_secs(24 * 3600 + 1));
+        let kept = refresh(&fallback, &store).await.unwrap();
+        assert!(kept.iter().all(|key| key.id != keys[0].id), "{kept:?}");
+    }
+
+    #[tokio::test]
+    async fn keys_made_at_the_same_moment_come_down_to_one() {
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ));
+        let store = MemoryStore::new(clock.clone(), 10);
+        // Two replicas both found no key and made one.
+        store
+            .add_seal_key(&new_key(clock.now(), true))
+            .await
+            .unwrap();
+        store
+            .add_seal_key(&new_key(clock.now(), true))
+            .await
+            .unwrap();
+        let lowest = store
+            .seal_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|key| key.id)
+            .min()
+            .unwrap();
+        let keys = refresh(&fallback(clock.clone()), &store).await.unwrap();
+        assert_eq!(
+            keys.iter().map(|key| &key.id).collect::<Vec<_>>(),
+            vec![&lowest]
+        );
+        assert_eq!(store.seal_keys().await.unwrap().len(), 1);
     }
 }

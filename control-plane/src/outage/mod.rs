@@ -165,6 +165,18 @@ impl OutageFallback {
         within_grace && !self.keys.load().is_empty() && lock(&self.revoked).known_since().is_some()
     }
 
+    /// A fallback with no background tasks, for tests that drive it by hand.
+    #[cfg(test)]
+    fn for_tests(config: OutageConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            config,
+            clock,
+            keys: ArcSwap::from_pointee(KeyRing::default()),
+            revoked: Mutex::new(RecentRevocations::default()),
+            store_down_since: Mutex::new(None),
+        }
+    }
+
     fn replace_keys(&self, ring: KeyRing) {
         self.keys.store(Arc::new(ring));
     }
@@ -272,4 +284,181 @@ async fn load_retained(
     }
     lock(&fallback.revoked).loaded(since.unwrap_or(SystemTime::UNIX_EPOCH));
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::domain::{SealKey, User};
+
+    const TOKEN: &str = "the-session-token";
+
+    struct Setup {
+        clock: Arc<ManualClock>,
+        fallback: OutageFallback,
+    }
+
+    fn setup() -> Setup {
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ));
+        let config = OutageConfig {
+            grace: Duration::from_secs(600),
+            seal_refresh: Duration::from_secs(120),
+            ..OutageConfig::default()
+        };
+        let fallback = OutageFallback::for_tests(config, clock.clone());
+        fallback.replace_keys(KeyRing::new(&[SealKey {
+            id: "00000000000000aa".into(),
+            secret: [3; 32],
+            created: clock.now(),
+            active_from: clock.now(),
+        }]));
+        lock(&fallback.revoked).loaded(SystemTime::UNIX_EPOCH);
+        Setup { clock, fallback }
+    }
+
+    fn session(now: SystemTime) -> Session {
+        Session {
+            handle: "h1".into(),
+            virtual_proxy: "app".into(),
+            user: User {
+                directory: "CORP".into(),
+                id: "alice".into(),
+                attributes: Vec::new(),
+            },
+            created: now,
+            last_active: now,
+            inactivity_timeout: Duration::from_secs(1800),
+            absolute_expiry: now + Duration::from_secs(3600),
+        }
+    }
+
+    fn admitted(verdict: &Verdict) -> bool {
+        matches!(verdict, Verdict::Admitted { .. })
+    }
+
+    #[test]
+    fn a_seal_is_served_within_the_grace_and_not_after() {
+        let Setup { clock, fallback } = setup();
+        let seal = fallback.seal(TOKEN, &session(clock.now())).unwrap();
+        clock.advance(Duration::from_secs(60));
+        fallback.store_unreachable();
+        let began = clock.now();
+        let verdict = fallback.admit(TOKEN, "app", &seal);
+        assert_eq!(
+            verdict,
+            Verdict::Admitted {
+                session: fallback
+                    .keys
+                    .load()
+                    .open(TOKEN, "app", &seal)
+                    .unwrap()
+                    .session,
+                until: began + Duration::from_secs(600),
+            }
+        );
+        assert!(fallback.can_vouch());
+        clock.advance(Duration::from_secs(600));
+        assert!(matches!(
+            fallback.admit(TOKEN, "app", &seal),
+            Verdict::Unknown(_)
+        ));
+        assert!(!fallback.can_vouch());
+        // The store back, then down again: a new outage, a new grace.
+        fallback.store_reachable();
+        fallback.store_unreachable();
+        assert!(admitted(&fallback.admit(TOKEN, "app", &seal)));
+    }
+
+    #[test]
+    fn what_the_seal_cannot_vouch_for_is_refused() {
+        let Setup { clock, fallback } = setup();
+        let seal = fallback.seal(TOKEN, &session(clock.now())).unwrap();
+        fallback.store_unreachable();
+        assert!(matches!(
+            fallback.admit("another-token", "app", &seal),
+            Verdict::Unknown(_)
+        ));
+        assert!(matches!(
+            fallback.admit(TOKEN, "other", &seal),
+            Verdict::Unknown(_)
+        ));
+        assert!(matches!(
+            fallback.admit(TOKEN, "app", "garbage"),
+            Verdict::Unknown(_)
+        ));
+        assert!(admitted(&fallback.admit(TOKEN, "app", &seal)));
+        lock(&fallback.revoked).record("h1".into(), clock.now(), Duration::from_secs(1800), 100);
+        assert_eq!(
+            fallback.admit(TOKEN, "app", &seal),
+            Verdict::Ended("the session was ended")
+        );
+    }
+
+    #[test]
+    fn a_session_that_timed_out_or_ended_before_the_outage_is_refused() {
+        let Setup { clock, fallback } = setup();
+        let seal = fallback.seal(TOKEN, &session(clock.now())).unwrap();
+        // Idle for longer than its inactivity timeout when the outage begins.
+        clock.advance(Duration::from_secs(1801));
+        fallback.store_unreachable();
+        assert!(matches!(
+            fallback.admit(TOKEN, "app", &seal),
+            Verdict::Unknown(_)
+        ));
+        // Past its absolute lifetime.
+        fallback.store_reachable();
+        clock.advance(Duration::from_secs(1800));
+        fallback.store_unreachable();
+        assert!(matches!(
+            fallback.admit(TOKEN, "app", &seal),
+            Verdict::Ended(_)
+        ));
+    }
+
+    #[test]
+    fn seals_made_before_what_is_known_of_revocations_are_refused() {
+        let Setup { clock, fallback } = setup();
+        let seal = fallback.seal(TOKEN, &session(clock.now())).unwrap();
+        clock.advance(Duration::from_secs(10));
+        lock(&fallback.revoked).lost_events(clock.now());
+        fallback.store_unreachable();
+        assert!(matches!(
+            fallback.admit(TOKEN, "app", &seal),
+            Verdict::Unknown(_)
+        ));
+        let fresh = fallback.seal(TOKEN, &session(clock.now())).unwrap();
+        assert!(admitted(&fallback.admit(TOKEN, "app", &fresh)));
+        // Not loaded at all (a replica that never read the stream): nothing is vouched for.
+        let blank = OutageFallback::for_tests(fallback.config, clock.clone());
+        blank.replace_keys(KeyRing::new(&[SealKey {
+            id: "00000000000000aa".into(),
+            secret: [3; 32],
+            created: clock.now(),
+            active_from: clock.now(),
+        }]));
+        blank.store_unreachable();
+        assert!(matches!(
+            blank.admit(TOKEN, "app", &fresh),
+            Verdict::Unknown(_)
+        ));
+        assert!(!blank.can_vouch());
+    }
+
+    #[test]
+    fn a_seal_is_renewed_once_it_is_older_than_the_refresh() {
+        let Setup { clock, fallback } = setup();
+        let session = session(clock.now());
+        assert!(fallback.renewal(TOKEN, &session, "").is_some());
+        assert!(fallback.renewal(TOKEN, &session, "garbage").is_some());
+        let seal = fallback.seal(TOKEN, &session).unwrap();
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(fallback.renewal(TOKEN, &session, &seal), None);
+        clock.advance(Duration::from_secs(61));
+        let renewed = fallback.renewal(TOKEN, &session, &seal).unwrap();
+        let opened = fallback.keys.load().open(TOKEN, "app", &renewed).unwrap();
+        assert_eq!(opened.valid_at, clock.now());
+    }
 }
