@@ -110,7 +110,7 @@ impl KeyRing {
             })
             .collect();
         // Newest first: the first active key seals.
-        keys.sort_by(|a, b| b.active_from.cmp(&a.active_from));
+        keys.sort_by_key(|key| std::cmp::Reverse(key.active_from));
         Self { keys }
     }
 
@@ -303,7 +303,7 @@ mod tests {
     fn the_newest_active_key_seals_and_older_keys_still_open() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100);
         let old = key("0000000000000001", 1, now - Duration::from_secs(60));
-        let ring = KeyRing::new(&[old.clone()]);
+        let ring = KeyRing::new(std::slice::from_ref(&old));
         let sealed_with_old = ring.seal("t", &session(), now).unwrap();
         let pending = key("0000000000000002", 2, now + Duration::from_secs(60));
         let ring = KeyRing::new(&[old.clone(), pending.clone()]);
