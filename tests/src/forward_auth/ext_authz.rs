@@ -161,9 +161,19 @@ async fn an_allowed_check_sets_the_identity_and_removes_client_copies() {
             "{name}: {ok:?}"
         );
     }
+    // A known cookie starts no session; the session gets its seal (it had none).
+    let set_cookies: Vec<String> = ok
+        .response_headers_to_add
+        .iter()
+        .filter_map(|option| option.header.as_ref())
+        .map(|header| {
+            assert_eq!(header.key, "set-cookie", "{ok:?}");
+            header.value.clone()
+        })
+        .collect();
     assert!(
-        ok.response_headers_to_add.is_empty(),
-        "no new session for a known cookie"
+        set_cookies.len() == 1 && set_cookies[0].starts_with(&format!("{COOKIE}-seal=")),
+        "no new session for a known cookie, only its seal: {set_cookies:?}"
     );
     let metrics = crate::harness::client::get(
         &format!("http://{}/metrics", authorizers.one.admin_address()),

@@ -291,12 +291,19 @@ pub struct CurlResponse {
 impl CurlResponse {
     /// The value of the last `name` header of the last response.
     pub fn header(&self, name: &str) -> Option<String> {
-        let last_block = self.headers.rsplit("HTTP/").next()?;
+        self.headers_named(name).pop()
+    }
+
+    /// Every value of header `name` in the final response, in order.
+    pub fn headers_named(&self, name: &str) -> Vec<String> {
+        let Some(last_block) = self.headers.rsplit("HTTP/").next() else {
+            return Vec::new();
+        };
         last_block
             .lines()
             .filter_map(|line| line.split_once(':'))
             .filter(|(key, _)| key.trim().eq_ignore_ascii_case(name))
             .map(|(_, value)| value.trim().to_owned())
-            .next_back()
+            .collect()
     }
 }
