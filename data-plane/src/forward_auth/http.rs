@@ -150,7 +150,11 @@ fn allow(allowed: Allowed, answer: Answer, signin: bool) -> Response<ProxyBody> 
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
-    for cookie in allowed.cookies {
+    // One `Set-Cookie` at most: nginx hands an `auth_request` answer's cookie on through
+    // `$upstream_http_set_cookie`, which holds the first one (1.22) or all of them joined
+    // into one broken header (1.23 on). A new session's cookie goes first; its seal follows
+    // on a later check (the node renews a missing seal when it next asks the control plane).
+    if let Some(cookie) = allowed.cookies.into_iter().next() {
         headers.append(SET_COOKIE, cookie);
     }
     if let Some(negotiate) = allowed.www_authenticate {
