@@ -283,6 +283,13 @@ impl OutageConfig {
         if self.seal_refresh.is_zero() {
             return Err("outage.seal_refresh must be greater than zero".to_owned());
         }
+        let day = Duration::from_secs(24 * 3600);
+        if self.grace > day * 30 || self.seal_refresh > day || self.key_rotation > day * 365 {
+            return Err(
+                "outage: grace at most 30 days, seal_refresh at most 1 day, key_rotation at most 365 days"
+                    .to_owned(),
+            );
+        }
         if self.key_rotation < Duration::from_secs(3600) {
             return Err("outage.key_rotation must be at least 1h".to_owned());
         }
@@ -655,6 +662,38 @@ mod tests {
         match Config::from_toml_str(text) {
             Ok(_) => panic!("accepted: {text}"),
             Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn outage_settings_are_bounded() {
+        let config = Config::from_toml_str("").unwrap();
+        assert!(config.outage.enabled());
+        assert!(
+            !Config::from_toml_str("[outage]\ngrace = \"0s\"\n")
+                .unwrap()
+                .outage
+                .enabled()
+        );
+        for (text, reason) in [
+            ("[outage]\nseal_refresh = \"0s\"\n", "seal_refresh"),
+            (
+                "[outage]\nkey_rotation = \"30m\"\n",
+                "key_rotation must be at least 1h",
+            ),
+            (
+                "[outage]\ngrace = \"2h\"\nkey_rotation = \"1h\"\n",
+                "at least outage.grace",
+            ),
+            ("[outage]\ngrace = \"40days\"\n", "at most 30 days"),
+            (
+                "[outage]\nkey_rotation = \"1000years\"\n",
+                "at most 365 days",
+            ),
+            ("[outage]\nmax_revocations = 0\n", "max_revocations"),
+        ] {
+            let message = rejected(text);
+            assert!(message.contains(reason), "{text}: {message}");
         }
     }
 

@@ -186,7 +186,12 @@ impl KeyRing {
         if claims.virtual_proxy != virtual_proxy {
             return None;
         }
-        let valid_at = from_millis(claims.valid_at_ms);
+        let valid_at = from_millis(claims.valid_at_ms)?;
+        let created = from_millis(claims.created_ms)?;
+        let absolute_expiry = from_millis(claims.absolute_expiry_ms)?;
+        let inactivity_timeout = Duration::from_millis(claims.inactivity_timeout_ms);
+        // Sums a check makes later must not overflow.
+        valid_at.checked_add(inactivity_timeout)?;
         Some(Sealed {
             session: Session {
                 handle: claims.handle,
@@ -203,10 +208,10 @@ impl KeyRing {
                         })
                         .collect(),
                 },
-                created: from_millis(claims.created_ms),
+                created,
                 last_active: valid_at,
-                inactivity_timeout: Duration::from_millis(claims.inactivity_timeout_ms),
-                absolute_expiry: from_millis(claims.absolute_expiry_ms),
+                inactivity_timeout,
+                absolute_expiry,
             },
             valid_at,
         })
@@ -236,8 +241,9 @@ fn unix_millis(at: SystemTime) -> u64 {
         })
 }
 
-fn from_millis(millis: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(millis)
+/// `None` past what the system's time can hold.
+fn from_millis(millis: u64) -> Option<SystemTime> {
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(millis))
 }
 
 #[cfg(test)]
@@ -279,7 +285,7 @@ mod tests {
         let ring = KeyRing::new(&[key("00000000000000aa", 1, now)]);
         let seal = ring.seal("token-1", &session(), now).unwrap();
         let opened = ring.open("token-1", "sales", &seal).unwrap();
-        assert_eq!(opened.valid_at, from_millis(unix_millis(now)));
+        assert_eq!(Some(opened.valid_at), from_millis(unix_millis(now)));
         assert_eq!(opened.session.user, session().user);
         assert_eq!(opened.session.absolute_expiry, session().absolute_expiry);
         assert_eq!(opened.session.inactivity_timeout, Duration::from_secs(1800));

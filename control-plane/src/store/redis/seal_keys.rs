@@ -54,10 +54,22 @@ fn encode(key: &SealKey) -> String {
     )
 }
 
+/// Latest time a key may carry (the end of year 9999): anything later is corrupt, and time
+/// arithmetic on it could overflow.
+const LATEST_MILLIS: u64 = 253_402_300_799_999;
+
 fn decode(id: String, value: &str) -> Option<SealKey> {
     let mut parts = value.splitn(3, '.');
-    let created = parts.next()?.parse().ok()?;
-    let active_from = parts.next()?.parse().ok()?;
+    let created = parts
+        .next()?
+        .parse()
+        .ok()
+        .filter(|at| *at <= LATEST_MILLIS)?;
+    let active_from = parts
+        .next()?
+        .parse()
+        .ok()
+        .filter(|at| *at <= LATEST_MILLIS)?;
     let secret = URL_SAFE_NO_PAD
         .decode(parts.next()?)
         .ok()?
@@ -91,7 +103,9 @@ mod tests {
             active_from: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_060_123),
         };
         assert_eq!(decode("k1".into(), &encode(&key)), Some(key));
-        for garbage in ["", "1.2", "1.2.short", "x.2.AAAA", "1.2.!!!!"] {
+        let secret = URL_SAFE_NO_PAD.encode([0u8; 32]);
+        let far = format!("{}.1.{secret}", u64::MAX);
+        for garbage in ["", "1.2", "1.2.short", "x.2.AAAA", "1.2.!!!!", far.as_str()] {
             assert_eq!(decode("k".into(), garbage), None, "{garbage}");
         }
     }
