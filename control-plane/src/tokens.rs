@@ -31,9 +31,36 @@ pub fn new_session_token() -> String {
     random_text(32)
 }
 
-/// A new login ticket: 192 random bits, URL-safe.
+/// Length of a login ticket.
+pub const TICKET_LEN: usize = 32;
+
+/// A new login ticket: 32 letters and digits, 190 random bits. No punctuation: modules pass
+/// tickets through URLs and some check their shape.
 pub fn new_ticket() -> String {
-    random_text(24)
+    use rand::Rng as _;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(TICKET_LEN)
+        .map(char::from)
+        .collect()
+}
+
+/// A new random id in GUID form (a version 4 UUID: 122 random bits), as QPS's target ids and
+/// anonymous user ids look; lowercase hex, `8-4-4-4-12`.
+pub fn new_guid() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// A new id for a target or a session handle: 128 random bits.
@@ -140,6 +167,39 @@ fn is_mostly_sequential(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tickets_are_letters_and_digits_and_ids_are_version_4_guids() {
+        let tickets: std::collections::HashSet<String> = (0..100).map(|_| new_ticket()).collect();
+        assert_eq!(tickets.len(), 100);
+        for ticket in &tickets {
+            assert_eq!(ticket.len(), TICKET_LEN);
+            assert!(
+                ticket.bytes().all(|byte| byte.is_ascii_alphanumeric()),
+                "{ticket}"
+            );
+        }
+        for _ in 0..100 {
+            let guid = new_guid();
+            let groups: Vec<&str> = guid.split('-').collect();
+            assert_eq!(
+                groups.iter().map(|group| group.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{guid}"
+            );
+            assert!(
+                guid.bytes()
+                    .all(|byte| byte == b'-' || byte.is_ascii_hexdigit())
+            );
+            assert!(guid.bytes().all(|byte| !byte.is_ascii_uppercase()));
+            assert_eq!(&guid[14..15], "4", "version 4: {guid}");
+            assert!(
+                matches!(&guid[19..20], "8" | "9" | "a" | "b"),
+                "variant: {guid}"
+            );
+        }
+        assert_ne!(new_guid(), new_guid());
+    }
 
     #[test]
     fn generated_secrets_have_the_promised_size_and_alphabet() {

@@ -170,7 +170,7 @@ impl Authority {
         }
         let user = User::new(
             "NONE",
-            &format!("anonymous{}", tokens::new_id()),
+            &format!("anonymous{}", tokens::new_guid()),
             Vec::new(),
         )?;
         self.start_session(virtual_proxy, user, tokens::new_session_token())

@@ -32,9 +32,10 @@ impl Authority {
     ) -> Result<IssuedTicket, Error> {
         let proxies = self.virtual_proxies();
         let proxy = proxies.get(virtual_proxy)?;
-        // An unknown target id still gets a ticket, only without a URI, as in QPS. A target
-        // recorded before the origins were narrowed (or by an older node) is checked again.
-        let target_uri = match target_id.filter(|id| is_plausible_id(id)) {
+        // An unknown target id still gets a ticket, only without a URI, as in QPS, unless the
+        // proxy names a default landing. A target recorded before the origins were narrowed
+        // (or by an older node) is checked again.
+        let known_target = match target_id.filter(|id| is_plausible_id(id)) {
             Some(id) => self
                 .store
                 .get_target(id)
@@ -46,6 +47,7 @@ impl Authority {
                 }),
             None => None,
         };
+        let target_uri = known_target.or_else(|| proxy.default_target_uri.clone());
         let ticket = tokens::new_ticket();
         self.store
             .put_ticket(
@@ -103,7 +105,7 @@ impl Authority {
                 "target_uri is not on a public origin or allowed host of this virtual proxy",
             ));
         }
-        let id = tokens::new_id();
+        let id = tokens::new_guid();
         let target = Target {
             virtual_proxy: virtual_proxy.to_owned(),
             uri: uri.to_owned(),

@@ -666,6 +666,34 @@ mod tests {
     }
 
     #[test]
+    fn a_default_target_must_be_where_targets_may_be() {
+        let proxy = |line: &str| {
+            format!(
+                "[[virtual_proxies]]\nprefix = \"app\"\npublic_origins = [\"https://sense.example.com\"]\nhost_allow_list = [\"portal.example.com\"]\n{line}\n"
+            )
+        };
+        for good in [
+            "https://sense.example.com/app/hub",
+            "https://portal.example.com/welcome",
+        ] {
+            let config =
+                Config::from_toml_str(&proxy(&format!("default_target_uri = \"{good}\""))).unwrap();
+            assert_eq!(
+                config.virtual_proxies[0].default_target_uri.as_deref(),
+                Some(good)
+            );
+        }
+        for bad in [
+            "https://evil.example.net/",
+            "/app/hub",
+            "javascript:alert(1)",
+        ] {
+            let message = rejected(&proxy(&format!("default_target_uri = \"{bad}\"")));
+            assert!(message.contains("default_target_uri"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
     fn outage_settings_are_bounded() {
         let config = Config::from_toml_str("").unwrap();
         assert!(config.outage.enabled());

@@ -37,6 +37,9 @@ pub struct VirtualProxyConfig {
     pub session_cap_policy: CapPolicy,
     /// Where browsers without a session are sent for a ticket.
     pub authentication_module_uri: Option<String>,
+    /// The `TargetUri` of a ticket whose target id is missing, unknown or expired (else the
+    /// answer has none, as in QPS): where a module sends such a browser.
+    pub default_target_uri: Option<String>,
     /// Hosts (lowercase, optional `:port`; no port means the scheme's default) browsers may
     /// be sent back to and open WebSockets from, besides the public origins.
     pub host_allow_list: Vec<String>,
@@ -135,6 +138,7 @@ pub(super) struct FileVirtualProxy {
     #[serde(default)]
     session_cap_policy: CapPolicy,
     authentication_module_uri: Option<String>,
+    default_target_uri: Option<String>,
     #[serde(default)]
     host_allow_list: Vec<String>,
     #[serde(default)]
@@ -182,6 +186,7 @@ impl FileVirtualProxy {
             max_sessions_per_user: default_max_sessions_per_user(),
             session_cap_policy: CapPolicy::default(),
             authentication_module_uri: None,
+            default_target_uri: None,
             host_allow_list: Vec::new(),
             public_origins: Vec::new(),
             unknown_host: UnknownHost::default(),
@@ -343,6 +348,20 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
             "unknown_host = \"first-origin\" needs public_origins".to_owned(),
         ));
     }
+    if let Some(uri) = &proxy.default_target_uri {
+        // A landing every ticket without a target may be sent to: the same rule as any target.
+        let absolute = uri.parse::<http::Uri>().is_ok_and(|parsed| {
+            matches!(parsed.scheme_str(), Some("http" | "https"))
+                && parsed.host().is_some_and(|host| !host.is_empty())
+        });
+        if !absolute
+            || !gatehouse_proto::origin::url_is_admitted(uri, &public_origins, &host_allow_list)
+        {
+            return Err(named(format!(
+                "default_target_uri {uri:?} must be an absolute http(s) URL on one of public_origins or host_allow_list"
+            )));
+        }
+    }
     if let Some(header) = &proxy.header_authentication {
         validate_header_auth(header).map_err(named)?;
     }
@@ -392,6 +411,7 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         max_sessions_per_user: proxy.max_sessions_per_user,
         session_cap_policy: proxy.session_cap_policy,
         authentication_module_uri: proxy.authentication_module_uri,
+        default_target_uri: proxy.default_target_uri,
         host_allow_list,
         public_origins,
         unknown_host: proxy.unknown_host,

@@ -71,7 +71,7 @@ async fn session(
         authority.get_session(&selector, Some(prefix)).await?
     };
     // Named by its id (the cookie value), the session shows it back, as QPS does: it
-    // reveals nothing the caller did not send. Named by its handle, it does not.
+    // reveals nothing the caller did not send. Named by its handle, it shows the handle.
     let shown_id = (session.handle != id).then_some(id);
     Ok(reply::json(
         StatusCode::OK,

@@ -52,20 +52,18 @@ pub(super) fn ticket(issued: IssuedTicket) -> Value {
 }
 
 /// A session as QPS shows it, plus what Gatehouse adds: `Handle` (the public id listings and
-/// the gRPC API use) and `VirtualProxy`. `SessionId` (the cookie value) only when the caller
-/// gave or just received it: the store keeps only its hash.
-pub(super) fn session(session: &Session, session_id: Option<&str>) -> Value {
-    let mut out = json!({
+/// the gRPC API use) and `VirtualProxy`. `SessionId` is the id the caller knows the session
+/// by: the cookie value when the caller gave or just received it, else the handle (the store
+/// keeps only a hash of the cookie value). Either works in `session/{SessionId}`.
+pub(super) fn session(session: &Session, cookie_value: Option<&str>) -> Value {
+    json!({
         "UserDirectory": session.user.directory,
         "UserId": session.user.id,
         "Attributes": attributes(&session.user.attributes),
+        "SessionId": cookie_value.unwrap_or(&session.handle),
         "Handle": session.handle,
         "VirtualProxy": session.virtual_proxy,
-    });
-    if let (Some(id), Some(map)) = (session_id, out.as_object_mut()) {
-        map.insert("SessionId".into(), id.into());
-    }
-    out
+    })
 }
 
 pub(super) fn sessions(sessions: &[Session]) -> Value {

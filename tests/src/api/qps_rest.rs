@@ -59,6 +59,12 @@ struct Env {
 
 impl Env {
     async fn start(name: &str) -> Self {
+        Self::start_with(name, AppProxy::new(Vec::<String>::new())).await
+    }
+
+    /// As [`start`](Self::start), with the "app" proxy's settings from `app` (its upstream is
+    /// the environment's own).
+    async fn start_with(name: &str, app: AppProxy) -> Self {
         install_crypto_provider();
         let certs = dev_certificates(&format!("rest-{name}"));
         let redis = RedisServer::start().await;
@@ -72,7 +78,7 @@ impl Env {
             prefix = ""
             "#,
             tls = tls_table(&certs),
-            proxies = AppProxy::new([upstream.node()]).on_redis(&redis),
+            proxies = app.with_node(upstream.node()).on_redis(&redis),
         );
         let control = ControlPlane::start(&config).await;
         let node = DataPlaneNode::start_with(
@@ -464,9 +470,10 @@ async fn rest_and_grpc_show_the_same_sessions_and_rest_deletes_reach_the_node() 
         )
         .await;
     assert_eq!(seen.status, 200, "{}", seen.text());
-    assert!(
-        seen.json().get("SessionId").is_none(),
-        "a handle does not reveal the id"
+    assert_eq!(
+        seen.json()["SessionId"],
+        other_handle.as_str(),
+        "named by its handle, a session shows the handle as its SessionId, never the token"
     );
     let list = env
         .qps(Method::GET, "/qps/app/user/CORP/bob", Value::Null)
@@ -705,4 +712,249 @@ async fn on_loopback_without_tls_the_surface_is_open_and_caps_and_conflicts_map_
     let huge = json!({"UserDirectory": "CORP", "UserId": "x".repeat(300 * 1024)});
     let reply = plain_qps(rest, Method::POST, "/qps/app/ticket", huge).await;
     assert_eq!(reply.status, 413, "{}", reply.text());
+}
+
+/// Whether `text` is a GUID as QPS writes them: `8-4-4-4-12` hex digits.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|group| group.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|group| group.bytes().all(|byte| byte.is_ascii_hexdigit()))
+}
+
+/// Property names of an answer, as a sorted list of `&str`.
+fn names(value: &Value) -> Vec<String> {
+    keys(value)
+}
+
+/// What the QPS documentation lists for each answer, and what Gatehouse adds (API.md, "The
+/// QPS-compatible REST API", names the additions).
+const QPS_TICKET: [&str; 5] = [
+    "Attributes",
+    "TargetUri",
+    "Ticket",
+    "UserDirectory",
+    "UserId",
+];
+const QPS_SESSION: [&str; 4] = ["Attributes", "SessionId", "UserDirectory", "UserId"];
+const GATEHOUSE_SESSION_EXTRAS: [&str; 2] = ["Handle", "VirtualProxy"];
+
+fn session_fields() -> Vec<String> {
+    let mut fields: Vec<String> = QPS_SESSION
+        .iter()
+        .chain(GATEHOUSE_SESSION_EXTRAS.iter())
+        .map(|name| (*name).to_owned())
+        .collect();
+    fields.sort();
+    fields
+}
+
+#[tokio::test]
+async fn every_rest_answer_has_the_fields_the_qps_documentation_lists() {
+    let env = Env::start("shapes").await;
+    let first = get(&env.node.url("/app/hub"), &[]).await;
+    let module_url = first.location().expect("a login redirect").to_owned();
+    let target_id = query_param(&module_url, "targetId").expect("targetId");
+    let ticket = env
+        .qps(
+            Method::POST,
+            "/qps/app/ticket",
+            json!({"UserDirectory": "CORP", "UserId": "dana", "TargetId": target_id}),
+        )
+        .await;
+    assert_eq!(ticket.status, 201, "{}", ticket.text());
+    assert_eq!(names(&ticket.json()), QPS_TICKET, "ticket");
+
+    let created = env
+        .qps(
+            Method::POST,
+            "/qps/app/session",
+            json!({"UserDirectory": "CORP", "UserId": "dana"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(names(&created.json()), session_fields(), "POST session");
+    let id = created.json()["SessionId"].as_str().unwrap().to_owned();
+    let shown = env
+        .qps(Method::GET, &format!("/qps/app/session/{id}"), Value::Null)
+        .await;
+    assert_eq!(names(&shown.json()), session_fields(), "GET session");
+    let listed = env
+        .qps(Method::GET, "/qps/app/user/CORP/dana", Value::Null)
+        .await;
+    for session in listed.json().as_array().expect("a list") {
+        assert_eq!(names(session), session_fields(), "GET user");
+    }
+    let deleted = env
+        .qps(
+            Method::DELETE,
+            &format!("/qps/app/session/{id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(names(&deleted.json()), session_fields(), "DELETE session");
+    env.qps(
+        Method::POST,
+        "/qps/app/session",
+        json!({"UserDirectory": "CORP", "UserId": "dana"}),
+    )
+    .await;
+    let logged_out = env
+        .qps(Method::DELETE, "/qps/app/user/CORP/dana", Value::Null)
+        .await;
+    let logged_out = logged_out.json();
+    let logged_out = logged_out.as_array().expect("a list");
+    assert_eq!(logged_out.len(), 1);
+    assert_eq!(names(&logged_out[0]), session_fields(), "DELETE user");
+}
+
+#[tokio::test]
+async fn listed_sessions_are_deleted_by_their_session_id_as_qlik_cli_does() {
+    let env = Env::start("session-ids").await;
+    let mut grpc = env.sessions();
+    let mut cookies = Vec::new();
+    for _ in 0..2 {
+        let created = grpc
+            .create_session(pb::CreateSessionRequest {
+                virtual_proxy: "app".into(),
+                user: Some(pb::User {
+                    user_directory: "CORP".into(),
+                    user_id: "carol".into(),
+                    attributes: vec![],
+                }),
+                session_token: None,
+            })
+            .await
+            .expect("CreateSession")
+            .into_inner();
+        cookies.push((
+            format!("{COOKIE}={}", created.session_token),
+            created.session_token,
+        ));
+    }
+    // Get-QlikSession | Remove-QlikSession: list, then delete each by its SessionId.
+    let listed = env
+        .qps(Method::GET, "/qps/app/user/CORP/carol", Value::Null)
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let listed = listed.json();
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 2);
+    for session in listed {
+        let id = session["SessionId"].as_str().expect("SessionId");
+        assert_eq!(
+            session["Handle"], id,
+            "a listing's SessionId is the public handle"
+        );
+        assert!(
+            cookies.iter().all(|(_, token)| token != id),
+            "a listing never shows a session token"
+        );
+        let deleted = env
+            .qps(
+                Method::DELETE,
+                &format!("/qps/app/session/{id}"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(deleted.status, 200, "{}", deleted.text());
+        assert_eq!(deleted.json()["SessionId"], id);
+    }
+    let url = env.node.url("/app/hub");
+    for (cookie, _) in &cookies {
+        eventually(
+            "the node to refuse a deleted session",
+            Duration::from_secs(10),
+            || {
+                let (url, cookie) = (url.clone(), cookie.clone());
+                async move { (get(&url, &with_cookie(&cookie)).await.status != 200).then_some(()) }
+            },
+        )
+        .await;
+    }
+    let empty = env
+        .qps(Method::GET, "/qps/app/user/CORP/carol", Value::Null)
+        .await;
+    assert_eq!(empty.json(), json!([]));
+}
+
+#[tokio::test]
+async fn target_ids_are_guids_and_tickets_are_letters_and_digits() {
+    let env = Env::start("id-shapes").await;
+    let mut tickets = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let first = get(&env.node.url("/app/hub"), &[]).await;
+        let module_url = first.location().expect("a login redirect").to_owned();
+        let target_id = query_param(&module_url, "targetId").expect("targetId");
+        assert!(is_guid(&target_id), "{target_id}");
+        let answer = env
+            .qps(
+                Method::POST,
+                "/qps/app/ticket",
+                json!({"UserDirectory": "CORP", "UserId": "erin", "TargetId": target_id}),
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        let ticket = answer.json()["Ticket"].as_str().unwrap().to_owned();
+        assert!(
+            ticket.len() == 32 && ticket.bytes().all(|byte| byte.is_ascii_alphanumeric()),
+            "{ticket}"
+        );
+        // Still a working ticket.
+        let target = answer.json()["TargetUri"].as_str().unwrap().to_owned();
+        let landed = get(&format!("{target}?qlikTicket={ticket}"), &[]).await;
+        assert_eq!(landed.status, 302, "{}", landed.text());
+        assert!(landed.cookie_pair(COOKIE).is_some());
+        tickets.insert(ticket);
+    }
+    assert_eq!(tickets.len(), 5);
+}
+
+#[tokio::test]
+async fn a_ticket_for_an_unknown_or_missing_target_lands_on_the_default_uri() {
+    let landing = "http://127.0.0.1/app/hub/landing";
+    let env = Env::start_with(
+        "default-target",
+        AppProxy::new(Vec::<String>::new()).key(&format!("default_target_uri = \"{landing}\"")),
+    )
+    .await;
+    let unknown = "0b0c2f41-6a55-4c1e-9a5d-3f4b7d8e9c10";
+    for body in [
+        json!({"UserDirectory": "CORP", "UserId": "fay", "TargetId": unknown}),
+        json!({"UserDirectory": "CORP", "UserId": "fay"}),
+    ] {
+        let answer = env.qps(Method::POST, "/qps/app/ticket", body.clone()).await;
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        assert_eq!(answer.json()["TargetUri"], landing, "{body}");
+    }
+    // A known target still wins.
+    let first = get(&env.node.url("/app/hub/sheet"), &[]).await;
+    let module_url = first.location().expect("a login redirect").to_owned();
+    let target_id = query_param(&module_url, "targetId").expect("targetId");
+    let answer = env
+        .qps(
+            Method::POST,
+            "/qps/app/ticket",
+            json!({"UserDirectory": "CORP", "UserId": "fay", "TargetId": target_id}),
+        )
+        .await;
+    assert_eq!(
+        answer.json()["TargetUri"],
+        env.node.url("/app/hub/sheet").as_str()
+    );
+    // Without a default, QPS's answer: no TargetUri.
+    let plain = Env::start("no-default-target").await;
+    let answer = plain
+        .qps(
+            Method::POST,
+            "/qps/app/ticket",
+            json!({"UserDirectory": "CORP", "UserId": "fay", "TargetId": unknown}),
+        )
+        .await;
+    assert!(
+        answer.json().get("TargetUri").is_none(),
+        "{}",
+        answer.text()
+    );
 }

@@ -41,6 +41,12 @@ impl AppProxy {
         }
     }
 
+    /// The same proxy in front of one more upstream node.
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.nodes.push(node.into());
+        self
+    }
+
     /// A `key = value` line of the `[[virtual_proxies]]` table.
     pub fn key(mut self, line: &str) -> Self {
         self.keys.push(line.to_owned());
