@@ -28,14 +28,17 @@ if command -v kubectl >/dev/null 2>&1 && command -v kubernetes-validate >/dev/nu
         python3 deploy/helm/check_render.py "$rendered"
         echo "manifests valid: $overlay"
     done
-    with_component=$(mktemp -d deploy/kubernetes/.check-XXXXXX)
-    printf 'resources:\n  - ../base\ncomponents:\n  - ../components/probes-from-node-network\n' \
-        > "$with_component/kustomization.yaml"
-    kubectl kustomize "$with_component" > "$rendered"
-    rm -rf "$with_component"
-    kubernetes-validate --strict --quiet "$rendered"
-    python3 deploy/kubernetes/check-network-policies.py < "$rendered"
-    echo "manifests valid: base with components/probes-from-node-network"
+    for component in deploy/kubernetes/components/*/; do
+        component=$(basename "$component")
+        with_component=$(mktemp -d deploy/kubernetes/.check-XXXXXX)
+        printf 'resources:\n  - ../base\ncomponents:\n  - ../components/%s\n' "$component" \
+            > "$with_component/kustomization.yaml"
+        kubectl kustomize "$with_component" > "$rendered"
+        rm -rf "$with_component"
+        kubernetes-validate --strict --quiet "$rendered"
+        python3 deploy/kubernetes/check-network-policies.py < "$rendered"
+        echo "manifests valid: base with components/$component"
+    done
     rm -f "$rendered"
 elif [ "${CI:-}" = "true" ]; then
     echo "test.sh: CI needs kubectl and kubernetes-validate to check the manifests" >&2
