@@ -65,6 +65,11 @@ impl Env {
     /// As [`start`](Self::start), with the "app" proxy's settings from `app` (its upstream is
     /// the environment's own).
     async fn start_with(name: &str, app: AppProxy) -> Self {
+        Self::start_configured(name, app, "").await
+    }
+
+    /// As [`start_with`](Self::start_with), with more `[rest]` settings.
+    async fn start_configured(name: &str, app: AppProxy, rest: &str) -> Self {
         install_crypto_provider();
         let certs = dev_certificates(&format!("rest-{name}"));
         let redis = RedisServer::start().await;
@@ -73,6 +78,7 @@ impl Env {
             r#"{tls}
             [rest]
             listen = "127.0.0.1:0"
+            {rest}
             {proxies}
             [[virtual_proxies]]
             prefix = ""
@@ -957,4 +963,30 @@ async fn a_ticket_for_an_unknown_or_missing_target_lands_on_the_default_uri() {
         "{}",
         answer.text()
     );
+}
+
+#[tokio::test]
+async fn proxy_rest_uri_names_the_rest_surface_where_modules_reach_it() {
+    // As behind the Kubernetes Service control-plane-qps, port 4243.
+    let env = Env::start_configured(
+        "public-url",
+        AppProxy::new(Vec::<String>::new()),
+        "public_url = \"https://control-plane-qps:4243\"",
+    )
+    .await;
+    let first = get(&env.node.url("/app/hub"), &[]).await;
+    let module_url = first.location().expect("a login redirect").to_owned();
+    assert_eq!(
+        query_param(&module_url, "proxyRestUri").as_deref(),
+        Some("https://control-plane-qps:4243/qps/app/")
+    );
+    // The surface itself still answers where it listens.
+    let answer = env
+        .qps(
+            Method::POST,
+            "/qps/app/ticket",
+            json!({"UserDirectory": "CORP", "UserId": "gus"}),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
 }
