@@ -1,8 +1,8 @@
 //! The revocation feed: one task per control-plane process follows the store's revocation
 //! stream and fans every event out to all `Watch` streams of the nodes connected here.
 
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
@@ -31,6 +31,10 @@ pub struct RevocationFeed {
     sender: broadcast::Sender<FeedEvent>,
     /// Cursor of the newest event the feed has seen; `None` until it first reached the store.
     head: RwLock<Option<String>>,
+    /// The cursor the feed started following from (`"0-0"`: the stream's beginning).
+    started_from: OnceLock<String>,
+    /// When a read of the stream last succeeded: until then, every revocation was heard.
+    last_read: Mutex<Option<Instant>>,
 }
 
 impl RevocationFeed {
@@ -40,6 +44,8 @@ impl RevocationFeed {
         let feed = Arc::new(Self {
             sender,
             head: RwLock::new(None),
+            started_from: OnceLock::new(),
+            last_read: Mutex::new(None),
         });
         tokio::spawn(follow(Arc::downgrade(&feed), store));
         feed
@@ -62,6 +68,26 @@ impl RevocationFeed {
             .clone()
     }
 
+    /// Where the feed started following, once it has reached the store.
+    pub fn started_from(&self) -> Option<&str> {
+        self.started_from.get().map(String::as_str)
+    }
+
+    /// When the feed last read the stream successfully (it reads at least once a second).
+    pub fn last_read(&self) -> Option<Instant> {
+        *self
+            .last_read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read_succeeded(&self) {
+        *self
+            .last_read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+
     fn set_head(&self, cursor: String) {
         *self
             .head
@@ -73,7 +99,15 @@ impl RevocationFeed {
 async fn follow(feed: std::sync::Weak<RevocationFeed>, store: Arc<dyn Store>) {
     let mut cursor: Option<String> = loop {
         match store.revocation_head().await {
-            Ok(head) => break head,
+            Ok(head) => {
+                if let Some(feed) = feed.upgrade() {
+                    let _ = feed
+                        .started_from
+                        .set(head.clone().unwrap_or_else(|| "0-0".to_owned()));
+                    feed.read_succeeded();
+                }
+                break head;
+            }
             Err(error) => {
                 tracing::warn!(%error, "revocation feed waiting for the store");
                 tokio::time::sleep(RETRY_AFTER).await;
@@ -88,6 +122,7 @@ async fn follow(feed: std::sync::Weak<RevocationFeed>, store: Arc<dyn Store>) {
         feed.set_head(cursor.clone().unwrap_or_else(|| "0-0".to_owned()));
         match store.wait_for_revocations(cursor.as_deref(), WAIT).await {
             Ok(revocations) => {
+                feed.read_succeeded();
                 if revocations.trimmed {
                     tracing::error!(
                         "revocation feed fell behind the stream; telling nodes to flush"

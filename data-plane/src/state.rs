@@ -138,7 +138,9 @@ impl NodeState {
     /// Checks a session token: the cache when fresh, else one call to the control plane
     /// (shared by concurrent requests), else a stale entry while the control plane is down.
     pub async fn validate(&self, proxy: &VirtualProxy, token: &str) -> Validation {
-        self.validate_sealed(proxy, token, || None).await.0
+        self.check(proxy, token, None::<fn() -> Option<&'static str>>)
+            .await
+            .0
     }
 
     /// As [`validate`](Self::validate), passing the browser's seal along on a cache miss
@@ -149,6 +151,17 @@ impl NodeState {
         proxy: &VirtualProxy,
         token: &str,
         seal: impl FnOnce() -> Option<&'s str>,
+    ) -> (Validation, Option<Arc<str>>) {
+        self.check(proxy, token, Some(seal)).await
+    }
+
+    /// `seal`: `None` on a path that does not handle seals (the control plane then makes
+    /// none); else what reads the browser's seal cookie.
+    async fn check<'s>(
+        &self,
+        proxy: &VirtualProxy,
+        token: &str,
+        seal: Option<impl FnOnce() -> Option<&'s str>>,
     ) -> (Validation, Option<Arc<str>>) {
         let key = TokenKey::of(token);
         let stale = match self.cache.get(&key) {
@@ -175,7 +188,7 @@ impl NodeState {
             };
             return (validation, None);
         }
-        let seal = seal();
+        let seal = seal.map(|read| read().unwrap_or_default());
         let cell = {
             let mut validations = self
                 .validations
@@ -193,10 +206,7 @@ impl NodeState {
         let answer = cell
             .get_or_init(|| async {
                 let started = std::time::Instant::now();
-                let answer = self
-                    .control
-                    .validate(&proxy.prefix, token, seal.unwrap_or_default())
-                    .await;
+                let answer = self.control.validate(&proxy.prefix, token, seal).await;
                 let outcome = match &answer {
                     Ok(Some(checked)) if checked.outage_until.is_some() => "valid-from-seal",
                     Ok(Some(_)) => "valid",

@@ -31,14 +31,7 @@ impl From<Error> for Status {
             }
             Error::Store(StoreError::Unavailable(detail)) => {
                 tracing::warn!(%detail, "session store unavailable");
-                // Marked, so a node can tell this replica (alive, its store not) from one
-                // it cannot reach.
-                let mut status = Status::unavailable("session store unavailable; retry later");
-                status.metadata_mut().insert(
-                    gatehouse_proto::STORE_UNAVAILABLE_KEY,
-                    tonic::metadata::MetadataValue::from_static("unavailable"),
-                );
-                status
+                Status::unavailable("session store unavailable; retry later")
             }
             // Internal detail goes to the log, never to the caller.
             Error::Store(error @ (StoreError::Corrupt(_) | StoreError::Rejected(_))) => {

@@ -521,6 +521,23 @@ impl Config {
         file.outage.validate().map_err(ConfigError::Invalid)?;
         let virtual_proxies =
             virtual_proxy::validate_all(file.virtual_proxies).map_err(ConfigError::Invalid)?;
+        // A key is removed about a rotation after it last sealed: a seal made then must still
+        // open for as long as it can be used (the session's inactivity timeout, then a whole
+        // outage grace).
+        let longest_inactivity = virtual_proxies
+            .iter()
+            .map(|proxy| proxy.inactivity_timeout)
+            .max()
+            .unwrap_or_default();
+        if file.outage.enabled()
+            && file.outage.key_rotation
+                < longest_inactivity + file.outage.grace + Duration::from_secs(120)
+        {
+            return invalid(
+                "outage.key_rotation must be at least the longest inactivity_timeout + outage.grace + 2m"
+                    .to_owned(),
+            );
+        }
         let node_secret = node_secret(&file.node_api)?;
         match &file.tls {
             None if !file.listen.ip().is_loopback() => {

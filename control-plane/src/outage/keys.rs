@@ -57,7 +57,7 @@ async fn refresh(fallback: &OutageFallback, store: &dyn Store) -> Result<Vec<Sea
     let due = keys.iter().all(|key| key.created + rotation <= now);
     if due {
         let first = keys.is_empty();
-        store.add_seal_key(&new_key(now, first)).await?;
+        store.add_seal_key(&new_key(now, rotation, first)).await?;
         keys = store.seal_keys().await?;
         tracing::info!(keys = keys.len(), "new sealing key made");
     }
@@ -76,13 +76,17 @@ async fn refresh(fallback: &OutageFallback, store: &dyn Store) -> Result<Vec<Sea
     Ok(keys)
 }
 
-fn new_key(now: SystemTime, first: bool) -> SealKey {
-    let mut id = [0u8; 8];
+/// A new key. Its id is the rotation period it is made in, so replicas that make one at the
+/// same moment name it alike, and the store keeps the first (`add_seal_key` keeps an id's
+/// first key): all of them read back the same one.
+fn new_key(now: SystemTime, rotation: Duration, first: bool) -> SealKey {
     let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut id);
     rand::rng().fill_bytes(&mut secret);
+    let period = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() / rotation.as_secs().max(1));
     SealKey {
-        id: id.iter().map(|byte| format!("{byte:02x}")).collect(),
+        id: format!("{period:016x}"),
         secret,
         created: now,
         // The very first key has no predecessor to bridge: it seals at once.
@@ -132,28 +136,19 @@ mod tests {
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         ));
         let store = MemoryStore::new(clock.clone(), 10);
-        // Two replicas both found no key and made one.
-        store
-            .add_seal_key(&new_key(clock.now(), true))
-            .await
-            .unwrap();
-        store
-            .add_seal_key(&new_key(clock.now(), true))
-            .await
-            .unwrap();
-        let lowest = store
-            .seal_keys()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|key| key.id)
-            .min()
-            .unwrap();
+        let rotation = Duration::from_secs(24 * 3600);
+        // Two replicas found no key and made one at once: one id, the first secret kept.
+        let first = new_key(clock.now(), rotation, true);
+        let second = new_key(clock.now(), rotation, true);
+        assert_eq!(first.id, second.id);
+        store.add_seal_key(&first).await.unwrap();
+        store.add_seal_key(&second).await.unwrap();
+        assert_eq!(store.seal_keys().await.unwrap(), vec![first.clone()]);
+        // Made in neighbouring periods (clocks apart): the lower id is kept.
+        let later = new_key(clock.now() + rotation, rotation, false);
+        store.add_seal_key(&later).await.unwrap();
         let keys = refresh(&fallback(clock.clone()), &store).await.unwrap();
-        assert_eq!(
-            keys.iter().map(|key| &key.id).collect::<Vec<_>>(),
-            vec![&lowest]
-        );
+        assert_eq!(keys, vec![first]);
         assert_eq!(store.seal_keys().await.unwrap().len(), 1);
     }
 }

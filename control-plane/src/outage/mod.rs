@@ -17,7 +17,7 @@ mod revoked;
 pub mod seal;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
@@ -32,6 +32,18 @@ use crate::store::{REVOCATION_BATCH, Store};
 
 /// How far ahead of this replica's clock a seal's time may be (another replica's clock).
 const CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// How far apart the clocks of Redis (which times revocations) and the replicas (which time
+/// seals) may be: a seal must be this much newer than what is known of revocations.
+const REVOCATION_CLOCK_MARGIN: Duration = Duration::from_secs(5);
+/// An outage ends once the store has answered this long without a failure: a store that
+/// flaps does not restart `outage.grace` with every failure.
+const RECOVERY_CONFIRM: Duration = Duration::from_secs(30);
+/// While the store is failing, how often a check still tries it (the others answer from
+/// seals at once, rather than each waiting for the store's timeout).
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// The revocation feed reads at least once a second: one whose last read is older than this
+/// before the outage began may have missed revocations.
+const FEED_SLACK: Duration = Duration::from_secs(3);
 /// Pause between attempts to read the retained revocation stream at start.
 const LOAD_RETRY: Duration = Duration::from_secs(1);
 
@@ -53,8 +65,24 @@ pub struct OutageFallback {
     clock: Arc<dyn Clock>,
     keys: ArcSwap<KeyRing>,
     revoked: Mutex<RecentRevocations>,
-    /// When the store last stopped answering; `None` while it answers.
-    store_down_since: Mutex<Option<SystemTime>>,
+    store: Mutex<StoreHealth>,
+    /// The feed the revoked set follows (none in unit tests, which drive the set by hand).
+    feed: Option<Arc<RevocationFeed>>,
+}
+
+/// What the replica knows of its store's health.
+#[derive(Debug, Default)]
+struct StoreHealth {
+    /// The last store operation failed.
+    failing: bool,
+    /// When the last check tried the store while it was failing.
+    last_probe: Option<Instant>,
+    /// When the outage began, by both clocks (the monotonic one times the grace, the wall
+    /// clock is compared with seals); kept until the store has answered for
+    /// `RECOVERY_CONFIRM`.
+    began: Option<(Instant, SystemTime)>,
+    /// Since when the store has answered without a failure.
+    answering_since: Option<Instant>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -68,7 +96,7 @@ impl OutageFallback {
     pub fn start(
         config: OutageConfig,
         store: Arc<dyn Store>,
-        feed: &RevocationFeed,
+        feed: &Arc<RevocationFeed>,
         clock: Arc<dyn Clock>,
         retention: impl Fn() -> Duration + Send + Sync + 'static,
     ) -> Arc<Self> {
@@ -77,13 +105,15 @@ impl OutageFallback {
             clock,
             keys: ArcSwap::from_pointee(KeyRing::default()),
             revoked: Mutex::new(RecentRevocations::default()),
-            store_down_since: Mutex::new(None),
+            store: Mutex::new(StoreHealth::default()),
+            feed: Some(feed.clone()),
         });
         // Subscribe before reading the retained stream, so nothing falls between the two.
         let live = feed.subscribe();
         tokio::spawn(follow_revocations(
             Arc::downgrade(&fallback),
             store.clone(),
+            feed.clone(),
             live,
             retention,
         ));
@@ -97,15 +127,19 @@ impl OutageFallback {
         self.keys.load().seal(token, session, self.clock.now())
     }
 
-    /// A new seal when the one `presented` is missing, not this replica's, or older than
-    /// `outage.seal_refresh`; `None` when it can stay.
+    /// A new seal when the one `presented` is missing, not this session's, not this
+    /// replica's, or older than `outage.seal_refresh`; `None` when it can stay.
     pub fn renewal(&self, token: &str, session: &Session, presented: &str) -> Option<String> {
         let now = self.clock.now();
         let keys = self.keys.load();
         let fresh = !presented.is_empty()
             && keys
-                .sealed_at(token, &session.virtual_proxy, presented)
-                .is_some_and(|at| at + self.config.seal_refresh > now);
+                .open(token, &session.virtual_proxy, presented)
+                .is_some_and(|sealed| {
+                    // A caller-chosen token used again carries an earlier session's seal.
+                    sealed.session.handle == session.handle
+                        && sealed.valid_at + self.config.seal_refresh > now
+                });
         if fresh {
             return None;
         }
@@ -114,22 +148,73 @@ impl OutageFallback {
 
     /// The store answered.
     pub fn store_reachable(&self) {
-        *lock(&self.store_down_since) = None;
+        let now = self.clock.instant();
+        let mut store = lock(&self.store);
+        store.failing = false;
+        let answering_since = *store.answering_since.get_or_insert(now);
+        if now.duration_since(answering_since) >= RECOVERY_CONFIRM {
+            store.began = None;
+        }
     }
 
     /// The store did not answer; the outage began now unless it had begun already.
     pub fn store_unreachable(&self) {
-        lock(&self.store_down_since).get_or_insert_with(|| self.clock.now());
+        let mut store = lock(&self.store);
+        store.failing = true;
+        store.answering_since = None;
+        store
+            .began
+            .get_or_insert_with(|| (self.clock.instant(), self.clock.now()));
+    }
+
+    /// Whether a check should ask the store: always while it answers; while it fails, one
+    /// check every `PROBE_INTERVAL` (the rest answer from seals without waiting for it).
+    pub fn should_ask_store(&self) -> bool {
+        let now = self.clock.instant();
+        let mut store = lock(&self.store);
+        if !store.failing {
+            return true;
+        }
+        let due = store
+            .last_probe
+            .is_none_or(|probed| now.duration_since(probed) >= PROBE_INTERVAL);
+        if due {
+            store.last_probe = Some(now);
+        }
+        due
+    }
+
+    /// When the outage began, by both clocks, if one is under way and within the grace.
+    fn outage_within_grace(&self) -> Result<(Instant, SystemTime), &'static str> {
+        let now = self.clock.instant();
+        let (began, began_at) = lock(&self.store).began.unwrap_or((now, self.clock.now()));
+        if now.duration_since(began) >= self.config.grace {
+            return Err("the outage has lasted longer than outage.grace");
+        }
+        Ok((began, began_at))
+    }
+
+    /// Whether the revocation feed was reading right up to the outage: if it had stopped
+    /// before, revocations written meanwhile may be missing from the set.
+    fn followed_until(&self, began: Instant) -> bool {
+        self.feed.as_ref().is_none_or(|feed| {
+            feed.last_read()
+                .is_some_and(|read| read + FEED_SLACK >= began)
+        })
     }
 
     /// What the seal `presented` with `token` at `virtual_proxy` is worth now, the store
     /// being unreachable.
     pub fn admit(&self, token: &str, virtual_proxy: &str, presented: &str) -> Verdict {
         let now = self.clock.now();
-        let began = (*lock(&self.store_down_since)).unwrap_or(now);
-        let served_until = began + self.config.grace;
-        if now >= served_until {
-            return Verdict::Unknown("the outage has lasted longer than outage.grace");
+        let (began_instant, began) = match self.outage_within_grace() {
+            Ok(began) => began,
+            Err(reason) => return Verdict::Unknown(reason),
+        };
+        let served_until =
+            now + (self.config.grace - self.clock.instant().duration_since(began_instant));
+        if !self.followed_until(began_instant) {
+            return Verdict::Unknown("revocations were not followed up to the outage");
         }
         let Some(sealed) = self.keys.load().open(token, virtual_proxy, presented) else {
             return Verdict::Unknown("the seal is not one this replica can open");
@@ -145,7 +230,9 @@ impl OutageFallback {
         }
         let revoked = lock(&self.revoked);
         match revoked.known_since() {
-            Some(since) if since <= sealed.valid_at => {}
+            Some(since)
+                if since + REVOCATION_CLOCK_MARGIN < sealed.valid_at
+                    || since == SystemTime::UNIX_EPOCH => {}
             _ => return Verdict::Unknown("not every revocation since the seal is known"),
         }
         if revoked.contains(&sealed.session.handle) {
@@ -160,9 +247,12 @@ impl OutageFallback {
     /// Whether this replica could vouch for a sealed session now: it holds keys, it knows
     /// the recent revocations, and an outage under way has not outlasted `outage.grace`.
     pub fn can_vouch(&self) -> bool {
-        let within_grace = (*lock(&self.store_down_since))
-            .is_none_or(|began| self.clock.now() < began + self.config.grace);
-        within_grace && !self.keys.load().is_empty() && lock(&self.revoked).known_since().is_some()
+        let followed = match self.outage_within_grace() {
+            // With no outage under way there is nothing to have followed up to.
+            Ok((began, _)) => lock(&self.store).began.is_none() || self.followed_until(began),
+            Err(_) => false,
+        };
+        followed && !self.keys.load().is_empty() && lock(&self.revoked).known_since().is_some()
     }
 
     /// A fallback with no background tasks, for tests that drive it by hand.
@@ -173,7 +263,8 @@ impl OutageFallback {
             clock,
             keys: ArcSwap::from_pointee(KeyRing::default()),
             revoked: Mutex::new(RecentRevocations::default()),
-            store_down_since: Mutex::new(None),
+            store: Mutex::new(StoreHealth::default()),
+            feed: None,
         }
     }
 
@@ -200,6 +291,7 @@ fn revocation_time(event: &Revocation, now: SystemTime) -> SystemTime {
 async fn follow_revocations(
     fallback: std::sync::Weak<OutageFallback>,
     store: Arc<dyn Store>,
+    feed: Arc<RevocationFeed>,
     mut live: broadcast::Receiver<FeedEvent>,
     retention: impl Fn() -> Duration + Send + Sync + 'static,
 ) {
@@ -207,7 +299,7 @@ async fn follow_revocations(
         let Some(this) = fallback.upgrade() else {
             return;
         };
-        match load_retained(&this, &store, &retention).await {
+        match load_retained(&this, &store, &feed, &retention).await {
             Ok(count) => {
                 tracing::info!(count, "recent revocations loaded for outage fallback");
                 break;
@@ -244,30 +336,43 @@ async fn follow_revocations(
     }
 }
 
-/// Reads every retained revocation into the set; the set is complete from the oldest one
-/// when the stream was ever trimmed, from the beginning otherwise.
+/// Reads every retained revocation into the set, up to where the live feed started (so that
+/// nothing falls between the two); the set is complete from the oldest one when the stream
+/// was ever trimmed, from the beginning otherwise.
 async fn load_retained(
     fallback: &OutageFallback,
     store: &Arc<dyn Store>,
+    feed: &RevocationFeed,
     retention: &(impl Fn() -> Duration + Send + Sync),
 ) -> Result<usize, crate::store::StoreError> {
     let mut cursor = "0-0".to_owned();
-    let mut since = None;
+    let mut since = SystemTime::UNIX_EPOCH;
     let mut count = 0;
     loop {
         let batch = store
             .revocations_after(Some(&cursor), REVOCATION_BATCH)
             .await?;
         let now = fallback.clock.now();
-        if since.is_none() {
-            since = Some(match (batch.trimmed, batch.events.first()) {
-                (false, _) => SystemTime::UNIX_EPOCH,
-                (true, Some(first)) => revocation_time(first, now),
-                (true, None) => now,
-            });
+        if batch.trimmed {
+            // Entries before this batch may be gone: the set is complete from here on.
+            let from = batch
+                .events
+                .first()
+                .map_or(now, |first| revocation_time(first, now));
+            since = since.max(from);
         }
         let Some(last) = batch.events.last() else {
-            break;
+            // Read to the end: done once the feed follows from no later than here.
+            let caught_up = feed.started_from().is_some_and(|start| {
+                start == "0-0"
+                    || cursor_position(start).unwrap_or((0, 0))
+                        <= cursor_position(&cursor).unwrap_or((0, 0))
+            });
+            if caught_up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
         };
         cursor.clone_from(&last.cursor);
         let mut revoked = lock(&fallback.revoked);
@@ -282,7 +387,7 @@ async fn load_retained(
             count += 1;
         }
     }
-    lock(&fallback.revoked).loaded(since.unwrap_or(SystemTime::UNIX_EPOCH));
+    lock(&fallback.revoked).loaded(since);
     Ok(count)
 }
 
@@ -366,7 +471,18 @@ mod tests {
             Verdict::Unknown(_)
         ));
         assert!(!fallback.can_vouch());
-        // The store back, then down again: a new outage, a new grace.
+        // The store back for a moment, then down again: the same outage, no new grace.
+        fallback.store_reachable();
+        clock.advance(RECOVERY_CONFIRM / 2);
+        fallback.store_reachable();
+        fallback.store_unreachable();
+        assert!(matches!(
+            fallback.admit(TOKEN, "app", &seal),
+            Verdict::Unknown(_)
+        ));
+        // Back for longer than RECOVERY_CONFIRM: the next failure is a new outage.
+        fallback.store_reachable();
+        clock.advance(RECOVERY_CONFIRM);
         fallback.store_reachable();
         fallback.store_unreachable();
         assert!(admitted(&fallback.admit(TOKEN, "app", &seal)));
@@ -408,9 +524,10 @@ mod tests {
             fallback.admit(TOKEN, "app", &seal),
             Verdict::Unknown(_)
         ));
-        // Past its absolute lifetime.
+        // Past its absolute lifetime, in a later outage.
         fallback.store_reachable();
         clock.advance(Duration::from_secs(1800));
+        fallback.store_reachable();
         fallback.store_unreachable();
         assert!(matches!(
             fallback.admit(TOKEN, "app", &seal),
@@ -429,6 +546,13 @@ mod tests {
             fallback.admit(TOKEN, "app", &seal),
             Verdict::Unknown(_)
         ));
+        // A seal made moments after the loss could still predate it by another clock.
+        let close = fallback.seal(TOKEN, &session(clock.now())).unwrap();
+        assert!(matches!(
+            fallback.admit(TOKEN, "app", &close),
+            Verdict::Unknown(_)
+        ));
+        clock.advance(REVOCATION_CLOCK_MARGIN + Duration::from_secs(1));
         let fresh = fallback.seal(TOKEN, &session(clock.now())).unwrap();
         assert!(admitted(&fallback.admit(TOKEN, "app", &fresh)));
         // Not loaded at all (a replica that never read the stream): nothing is vouched for.

@@ -19,9 +19,10 @@ use crate::domain::{Attribute, SealKey, Session, User};
 const VERSION: u8 = 1;
 /// Bytes of a key id inside a seal (ids are 16 hex digits).
 const KEY_ID_LEN: usize = 8;
-/// Longest seal accepted from a cookie: the claims of a user with many attributes fit, a
-/// flood of bytes is refused before any decoding.
-pub const MAX_SEAL_LEN: usize = 3800;
+/// Longest seal made or accepted. A seal rides on every request beside the session cookie,
+/// one per virtual proxy, through upstreams' header limits (8 KB is common): a user whose
+/// claims do not fit gets no seal rather than requests refused with 431.
+pub const MAX_SEAL_LEN: usize = 1200;
 
 /// The claims inside a seal.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -116,24 +116,36 @@ impl ControlClient {
         .await
     }
 
-    /// The session of a token (with the browser's seal, if any), or `None` when the control
-    /// plane does not know it.
+    /// The session of a token, or `None` when the control plane does not know it. `seal`:
+    /// the browser's seal cookie (`Some("")` when it has none) on a path that sets a renewed
+    /// one; `None` on paths that do not handle seals.
     pub async fn validate(
         &self,
         virtual_proxy: &str,
         token: &str,
-        seal: &str,
+        seal: Option<&str>,
     ) -> Result<Option<Checked>, ControlError> {
         let request = pb::ValidateSessionRequest {
             virtual_proxy: virtual_proxy.to_owned(),
             session_token: token.to_owned(),
-            seal: seal.to_owned(),
+            seal: seal.unwrap_or_default().to_owned(),
+            renew_seal: seal.is_some(),
         };
+        // A session served from its seal is second-hand: the other replicas are asked too.
         let answer = self
-            .node_call(request, |mut client, request| async move {
-                client.validate_session(request).await
-            })
-            .await;
+            .replicas
+            .call_settled(
+                |replica| {
+                    let mut client = replica.node.clone();
+                    let request = request.clone();
+                    async move { client.validate_session(request).await }
+                },
+                |answer: &tonic::Response<pb::ValidateSessionResponse>| {
+                    answer.get_ref().outage_until.is_some()
+                },
+            )
+            .await
+            .map(tonic::Response::into_inner);
         match answer {
             Ok(answer) => Ok(answer.session.map(|session| Checked {
                 session,

@@ -188,6 +188,55 @@ impl Replicas {
         Err(failure.unwrap_or_else(|| Status::unavailable("no control-plane endpoint")))
     }
 
+    /// As [`call_on`](Self::call_on) over every endpoint, except that an answer `second_hand`
+    /// says is not the store's (a session vouched for from its seal while that replica's
+    /// store is down) does not end the round: the other endpoints are asked too, and an
+    /// answer from one whose store answered (a session, or "no such session") wins. A replica
+    /// cut off from its store alone must not speak for a session the others know ended.
+    pub(super) async fn call_settled<T, F, Fut>(
+        &self,
+        mut call: F,
+        second_hand: impl Fn(&T) -> bool,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(&Replica) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut failure = None;
+        let mut vouched = None;
+        for index in self.order() {
+            match call(&self.all[index]).await {
+                Ok(answer) if second_hand(&answer) => {
+                    self.answered(index);
+                    vouched.get_or_insert(answer);
+                }
+                Err(status) if is_store_unavailable(&status) => {
+                    self.answered(index);
+                    failure = Some(status);
+                }
+                Err(status) if unanswered(status.code()) => {
+                    self.failed(index);
+                    if timed_out(status.code()) {
+                        self.all[index].timeouts.send_modify(|count| *count += 1);
+                    }
+                    if !failure.as_ref().is_some_and(is_store_unavailable) {
+                        failure = Some(status);
+                    }
+                }
+                answer => {
+                    self.answered(index);
+                    return answer;
+                }
+            }
+        }
+        match vouched {
+            Some(answer) => Ok(answer),
+            None => {
+                Err(failure.unwrap_or_else(|| Status::unavailable("no control-plane endpoint")))
+            }
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }

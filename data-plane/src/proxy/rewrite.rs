@@ -71,7 +71,11 @@ pub fn for_upstream(
 
 /// What the client's response gains from the login this request made.
 pub fn response(response: &mut Response<ProxyBody>, mut user: Authenticated) {
-    for cookie in user.take_cookies() {
+    let cookies = user.take_cookies();
+    if !cookies.is_empty() {
+        keep_out_of_shared_caches(response.headers_mut());
+    }
+    for cookie in cookies {
         response.headers_mut().append(SET_COOKIE, cookie);
     }
     if let Some(negotiate) = user.www_authenticate {
@@ -90,4 +94,51 @@ fn upstream_path(uri: &Uri, proxy: &VirtualProxy) -> Uri {
         None => path.into_owned(),
     };
     path_and_query.parse().unwrap_or_else(|_| uri.clone())
+}
+
+/// A response that now sets one user's cookie must not be stored by a shared cache and
+/// handed to others (the upstream may have marked a static asset `public`).
+fn keep_out_of_shared_caches(headers: &mut http::HeaderMap) {
+    let private = headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|directive| {
+            let directive = directive.trim();
+            directive.eq_ignore_ascii_case("private") || directive.eq_ignore_ascii_case("no-store")
+        });
+    if !private {
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("private, no-cache"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_setting_a_cookie_is_kept_out_of_shared_caches() {
+        let cached = |value: Option<&'static str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static(value),
+                );
+            }
+            keep_out_of_shared_caches(&mut headers);
+            headers[http::header::CACHE_CONTROL]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(cached(None), "private, no-cache");
+        assert_eq!(cached(Some("public, max-age=3600")), "private, no-cache");
+        assert_eq!(cached(Some("max-age=60, Private")), "max-age=60, Private");
+        assert_eq!(cached(Some("no-store")), "no-store");
+    }
 }

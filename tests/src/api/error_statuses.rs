@@ -303,6 +303,7 @@ async fn not_found_for_an_unknown_virtual_proxy_on_every_rpc() {
                 virtual_proxy: unknown.into(),
                 session_token: alice.session_token.clone(),
                 seal: String::new(),
+                renew_seal: false,
             })
             .await
             .expect_err("ValidateSession"),

@@ -261,3 +261,57 @@ async fn a_replica_vouches_for_a_session_another_replica_sealed() {
     .await;
     assert_unavailable(&node_b, None, "a new login during the outage").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_cut_off_from_redis_alone_does_not_speak_for_an_ended_session() {
+    let redis = RedisServer::start().await;
+    let upstream = EchoUpstream::start("engine").await;
+    // Replica A reaches Redis through a relay the test cuts; B directly.
+    let to_redis =
+        crate::harness::relay::Relay::start(format!("127.0.0.1:{}", redis.port()).parse().unwrap())
+            .await;
+    let through_relay = format!(
+        "[outage]\ngrace = \"{}s\"\n\n{}",
+        OUTAGE_GRACE.as_secs(),
+        AppProxy::new([upstream.node()])
+            .on_redis(&redis)
+            .replace(&redis.url(), &format!("redis://{}/", to_redis.address()))
+    );
+    let replica_a = ControlPlane::start(&through_relay).await;
+    let replica_b = ControlPlane::start(&config(&redis, &upstream)).await;
+    let both = node_settings(CACHE_GRACE, &[replica_a.address(), replica_b.address()]);
+    let node = DataPlaneNode::start_with(&replica_a, &both).await;
+
+    let mallory = log_in(&replica_b, &node, "mallory").await;
+    let alice = log_in(&replica_b, &node, "alice").await;
+    to_redis.cut(crate::harness::relay::Cut::Refuse);
+    // Ended through B while A cannot hear of it.
+    delete_session_by_token(&replica_b, &mallory).await;
+    await_refused(&node, &mallory.cookies()).await;
+    // Whichever replica the node asks first, B's "no such session" wins over A's seal.
+    for round in 0..6 {
+        tokio::time::sleep(CACHE_GRACE + Duration::from_millis(100)).await;
+        assert_refused(&node, &mallory.cookies(), &format!("round {round}")).await;
+        assert_served(&node, &alice.cookies(), "alice", &format!("round {round}")).await;
+    }
+}
+
+/// Ends the browser's session through the Session API of `control_plane`, by its token.
+async fn delete_session_by_token(control_plane: &ControlPlane, browser: &Browser) {
+    let token = browser
+        .session
+        .split_once('=')
+        .map(|(_, token)| token.to_owned())
+        .expect("name=value");
+    control_plane
+        .sessions()
+        .delete_session(gatehouse_proto::v1::DeleteSessionRequest {
+            session: Some(gatehouse_proto::v1::SessionSelector {
+                by: Some(gatehouse_proto::v1::session_selector::By::SessionToken(
+                    token,
+                )),
+            }),
+        })
+        .await
+        .expect("DeleteSession");
+}

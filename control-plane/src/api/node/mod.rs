@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 pub(crate) use self::watch::WatchSource;
 use super::{session_to_proto, sessions_to_proto, user_from_proto};
 use crate::authority::Authority;
+use crate::error::{Error, StoreError};
 use crate::events::RevocationFeed;
 
 /// Most activity records one `Touch` may carry.
@@ -46,6 +47,22 @@ impl NodeApi {
 }
 
 impl NodeApi {
+    /// A failed check as a node hears it. With sealing on, a store outage is marked: the
+    /// node keeps this replica in rotation and opens no breaker, since the next session's
+    /// seal may be vouched for (answered at once while the store fails). With sealing off,
+    /// it is a plain `UNAVAILABLE`, and the node's breaker spares the store.
+    fn validation_refused(&self, error: Error) -> Status {
+        let store_down = matches!(error, Error::Store(StoreError::Unavailable(_)));
+        let mut status = Status::from(error);
+        if store_down && self.authority.outage_fallback().is_some() {
+            status.metadata_mut().insert(
+                gatehouse_proto::STORE_UNAVAILABLE_KEY,
+                tonic::metadata::MetadataValue::from_static("unavailable"),
+            );
+        }
+        status
+    }
+
     /// A new session as a node gets it: token, session and seal.
     fn login_response(&self, issued: crate::authority::IssuedSession) -> pb::LoginResponse {
         pb::LoginResponse {
@@ -82,8 +99,10 @@ impl pb::node_service_server::NodeService for NodeApi {
                 &request.virtual_proxy,
                 &request.session_token,
                 &request.seal,
+                request.renew_seal,
             )
-            .await?;
+            .await
+            .map_err(|error| self.validation_refused(error))?;
         Ok(Response::new(pb::ValidateSessionResponse {
             session: Some(session_to_proto(checked.session)),
             seal: checked.seal.unwrap_or_default(),
