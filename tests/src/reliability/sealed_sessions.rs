@@ -288,8 +288,27 @@ async fn a_replica_cut_off_from_redis_alone_does_not_speak_for_an_ended_session(
     // Ended through B while A cannot hear of it.
     delete_session_by_token(&replica_b, &mallory).await;
     await_refused(&node, &mallory.cookies()).await;
+    // A alone would vouch for it from the seal: it cannot know.
+    let vouched = replica_a
+        .node()
+        .validate_session(gatehouse_proto::v1::ValidateSessionRequest {
+            virtual_proxy: "app".into(),
+            session_token: token_of(&mallory),
+            seal: mallory
+                .seal
+                .split_once('=')
+                .map(|(_, seal)| seal.to_owned())
+                .unwrap(),
+            renew_seal: true,
+        })
+        .await
+        .expect("replica A vouches from the seal")
+        .into_inner();
+    assert!(vouched.outage_until.is_some(), "{vouched:?}");
+    // Past the few seconds a node itself remembers a revocation for.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     // Whichever replica the node asks first, B's "no such session" wins over A's seal.
-    for round in 0..6 {
+    for round in 0..4 {
         tokio::time::sleep(CACHE_GRACE + Duration::from_millis(100)).await;
         assert_refused(&node, &mallory.cookies(), &format!("round {round}")).await;
         assert_served(&node, &alice.cookies(), "alice", &format!("round {round}")).await;
@@ -298,11 +317,7 @@ async fn a_replica_cut_off_from_redis_alone_does_not_speak_for_an_ended_session(
 
 /// Ends the browser's session through the Session API of `control_plane`, by its token.
 async fn delete_session_by_token(control_plane: &ControlPlane, browser: &Browser) {
-    let token = browser
-        .session
-        .split_once('=')
-        .map(|(_, token)| token.to_owned())
-        .expect("name=value");
+    let token = token_of(browser);
     control_plane
         .sessions()
         .delete_session(gatehouse_proto::v1::DeleteSessionRequest {
@@ -314,4 +329,12 @@ async fn delete_session_by_token(control_plane: &ControlPlane, browser: &Browser
         })
         .await
         .expect("DeleteSession");
+}
+
+fn token_of(browser: &Browser) -> String {
+    browser
+        .session
+        .split_once('=')
+        .map(|(_, token)| token.to_owned())
+        .expect("name=value")
 }
