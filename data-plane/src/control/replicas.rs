@@ -151,41 +151,12 @@ impl Replicas {
     }
 
     /// Makes `call` on up to `endpoints` endpoints, one after another, until one answers.
-    pub(super) async fn call_on<T, F, Fut>(
-        &self,
-        endpoints: usize,
-        mut call: F,
-    ) -> Result<T, Status>
+    pub(super) async fn call_on<T, F, Fut>(&self, endpoints: usize, call: F) -> Result<T, Status>
     where
         F: FnMut(&Replica) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let mut failure = None;
-        for index in self.order().into_iter().take(endpoints) {
-            match call(&self.all[index]).await {
-                // Alive, its store is not: ask the next one, but do not pass this one over.
-                // What the caller hears is that the store is down, not that no replica
-                // answered.
-                Err(status) if is_store_unavailable(&status) => {
-                    self.answered(index);
-                    failure = Some(status);
-                }
-                Err(status) if unanswered(status.code()) => {
-                    self.failed(index);
-                    if timed_out(status.code()) {
-                        self.all[index].timeouts.send_modify(|count| *count += 1);
-                    }
-                    if !failure.as_ref().is_some_and(is_store_unavailable) {
-                        failure = Some(status);
-                    }
-                }
-                answer => {
-                    self.answered(index);
-                    return answer;
-                }
-            }
-        }
-        Err(failure.unwrap_or_else(|| Status::unavailable("no control-plane endpoint")))
+        self.call_among(endpoints, call, |_| false).await
     }
 
     /// As [`call_on`](Self::call_on) over every endpoint, except that an answer `second_hand`
@@ -195,6 +166,19 @@ impl Replicas {
     /// cut off from its store alone must not speak for a session the others know ended.
     pub(super) async fn call_settled<T, F, Fut>(
         &self,
+        call: F,
+        second_hand: impl Fn(&T) -> bool,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(&Replica) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_among(usize::MAX, call, second_hand).await
+    }
+
+    async fn call_among<T, F, Fut>(
+        &self,
+        endpoints: usize,
         mut call: F,
         second_hand: impl Fn(&T) -> bool,
     ) -> Result<T, Status>
@@ -204,12 +188,15 @@ impl Replicas {
     {
         let mut failure = None;
         let mut vouched = None;
-        for index in self.order() {
+        for index in self.order().into_iter().take(endpoints) {
             match call(&self.all[index]).await {
                 Ok(answer) if second_hand(&answer) => {
                     self.answered(index);
                     vouched.get_or_insert(answer);
                 }
+                // Alive, its store is not: ask the next one, but do not pass this one over.
+                // What the caller hears is that the store is down, not that no replica
+                // answered.
                 Err(status) if is_store_unavailable(&status) => {
                     self.answered(index);
                     failure = Some(status);

@@ -120,6 +120,27 @@ impl Env {
         )
     }
 
+    /// Waits until the node refuses `cookie` (a revocation reached it).
+    async fn await_refused(&self, cookie: &str, what: &str) {
+        let url = self.node.url("/app/hub");
+        eventually(
+            &format!("the node to refuse {what}"),
+            Duration::from_secs(10),
+            || {
+                let (url, cookie) = (url.clone(), cookie.to_owned());
+                async move { (get(&url, &with_cookie(&cookie)).await.status != 200).then_some(()) }
+            },
+        )
+        .await;
+    }
+
+    /// The `targetId` of the login redirect the node sends a browser at `path` to.
+    async fn login_target(&self, path: &str) -> String {
+        let first = get(&self.node.url(path), &[]).await;
+        let module_url = first.location().expect("a login redirect").to_owned();
+        query_param(&module_url, "targetId").expect("targetId")
+    }
+
     /// A call as a QPS client makes it: admin certificate, equal Xrfkey in query and header.
     async fn qps(&self, method: Method, path: &str, body: Value) -> Reply {
         let separator = if path.contains('?') { '&' } else { '?' };
@@ -620,18 +641,8 @@ async fn session_and_user_endpoints_answer_clearly() {
         .await;
     assert_eq!(logged_out.status, 200, "{}", logged_out.text());
     assert_eq!(logged_out.json().as_array().map(Vec::len), Some(2));
-    let url = env.node.url("/app/x");
-    for cookie in cookies {
-        let url = url.clone();
-        eventually(
-            "the node to refuse a logged-out session",
-            Duration::from_secs(10),
-            || {
-                let (url, cookie) = (url.clone(), cookie.clone());
-                async move { (get(&url, &with_cookie(&cookie)).await.status != 200).then_some(()) }
-            },
-        )
-        .await;
+    for cookie in &cookies {
+        env.await_refused(cookie, "a logged-out session").await;
     }
     let listed = env
         .qps(Method::GET, "/qps/app/user/CORP/carol", Value::Null)
@@ -759,9 +770,7 @@ fn session_fields() -> Vec<String> {
 #[tokio::test]
 async fn every_rest_answer_has_the_fields_the_qps_documentation_lists() {
     let env = Env::start("shapes").await;
-    let first = get(&env.node.url("/app/hub"), &[]).await;
-    let module_url = first.location().expect("a login redirect").to_owned();
-    let target_id = query_param(&module_url, "targetId").expect("targetId");
+    let target_id = env.login_target("/app/hub").await;
     let ticket = env
         .qps(
             Method::POST,
@@ -867,17 +876,8 @@ async fn listed_sessions_are_deleted_by_their_session_id_as_qlik_cli_does() {
         assert_eq!(deleted.status, 200, "{}", deleted.text());
         assert_eq!(deleted.json()["SessionId"], id);
     }
-    let url = env.node.url("/app/hub");
     for (cookie, _) in &cookies {
-        eventually(
-            "the node to refuse a deleted session",
-            Duration::from_secs(10),
-            || {
-                let (url, cookie) = (url.clone(), cookie.clone());
-                async move { (get(&url, &with_cookie(&cookie)).await.status != 200).then_some(()) }
-            },
-        )
-        .await;
+        env.await_refused(cookie, "a deleted session").await;
     }
     let empty = env
         .qps(Method::GET, "/qps/app/user/CORP/carol", Value::Null)
@@ -890,9 +890,7 @@ async fn target_ids_are_guids_and_tickets_are_letters_and_digits() {
     let env = Env::start("id-shapes").await;
     let mut tickets = std::collections::HashSet::new();
     for _ in 0..5 {
-        let first = get(&env.node.url("/app/hub"), &[]).await;
-        let module_url = first.location().expect("a login redirect").to_owned();
-        let target_id = query_param(&module_url, "targetId").expect("targetId");
+        let target_id = env.login_target("/app/hub").await;
         assert!(is_guid(&target_id), "{target_id}");
         let answer = env
             .qps(
@@ -935,9 +933,7 @@ async fn a_ticket_for_an_unknown_or_missing_target_lands_on_the_default_uri() {
         assert_eq!(answer.json()["TargetUri"], landing, "{body}");
     }
     // A known target still wins.
-    let first = get(&env.node.url("/app/hub/sheet"), &[]).await;
-    let module_url = first.location().expect("a login redirect").to_owned();
-    let target_id = query_param(&module_url, "targetId").expect("targetId");
+    let target_id = env.login_target("/app/hub/sheet").await;
     let answer = env
         .qps(
             Method::POST,
