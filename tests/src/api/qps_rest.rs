@@ -120,6 +120,23 @@ impl Env {
         )
     }
 
+    /// A session of CORP\\`user` in "app", created over gRPC.
+    async fn grpc_session(&self, user: &str) -> pb::CreateSessionResponse {
+        self.sessions()
+            .create_session(pb::CreateSessionRequest {
+                virtual_proxy: "app".into(),
+                user: Some(pb::User {
+                    user_directory: "CORP".into(),
+                    user_id: user.into(),
+                    attributes: vec![],
+                }),
+                session_token: None,
+            })
+            .await
+            .expect("CreateSession")
+            .into_inner()
+    }
+
     /// Waits until the node refuses `cookie` (a revocation reached it).
     async fn await_refused(&self, cookie: &str, what: &str) {
         let url = self.node.url("/app/hub");
@@ -465,19 +482,7 @@ async fn rest_and_grpc_show_the_same_sessions_and_rest_deletes_reach_the_node() 
     assert_eq!(listed[0].handle, handle);
 
     // The reverse: created over gRPC, seen over REST by token, by handle and in the list.
-    let other = grpc
-        .create_session(pb::CreateSessionRequest {
-            virtual_proxy: "app".into(),
-            user: Some(pb::User {
-                user_directory: "CORP".into(),
-                user_id: "bob".into(),
-                attributes: vec![],
-            }),
-            session_token: None,
-        })
-        .await
-        .expect("CreateSession")
-        .into_inner();
+    let other = env.grpc_session("bob").await;
     let other_handle = other.session.unwrap().handle;
     let seen = env
         .qps(
@@ -827,22 +832,9 @@ async fn every_rest_answer_has_the_fields_the_qps_documentation_lists() {
 #[tokio::test]
 async fn listed_sessions_are_deleted_by_their_session_id_as_qlik_cli_does() {
     let env = Env::start("session-ids").await;
-    let mut grpc = env.sessions();
     let mut cookies = Vec::new();
     for _ in 0..2 {
-        let created = grpc
-            .create_session(pb::CreateSessionRequest {
-                virtual_proxy: "app".into(),
-                user: Some(pb::User {
-                    user_directory: "CORP".into(),
-                    user_id: "carol".into(),
-                    attributes: vec![],
-                }),
-                session_token: None,
-            })
-            .await
-            .expect("CreateSession")
-            .into_inner();
+        let created = env.grpc_session("carol").await;
         cookies.push((
             format!("{COOKIE}={}", created.session_token),
             created.session_token,
