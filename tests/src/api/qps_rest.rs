@@ -137,6 +137,15 @@ impl Env {
             .into_inner()
     }
 
+    /// `POST /qps/app/ticket` for CORP\\`user`, for `target_id` if given.
+    async fn ticket(&self, user: &str, target_id: Option<&str>) -> Reply {
+        let mut body = json!({"UserDirectory": "CORP", "UserId": user});
+        if let Some(id) = target_id {
+            body["TargetId"] = id.into();
+        }
+        self.qps(Method::POST, "/qps/app/ticket", body).await
+    }
+
     /// Waits until the node refuses `cookie` (a revocation reached it).
     async fn await_refused(&self, cookie: &str, what: &str) {
         let url = self.node.url("/app/hub");
@@ -776,13 +785,7 @@ fn session_fields() -> Vec<String> {
 async fn every_rest_answer_has_the_fields_the_qps_documentation_lists() {
     let env = Env::start("shapes").await;
     let target_id = env.login_target("/app/hub").await;
-    let ticket = env
-        .qps(
-            Method::POST,
-            "/qps/app/ticket",
-            json!({"UserDirectory": "CORP", "UserId": "dana", "TargetId": target_id}),
-        )
-        .await;
+    let ticket = env.ticket("dana", Some(&target_id)).await;
     assert_eq!(ticket.status, 201, "{}", ticket.text());
     assert_eq!(names(&ticket.json()), QPS_TICKET, "ticket");
 
@@ -884,13 +887,7 @@ async fn target_ids_are_guids_and_tickets_are_letters_and_digits() {
     for _ in 0..5 {
         let target_id = env.login_target("/app/hub").await;
         assert!(is_guid(&target_id), "{target_id}");
-        let answer = env
-            .qps(
-                Method::POST,
-                "/qps/app/ticket",
-                json!({"UserDirectory": "CORP", "UserId": "erin", "TargetId": target_id}),
-            )
-            .await;
+        let answer = env.ticket("erin", Some(&target_id)).await;
         assert_eq!(answer.status, 201, "{}", answer.text());
         let ticket = answer.json()["Ticket"].as_str().unwrap().to_owned();
         assert!(
@@ -926,26 +923,14 @@ async fn a_ticket_for_an_unknown_or_missing_target_lands_on_the_default_uri() {
     }
     // A known target still wins.
     let target_id = env.login_target("/app/hub/sheet").await;
-    let answer = env
-        .qps(
-            Method::POST,
-            "/qps/app/ticket",
-            json!({"UserDirectory": "CORP", "UserId": "fay", "TargetId": target_id}),
-        )
-        .await;
+    let answer = env.ticket("fay", Some(&target_id)).await;
     assert_eq!(
         answer.json()["TargetUri"],
         env.node.url("/app/hub/sheet").as_str()
     );
     // Without a default, QPS's answer: no TargetUri.
     let plain = Env::start("no-default-target").await;
-    let answer = plain
-        .qps(
-            Method::POST,
-            "/qps/app/ticket",
-            json!({"UserDirectory": "CORP", "UserId": "fay", "TargetId": unknown}),
-        )
-        .await;
+    let answer = plain.ticket("fay", Some(&unknown)).await;
     assert!(
         answer.json().get("TargetUri").is_none(),
         "{}",
