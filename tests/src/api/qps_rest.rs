@@ -930,7 +930,7 @@ async fn a_ticket_for_an_unknown_or_missing_target_lands_on_the_default_uri() {
     );
     // Without a default, QPS's answer: no TargetUri.
     let plain = Env::start("no-default-target").await;
-    let answer = plain.ticket("fay", Some(&unknown)).await;
+    let answer = plain.ticket("fay", Some(unknown)).await;
     assert!(
         answer.json().get("TargetUri").is_none(),
         "{}",
