@@ -114,10 +114,9 @@ fn status_field(status: &str, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// The TCP connections (local, remote) among process `pid`'s open files, IPv4 only (every
-/// test socket is on 127.0.0.1): a count of files says something leaks, this says what.
-pub fn tcp_connections(pid: u32) -> Vec<(SocketAddr, SocketAddr)> {
-    let inodes: HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// Inodes of the sockets among process `pid`'s open files.
+fn socket_inodes(pid: u32) -> HashSet<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|entries| {
             entries
                 .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
@@ -131,20 +130,56 @@ pub fn tcp_connections(pid: u32) -> Vec<(SocketAddr, SocketAddr)> {
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The rows of `/proc/<pid>/net/<table>` (`tcp` or `tcp6`) for process `pid`'s own
+/// sockets, split in fields (1: local address, 2: remote address, 3: state).
+fn own_sockets(pid: u32, table: &str) -> Vec<Vec<String>> {
+    let inodes = socket_inodes(pid);
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
     table
         .lines()
         .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let inode: u64 = fields.get(9)?.parse().ok()?;
-            // Listening sockets have no peer; only connections are of interest.
-            if !inodes.contains(&inode) || *fields.get(3)? == "0A" {
-                return None;
-            }
-            Some((hex_address(fields.get(1)?)?, hex_address(fields.get(2)?)?))
+        .map(|line| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
         })
+        .filter(|fields| {
+            fields
+                .get(9)
+                .and_then(|inode| inode.parse().ok())
+                .is_some_and(|inode: u64| inodes.contains(&inode))
+        })
+        .collect()
+}
+
+/// Kernel state of a listening socket in `/proc/net/tcp`.
+const LISTEN: &str = "0A";
+
+/// The TCP ports process `pid` listens on, over IPv4 or IPv6 (a server listening on `[::]`,
+/// as Caddy does, serves 127.0.0.1 too).
+pub fn listening_ports(pid: u32) -> HashSet<u16> {
+    ["tcp", "tcp6"]
+        .iter()
+        .flat_map(|table| own_sockets(pid, table))
+        .filter(|fields| fields.get(3).is_some_and(|state| state == LISTEN))
+        .filter_map(|fields| {
+            let (_, port) = fields.get(1)?.rsplit_once(':')?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect()
+}
+
+/// The TCP connections (local, remote) among process `pid`'s open files, IPv4 only (every
+/// test socket is on 127.0.0.1): a count of files says something leaks, this says what.
+pub fn tcp_connections(pid: u32) -> Vec<(SocketAddr, SocketAddr)> {
+    own_sockets(pid, "tcp")
+        .iter()
+        // Listening sockets have no peer; only connections are of interest.
+        .filter(|fields| fields.get(3).is_some_and(|state| state != LISTEN))
+        .filter_map(|fields| Some((hex_address(fields.get(1)?)?, hex_address(fields.get(2)?)?)))
         .collect()
 }
 
@@ -221,6 +256,20 @@ mod tests {
             Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
         );
         assert_eq!(hex_address("garbage"), None);
+    }
+
+    #[test]
+    fn the_ports_a_process_listens_on_are_its_own() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listening_ports(std::process::id()).contains(&port));
+        drop(listener);
+        assert!(!listening_ports(std::process::id()).contains(&port));
+        // A listener on every IPv6 address (Caddy's) is found in the other table.
+        if let Ok(listener) = std::net::TcpListener::bind("[::]:0") {
+            let port = listener.local_addr().unwrap().port();
+            assert!(listening_ports(std::process::id()).contains(&port));
+        }
     }
 
     #[test]
