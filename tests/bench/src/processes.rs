@@ -80,8 +80,8 @@ pub async fn data_plane(
 /// sockets count against its own open-file limit, not the driver's.
 #[derive(Debug)]
 pub struct UpstreamProcess {
-    /// Held only to be killed on drop.
-    _process: Process,
+    /// Killed on drop.
+    process: Process,
     pub address: SocketAddr,
 }
 
@@ -106,13 +106,16 @@ impl UpstreamProcess {
                         || async { true },
                     )
                     .await?;
-                Ok(Self {
-                    _process: process,
-                    address,
-                })
+                Ok(Self { process, address })
             }
         })
         .await
+    }
+}
+
+impl UpstreamProcess {
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 }
 
