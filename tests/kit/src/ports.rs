@@ -51,15 +51,23 @@ where
     Fut: Future<Output = Result<T>>,
 {
     let mut lost = Vec::new();
+    let mut last = None;
     for _ in 0..ATTEMPTS {
         let ports = free_ports(count)?;
         match start(ports.clone()).await {
             Ok(server) => return Ok(server),
-            Err(error) if port_taken(&error) => lost.push(ports),
+            Err(error) if port_taken(&error) => {
+                lost.push(ports);
+                last = Some(error);
+            }
             Err(error) => return Err(error),
         }
     }
-    bail!("another process took the ports of every attempt to start this server: {lost:?}")
+    let last = last.map(|error| format!("{error:#}")).unwrap_or_default();
+    bail!(
+        "another process took the ports of every attempt to start this server ({lost:?}), or \
+         a port it was given besides these is in use; the last attempt: {last}"
+    )
 }
 
 /// Whether `error` is (or was caused by) a server exiting because a port was taken.

@@ -303,14 +303,19 @@ mod tests {
     }
 
     #[test]
-    fn this_process_cpu_time_grows_as_it_works() {
-        let before = cpu_time_of(std::process::id()).unwrap();
-        let started = std::time::Instant::now();
-        let mut spin: u64 = 0;
-        while started.elapsed() < Duration::from_millis(20) {
-            spin = std::hint::black_box(spin.wrapping_add(1));
-        }
-        let after = cpu_time_of(std::process::id()).unwrap();
+    fn a_busy_process_cpu_time_grows() {
+        // A child of its own: the test binary's threads come and go, and an ended thread's
+        // time leaves the sum.
+        let mut busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let before = cpu_time_of(busy.id()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let after = cpu_time_of(busy.id()).unwrap();
+        busy.kill().unwrap();
+        busy.wait().unwrap();
         assert!(after > before, "{before:?} then {after:?}");
     }
 
