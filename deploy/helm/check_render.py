@@ -5,6 +5,11 @@ the schema validation cannot see:
 - every ConfigMap's *.toml parses, and the nodes dial a Service of the render (except for
   podman kube play, which has none);
 - every ConfigMap a Deployment mounts is in the render;
+- an edit of the virtual proxies rolls no pod, an edit of data-plane.toml rolls the nodes: the
+  ConfigMap holding control-plane.toml (whose virtual proxies the control plane rereads when
+  the kubelet updates the mounted file) has a stable name, with no content-hash suffix of
+  kustomize's configMapGenerator; the one holding data-plane.toml (read only at start) has
+  one, or the nodes' pod template has the chart's checksum/config annotation;
 - every image is pinned (a tag that is not latest, or a digest) and pulled IfNotPresent;
 - with the memory store, the control plane runs exactly one replica, recreated on rollout;
 - with --podman, only kinds `podman kube play` runs, one replica each, local images;
@@ -15,6 +20,7 @@ Exits 1 with one line per problem."""
 
 import argparse
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -29,6 +35,10 @@ MOUNTED = "/etc/gatehouse/"
 DEV_CA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dev-ca.sh")
 
 PODMAN_KINDS = {"Deployment", "Service", "ConfigMap"}
+
+# The suffix kustomize's configMapGenerator appends unless told not to: "-" and the first ten
+# hex digits of a SHA-256 of the content, with 0, 1, 3, a and e spelt g, h, k, m and t.
+HASH_SUFFIX = re.compile(r"-[2456789bcdfghkmt]{10}$")
 
 
 def containers(deployment):
@@ -85,6 +95,8 @@ def problems(documents, podman):
             if config_map and config_map not in config_maps:
                 yield f"{name}: mounts ConfigMap {config_map}, which the render does not hold"
 
+    yield from rollout_problems(config_maps, deployments)
+
     control_plane = [d for d in deployments if d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "control-plane"]
     if tomls.get("control-plane.toml", {}).get("store", {}).get("backend") == "memory":
         for deployment in control_plane:
@@ -103,6 +115,28 @@ def problems(documents, podman):
             for container in containers(deployment):
                 if not container["image"].startswith("localhost/"):
                     yield f"podman: {name} runs {container['image']}, not a localhost/ image"
+
+
+def rollout_problems(config_maps, deployments):
+    """What an edit of each plane's ConfigMap rolls (see the module's docstring)."""
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        template = deployment["spec"]["template"]
+        annotations = template.get("metadata", {}).get("annotations") or {}
+        for volume in template["spec"].get("volumes", []):
+            mounted = (volume.get("configMap") or {}).get("name")
+            data = (config_maps.get(mounted) or {}).get("data") or {}
+            hashed = HASH_SUFFIX.search(mounted or "") is not None
+            if "control-plane.toml" in data and hashed:
+                yield (
+                    f"{name}: ConfigMap {mounted} holds control-plane.toml under a content-hash "
+                    "name, so a virtual-proxy edit rolls the pods (disableNameSuffixHash)"
+                )
+            if "data-plane.toml" in data and not hashed and "checksum/config" not in annotations:
+                yield (
+                    f"{name}: ConfigMap {mounted} holds data-plane.toml, but an edit of it "
+                    "rolls no node (no content-hash name, no checksum/config annotation)"
+                )
 
 
 def certificate_for(plane, table):

@@ -7,9 +7,9 @@
 #
 # Stages, in order: cache-hit, cache-miss, h2, forward-auth, logins, revocation, memory, micro.
 # Full run (default): release binaries, 10 s per measurement, 2 interleaved rounds, 1 and 2
-# workers; results in target/bench/results.md. About 8 minutes on 2 cores plus the build
+# workers; results in target/bench/results.md. About 9 minutes on 2 cores plus the build
 # (a minute of it minting 20,000 sessions on the memory store, whose session creation
-# slows as sessions accumulate).
+# slows as sessions accumulate; another the revocation stage's 100 node processes).
 # --smoke: debug binaries (the test suite's build), 1 s per measurement, 1 round, 1 worker;
 # results in target/bench/smoke.md. It checks only that every stage runs and produces
 # numbers; test.sh runs it. No speed is ever asserted.

@@ -1,6 +1,6 @@
 //! `gatehouse-bench`: drives real `redis-server`, `control-plane` and `data-plane` processes
 //! on loopback and prints one Markdown table per measurement (BENCHMARKS.md): logins against
-//! the Redis limit, revocation propagation over three nodes, and data-plane memory.
+//! the Redis limit, revocation propagation to 100 nodes, and data-plane memory.
 //!
 //! Every process it starts is killed when it exits, on error or Ctrl-C too. Diagnostics go
 //! to stderr, the table to stdout; the exit code is non-zero when any figure is missing.

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use gatehouse_testkit::{
-    ControlPlaneProcess, DataPlaneProcess, EchoUpstream, Process, free_port, loopback, wait_for,
-};
+use gatehouse_testkit::ports::start_on_free_ports;
+use gatehouse_testkit::{ControlPlaneProcess, DataPlaneProcess, EchoUpstream, Process, loopback};
 use tokio::process::Command;
 
 /// Where the control plane keeps sessions.
@@ -81,39 +80,42 @@ pub async fn data_plane(
 /// sockets count against its own open-file limit, not the driver's.
 #[derive(Debug)]
 pub struct UpstreamProcess {
-    /// Held only to be killed on drop.
-    _process: Process,
+    /// Killed on drop.
+    process: Process,
     pub address: SocketAddr,
 }
 
 impl UpstreamProcess {
+    /// On a free port (another, if one picked is taken before it binds it).
     pub async fn start() -> Result<Self> {
-        let address = loopback(free_port()?);
-        let mut process = Process::spawn(
-            "upstream",
-            Command::new(std::env::current_exe().context("find this driver's executable")?)
+        let driver = std::env::current_exe().context("find this driver's executable")?;
+        start_on_free_ports(1, |ports| {
+            let address = loopback(ports[0]);
+            let mut command = Command::new(&driver);
+            command
                 .arg("upstream")
                 .arg("--listen")
-                .arg(address.to_string()),
-            Vec::new(),
-        )?;
-        wait_for(
-            "the upstream to listen",
-            Duration::from_secs(30),
-            Duration::from_millis(20),
-            || {
-                let running = process.check_running();
-                async move {
-                    running?;
-                    Ok(tokio::net::TcpStream::connect(address).await.ok().map(drop))
-                }
-            },
-        )
-        .await?;
-        Ok(Self {
-            _process: process,
-            address,
+                .arg(address.to_string());
+            async move {
+                let mut process = Process::spawn("upstream", &mut command, Vec::new())?;
+                process
+                    .wait_ready(
+                        "the upstream to listen",
+                        &ports,
+                        Duration::from_secs(30),
+                        || async { true },
+                    )
+                    .await?;
+                Ok(Self { process, address })
+            }
         })
+        .await
+    }
+}
+
+impl UpstreamProcess {
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 }
 

@@ -1,5 +1,6 @@
 //! The real `control-plane` and `data-plane` binaries as child processes, each on ephemeral
-//! loopback ports, each ready (its admin port's `/ready` answers 200) before `start` returns.
+//! loopback ports (new ones when another process took those picked first), each ready (its
+//! admin port's `/ready` answers 200) before `start` returns.
 //! Where the binaries come from is the caller's business: the tests look next to their own
 //! executable, the benchmark driver in `--bin-dir`.
 
@@ -12,10 +13,9 @@ use anyhow::{Context as _, Result, bail};
 use tokio::process::Command;
 
 use crate::http_client::get_once;
-use crate::ports::{free_port, loopback};
+use crate::ports::{loopback, start_on_free_ports};
 use crate::proc_stats;
 use crate::process::{Process, scratch_file};
-use crate::wait::wait_for;
 
 /// How long a process may take to become ready (a debug build on a busy machine included).
 const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -29,20 +29,18 @@ pub fn binary(dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Waits until `admin`'s `/ready` answers 200; an error if `process` exits meanwhile.
-async fn wait_ready(process: &mut Process, admin: SocketAddr) -> Result<()> {
+/// Waits until `process` listens on `address` and `admin` and the admin port's `/ready`
+/// answers 200; an error as soon as `process` exits.
+async fn wait_ready(process: &mut Process, address: SocketAddr, admin: SocketAddr) -> Result<()> {
     let what = format!("{} to be ready", process.name());
-    wait_for(&what, START_DEADLINE, Duration::from_millis(20), || {
-        let running = process.check_running();
-        async move {
-            running?;
-            Ok(get_once(admin, "/ready")
+    let ports = [address.port(), admin.port()];
+    process
+        .wait_ready(&what, &ports, START_DEADLINE, || async move {
+            get_once(admin, "/ready")
                 .await
-                .ok()
-                .and_then(|(status, _)| status.is_success().then_some(())))
-        }
-    })
-    .await
+                .is_ok_and(|(status, _)| status.is_success())
+        })
+        .await
 }
 
 /// A `control-plane` process.
@@ -63,8 +61,22 @@ impl ControlPlaneProcess {
         node_secret: &str,
         env: &[(&str, &OsStr)],
     ) -> Result<Self> {
-        let address = loopback(free_port()?);
-        let admin = loopback(free_port()?);
+        start_on_free_ports(2, |ports| {
+            let (address, admin) = (loopback(ports[0]), loopback(ports[1]));
+            Self::start_on(binary, config_toml, node_secret, env, address, admin)
+        })
+        .await
+    }
+
+    /// [`start`](Self::start) with the gRPC port on `address` and the admin port on `admin`.
+    pub async fn start_on(
+        binary: &Path,
+        config_toml: &str,
+        node_secret: &str,
+        env: &[(&str, &OsStr)],
+        address: SocketAddr,
+        admin: SocketAddr,
+    ) -> Result<Self> {
         let config = scratch_file("control-plane", "toml");
         std::fs::write(&config, config_toml)
             .with_context(|| format!("write {}", config.display()))?;
@@ -83,7 +95,7 @@ impl ControlPlaneProcess {
             command.env(name, value);
         }
         let mut process = Process::spawn("control-plane", &mut command, vec![config])?;
-        wait_ready(&mut process, admin).await?;
+        wait_ready(&mut process, address, admin).await?;
         Ok(Self {
             process,
             address,
@@ -116,8 +128,31 @@ impl DataPlaneProcess {
         name: &str,
         settings: &[impl AsRef<OsStr>],
     ) -> Result<Self> {
-        let address = loopback(free_port()?);
-        let admin = loopback(free_port()?);
+        start_on_free_ports(2, |ports| {
+            let (address, admin) = (loopback(ports[0]), loopback(ports[1]));
+            Self::start_on(
+                binary,
+                control_plane,
+                node_secret,
+                name,
+                settings,
+                address,
+                admin,
+            )
+        })
+        .await
+    }
+
+    /// [`start`](Self::start) with the proxy port on `address` and the admin port on `admin`.
+    pub async fn start_on(
+        binary: &Path,
+        control_plane: &str,
+        node_secret: &str,
+        name: &str,
+        settings: &[impl AsRef<OsStr>],
+        address: SocketAddr,
+        admin: SocketAddr,
+    ) -> Result<Self> {
         let mut command = Command::new(binary);
         command
             .arg("--listen")
@@ -137,7 +172,7 @@ impl DataPlaneProcess {
             command.arg("--set").arg(setting);
         }
         let mut process = Process::spawn(name, &mut command, Vec::new())?;
-        wait_ready(&mut process, admin).await?;
+        wait_ready(&mut process, address, admin).await?;
         Ok(Self {
             process,
             address,

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -72,6 +73,29 @@ pub fn cpu_seconds_of(pid: u32) -> Result<f64> {
     parse_cpu_seconds(&stat).with_context(|| format!("no CPU times for process {pid}"))
 }
 
+/// Time process `pid`'s threads have spent on a CPU so far, to the nanosecond: the first field
+/// of each `/proc/<pid>/task/<tid>/schedstat`. `/proc/<pid>/stat` counts in clock ticks
+/// (10 ms), too coarse for what one event costs a process. Threads that ended are not
+/// counted, so compare readings of processes whose threads live on (tokio workers do).
+pub fn cpu_time_of(pid: u32) -> Result<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("list /proc/{pid}/task"))?;
+    let mut nanos: u64 = 0;
+    for task in tasks {
+        let path = task?.path().join("schedstat");
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        nanos +=
+            parse_schedstat(&text).with_context(|| format!("no run time in {}", path.display()))?;
+    }
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// Nanoseconds on a CPU, the first of `schedstat`'s three fields.
+fn parse_schedstat(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// Clock ticks per second of `/proc/PID/stat` times: 100 on every Linux build that matters
 /// here (reading `sysconf(_SC_CLK_TCK)` would need unsafe code).
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
@@ -114,10 +138,9 @@ fn status_field(status: &str, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// The TCP connections (local, remote) among process `pid`'s open files, IPv4 only (every
-/// test socket is on 127.0.0.1): a count of files says something leaks, this says what.
-pub fn tcp_connections(pid: u32) -> Vec<(SocketAddr, SocketAddr)> {
-    let inodes: HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// Inodes of the sockets among process `pid`'s open files.
+fn socket_inodes(pid: u32) -> HashSet<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|entries| {
             entries
                 .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
@@ -131,20 +154,56 @@ pub fn tcp_connections(pid: u32) -> Vec<(SocketAddr, SocketAddr)> {
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The rows of `/proc/<pid>/net/<table>` (`tcp` or `tcp6`) for process `pid`'s own
+/// sockets, split in fields (1: local address, 2: remote address, 3: state).
+fn own_sockets(pid: u32, table: &str) -> Vec<Vec<String>> {
+    let inodes = socket_inodes(pid);
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
     table
         .lines()
         .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let inode: u64 = fields.get(9)?.parse().ok()?;
-            // Listening sockets have no peer; only connections are of interest.
-            if !inodes.contains(&inode) || *fields.get(3)? == "0A" {
-                return None;
-            }
-            Some((hex_address(fields.get(1)?)?, hex_address(fields.get(2)?)?))
+        .map(|line| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
         })
+        .filter(|fields| {
+            fields
+                .get(9)
+                .and_then(|inode| inode.parse().ok())
+                .is_some_and(|inode: u64| inodes.contains(&inode))
+        })
+        .collect()
+}
+
+/// Kernel state of a listening socket in `/proc/net/tcp`.
+const LISTEN: &str = "0A";
+
+/// The TCP ports process `pid` listens on, over IPv4 or IPv6 (a server listening on `[::]`,
+/// as Caddy does, serves 127.0.0.1 too).
+pub fn listening_ports(pid: u32) -> HashSet<u16> {
+    ["tcp", "tcp6"]
+        .iter()
+        .flat_map(|table| own_sockets(pid, table))
+        .filter(|fields| fields.get(3).is_some_and(|state| state == LISTEN))
+        .filter_map(|fields| {
+            let (_, port) = fields.get(1)?.rsplit_once(':')?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect()
+}
+
+/// The TCP connections (local, remote) among process `pid`'s open files, IPv4 only (every
+/// test socket is on 127.0.0.1): a count of files says something leaks, this says what.
+pub fn tcp_connections(pid: u32) -> Vec<(SocketAddr, SocketAddr)> {
+    own_sockets(pid, "tcp")
+        .iter()
+        // Listening sockets have no peer; only connections are of interest.
+        .filter(|fields| fields.get(3).is_some_and(|state| state != LISTEN))
+        .filter_map(|fields| Some((hex_address(fields.get(1)?)?, hex_address(fields.get(2)?)?)))
         .collect()
 }
 
@@ -221,6 +280,43 @@ mod tests {
             Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
         );
         assert_eq!(hex_address("garbage"), None);
+    }
+
+    #[test]
+    fn the_ports_a_process_listens_on_are_its_own() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listening_ports(std::process::id()).contains(&port));
+        drop(listener);
+        assert!(!listening_ports(std::process::id()).contains(&port));
+        // A listener on every IPv6 address (Caddy's) is found in the other table.
+        if let Ok(listener) = std::net::TcpListener::bind("[::]:0") {
+            let port = listener.local_addr().unwrap().port();
+            assert!(listening_ports(std::process::id()).contains(&port));
+        }
+    }
+
+    #[test]
+    fn schedstat_run_time_is_its_first_field() {
+        assert_eq!(parse_schedstat("123456789 4321 17\n"), Some(123_456_789));
+        assert_eq!(parse_schedstat(""), None);
+    }
+
+    #[test]
+    fn a_busy_process_cpu_time_grows() {
+        // A child of its own: the test binary's threads come and go, and an ended thread's
+        // time leaves the sum.
+        let mut busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let before = cpu_time_of(busy.id()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let after = cpu_time_of(busy.id()).unwrap();
+        busy.kill().unwrap();
+        busy.wait().unwrap();
+        assert!(after > before, "{before:?} then {after:?}");
     }
 
     #[test]

@@ -7,9 +7,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use tokio::process::Command;
 
-use crate::ports::free_port;
+use crate::ports::start_on_free_ports;
 use crate::process::Process;
-use crate::wait::wait_for;
 
 /// How long a fresh `redis-server` may take to answer PING.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -24,29 +23,36 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server on a free loopback port and waits until it answers PING.
+    /// Starts a server on a free loopback port and waits until it answers PING (on other
+    /// ports while another process takes the one picked first).
     pub async fn start() -> Result<Self> {
-        let mut server = Self {
-            port: free_port()?,
-            process: None,
-            data_dir: None,
-        };
-        server.restart().await?;
-        Ok(server)
+        start_on_free_ports(1, |ports| async move {
+            let mut server = Self {
+                port: ports[0],
+                process: None,
+                data_dir: None,
+            };
+            server.restart().await?;
+            Ok(server)
+        })
+        .await
     }
 
     /// As [`start`](Self::start), with every write made durable before it is acknowledged
     /// (`appendonly yes`, `appendfsync always`) in a private data directory, so a restart
     /// (even after [`kill`](Self::kill)) finds everything that was written.
     pub async fn start_persistent() -> Result<Self> {
-        let port = free_port()?;
-        let mut server = Self {
-            port,
-            process: None,
-            data_dir: Some(DataDir::new(port)?),
-        };
-        server.restart().await?;
-        Ok(server)
+        start_on_free_ports(1, |ports| async move {
+            let port = ports[0];
+            let mut server = Self {
+                port,
+                process: None,
+                data_dir: Some(DataDir::new(port)?),
+            };
+            server.restart().await?;
+            Ok(server)
+        })
+        .await
     }
 
     /// `redis://` URL of this server.
@@ -87,7 +93,8 @@ impl RedisServer {
     }
 
     /// Starts the server again on the same port: empty without persistence, with everything
-    /// written before when started with [`start_persistent`](Self::start_persistent).
+    /// written before when started with [`start_persistent`](Self::start_persistent). Should
+    /// another process have taken the port meanwhile, this fails: clients expect this port.
     pub async fn restart(&mut self) -> Result<()> {
         self.kill().await?;
         let mut command = Command::new("redis-server");
@@ -106,20 +113,14 @@ impl RedisServer {
         let mut process = Process::spawn("redis-server", &mut command, Vec::new())
             .context("redis-server must be installed (apt-get install redis-server)")?;
         let url = self.url();
-        wait_for(
-            "redis-server to answer PING",
-            START_DEADLINE,
-            Duration::from_millis(20),
-            || {
-                let running = process.check_running();
-                let url = url.clone();
-                async move {
-                    running?;
-                    Ok(ping(&url).await.then_some(()))
-                }
-            },
-        )
-        .await?;
+        process
+            .wait_ready(
+                "redis-server to answer PING",
+                &[self.port],
+                START_DEADLINE,
+                || ping(&url),
+            )
+            .await?;
         self.process = Some(process);
         Ok(())
     }

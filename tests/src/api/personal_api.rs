@@ -97,6 +97,11 @@ async fn bearer_token_shows_the_callers_own_session_on_redis_cluster() {
     bearer_token_shows_the_callers_own_session(Backend::RedisCluster).await;
 }
 
+#[tokio::test]
+async fn bearer_token_shows_the_callers_own_session_on_redis_sentinel() {
+    bearer_token_shows_the_callers_own_session(Backend::RedisSentinel).await;
+}
+
 async fn default_proxy_cookie_authenticates(backend: Backend) {
     let env = Env::start(backend, &proxies()).await;
     let alice = env.create_session("", user("corp", "alice")).await;
@@ -129,6 +134,11 @@ async fn default_proxy_cookie_authenticates_on_memory() {
 #[tokio::test]
 async fn default_proxy_cookie_authenticates_on_redis_cluster() {
     default_proxy_cookie_authenticates(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn default_proxy_cookie_authenticates_on_redis_sentinel() {
+    default_proxy_cookie_authenticates(Backend::RedisSentinel).await;
 }
 
 #[tokio::test]
@@ -228,6 +238,11 @@ async fn bearer_token_of_another_proxy_is_unauthenticated_on_memory() {
 #[tokio::test]
 async fn bearer_token_of_another_proxy_is_unauthenticated_on_redis_cluster() {
     bearer_token_of_another_proxy_is_unauthenticated(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn bearer_token_of_another_proxy_is_unauthenticated_on_redis_sentinel() {
+    bearer_token_of_another_proxy_is_unauthenticated(Backend::RedisSentinel).await;
 }
 
 #[tokio::test]
@@ -348,6 +363,11 @@ async fn unknown_token_is_unauthenticated_on_redis_cluster() {
     unknown_token_is_unauthenticated(Backend::RedisCluster).await;
 }
 
+#[tokio::test]
+async fn unknown_token_is_unauthenticated_on_redis_sentinel() {
+    unknown_token_is_unauthenticated(Backend::RedisSentinel).await;
+}
+
 async fn logout_ends_only_the_callers_session(backend: Backend) {
     let env = Env::start(backend, &proxies()).await;
     let mine = env.create_session("", user("corp", "alice")).await;
@@ -417,6 +437,11 @@ async fn logout_ends_only_the_callers_session_on_memory() {
 #[tokio::test]
 async fn logout_ends_only_the_callers_session_on_redis_cluster() {
     logout_ends_only_the_callers_session(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn logout_ends_only_the_callers_session_on_redis_sentinel() {
+    logout_ends_only_the_callers_session(Backend::RedisSentinel).await;
 }
 
 #[tokio::test]

@@ -135,6 +135,11 @@ async fn create_session_returns_token_once_and_a_distinct_handle_on_redis_cluste
 }
 
 #[tokio::test]
+async fn create_session_returns_token_once_and_a_distinct_handle_on_redis_sentinel() {
+    create_session_returns_token_once_and_a_distinct_handle(Backend::RedisSentinel).await;
+}
+
+#[tokio::test]
 async fn redis_holds_neither_the_token_nor_anything_containing_it() {
     let env = Env::redis(&two_proxies("")).await;
     let generated = env.create_session("", user("corp", "alice")).await;
@@ -196,6 +201,11 @@ async fn get_session_by_token_and_by_handle_on_memory() {
 #[tokio::test]
 async fn get_session_by_token_and_by_handle_on_redis_cluster() {
     get_session_by_token_and_by_handle(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn get_session_by_token_and_by_handle_on_redis_sentinel() {
+    get_session_by_token_and_by_handle(Backend::RedisSentinel).await;
 }
 
 async fn delete_session_returns_it_and_it_is_gone(backend: Backend) {
@@ -266,6 +276,11 @@ async fn delete_session_returns_it_and_it_is_gone_on_redis_cluster() {
     delete_session_returns_it_and_it_is_gone(Backend::RedisCluster).await;
 }
 
+#[tokio::test]
+async fn delete_session_returns_it_and_it_is_gone_on_redis_sentinel() {
+    delete_session_returns_it_and_it_is_gone(Backend::RedisSentinel).await;
+}
+
 async fn list_user_sessions_in_one_virtual_proxy_and_across_all(backend: Backend) {
     let env = Env::start(backend, &two_proxies("")).await;
     let home_1 = session_of(env.create_session("", user("corp", "alice")).await.session);
@@ -329,6 +344,11 @@ async fn list_user_sessions_in_one_virtual_proxy_and_across_all_on_redis_cluster
     list_user_sessions_in_one_virtual_proxy_and_across_all(Backend::RedisCluster).await;
 }
 
+#[tokio::test]
+async fn list_user_sessions_in_one_virtual_proxy_and_across_all_on_redis_sentinel() {
+    list_user_sessions_in_one_virtual_proxy_and_across_all(Backend::RedisSentinel).await;
+}
+
 async fn user_directory_and_id_match_case_insensitively(backend: Backend) {
     let env = Env::start(backend, &proxy("", "max_sessions_per_user = 2")).await;
     let first = session_of(env.create_session("", user("Corp", "Alice")).await.session);
@@ -384,6 +404,11 @@ async fn user_directory_and_id_match_case_insensitively_on_memory() {
 #[tokio::test]
 async fn user_directory_and_id_match_case_insensitively_on_redis_cluster() {
     user_directory_and_id_match_case_insensitively(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn user_directory_and_id_match_case_insensitively_on_redis_sentinel() {
+    user_directory_and_id_match_case_insensitively(Backend::RedisSentinel).await;
 }
 
 async fn delete_user_sessions_in_one_virtual_proxy_and_everywhere(backend: Backend) {
@@ -487,6 +512,11 @@ async fn delete_user_sessions_in_one_virtual_proxy_and_everywhere_on_redis_clust
     delete_user_sessions_in_one_virtual_proxy_and_everywhere(Backend::RedisCluster).await;
 }
 
+#[tokio::test]
+async fn delete_user_sessions_in_one_virtual_proxy_and_everywhere_on_redis_sentinel() {
+    delete_user_sessions_in_one_virtual_proxy_and_everywhere(Backend::RedisSentinel).await;
+}
+
 /// Random UUIDs as portals generate them (taken from `uuid.uuid4()`), for a reproducible run.
 const RANDOM_UUIDS: [&str; 3] = [
     "9b2f7c1e-4d8a-4e3b-a6f0-2c7d5e9a1b84",
@@ -535,6 +565,11 @@ async fn random_caller_tokens_are_accepted_and_work_on_memory() {
 #[tokio::test]
 async fn random_caller_tokens_are_accepted_and_work_on_redis_cluster() {
     random_caller_tokens_are_accepted_and_work(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn random_caller_tokens_are_accepted_and_work_on_redis_sentinel() {
+    random_caller_tokens_are_accepted_and_work(Backend::RedisSentinel).await;
 }
 
 /// `uuid.uuid4()` gave this; its digits happen to repeat a little, so the entropy estimate
@@ -612,6 +647,11 @@ async fn live_caller_token_cannot_be_reused_on_redis_cluster() {
     live_caller_token_cannot_be_reused(Backend::RedisCluster).await;
 }
 
+#[tokio::test]
+async fn live_caller_token_cannot_be_reused_on_redis_sentinel() {
+    live_caller_token_cannot_be_reused(Backend::RedisSentinel).await;
+}
+
 async fn weak_caller_tokens_are_refused(backend: Backend) {
     let env = Env::start(backend, "").await;
     let weak = [
@@ -658,6 +698,11 @@ async fn weak_caller_tokens_are_refused_on_memory() {
 #[tokio::test]
 async fn weak_caller_tokens_are_refused_on_redis_cluster() {
     weak_caller_tokens_are_refused(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn weak_caller_tokens_are_refused_on_redis_sentinel() {
+    weak_caller_tokens_are_refused(Backend::RedisSentinel).await;
 }
 
 async fn cap_policy_refuse(backend: Backend) {
@@ -717,6 +762,11 @@ async fn cap_policy_refuse_on_memory() {
 #[tokio::test]
 async fn cap_policy_refuse_on_redis_cluster() {
     cap_policy_refuse(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn cap_policy_refuse_on_redis_sentinel() {
+    cap_policy_refuse(Backend::RedisSentinel).await;
 }
 
 async fn cap_policy_evict_oldest(backend: Backend) {
@@ -787,6 +837,11 @@ async fn cap_policy_evict_oldest_on_memory() {
 #[tokio::test]
 async fn cap_policy_evict_oldest_on_redis_cluster() {
     cap_policy_evict_oldest(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn cap_policy_evict_oldest_on_redis_sentinel() {
+    cap_policy_evict_oldest(Backend::RedisSentinel).await;
 }
 
 #[tokio::test]
@@ -925,6 +980,11 @@ async fn list_sessions_pages_through_every_session_once_on_redis_cluster() {
     list_sessions_pages_through_every_session_once(Backend::RedisCluster).await;
 }
 
+#[tokio::test]
+async fn list_sessions_pages_through_every_session_once_on_redis_sentinel() {
+    list_sessions_pages_through_every_session_once(Backend::RedisSentinel).await;
+}
+
 async fn list_sessions_refuses_bad_page_size_and_token(backend: Backend) {
     let env = Env::start(backend, "").await;
     env.create_session("", user("corp", "alice")).await;
@@ -973,6 +1033,11 @@ async fn list_sessions_refuses_bad_page_size_and_token_on_memory() {
 #[tokio::test]
 async fn list_sessions_refuses_bad_page_size_and_token_on_redis_cluster() {
     list_sessions_refuses_bad_page_size_and_token(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn list_sessions_refuses_bad_page_size_and_token_on_redis_sentinel() {
+    list_sessions_refuses_bad_page_size_and_token(Backend::RedisSentinel).await;
 }
 
 async fn activity_keeps_a_session_alive_past_the_inactivity_timeout(backend: Backend) {
@@ -1038,6 +1103,11 @@ async fn activity_keeps_a_session_alive_past_the_inactivity_timeout_on_memory() 
 #[tokio::test]
 async fn activity_keeps_a_session_alive_past_the_inactivity_timeout_on_redis_cluster() {
     activity_keeps_a_session_alive_past_the_inactivity_timeout(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn activity_keeps_a_session_alive_past_the_inactivity_timeout_on_redis_sentinel() {
+    activity_keeps_a_session_alive_past_the_inactivity_timeout(Backend::RedisSentinel).await;
 }
 
 #[tokio::test]
@@ -1237,4 +1307,14 @@ async fn concurrent_creates_with_one_caller_token_make_one_session_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_with_one_caller_token_make_one_session_on_memory() {
     concurrent_creates_with_one_caller_token_make_one_session(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_with_one_caller_token_make_one_session_on_redis_cluster() {
+    concurrent_creates_with_one_caller_token_make_one_session(Backend::RedisCluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_with_one_caller_token_make_one_session_on_redis_sentinel() {
+    concurrent_creates_with_one_caller_token_make_one_session(Backend::RedisSentinel).await;
 }

@@ -92,6 +92,11 @@ async fn ticket_is_url_safe_random_and_carries_user_and_expiry_on_redis_cluster(
     ticket_is_url_safe_random_and_carries_user_and_expiry(Backend::RedisCluster).await;
 }
 
+#[tokio::test]
+async fn ticket_is_url_safe_random_and_carries_user_and_expiry_on_redis_sentinel() {
+    ticket_is_url_safe_random_and_carries_user_and_expiry(Backend::RedisSentinel).await;
+}
+
 async fn ticket_is_redeemed_once_for_a_session(backend: Backend) {
     let env = Env::start(backend, &two_proxies()).await;
     let alice = user("corp", "alice");
@@ -142,6 +147,11 @@ async fn ticket_is_redeemed_once_for_a_session_on_redis_cluster() {
     ticket_is_redeemed_once_for_a_session(Backend::RedisCluster).await;
 }
 
+#[tokio::test]
+async fn ticket_is_redeemed_once_for_a_session_on_redis_sentinel() {
+    ticket_is_redeemed_once_for_a_session(Backend::RedisSentinel).await;
+}
+
 async fn ticket_at_another_virtual_proxy_is_refused_and_not_burned(backend: Backend) {
     let env = Env::start(backend, &two_proxies()).await;
     let issued = env
@@ -179,6 +189,11 @@ async fn ticket_at_another_virtual_proxy_is_refused_and_not_burned_on_redis_clus
     ticket_at_another_virtual_proxy_is_refused_and_not_burned(Backend::RedisCluster).await;
 }
 
+#[tokio::test]
+async fn ticket_at_another_virtual_proxy_is_refused_and_not_burned_on_redis_sentinel() {
+    ticket_at_another_virtual_proxy_is_refused_and_not_burned(Backend::RedisSentinel).await;
+}
+
 async fn ticket_expires_after_ticket_ttl(backend: Backend) {
     let env = Env::start(backend, &tickets("ticket_ttl = \"300ms\"")).await;
     let issued = env
@@ -210,6 +225,11 @@ async fn ticket_expires_after_ticket_ttl_on_memory() {
 #[tokio::test]
 async fn ticket_expires_after_ticket_ttl_on_redis_cluster() {
     ticket_expires_after_ticket_ttl(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn ticket_expires_after_ticket_ttl_on_redis_sentinel() {
+    ticket_expires_after_ticket_ttl(Backend::RedisSentinel).await;
 }
 
 async fn concurrent_redemptions_yield_exactly_one_session(backend: Backend) {
@@ -262,6 +282,16 @@ async fn concurrent_redemptions_yield_exactly_one_session_on_memory() {
     concurrent_redemptions_yield_exactly_one_session(Backend::Memory).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redemptions_yield_exactly_one_session_on_redis_cluster() {
+    concurrent_redemptions_yield_exactly_one_session(Backend::RedisCluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redemptions_yield_exactly_one_session_on_redis_sentinel() {
+    concurrent_redemptions_yield_exactly_one_session(Backend::RedisSentinel).await;
+}
+
 async fn target_comes_back_with_the_ticket(backend: Backend) {
     let env = Env::start(backend, &two_proxies()).await;
     let uri = "https://localhost/sales/sense/app/42?sheet=1&x=%20y";
@@ -298,6 +328,11 @@ async fn target_comes_back_with_the_ticket_on_memory() {
 #[tokio::test]
 async fn target_comes_back_with_the_ticket_on_redis_cluster() {
     target_comes_back_with_the_ticket(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn target_comes_back_with_the_ticket_on_redis_sentinel() {
+    target_comes_back_with_the_ticket(Backend::RedisSentinel).await;
 }
 
 #[tokio::test]
@@ -435,6 +470,11 @@ async fn repeated_attributes_round_trip_in_order_on_memory() {
 #[tokio::test]
 async fn repeated_attributes_round_trip_in_order_on_redis_cluster() {
     repeated_attributes_round_trip_in_order(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn repeated_attributes_round_trip_in_order_on_redis_sentinel() {
+    repeated_attributes_round_trip_in_order(Backend::RedisSentinel).await;
 }
 
 #[tokio::test]

@@ -479,48 +479,46 @@ async fn the_openid_binding_cookie_is_host_prefixed_and_secure_over_tls() {
     control.stop().await;
 }
 
-/// A redis-server that speaks only TLS and wants a password.
+/// A redis-server that speaks only TLS and wants a password, listening.
 struct TlsRedis {
     port: u16,
-    _child: tokio::process::Child,
+    _process: gatehouse_testkit::Process,
 }
 
-fn tls_redis(certs: &Path, password: &str) -> TlsRedis {
-    let port = crate::harness::redis_server::free_port();
-    let child = tokio::process::Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--tls-cert-file")
-        .arg(certs.join("control-plane.pem"))
-        .arg("--tls-key-file")
-        .arg(certs.join("control-plane-key.pem"))
-        .arg("--tls-ca-cert-file")
-        .arg(certs.join("ca.pem"))
-        .args([
-            "--tls-auth-clients",
-            "no",
-            "--requirepass",
-            password,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server with TLS support");
-    TlsRedis {
-        port,
-        _child: child,
-    }
+async fn tls_redis(certs: &Path, password: &str) -> TlsRedis {
+    let started = gatehouse_testkit::ports::start_on_free_ports(1, |ports| {
+        let port = ports[0];
+        let mut command = tokio::process::Command::new("redis-server");
+        command
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .arg("--tls-cert-file")
+            .arg(certs.join("control-plane.pem"))
+            .arg("--tls-key-file")
+            .arg(certs.join("control-plane-key.pem"))
+            .arg("--tls-ca-cert-file")
+            .arg(certs.join("ca.pem"))
+            .args(["--tls-auth-clients", "no", "--requirepass", password])
+            .args(["--save", "", "--appendonly", "no"]);
+        async move {
+            let mut process =
+                gatehouse_testkit::Process::spawn("redis-server", &mut command, Vec::new())?;
+            process
+                .wait_ready(
+                    "redis-server to listen for TLS",
+                    &ports,
+                    Duration::from_secs(10),
+                    || async { true },
+                )
+                .await?;
+            Ok(TlsRedis {
+                port,
+                _process: process,
+            })
+        }
+    })
+    .await;
+    started.unwrap_or_else(|error| panic!("redis-server with TLS support: {error:#}"))
 }
 
 fn redis_store_toml(certs: &Path, port: u16, password_file: &Path) -> String {
@@ -541,7 +539,7 @@ fn redis_store_toml(certs: &Path, port: u16, password_file: &Path) -> String {
 async fn redis_over_tls_with_a_password_file() {
     install_crypto_provider();
     let certs = dev_certificates("redis");
-    let redis = tls_redis(&certs, "correct-horse-battery-staple");
+    let redis = tls_redis(&certs, "correct-horse-battery-staple").await;
     let right = certs.join("redis-password");
     std::fs::write(&right, "correct-horse-battery-staple\n").unwrap();
     let control = ControlPlane::start(&redis_store_toml(&certs, redis.port, &right)).await;

@@ -12,7 +12,7 @@ use gatehouse_proto::v1::session_selector::By;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
 
-use crate::harness::redis_topologies::RedisCluster;
+use crate::harness::redis_topologies::{RedisCluster, SentinelGroup};
 use crate::harness::{ControlPlane, RedisServer};
 
 /// A user with no attributes.
@@ -61,15 +61,24 @@ pub enum Backend {
     Redis,
     /// The Redis store on a three-master Redis Cluster.
     RedisCluster,
+    /// The Redis store on a master (with a replica) found through three sentinels.
+    RedisSentinel,
 }
 
-/// A control plane, and the private Redis server (or cluster) behind it when it uses one.
+/// The Redis processes of a topology, kept as long as the control plane on them.
+#[derive(Debug)]
+pub enum Topology {
+    Cluster(RedisCluster),
+    Sentinel(Box<SentinelGroup>),
+}
+
+/// A control plane, and the private Redis server (or cluster, or Sentinel group) behind it
+/// when it uses one.
 #[derive(Debug)]
 pub struct Env {
     pub plane: ControlPlane,
     pub redis: Option<RedisServer>,
-    /// Kept so the cluster lives as long as the control plane on it.
-    pub _cluster: Option<RedisCluster>,
+    pub _topology: Option<Topology>,
 }
 
 impl Deref for Env {
@@ -88,7 +97,7 @@ impl Env {
             Backend::Memory => Self {
                 plane: ControlPlane::start(config).await,
                 redis: None,
-                _cluster: None,
+                _topology: None,
             },
             Backend::Redis => {
                 let server = RedisServer::start().await;
@@ -96,22 +105,30 @@ impl Env {
                 Self {
                     plane,
                     redis: Some(server),
-                    _cluster: None,
+                    _topology: None,
                 }
             }
             Backend::RedisCluster => {
                 let cluster = RedisCluster::start().await;
-                let store = format!(
-                    "{}connect_timeout = \"500ms\"\nresponse_timeout = \"1s\"\n",
-                    cluster.store_toml()
-                );
-                let plane = ControlPlane::start(&format!("{store}{config}")).await;
-                Self {
-                    plane,
-                    redis: None,
-                    _cluster: Some(cluster),
-                }
+                let store = cluster.store_toml();
+                Self::on_topology(&store, config, Topology::Cluster(cluster)).await
             }
+            Backend::RedisSentinel => {
+                let group = SentinelGroup::start().await;
+                let store = group.store_toml();
+                Self::on_topology(&store, config, Topology::Sentinel(Box::new(group))).await
+            }
+        }
+    }
+
+    /// A control plane with the `[store]` table `store` (of `topology`), with short timeouts
+    /// so that an outage is noticed quickly.
+    async fn on_topology(store: &str, config: &str, topology: Topology) -> Self {
+        let store = format!("{store}connect_timeout = \"500ms\"\nresponse_timeout = \"1s\"\n");
+        Self {
+            plane: ControlPlane::start(&format!("{store}{config}")).await,
+            redis: None,
+            _topology: Some(topology),
         }
     }
 

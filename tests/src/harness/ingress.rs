@@ -5,10 +5,11 @@
 //! with a SKIPPED line, and fails it in CI (`CI=true`), as the other tools do.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gatehouse_testkit::{Process, free_port};
+use gatehouse_testkit::Process;
+use gatehouse_testkit::ports::start_on_free_ports;
 use tokio::process::Command;
 
 use super::kdc::tool;
@@ -44,25 +45,24 @@ impl Ingress {
     /// when nginx is missing (outside CI).
     pub async fn nginx(authorizer: SocketAddr, upstream: &str) -> Option<Self> {
         let nginx = binary("nginx", "nginx")?;
-        let dir = scratch_dir();
-        let port = free_port().expect("a free port");
-        let path = dir.path().display().to_string();
-        let server = example("nginx.conf")
-            .replacen("listen 80;", &format!("listen 127.0.0.1:{port};"), 1)
-            .replacen(
-                "http://gatehouse-forward-auth:9904",
-                &format!("http://{authorizer}"),
-                1,
-            )
-            .replacen("http://engine:8080", &format!("http://{upstream}"), 1);
-        for placeholder in ["listen 80;", "gatehouse-forward-auth:9904", "engine:8080"] {
-            assert!(
-                !server.contains(placeholder),
-                "nginx.conf: {placeholder} left"
-            );
-        }
-        let config = format!(
-            r#"
+        let ingress = Self::start("nginx", |port, dir| {
+            let path = dir.display().to_string();
+            let server = example("nginx.conf")
+                .replacen("listen 80;", &format!("listen 127.0.0.1:{port};"), 1)
+                .replacen(
+                    "http://gatehouse-forward-auth:9904",
+                    &format!("http://{authorizer}"),
+                    1,
+                )
+                .replacen("http://engine:8080", &format!("http://{upstream}"), 1);
+            for placeholder in ["listen 80;", "gatehouse-forward-auth:9904", "engine:8080"] {
+                assert!(
+                    !server.contains(placeholder),
+                    "nginx.conf: {placeholder} left"
+                );
+            }
+            let config = format!(
+                r#"
 worker_processes 1;
 pid {path}/nginx.pid;
 error_log {path}/error.log info;
@@ -77,18 +77,20 @@ http {{
 {server}
 }}
 "#
-        );
-        let file = dir.path().join("nginx.conf");
-        std::fs::write(&file, config).expect("write nginx.conf");
-        let mut command = Command::new(nginx);
-        command
-            .arg("-c")
-            .arg(&file)
-            .arg("-p")
-            .arg(dir.path())
-            .args(["-g", "daemon off;"]);
-        let process = Process::spawn("nginx", &mut command, Vec::new()).expect("start nginx");
-        Some(Self::ready(port, process, dir).await)
+            );
+            let file = dir.join("nginx.conf");
+            std::fs::write(&file, config).expect("write nginx.conf");
+            let mut command = Command::new(&nginx);
+            command
+                .arg("-c")
+                .arg(&file)
+                .arg("-p")
+                .arg(dir)
+                .args(["-g", "daemon off;"]);
+            command
+        })
+        .await;
+        Some(ingress)
     }
 
     /// Caddy on a free port with `forward_auth` to the node's forward-auth listener at
@@ -97,47 +99,52 @@ http {{
     /// CI).
     pub async fn caddy(authorizer: SocketAddr, upstream: &str) -> Option<Self> {
         let caddy = binary("caddy", "caddy")?;
-        let dir = scratch_dir();
-        let port = free_port().expect("a free port");
-        let file = dir.path().join("Caddyfile");
-        std::fs::write(&file, example("Caddyfile")).expect("write Caddyfile");
-        let mut command = Command::new(caddy);
-        command
-            .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(&file)
-            .env("SITE_ADDRESS", format!("http://127.0.0.1:{port}"))
-            .env("GATEHOUSE_FORWARD_AUTH", authorizer.to_string())
-            .env("UPSTREAM", upstream)
-            .env("CADDY_ADMIN", "off")
-            .env("HOME", dir.path())
-            .env("XDG_DATA_HOME", dir.path())
-            .env("XDG_CONFIG_HOME", dir.path());
-        let process = Process::spawn("caddy", &mut command, Vec::new()).expect("start caddy");
-        Some(Self::ready(port, process, dir).await)
+        let ingress = Self::start("caddy", |port, dir| {
+            let file = dir.join("Caddyfile");
+            std::fs::write(&file, example("Caddyfile")).expect("write Caddyfile");
+            let mut command = Command::new(&caddy);
+            command
+                .args(["run", "--adapter", "caddyfile", "--config"])
+                .arg(&file)
+                .env("SITE_ADDRESS", format!("http://127.0.0.1:{port}"))
+                .env("GATEHOUSE_FORWARD_AUTH", authorizer.to_string())
+                .env("UPSTREAM", upstream)
+                .env("CADDY_ADMIN", "off")
+                .env("HOME", dir)
+                .env("XDG_DATA_HOME", dir)
+                .env("XDG_CONFIG_HOME", dir);
+            command
+        })
+        .await;
+        Some(ingress)
     }
 
-    async fn ready(port: u16, mut process: Process, dir: tempfile::TempDir) -> Self {
-        let address = format!("127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Err(error) = process.check_running() {
-                panic!("{error}");
+    /// The ingress `name` that `command` makes for a port and a scratch directory, listening
+    /// on a free port: another, in a new directory, if the port picked is taken before the
+    /// ingress binds it.
+    async fn start(name: &str, mut command: impl FnMut(u16, &Path) -> Command) -> Self {
+        let started = start_on_free_ports(1, |ports| {
+            let dir = scratch_dir();
+            let mut command = command(ports[0], dir.path());
+            async move {
+                let mut process = Process::spawn(name, &mut command, Vec::new())?;
+                process
+                    .wait_ready(
+                        &format!("{name} to listen"),
+                        &ports,
+                        Duration::from_secs(10),
+                        || async { true },
+                    )
+                    .await?;
+                Ok(Self {
+                    port: ports[0],
+                    _process: process,
+                    _dir: dir,
+                })
             }
-            if tokio::net::TcpStream::connect(&address).await.is_ok() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} did not listen on {address} within 10 s",
-                process.name()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self {
-            port,
-            _process: process,
-            _dir: dir,
-        }
+        })
+        .await;
+        started.unwrap_or_else(|error| panic!("start {name}: {error:#}"))
     }
 }
 

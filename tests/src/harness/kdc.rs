@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use gatehouse_testkit::Process;
+use gatehouse_testkit::ports::start_on_free_ports;
 use tokio::io::AsyncWriteExt as _;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use super::eventually::eventually;
 use super::redis_server::free_port;
 
 /// The Debian packages the realm needs (krb5-kdc, krb5-admin-server, krb5-user) and curl.
@@ -41,17 +42,57 @@ pub struct Kdc {
     pub realm: String,
     dir: tempfile::TempDir,
     /// `krb5kdc`, killed on drop; `None` only while the database is being made.
-    kdc: Option<Child>,
+    kdc: Option<Process>,
 }
 
 impl Kdc {
-    /// Creates the realm's database (master key stashed) and starts its KDC.
+    /// Creates the realm's database (master key stashed) and starts its KDC, on another port
+    /// if the one picked is taken (TCP or UDP) before the KDC binds it.
     pub async fn start(realm: &str) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory for the realm");
-        let port = free_port();
-        let base = dir.path().display().to_string();
+        std::fs::write(dir.path().join("kadm5.acl"), "").expect("write kadm5.acl");
+        let mut kdc = Self {
+            realm: realm.to_owned(),
+            dir,
+            kdc: None,
+        };
+        // The database does not depend on the port: it is made once.
+        kdc.configure(free_port());
+        kdc.run(
+            "kdb5_util",
+            &["-r", realm, "create", "-s", "-P", "throw-away-master-key"],
+            None,
+        )
+        .await;
+        let started = start_on_free_ports(1, |ports| {
+            kdc.configure(ports[0]);
+            let mut command = kdc.command("krb5kdc");
+            command.args(["-n", "-r", realm]);
+            async move {
+                let mut process = Process::spawn("krb5kdc", &mut command, Vec::new())?;
+                process
+                    .wait_ready(
+                        "the KDC to listen",
+                        &ports,
+                        Duration::from_secs(20),
+                        || async { true },
+                    )
+                    .await?;
+                Ok(process)
+            }
+        })
+        .await;
+        kdc.kdc = Some(started.unwrap_or_else(|error| panic!("start krb5kdc: {error:#}")));
+        kdc
+    }
+
+    /// krb5.conf and kdc.conf for a KDC on `port` (TCP and UDP). The KDC logs to stderr, which
+    /// the kit keeps: a port found taken says so there.
+    fn configure(&self, port: u16) {
+        let realm = &self.realm;
+        let base = self.dir.path().display().to_string();
         std::fs::write(
-            dir.path().join("krb5.conf"),
+            self.path("krb5.conf"),
             format!(
                 "[libdefaults]\n default_realm = {realm}\n dns_lookup_kdc = false\n \
                  dns_lookup_realm = false\n dns_canonicalize_hostname = false\n rdns = false\n \
@@ -61,50 +102,16 @@ impl Kdc {
         )
         .expect("write krb5.conf");
         std::fs::write(
-            dir.path().join("kdc.conf"),
+            self.path("kdc.conf"),
             format!(
                 "[kdcdefaults]\n kdc_listen = 127.0.0.1:{port}\n kdc_tcp_listen = 127.0.0.1:{port}\n\n\
                  [realms]\n {realm} = {{\n  database_name = {base}/principal\n  \
                  key_stash_file = {base}/stash\n  acl_file = {base}/kadm5.acl\n  \
                  kdc_listen = 127.0.0.1:{port}\n  kdc_tcp_listen = 127.0.0.1:{port}\n  \
-                 max_life = 1h\n }}\n\n[logging]\n kdc = FILE:{base}/kdc.log\n"
+                 max_life = 1h\n }}\n\n[logging]\n kdc = STDERR\n"
             ),
         )
         .expect("write kdc.conf");
-        std::fs::write(dir.path().join("kadm5.acl"), "").expect("write kadm5.acl");
-        let mut kdc = Self {
-            realm: realm.to_owned(),
-            dir,
-            kdc: None,
-        };
-        kdc.run(
-            "kdb5_util",
-            &["-r", realm, "create", "-s", "-P", "throw-away-master-key"],
-            None,
-        )
-        .await;
-        kdc.kdc = Some(
-            kdc.command("krb5kdc")
-                .args(["-n", "-r", realm])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("start krb5kdc"),
-        );
-        eventually(
-            "the KDC to listen",
-            Duration::from_secs(20),
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(drop)
-            },
-        )
-        .await;
-        kdc
     }
 
     /// A file in the realm's directory.

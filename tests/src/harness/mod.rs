@@ -19,6 +19,9 @@ pub mod oidc_provider;
 mod oidc_provider_checks;
 pub mod proc_stats;
 pub mod processes;
+/// The real binaries the harness starts, checked on their own.
+#[cfg(test)]
+mod processes_checks;
 pub mod profile;
 pub mod redis_server;
 pub mod redis_topologies;

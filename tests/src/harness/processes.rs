@@ -11,10 +11,11 @@ use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use gatehouse_proto::v1::authentication_service_client::AuthenticationServiceClient;
 use gatehouse_proto::v1::session_service_client::SessionServiceClient;
-use gatehouse_testkit::Process;
+use gatehouse_testkit::{Process, loopback};
 use tonic::transport::Channel;
 
 use super::control_plane::NODE_SECRET;
@@ -34,6 +35,42 @@ pub fn binary(name: &str) -> PathBuf {
              gatehouse-control-plane, with --release for a release test run)"
         )
     })
+}
+
+/// The workspace binary `name` (`control-plane` or `data-plane`), as `command` sets it up
+/// for its addresses on loopback: `[0]` the port it serves on, `[1]` its admin port, any
+/// further ones (`ports` in all) the caller's. Ready when it listens on all of them and the
+/// admin port's `/ready` answers 200; started again on new ports if one was taken before it
+/// bound it. For the tests that read what a process logs ([`Process::output`]) or see it
+/// exit, where the kit's processes set the log filter themselves.
+pub async fn start_binary(
+    name: &str,
+    ports: usize,
+    mut command: impl FnMut(&[SocketAddr]) -> tokio::process::Command,
+) -> (Process, Vec<SocketAddr>) {
+    let started = gatehouse_testkit::ports::start_on_free_ports(ports, |ports| {
+        let addresses: Vec<SocketAddr> = ports.iter().map(|port| loopback(*port)).collect();
+        let mut command = command(&addresses);
+        async move {
+            let mut process = Process::spawn(name, &mut command, Vec::new())?;
+            let admin = addresses[1];
+            process
+                .wait_ready(
+                    &format!("{name} to be ready"),
+                    &ports,
+                    Duration::from_secs(30),
+                    || async move {
+                        gatehouse_testkit::http_client::get_once(admin, "/ready")
+                            .await
+                            .is_ok_and(|(status, _)| status.is_success())
+                    },
+                )
+                .await?;
+            Ok((process, addresses))
+        }
+    })
+    .await;
+    started.unwrap_or_else(|error| panic!("start {name}: {error:#}"))
 }
 
 /// Takes every open file the hard limit allows, for tests that hold thousands of sockets

@@ -7,7 +7,8 @@
 pub struct RedisServer(gatehouse_testkit::RedisServer);
 
 impl RedisServer {
-    /// Starts a server on a free loopback port and waits until it answers PING.
+    /// Starts a server on a free loopback port and waits until it answers PING (on another
+    /// port if one picked is taken before the server binds it).
     pub async fn start() -> Self {
         Self(
             gatehouse_testkit::RedisServer::start()
@@ -63,8 +64,10 @@ impl RedisServer {
     }
 }
 
-/// A loopback port nobody listens on right now. Another process could take it before the
-/// server binds it; on this single-tenant machine that has not been seen to happen.
+/// A loopback port nobody listens on right now. Another process could take it before a
+/// server binds it: the harness's servers are started with
+/// [`start_on_free_ports`](gatehouse_testkit::ports::start_on_free_ports), which tries new
+/// ports then; a test that gives a port to a server of its own takes that chance.
 pub fn free_port() -> u16 {
     gatehouse_testkit::free_port().expect("bind an ephemeral loopback port")
 }

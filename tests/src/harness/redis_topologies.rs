@@ -6,37 +6,62 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use gatehouse_testkit::ports::start_on_free_ports;
+use tokio::process::Command;
 
 use super::eventually::eventually;
-use super::redis_server::free_port;
 
 /// The name the sentinels know the master by.
 pub const SENTINEL_MASTER: &str = "gatehouse";
 
+/// How long a fresh Redis process may take to answer PING.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+
 /// One Redis process (a data node or a sentinel) that belongs to a test.
 #[derive(Debug)]
-struct Process {
+struct RedisProcess {
     port: u16,
-    child: Option<Child>,
+    /// `None` once killed.
+    process: Option<gatehouse_testkit::Process>,
 }
 
-impl Process {
-    fn spawn(program: &str, args: &[String]) -> Child {
-        Command::new(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("{program} must be installed (apt-get install redis-server redis-sentinel): {error}")
-            })
+impl RedisProcess {
+    /// `program` with the arguments `args` makes of `ports` (the first is where it answers
+    /// PING), answering PING. A port another process takes before this one binds it makes
+    /// it exit; it is then started again on new ports.
+    async fn start(
+        program: &str,
+        ports: usize,
+        mut args: impl FnMut(&[u16]) -> Vec<String>,
+    ) -> Self {
+        let started = start_on_free_ports(ports, |ports| {
+            let mut command = Command::new(program);
+            command.args(args(&ports));
+            async move {
+                let mut process =
+                    gatehouse_testkit::Process::spawn(program, &mut command, Vec::new()).map_err(
+                        |error| error.context("redis-server and redis-sentinel must be installed"),
+                    )?;
+                let url = format!("redis://127.0.0.1:{}/", ports[0]);
+                process
+                    .wait_ready(&format!("{program} to answer PING"), &ports, START_DEADLINE, || {
+                        let url = url.clone();
+                        async move { query::<String>(&url, &redis::cmd("PING")).await.is_some() }
+                    })
+                    .await?;
+                Ok(Self {
+                    port: ports[0],
+                    process: Some(process),
+                })
+            }
+        })
+        .await;
+        started.unwrap_or_else(|error| panic!("start {program}: {error:#}"))
     }
 
     async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill().await;
         }
     }
 
@@ -80,59 +105,54 @@ fn data_node_args(port: u16, dir: &Path) -> Vec<String> {
 /// without an answer from the master.
 #[derive(Debug)]
 pub struct SentinelGroup {
-    master: Process,
-    replica: Process,
-    sentinels: Vec<Process>,
+    master: RedisProcess,
+    replica: RedisProcess,
+    sentinels: Vec<RedisProcess>,
     _dir: tempfile::TempDir,
 }
 
 impl SentinelGroup {
+    /// Starts the master, then the replica and the sentinels, which are told its port.
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let master_port = free_port();
-        let replica_port = free_port();
         let master_dir = dir.path().join("master");
         let replica_dir = dir.path().join("replica");
         std::fs::create_dir_all(&master_dir).expect("master directory");
         std::fs::create_dir_all(&replica_dir).expect("replica directory");
-        let master = Process {
-            port: master_port,
-            child: Some(Process::spawn(
-                "redis-server",
-                &data_node_args(master_port, &master_dir),
-            )),
-        };
-        let mut replica_args = data_node_args(replica_port, &replica_dir);
-        replica_args
-            .extend(["--replicaof", "127.0.0.1", &master_port.to_string()].map(str::to_owned));
-        let replica = Process {
-            port: replica_port,
-            child: Some(Process::spawn("redis-server", &replica_args)),
-        };
+        let master = RedisProcess::start("redis-server", 1, |ports| {
+            data_node_args(ports[0], &master_dir)
+        })
+        .await;
+        let master_port = master.port.to_string();
+        let replica = RedisProcess::start("redis-server", 1, |ports| {
+            let mut args = data_node_args(ports[0], &replica_dir);
+            args.extend(["--replicaof", "127.0.0.1", &master_port].map(str::to_owned));
+            args
+        })
+        .await;
         let mut sentinels = Vec::new();
         for index in 0..3 {
-            let port = free_port();
-            // A sentinel rewrites its configuration file as it learns: each has its own.
+            // A sentinel rewrites its configuration file as it learns: each has its own,
+            // written afresh for each attempt.
             let config = dir.path().join(format!("sentinel-{index}.conf"));
-            std::fs::write(
-                &config,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-                     sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n\
-                     sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
-                     sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
-                     sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
-                    dir = dir.path().display(),
-                ),
-            )
-            .expect("sentinel configuration");
-            sentinels.push(Process {
-                port,
-                child: Some(Process::spawn(
-                    "redis-sentinel",
-                    &[config.display().to_string()],
-                )),
-            });
+            let sentinel = RedisProcess::start("redis-sentinel", 1, |ports| {
+                std::fs::write(
+                    &config,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                         sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n\
+                         sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                         sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
+                         sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                        port = ports[0],
+                        dir = dir.path().display(),
+                    ),
+                )
+                .expect("sentinel configuration");
+                vec![config.display().to_string()]
+            })
+            .await;
+            sentinels.push(sentinel);
         }
         let group = Self {
             master,
@@ -204,7 +224,7 @@ impl SentinelGroup {
 
     /// URLs of the three sentinels.
     pub fn sentinel_urls(&self) -> Vec<String> {
-        self.sentinels.iter().map(Process::url).collect()
+        self.sentinels.iter().map(RedisProcess::url).collect()
     }
 
     /// The `[store]` table of a control plane on this group.
@@ -297,61 +317,35 @@ impl SentinelGroup {
 /// A Redis Cluster of three masters (no replicas), made with `redis-cli --cluster create`.
 #[derive(Debug)]
 pub struct RedisCluster {
-    nodes: Vec<Process>,
+    nodes: Vec<RedisProcess>,
     _dir: tempfile::TempDir,
 }
 
-/// One cluster node in `node_dir`, answering PING. A port `free_port` gave may be taken by
-/// another test's server before this one binds it, and redis-server then exits: such a node
-/// is started again on other ports, rather than waited for until the deadline.
-async fn start_cluster_node(node_dir: &Path) -> Process {
+/// One cluster node in `node_dir`, answering PING. The cluster bus port is set explicitly:
+/// the default (port + 10000) can fall outside the port range for an ephemeral port.
+async fn start_cluster_node(node_dir: &Path) -> RedisProcess {
     std::fs::create_dir_all(node_dir).expect("node directory");
-    for _attempt in 0..5 {
-        let port = free_port();
-        // The cluster bus port is set explicitly: the default (port + 10000) can fall outside
-        // the port range for an ephemeral port.
-        let bus_port = free_port();
-        if bus_port == port {
-            continue;
-        }
-        let mut args = data_node_args(port, node_dir);
+    let nodes_conf = node_dir.join("nodes.conf");
+    RedisProcess::start("redis-server", 2, |ports| {
+        // What an attempt that lost its port wrote is not this node's.
+        let _ = std::fs::remove_file(&nodes_conf);
+        let mut args = data_node_args(ports[0], node_dir);
         args.extend(
             [
                 "--cluster-enabled",
                 "yes",
                 "--cluster-port",
-                &bus_port.to_string(),
+                &ports[1].to_string(),
                 "--cluster-config-file",
-                &node_dir.join("nodes.conf").display().to_string(),
+                &nodes_conf.display().to_string(),
                 "--cluster-node-timeout",
                 "2000",
             ]
             .map(str::to_owned),
         );
-        let mut node = Process {
-            port,
-            child: Some(Process::spawn("redis-server", &args)),
-        };
-        let url = node.url();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::time::Instant::now() < deadline {
-            if query::<String>(&url, &redis::cmd("PING")).await.is_some() {
-                return node;
-            }
-            let exited = node
-                .child
-                .as_mut()
-                .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
-            if exited {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    panic!(
-        "no Redis Cluster node answered PING in {}",
-        node_dir.display()
-    );
+        args
+    })
+    .await
 }
 
 impl RedisCluster {
@@ -392,7 +386,7 @@ impl RedisCluster {
 
     /// URLs of every node (any of them finds the rest).
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(Process::url).collect()
+        self.nodes.iter().map(RedisProcess::url).collect()
     }
 
     /// The `[store]` table of a control plane on this cluster.

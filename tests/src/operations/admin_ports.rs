@@ -5,8 +5,9 @@
 //! on the plaintext REST surface, and hostile text reaches the log escaped.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
+
+use gatehouse_testkit::Process;
 
 use http::Method;
 use serde_json::json;
@@ -14,10 +15,9 @@ use serde_json::json;
 use crate::browser::fixtures::AppProxy;
 use crate::harness::client::{self, HttpResponse, get};
 use crate::harness::control_plane::NODE_SECRET;
-use crate::harness::processes::binary;
-use crate::harness::redis_server::free_port;
+use crate::harness::processes::{binary, start_binary};
 use crate::harness::upstream::EchoUpstream;
-use crate::harness::{ControlPlane, DataPlaneNode, eventually};
+use crate::harness::{ControlPlane, DataPlaneNode};
 
 /// The admin token the process tests configure.
 const ADMIN_TOKEN: &str = "admin-token-for-tests-only-0123456789abcdef";
@@ -122,55 +122,34 @@ async fn the_plaintext_rest_surface_answers_only_loopback_hosts() {
     assert_eq!(local.status, 201, "{}", local.text());
 }
 
-/// A binary of the workspace, its log (text format, filter `info`) on a pipe.
-fn spawn_logging(name: &str, args: &[String]) -> tokio::process::Child {
-    tokio::process::Command::new(binary(name))
-        .args(args)
-        .env("GATEHOUSE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("NO_COLOR", "1")
-        .env_remove("GATEHOUSE_LOG")
-        .env_remove("GATEHOUSE_LOG_FORMAT")
-        .env_remove("GATEHOUSE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|error| panic!("start {name}: {error}"))
-}
-
-async fn wait_ready(admin: SocketAddr) {
-    let ready = format!("http://{admin}/ready");
-    eventually("the process to be ready", Duration::from_secs(30), || {
-        let ready = ready.clone();
-        async move {
-            let response = client::try_request(Method::GET, &ready, &[], "")
-                .await
-                .ok()?;
-            (response.status == 200).then_some(())
-        }
+/// A binary of the workspace, its log in text format with the filter `info`, on `ports`
+/// loopback addresses (`[0]` its port, `[1]` its admin port), `args` made of them.
+async fn start_logging(
+    name: &str,
+    ports: usize,
+    args: impl Fn(&[SocketAddr]) -> Vec<String>,
+) -> (Process, Vec<SocketAddr>) {
+    start_binary(name, ports, |addresses| {
+        let mut command = tokio::process::Command::new(binary(name));
+        command
+            .args(args(addresses))
+            .env("GATEHOUSE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("NO_COLOR", "1")
+            .env_remove("GATEHOUSE_LOG")
+            .env_remove("GATEHOUSE_LOG_FORMAT")
+            .env_remove("GATEHOUSE_CONFIG");
+        command
     })
-    .await;
+    .await
 }
 
-/// Stops `child` with SIGTERM and returns everything it logged.
-async fn stop_and_read_log(mut child: tokio::process::Child) -> String {
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let pid = child.id().expect("a running child has a pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    tokio::time::timeout(Duration::from_secs(15), child.wait())
+/// Stops `process` with SIGTERM and returns everything it logged.
+async fn stop_and_read_log(mut process: Process) -> String {
+    process
+        .terminate(Duration::from_secs(15))
         .await
-        .expect("the process exits within its grace")
-        .unwrap();
-    let mut log = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut log)
-        .await
-        .unwrap();
-    log
+        .expect("the process exits within its grace");
+    process.output().expect("the process's log")
 }
 
 fn audit_line(log: &str) -> &str {
@@ -182,18 +161,16 @@ fn audit_line(log: &str) -> &str {
 #[tokio::test]
 async fn the_node_changes_its_filter_only_for_the_token_and_the_audit_line_survives_off() {
     let control = ControlPlane::start(&AppProxy::new(Vec::<String>::new()).toml()).await;
-    let listen = free_port();
-    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let child = spawn_logging(
-        "data-plane",
-        &[
-            format!("--listen=127.0.0.1:{listen}"),
-            format!("--admin-listen={admin}"),
+    let (child, addresses) = start_logging("data-plane", 2, |addresses| {
+        vec![
+            format!("--listen={}", addresses[0]),
+            format!("--admin-listen={}", addresses[1]),
             format!("--control-plane=http://{}", control.address()),
             format!("--node-secret={NODE_SECRET}"),
-        ],
-    );
-    wait_ready(admin).await;
+        ]
+    })
+    .await;
+    let (listen, admin) = (addresses[0], addresses[1]);
 
     let missing = put_log_level(admin, &[], "off").await;
     assert_eq!(missing.status, 401, "{}", missing.text());
@@ -218,7 +195,7 @@ async fn the_node_changes_its_filter_only_for_the_token_and_the_audit_line_survi
     assert!(changed.text().contains("off"), "{}", changed.text());
 
     // With the filter off, a request leaves no access-log line.
-    let _ = get(&format!("http://127.0.0.1:{listen}/app/after-off"), &[]).await;
+    let _ = get(&format!("http://{listen}/app/after-off"), &[]).await;
     let log = stop_and_read_log(child).await;
     assert!(
         log.contains("log filter change refused"),
@@ -240,18 +217,15 @@ async fn the_node_changes_its_filter_only_for_the_token_and_the_audit_line_survi
 
 #[tokio::test]
 async fn the_control_plane_logs_a_hostile_error_report_escaped_and_audits_filter_changes() {
-    let listen = free_port();
-    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let rest = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let child = spawn_logging(
-        "control-plane",
-        &[
-            format!("--listen=127.0.0.1:{listen}"),
-            format!("--admin-listen={admin}"),
-            format!("--set=rest.listen={rest}"),
-        ],
-    );
-    wait_ready(admin).await;
+    let (child, addresses) = start_logging("control-plane", 3, |addresses| {
+        vec![
+            format!("--listen={}", addresses[0]),
+            format!("--admin-listen={}", addresses[1]),
+            format!("--set=rest.listen={}", addresses[2]),
+        ]
+    })
+    .await;
+    let (admin, rest) = (addresses[1], addresses[2]);
 
     let report = client::request(
         Method::POST,

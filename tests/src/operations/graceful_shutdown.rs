@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::browser::fixtures::{AppProxy, COOKIE, open_socket};
 use crate::harness::auth_module::{session_cookie, user};
 use crate::harness::client::{expect_close, get};
+use crate::harness::processes::start_binary;
 use crate::harness::upstream::EchoUpstream;
 use crate::harness::{ControlPlane, DataPlaneNode, eventually};
 
@@ -89,45 +90,26 @@ async fn shutdown_drains_requests_and_says_goodbye_to_websockets() {
 #[tokio::test]
 async fn the_binary_exits_0_on_sigterm() {
     // cargo test builds every binary of the workspace next to this test binary.
-    let binary = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(std::path::Path::parent)
-        .map(|dir| dir.join("data-plane"))
-        .unwrap();
-    assert!(
-        binary.is_file(),
-        "{} is built by cargo test",
-        binary.display()
-    );
+    let binary = crate::harness::processes::binary("data-plane");
     let control = ControlPlane::start(&AppProxy::new(Vec::<String>::new()).toml()).await;
-    let listen = crate::harness::redis_server::free_port();
-    let admin = crate::harness::redis_server::free_port();
-    let mut child = tokio::process::Command::new(&binary)
-        .args(["--listen", &format!("127.0.0.1:{listen}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .args(["--control-plane", &format!("http://{}", control.address())])
-        .env(
-            "GATEHOUSE_NODE_SECRET",
-            crate::harness::control_plane::NODE_SECRET,
-        )
-        .env("GATEHOUSE_LOG_FORMAT", "json")
-        .env("GATEHOUSE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env_remove("GATEHOUSE_LOG")
-        .env_remove("GATEHOUSE_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let admin_address = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
-    eventually(
-        "the node process to be ready",
-        Duration::from_secs(10),
-        || async move { (ready_status(admin_address).await == Some(200)).then_some(()) },
-    )
+    let (mut node, addresses) = start_binary("data-plane", 2, |addresses| {
+        let mut command = tokio::process::Command::new(&binary);
+        command
+            .args(["--listen", &addresses[0].to_string()])
+            .args(["--admin-listen", &addresses[1].to_string()])
+            .args(["--control-plane", &format!("http://{}", control.address())])
+            .env(
+                "GATEHOUSE_NODE_SECRET",
+                crate::harness::control_plane::NODE_SECRET,
+            )
+            .env("GATEHOUSE_LOG_FORMAT", "json")
+            .env("GATEHOUSE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("GATEHOUSE_LOG")
+            .env_remove("GATEHOUSE_CONFIG");
+        command
+    })
     .await;
+    let (listen, admin_address) = (addresses[0], addresses[1]);
     // The log filter changes at run time through the admin port, with the admin token.
     let log_level = format!("http://{admin_address}/log-level");
     let current = get(&log_level, &[]).await;
@@ -149,28 +131,19 @@ async fn the_binary_exits_0_on_sigterm() {
     assert!(get(&log_level, &[]).await.text().contains("h2=warn"));
 
     // A request carrying secrets, to look for in the log afterwards.
-    let secret_url = format!("http://127.0.0.1:{listen}/app/hub?qlikTicket=ticket-secret-value");
+    let secret_url = format!("http://{listen}/app/hub?qlikTicket=ticket-secret-value");
     let _ = get(
         &secret_url,
         &[("cookie", "X-Qlik-Session-app=cookie-secret-value")],
     )
     .await;
-    let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    let exit = node
+        .terminate(Duration::from_secs(10))
         .await
-        .expect("the node exits within its grace")
-        .unwrap();
+        .expect("the node exits within its grace");
     assert_eq!(exit.code(), Some(0));
 
-    let mut log = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut log)
-        .await
-        .unwrap();
+    let log = node.output().unwrap();
     let access = log
         .lines()
         .find(|line| line.contains("gatehouse::access"))

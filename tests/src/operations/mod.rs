@@ -5,5 +5,6 @@ mod admin_ports;
 mod config_reload;
 mod configuration_reference;
 mod graceful_shutdown;
+mod kubernetes_rollouts;
 mod metrics;
 mod tracing_export;

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_proto::v1 as pb;
+use gatehouse_testkit::Process;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use crate::harness::client::get;
 use crate::harness::control_plane::NODE_SECRET;
 use crate::harness::eventually;
-use crate::harness::redis_server::free_port;
+use crate::harness::processes::{binary, start_binary};
 
 /// Trace ids (hex) seen, by service name.
 #[derive(Debug, Clone, Default)]
@@ -72,38 +72,27 @@ async fn collector() -> (SocketAddr, Collector) {
     (address, collector)
 }
 
-fn binary(name: &str) -> PathBuf {
-    let path = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(std::path::Path::parent)
-        .map(|dir| dir.join(name))
-        .unwrap();
-    assert!(path.is_file(), "{} is built by cargo test", path.display());
-    path
-}
-
-fn spawn(binary: PathBuf, args: &[String], otlp: SocketAddr) -> tokio::process::Child {
-    tokio::process::Command::new(binary)
-        .args(args)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("GATEHOUSE_NODE_SECRET", NODE_SECRET)
-        .env_remove("OTEL_SERVICE_NAME")
-        .env_remove("GATEHOUSE_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-async fn terminate(child: &mut tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+/// The workspace binary `name` exporting to `otlp`, on the addresses `args` makes of its
+/// port and admin port; ready.
+async fn start(
+    name: &str,
+    otlp: SocketAddr,
+    args: impl Fn(SocketAddr, SocketAddr) -> Vec<String>,
+) -> (Process, SocketAddr) {
+    let binary = binary(name);
+    let (process, addresses) = start_binary(name, 2, |addresses| {
+        let mut command = tokio::process::Command::new(&binary);
+        command
+            .args(args(addresses[0], addresses[1]))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("GATEHOUSE_NODE_SECRET", NODE_SECRET)
+            .env_remove("OTEL_SERVICE_NAME")
+            .env_remove("GATEHOUSE_CONFIG");
+        command
+    })
+    .await;
+    (process, addresses[0])
 }
 
 #[tokio::test]
@@ -111,52 +100,31 @@ async fn a_login_is_one_trace_across_both_planes() {
     let (otlp, collector) = collector().await;
     let config = std::env::temp_dir().join(format!("gatehouse-trace-{}.toml", std::process::id()));
     std::fs::write(&config, "[[virtual_proxies]]\nprefix = \"app\"\n").unwrap();
-    let (grpc, control_admin, listen, node_admin) =
-        (free_port(), free_port(), free_port(), free_port());
-    let mut control = spawn(
-        binary("control-plane"),
-        &[
+    let (mut control, grpc) = start("control-plane", otlp, |listen, admin| {
+        vec![
             "--config".into(),
             config.display().to_string(),
             "--listen".into(),
-            format!("127.0.0.1:{grpc}"),
+            listen.to_string(),
             "--admin-listen".into(),
-            format!("127.0.0.1:{control_admin}"),
-        ],
-        otlp,
-    );
-    let mut node = spawn(
-        binary("data-plane"),
-        &[
+            admin.to_string(),
+        ]
+    })
+    .await;
+    let (mut node, listen) = start("data-plane", otlp, |listen, admin| {
+        vec![
             "--listen".into(),
-            format!("127.0.0.1:{listen}"),
+            listen.to_string(),
             "--admin-listen".into(),
-            format!("127.0.0.1:{node_admin}"),
+            admin.to_string(),
             "--control-plane".into(),
-            format!("http://127.0.0.1:{grpc}"),
-        ],
-        otlp,
-    );
-    eventually(
-        "the node to be ready",
-        Duration::from_secs(15),
-        || async move {
-            let ready = crate::harness::client::try_request(
-                http::Method::GET,
-                &format!("http://127.0.0.1:{node_admin}/ready"),
-                &[],
-                bytes::Bytes::new(),
-            )
-            .await;
-            ready
-                .is_ok_and(|response| response.status == 200)
-                .then_some(())
-        },
-    )
+            format!("http://{grpc}"),
+        ]
+    })
     .await;
 
     let mut tickets = pb::authentication_service_client::AuthenticationServiceClient::connect(
-        format!("http://127.0.0.1:{grpc}"),
+        format!("http://{grpc}"),
     )
     .await
     .unwrap();
@@ -173,14 +141,15 @@ async fn a_login_is_one_trace_across_both_planes() {
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let login = get(
-        &format!("http://127.0.0.1:{listen}/app/hub?qlikTicket={ticket}"),
+        &format!("http://{listen}/app/hub?qlikTicket={ticket}"),
         &[("traceparent", &traceparent)],
     )
     .await;
     assert_eq!(login.status, 302, "the ticket was redeemed");
 
-    terminate(&mut node).await;
-    terminate(&mut control).await;
+    // Ended with SIGTERM: each flushes the spans it has not exported yet.
+    let _ = node.terminate(Duration::from_secs(10)).await;
+    let _ = control.terminate(Duration::from_secs(10)).await;
     let seen = eventually(
         "spans of the login from both planes",
         Duration::from_secs(10),
