@@ -7,7 +7,7 @@ use http::Method;
 
 /// An endpoint of the REST surface.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Route {
+pub enum Route {
     Ticket {
         prefix: String,
     },
@@ -28,14 +28,14 @@ pub(super) enum Route {
 
 /// Why no endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum NoRoute {
+pub enum NoRoute {
     NotFound,
     MethodNotAllowed(&'static str),
     BadEncoding,
 }
 
 /// `is_prefix` says whether a virtual proxy with that prefix is configured.
-pub(super) fn route(
+pub fn route(
     method: &Method,
     path: &str,
     is_prefix: impl Fn(&str) -> bool,
