@@ -1,6 +1,13 @@
 //! Entry points shared by the fuzz targets (`fuzz/`) and their regression tests
 //! (`fuzz_regressions`): each takes arbitrary bytes, must never panic, and checks what it can
-//! of the function's promise.
+//! of the function's promise. The node's request parsers are here; the others are grouped by
+//! what they read, one file each.
+
+pub mod forward_auth;
+pub mod jwt;
+pub mod kerberos;
+pub mod oidc;
+pub mod rest;
 
 use std::net::SocketAddr;
 
@@ -29,6 +36,20 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("path", request_path),
     ("config", configuration),
     ("authority_syntax", authority_syntax),
+    ("rest_route", rest::route_path),
+    ("rest_xrfkey", rest::xrfkey),
+    ("rest_json", rest::request_body),
+    ("admin_access", rest::admin_access),
+    ("jwt_bearer", jwt::bearer_token),
+    ("jwt_claims", jwt::signed_claims),
+    ("oidc_tokens", oidc::token_claims),
+    ("oidc_discovery", oidc::discovery_document),
+    ("oidc_callback", oidc::callback),
+    ("oidc_login_target", oidc::login_target),
+    ("negotiate", kerberos::negotiate_header),
+    ("kerberos_principal", kerberos::principal),
+    ("forward_auth_headers", forward_auth::described_by_headers),
+    ("ext_authz", forward_auth::ext_authz_check),
 ];
 
 fn text(data: &[u8]) -> String {

@@ -1,0 +1,5 @@
+#![no_main]
+// See gatehouse_tests::fuzz_entry::forward_auth::described_by_headers for what this target checks.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    gatehouse_tests::fuzz_entry::forward_auth::described_by_headers(data)
+});

@@ -1,0 +1,3 @@
+#![no_main]
+// See gatehouse_tests::fuzz_entry::kerberos::principal for what this target checks.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gatehouse_tests::fuzz_entry::kerberos::principal(data));
