@@ -128,18 +128,23 @@ pub fn described_by_headers(data: &[u8]) {
         assert_eq!(client.secure, url.scheme_str() == Some("https"));
     }
 
+    // The last entry of the last X-Forwarded-For, else X-Real-IP: whatever its bytes, a
+    // request is rebuilt only when it is an address, never with the ingress's own instead.
     let named_client = headers
         .get_all("x-forwarded-for")
         .iter()
         .next_back()
-        .map(|value| {
-            let list = value.to_str().expect("a text list");
-            list.rsplit(',').next().unwrap_or(list).trim()
+        .map(|list| {
+            list.as_bytes()
+                .rsplit(|&byte| byte == b',')
+                .next()
+                .unwrap_or_default()
         })
-        .or_else(|| one(&headers, "x-real-ip"));
+        .or_else(|| headers.get("x-real-ip").map(HeaderValue::as_bytes));
     let expected = match named_client {
-        Some(address) => address
-            .parse::<IpAddr>()
+        Some(address) => std::str::from_utf8(address)
+            .ok()
+            .and_then(|address| address.trim().parse::<IpAddr>().ok())
             .expect("a rebuilt request names an address")
             .to_canonical(),
         None => INGRESS.peer.ip(),
