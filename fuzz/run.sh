@@ -21,6 +21,7 @@ targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^gatehouse-fuz
 cargo fuzz build --release 2>&1 | tail -n 3
 # Run what was just built: a source change during the run must not rebuild under it.
 bin_dir=target/$(rustc -vV | sed -n 's/^host: //p')/release
+repo=$(cd .. && pwd)
 commit=$(git rev-parse --short HEAD)
 # Results of a tree that differs from the commit do not describe the commit.
 if ! git diff --quiet HEAD -- .. ':(exclude)RESULTS.md'; then
@@ -44,7 +45,10 @@ for target in $targets; do
         -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 >"$log" 2>&1; then
         outcome="no crash"
     else
-        outcome="CRASH: see fuzz/artifacts/$target ($(tail -n 1 "$log"))"
+        # Where it panicked (relative to the repository), else libFuzzer's summary.
+        reason=$(sed -n -e "s|.*panicked at $repo/\(.*\):\$|panic at \1|p" \
+            -e 's/^SUMMARY: libFuzzer: /libFuzzer: /p' "$log" | head -n 1)
+        outcome="CRASH: see fuzz/artifacts/$target (${reason:-$(tail -n 1 "$log")})"
         status=1
     fi
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
