@@ -300,7 +300,15 @@ impl Verifier {
 
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut validation = Validation::new(alg);
-        validation.algorithms = self.algorithms.clone();
+        // Only the accepted algorithms of the key's family: jsonwebtoken refuses every token
+        // (InvalidAlgorithm) when the list names another family, so `["RS256", "ES256"]`
+        // would accept nothing.
+        validation.algorithms = self
+            .algorithms
+            .iter()
+            .copied()
+            .filter(|accepted| accepted.family() == alg.family())
+            .collect();
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;

@@ -5,7 +5,8 @@
 //! anonymous logins), `personal` (the caller's own session) and `oidc_login`.
 
 mod logins;
-mod oidc_login;
+// Public for its checks of what a browser sends (the fuzz targets call them).
+pub mod oidc_login;
 mod personal;
 mod sessions;
 mod tickets;

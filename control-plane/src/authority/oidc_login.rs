@@ -252,7 +252,8 @@ impl Authority {
     }
 }
 
-fn is_binding(binding: &str) -> bool {
+/// Whether `binding` is a value this module could have set as a binding cookie.
+pub fn is_binding(binding: &str) -> bool {
     binding.len() == BINDING_LEN
         && binding
             .bytes()
@@ -261,7 +262,7 @@ fn is_binding(binding: &str) -> bool {
 
 /// A path on this site: one leading `/`, never `//` or `/\` (which browsers read as another
 /// host), no control characters.
-fn check_target(target: &str) -> Result<(), Error> {
+pub fn check_target(target: &str) -> Result<(), Error> {
     let local = target.starts_with('/')
         && !target.starts_with("//")
         && !target.starts_with("/\\")
@@ -276,8 +277,8 @@ fn check_target(target: &str) -> Result<(), Error> {
     }
 }
 
-/// The node's own callback URL for this virtual proxy.
-fn check_redirect_uri(virtual_proxy: &str, uri: &str) -> Result<(), Error> {
+/// Checks that `uri` is the node's own callback URL for this virtual proxy.
+pub fn check_redirect_uri(virtual_proxy: &str, uri: &str) -> Result<(), Error> {
     let fits = uri.parse::<http::Uri>().is_ok_and(|parsed| {
         matches!(parsed.scheme_str(), Some("http" | "https"))
             && parsed.host().is_some_and(|host| !host.is_empty())

@@ -40,7 +40,8 @@ pub async fn fetch(client: &HttpClient, config: &OidcConfig) -> Result<Metadata,
     parse(&body, &config.issuer)
 }
 
-fn parse(body: &[u8], issuer: &str) -> Result<Metadata, String> {
+/// Reads and checks a discovery document for `issuer`.
+pub fn parse(body: &[u8], issuer: &str) -> Result<Metadata, String> {
     let metadata: Metadata = serde_json::from_slice(body)
         .map_err(|error| format!("the discovery document is not valid: {error}"))?;
     // A document naming another issuer may be an attempt to have tokens of that issuer

@@ -8,8 +8,9 @@
 //! so neither is stored anywhere and a leaked callback URL (state and code) does not give
 //! them away.
 
-mod claims;
-mod discovery;
+// Public, with the checks they make, for the fuzz targets (`tests/src/fuzz_entry.rs`).
+pub mod claims;
+pub mod discovery;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};

@@ -10,19 +10,20 @@ use crate::error::Error;
 
 /// `POST /qps/{prefix}/ticket`.
 #[derive(Debug)]
-pub(super) struct TicketRequest {
+pub struct TicketRequest {
     pub user: User,
     pub target_id: Option<String>,
 }
 
 /// `POST /qps/{prefix}/session`.
 #[derive(Debug)]
-pub(super) struct SessionRequest {
+pub struct SessionRequest {
     pub user: User,
     pub session_id: Option<String>,
 }
 
-pub(super) fn ticket_request(body: &[u8]) -> Result<TicketRequest, Error> {
+/// Reads a ticket request's body; the error is the 400's reason.
+pub fn ticket_request(body: &[u8]) -> Result<TicketRequest, Error> {
     let object = Object::parse(body)?;
     Ok(TicketRequest {
         user: object.user()?,
@@ -30,7 +31,8 @@ pub(super) fn ticket_request(body: &[u8]) -> Result<TicketRequest, Error> {
     })
 }
 
-pub(super) fn session_request(body: &[u8]) -> Result<SessionRequest, Error> {
+/// Reads a session request's body; the error is the 400's reason.
+pub fn session_request(body: &[u8]) -> Result<SessionRequest, Error> {
     let object = Object::parse(body)?;
     Ok(SessionRequest {
         user: object.user()?,

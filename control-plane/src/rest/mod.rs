@@ -5,10 +5,12 @@
 //! share one set of rules, and deletions reach nodes through the same revocation stream.
 
 mod handlers;
-mod json;
+// What a client sends (bodies, paths, the Xrfkey) is read in these three: public so that the
+// fuzz targets (`tests/src/fuzz_entry.rs`) reach the parsers the server runs.
+pub mod json;
 mod reply;
-mod routes;
+pub mod routes;
 mod server;
-mod xrfkey;
+pub mod xrfkey;
 
 pub use server::{BoundRest, RestStartError};

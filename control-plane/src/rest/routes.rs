@@ -7,7 +7,7 @@ use http::Method;
 
 /// An endpoint of the REST surface.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Route {
+pub enum Route {
     Ticket {
         prefix: String,
     },
@@ -28,14 +28,14 @@ pub(super) enum Route {
 
 /// Why no endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum NoRoute {
+pub enum NoRoute {
     NotFound,
     MethodNotAllowed(&'static str),
     BadEncoding,
 }
 
 /// `is_prefix` says whether a virtual proxy with that prefix is configured.
-pub(super) fn route(
+pub fn route(
     method: &Method,
     path: &str,
     is_prefix: impl Fn(&str) -> bool,
@@ -124,8 +124,10 @@ fn percent_decode(segment: &str) -> Option<String> {
     let mut index = 0;
     while index < bytes.len() {
         if bytes[index] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(index + 1..index + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits exactly: `u8::from_str_radix` would also take a sign (`%+3`).
+            let high = hex_digit(*bytes.get(index + 1)?)?;
+            let low = hex_digit(*bytes.get(index + 2)?)?;
+            out.push(high << 4 | low);
             index += 3;
         } else {
             out.push(bytes[index]);
@@ -133,6 +135,12 @@ fn percent_decode(segment: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+fn hex_digit(byte: u8) -> Option<u8> {
+    char::from(byte)
+        .to_digit(16)
+        .and_then(|digit| u8::try_from(digit).ok())
 }
 
 #[cfg(test)]
@@ -199,5 +207,16 @@ mod tests {
             at(Method::GET, "/qps/app/session/%ff"),
             Err(NoRoute::BadEncoding)
         );
+        for signed in [
+            "/qps/app/session/%+f",
+            "/qps/app/session/%-1",
+            "/qps/app/session/%4",
+        ] {
+            assert_eq!(
+                at(Method::GET, signed),
+                Err(NoRoute::BadEncoding),
+                "{signed}"
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@ const HEADER: &str = "x-qlik-xrfkey";
 const LENGTH: usize = 16;
 
 /// Checks the key; the error is the reason shown to the caller with a 403.
-pub(super) fn check(query: Option<&str>, headers: &HeaderMap) -> Result<(), &'static str> {
+pub fn check(query: Option<&str>, headers: &HeaderMap) -> Result<(), &'static str> {
     // The parameter's name is matched case-insensitively: modules send `xrfkey` and `Xrfkey`.
     let mut from_query = query
         .unwrap_or_default()

@@ -94,28 +94,23 @@ async fn callback(
     if parts.method != Method::GET {
         return Err(Refusal::method_not_allowed("GET"));
     }
-    let query = parts.uri.query();
-    if let Some(error) = query::param(query, "error") {
-        state.metrics.login("oidc", "refused");
-        // The provider's error code is shown only if it is a plain OAuth error code.
-        let code = if !error.is_empty()
-            && error.len() <= 64
-            && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-        {
-            error
-        } else {
-            "error".to_owned()
-        };
-        return Err(Refusal::unauthorized(format!(
-            "the identity provider did not log you in ({code})"
-        )));
-    }
-    let (Some(login_state), Some(code)) =
-        (query::param(query, "state"), query::param(query, "code"))
-    else {
-        return Err(Refusal::bad_request(
-            "the login callback needs code and state",
-        ));
+    let (login_state, code, iss) = match CallbackQuery::read(parts.uri.query()) {
+        CallbackQuery::Code {
+            state: login_state,
+            code,
+            iss,
+        } => (login_state, code, iss),
+        CallbackQuery::Refused { error } => {
+            state.metrics.login("oidc", "refused");
+            return Err(Refusal::unauthorized(format!(
+                "the identity provider did not log you in ({error})"
+            )));
+        }
+        CallbackQuery::Incomplete => {
+            return Err(Refusal::bad_request(
+                "the login callback needs code and state",
+            ));
+        }
     };
     let binding = proxy
         .oidc
@@ -127,7 +122,7 @@ async fn callback(
         state: login_state,
         code,
         binding: binding.to_owned(),
-        iss: query::param(query, "iss").unwrap_or_default(),
+        iss,
     };
     match state.control.oidc_callback(request).await {
         Ok((login, target)) => {
@@ -147,6 +142,44 @@ async fn callback(
             ))
         }
         Err(error) => Err(refused(state, error)),
+    }
+}
+
+/// What the provider sent the browser back with (RFC 6749, 4.1.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackQuery {
+    /// A code to exchange, for the login `state` names; `iss` is empty when not sent.
+    Code {
+        state: String,
+        code: String,
+        iss: String,
+    },
+    /// The provider did not log the user in. `error` is shown to the user: the provider's
+    /// code when it is a plain OAuth error code (`access_denied`), else just `error`.
+    Refused { error: String },
+    /// Neither `error` nor both `code` and `state`.
+    Incomplete,
+}
+
+impl CallbackQuery {
+    /// Reads the callback's query string; an `error` wins over a code.
+    pub fn read(query: Option<&str>) -> Self {
+        if let Some(error) = query::param(query, "error") {
+            let plain = !error.is_empty()
+                && error.len() <= 64
+                && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            return Self::Refused {
+                error: if plain { error } else { "error".to_owned() },
+            };
+        }
+        match (query::param(query, "state"), query::param(query, "code")) {
+            (Some(state), Some(code)) => Self::Code {
+                state,
+                code,
+                iss: query::param(query, "iss").unwrap_or_default(),
+            },
+            _ => Self::Incomplete,
+        }
     }
 }
 

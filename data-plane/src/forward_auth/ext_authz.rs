@@ -79,8 +79,8 @@ impl Authorization for ExtAuthz {
     }
 }
 
-/// The original request of a check: Envoy describes it whole.
-fn rebuild(
+/// The original request of a check: Envoy describes it whole. Public for the fuzz targets.
+pub fn rebuild(
     check: &CheckRequest,
     caller: Caller,
 ) -> Result<(http::Request<()>, crate::request::context::Client), Refusal> {

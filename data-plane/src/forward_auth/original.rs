@@ -115,26 +115,29 @@ impl<'a> Description<'a> {
 /// The browser's address: the last `X-Forwarded-For` entry (the one the ingress itself
 /// appended), else `X-Real-IP`; none when neither is sent. One that is no address is refused:
 /// taking the ingress's own address instead would pass header authentication's
-/// `trusted_networks` whenever the ingress is in them.
+/// `trusted_networks` whenever the ingress is in them. The entry is cut out of the bytes, not
+/// of the text: a client's non-ASCII entry before the ingress's must neither hide the
+/// ingress's entry nor count as no header at all.
 fn client_address(headers: &HeaderMap) -> Result<Option<IpAddr>, Refusal> {
     let last_forwarded = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
         .next_back()
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.rsplit(',').next())
-        .map(str::trim);
-    let real_ip = headers
-        .get(X_REAL_IP)
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim);
+        .map(|list| {
+            list.as_bytes()
+                .rsplit(|&byte| byte == b',')
+                .next()
+                .unwrap_or_default()
+        });
+    let real_ip = headers.get(X_REAL_IP).map(HeaderValue::as_bytes);
     let Some(named) = last_forwarded.or(real_ip) else {
         return Ok(None);
     };
-    named
-        .parse::<IpAddr>()
+    std::str::from_utf8(named)
+        .ok()
+        .and_then(|named| named.trim().parse::<IpAddr>().ok())
         .map(|address| Some(address.to_canonical()))
-        .map_err(|_| {
+        .ok_or_else(|| {
             Refusal::bad_request(
                 "the client's address (X-Forwarded-For or X-Real-IP) is not an IP address",
             )
@@ -342,6 +345,27 @@ mod tests {
             assert!(client.secure);
             assert_eq!(client.peer.ip().to_string(), "192.0.2.9");
         }
+    }
+
+    #[test]
+    fn a_client_address_that_is_not_text_is_refused_not_taken_as_absent() {
+        let described = |forwarded_for: &[u8]| {
+            let mut headers = headers(&[
+                ("x-original-uri", "/app/hub"),
+                ("x-original-method", "GET"),
+                ("host", "sense.example"),
+            ]);
+            headers.insert(
+                X_FORWARDED_FOR,
+                HeaderValue::from_bytes(forwarded_for).unwrap(),
+            );
+            rebuild(headers, CALLER, &trusted())
+        };
+        // nginx appends the address it saw to what the client sent.
+        let (_, client) = described(b"\xf7\xa7 1.2.3.4, 192.0.2.9").unwrap();
+        assert_eq!(client.peer.ip().to_string(), "192.0.2.9");
+        let refusal = described(b"192.0.2.\xf7").unwrap_err();
+        assert_eq!(refusal.status(), http::StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -246,6 +246,32 @@ async fn a_bearer_token_logs_in_once_and_then_the_cookie_or_the_token_works() {
     assert_eq!(upstream.requests().len(), 6);
 }
 
+/// AUTH-JWT.md's example accepts RS256 and ES256: a token of either family must log in,
+/// whatever other families the list names.
+#[tokio::test]
+async fn a_token_logs_in_when_algorithms_of_several_key_families_are_accepted() {
+    let dir = TempDir::new().unwrap();
+    let key = rsa_key(dir.path(), "signer");
+    let upstream = EchoUpstream::start("engine").await;
+    let proxy = AppProxy::new([upstream.node()]).table(&jwt_table(&format!(
+        "public_keys = [{:?}]\nalgorithms = [\"RS256\", \"ES256\", \"EdDSA\"]",
+        key.public_path.to_str().unwrap()
+    )));
+    let control_plane = ControlPlane::start(&proxy.toml()).await;
+    let node = DataPlaneNode::start(&control_plane).await;
+    let authorization = bearer(&sign(&key, None, &claims("alice")));
+    let response = get(
+        &node.url("/app/hub"),
+        &[("authorization", authorization.as_str())],
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        seen_header(&response.json(), "x-qlik-user"),
+        Some(qlik_user("CORP", "alice").as_str())
+    );
+}
+
 #[tokio::test]
 async fn bad_tokens_are_refused_with_a_reason_and_no_session() {
     let dir = TempDir::new().unwrap();

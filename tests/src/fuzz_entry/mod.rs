@@ -1,10 +1,18 @@
 //! Entry points shared by the fuzz targets (`fuzz/`) and their regression tests
 //! (`fuzz_regressions`): each takes arbitrary bytes, must never panic, and checks what it can
-//! of the function's promise.
+//! of the function's promise. The node's request parsers are here; the others are grouped by
+//! what they read, one file each.
+
+pub mod forward_auth;
+pub mod jwt;
+pub mod kerberos;
+pub mod oidc;
+pub mod rest;
 
 use std::net::SocketAddr;
 
 use gatehouse_data_plane::auth::login::allowed_target;
+use gatehouse_data_plane::auth::rules::{self, AccessRule};
 use gatehouse_data_plane::auth::{cookie, header, query};
 use gatehouse_data_plane::cache::CachedSession;
 use gatehouse_data_plane::identity_headers::parse_qlik_user;
@@ -29,6 +37,21 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("path", request_path),
     ("config", configuration),
     ("authority_syntax", authority_syntax),
+    ("access_rules", access_rules),
+    ("rest_route", rest::route_path),
+    ("rest_xrfkey", rest::xrfkey),
+    ("rest_json", rest::request_body),
+    ("admin_access", rest::admin_access),
+    ("jwt_bearer", jwt::bearer_token),
+    ("jwt_claims", jwt::signed_claims),
+    ("oidc_tokens", oidc::token_claims),
+    ("oidc_discovery", oidc::discovery_document),
+    ("oidc_callback", oidc::callback),
+    ("oidc_login_target", oidc::login_target),
+    ("negotiate", kerberos::negotiate_header),
+    ("kerberos_principal", kerberos::principal),
+    ("forward_auth_headers", forward_auth::described_by_headers),
+    ("ext_authz", forward_auth::ext_authz_check),
 ];
 
 fn text(data: &[u8]) -> String {
@@ -288,4 +311,66 @@ pub fn authority_syntax(data: &[u8]) {
     let from_request =
         authority::request_authority(http::Version::HTTP_11, &root, &request_headers);
     assert_eq!(from_request.is_ok(), parsed.is_ok());
+}
+
+/// `.` and empty segments dropped, `..` resolved, `;` parameters cut: how an upstream may
+/// read a path. Written apart from the access rules' own, to check them.
+fn as_an_upstream_reads(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for segment in path
+        .split('/')
+        .map(|segment| segment.split(';').next().unwrap_or(""))
+    {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                kept.pop();
+            }
+            name => kept.push(name),
+        }
+    }
+    format!("/{}", kept.join("/"))
+}
+
+/// Access rules on the paths a request may spell (`access_rules`): the input is a request
+/// path, normalised as the node does before the rules run. With `/admin` denied, a path
+/// that is allowed does not lead to `/admin` as written, percent-decoded, or Unicode-folded
+/// (NFKC and case, as Java compares), whatever the dots, slashes and parameters in it.
+pub fn access_rules(data: &[u8]) {
+    let raw = text(data);
+    let Some(path) = path::normalize(&raw) else {
+        return;
+    };
+    let rule = |prefix: &str, allow: bool| AccessRule {
+        path_prefix: prefix.to_owned(),
+        folded_prefix: rules::fold(prefix),
+        methods: Vec::new(),
+        allow,
+        user_directory: None,
+        user_id: None,
+        attribute: None,
+    };
+    let access = [rule("/admin", false), rule("/", true)];
+    let session = CachedSession {
+        handle: "h".into(),
+        virtual_proxy: "app".into(),
+        user_directory: "CORP".into(),
+        user_id: "alice".into(),
+        attributes: Vec::new(),
+        absolute_expiry: std::time::SystemTime::UNIX_EPOCH,
+    };
+    if rules::denied(&access, &path, "GET", &session).is_some() {
+        return;
+    }
+    let decoded = percent_encoding::percent_decode_str(&path)
+        .decode_utf8_lossy()
+        .into_owned();
+    let folded = rules::fold(&decoded);
+    for spelling in [path.to_string(), decoded, folded] {
+        let read = as_an_upstream_reads(&spelling);
+        let leads_to_admin = read
+            .get(..6)
+            .is_some_and(|head| head.eq_ignore_ascii_case("/admin"));
+        assert!(!leads_to_admin, "{raw:?} is allowed, yet reads as {read:?}");
+    }
 }
