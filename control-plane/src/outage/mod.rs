@@ -184,14 +184,15 @@ impl OutageFallback {
         due
     }
 
-    /// When the outage began, by both clocks, if one is under way and within the grace.
-    fn outage_within_grace(&self) -> Result<(Instant, SystemTime), &'static str> {
+    /// When the outage began, by both clocks, and how much of the grace is left, if it is
+    /// within the grace. Read once: two readings of the clock could disagree on it.
+    fn outage_within_grace(&self) -> Result<(Instant, SystemTime, Duration), &'static str> {
         let now = self.clock.instant();
         let (began, began_at) = lock(&self.store).began.unwrap_or((now, self.clock.now()));
-        if now.duration_since(began) >= self.config.grace {
-            return Err("the outage has lasted longer than outage.grace");
+        match self.config.grace.checked_sub(now.duration_since(began)) {
+            Some(left) if !left.is_zero() => Ok((began, began_at, left)),
+            _ => Err("the outage has lasted longer than outage.grace"),
         }
-        Ok((began, began_at))
     }
 
     /// Whether the revocation feed was reading right up to the outage: if it had stopped
@@ -207,12 +208,11 @@ impl OutageFallback {
     /// being unreachable.
     pub fn admit(&self, token: &str, virtual_proxy: &str, presented: &str) -> Verdict {
         let now = self.clock.now();
-        let (began_instant, began) = match self.outage_within_grace() {
+        let (began_instant, began, left) = match self.outage_within_grace() {
             Ok(began) => began,
             Err(reason) => return Verdict::Unknown(reason),
         };
-        let served_until =
-            now + (self.config.grace - self.clock.instant().duration_since(began_instant));
+        let served_until = now + left;
         if !self.followed_until(began_instant) {
             return Verdict::Unknown("revocations were not followed up to the outage");
         }
@@ -249,7 +249,7 @@ impl OutageFallback {
     pub fn can_vouch(&self) -> bool {
         let followed = match self.outage_within_grace() {
             // With no outage under way there is nothing to have followed up to.
-            Ok((began, _)) => lock(&self.store).began.is_none() || self.followed_until(began),
+            Ok((began, _, _)) => lock(&self.store).began.is_none() || self.followed_until(began),
             Err(_) => false,
         };
         followed && !self.keys.load().is_empty() && lock(&self.revoked).known_since().is_some()

@@ -94,6 +94,18 @@ mod tests {
     /// One `redis-server` on `port`, ready when it answers PING from its own socket.
     async fn redis_on(port: u16) -> Result<Process> {
         let mut process = spawn_redis(port, &[])?;
+        answers_ping(&mut process, port)
+            .await
+            .context("start redis-server")?;
+        Ok(process)
+    }
+
+    async fn ping(port: u16) -> bool {
+        crate::redis_server::ping(&format!("redis://127.0.0.1:{port}/")).await
+    }
+
+    /// Waits until `process` listens on `port` itself and PING is answered there.
+    async fn answers_ping(process: &mut Process, port: u16) -> Result<()> {
         process
             .wait_ready(
                 "redis-server to answer PING",
@@ -102,8 +114,6 @@ mod tests {
                 || ping(port),
             )
             .await
-            .context("start redis-server")?;
-        Ok(process)
     }
 
     fn spawn_redis(port: u16, extra: &[&str]) -> Result<Process> {
@@ -113,19 +123,6 @@ mod tests {
             .args(["--save", "", "--appendonly", "no"])
             .args(extra);
         Process::spawn("redis-server", &mut command, Vec::new())
-    }
-
-    async fn ping(port: u16) -> bool {
-        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
-            return false;
-        };
-        let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
-            return false;
-        };
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .is_ok()
     }
 
     #[test]
@@ -226,13 +223,7 @@ mod tests {
         let port = free_port().unwrap();
         let _first = redis_on(port).await.unwrap();
         let mut second = spawn_redis(port, &[]).unwrap();
-        let error = second
-            .wait_ready(
-                "redis-server to answer PING",
-                &[port],
-                Duration::from_secs(10),
-                || ping(port),
-            )
+        let error = answers_ping(&mut second, port)
             .await
             .expect_err("the second server exits, though PING is answered on its port");
         assert!(port_taken(&error), "{error:#}");

@@ -157,7 +157,7 @@ impl Drop for DataDir {
     }
 }
 
-async fn ping(url: &str) -> bool {
+pub(crate) async fn ping(url: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else {
         return false;
     };
