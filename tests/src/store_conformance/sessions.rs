@@ -443,3 +443,63 @@ async fn unknown_handles_and_tokens_are_absent_not_errors(subject: Subject) {
     );
     store.ping().await.unwrap();
 }
+
+/// SCAN answers a cursor with the same keys only while Redis's table keeps its shape: while it
+/// grows (and rehashes step by step, each command moving a bucket), a listing that asked a
+/// cursor twice would list some sessions twice and miss others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_listing_lists_each_session_once_while_the_keyspace_grows() {
+    let server = RedisServer::start().await;
+    let mut redis = server.connection().await;
+    // Rehashing moves on only with commands, never in the background: the listing meets the
+    // table mid-rehash.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("activerehashing")
+        .arg("no")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let subject = on_redis(
+        StoreConfig {
+            redis_url: server.url(),
+            ..StoreConfig::default()
+        },
+        1000,
+        Box::new(()),
+    );
+    let store = subject.store;
+    let mut expected = HashSet::new();
+    for index in 0..40 {
+        let (_, session) = create(&*store, "sales", user("CORP", &format!("user{index}"))).await;
+        expected.insert(session.handle);
+    }
+    let mut seen = HashSet::new();
+    let mut token = String::new();
+    let mut other_keys = 0;
+    for _ in 0..200 {
+        let page = store.list_sessions(None, 3, &token).await.unwrap();
+        for session in page.sessions {
+            assert!(
+                seen.insert(session.handle.clone()),
+                "{} listed twice",
+                session.handle
+            );
+        }
+        // Keys that are not sessions, enough to make the table grow again and again.
+        let mut pipe = redis::pipe();
+        for _ in 0..50 {
+            pipe.cmd("SET").arg(format!("other:{other_keys}")).arg("x");
+            other_keys += 1;
+        }
+        let _: () = pipe.query_async(&mut redis).await.unwrap();
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert!(token.is_empty(), "listing did not end");
+    let missing: Vec<_> = expected.difference(&seen).collect();
+    assert!(missing.is_empty(), "never listed: {missing:?}");
+    assert_eq!(seen, expected);
+}

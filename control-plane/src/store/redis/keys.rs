@@ -35,8 +35,9 @@ pub(super) struct Keys {
     prefix: String,
 }
 
-/// Where a session lives, parsed from its handle.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a session lives, parsed from its handle. Ordered by tag, then id: the order in which
+/// a listing page returns the sessions of one SCAN batch.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct SessionAddress {
     pub tag: String,
     pub id: String,
