@@ -10,6 +10,7 @@ pub const MAX_USER_FIELD_LEN: usize = 256;
 pub const MAX_ATTRIBUTES: usize = 256;
 /// Longest attribute name or value accepted, in bytes.
 pub const MAX_ATTRIBUTE_LEN: usize = 1024;
+pub use gatehouse_proto::MAX_USER_AGENT_LEN;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attribute {
@@ -142,6 +143,37 @@ pub struct SessionCap {
     pub policy: CapPolicy,
 }
 
+/// Where a login came from, as the node that ran it saw it, for its user to recognise the
+/// session by ("where am I logged in"). Empty fields: nothing was recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// An IP address in its canonical text form.
+    pub address: String,
+    pub user_agent: String,
+}
+
+impl ClientInfo {
+    /// Bounds what a node reports: an address that is no IP address is dropped; the user
+    /// agent loses its control characters and is cut to [`MAX_USER_AGENT_LEN`] bytes on a
+    /// character boundary. Never fails: a login does not depend on it.
+    pub fn new(address: &str, user_agent: &str) -> Self {
+        let address = address
+            .trim()
+            .parse::<std::net::IpAddr>()
+            .map(|address| address.to_canonical().to_string())
+            .unwrap_or_default();
+        let user_agent: String = user_agent
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        Self {
+            address,
+            user_agent: gatehouse_proto::cut_to_bytes(&user_agent, MAX_USER_AGENT_LEN).to_owned(),
+        }
+    }
+}
+
 /// A session as everyone but its holder sees it. The token is not part of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -153,6 +185,8 @@ pub struct Session {
     pub last_active: SystemTime,
     pub inactivity_timeout: Duration,
     pub absolute_expiry: SystemTime,
+    /// Recorded at login.
+    pub client: ClientInfo,
 }
 
 impl Session {
@@ -183,6 +217,7 @@ pub struct NewSession {
     pub created: SystemTime,
     pub inactivity_timeout: Duration,
     pub absolute_expiry: SystemTime,
+    pub client: ClientInfo,
 }
 
 /// The result of storing a new session.
@@ -356,6 +391,20 @@ mod tests {
     }
 
     #[test]
+    fn client_info_is_bounded() {
+        let client = ClientInfo::new(" ::ffff:192.0.2.7 ", "Firefox\t/1\r\n");
+        assert_eq!(client.address, "192.0.2.7");
+        assert_eq!(client.user_agent, "Firefox/1");
+        assert_eq!(ClientInfo::new("not-an-ip", "").address, "");
+        // 255 bytes of ASCII, then a two-byte character that would end past the limit.
+        let long = format!("{}é and more", "a".repeat(255));
+        let cut = ClientInfo::new("2001:db8::1", &long);
+        assert_eq!(cut.address, "2001:db8::1");
+        assert_eq!(cut.user_agent, "a".repeat(255));
+        assert!(ClientInfo::new("", &"é".repeat(300)).user_agent.len() <= MAX_USER_AGENT_LEN);
+    }
+
+    #[test]
     fn user_keys_compare_case_insensitively() {
         let user = User::new("Corp", "Alice", vec![]).unwrap_or_else(|e| panic!("{e}"));
         let key = UserKey::new("CORP", "alice").unwrap_or_else(|e| panic!("{e}"));
@@ -374,6 +423,7 @@ mod tests {
             last_active: start,
             inactivity_timeout: Duration::from_secs(60),
             absolute_expiry: start + Duration::from_secs(100),
+            client: ClientInfo::default(),
         };
         assert_eq!(session.inactivity_expiry(), start + Duration::from_secs(60));
         let touched = session.touched(start + Duration::from_secs(50));

@@ -15,5 +15,21 @@ pub mod v1 {
 /// store does not": a node keeps the replica in rotation and needs no breaker for it.
 pub const STORE_UNAVAILABLE_KEY: &str = "gatehouse-store";
 
+/// Longest user agent a session keeps of its login, in bytes: enough to tell browsers
+/// apart, and what a login may add to a session's size in the store. Nodes send no more.
+pub const MAX_USER_AGENT_LEN: usize = 256;
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn cut_to_bytes(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 pub mod identity_headers;
 pub mod origin;

@@ -11,7 +11,7 @@ use gatehouse_proto::v1 as pb;
 use tonic::Status;
 
 use crate::authority::SessionSelector;
-use crate::domain::{Attribute, Session, User, UserKey};
+use crate::domain::{Attribute, ClientInfo, Session, User, UserKey};
 use crate::error::{Error, StoreError};
 
 impl From<Error> for Status {
@@ -84,7 +84,16 @@ pub(crate) fn session_to_proto(session: Session) -> pb::Session {
         last_active: Some(session.last_active.into()),
         inactivity_expiry: Some(inactivity_expiry.into()),
         absolute_expiry: Some(session.absolute_expiry.into()),
+        client_address: session.client.address,
+        user_agent: session.client.user_agent,
     }
+}
+
+/// What a node reports of a login's client, bounded (absent: nothing recorded).
+pub(crate) fn client_from_proto(client: Option<pb::ClientInfo>) -> ClientInfo {
+    client.map_or_else(ClientInfo::default, |client| {
+        ClientInfo::new(&client.address, &client.user_agent)
+    })
 }
 
 pub(crate) fn sessions_to_proto(sessions: Vec<Session>) -> Vec<pb::Session> {

@@ -1,11 +1,11 @@
-//! `gatehouse.v1.PersonalService`: a user sees and ends their own session, authorised by that
-//! session's token and nothing else.
+//! `gatehouse.v1.PersonalService`: a user sees and ends their own sessions, authorised by the
+//! calling session's token and nothing else.
 
 use gatehouse_proto::v1 as pb;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::session_to_proto;
+use super::{session_to_proto, sessions_to_proto};
 use crate::authority::{Authority, NO_SESSION};
 use crate::error::Error;
 
@@ -69,6 +69,39 @@ impl pb::personal_service_server::PersonalService for PersonalApi {
             .logout(&token, virtual_proxy.as_deref())
             .await?;
         Ok(Response::new(pb::LogoutResponse {
+            session: Some(session_to_proto(session)),
+        }))
+    }
+
+    async fn list_my_sessions(
+        &self,
+        request: Request<pb::ListMySessionsRequest>,
+    ) -> Result<Response<pb::ListMySessionsResponse>, Status> {
+        let requested = request.get_ref().virtual_proxy.clone();
+        let (token, virtual_proxy) = self.caller_token(request.metadata(), requested.as_deref())?;
+        let own = self
+            .authority
+            .own_sessions(&token, virtual_proxy.as_deref())
+            .await?;
+        Ok(Response::new(pb::ListMySessionsResponse {
+            sessions: sessions_to_proto(own.sessions),
+            current_handle: own.current_handle,
+        }))
+    }
+
+    async fn end_my_session(
+        &self,
+        request: Request<pb::EndMySessionRequest>,
+    ) -> Result<Response<pb::EndMySessionResponse>, Status> {
+        let (token, virtual_proxy) = self.caller_token(
+            request.metadata(),
+            request.get_ref().virtual_proxy.as_deref(),
+        )?;
+        let session = self
+            .authority
+            .end_own_session(&token, virtual_proxy.as_deref(), &request.get_ref().handle)
+            .await?;
+        Ok(Response::new(pb::EndMySessionResponse {
             session: Some(session_to_proto(session)),
         }))
     }

@@ -4,7 +4,7 @@
 
 use super::{Authority, IssuedSession};
 use crate::config::AnonymousMode;
-use crate::domain::User;
+use crate::domain::{ClientInfo, User};
 use crate::error::Error;
 use crate::jwt;
 use crate::kerberos;
@@ -16,6 +16,7 @@ impl Authority {
         &self,
         virtual_proxy: &str,
         user: User,
+        client: ClientInfo,
     ) -> Result<IssuedSession, Error> {
         if self
             .virtual_proxies()
@@ -27,7 +28,7 @@ impl Authority {
                 "this virtual proxy does not use header authentication",
             ));
         }
-        self.start_session(virtual_proxy, user, tokens::new_session_token())
+        self.start_session(virtual_proxy, user, tokens::new_session_token(), client)
             .await
     }
 
@@ -38,6 +39,7 @@ impl Authority {
         &self,
         virtual_proxy: &str,
         token: Vec<u8>,
+        client: ClientInfo,
     ) -> Result<(IssuedSession, Vec<u8>), Error> {
         let Some(config) = self.virtual_proxies().get(virtual_proxy)?.kerberos.clone() else {
             return Err(Error::PermissionDenied(
@@ -79,7 +81,7 @@ impl Authority {
         };
         let user = User::new(directory, user, Vec::new())?;
         let issued = self
-            .start_session(virtual_proxy, user, tokens::new_session_token())
+            .start_session(virtual_proxy, user, tokens::new_session_token(), client)
             .await?;
         Ok((issued, accepted.output_token))
     }
@@ -96,6 +98,7 @@ impl Authority {
         &self,
         virtual_proxy: &str,
         token: &str,
+        client: ClientInfo,
     ) -> Result<IssuedSession, Error> {
         let proxies = self.virtual_proxies();
         let config = proxies
@@ -137,6 +140,7 @@ impl Authority {
                 verified.user,
                 session_token.clone(),
                 Some(verified.expires),
+                client,
             )
             .await
         {
@@ -162,7 +166,11 @@ impl Authority {
 
     /// A session for an anonymous user (directory `NONE`, id `anonymous<random>`), as QPS
     /// names them; only where anonymous access is allowed.
-    pub async fn anonymous_login(&self, virtual_proxy: &str) -> Result<IssuedSession, Error> {
+    pub async fn anonymous_login(
+        &self,
+        virtual_proxy: &str,
+        client: ClientInfo,
+    ) -> Result<IssuedSession, Error> {
         if self.virtual_proxies().get(virtual_proxy)?.anonymous == AnonymousMode::None {
             return Err(Error::PermissionDenied(
                 "this virtual proxy does not allow anonymous access",
@@ -173,7 +181,7 @@ impl Authority {
             &format!("anonymous{}", tokens::new_guid()),
             Vec::new(),
         )?;
-        self.start_session(virtual_proxy, user, tokens::new_session_token())
+        self.start_session(virtual_proxy, user, tokens::new_session_token(), client)
             .await
     }
 }

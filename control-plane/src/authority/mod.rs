@@ -2,7 +2,7 @@
 //! buys, how sessions are created, found, capped and ended. The shared [`Authority`] is here;
 //! each use case is in its own file: `tickets` (tickets and login targets), `sessions`
 //! (creating, finding, listing and ending sessions), `logins` (header, Kerberos, JWT and
-//! anonymous logins), `personal` (the caller's own session) and `oidc_login`.
+//! anonymous logins), `personal` (the caller's own sessions) and `oidc_login`.
 
 mod logins;
 // Public for its checks of what a browser sends (the fuzz targets call them).
@@ -24,7 +24,7 @@ use crate::store::Store;
 use crate::virtual_proxies::VirtualProxies;
 
 pub use self::oidc_login::OidcLoginStarted;
-pub use self::personal::NO_SESSION;
+pub use self::personal::{NO_SESSION, OwnSessions};
 pub use self::sessions::{CheckedSession, IssuedSession, SessionSelector};
 pub use self::tickets::IssuedTicket;
 

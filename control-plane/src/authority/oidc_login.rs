@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Authority, IssuedSession};
 use crate::config::OidcConfig;
-use crate::domain::{OidcLogin, RevocationReason};
+use crate::domain::{ClientInfo, OidcLogin, RevocationReason};
 use crate::error::Error;
 use crate::oidc::{self, LoginSecrets, Provider};
 use crate::tokens::{self, TokenHash};
@@ -112,6 +112,7 @@ impl Authority {
         code: &str,
         binding: &str,
         iss: &str,
+        client: ClientInfo,
     ) -> Result<(IssuedSession, String), Error> {
         let provider = self.oidc_provider(virtual_proxy)?;
         if state.is_empty() || state.len() > 512 || code.is_empty() || code.len() > 4096 {
@@ -166,7 +167,7 @@ impl Authority {
         .await?;
         let user = provider.user(&claims)?;
         let issued = self
-            .start_session(virtual_proxy, user, tokens::new_session_token())
+            .start_session(virtual_proxy, user, tokens::new_session_token(), client)
             .await?;
         self.link_provider_session(provider.config(), &issued, &claims)
             .await;

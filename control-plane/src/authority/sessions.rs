@@ -5,7 +5,8 @@ use std::time::SystemTime;
 
 use super::Authority;
 use crate::domain::{
-    CreateOutcome, NewSession, Page, RevocationReason, Session, SessionCap, User, UserKey,
+    ClientInfo, CreateOutcome, NewSession, Page, RevocationReason, Session, SessionCap, User,
+    UserKey,
 };
 use crate::error::{Error, StoreError};
 use crate::outage::Verdict;
@@ -62,16 +63,20 @@ impl Authority {
             }
             None => tokens::new_session_token(),
         };
-        self.start_session(virtual_proxy, user, token).await
+        // The caller, not the browser, is who asks here: nothing to record of where from.
+        self.start_session(virtual_proxy, user, token, ClientInfo::default())
+            .await
     }
 
+    /// Starts a session, recording `client` (where the login came from) on it.
     pub(super) async fn start_session(
         &self,
         virtual_proxy: &str,
         user: User,
         token: String,
+        client: ClientInfo,
     ) -> Result<IssuedSession, Error> {
-        self.start_session_until(virtual_proxy, user, token, None)
+        self.start_session_until(virtual_proxy, user, token, None, client)
             .await
     }
 
@@ -82,6 +87,7 @@ impl Authority {
         user: User,
         token: String,
         until: Option<SystemTime>,
+        client: ClientInfo,
     ) -> Result<IssuedSession, Error> {
         let proxies = self.virtual_proxies();
         let proxy = proxies.get(virtual_proxy)?;
@@ -95,6 +101,7 @@ impl Authority {
             absolute_expiry: until.map_or(now + proxy.max_lifetime, |until| {
                 until.min(now + proxy.max_lifetime)
             }),
+            client,
         };
         let cap = SessionCap {
             max_per_user: proxy.max_sessions_per_user,

@@ -7,7 +7,7 @@ use gatehouse_proto::origin;
 use tonic::codegen::http::Uri;
 
 use super::{Authority, IssuedSession};
-use crate::domain::{Target, Ticket, User};
+use crate::domain::{ClientInfo, Target, Ticket, User};
 use crate::error::Error;
 use crate::tokens::{self, TokenHash};
 
@@ -72,6 +72,7 @@ impl Authority {
         &self,
         virtual_proxy: &str,
         ticket: &str,
+        client: ClientInfo,
     ) -> Result<IssuedSession, Error> {
         self.virtual_proxies().get(virtual_proxy)?;
         if ticket.is_empty() || ticket.len() > 256 {
@@ -87,8 +88,13 @@ impl Authority {
                     "ticket is unknown, expired, already used or for another virtual proxy".into(),
                 )
             })?;
-        self.start_session(virtual_proxy, ticket.user, tokens::new_session_token())
-            .await
+        self.start_session(
+            virtual_proxy,
+            ticket.user,
+            tokens::new_session_token(),
+            client,
+        )
+        .await
     }
 
     pub async fn create_target(

@@ -48,6 +48,8 @@ const FEED_SLACK: Duration = Duration::from_secs(3);
 const LOAD_RETRY: Duration = Duration::from_secs(1);
 
 /// What a seal is worth while the store cannot be reached.
+// Made once per check and moved straight into the answer: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Serve the session, until `until` at the latest.
@@ -437,6 +439,7 @@ mod tests {
             last_active: now,
             inactivity_timeout: Duration::from_secs(1800),
             absolute_expiry: now + Duration::from_secs(3600),
+            client: crate::domain::ClientInfo::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use prost::Message as _;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use sha2::{Digest as _, Sha256};
 
-use crate::domain::{Attribute, SealKey, Session, User};
+use crate::domain::{Attribute, ClientInfo, SealKey, Session, User};
 
 const VERSION: u8 = 1;
 /// Bytes of a key id inside a seal (ids are 16 hex digits).
@@ -213,6 +213,8 @@ impl KeyRing {
                 last_active: valid_at,
                 inactivity_timeout,
                 absolute_expiry,
+                // A seal carries what access needs, not where the login came from.
+                client: ClientInfo::default(),
             },
             valid_at,
         })
@@ -277,6 +279,7 @@ mod tests {
             last_active: at,
             inactivity_timeout: Duration::from_secs(1800),
             absolute_expiry: at + Duration::from_secs(8 * 3600),
+            client: ClientInfo::default(),
         }
     }
 

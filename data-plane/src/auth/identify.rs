@@ -8,6 +8,7 @@ use gatehouse_proto::v1 as pb;
 use http::request::Parts;
 use http::{HeaderValue, Method};
 
+use crate::auth::client::login_client;
 use crate::auth::kerberos::{self, Negotiation};
 use crate::auth::login::{Authenticated, allowed_target, logged_in, login_redirect, unavailable};
 use crate::auth::{cookie, header, jwt, oidc, query};
@@ -57,7 +58,7 @@ pub async fn identify(
     if !is_well_formed_ticket(&ticket) {
         return Err(Refusal::bad_request("the login ticket is malformed"));
     }
-    let user = redeem(state, proxy, &ticket, &ctx.origin, parts).await?;
+    let user = redeem(state, ctx, &ticket, parts).await?;
     if !ctx.websocket && landing == TicketLanding::Redirect {
         let mut user = user;
         let clean = query::local_redirect(parts.uri.path(), parts.uri.query(), "qlikTicket");
@@ -89,7 +90,7 @@ pub async fn authenticate(
     origin: &Origin,
 ) -> Result<Authenticated, Refusal> {
     // A bearer token names the user explicitly: it wins over whatever cookie came along.
-    if let Some(login) = bearer(state, proxy, parts, origin).await {
+    if let Some(login) = bearer(state, proxy, parts, origin, peer).await {
         return login.map(|(authenticated, _)| authenticated);
     }
     let header_user = proxy
@@ -122,12 +123,19 @@ pub async fn authenticate(
             user_id: id,
             attributes: Vec::new(),
         };
-        let login = state.control.header_login(&proxy.prefix, user).await;
+        let client = login_client(&state.trusted_proxies, &parts.headers, peer);
+        let login = state
+            .control
+            .header_login(&proxy.prefix, user, client)
+            .await;
         return logged_in(state, proxy, origin, login, "header");
     }
     let negotiation = kerberos::read(proxy, &parts.headers);
     match negotiation {
-        Negotiation::Token(token) => return kerberos_login(state, proxy, origin, token).await,
+        Negotiation::Token(token) => {
+            let client = login_client(&state.trusted_proxies, &parts.headers, peer);
+            return kerberos_login(state, proxy, origin, token, client).await;
+        }
         Negotiation::Ntlm => {
             state.metrics.login("kerberos", "refused");
             return Err(kerberos::ntlm_refused());
@@ -141,7 +149,8 @@ pub async fn authenticate(
     let forced = query::param(parts.uri.query(), "forceAuthentication")
         .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
     if proxy.anonymous == Anonymous::Always || (proxy.anonymous == Anonymous::Allow && !forced) {
-        let login = state.control.anonymous_login(&proxy.prefix).await;
+        let client = login_client(&state.trusted_proxies, &parts.headers, peer);
+        let login = state.control.anonymous_login(&proxy.prefix, client).await;
         return logged_in(state, proxy, origin, login, "anonymous");
     }
     let fallback = login_required(state, proxy, parts, origin).await;
@@ -177,8 +186,13 @@ async fn kerberos_login(
     proxy: &VirtualProxy,
     origin: &Origin,
     token: Vec<u8>,
+    client: pb::ClientInfo,
 ) -> Result<Authenticated, Refusal> {
-    match state.control.kerberos_login(&proxy.prefix, token).await {
+    match state
+        .control
+        .kerberos_login(&proxy.prefix, token, client)
+        .await
+    {
         Ok((login, output_token)) => {
             let mut authenticated = logged_in(state, proxy, origin, Ok(login), "kerberos")?;
             authenticated.www_authenticate = kerberos::mutual_authentication(&output_token);
@@ -204,11 +218,13 @@ async fn kerberos_login(
 /// Logs in with the request's JWT bearer token, if the virtual proxy takes them and the
 /// request has one; also returns the session token (for the CSRF token). A token seen before
 /// is a cache lookup like a cookie; only an unknown one costs a `JwtLogin` round trip.
+/// `peer`: where the request came from, recorded on a session it starts.
 pub async fn bearer(
     state: &NodeState,
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
+    peer: SocketAddr,
 ) -> Option<Result<(Authenticated, String), Refusal>> {
     if !proxy.jwt_authentication {
         return None;
@@ -237,7 +253,8 @@ pub async fn bearer(
         Validation::Valid(_) | Validation::Invalid => {}
         Validation::Unavailable => return Some(Err(unavailable())),
     }
-    let login = state.control.jwt_login(&proxy.prefix, jwt).await;
+    let client = login_client(&state.trusted_proxies, &parts.headers, peer);
+    let login = state.control.jwt_login(&proxy.prefix, jwt, client).await;
     if let Err(ControlError::NotAccepted(reason)) = login {
         state.metrics.login("jwt", "refused");
         // The control plane's reasons for refusing a token are short fixed texts meant for
@@ -265,12 +282,13 @@ fn bearer_refused(reason: impl Into<crate::refusal::Reason>) -> Refusal {
 /// reload or a WebSocket reconnect, the cookie the ticket set may still be good.
 pub async fn redeem(
     state: &NodeState,
-    proxy: &VirtualProxy,
+    ctx: &RequestCtx,
     ticket: &str,
-    origin: &Origin,
     parts: &Parts,
 ) -> Result<Authenticated, Refusal> {
-    match state.control.redeem(&proxy.prefix, ticket).await {
+    let (proxy, origin) = (&*ctx.proxy, &ctx.origin);
+    let client = login_client(&state.trusted_proxies, &parts.headers, ctx.client.peer);
+    match state.control.redeem(&proxy.prefix, ticket, client).await {
         Ok(Some(login)) => logged_in(state, proxy, origin, Ok(login), "ticket"),
         Ok(None) => {
             if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name)

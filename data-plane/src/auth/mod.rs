@@ -5,6 +5,7 @@
 //! `login` turns the control plane's answers into a session or a refusal; the other modules
 //! read one credential each.
 
+pub mod client;
 pub mod cookie;
 pub mod csrf;
 pub mod header;

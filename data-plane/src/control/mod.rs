@@ -164,10 +164,12 @@ impl ControlClient {
         &self,
         virtual_proxy: &str,
         ticket: &str,
+        client: pb::ClientInfo,
     ) -> Result<Option<Login>, ControlError> {
         let request = pb::RedeemTicketRequest {
             virtual_proxy: virtual_proxy.to_owned(),
             ticket: ticket.to_owned(),
+            client: Some(client),
         };
         let answer = self
             .node_call(request, |mut client, request| async move {
@@ -206,10 +208,12 @@ impl ControlClient {
         &self,
         virtual_proxy: &str,
         user: pb::User,
+        client: pb::ClientInfo,
     ) -> Result<Login, ControlError> {
         let request = pb::HeaderLoginRequest {
             virtual_proxy: virtual_proxy.to_owned(),
             user: Some(user),
+            client: Some(client),
         };
         let answer = self
             .node_call(request, |mut client, request| async move {
@@ -225,10 +229,12 @@ impl ControlClient {
         &self,
         virtual_proxy: &str,
         token: Vec<u8>,
+        client: pb::ClientInfo,
     ) -> Result<(Login, Vec<u8>), ControlError> {
         let request = pb::KerberosLoginRequest {
             virtual_proxy: virtual_proxy.to_owned(),
             token,
+            client: Some(client),
         };
         let answer = self
             .node_call(request, |mut client, request| async move {
@@ -239,10 +245,16 @@ impl ControlClient {
         Ok((login, answer.output_token))
     }
 
-    pub async fn jwt_login(&self, virtual_proxy: &str, token: &str) -> Result<Login, ControlError> {
+    pub async fn jwt_login(
+        &self,
+        virtual_proxy: &str,
+        token: &str,
+        client: pb::ClientInfo,
+    ) -> Result<Login, ControlError> {
         let request = pb::JwtLoginRequest {
             virtual_proxy: virtual_proxy.to_owned(),
             token: token.to_owned(),
+            client: Some(client),
         };
         let answer = self
             .node_call(request, |mut client, request| async move {
@@ -317,9 +329,14 @@ impl ControlClient {
         Ok((!uri.is_empty()).then_some(uri))
     }
 
-    pub async fn anonymous_login(&self, virtual_proxy: &str) -> Result<Login, ControlError> {
+    pub async fn anonymous_login(
+        &self,
+        virtual_proxy: &str,
+        client: pb::ClientInfo,
+    ) -> Result<Login, ControlError> {
         let request = pb::AnonymousLoginRequest {
             virtual_proxy: virtual_proxy.to_owned(),
+            client: Some(client),
         };
         let answer = self
             .node_call(request, |mut client, request| async move {
@@ -358,10 +375,7 @@ impl ControlClient {
         virtual_proxy: &str,
         token: &str,
     ) -> Result<Option<pb::Session>, ControlError> {
-        let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-            format!("Bearer {token}")
-                .parse()
-                .map_err(|_| ControlError::Invalid("token is not printable".to_owned()))?;
+        let bearer = bearer(token)?;
         let answer = self
             .call(|replica| {
                 let mut client = replica.personal.clone();
@@ -380,6 +394,73 @@ impl ControlClient {
             Err(status) => Err(status.into()),
         }
     }
+
+    /// The sessions of the user whose session `token` is, in `virtual_proxy`, and which one
+    /// that is, through the Personal API; `None` when the control plane does not know the
+    /// token.
+    pub async fn own_sessions(
+        &self,
+        virtual_proxy: &str,
+        token: &str,
+    ) -> Result<Option<pb::ListMySessionsResponse>, ControlError> {
+        let bearer = bearer(token)?;
+        let answer = self
+            .call(|replica| {
+                let mut client = replica.personal.clone();
+                let mut request = tonic::Request::new(pb::ListMySessionsRequest {
+                    virtual_proxy: Some(virtual_proxy.to_owned()),
+                });
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+                async move { client.list_my_sessions(request).await }
+            })
+            .await;
+        match answer {
+            Ok(response) => Ok(Some(response.into_inner())),
+            Err(status) if is_not_accepted(&status) => Ok(None),
+            Err(status) => Err(status.into()),
+        }
+    }
+
+    /// Ends the session `handle` of the user whose session `token` is, through the Personal
+    /// API; `None` when that user has no such session in `virtual_proxy`, which is also the
+    /// answer for another user's. [`ControlError::NotAccepted`] when the token is unknown.
+    pub async fn end_own_session(
+        &self,
+        virtual_proxy: &str,
+        token: &str,
+        handle: &str,
+    ) -> Result<Option<pb::Session>, ControlError> {
+        let bearer = bearer(token)?;
+        let answer = self
+            .call(|replica| {
+                let mut client = replica.personal.clone();
+                let mut request = tonic::Request::new(pb::EndMySessionRequest {
+                    virtual_proxy: Some(virtual_proxy.to_owned()),
+                    handle: handle.to_owned(),
+                });
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+                async move { client.end_my_session(request).await }
+            })
+            .await;
+        match answer {
+            Ok(response) => Ok(response.into_inner().session),
+            Err(status) if is_not_found(&status) => Ok(None),
+            Err(status) => Err(status.into()),
+        }
+    }
+}
+
+/// A session token as the Personal API's credential.
+fn bearer(
+    token: &str,
+) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, ControlError> {
+    format!("Bearer {token}")
+        .parse()
+        .map_err(|_| ControlError::Invalid("token is not printable".to_owned()))
 }
 
 /// A `Watch` stream, with word of calls to the same endpoint timing out.

@@ -1,8 +1,10 @@
 //! The node's own endpoints under a virtual proxy's prefix, answered by the node instead of
-//! the upstream: the Personal API (`/qps/user`, `/qps/csrftoken`) and, on a proxy with
-//! OpenID Connect, its routes. They sit above identification and login, which they use.
+//! the upstream: the Personal API (`/qps/user`, `/qps/csrftoken`, `/qps/user/sessions`) and,
+//! on a proxy with OpenID Connect, its routes. They sit above identification and login, which
+//! they use.
 
 pub mod oidc;
+pub mod own_sessions;
 pub mod personal;
 
 use http::{Request, Response};
@@ -22,7 +24,9 @@ pub enum Endpoint {
 
 /// The endpoint a request's path names, if any.
 pub fn find(ctx: &RequestCtx) -> Option<Endpoint> {
-    if matches!(ctx.relative_path.as_str(), "/qps/user" | "/qps/csrftoken") {
+    if matches!(ctx.relative_path.as_str(), "/qps/user" | "/qps/csrftoken")
+        || own_sessions::is_route(&ctx.relative_path)
+    {
         return Some(Endpoint::Personal);
     }
     oidc::is_route(&ctx.proxy, &ctx.relative_path).then_some(Endpoint::Oidc)
@@ -38,10 +42,8 @@ pub async fn serve(
     match endpoint {
         Endpoint::Personal => {
             let (parts, _) = request.into_parts();
-            personal::handle(state, &ctx.proxy, &parts, &ctx.origin).await
+            personal::handle(state, ctx, &parts).await
         }
-        Endpoint::Oidc => {
-            oidc::route(state, &ctx.proxy, &ctx.relative_path, request, &ctx.origin).await
-        }
+        Endpoint::Oidc => oidc::route(state, ctx, request).await,
     }
 }

@@ -3,6 +3,8 @@
 //! (the provider's logout token) and `/oidc/logout`. The node relays what arrives to the
 //! control plane, which alone talks to the provider.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use gatehouse_proto::v1 as pb;
 use http::header::{CONTENT_TYPE, SET_COOKIE};
@@ -11,6 +13,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 
+use crate::auth::client::login_client;
 use crate::auth::login::{logged_in, unavailable};
 use crate::auth::oidc::{
     BACKCHANNEL_LOGOUT, CALLBACK, LOGIN, LOGOUT, begin_to, local_target, refused,
@@ -21,6 +24,7 @@ use crate::control::ControlError;
 use crate::endpoints::personal;
 use crate::origin::Origin;
 use crate::refusal::Refusal;
+use crate::request::context::RequestCtx;
 use crate::respond;
 use crate::state::NodeState;
 use crate::state::Validation;
@@ -42,15 +46,14 @@ pub fn is_route(proxy: &VirtualProxy, relative_path: &str) -> bool {
 /// Serves a path [`is_route`] accepted.
 pub async fn route(
     state: &NodeState,
-    proxy: &VirtualProxy,
-    relative_path: &str,
+    ctx: &RequestCtx,
     request: Request<Incoming>,
-    origin: &Origin,
 ) -> Result<Response<ProxyBody>, Refusal> {
+    let (proxy, origin) = (&*ctx.proxy, &ctx.origin);
     let (parts, body) = request.into_parts();
-    match (relative_path, &proxy.oidc) {
+    match (ctx.relative_path.as_str(), &proxy.oidc) {
         (LOGIN, Some(_)) => login(state, proxy, &parts, origin).await,
-        (CALLBACK, _) => callback(state, proxy, &parts, origin).await,
+        (CALLBACK, _) => callback(state, proxy, &parts, origin, ctx.client.peer).await,
         (BACKCHANNEL_LOGOUT, _) => backchannel_logout(state, proxy, &parts, body).await,
         (LOGOUT, Some(oidc)) => logout(state, proxy, oidc, &parts, origin).await,
         _ => Err(Refusal::NotFound("not found".into())),
@@ -90,6 +93,7 @@ async fn callback(
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
+    peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, Refusal> {
     if parts.method != Method::GET {
         return Err(Refusal::method_not_allowed("GET"));
@@ -123,6 +127,7 @@ async fn callback(
         code,
         binding: binding.to_owned(),
         iss,
+        client: Some(login_client(&state.trusted_proxies, &parts.headers, peer)),
     };
     match state.control.oidc_callback(request).await {
         Ok((login, target)) => {

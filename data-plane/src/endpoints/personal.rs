@@ -1,5 +1,8 @@
 //! The Personal API over HTTP, under each virtual proxy's prefix as in QPS:
-//! `GET /{prefix}/qps/user` tells who is logged in, `DELETE /{prefix}/qps/user` logs out.
+//! `GET /{prefix}/qps/user` tells who is logged in, `DELETE /{prefix}/qps/user` logs out;
+//! the user's other sessions are under `/qps/user/sessions` (`own_sessions`).
+
+use std::net::SocketAddr;
 
 use http::header::SET_COOKIE;
 use http::request::Parts;
@@ -11,20 +14,25 @@ use crate::auth::login::{allowed_target, login_uri};
 use crate::auth::{cookie, csrf, oidc, query};
 use crate::body::ProxyBody;
 use crate::control::ControlError;
+use crate::endpoints::own_sessions;
 use crate::origin::Origin;
 use crate::refusal::Refusal;
+use crate::request::context::RequestCtx;
 use crate::respond;
 use crate::state::{NodeState, Validation};
 use crate::virtual_proxy::VirtualProxy;
 
 pub async fn handle(
     state: &NodeState,
-    proxy: &VirtualProxy,
+    ctx: &RequestCtx,
     parts: &Parts,
-    origin: &Origin,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    if parts.uri.path().ends_with("/qps/csrftoken") {
-        return csrf_token(state, proxy, parts, origin).await;
+    let (proxy, origin) = (&*ctx.proxy, &ctx.origin);
+    if ctx.relative_path == "/qps/csrftoken" {
+        return csrf_token(state, proxy, parts, origin, ctx.client.peer).await;
+    }
+    if own_sessions::is_route(&ctx.relative_path) {
+        return own_sessions::handle(state, proxy, parts, origin, &ctx.relative_path).await;
     }
     match parts.method {
         Method::GET => who_am_i(state, proxy, parts, origin).await,
@@ -149,11 +157,12 @@ async fn csrf_token(
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
+    peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, Refusal> {
     if parts.method != Method::GET {
         return Err(Refusal::method_not_allowed("GET"));
     }
-    if let Some(login) = bearer(state, proxy, parts, origin).await {
+    if let Some(login) = bearer(state, proxy, parts, origin, peer).await {
         return match login {
             Ok((mut authenticated, token)) => {
                 let mut response = respond::json(StatusCode::OK, &json!({ "csrf": "issued" }));

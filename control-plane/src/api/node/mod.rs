@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 pub(crate) use self::watch::WatchSource;
-use super::{session_to_proto, sessions_to_proto, user_from_proto};
+use super::{client_from_proto, session_to_proto, sessions_to_proto, user_from_proto};
 use crate::authority::Authority;
 use crate::error::{Error, StoreError};
 use crate::events::RevocationFeed;
@@ -117,7 +117,11 @@ impl pb::node_service_server::NodeService for NodeApi {
         let request = request.into_inner();
         let issued = self
             .authority
-            .redeem_ticket(&request.virtual_proxy, &request.ticket)
+            .redeem_ticket(
+                &request.virtual_proxy,
+                &request.ticket,
+                client_from_proto(request.client),
+            )
             .await?;
         Ok(Response::new(pb::RedeemTicketResponse {
             seal: self.authority.seal_for(&issued),
@@ -150,7 +154,11 @@ impl pb::node_service_server::NodeService for NodeApi {
         let user = user_from_proto(request.user)?;
         let issued = self
             .authority
-            .header_login(&request.virtual_proxy, user)
+            .header_login(
+                &request.virtual_proxy,
+                user,
+                client_from_proto(request.client),
+            )
             .await?;
         Ok(Response::new(self.login_response(issued)))
     }
@@ -162,7 +170,11 @@ impl pb::node_service_server::NodeService for NodeApi {
         let request = request.into_inner();
         let (issued, output_token) = self
             .authority
-            .kerberos_login(&request.virtual_proxy, request.token)
+            .kerberos_login(
+                &request.virtual_proxy,
+                request.token,
+                client_from_proto(request.client),
+            )
             .await?;
         Ok(Response::new(pb::KerberosLoginResponse {
             login: Some(self.login_response(issued)),
@@ -177,7 +189,11 @@ impl pb::node_service_server::NodeService for NodeApi {
         let request = request.into_inner();
         let issued = self
             .authority
-            .jwt_login(&request.virtual_proxy, &request.token)
+            .jwt_login(
+                &request.virtual_proxy,
+                &request.token,
+                client_from_proto(request.client),
+            )
             .await?;
         Ok(Response::new(self.login_response(issued)))
     }
@@ -216,6 +232,7 @@ impl pb::node_service_server::NodeService for NodeApi {
                 &request.code,
                 &request.binding,
                 &request.iss,
+                client_from_proto(request.client),
             )
             .await?;
         Ok(Response::new(pb::OidcCallbackResponse {
@@ -256,9 +273,10 @@ impl pb::node_service_server::NodeService for NodeApi {
         &self,
         request: Request<pb::AnonymousLoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        let request = request.into_inner();
         let issued = self
             .authority
-            .anonymous_login(&request.into_inner().virtual_proxy)
+            .anonymous_login(&request.virtual_proxy, client_from_proto(request.client))
             .await?;
         Ok(Response::new(self.login_response(issued)))
     }

@@ -162,6 +162,7 @@ impl Sessions for MemoryStore {
             last_active: new.created,
             inactivity_timeout: new.inactivity_timeout,
             absolute_expiry: new.absolute_expiry,
+            client: new.client,
         };
         state
             .handles_by_token

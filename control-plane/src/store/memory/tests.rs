@@ -26,6 +26,7 @@ fn new_session(clock: &ManualClock, idle: Duration, lifetime: Duration) -> NewSe
         created: clock.now(),
         inactivity_timeout: idle,
         absolute_expiry: clock.now() + lifetime,
+        client: crate::domain::ClientInfo::default(),
     }
 }
 

@@ -8,7 +8,7 @@ use redis::Value;
 
 use super::keys::SessionAddress;
 use crate::clock::from_millis;
-use crate::domain::{Session, User};
+use crate::domain::{ClientInfo, Session, User};
 use crate::store::StoreError;
 
 /// A session as read from Redis, with the hash of its token (to remove the token's pointer).
@@ -41,6 +41,11 @@ pub(super) fn stored_session(
             last_active: from_millis(number("last")?),
             inactivity_timeout: Duration::from_millis(number("idle")?),
             absolute_expiry: from_millis(number("abs")?),
+            // Sessions written before logins were recorded have neither field.
+            client: ClientInfo {
+                address: fields.get("addr").cloned().unwrap_or_default(),
+                user_agent: fields.get("ua").cloned().unwrap_or_default(),
+            },
         },
         token_hash: field("th")?.clone(),
     })

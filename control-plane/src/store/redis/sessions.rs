@@ -184,7 +184,11 @@ impl Sessions for RedisStore {
             .arg("idle")
             .arg(millis(new.inactivity_timeout))
             .arg("abs")
-            .arg(absolute);
+            .arg(absolute)
+            .arg("addr")
+            .arg(&new.client.address)
+            .arg("ua")
+            .arg(&new.client.user_agent);
         let mut connection = self.connection.clone();
         let outcome: Value = match self.run(invocation.invoke_async(&mut connection)).await {
             Ok(outcome) => outcome,
@@ -217,6 +221,7 @@ impl Sessions for RedisStore {
                         last_active: from_millis(now),
                         inactivity_timeout: new.inactivity_timeout,
                         absolute_expiry: from_millis(absolute),
+                        client: new.client,
                     },
                     evicted: evicted.into_iter().map(|stored| stored.session).collect(),
                 })
