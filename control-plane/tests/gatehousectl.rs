@@ -279,6 +279,104 @@ async fn every_public_rpc_from_the_command_line() {
     assert_eq!(none.stdout, "no sessions\n");
 }
 
+/// A session for `user` in `proxy` through `create-session`: (token, handle).
+async fn session_for(server: &Server, proxy: &str, user: &str) -> (String, String) {
+    let answer = ctl(
+        server,
+        &[
+            "-o",
+            "json",
+            "create-session",
+            "-p",
+            proxy,
+            "-d",
+            "CORP",
+            "-u",
+            user,
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    (
+        answer["session_token"].as_str().unwrap().to_owned(),
+        answer["session"]["handle"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_lists_and_ends_their_own_sessions_from_the_command_line() {
+    let server = start("").await;
+    let (laptop, laptop_handle) = session_for(&server, "app", "alice").await;
+    let (_, phone_handle) = session_for(&server, "app", "alice").await;
+    let (_, bobs_handle) = session_for(&server, "app", "bob").await;
+    let (_, elsewhere_handle) = session_for(&server, "", "alice").await;
+
+    // Text: a table, the calling session marked; JSON: both of alice's sessions in `app`.
+    let table = ctl(&server, &["my-sessions", "--token", &laptop])
+        .await
+        .ok();
+    assert!(table.stdout.starts_with("  HANDLE"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains(&format!("* {laptop_handle}")),
+        "{}",
+        table.stdout
+    );
+    assert!(!table.stdout.contains(&laptop), "never the token");
+    let listed = ctl(&server, &["-o", "json", "my-sessions", "--token", &laptop])
+        .await
+        .ok()
+        .json();
+    let handles: Vec<&str> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|session| session["handle"].as_str().unwrap())
+        .collect();
+    assert_eq!(handles.len(), 2, "{listed}");
+    assert!(handles.contains(&laptop_handle.as_str()) && handles.contains(&phone_handle.as_str()));
+    assert_eq!(listed["current_handle"], laptop_handle.as_str());
+
+    // Another user's handle, or one of another virtual proxy: NOT_FOUND, exit 1.
+    for foreign in [&bobs_handle, &elsewhere_handle] {
+        let refused = ctl(
+            &server,
+            &["end-my-session", "--token", &laptop, "--handle", foreign],
+        )
+        .await;
+        assert_eq!(refused.code, Some(1), "{refused:?}");
+        assert!(
+            refused.stderr.contains("EndMySession failed: NOT_FOUND"),
+            "{}",
+            refused.stderr
+        );
+    }
+    ctl(&server, &["get-session", "--handle", &bobs_handle])
+        .await
+        .ok();
+
+    // The phone's session ends; the laptop's stays.
+    let ended = ctl(
+        &server,
+        &[
+            "end-my-session",
+            "--token",
+            &laptop,
+            "--handle",
+            &phone_handle,
+        ],
+    )
+    .await
+    .ok();
+    assert!(ended.stdout.starts_with("ended:"), "{}", ended.stdout);
+    let left = ctl(&server, &["-o", "json", "my-sessions", "--token", &laptop])
+        .await
+        .ok()
+        .json();
+    assert_eq!(left["sessions"].as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left["sessions"][0]["current"], true);
+}
+
 #[tokio::test]
 async fn bad_usage_exits_64_and_refusals_exit_1() {
     let server = start("").await;

@@ -255,6 +255,7 @@ async fn login(
         .redeem_ticket(RedeemTicketRequest {
             virtual_proxy: String::new(),
             ticket,
+            client: None,
         })
         .await
         .context("RedeemTicket")?

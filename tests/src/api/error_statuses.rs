@@ -314,6 +314,7 @@ async fn not_found_for_an_unknown_virtual_proxy_on_every_rpc() {
             .header_login(pb::HeaderLoginRequest {
                 virtual_proxy: unknown.into(),
                 user: Some(user("corp", "alice")),
+                client: None,
             })
             .await
             .expect_err("HeaderLogin"),
@@ -323,6 +324,7 @@ async fn not_found_for_an_unknown_virtual_proxy_on_every_rpc() {
         env.node()
             .anonymous_login(pb::AnonymousLoginRequest {
                 virtual_proxy: unknown.into(),
+                client: None,
             })
             .await
             .expect_err("AnonymousLogin"),
@@ -472,6 +474,7 @@ async fn unauthenticated_without_a_valid_session_token() {
         let mut request = tonic::Request::new(pb::RedeemTicketRequest {
             virtual_proxy: String::new(),
             ticket: issued.ticket.clone(),
+            client: None,
         });
         if let Some(value) = authorization {
             request

@@ -247,6 +247,7 @@ async fn concurrent_redemptions_yield_exactly_one_session(backend: Backend) {
                 node.redeem_ticket(pb::RedeemTicketRequest {
                     virtual_proxy: String::new(),
                     ticket,
+                    client: None,
                 })
                 .await
             })

@@ -234,6 +234,7 @@ impl Env {
             .redeem_ticket(pb::RedeemTicketRequest {
                 virtual_proxy: virtual_proxy.to_owned(),
                 ticket: ticket.to_owned(),
+                client: None,
             })
             .await
             .map(Response::into_inner)

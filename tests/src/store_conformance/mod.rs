@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use gatehouse_control_plane::clock::SystemClock;
 use gatehouse_control_plane::config::{RedisTopology, StoreBackend, StoreConfig};
 use gatehouse_control_plane::domain::{
-    Attribute, CapPolicy, CreateOutcome, NewSession, OidcLogin, RevocationReason, Session,
-    SessionCap, Target, Ticket, User, UserKey,
+    Attribute, CapPolicy, ClientInfo, CreateOutcome, NewSession, OidcLogin, RevocationReason,
+    Session, SessionCap, Target, Ticket, User, UserKey,
 };
 use gatehouse_control_plane::store::{MemoryStore, RedisStore, Store, StoreError};
 use gatehouse_control_plane::tokens::{self, TokenHash};
@@ -157,6 +157,7 @@ fn new_session(
         created: now,
         inactivity_timeout: idle,
         absolute_expiry: now + lifetime,
+        client: ClientInfo::new("192.0.2.44", "Mozilla/5.0 (conformance)"),
     };
     (token, new)
 }

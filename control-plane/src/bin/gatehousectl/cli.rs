@@ -117,6 +117,18 @@ pub enum Command {
     Whoami(PersonalArgs),
     /// PersonalService/Logout: ends the session a token belongs to.
     Logout(PersonalArgs),
+    /// PersonalService/ListMySessions: where the token's user is logged in (in the token's
+    /// virtual proxy), the token's own session marked.
+    #[command(visible_alias = "list-my-sessions")]
+    MySessions(PersonalArgs),
+    /// PersonalService/EndMySession: ends one of the token's user's sessions, by handle.
+    EndMySession {
+        #[command(flatten)]
+        personal: PersonalArgs,
+        /// The session's handle, as `my-sessions` shows it.
+        #[arg(long)]
+        handle: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -251,6 +251,40 @@ async fn run(cli: &Cli) -> Result<Answer, Failure> {
             answer.text = format!("logged out:\n{}", answer.text);
             Ok(answer)
         }
+        Command::MySessions(args) => {
+            let request = personal_request(
+                args,
+                pb::ListMySessionsRequest {
+                    virtual_proxy: args.virtual_proxy.clone(),
+                },
+            )?;
+            let own = PersonalServiceClient::new(channel)
+                .list_my_sessions(request)
+                .await
+                .map_err(call("ListMySessions"))?
+                .into_inner();
+            Ok(Answer {
+                json: render::own_sessions_json(&own),
+                text: render::own_sessions_text(&own),
+            })
+        }
+        Command::EndMySession { personal, handle } => {
+            let request = personal_request(
+                personal,
+                pb::EndMySessionRequest {
+                    virtual_proxy: personal.virtual_proxy.clone(),
+                    handle: handle.clone(),
+                },
+            )?;
+            let ended = PersonalServiceClient::new(channel)
+                .end_my_session(request)
+                .await
+                .map_err(call("EndMySession"))?
+                .into_inner();
+            let mut answer = one_session(ended.session.as_ref());
+            answer.text = format!("ended:\n{}", answer.text);
+            Ok(answer)
+        }
     }
 }
 

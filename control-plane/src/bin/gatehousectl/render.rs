@@ -39,7 +39,23 @@ pub fn session_json(session: Option<&pb::Session>) -> Value {
         "last_active": timestamp(session.last_active.as_ref()),
         "inactivity_expiry": timestamp(session.inactivity_expiry.as_ref()),
         "absolute_expiry": timestamp(session.absolute_expiry.as_ref()),
+        "client_address": session.client_address,
+        "user_agent": session.user_agent,
     })
+}
+
+/// The caller's sessions, each with whether it is the calling one.
+pub fn own_sessions_json(own: &pb::ListMySessionsResponse) -> Value {
+    let sessions = own
+        .sessions
+        .iter()
+        .map(|session| {
+            let mut value = session_json(Some(session));
+            value["current"] = Value::Bool(session.handle == own.current_handle);
+            value
+        })
+        .collect();
+    json!({ "sessions": Value::Array(sessions), "current_handle": own.current_handle })
 }
 
 pub fn sessions_json(sessions: &[pb::Session]) -> Value {
@@ -116,7 +132,52 @@ pub fn session_text(session: Option<&pb::Session>) -> String {
             text(session.inactivity_expiry.as_ref()),
         ),
         ("absolute expiry", text(session.absolute_expiry.as_ref())),
+        ("client address", or_dash(&session.client_address)),
+        ("user agent", or_dash(&session.user_agent)),
     ])
+}
+
+fn or_dash(value: &str) -> String {
+    if value.is_empty() {
+        "-".to_owned()
+    } else {
+        value.to_owned()
+    }
+}
+
+/// The caller's sessions, one line each, the calling one marked `*`.
+pub fn own_sessions_text(own: &pb::ListMySessionsResponse) -> String {
+    if own.sessions.is_empty() {
+        return "no sessions\n".to_owned();
+    }
+    let rows: Vec<[String; 5]> = own
+        .sessions
+        .iter()
+        .map(|session| {
+            let mark = if session.handle == own.current_handle {
+                "* "
+            } else {
+                "  "
+            };
+            [
+                format!("{mark}{}", session.handle),
+                text(session.created.as_ref()),
+                text(session.last_active.as_ref()),
+                or_dash(&session.client_address),
+                or_dash(&session.user_agent),
+            ]
+        })
+        .collect();
+    table(
+        [
+            "  HANDLE",
+            "CREATED",
+            "LAST ACTIVE",
+            "CLIENT ADDRESS",
+            "USER AGENT",
+        ],
+        &rows,
+    )
 }
 
 /// One line per session under a header; a count when there are none.
@@ -147,8 +208,13 @@ pub fn sessions_text(sessions: &[pb::Session]) -> String {
         "LAST ACTIVE",
         "INACTIVITY EXPIRY",
     ];
+    table(header, &rows)
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn table(header: [&str; 5], rows: &[[String; 5]]) -> String {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -166,7 +232,7 @@ pub fn sessions_text(sessions: &[pb::Session]) -> String {
         out
     };
     let mut out = line(&header);
-    for row in &rows {
+    for row in rows {
         out.push_str(&line(&row.each_ref().map(String::as_str)));
     }
     out
@@ -231,6 +297,29 @@ mod tests {
         assert_eq!(value["user"]["attributes"][0]["name"], "group");
         assert_eq!(value["created"], "1970-01-01T00:00:00Z");
         assert_eq!(value["last_active"], Value::Null);
+    }
+
+    #[test]
+    fn the_calling_session_is_marked_among_the_users_sessions() {
+        let mut other = session("h2", "app", "alice");
+        other.user_agent = "Firefox".to_owned();
+        other.client_address = "192.0.2.7".to_owned();
+        let own = pb::ListMySessionsResponse {
+            sessions: vec![session("h1", "app", "alice"), other],
+            current_handle: "h1".to_owned(),
+        };
+        let text = own_sessions_text(&own);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("* h1"), "{text}");
+        assert!(lines[2].starts_with("  h2"), "{text}");
+        assert!(
+            lines[2].contains("192.0.2.7") && lines[2].ends_with("Firefox"),
+            "{text}"
+        );
+        let value = own_sessions_json(&own);
+        assert_eq!(value["sessions"][0]["current"], true);
+        assert_eq!(value["sessions"][1]["current"], false);
+        assert_eq!(value["sessions"][1]["user_agent"], "Firefox");
     }
 
     #[test]
