@@ -1,5 +1,6 @@
 //! Sessions: linked sessions, creation under the per-user cap (refuse and evict), lookup by
-//! token and by handle, activity and expiry, deletion, and listing per user and page by page.
+//! token and by handle, activity and expiry, deletion, listing per user and page by page, and
+//! the client each login came from.
 
 use super::*;
 
@@ -16,6 +17,7 @@ conformance!(
     user_sessions_are_listed_and_deleted_per_proxy,
     listings_page_through_every_session_once,
     unknown_handles_and_tokens_are_absent_not_errors,
+    sessions_keep_the_client_their_login_came_from,
 );
 
 async fn linked_sessions_are_kept_for_their_ttl(subject: Subject) {
@@ -502,4 +504,55 @@ async fn a_redis_listing_lists_each_session_once_while_the_keyspace_grows() {
     let missing: Vec<_> = expected.difference(&seen).collect();
     assert!(missing.is_empty(), "never listed: {missing:?}");
     assert_eq!(seen, expected);
+}
+
+async fn sessions_keep_the_client_their_login_came_from(subject: Subject) {
+    let store = subject.store;
+    let recorded = ClientInfo::new("192.0.2.44", "Mozilla/5.0 (conformance)");
+    let (token, session) = create(&*store, "sales", user("CORP", "alice")).await;
+    assert_eq!(session.client, recorded);
+    let (_, mut unrecorded) = new_session("sales", user("CORP", "alice"), HOUR, 2 * HOUR);
+    unrecorded.client = ClientInfo::default();
+    let (bare, _) = created(store.create_session(unrecorded, ROOMY).await.unwrap());
+
+    let by_token = store
+        .session_by_token(&TokenHash::of(&token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_token.client, recorded);
+    let by_handle = store
+        .session_by_handle(&session.handle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_handle.client, recorded);
+    let touched = store
+        .touch_session(&session.handle, SystemTime::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        touched.client, recorded,
+        "activity keeps what the login recorded"
+    );
+    let listed = store
+        .user_sessions("sales", &key("corp", "alice"))
+        .await
+        .unwrap();
+    let clients: Vec<(&str, &ClientInfo)> = listed
+        .iter()
+        .map(|listed| (listed.handle.as_str(), &listed.client))
+        .collect();
+    assert_eq!(clients.len(), 2, "{listed:?}");
+    assert!(clients.contains(&(session.handle.as_str(), &recorded)));
+    assert!(clients.contains(&(bare.handle.as_str(), &ClientInfo::default())));
+    let page = store.list_sessions(Some("sales"), 10, "").await.unwrap();
+    assert!(page.sessions.iter().any(|listed| listed.client == recorded));
+    let deleted = store
+        .delete_session(&session.handle, RevocationReason::Logout)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted.client, recorded);
 }

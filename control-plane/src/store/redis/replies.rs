@@ -98,3 +98,35 @@ pub(super) fn field_map(value: &Value) -> Result<HashMap<String, String>, StoreE
         .map(|(name, value)| Ok((name, text(value)?)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_written_before_logins_were_recorded_reads_with_no_client() {
+        let address = SessionAddress::new("{t}".to_owned(), "id".to_owned());
+        let mut fields: HashMap<String, String> = [
+            ("vp", "sales"),
+            (
+                "user",
+                r#"{"directory":"CORP","id":"alice","attributes":[]}"#,
+            ),
+            ("th", "hash"),
+            ("created", "1000"),
+            ("last", "2000"),
+            ("idle", "60000"),
+            ("abs", "90000"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+        let old = stored_session(&address, &fields).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old.session.client, ClientInfo::default());
+        fields.insert("addr".into(), "192.0.2.7".into());
+        fields.insert("ua".into(), "Firefox".into());
+        let new = stored_session(&address, &fields).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(new.session.client.address, "192.0.2.7");
+        assert_eq!(new.session.client.user_agent, "Firefox");
+    }
+}
