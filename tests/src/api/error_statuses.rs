@@ -650,6 +650,31 @@ async fn calls_needing_the_store(
             .await
             .map(drop),
     );
+    record(
+        "ListMySessions",
+        env.personal()
+            .list_my_sessions(bearer(
+                pb::ListMySessionsRequest {
+                    virtual_proxy: None,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+    );
+    record(
+        "EndMySession",
+        env.personal()
+            .end_my_session(bearer(
+                pb::EndMySessionRequest {
+                    virtual_proxy: None,
+                    handle: handle.to_owned(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+    );
     failures
 }
 
