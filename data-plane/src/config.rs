@@ -55,6 +55,9 @@ pub struct ForwardAuthConfig {
     /// The ingresses whose description of the original request (`X-Original-*`,
     /// `X-Forwarded-*`, an `ext_authz` check) is believed; anyone else is refused.
     pub trusted_networks: Vec<ipnet::IpNet>,
+    /// Answer plain HTTP/1.1 checks without a body on the node's own parser, handing every
+    /// other request to hyper (`forward_auth::fast_http1`).
+    pub fast_http1: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -196,13 +199,31 @@ struct FileConfig {
     forward_auth: FileForwardAuth,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileForwardAuth {
     listen: Option<SocketAddr>,
     grpc_listen: Option<SocketAddr>,
     tls: bool,
     trusted_networks: Vec<String>,
+    #[serde(default = "default_fast_http1")]
+    fast_http1: bool,
+}
+
+fn default_fast_http1() -> bool {
+    true
+}
+
+impl Default for FileForwardAuth {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            grpc_listen: None,
+            tls: false,
+            trusted_networks: Vec::new(),
+            fast_http1: default_fast_http1(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -499,6 +520,7 @@ fn forward_auth(file: FileForwardAuth, has_tls: bool) -> Result<ForwardAuthConfi
         grpc_listen: file.grpc_listen,
         tls: file.tls,
         trusted_networks,
+        fast_http1: file.fast_http1,
     })
 }
 

@@ -13,11 +13,13 @@ use gatehouse_runtime::http_server::{
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
 use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
 
 use crate::background::{activity, watch};
 use crate::body::ProxyBody;
 use crate::config::{Config, LimitsConfig};
 use crate::control::ControlClient;
+use crate::forward_auth::fast_http1::{Ended, Replayed};
 use crate::refusal::Refusal;
 use crate::state::NodeState;
 use crate::tls::CertificateStore;
@@ -188,13 +190,23 @@ impl BoundNode {
                 }
             },
         );
+        // Stops the forward-auth connections that the node's own HTTP/1 loop serves, which
+        // the listener's shutdown does not reach until they are handed to hyper.
+        let forward_auth_stop = CancellationToken::new();
         let forward_auth = self.forward_auth.map(|listener| {
             serve_forward_auth(
                 listener,
-                self.state.clone(),
-                Arc::new(self.config.forward_auth.trusted_networks.clone()),
-                limits,
-                forward_auth_tls,
+                ForwardAuthListener {
+                    state: self.state.clone(),
+                    trusted_networks: Arc::new(self.config.forward_auth.trusted_networks.clone()),
+                    limits,
+                    tls: forward_auth_tls,
+                    fast_http1: self
+                        .config
+                        .forward_auth
+                        .fast_http1
+                        .then(|| forward_auth_stop.clone()),
+                },
             )
         });
         let ext_authz = self.ext_authz.map(|listener| {
@@ -232,6 +244,7 @@ impl BoundNode {
         self.state.sockets.shut_down();
         let grace = self.config.shutdown_grace;
         // Checks are short: they drain alongside the proxy's requests.
+        forward_auth_stop.cancel();
         let forward_auth_drained = async {
             match forward_auth {
                 Some(server) => server.shutdown(grace).await,
@@ -326,22 +339,37 @@ fn serve_ext_authz(
     (stop, task)
 }
 
-/// The forward-auth listener: the same limits as the proxy port, over TLS if asked.
-fn serve_forward_auth(
-    listener: TcpListener,
+/// What the forward-auth listener serves with.
+struct ForwardAuthListener {
     state: Arc<NodeState>,
     trusted_networks: Arc<Vec<ipnet::IpNet>>,
     limits: LimitsConfig,
     tls: Option<TlsAcceptor>,
-) -> http_server::Serving {
+    /// With `forward_auth.fast_http1`: the stop of the connections its loop serves.
+    fast_http1: Option<CancellationToken>,
+}
+
+/// The forward-auth listener: the same limits as the proxy port, over TLS if asked. Plain
+/// HTTP/1.1 checks are answered by the node's own loop (`forward_auth::fast_http1`) until a
+/// request needs hyper.
+fn serve_forward_auth(listener: TcpListener, serving: ForwardAuthListener) -> http_server::Serving {
+    let ForwardAuthListener {
+        state,
+        trusted_networks,
+        limits,
+        tls,
+        fast_http1,
+    } = serving;
     let secure = tls.is_some();
     let listener_port = listener.local_addr().map_or(0, |address| address.port());
     http_server::serve(
         listener,
         listener_policy(limits, Some(limits.max_connections)),
-        move |stream, arrival| {
+        move |mut stream, arrival| {
             let (state, tls, trusted) = (state.clone(), tls.clone(), trusted_networks.clone());
+            let fast_http1 = fast_http1.clone();
             async move {
+                let caller = forward_auth::http::caller(arrival.peer, listener_port, secure);
                 let io = match tls {
                     Some(tls) => {
                         match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream))
@@ -354,9 +382,25 @@ fn serve_forward_auth(
                             }
                         }
                     }
-                    None => Either::Right(stream),
+                    None => match fast_http1 {
+                        Some(stop) if !arrival.over_capacity => {
+                            let checks = forward_auth::fast_http1::Checks {
+                                state: &state,
+                                trusted_networks: &trusted,
+                                caller,
+                                limits: &limits,
+                                stop: &stop,
+                            };
+                            match checks.serve(&mut stream).await {
+                                Ended::Closed => return None,
+                                Ended::HandedOver { read } => {
+                                    Either::Right(Either::Right(Replayed::new(read, stream)))
+                                }
+                            }
+                        }
+                        _ => Either::Right(Either::Left(stream)),
+                    },
                 };
-                let caller = forward_auth::http::caller(arrival.peer, listener_port, secure);
                 let service = service_fn(move |request| {
                     let (state, trusted) = (state.clone(), trusted.clone());
                     async move {

@@ -11,6 +11,7 @@
 
 pub mod connections;
 pub mod ext_authz;
+pub mod fast_http1;
 pub mod http;
 pub mod original;
 
