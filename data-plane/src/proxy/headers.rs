@@ -1,6 +1,6 @@
 //! What an upstream receives: hop-by-hop headers removed, client-supplied identity,
 //! forwarding and rewrite headers and the session cookie stripped, the user's identity
-//! injected, Gatehouse's own forwarding headers added.
+//! injected (none for a request on a public path), Gatehouse's own forwarding headers added.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -148,11 +148,12 @@ pub fn from_upstream(headers: &mut HeaderMap, session_cookies: &[String]) {
     }
 }
 
-/// Rewrites request headers for the upstream.
+/// Rewrites request headers for the upstream; `session` is the user's, `None` on a public
+/// path (no identity header at all then).
 pub fn for_upstream(
     headers: &mut HeaderMap,
     proxy: &VirtualProxy,
-    session: &CachedSession,
+    session: Option<&CachedSession>,
     hop: Hop,
     session_cookies: &[String],
 ) {
@@ -197,7 +198,9 @@ pub fn for_upstream(
     }
     cookie::strip(headers, session_cookies);
     add_forwarding(headers, hop, chain.as_ref());
-    identity_headers::inject(headers, &proxy.identity, session, hop.secure);
+    if let Some(session) = session {
+        identity_headers::inject(headers, &proxy.identity, session, hop.secure);
+    }
 }
 
 /// What a trusted proxy in front said about the hops before it.
@@ -434,7 +437,13 @@ mod tests {
         let generic = proxy(pb::IdentityPreset::Generic);
         let headers_for = |proxy: &VirtualProxy, secure: bool| {
             let mut headers = client_headers();
-            for_upstream(&mut headers, proxy, &user, hop(peer, secure), &cookies());
+            for_upstream(
+                &mut headers,
+                proxy,
+                Some(&user),
+                hop(peer, secure),
+                &cookies(),
+            );
             headers
         };
         let plain = headers_for(&qlik, false);
@@ -465,7 +474,7 @@ mod tests {
         for_upstream(
             &mut headers,
             &proxy(pb::IdentityPreset::Qlik),
-            &session(),
+            Some(&session()),
             hop(peer, false),
             &cookies(),
         );
@@ -498,7 +507,7 @@ mod tests {
                 ..session()
             };
             let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, hop(peer, false), &cookies());
+            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), Some(&user), hop(peer, false), &cookies());
             let header = headers["x-qlik-user"].to_str().unwrap();
             proptest::prop_assert_eq!(parse_qlik_user(header), Some((directory, id)));
         }
@@ -512,7 +521,7 @@ mod tests {
                 ..session()
             };
             let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, hop(peer, false), &cookies());
+            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), Some(&user), hop(peer, false), &cookies());
             proptest::prop_assert!(headers.contains_key("x-qlik-user"));
             proptest::prop_assert!(headers.contains_key("x-qlik-security"));
         }
@@ -525,7 +534,7 @@ mod tests {
         for_upstream(
             &mut headers,
             &proxy(pb::IdentityPreset::Generic),
-            &session(),
+            Some(&session()),
             hop(peer, true),
             &cookies(),
         );
@@ -564,7 +573,7 @@ mod tests {
         for_upstream(
             &mut headers,
             &proxy(pb::IdentityPreset::Qlik),
-            &session(),
+            Some(&session()),
             hop(peer, true),
             &cookies(),
         );
@@ -600,7 +609,7 @@ mod tests {
         for_upstream(
             &mut headers,
             &proxy(pb::IdentityPreset::Qlik),
-            &session(),
+            Some(&session()),
             trusted,
             &cookies(),
         );

@@ -144,7 +144,7 @@ pub fn identity_headers(data: &[u8]) {
     headers::for_upstream(
         &mut request_headers,
         &proxy(),
-        &session,
+        Some(&session),
         headers::Hop {
             peer,
             secure: false,
@@ -349,6 +349,7 @@ pub fn access_rules(data: &[u8]) {
         user_directory: None,
         user_id: None,
         attribute: None,
+        scope: rules::Scope::Any,
     };
     let access = [rule("/admin", false), rule("/", true)];
     let session = CachedSession {
