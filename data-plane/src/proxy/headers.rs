@@ -419,6 +419,24 @@ mod tests {
         assert_eq!(mapped, "10.0.0.1");
     }
 
+    #[test]
+    fn a_public_request_reaches_the_upstream_with_no_identity_at_all() {
+        for preset in [pb::IdentityPreset::Qlik, pb::IdentityPreset::Generic] {
+            let mut headers = client_headers();
+            headers.insert("x-qlik-security", HeaderValue::from_static("group=admins"));
+            headers.insert("x-qlik-virtual-proxy-prefix", HeaderValue::from_static("x"));
+            let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+            for_upstream(&mut headers, &proxy(preset), None, hop(peer, false), &cookies());
+            let identity: Vec<_> = headers
+                .keys()
+                .filter(|name| identity_headers::is_identity_header(name.as_str()))
+                .collect();
+            assert!(identity.is_empty(), "{preset:?}: {identity:?}");
+            assert_eq!(headers["cookie"], "other=1");
+            assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn every_ipv4_address_is_written_like_display(octets in proptest::array::uniform4(0u8..)) {
