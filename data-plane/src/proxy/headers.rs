@@ -426,7 +426,13 @@ mod tests {
             headers.insert("x-qlik-security", HeaderValue::from_static("group=admins"));
             headers.insert("x-qlik-virtual-proxy-prefix", HeaderValue::from_static("x"));
             let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
-            for_upstream(&mut headers, &proxy(preset), None, hop(peer, false), &cookies());
+            for_upstream(
+                &mut headers,
+                &proxy(preset),
+                None,
+                hop(peer, false),
+                &cookies(),
+            );
             let identity: Vec<_> = headers
                 .keys()
                 .filter(|name| identity_headers::is_identity_header(name.as_str()))

@@ -48,10 +48,18 @@ impl Authorizers {
     }
 
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// As [`start`](Self::start), with more sub-tables of "app" (`tables`) after its rule.
+    pub async fn start_with(tables: &[&str]) -> Self {
         let redis = RedisServer::start().await;
         let upstream = EchoUpstream::start("engine").await;
-        let proxy = AppProxy::new([upstream.node()])
+        let mut proxy = AppProxy::new([upstream.node()])
             .table("[[virtual_proxies.access_rules]]\npath_prefix = \"/admin\"\naction = \"deny\"");
+        for table in tables {
+            proxy = proxy.table(table);
+        }
         let control_plane = ControlPlane::start(&proxy.on_redis(&redis)).await;
         let one = DataPlaneNode::start_with(&control_plane, FORWARD_AUTH).await;
         let two = DataPlaneNode::start_with(&control_plane, FORWARD_AUTH).await;
