@@ -1,12 +1,14 @@
 //! Forward authentication: a node as the authorizer behind a real ingress (nginx
-//! `auth_request`, Caddy `forward_auth`) and behind Envoy's `ext_authz`, and what its
-//! forward-auth endpoint answers to checks that describe no acceptable request.
+//! `auth_request`, Caddy `forward_auth`) and behind Envoy's `ext_authz`, what its
+//! forward-auth endpoint answers to checks that describe no acceptable request, and checks
+//! of public paths.
 
 mod caddy;
 mod endpoint;
 mod examples;
 mod ext_authz;
 mod nginx;
+mod public_paths;
 
 use crate::browser::fixtures::{AppProxy, COOKIE};
 use crate::harness::auth_module::{session_cookie, user};
