@@ -3,9 +3,9 @@
 //!
 //! limits (`request::limits`) → route to a virtual proxy → context (`request::context`) →
 //! the node's own endpoints (`endpoints`) → identify (`auth::identify`; skipped on a public
-//! path, `request::public`) → admit (`request::admit`) → rewrite for the upstream (`rewrite`) → forward (`forward` for HTTP,
-//! `websocket` for upgrades) → rewrite the response. The access log and the metrics are
-//! written once, around them.
+//! path, `request::public`) → admit (`request::admit`) → rewrite for the upstream
+//! (`rewrite`) → forward (`forward` for HTTP, `websocket` for upgrades) → rewrite the
+//! response. The access log and the metrics are written once, around them.
 
 pub mod forward;
 pub mod headers;
