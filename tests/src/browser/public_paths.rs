@@ -77,6 +77,10 @@ async fn a_cookieless_get_on_a_public_path_reaches_the_upstream_and_stores_no_se
     assert_eq!(head.status, 200);
     let webhook = post(&node.url("/app/health/ping"), &[], "{}").await;
     assert_eq!(webhook.status, 200, "every method is public under /health");
+    // A cookie the node has never seen is not looked up either.
+    let unknown = format!("{COOKIE}=never-issued");
+    let with_unknown = get(&node.url("/app/static/a.css"), &with_cookie(&unknown)).await;
+    assert_eq!(with_unknown.status, 200, "{}", with_unknown.text());
 
     assert_eq!(
         control_plane_calls(&control_plane).await,
@@ -88,15 +92,18 @@ async fn a_cookieless_get_on_a_public_path_reaches_the_upstream_and_stores_no_se
     assert!(
         metrics
             .text()
-            .contains("gatehouse_public_requests_total{virtual_proxy=\"app\"} 5\n"),
+            .contains("gatehouse_public_requests_total{virtual_proxy=\"app\"} 6\n"),
         "public requests are counted: {}",
         metrics.text()
     );
 
-    // Anonymous access, by contrast, writes a session per cookieless browser.
+    // Anonymous access, by contrast, calls the control plane and writes a session per
+    // cookieless browser.
+    let calls_listed = control_plane_calls(&control_plane).await;
     let anonymous = get(&node.url("/app/hub"), &[]).await;
     assert_eq!(anonymous.status, 200, "{}", anonymous.text());
     assert!(anonymous.set_cookie(COOKIE).is_some());
+    assert!(control_plane_calls(&control_plane).await > calls_listed);
     assert_eq!(stored_sessions(&control_plane).await, 1);
 }
 
