@@ -199,7 +199,7 @@ fn upstream_headers(c: &mut Criterion) {
     headers::for_upstream(
         &mut rewritten,
         &proxy,
-        &session,
+        Some(&session),
         headers::Hop {
             peer,
             secure: true,
@@ -222,7 +222,7 @@ fn upstream_headers(c: &mut Criterion) {
                 headers::for_upstream(
                     headers,
                     &proxy,
-                    &session,
+                    Some(&session),
                     headers::Hop {
                         peer: black_box(peer),
                         secure: true,
@@ -257,7 +257,7 @@ fn per_request(c: &mut Criterion) {
                 headers::for_upstream(
                     headers,
                     &proxy,
-                    &session,
+                    Some(&session),
                     headers::Hop {
                         peer: black_box(peer),
                         secure: true,
@@ -305,6 +305,7 @@ fn request_hygiene(c: &mut Criterion) {
             user_directory: None,
             user_id: None,
             attribute: None,
+            scope: rules::Scope::Any,
         })
         .collect();
     let user = session();

@@ -50,6 +50,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<StatusLabels, Counter>,
     forward_auth_checks: Family<CheckLabels, Counter>,
+    public_requests: Family<ProxyLabels, Counter>,
     request_seconds: HistogramFamily<ProxyLabels>,
     cache_hits: Counter,
     cache_stale: Counter,
@@ -90,6 +91,13 @@ impl Metrics {
             "Forward-auth checks answered, by front end (http, ext_authz) and the status the \
              ingress is told (200 allowed)",
             forward_auth_checks.clone(),
+        );
+        let public_requests = Family::<ProxyLabels, Counter>::default();
+        registry.register(
+            "public_requests",
+            "Requests admitted on a public path, without identification (proxied requests and \
+             forward-auth checks), by virtual proxy",
+            public_requests.clone(),
         );
         let request_seconds =
             HistogramFamily::<ProxyLabels>::new_with_constructor(latency_histogram);
@@ -204,6 +212,7 @@ impl Metrics {
             registry,
             requests,
             forward_auth_checks,
+            public_requests,
             request_seconds,
             cache_hits,
             cache_stale,
@@ -239,6 +248,15 @@ impl Metrics {
     pub fn forward_auth_check(&self, front_end: &'static str, status: u16) {
         self.forward_auth_checks
             .get_or_create(&CheckLabels { front_end, status })
+            .inc();
+    }
+
+    /// A request admitted on a public path of the proxy with this `metric_label`.
+    pub fn public_request(&self, virtual_proxy: &Arc<str>) {
+        self.public_requests
+            .get_or_create(&ProxyLabels {
+                virtual_proxy: virtual_proxy.clone(),
+            })
             .inc();
     }
 

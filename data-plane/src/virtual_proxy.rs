@@ -10,9 +10,10 @@ use gatehouse_proto::v1 as pb;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::auth::rules::{AccessRule, fold};
+use crate::auth::rules::{AccessRule, Scope, fold};
 use crate::identity_headers::{IdentityPreset, ProxyIdentity};
 use crate::request::path::AllowedSpellings;
+use crate::request::public::PublicPath;
 use crate::upstream::{Strategy, UpstreamPool, UpstreamSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +141,8 @@ pub struct VirtualProxy {
     /// Which identity headers upstreams get, with those that are the same for every user.
     pub identity: ProxyIdentity,
     pub access_rules: Vec<AccessRule>,
+    /// Paths served without identification.
+    pub public_paths: Vec<PublicPath>,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Path spellings let through although some upstreams read them as another path.
     pub allowed_spellings: AllowedSpellings,
@@ -378,8 +381,21 @@ impl VirtualProxy {
                         .attribute
                         .as_ref()
                         .map(|attribute| (attribute.name.clone(), attribute.value.clone())),
+                    scope: match rule.scope() {
+                        pb::RuleScope::Any => Scope::Any,
+                        pb::RuleScope::Public => Scope::Public,
+                        pb::RuleScope::Identified => Scope::Identified,
+                    },
                 })
                 .collect(),
+            public_paths: proto
+                .public_paths
+                .iter()
+                .map(|path| match path.prefix.starts_with('/') {
+                    true => Ok(PublicPath::new(&path.prefix, &path.methods)),
+                    false => Err(fail(format!("bad public path {:?}", path.prefix))),
+                })
+                .collect::<Result<_, SnapshotError>>()?,
             response_headers,
             allowed_spellings: AllowedSpellings {
                 path_parameters: proto.allow_path_parameters,

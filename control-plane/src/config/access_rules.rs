@@ -35,6 +35,10 @@ pub struct AccessRuleConfig {
     pub user_id: Option<String>,
     #[serde(default)]
     pub attribute: Option<AttributeMatch>,
+    /// `true`: the rule is only about requests on a public path; `false`: only about
+    /// identified ones; unset: both. A rule naming a user never matches a public request.
+    #[serde(default)]
+    pub public: Option<bool>,
 }
 
 /// A rule's path must be below the prefix and its methods HTTP tokens.
@@ -48,6 +52,15 @@ pub(super) fn validate_rule(rule: &AccessRuleConfig) -> Result<(), String> {
     if let Some(method) = rule.methods.iter().find(|m| !is_token(m)) {
         return Err(format!(
             "access rule method {method:?} is not an HTTP method"
+        ));
+    }
+    if rule.public == Some(true)
+        && (rule.user_directory.is_some() || rule.user_id.is_some() || rule.attribute.is_some())
+    {
+        return Err(format!(
+            "access rule on {:?} has public = true and names a user: a public request has none, \
+             so it would never match",
+            rule.path_prefix
         ));
     }
     Ok(())

@@ -14,6 +14,7 @@ mod access_rules;
 mod login_methods;
 mod oidc;
 mod outage;
+mod public_paths;
 use gatehouse_runtime::settings;
 mod syntax;
 mod upstream;
@@ -27,8 +28,8 @@ pub use self::outage::OutageConfig;
 use self::virtual_proxy::FileVirtualProxy;
 pub use self::virtual_proxy::{
     AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig,
-    IdentityPreset, JwtConfig, KerberosConfig, RuleAction, SameSite, UnknownHost, UpstreamConfig,
-    VirtualProxyConfig, validate_prefix,
+    IdentityPreset, JwtConfig, KerberosConfig, PublicPathConfig, RuleAction, SameSite, UnknownHost,
+    UpstreamConfig, VirtualProxyConfig, validate_prefix,
 };
 
 /// Everything the control plane needs to run, validated.

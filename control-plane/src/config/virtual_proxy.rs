@@ -13,6 +13,8 @@ pub use super::access_rules::{AccessRuleConfig, AttributeMatch, RuleAction};
 pub use super::login_methods::{HeaderAuthConfig, JwtConfig, KerberosConfig};
 use super::login_methods::{validate_header_auth, validate_jwt, validate_kerberos};
 use super::oidc::OidcConfig;
+pub use super::public_paths::PublicPathConfig;
+use super::public_paths::validate_public_path;
 use super::syntax::{is_absolute_http_uri, is_host_name, is_token};
 use super::upstream::validate_upstream;
 pub use super::upstream::{BalanceStrategy, UpstreamConfig};
@@ -62,6 +64,8 @@ pub struct VirtualProxyConfig {
     pub upstream: UpstreamConfig,
     pub identity_headers: IdentityPreset,
     pub access_rules: Vec<AccessRuleConfig>,
+    /// Paths served without identification: no login, no session, no identity headers.
+    pub public_paths: Vec<PublicPathConfig>,
     pub additional_response_headers: Vec<(String, String)>,
     /// Sent upstream in `X-Qlik-ProxyId`.
     pub proxy_id: String,
@@ -160,6 +164,8 @@ pub(super) struct FileVirtualProxy {
     #[serde(default)]
     access_rules: Vec<AccessRuleConfig>,
     #[serde(default)]
+    public_paths: Vec<PublicPathConfig>,
+    #[serde(default)]
     additional_response_headers: BTreeMap<String, String>,
     #[serde(default = "default_proxy_id")]
     proxy_id: String,
@@ -199,6 +205,7 @@ impl FileVirtualProxy {
             upstream: UpstreamConfig::default(),
             identity_headers: IdentityPreset::default(),
             access_rules: Vec::new(),
+            public_paths: Vec::new(),
             additional_response_headers: BTreeMap::new(),
             proxy_id: default_proxy_id(),
             same_site: SameSite::default(),
@@ -262,7 +269,30 @@ pub(super) fn validate_all(
         }
         validated.push(proxy);
     }
+    unreachable_public_paths(&validated)?;
     Ok(validated)
+}
+
+/// The default proxy's public path under another proxy's prefix would never apply: nodes
+/// route that path to the other proxy.
+fn unreachable_public_paths(proxies: &[VirtualProxyConfig]) -> Result<(), String> {
+    let Some(default) = proxies.iter().find(|proxy| proxy.prefix.is_empty()) else {
+        return Ok(());
+    };
+    for path in &default.public_paths {
+        let first = path.prefix.trim_start_matches('/').split('/').next();
+        if let Some(other) = proxies
+            .iter()
+            .find(|proxy| !proxy.prefix.is_empty() && Some(proxy.prefix.as_str()) == first)
+        {
+            return Err(format!(
+                "virtual proxy \"\": public_paths prefix {:?} is served by virtual proxy {:?}; \
+                 list it there, below that proxy's prefix",
+                path.prefix, other.prefix
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl VirtualProxyConfig {
@@ -290,7 +320,7 @@ impl VirtualProxyConfig {
     }
 }
 
-fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
+fn validate(mut proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
     let prefix = proxy.prefix;
     let named = |message: String| format!("virtual proxy {prefix:?}: {message}");
     validate_prefix(&prefix)
@@ -387,6 +417,9 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
     for rule in &proxy.access_rules {
         validate_rule(rule).map_err(named)?;
     }
+    for path in &mut proxy.public_paths {
+        validate_public_path(path).map_err(named)?;
+    }
     for (name, value) in &proxy.additional_response_headers {
         if !is_token(name) || value.chars().any(|c| c.is_control()) {
             return Err(named(format!(
@@ -424,6 +457,7 @@ fn validate(proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         upstream: proxy.upstream,
         identity_headers: proxy.identity_headers,
         access_rules: proxy.access_rules,
+        public_paths: proxy.public_paths,
         additional_response_headers: proxy.additional_response_headers.into_iter().collect(),
         proxy_id: proxy.proxy_id,
         same_site: proxy.same_site,
@@ -608,6 +642,40 @@ mod tests {
                 .is_err()
         );
         assert!(proxy("additional_response_headers = { \"Bad Header\" = \"x\" }").is_err());
+    }
+
+    #[test]
+    fn public_paths_are_checked_and_named_in_errors() {
+        let proxies = proxy(
+            "[[virtual_proxies.public_paths]]\nprefix = \"/static/\"\nmethods = [\"get\", \"HEAD\"]\n\
+             [[virtual_proxies.public_paths]]\nprefix = \"/health\"",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let paths = &proxies[0].public_paths;
+        assert_eq!(paths[0].methods, ["GET", "HEAD"]);
+        assert!(paths[1].methods.is_empty());
+        let error =
+            proxy("[[virtual_proxies.public_paths]]\nprefix = \"/static/../admin\"").unwrap_err();
+        assert!(
+            error.contains("virtual proxy \"p\"") && error.contains("public_paths prefix"),
+            "{error}"
+        );
+        assert!(
+            proxy("[[virtual_proxies.public_paths]]\nprefix = \"/x\"\nmethod = [\"GET\"]").is_err()
+        );
+        let error = proxy(
+            "[[virtual_proxies.access_rules]]\npath_prefix = \"/\"\naction = \"deny\"\n\
+             public = true\nuser_id = \"bob\"",
+        )
+        .unwrap_err();
+        assert!(error.contains("public = true"), "{error}");
+        let file: super::super::FileConfig = toml::from_str(
+            "[[virtual_proxies]]\nprefix = \"\"\n[[virtual_proxies.public_paths]]\nprefix = \"/app/x\"\n\
+             [[virtual_proxies]]\nprefix = \"app\"",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let error = validate_all(file.virtual_proxies).unwrap_err();
+        assert!(error.contains("served by virtual proxy \"app\""), "{error}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Access rules: the first rule whose path, method and user match decides; none matching
-//! allows.
+//! allows. A request on a public path has no user: only rules that name none match it
+//! (and those scoped to public requests only match it).
 //!
 //! One path has several spellings an upstream may take for the same resource: the canonical
 //! path as sent (`/caf%C3%A9`), fully percent-decoded without `;` parameters (`/café`), and
@@ -25,20 +26,53 @@ pub struct AccessRule {
     pub user_directory: Option<String>,
     pub user_id: Option<String>,
     pub attribute: Option<(String, String)>,
+    /// Which requests the rule is about.
+    pub scope: Scope,
+}
+
+/// Which requests a rule is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Any,
+    /// Requests on a public path, served without identification.
+    Public,
+    /// Requests of an identified user.
+    Identified,
+}
+
+/// Whom the rules are asked about.
+#[derive(Debug, Clone, Copy)]
+pub enum Visitor<'a> {
+    /// A request on a public path: nobody in particular.
+    Public,
+    User(&'a CachedSession),
+}
+
+impl<'a> From<&'a CachedSession> for Visitor<'a> {
+    fn from(session: &'a CachedSession) -> Self {
+        Self::User(session)
+    }
+}
+
+impl<'a> From<&'a std::sync::Arc<CachedSession>> for Visitor<'a> {
+    fn from(session: &'a std::sync::Arc<CachedSession>) -> Self {
+        Self::User(session)
+    }
 }
 
 /// `Some(reason)` when the request is denied.
-pub fn denied(
+pub fn denied<'a>(
     rules: &[AccessRule],
     path: &str,
     method: &str,
-    session: &CachedSession,
+    visitor: impl Into<Visitor<'a>>,
 ) -> Option<&'static str> {
     if rules.is_empty() {
         return None;
     }
+    let visitor = visitor.into();
     let denies = |path: &str, prefix: Prefix| {
-        first_match(rules, path, method, session, prefix).is_some_and(|rule| !rule.allow)
+        first_match(rules, path, method, visitor, prefix).is_some_and(|rule| !rule.allow)
     };
     // Nearly every path: nothing encoded, no parameter, ASCII. Its decoded form is itself,
     // and its fold is itself in lower case, which the comparison ignores anyway.
@@ -64,7 +98,7 @@ fn first_match<'a>(
     rules: &'a [AccessRule],
     path: &str,
     method: &str,
-    session: &CachedSession,
+    visitor: Visitor<'_>,
     prefix: Prefix,
 ) -> Option<&'a AccessRule> {
     rules.iter().find(|rule| {
@@ -75,21 +109,36 @@ fn first_match<'a>(
         starts_with_ignoring_case(path, prefix)
             && (rule.methods.is_empty()
                 || rule.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
-            && rule
-                .user_directory
-                .as_ref()
-                .is_none_or(|directory| directory.eq_ignore_ascii_case(&session.user_directory))
-            && rule
-                .user_id
-                .as_ref()
-                .is_none_or(|id| id.eq_ignore_ascii_case(&session.user_id))
-            && rule.attribute.as_ref().is_none_or(|(name, value)| {
-                session
-                    .attributes
-                    .iter()
-                    .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value)
-            })
+            && matches_visitor(rule, visitor)
     })
+}
+
+fn matches_visitor(rule: &AccessRule, visitor: Visitor<'_>) -> bool {
+    match visitor {
+        Visitor::Public => {
+            rule.scope != Scope::Identified
+                && rule.user_directory.is_none()
+                && rule.user_id.is_none()
+                && rule.attribute.is_none()
+        }
+        Visitor::User(session) => {
+            rule.scope != Scope::Public
+                && rule
+                    .user_directory
+                    .as_ref()
+                    .is_none_or(|directory| directory.eq_ignore_ascii_case(&session.user_directory))
+                && rule
+                    .user_id
+                    .as_ref()
+                    .is_none_or(|id| id.eq_ignore_ascii_case(&session.user_id))
+                && rule.attribute.as_ref().is_none_or(|(name, value)| {
+                    session
+                        .attributes
+                        .iter()
+                        .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value)
+                })
+        }
+    }
 }
 
 /// Upstreams on Windows (the Qlik engine among them) treat paths case-insensitively.
@@ -110,14 +159,14 @@ pub fn fold(text: &str) -> String {
 }
 
 /// The path fully percent-decoded, each segment without its `;` parameters.
-fn decoded(path: &str) -> String {
+pub(crate) fn decoded(path: &str) -> String {
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
     resolve_segments(&decoded)
 }
 
 /// The fold of a decoded path, with the separators and dots folding produced (`／`, `．`)
 /// resolved again.
-fn folded(decoded: &str) -> String {
+pub(crate) fn folded(decoded: &str) -> String {
     resolve_segments(&fold(decoded))
 }
 
@@ -171,6 +220,7 @@ mod tests {
             user_directory: None,
             user_id: None,
             attribute: attribute.map(|(n, v)| (n.into(), v.into())),
+            scope: Scope::Any,
         }
     }
 
@@ -200,6 +250,42 @@ mod tests {
         }];
         assert!(denied(&post_only, "/x", "GET", &session("a")).is_none());
         assert!(denied(&post_only, "/x", "post", &session("a")).is_some());
+    }
+
+    #[test]
+    fn a_public_request_matches_only_rules_that_name_no_user() {
+        let public = |path: &str, method: &str, rules: &[AccessRule]| {
+            denied(rules, path, method, Visitor::Public).is_some()
+        };
+        let post_denied = vec![AccessRule {
+            methods: vec!["POST".into()],
+            ..rule("/hooks/", false, None)
+        }];
+        assert!(public("/hooks/github", "POST", &post_denied));
+        assert!(!public("/hooks/github", "GET", &post_denied));
+        // An allow for admins does not let a public request through a deny that follows.
+        let admins_only = vec![
+            rule("/admin", true, Some(("group", "admin"))),
+            rule("/admin", false, None),
+        ];
+        assert!(public("/admin/x", "GET", &admins_only));
+        let bob = AccessRule {
+            user_id: Some("bob".into()),
+            ..rule("/", false, None)
+        };
+        assert!(!public("/x", "GET", std::slice::from_ref(&bob)));
+        let public_only = vec![AccessRule {
+            scope: Scope::Public,
+            ..rule("/static/", false, None)
+        }];
+        assert!(public("/static/a.css", "GET", &public_only));
+        assert!(denied(&public_only, "/static/a.css", "GET", &session("a")).is_none());
+        let identified_only = vec![AccessRule {
+            scope: Scope::Identified,
+            ..rule("/", false, None)
+        }];
+        assert!(!public("/static/a.css", "GET", &identified_only));
+        assert!(denied(&identified_only, "/static/a.css", "GET", &session("a")).is_some());
     }
 
     #[test]

@@ -25,8 +25,9 @@ use crate::auth::query;
 use crate::identity_headers;
 use crate::origin::Origin;
 use crate::refusal::Refusal;
+use crate::request::admit::{self, Admitted};
 use crate::request::context::{Client, RequestCtx};
-use crate::request::{admit, limits, path};
+use crate::request::{limits, path};
 use crate::state::NodeState;
 use crate::virtual_proxy::VirtualProxy;
 
@@ -36,7 +37,7 @@ use crate::virtual_proxy::VirtualProxy;
 pub struct Allowed {
     /// The virtual proxy the request was routed to.
     pub proxy: Arc<VirtualProxy>,
-    /// The identity headers the proxy's preset sends upstream.
+    /// The identity headers the proxy's preset sends upstream (none on a public path).
     pub identity: HeaderMap,
     /// `Set-Cookie` values: the cookie of a session this very request started (ticket,
     /// header, JWT, anonymous) and the session's new or renewed seal.
@@ -82,7 +83,22 @@ pub async fn decide(
         .map_err(|refusal| Refusal::bad_request(refusal.to_string()))?;
     let ctx = RequestCtx::new(&original, client, proxy, table)?;
     let (parts, ()) = original.into_parts();
-    let identified = admit::identify_and_admit(state, &ctx, &parts, TicketLanding::InPlace).await?;
+    let identified =
+        match admit::identify_and_admit(state, &ctx, &parts, TicketLanding::InPlace).await? {
+            Admitted::User(identified) => identified,
+            // Nobody: no identity header to copy, so the ingress forwards none.
+            Admitted::Public => {
+                return Ok(Allowed {
+                    proxy: ctx.proxy.clone(),
+                    identity: HeaderMap::new(),
+                    cookies: Vec::new(),
+                    www_authenticate: None,
+                    without_ticket: None,
+                    origin: ctx.origin.clone(),
+                    target: parts.uri,
+                });
+            }
+        };
     let mut user = identified.user;
     let mut identity = HeaderMap::new();
     identity_headers::inject(

@@ -21,17 +21,22 @@ use crate::upstream::UpstreamError;
 #[derive(Debug, Clone, Copy)]
 pub struct AnsweredBy(pub SocketAddr);
 
-/// Sends `request` upstream for `session`'s user.
+/// Sends `request` upstream for `session`'s user (`None` on a public path: sticky balancing
+/// then has no session to keep in place).
 pub async fn http(
     state: &NodeState,
     ctx: &RequestCtx,
-    session: &CachedSession,
+    session: Option<&CachedSession>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let proxy = &ctx.proxy;
     let request = request.map(BodyExt::boxed);
     let sent = std::time::Instant::now();
-    match proxy.upstream.send(request, Some(&session.handle)).await {
+    match proxy
+        .upstream
+        .send(request, session.map(|session| session.handle.as_str()))
+        .await
+    {
         Ok((response, address)) => {
             state
                 .metrics

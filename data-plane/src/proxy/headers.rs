@@ -1,6 +1,6 @@
 //! What an upstream receives: hop-by-hop headers removed, client-supplied identity,
 //! forwarding and rewrite headers and the session cookie stripped, the user's identity
-//! injected, Gatehouse's own forwarding headers added.
+//! injected (none for a request on a public path), Gatehouse's own forwarding headers added.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -148,11 +148,12 @@ pub fn from_upstream(headers: &mut HeaderMap, session_cookies: &[String]) {
     }
 }
 
-/// Rewrites request headers for the upstream.
+/// Rewrites request headers for the upstream; `session` is the user's, `None` on a public
+/// path (no identity header at all then).
 pub fn for_upstream(
     headers: &mut HeaderMap,
     proxy: &VirtualProxy,
-    session: &CachedSession,
+    session: Option<&CachedSession>,
     hop: Hop,
     session_cookies: &[String],
 ) {
@@ -197,7 +198,9 @@ pub fn for_upstream(
     }
     cookie::strip(headers, session_cookies);
     add_forwarding(headers, hop, chain.as_ref());
-    identity_headers::inject(headers, &proxy.identity, session, hop.secure);
+    if let Some(session) = session {
+        identity_headers::inject(headers, &proxy.identity, session, hop.secure);
+    }
 }
 
 /// What a trusted proxy in front said about the hops before it.
@@ -416,6 +419,30 @@ mod tests {
         assert_eq!(mapped, "10.0.0.1");
     }
 
+    #[test]
+    fn a_public_request_reaches_the_upstream_with_no_identity_at_all() {
+        for preset in [pb::IdentityPreset::Qlik, pb::IdentityPreset::Generic] {
+            let mut headers = client_headers();
+            headers.insert("x-qlik-security", HeaderValue::from_static("group=admins"));
+            headers.insert("x-qlik-virtual-proxy-prefix", HeaderValue::from_static("x"));
+            let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+            for_upstream(
+                &mut headers,
+                &proxy(preset),
+                None,
+                hop(peer, false),
+                &cookies(),
+            );
+            let identity: Vec<_> = headers
+                .keys()
+                .filter(|name| identity_headers::is_identity_header(name.as_str()))
+                .collect();
+            assert!(identity.is_empty(), "{preset:?}: {identity:?}");
+            assert_eq!(headers["cookie"], "other=1");
+            assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn every_ipv4_address_is_written_like_display(octets in proptest::array::uniform4(0u8..)) {
@@ -434,7 +461,13 @@ mod tests {
         let generic = proxy(pb::IdentityPreset::Generic);
         let headers_for = |proxy: &VirtualProxy, secure: bool| {
             let mut headers = client_headers();
-            for_upstream(&mut headers, proxy, &user, hop(peer, secure), &cookies());
+            for_upstream(
+                &mut headers,
+                proxy,
+                Some(&user),
+                hop(peer, secure),
+                &cookies(),
+            );
             headers
         };
         let plain = headers_for(&qlik, false);
@@ -465,7 +498,7 @@ mod tests {
         for_upstream(
             &mut headers,
             &proxy(pb::IdentityPreset::Qlik),
-            &session(),
+            Some(&session()),
             hop(peer, false),
             &cookies(),
         );
@@ -498,7 +531,7 @@ mod tests {
                 ..session()
             };
             let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, hop(peer, false), &cookies());
+            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), Some(&user), hop(peer, false), &cookies());
             let header = headers["x-qlik-user"].to_str().unwrap();
             proptest::prop_assert_eq!(parse_qlik_user(header), Some((directory, id)));
         }
@@ -512,7 +545,7 @@ mod tests {
                 ..session()
             };
             let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), &user, hop(peer, false), &cookies());
+            for_upstream(&mut headers, &proxy(pb::IdentityPreset::Qlik), Some(&user), hop(peer, false), &cookies());
             proptest::prop_assert!(headers.contains_key("x-qlik-user"));
             proptest::prop_assert!(headers.contains_key("x-qlik-security"));
         }
@@ -525,7 +558,7 @@ mod tests {
         for_upstream(
             &mut headers,
             &proxy(pb::IdentityPreset::Generic),
-            &session(),
+            Some(&session()),
             hop(peer, true),
             &cookies(),
         );
@@ -564,7 +597,7 @@ mod tests {
         for_upstream(
             &mut headers,
             &proxy(pb::IdentityPreset::Qlik),
-            &session(),
+            Some(&session()),
             hop(peer, true),
             &cookies(),
         );
@@ -600,7 +633,7 @@ mod tests {
         for_upstream(
             &mut headers,
             &proxy(pb::IdentityPreset::Qlik),
-            &session(),
+            Some(&session()),
             trusted,
             &cookies(),
         );

@@ -2,10 +2,10 @@
 //! refuses it answers.
 //!
 //! limits (`request::limits`) → route to a virtual proxy → context (`request::context`) →
-//! the node's own endpoints (`endpoints`) → identify (`auth::identify`) → admit
-//! (`request::admit`) → rewrite for the upstream (`rewrite`) → forward (`forward` for HTTP,
-//! `websocket` for upgrades) → rewrite the response. The access log and the metrics are
-//! written once, around them.
+//! the node's own endpoints (`endpoints`) → identify (`auth::identify`; skipped on a public
+//! path, `request::public`) → admit (`request::admit`) → rewrite for the upstream
+//! (`rewrite`) → forward (`forward` for HTTP, `websocket` for upgrades) → rewrite the
+//! response. The access log and the metrics are written once, around them.
 
 pub mod forward;
 pub mod headers;
@@ -24,8 +24,9 @@ use crate::auth::identify::TicketLanding;
 use crate::body::ProxyBody;
 use crate::endpoints;
 use crate::refusal::Refusal;
+use crate::request::admit::{self, Admitted};
 use crate::request::context::{Client, RequestCtx};
-use crate::request::{admit, limits, path};
+use crate::request::{limits, path};
 use crate::state::NodeState;
 
 /// Serves one request. Never fails: every problem becomes a response with a status and a
@@ -122,14 +123,21 @@ async fn serve(
     let (mut parts, body) = request.into_parts();
     let identified =
         match admit::identify_and_admit(state, ctx, &parts, TicketLanding::Redirect).await {
-            Ok(identified) => identified,
+            Ok(Admitted::User(identified)) => identified,
+            Ok(Admitted::Public) => {
+                // Never a WebSocket (admission makes upgrades log in), so no upgrade is waiting.
+                rewrite::for_upstream(state, ctx, &mut parts, None);
+                return forward::http(state, ctx, None, Request::from_parts(parts, body))
+                    .await
+                    .unwrap_or_else(Refusal::into_response);
+            }
             Err(refusal) => return refusal.into_response(),
         };
-    rewrite::for_upstream(state, ctx, &mut parts, &identified);
+    rewrite::for_upstream(state, ctx, &mut parts, Some(&identified));
     let session = &identified.user.session;
     let forwarded = match client_upgrade {
         Some(client_upgrade) => websocket::splice(state, ctx, session, parts, client_upgrade).await,
-        None => forward::http(state, ctx, session, Request::from_parts(parts, body)).await,
+        None => forward::http(state, ctx, Some(session), Request::from_parts(parts, body)).await,
     };
     let mut response = forwarded.unwrap_or_else(Refusal::into_response);
     rewrite::response(&mut response, identified.user);

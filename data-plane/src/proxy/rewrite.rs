@@ -1,6 +1,6 @@
 //! The rewrites around forwarding: the request an upstream receives (the login ticket and
 //! the prefix taken out of the URI, `Host` set to the public origin, trace context, the
-//! headers of `headers.rs`), and what the client's response gains (the new session's
+//! headers of `headers.rs`; no identity on a public path), and what the client's response gains (the new session's
 //! cookie, the Kerberos mutual-authentication token).
 
 use http::header::{SET_COOKIE, WWW_AUTHENTICATE};
@@ -16,15 +16,16 @@ use crate::request::context::{RequestCtx, relative_path};
 use crate::state::NodeState;
 use crate::virtual_proxy::VirtualProxy;
 
-/// Rewrites `parts` into the request the upstream receives.
+/// Rewrites `parts` into the request the upstream receives for the `identified` user, or
+/// for nobody (`None`, a request on a public path).
 pub fn for_upstream(
     state: &NodeState,
     ctx: &RequestCtx,
     parts: &mut Parts,
-    identified: &Identified,
+    identified: Option<&Identified>,
 ) {
     let proxy = &ctx.proxy;
-    if identified.ticket_in_uri {
+    if identified.is_some_and(|identified| identified.ticket_in_uri) {
         let clean = query::without_param(parts.uri.path(), parts.uri.query(), "qlikTicket");
         parts.uri = clean.parse().unwrap_or_else(|_| Uri::from_static("/"));
     }
@@ -63,7 +64,7 @@ pub fn for_upstream(
     headers::for_upstream(
         &mut parts.headers,
         proxy,
-        &identified.user.session,
+        identified.map(|identified| &*identified.user.session),
         hop,
         ctx.session_cookies(),
     );

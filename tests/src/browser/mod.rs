@@ -1,7 +1,8 @@
 //! What a browser user sees through a data-plane node: logging in, the Personal API over
 //! HTTP, WebSockets and their limits, the identity headers the upstream gets, requests that
-//! are refused before the upstream, inactivity timeouts, logout across nodes, per-proxy
-//! options and how requests are spread over upstream nodes.
+//! are refused before the upstream, paths served without identification, inactivity
+//! timeouts, logout across nodes, per-proxy options and how requests are spread over
+//! upstream nodes.
 
 pub(crate) mod fixtures;
 mod hostile_requests;
@@ -9,6 +10,7 @@ mod identity_headers;
 mod inactivity_timeout;
 mod login;
 mod personal_api_over_http;
+mod public_paths;
 mod request_hygiene;
 mod sessions_across_nodes;
 mod upstream_balancing;

@@ -67,6 +67,42 @@ async fn an_allowed_check_answers_the_identity_headers_and_forwards_nothing() {
     );
 }
 
+/// Public paths of "app" for the checks below: `/static/` to GET, `/static/private/` denied
+/// to public requests by rule.
+pub(super) const PUBLIC_PATHS: [&str; 2] = [
+    "[[virtual_proxies.public_paths]]\nprefix = \"/static/\"\nmethods = [\"GET\"]",
+    "[[virtual_proxies.access_rules]]\npath_prefix = \"/static/private/\"\npublic = true\n\
+     action = \"deny\"",
+];
+
+#[tokio::test]
+async fn a_check_of_a_public_path_is_allowed_with_no_identity_and_no_session() {
+    let authorizers = Authorizers::start_with(&PUBLIC_PATHS).await;
+    let cookie = authorizers.alice_session().await;
+    let url = format!("http://{}/auth", authorizers.one.forward_auth_address());
+
+    for with in ["", cookie.as_str()] {
+        let allowed = get(&url, &described("GET", "/app/static/a.css", with)).await;
+        assert_eq!(allowed.status, 200, "{}", allowed.text());
+        assert!(
+            allowed.header("x-qlik-user").is_none()
+                && allowed.header("x-qlik-security").is_none()
+                && allowed.header("x-qlik-virtual-proxy-prefix").is_none(),
+            "no identity header, with or without a session"
+        );
+        assert!(allowed.set_cookies().is_empty(), "no session started");
+    }
+    let not_listed = get(&url, &described("POST", "/app/static/a.css", "")).await;
+    assert_eq!(not_listed.status, 401, "{}", not_listed.text());
+    let escaped = get(&url, &described("GET", "/app/static/../hub", "")).await;
+    assert_eq!(escaped.status, 400, "{}", escaped.text());
+    let denied = get(&url, &described("GET", "/app/static/private/key", "")).await;
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    let login = get(&url, &described("GET", "/app/hub", "")).await;
+    assert_eq!(login.status, 401);
+    assert!(login.header("x-gatehouse-location").is_some());
+}
+
 #[tokio::test]
 async fn forwarded_request_headers_from_an_untrusted_network_are_not_believed() {
     let authorizers = Authorizers::start().await;

@@ -186,6 +186,34 @@ async fn an_allowed_check_sets_the_identity_and_removes_client_copies() {
 }
 
 #[tokio::test]
+async fn a_public_path_is_allowed_with_every_client_copy_of_the_identity_removed() {
+    let authorizers = Authorizers::start_with(&super::endpoint::PUBLIC_PATHS).await;
+    let answer = ask(
+        &authorizers,
+        check(
+            "GET",
+            "/app/static/a.css",
+            &[
+                ("x-qlik-user", "UserDirectory=CORP; UserId=root"),
+                ("x-gatehouse-user-id", "root"),
+            ],
+        ),
+    )
+    .await;
+    let ok = ok(&answer);
+    assert!(ok.headers.is_empty(), "nothing set: {ok:?}");
+    assert!(ok.response_headers_to_add.is_empty(), "no session: {ok:?}");
+    for name in gatehouse_proto::identity_headers::ALL {
+        assert!(
+            ok.headers_to_remove.iter().any(|removed| removed == name),
+            "{name}: {ok:?}"
+        );
+    }
+    let private = ask(&authorizers, check("GET", "/app/static/private/x", &[])).await;
+    assert_eq!(status(denied(&private)), 403);
+}
+
+#[tokio::test]
 async fn checks_without_a_session_or_against_a_rule_are_denied_with_the_proxys_answer() {
     let authorizers = Authorizers::start().await;
     let login = ask(&authorizers, check("GET", "/app/hub?page=1", &[])).await;

@@ -1,12 +1,14 @@
 //! Forward authentication: a node as the authorizer behind a real ingress (nginx
-//! `auth_request`, Caddy `forward_auth`) and behind Envoy's `ext_authz`, and what its
-//! forward-auth endpoint answers to checks that describe no acceptable request.
+//! `auth_request`, Caddy `forward_auth`) and behind Envoy's `ext_authz`, what its
+//! forward-auth endpoint answers to checks that describe no acceptable request, and checks
+//! of public paths.
 
 mod caddy;
 mod endpoint;
 mod examples;
 mod ext_authz;
 mod nginx;
+mod public_paths;
 
 use crate::browser::fixtures::{AppProxy, COOKIE};
 use crate::harness::auth_module::{session_cookie, user};
@@ -48,10 +50,18 @@ impl Authorizers {
     }
 
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// As [`start`](Self::start), with more sub-tables of "app" (`tables`) after its rule.
+    pub async fn start_with(tables: &[&str]) -> Self {
         let redis = RedisServer::start().await;
         let upstream = EchoUpstream::start("engine").await;
-        let proxy = AppProxy::new([upstream.node()])
+        let mut proxy = AppProxy::new([upstream.node()])
             .table("[[virtual_proxies.access_rules]]\npath_prefix = \"/admin\"\naction = \"deny\"");
+        for table in tables {
+            proxy = proxy.table(table);
+        }
         let control_plane = ControlPlane::start(&proxy.on_redis(&redis)).await;
         let one = DataPlaneNode::start_with(&control_plane, FORWARD_AUTH).await;
         let two = DataPlaneNode::start_with(&control_plane, FORWARD_AUTH).await;

@@ -18,6 +18,7 @@ use gatehouse_data_plane::cache::CachedSession;
 use gatehouse_data_plane::identity_headers::parse_qlik_user;
 use gatehouse_data_plane::origin::Origin;
 use gatehouse_data_plane::proxy::headers;
+use gatehouse_data_plane::request::public::{self, PublicPath};
 use gatehouse_data_plane::request::{authority, path};
 use gatehouse_data_plane::virtual_proxy::{HeaderAuthentication, HeaderUser, VirtualProxy};
 use gatehouse_proto::v1 as pb;
@@ -144,7 +145,7 @@ pub fn identity_headers(data: &[u8]) {
     headers::for_upstream(
         &mut request_headers,
         &proxy(),
-        &session,
+        Some(&session),
         headers::Hop {
             peer,
             secure: false,
@@ -335,12 +336,27 @@ fn as_an_upstream_reads(path: &str) -> String {
 /// Access rules on the paths a request may spell (`access_rules`): the input is a request
 /// path, normalised as the node does before the rules run. With `/admin` denied, a path
 /// that is allowed does not lead to `/admin` as written, percent-decoded, or Unicode-folded
-/// (NFKC and case, as Java compares), whatever the dots, slashes and parameters in it.
+/// (NFKC and case, as Java compares), whatever the dots, slashes and parameters in it. And
+/// public paths, which grant: a path public under `/public/` reads as below it in every
+/// spelling.
 pub fn access_rules(data: &[u8]) {
     let raw = text(data);
     let Some(path) = path::normalize(&raw) else {
         return;
     };
+    if public::is_public(&[PublicPath::new("/public/", &[])], &path, "GET") {
+        let decoded = percent_encoding::percent_decode_str(&path)
+            .decode_utf8_lossy()
+            .into_owned();
+        let folded = rules::fold(&decoded);
+        for spelling in [path.to_string(), decoded, folded] {
+            let read = as_an_upstream_reads(&spelling);
+            assert!(
+                read == "/public" || read.starts_with("/public/"),
+                "{raw:?} is public, yet reads as {read:?}"
+            );
+        }
+    }
     let rule = |prefix: &str, allow: bool| AccessRule {
         path_prefix: prefix.to_owned(),
         folded_prefix: rules::fold(prefix),
@@ -349,6 +365,7 @@ pub fn access_rules(data: &[u8]) {
         user_directory: None,
         user_id: None,
         attribute: None,
+        scope: rules::Scope::Any,
     };
     let access = [rule("/admin", false), rule("/", true)];
     let session = CachedSession {

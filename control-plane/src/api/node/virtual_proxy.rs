@@ -70,6 +70,14 @@ pub(crate) fn virtual_proxy_to_proto(
             .into(),
         }),
         access_rules: proxy.access_rules.iter().map(rule_to_proto).collect(),
+        public_paths: proxy
+            .public_paths
+            .iter()
+            .map(|path| pb::PublicPath {
+                prefix: path.prefix.clone(),
+                methods: path.methods.clone(),
+            })
+            .collect(),
         additional_response_headers: proxy
             .additional_response_headers
             .iter()
@@ -123,6 +131,12 @@ fn rule_to_proto(rule: &AccessRuleConfig) -> pb::AccessRule {
             name: attribute.name.clone(),
             value: attribute.value.clone(),
         }),
+        scope: match rule.public {
+            None => pb::RuleScope::Any,
+            Some(true) => pb::RuleScope::Public,
+            Some(false) => pb::RuleScope::Identified,
+        }
+        .into(),
     }
 }
 
