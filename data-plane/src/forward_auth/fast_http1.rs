@@ -93,14 +93,15 @@ impl Checks<'_> {
                 self.caller,
             )
             .await;
-            let (answer, close_after) = match serialize(response, head_only).await {
+            let closing = close || self.stop.is_cancelled();
+            let (answer, close_after) = match serialize(response, head_only, closing).await {
                 Some(answer) => answer,
                 None => return Ended::Closed,
             };
             if stream.write_all(&answer).await.is_err() {
                 return Ended::Closed;
             }
-            if close || close_after || self.stop.is_cancelled() {
+            if closing || close_after {
                 let _ = stream.shutdown().await;
                 return Ended::Closed;
             }
@@ -195,8 +196,13 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Option<(Request<()>, bool)> {
 }
 
 /// The answer's bytes, head and body in one buffer, and whether the connection closes after
-/// it (the answer says `Connection: close`). `None` when the body cannot be read.
-async fn serialize(response: Response<ProxyBody>, head_only: bool) -> Option<(Vec<u8>, bool)> {
+/// it (the answer says `Connection: close`, as it does when `closing`). `None` when the body
+/// cannot be read.
+async fn serialize(
+    response: Response<ProxyBody>,
+    head_only: bool,
+    closing: bool,
+) -> Option<(Vec<u8>, bool)> {
     let (parts, body) = response.into_parts();
     let body = body.collect().await.ok()?.to_bytes();
     let mut answer = Vec::with_capacity(256 + body.len());
@@ -224,9 +230,17 @@ async fn serialize(response: Response<ProxyBody>, head_only: bool) -> Option<(Ve
         answer.extend_from_slice(value.as_bytes());
         answer.extend_from_slice(b"\r\n");
     }
-    answer.extend_from_slice(b"content-length: ");
-    answer.extend_from_slice(body.len().to_string().as_bytes());
-    answer.extend_from_slice(b"\r\ndate: ");
+    if closing && !close {
+        answer.extend_from_slice(b"connection: close\r\n");
+        close = true;
+    }
+    // As hyper frames it: a HEAD answer with an empty body says no length.
+    if !(head_only && body.is_empty()) {
+        answer.extend_from_slice(b"content-length: ");
+        answer.extend_from_slice(body.len().to_string().as_bytes());
+        answer.extend_from_slice(b"\r\n");
+    }
+    answer.extend_from_slice(b"date: ");
     answer.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
     answer.extend_from_slice(b"\r\n\r\n");
     if !head_only {
@@ -368,7 +382,7 @@ mod tests {
         response
             .headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
-        let (answer, close) = serialize(response, false).await.unwrap();
+        let (answer, close) = serialize(response, false, false).await.unwrap();
         let text = String::from_utf8(answer).unwrap();
         assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text}");
         assert!(text.contains("\r\ncontent-length: 2\r\n"), "{text}");
@@ -376,7 +390,7 @@ mod tests {
         assert!(text.contains("\r\ndate: "), "{text}");
         assert!(text.ends_with("\r\n\r\nno"), "{text}");
         assert!(!close);
-        let (answer, _) = serialize(Response::new(crate::body::full("x")), true)
+        let (answer, _) = serialize(Response::new(crate::body::full("x")), true, false)
             .await
             .unwrap();
         let text = String::from_utf8(answer).unwrap();

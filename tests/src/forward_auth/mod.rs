@@ -7,6 +7,7 @@ mod caddy;
 mod endpoint;
 mod examples;
 mod ext_authz;
+mod fast_http1;
 mod nginx;
 mod public_paths;
 
