@@ -117,6 +117,8 @@ struct Head {
     close: bool,
 }
 
+// Made and matched at once, once per request: boxing the head would cost an allocation there.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     Complete(Head),
     Partial,
