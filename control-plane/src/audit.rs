@@ -325,7 +325,10 @@ mod tests {
 
     #[test]
     fn actors_are_labelled_by_who_they_are() {
-        assert_eq!(Actor::Admin("ops.example".into()).label(), "admin:ops.example");
+        assert_eq!(
+            Actor::Admin("ops.example".into()).label(),
+            "admin:ops.example"
+        );
         assert_eq!(Actor::OwnUser.label(), "self");
         assert_eq!(Actor::Provider.label(), "provider");
         assert_eq!(Actor::Eviction.label(), "eviction");

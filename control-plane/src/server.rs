@@ -155,10 +155,7 @@ impl BoundServer {
             config.tickets,
             clock,
         )
-        .with_audit(crate::audit::Audit::new(
-            config.audit.log,
-            metrics.clone(),
-        ));
+        .with_audit(crate::audit::Audit::new(config.audit.log, metrics.clone()));
         let rest = match &config.rest {
             Some(rest) => Some(crate::rest::BoundRest::bind(rest, config.tls.as_ref()).await?),
             None => None,

@@ -3,10 +3,10 @@
 use gatehouse_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::access::AdminName;
 use super::{
     selector_from_proto, session_to_proto, sessions_to_proto, user_from_proto, user_key_from_proto,
 };
-use super::access::AdminName;
 use crate::audit::{AdminCall, Method};
 use crate::authority::Authority;
 

@@ -76,7 +76,9 @@ impl Authority {
         ticket: &str,
         client: ClientInfo,
     ) -> Result<IssuedSession, Error> {
-        let outcome = self.ticket_session(virtual_proxy, ticket, client.clone()).await;
+        let outcome = self
+            .ticket_session(virtual_proxy, ticket, client.clone())
+            .await;
         self.audit_login(
             Method::Ticket,
             virtual_proxy,
