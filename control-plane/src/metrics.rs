@@ -1,5 +1,6 @@
 //! The control plane's Prometheus metrics, served on the admin port at `/metrics`: gRPC calls
-//! by method and status with their latency, and session-store (Redis) latency and errors.
+//! by method and status with their latency, session-store (Redis) latency and errors, and
+//! audit events by kind.
 //! The same layer makes each call a trace span.
 
 use std::future::Future;
@@ -29,6 +30,7 @@ pub struct Metrics {
     rpc_seconds: HistogramFamily,
     store_seconds: Histogram,
     store_errors: Family<Labels, Counter>,
+    audit_events: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -60,12 +62,19 @@ impl Metrics {
             "Session-store exchanges that failed, by kind (unavailable, rejected, corrupt)",
             store_errors.clone(),
         );
+        let audit_events = Family::<Labels, Counter>::default();
+        registry.register(
+            "audit_events",
+            "Audit events by kind (login_succeeded, login_failed, logout, session_revoked, session_created)",
+            audit_events.clone(),
+        );
         Self {
             registry,
             rpcs,
             rpc_seconds,
             store_seconds,
             store_errors,
+            audit_events,
         }
     }
 
@@ -76,6 +85,12 @@ impl Metrics {
                 .get_or_create(&vec![("kind", kind.to_owned())])
                 .inc();
         }
+    }
+
+    pub fn audit_event(&self, kind: &'static str) {
+        self.audit_events
+            .get_or_create(&vec![("kind", kind.to_owned())])
+            .inc();
     }
 
     fn rpc(&self, method: &str, code: &str, seconds: f64) {

@@ -154,7 +154,8 @@ impl BoundServer {
             VirtualProxies::new(&config.virtual_proxies),
             config.tickets,
             clock,
-        );
+        )
+        .with_audit(crate::audit::Audit::new(config.audit.log, metrics.clone()));
         let rest = match &config.rest {
             Some(rest) => Some(crate::rest::BoundRest::bind(rest, config.tls.as_ref()).await?),
             None => None,

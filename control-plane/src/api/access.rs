@@ -63,6 +63,21 @@ fn lowercase(names: &[String]) -> Vec<String> {
     names.iter().map(|name| name.to_ascii_lowercase()).collect()
 }
 
+/// The certificate name an admin call was admitted by (`None` without TLS), for the audit
+/// trail. The admin interceptor attaches it to every request it lets through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminName(pub Option<String>);
+
+impl AdminName {
+    /// The name on a request the admin interceptor let through.
+    pub fn of<T>(request: &Request<T>) -> Option<&str> {
+        request
+            .extensions()
+            .get::<Self>()
+            .and_then(|name| name.0.as_deref())
+    }
+}
+
 /// Why a caller was refused by the certificate check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -85,34 +100,37 @@ impl Refusal {
 impl AccessPolicy {
     /// The admin check of the gRPC admin services, for other surfaces (the REST API) that
     /// see the peer's certificates themselves. Without TLS (loopback development) it admits.
-    pub fn admits_admin(&self, certificates: Option<&[CertificateDer<'_>]>) -> Result<(), Refusal> {
+    /// Admitted: the certificate name that holds the role.
+    pub fn admits_admin(
+        &self,
+        certificates: Option<&[CertificateDer<'_>]>,
+    ) -> Result<AdminName, Refusal> {
         match &*self.0 {
-            Policy::Certificates { admin, .. } => check_certificates(admin, certificates),
-            Policy::Development { .. } => Ok(()),
+            Policy::Certificates { admin, .. } => {
+                check_certificates(admin, certificates).map(|name| AdminName(Some(name)))
+            }
+            Policy::Development { .. } => Ok(AdminName(None)),
         }
     }
 }
 
-/// One rule for every surface: the first certificate names a holder of the role.
+/// One rule for every surface: the first certificate names a holder of the role. Returns
+/// that name.
 fn check_certificates(
     allowed: &[String],
     certificates: Option<&[CertificateDer<'_>]>,
-) -> Result<(), Refusal> {
+) -> Result<String, Refusal> {
     let Some(first) = certificates.and_then(<[_]>::first) else {
         return Err(Refusal::NoCertificate);
     };
-    if certificate_names(first)
-        .iter()
-        .any(|name| allowed.contains(name))
-    {
-        Ok(())
-    } else {
-        Err(Refusal::WrongRole)
-    }
+    certificate_names(first)
+        .into_iter()
+        .find(|name| allowed.contains(name))
+        .ok_or(Refusal::WrongRole)
 }
 
 impl tonic::service::Interceptor for RequireRole {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         match &*self.policy {
             Policy::Certificates { admin, node } => {
                 let allowed = match self.role {
@@ -121,7 +139,10 @@ impl tonic::service::Interceptor for RequireRole {
                 };
                 let certificates = request.peer_certs();
                 match check_certificates(allowed, certificates.as_deref().map(Vec::as_slice)) {
-                    Ok(()) => Ok(request),
+                    Ok(name) => {
+                        request.extensions_mut().insert(AdminName(Some(name)));
+                        Ok(request)
+                    }
                     Err(refusal @ Refusal::NoCertificate) => {
                         Err(Status::unauthenticated(refusal.reason()))
                     }
@@ -131,7 +152,10 @@ impl tonic::service::Interceptor for RequireRole {
                 }
             }
             Policy::Development { node_secret } => match self.role {
-                Role::Admin => Ok(request),
+                Role::Admin => {
+                    request.extensions_mut().insert(AdminName(None));
+                    Ok(request)
+                }
                 Role::Node => check_node_secret(node_secret.as_ref(), request),
             },
         }

@@ -3,10 +3,17 @@
 use gatehouse_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::access::AdminName;
 use super::{
     selector_from_proto, session_to_proto, sessions_to_proto, user_from_proto, user_key_from_proto,
 };
+use crate::audit::{AdminCall, Method};
 use crate::authority::Authority;
+
+/// Who makes a call, for the audit trail.
+fn caller<T>(request: &Request<T>) -> AdminCall {
+    AdminCall::new(AdminName::of(request), Method::SessionApi)
+}
 
 #[derive(Debug, Clone)]
 pub struct SessionApi {
@@ -25,11 +32,12 @@ impl pb::session_service_server::SessionService for SessionApi {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let by = caller(&request);
         let request = request.into_inner();
         let user = user_from_proto(request.user)?;
         let issued = self
             .authority
-            .create_session(&request.virtual_proxy, user, request.session_token)
+            .create_session(&request.virtual_proxy, user, request.session_token, &by)
             .await?;
         Ok(Response::new(pb::CreateSessionResponse {
             session_token: issued.token,
@@ -53,8 +61,9 @@ impl pb::session_service_server::SessionService for SessionApi {
         &self,
         request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        let by = caller(&request);
         let selector = selector_from_proto(request.into_inner().session)?;
-        let session = self.authority.delete_session(&selector, None).await?;
+        let session = self.authority.delete_session(&selector, None, &by).await?;
         Ok(Response::new(pb::DeleteSessionResponse {
             session: Some(session_to_proto(session)),
         }))
@@ -79,11 +88,12 @@ impl pb::session_service_server::SessionService for SessionApi {
         &self,
         request: Request<pb::DeleteUserSessionsRequest>,
     ) -> Result<Response<pb::DeleteUserSessionsResponse>, Status> {
+        let by = caller(&request);
         let request = request.into_inner();
         let user = user_key_from_proto(&request.user_directory, &request.user_id)?;
         let sessions = self
             .authority
-            .delete_user_sessions(&user, request.virtual_proxy.as_deref())
+            .delete_user_sessions(&user, request.virtual_proxy.as_deref(), &by)
             .await?;
         Ok(Response::new(pb::DeleteUserSessionsResponse {
             sessions: sessions_to_proto(sessions),

@@ -3,6 +3,7 @@
 //! that method.
 
 use super::{Authority, IssuedSession};
+use crate::audit::Method;
 use crate::config::AnonymousMode;
 use crate::domain::{ClientInfo, User};
 use crate::error::Error;
@@ -13,6 +14,26 @@ use crate::tokens::{self, TokenHash};
 impl Authority {
     /// A session for a user a trusted header named; only where header authentication is on.
     pub async fn header_login(
+        &self,
+        virtual_proxy: &str,
+        user: User,
+        client: ClientInfo,
+    ) -> Result<IssuedSession, Error> {
+        let named = user.clone();
+        let outcome = self
+            .header_session(virtual_proxy, user, client.clone())
+            .await;
+        self.audit_login(
+            Method::Header,
+            virtual_proxy,
+            Some(&named),
+            &client,
+            outcome.as_ref(),
+        );
+        outcome
+    }
+
+    async fn header_session(
         &self,
         virtual_proxy: &str,
         user: User,
@@ -36,6 +57,20 @@ impl Authority {
     /// directory its realm maps to; only where Windows authentication is on. Returns the
     /// acceptor's reply token too, for mutual authentication.
     pub async fn kerberos_login(
+        &self,
+        virtual_proxy: &str,
+        token: Vec<u8>,
+        client: ClientInfo,
+    ) -> Result<(IssuedSession, Vec<u8>), Error> {
+        let outcome = self
+            .kerberos_session(virtual_proxy, token, client.clone())
+            .await;
+        let issued = outcome.as_ref().map(|(issued, _)| issued);
+        self.audit_login(Method::Kerberos, virtual_proxy, None, &client, issued);
+        outcome
+    }
+
+    async fn kerberos_session(
         &self,
         virtual_proxy: &str,
         token: Vec<u8>,
@@ -100,6 +135,27 @@ impl Authority {
         token: &str,
         client: ClientInfo,
     ) -> Result<IssuedSession, Error> {
+        let outcome = self.jwt_session(virtual_proxy, token, client.clone()).await;
+        // A token presented again finds its session: that is no new login.
+        match &outcome {
+            Ok((issued, true)) => {
+                self.audit_login(Method::Jwt, virtual_proxy, None, &client, Ok(issued));
+            }
+            Ok((_, false)) => {}
+            Err(error) => {
+                self.audit_login(Method::Jwt, virtual_proxy, None, &client, Err(error));
+            }
+        }
+        outcome.map(|(issued, _)| issued)
+    }
+
+    /// The session of a JWT, and whether it was started now.
+    async fn jwt_session(
+        &self,
+        virtual_proxy: &str,
+        token: &str,
+        client: ClientInfo,
+    ) -> Result<(IssuedSession, bool), Error> {
         let proxies = self.virtual_proxies();
         let config = proxies
             .get(virtual_proxy)?
@@ -116,11 +172,12 @@ impl Authority {
         let session_token = jwt::session_token(virtual_proxy, token);
         let token_hash = TokenHash::of(&session_token);
         if let Some(session) = self.live_session(virtual_proxy, &session_token).await? {
-            return Ok(IssuedSession {
+            let issued = IssuedSession {
                 token: session_token,
                 session,
                 evicted: Vec::new(),
-            });
+            };
+            return Ok((issued, false));
         }
         if self.store.jwt_remembered(&token_hash).await? {
             return Err(Error::Unauthenticated(
@@ -152,21 +209,38 @@ impl Authority {
                     .ok_or(Error::Unauthenticated(
                         "the session of this token has ended; log in with a new token",
                     ))?;
-                return Ok(IssuedSession {
+                let issued = IssuedSession {
                     token: session_token,
                     session,
                     evicted: Vec::new(),
-                });
+                };
+                return Ok((issued, false));
             }
             other => other?,
         };
         self.store.remember_jwt(&token_hash, remember).await?;
-        Ok(issued)
+        Ok((issued, true))
     }
 
     /// A session for an anonymous user (directory `NONE`, id `anonymous<random>`), as QPS
     /// names them; only where anonymous access is allowed.
     pub async fn anonymous_login(
+        &self,
+        virtual_proxy: &str,
+        client: ClientInfo,
+    ) -> Result<IssuedSession, Error> {
+        let outcome = self.anonymous_session(virtual_proxy, client.clone()).await;
+        self.audit_login(
+            Method::Anonymous,
+            virtual_proxy,
+            None,
+            &client,
+            outcome.as_ref(),
+        );
+        outcome
+    }
+
+    async fn anonymous_session(
         &self,
         virtual_proxy: &str,
         client: ClientInfo,

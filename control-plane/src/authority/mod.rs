@@ -15,8 +15,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::audit::{Audit, AuditEvent, Method};
 use crate::clock::Clock;
 use crate::config::TicketConfig;
+use crate::domain::{ClientInfo, User};
+use crate::error::Error;
 use crate::jwt::JwtVerifiers;
 use crate::oidc::OidcProviders;
 use crate::outage::OutageFallback;
@@ -42,6 +45,7 @@ pub struct Authority {
     /// Seals sessions and serves them from their seals while the store is down; `None`
     /// when sealing is off.
     outage: Option<Arc<OutageFallback>>,
+    audit: Audit,
 }
 
 impl Authority {
@@ -60,6 +64,43 @@ impl Authority {
             jwt: Arc::new(JwtVerifiers::default()),
             oidc: Arc::new(OidcProviders::default()),
             outage: None,
+            audit: Audit::default(),
+        }
+    }
+
+    /// Sends audit events to `audit` (by default: logged, not counted).
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Writes one audit event, stamped with this authority's clock.
+    pub(crate) fn audit(&self, event: &AuditEvent<'_>) {
+        self.audit.emit(event, self.clock.now());
+    }
+
+    /// The audit event of a login's outcome: succeeded, with its session, or failed, with
+    /// the reason its client was told (and `user` when the login named one).
+    pub(crate) fn audit_login(
+        &self,
+        method: Method,
+        virtual_proxy: &str,
+        user: Option<&User>,
+        client: &ClientInfo,
+        outcome: Result<&IssuedSession, &Error>,
+    ) {
+        match outcome {
+            Ok(issued) => self.audit(&AuditEvent::LoginSucceeded {
+                method,
+                session: &issued.session,
+            }),
+            Err(error) => self.audit(&AuditEvent::LoginFailed {
+                method,
+                virtual_proxy,
+                user,
+                client,
+                reason: crate::audit::failure_reason(error),
+            }),
         }
     }
 

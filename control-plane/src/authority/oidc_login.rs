@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::{Authority, IssuedSession};
+use crate::audit::{Actor, AuditEvent, Method};
 use crate::config::OidcConfig;
 use crate::domain::{ClientInfo, OidcLogin, RevocationReason};
 use crate::error::Error;
@@ -106,6 +107,23 @@ impl Authority {
     /// with this login's PKCE verifier, and the ID token must be valid and carry this
     /// login's nonce. Returns the new session and the path to send the browser to.
     pub async fn oidc_callback(
+        &self,
+        virtual_proxy: &str,
+        state: &str,
+        code: &str,
+        binding: &str,
+        iss: &str,
+        client: ClientInfo,
+    ) -> Result<(IssuedSession, String), Error> {
+        let outcome = self
+            .oidc_session(virtual_proxy, state, code, binding, iss, client.clone())
+            .await;
+        let issued = outcome.as_ref().map(|(issued, _)| issued);
+        self.audit_login(Method::Oidc, virtual_proxy, None, &client, issued);
+        outcome
+    }
+
+    async fn oidc_session(
         &self,
         virtual_proxy: &str,
         state: &str,
@@ -232,6 +250,13 @@ impl Authority {
                 .store
                 .delete_session(&handle, RevocationReason::ProviderLogout)
                 .await?;
+            if let Some(session) = &deleted {
+                self.audit(&AuditEvent::SessionRevoked {
+                    session,
+                    actor: Actor::Provider,
+                    reason: RevocationReason::ProviderLogout,
+                });
+            }
             ended += u32::from(deleted.is_some());
         }
         // Kept until the token expires (with leeway), and never more than a day whatever

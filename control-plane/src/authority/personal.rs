@@ -2,6 +2,7 @@
 //! activity, logging out, and listing and ending the caller's other sessions.
 
 use super::{Authority, SessionSelector};
+use crate::audit::{Actor, AuditEvent};
 use crate::domain::{RevocationReason, Session};
 use crate::error::Error;
 
@@ -41,10 +42,13 @@ impl Authority {
     /// Ends the caller's own session.
     pub async fn logout(&self, token: &str, virtual_proxy: Option<&str>) -> Result<Session, Error> {
         let session = self.own_session(token, virtual_proxy).await?;
-        self.store
+        let ended = self
+            .store
             .delete_session(&session.handle, RevocationReason::Logout)
             .await?
-            .ok_or(Error::Unauthenticated(NO_SESSION))
+            .ok_or(Error::Unauthenticated(NO_SESSION))?;
+        self.audit(&AuditEvent::Logout { session: &ended });
+        Ok(ended)
     }
 
     /// The caller's live sessions in the virtual proxy of the calling one. Counts as
@@ -93,10 +97,23 @@ impl Authority {
                 session.virtual_proxy == caller.virtual_proxy && caller_key.matches(&session.user)
             })
             .ok_or_else(|| Error::NotFound(NOT_YOURS.into()))?;
-        self.store
+        let ended = self
+            .store
             .delete_session(&target.handle, RevocationReason::Logout)
             .await?
-            .ok_or_else(|| Error::NotFound(NOT_YOURS.into()))
+            .ok_or_else(|| Error::NotFound(NOT_YOURS.into()))?;
+        // Ending the calling session is a logout; ending another one, a revocation by its
+        // own user (from another browser, say).
+        if ended.handle == caller.handle {
+            self.audit(&AuditEvent::Logout { session: &ended });
+        } else {
+            self.audit(&AuditEvent::SessionRevoked {
+                session: &ended,
+                actor: Actor::OwnUser,
+                reason: RevocationReason::Logout,
+            });
+        }
+        Ok(ended)
     }
 
     pub(super) async fn own_session(

@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use super::Authority;
+use crate::audit::{Actor, AdminCall, AuditEvent};
 use crate::domain::{
     ClientInfo, CreateOutcome, NewSession, Page, RevocationReason, Session, SessionCap, User,
     UserKey,
@@ -48,12 +49,13 @@ pub enum SessionSelector {
 
 impl Authority {
     /// Creates a session for a trusted caller, with a caller-chosen token if it is random
-    /// enough (the caller then sets the cookie itself).
+    /// enough (the caller then sets the cookie itself). Audited as made `by` that caller.
     pub async fn create_session(
         &self,
         virtual_proxy: &str,
         user: User,
         token: Option<String>,
+        by: &AdminCall,
     ) -> Result<IssuedSession, Error> {
         self.virtual_proxies().get(virtual_proxy)?;
         let token = match token {
@@ -64,8 +66,14 @@ impl Authority {
             None => tokens::new_session_token(),
         };
         // The caller, not the browser, is who asks here: nothing to record of where from.
-        self.start_session(virtual_proxy, user, token, ClientInfo::default())
-            .await
+        let issued = self
+            .start_session(virtual_proxy, user, token, ClientInfo::default())
+            .await?;
+        self.audit(&AuditEvent::SessionCreated {
+            session: &issued.session,
+            by,
+        });
+        Ok(issued)
     }
 
     /// Starts a session, recording `client` (where the login came from) on it.
@@ -108,11 +116,20 @@ impl Authority {
             policy: proxy.session_cap_policy,
         };
         match self.store.create_session(new, cap).await? {
-            CreateOutcome::Created { session, evicted } => Ok(IssuedSession {
-                token,
-                session,
-                evicted,
-            }),
+            CreateOutcome::Created { session, evicted } => {
+                for ended in &evicted {
+                    self.audit(&AuditEvent::SessionRevoked {
+                        session: ended,
+                        actor: Actor::Eviction,
+                        reason: RevocationReason::Evicted,
+                    });
+                }
+                Ok(IssuedSession {
+                    token,
+                    session,
+                    evicted,
+                })
+            }
             CreateOutcome::CapReached => Err(Error::SessionCapReached(proxy.max_sessions_per_user)),
             CreateOutcome::TokenInUse => Err(Error::AlreadyExists(
                 "a session with this token exists already",
@@ -137,16 +154,29 @@ impl Authority {
     }
 
     /// Ends a session; nodes hear of it on the revocation stream and close its WebSockets.
+    /// Audited as ended `by` that administrator.
     pub async fn delete_session(
         &self,
         selector: &SessionSelector,
         virtual_proxy: Option<&str>,
+        by: &AdminCall,
     ) -> Result<Session, Error> {
         let session = self.get_session(selector, virtual_proxy).await?;
-        self.store
+        let ended = self
+            .store
             .delete_session(&session.handle, RevocationReason::Deleted)
             .await?
-            .ok_or_else(|| Error::NotFound("no such session".into()))
+            .ok_or_else(|| Error::NotFound("no such session".into()))?;
+        self.audit_revoked_by_admin(&ended, by, RevocationReason::Deleted);
+        Ok(ended)
+    }
+
+    fn audit_revoked_by_admin(&self, session: &Session, by: &AdminCall, reason: RevocationReason) {
+        self.audit(&AuditEvent::SessionRevoked {
+            session,
+            actor: Actor::Admin(by.name.clone()),
+            reason,
+        });
     }
 
     pub async fn list_user_sessions(
@@ -161,19 +191,24 @@ impl Authority {
         Ok(sessions)
     }
 
-    /// Logs a user out of one virtual proxy, or of all of them.
+    /// Logs a user out of one virtual proxy, or of all of them; each session ended is
+    /// audited as ended `by` that administrator.
     pub async fn delete_user_sessions(
         &self,
         user: &UserKey,
         virtual_proxy: Option<&str>,
+        by: &AdminCall,
     ) -> Result<Vec<Session>, Error> {
         let mut sessions = Vec::new();
         for prefix in self.virtual_proxies().select(virtual_proxy)? {
-            sessions.extend(
-                self.store
-                    .delete_user_sessions(prefix, user, RevocationReason::UserLoggedOut)
-                    .await?,
-            );
+            let ended = self
+                .store
+                .delete_user_sessions(prefix, user, RevocationReason::UserLoggedOut)
+                .await?;
+            for session in &ended {
+                self.audit_revoked_by_admin(session, by, RevocationReason::UserLoggedOut);
+            }
+            sessions.extend(ended);
         }
         Ok(sessions)
     }

@@ -7,6 +7,7 @@ use gatehouse_proto::origin;
 use tonic::codegen::http::Uri;
 
 use super::{Authority, IssuedSession};
+use crate::audit::Method;
 use crate::domain::{ClientInfo, Target, Ticket, User};
 use crate::error::Error;
 use crate::tokens::{self, TokenHash};
@@ -68,7 +69,27 @@ impl Authority {
     }
 
     /// Turns a ticket into a session. Single use, and only at the issuing virtual proxy.
+    /// The outcome is audited (never the ticket itself).
     pub async fn redeem_ticket(
+        &self,
+        virtual_proxy: &str,
+        ticket: &str,
+        client: ClientInfo,
+    ) -> Result<IssuedSession, Error> {
+        let outcome = self
+            .ticket_session(virtual_proxy, ticket, client.clone())
+            .await;
+        self.audit_login(
+            Method::Ticket,
+            virtual_proxy,
+            None,
+            &client,
+            outcome.as_ref(),
+        );
+        outcome
+    }
+
+    async fn ticket_session(
         &self,
         virtual_proxy: &str,
         ticket: &str,

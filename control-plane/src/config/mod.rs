@@ -48,6 +48,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub tickets: TicketConfig,
     pub outage: OutageConfig,
+    pub audit: AuditConfig,
     /// At least one; prefixes and cookie names are unique.
     pub virtual_proxies: Vec<VirtualProxyConfig>,
     /// The credential data-plane nodes present when TLS is off (loopback development only);
@@ -245,6 +246,20 @@ impl Default for TicketConfig {
     }
 }
 
+/// Where audit events go.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Write each event as a JSON line on the log target `gatehouse::audit`.
+    pub log: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { log: true }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
@@ -257,6 +272,7 @@ struct FileConfig {
     store: StoreConfig,
     tickets: TicketConfig,
     outage: OutageConfig,
+    audit: AuditConfig,
     node_api: NodeApiConfig,
     tls: Option<TlsConfig>,
     rest: FileRestConfig,
@@ -274,6 +290,7 @@ impl Default for FileConfig {
             store: StoreConfig::default(),
             tickets: TicketConfig::default(),
             outage: OutageConfig::default(),
+            audit: AuditConfig::default(),
             node_api: NodeApiConfig::default(),
             tls: None,
             rest: FileRestConfig::default(),
@@ -503,6 +520,7 @@ impl Config {
             store: file.store,
             tickets: file.tickets,
             outage: file.outage,
+            audit: file.audit,
             virtual_proxies,
             node_secret,
             tls: file.tls,

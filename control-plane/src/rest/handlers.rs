@@ -7,6 +7,7 @@ use http::StatusCode;
 use super::json;
 use super::reply::{self, Response};
 use super::routes::Route;
+use crate::audit::AdminCall;
 use crate::authority::{Authority, SessionSelector};
 use crate::domain::UserKey;
 use crate::error::Error;
@@ -17,19 +18,20 @@ const MAX_ERROR_REPORT: usize = 8 * 1024;
 /// `delete`: the request is a DELETE (the session and user endpoints take GET and DELETE).
 pub(super) async fn dispatch(
     authority: &Authority,
+    caller: &AdminCall,
     route: Route,
     delete: bool,
     body: Bytes,
 ) -> Response {
     let result = match route {
         Route::Ticket { prefix } => ticket(authority, &prefix, &body).await,
-        Route::CreateSession { prefix } => create_session(authority, &prefix, &body).await,
-        Route::Session { prefix, id } => session(authority, &prefix, &id, delete).await,
+        Route::CreateSession { prefix } => create_session(authority, caller, &prefix, &body).await,
+        Route::Session { prefix, id } => session(authority, caller, &prefix, &id, delete).await,
         Route::User {
             prefix,
             directory,
             user,
-        } => user_sessions(authority, &prefix, &directory, &user, delete).await,
+        } => user_sessions(authority, caller, &prefix, &directory, &user, delete).await,
         Route::Error => Ok(error_report(&body)),
     };
     result.unwrap_or_else(reply::error)
@@ -45,12 +47,13 @@ async fn ticket(authority: &Authority, prefix: &str, body: &[u8]) -> Result<Resp
 
 async fn create_session(
     authority: &Authority,
+    caller: &AdminCall,
     prefix: &str,
     body: &[u8],
 ) -> Result<Response, Error> {
     let request = json::session_request(body)?;
     let issued = authority
-        .create_session(prefix, request.user, request.session_id)
+        .create_session(prefix, request.user, request.session_id, caller)
         .await?;
     Ok(reply::json(
         StatusCode::CREATED,
@@ -60,13 +63,16 @@ async fn create_session(
 
 async fn session(
     authority: &Authority,
+    caller: &AdminCall,
     prefix: &str,
     id: &str,
     delete: bool,
 ) -> Result<Response, Error> {
     let selector = SessionSelector::TokenOrHandle(id.to_owned());
     let session = if delete {
-        authority.delete_session(&selector, Some(prefix)).await?
+        authority
+            .delete_session(&selector, Some(prefix), caller)
+            .await?
     } else {
         authority.get_session(&selector, Some(prefix)).await?
     };
@@ -81,6 +87,7 @@ async fn session(
 
 async fn user_sessions(
     authority: &Authority,
+    caller: &AdminCall,
     prefix: &str,
     directory: &str,
     user: &str,
@@ -88,7 +95,9 @@ async fn user_sessions(
 ) -> Result<Response, Error> {
     let user = UserKey::new(directory, user)?;
     let sessions = if delete {
-        authority.delete_user_sessions(&user, Some(prefix)).await?
+        authority
+            .delete_user_sessions(&user, Some(prefix), caller)
+            .await?
     } else {
         authority.list_user_sessions(&user, Some(prefix)).await?
     };

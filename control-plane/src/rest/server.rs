@@ -26,7 +26,8 @@ use super::reply::{self, Response};
 use super::routes::{self, NoRoute};
 use super::{handlers, xrfkey};
 use crate::admin_access::{self, HostRule};
-use crate::api::access::{AccessPolicy, Refusal};
+use crate::api::access::{AccessPolicy, AdminName, Refusal};
+use crate::audit::{self, AdminCall};
 use crate::authority::Authority;
 use crate::config::{RestConfig, TlsConfig};
 
@@ -164,7 +165,7 @@ impl BoundRest {
                 // The certificate is checked once per connection; every request on it
                 // carries the verdict.
                 let service = hyper::service::service_fn(move |request| {
-                    let shared = shared.clone();
+                    let (shared, admitted) = (shared.clone(), admitted.clone());
                     async move { Ok::<_, Infallible>(handle(&shared, admitted, request).await) }
                 });
                 Some((io, service))
@@ -185,7 +186,7 @@ struct Shared {
 
 async fn handle(
     shared: &Shared,
-    admitted: Result<(), Refusal>,
+    admitted: Result<AdminName, Refusal>,
     request: http::Request<Incoming>,
 ) -> Response {
     if let Some(also) = &shared.plaintext_hosts
@@ -194,9 +195,10 @@ async fn handle(
     {
         return gatehouse_runtime::admin_port::refuse(refusal);
     }
-    if let Err(refusal) = admitted {
-        return reply::refuse(StatusCode::FORBIDDEN, refusal.reason());
-    }
+    let caller = match admitted {
+        Ok(AdminName(name)) => AdminCall::new(name.as_deref(), audit::Method::Rest),
+        Err(refusal) => return reply::refuse(StatusCode::FORBIDDEN, refusal.reason()),
+    };
     if let Err(reason) = xrfkey::check(request.uri().query(), request.headers()) {
         return reply::refuse(StatusCode::FORBIDDEN, reason);
     }
@@ -239,7 +241,7 @@ async fn handle(
             );
         }
     };
-    handlers::dispatch(&shared.authority, route, delete, body).await
+    handlers::dispatch(&shared.authority, &caller, route, delete, body).await
 }
 
 /// A TLS server with the gRPC server's certificate, asking for (not requiring) a client

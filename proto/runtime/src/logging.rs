@@ -7,6 +7,11 @@
 //! character in a field value is escaped (a client's `\r\n` or `ESC[` cannot forge a line or
 //! drive a terminal; JSON is escaped by its encoder), and the audit line of a filter change
 //! passes any filter, so even `off` leaves a trace of who turned logging off.
+//!
+//! Audit records (target [`AUDIT_TARGET`] with an `event` field: logins, logouts, ended
+//! sessions) are written apart from the rest: always as one flat JSON object per line
+//! (`{"event":…,"time":…,…,"target":"gatehouse::audit"}`), whatever the format and the
+//! filter, so a collector can pick them out of the stream and parse them as they are.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,9 +19,9 @@ use std::sync::Arc;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::Subscriber;
+use tracing::{Metadata, Subscriber};
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -25,6 +30,11 @@ use tracing_subscriber::{EnvFilter, Layer as _, Registry, reload};
 
 /// Target of audit lines: written whatever the filter in force says.
 pub const AUDIT_TARGET: &str = "gatehouse::audit";
+
+/// Whether an event is an audit record: on [`AUDIT_TARGET`], naming its `event`.
+pub fn is_audit_record(metadata: &Metadata<'_>) -> bool {
+    metadata.target() == AUDIT_TARGET && metadata.fields().field("event").is_some()
+}
 
 /// Changes the log filter of the running process.
 #[derive(Clone)]
@@ -102,6 +112,7 @@ impl LogControl {
 /// The logger: `filter` (reloadable) or the audit target decides what is written, as text
 /// with escaped fields or as JSON, to `writer`; and, with `tracer`, what is exported as
 /// traces. One filter in front of both, so a span the log leaves out is not exported either.
+/// Audit records bypass that filter and are written as flat JSON lines to the same writer.
 fn subscriber<W>(
     filter: EnvFilter,
     json: bool,
@@ -109,9 +120,18 @@ fn subscriber<W>(
     tracer: Option<opentelemetry_sdk::trace::Tracer>,
 ) -> (impl Subscriber + Send + Sync + 'static, LogControl)
 where
-    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+    W: for<'writer> MakeWriter<'writer> + Clone + Send + Sync + 'static,
 {
     let (filter, handle) = reload::Layer::new(filter);
+    let records = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .without_time()
+        .with_level(false)
+        .with_writer(writer.clone())
+        .with_filter(filter_fn(is_audit_record));
     let audit = Targets::new().with_target(AUDIT_TARGET, LevelFilter::WARN);
     let output = if json {
         tracing_subscriber::fmt::layer()
@@ -125,8 +145,14 @@ where
             .boxed()
     };
     let otel = tracer.map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer));
-    let subscriber =
-        tracing_subscriber::registry().with(output.and_then(otel).with_filter(filter.or(audit)));
+    let not_a_record = filter_fn(|metadata| !is_audit_record(metadata));
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            output
+                .and_then(otel)
+                .with_filter(filter.or(audit).and(not_a_record)),
+        )
+        .with(records);
     (
         subscriber,
         LogControl {
@@ -342,5 +368,35 @@ mod tests {
         assert!(audit.contains("peer=10.1.2.3:40000"), "{audit}");
         assert!(audit.contains("old=info"), "{audit}");
         assert!(audit.contains("new=off"), "{audit}");
+    }
+
+    #[test]
+    fn audit_records_are_flat_json_lines_whatever_the_format_and_filter() {
+        for json in [false, true] {
+            let (subscriber, control, captured) = logger(json);
+            let peer = SocketAddr::from(([10, 1, 2, 3], 40000));
+            tracing::subscriber::with_default(subscriber, || {
+                control.set("off", peer).unwrap();
+                tracing::info!(
+                    target: AUDIT_TARGET,
+                    event = "logout",
+                    user_id = "alice\r\nforged",
+                    reason = Option::<&str>::None,
+                );
+            });
+            let text = captured.text();
+            let records: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .filter(|line: &serde_json::Value| line["event"].is_string())
+                .collect();
+            assert_eq!(records.len(), 1, "exactly one record, json={json}: {text}");
+            let record = &records[0];
+            assert_eq!(record["event"], "logout");
+            assert_eq!(record["user_id"], "alice\r\nforged");
+            assert_eq!(record["target"], AUDIT_TARGET);
+            assert!(record.get("reason").is_none(), "absent fields are left out");
+            assert!(record.get("level").is_none() && record.get("fields").is_none());
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! the configuration reference covering every key, and exported traces.
 
 mod admin_ports;
+mod audit_events;
 mod config_reload;
 mod configuration_reference;
 mod graceful_shutdown;
