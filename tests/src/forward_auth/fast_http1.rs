@@ -207,7 +207,12 @@ fn answers(mut bytes: &[u8]) -> Vec<String> {
                 "date" => continue,
                 // A seal goes out when a node next asks the control plane about the session,
                 // which depends on that node's cache, not on the loop.
-                "set-cookie" if value.split('=').next().is_some_and(|n| n.ends_with("-seal")) => {
+                "set-cookie"
+                    if value
+                        .split('=')
+                        .next()
+                        .is_some_and(|n| n.ends_with("-seal")) =>
+                {
                     continue;
                 }
                 "content-length" => length = value.parse().unwrap_or(0),
