@@ -10,6 +10,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::auth::query;
 use crate::origin::Origin;
+use crate::refusal::Refusal;
 use crate::virtual_proxy::VirtualProxy;
 
 /// Header (and query parameter) carrying the token, as in QPS.
@@ -25,6 +26,24 @@ pub fn token_for(session_token: &str) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+/// A state-changing call on the node's own endpoints, by the holder of `session_token`:
+/// refused (403) unless it comes from an allowed origin or carries the session's CSRF token.
+pub fn admit_own_endpoint_call(
+    parts: &Parts,
+    proxy: &VirtualProxy,
+    origin: &Origin,
+    session_token: Option<&str>,
+) -> Result<(), Refusal> {
+    if same_origin(parts, proxy, origin)
+        || session_token.is_some_and(|token| carries_token(parts, token))
+    {
+        return Ok(());
+    }
+    Err(Refusal::forbidden(
+        "cross-origin request refused: send it from an allowed origin or with the qlik-csrf-token header",
+    ))
 }
 
 /// Whether the request carries the session's token, as a header or query parameter.

@@ -113,13 +113,7 @@ async fn end(
     handle: &str,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let token = cookie::read(&parts.headers, &proxy.cookie_name);
-    let trusted = csrf::same_origin(parts, proxy, origin)
-        || token.is_some_and(|token| csrf::carries_token(parts, token));
-    if !trusted {
-        return Err(Refusal::forbidden(
-            "cross-origin request refused: send it from an allowed origin or with the qlik-csrf-token header",
-        ));
-    }
+    csrf::admit_own_endpoint_call(parts, proxy, origin, token)?;
     let (token, current_handle) = caller(state, proxy, parts).await?;
     let Ok(handle) = percent_encoding::percent_decode_str(handle).decode_utf8() else {
         return Err(not_yours());

@@ -122,13 +122,7 @@ pub async fn end_own_session(
     origin: &Origin,
 ) -> Result<Option<gatehouse_proto::v1::Session>, Refusal> {
     let token = cookie::read(&parts.headers, &proxy.cookie_name);
-    let trusted = csrf::same_origin(parts, proxy, origin)
-        || token.is_some_and(|token| csrf::carries_token(parts, token));
-    if !trusted {
-        return Err(Refusal::forbidden(
-            "cross-origin request refused: send it from an allowed origin or with the qlik-csrf-token header",
-        ));
-    }
+    csrf::admit_own_endpoint_call(parts, proxy, origin, token)?;
     let Some(token) = token else {
         return Ok(None);
     };
