@@ -57,8 +57,21 @@ impl Checks<'_> {
         // The first request's head is due `header_read_timeout` after the connection opened,
         // each later one that long after its first byte; between requests, `idle_timeout`.
         let mut head_started = Some(Instant::now());
+        // How much of `read` is known to hold no end of a head: a head sent a byte at a time
+        // is parsed once it is complete, not once per byte.
+        let mut searched = 0;
         loop {
-            let head = match parse(&read) {
+            let parsed = if may_end_a_head(&read, searched) {
+                parse(&read)
+            } else {
+                Parsed::Partial
+            };
+            searched = read.len();
+            let head = match parsed {
+                // hyper answers a head over the limit (431); one read may bring it whole.
+                Parsed::Complete(head) if head.length > self.limits.max_header_bytes => {
+                    return Ended::HandedOver { read };
+                }
                 Parsed::Complete(head) => head,
                 Parsed::NotHere => return Ended::HandedOver { read },
                 Parsed::Partial if read.len() >= self.limits.max_header_bytes => {
@@ -83,6 +96,7 @@ impl Checks<'_> {
                 }
             };
             read.advance(head.length);
+            searched = 0;
             head_started = None;
             let close = head.close;
             let head_only = head.request.method() == Method::HEAD;
@@ -98,7 +112,13 @@ impl Checks<'_> {
                 Some(answer) => answer,
                 None => return Ended::Closed,
             };
-            if stream.write_all(&answer).await.is_err() {
+            // A client that stops reading holds its connection no longer than an idle one,
+            // and the node's shutdown does not wait for it.
+            let written = tokio::select! {
+                () = self.stop.cancelled() => return Ended::Closed,
+                written = tokio::time::timeout(self.limits.idle_timeout, stream.write_all(&answer)) => written,
+            };
+            if !matches!(written, Ok(Ok(()))) {
                 return Ended::Closed;
             }
             if closing || close_after {
@@ -150,6 +170,16 @@ fn parse(buffer: &[u8]) -> Parsed {
         }),
         None => Parsed::NotHere,
     }
+}
+
+/// Whether the bytes of `buffer` past `searched` may complete a head: a line feed followed by
+/// an empty line (CRLF or, as httparse also takes, a bare LF) ends one.
+fn may_end_a_head(buffer: &[u8], searched: usize) -> bool {
+    let from = searched.saturating_sub(3);
+    buffer.get(from..).is_some_and(|tail| {
+        tail.windows(2).any(|pair| pair == b"\n\n")
+            || tail.windows(3).any(|triple| triple == b"\n\r\n")
+    })
 }
 
 fn has_bare_line_feed(head: &[u8]) -> bool {
@@ -364,6 +394,20 @@ mod tests {
             parsed(&format!("GET /auth HTTP/1.1\r\n{many}\r\n")),
             Parsed::NotHere
         ));
+    }
+
+    #[test]
+    fn only_bytes_that_may_end_a_head_are_parsed_again() {
+        let head = b"GET /auth HTTP/1.1\r\nHost: n\r\n\r\n";
+        assert!(may_end_a_head(head, 0));
+        assert!(
+            may_end_a_head(head, head.len() - 1),
+            "the end spans the last read"
+        );
+        assert!(!may_end_a_head(&head[..head.len() - 2], 0));
+        assert!(may_end_a_head(b"GET / HTTP/1.1\nHost: n\n\n", 10));
+        assert!(!may_end_a_head(b"", 0));
+        assert!(!may_end_a_head(head, head.len() + 10));
     }
 
     #[test]

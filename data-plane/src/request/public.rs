@@ -41,6 +41,16 @@ impl PublicPath {
         if path.is_ascii() && !path.contains(['%', ';']) {
             return true;
         }
+        // Spellings an upstream may read otherwise than this check can: escapes that decode
+        // to no UTF-8 (overlong forms such as `%C0%AE`, which old servers read as `.`), and
+        // an escaped `%` (decoded twice, `%252e` is `.`). Such a path is never public.
+        if path.contains("%25")
+            || percent_encoding::percent_decode_str(path)
+                .decode_utf8()
+                .is_err()
+        {
+            return false;
+        }
         let decoded = decoded(path);
         covers(&self.prefix, &decoded) && covers(&self.folded_prefix, &folded(&decoded))
     }
@@ -124,5 +134,9 @@ mod tests {
         assert!(is_public(&public, "/static/caf%C3%A9.css", "GET"));
         assert!(is_public(&public, "/static/a.css;v=1", "GET"));
         assert!(!is_public(&public, "/static;x/a.css", "GET"));
+        // Overlong UTF-8 (`%C0%AE` is `.` to some old servers) and escaped escapes.
+        assert!(!is_public(&public, "/static/%C0%AE%C0%AE/admin", "GET"));
+        assert!(!is_public(&public, "/static/%252e%252e/admin", "GET"));
+        assert!(!is_public(&public, "/static/%FF.css", "GET"));
     }
 }

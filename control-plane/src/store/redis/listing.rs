@@ -20,6 +20,10 @@ const MAX_SCANS_PER_PAGE: usize = 64;
 const MIN_SCAN_COUNT: usize = 10;
 const MAX_SCAN_COUNT: usize = 100;
 
+/// The most sessions a page token may carry: a SCAN batch may hold more keys than its COUNT
+/// (a bucket's chain comes whole), never this many; a token naming more is not one of ours.
+const MAX_PENDING: usize = 10 * MAX_SCAN_COUNT;
+
 impl RedisStore {
     /// One page of sessions, scanning each Cluster master in turn.
     pub(super) async fn list_page(
@@ -219,6 +223,10 @@ impl ListPosition {
         if let Ok(skip) = rest.parse::<usize>() {
             position.skip = skip;
         } else if !rest.is_empty() {
+            // No page leaves more of a batch than SCAN returns for the largest COUNT.
+            if rest.split(',').count() > MAX_PENDING {
+                return Err(StoreError::InvalidPageToken);
+            }
             position.pending = rest
                 .split(',')
                 .map(|handle| {
@@ -336,6 +344,12 @@ mod tests {
         }
         assert!(matches!(
             ListPosition::parse("%%%"),
+            Err(StoreError::InvalidPageToken)
+        ));
+        let handle = "AAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBBB";
+        let flood = vec![handle; MAX_PENDING + 1].join(",");
+        assert!(matches!(
+            ListPosition::parse(&URL_SAFE_NO_PAD.encode(format!("0:1:{flood}"))),
             Err(StoreError::InvalidPageToken)
         ));
     }
