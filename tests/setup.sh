@@ -28,9 +28,11 @@ have kinit || need_package krb5-user
 have krb5-config || need_package libkrb5-dev
 compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null || need_package libclang-dev
 # The deployment test (tests/deploy/run.py): podman with runc, a Debian base image made
-# from the apt mirror with mmdebstrap, and objcopy to strip the binaries.
+# from the apt mirror with mmdebstrap, and objcopy to strip the binaries. `podman kube play`
+# builds its pause image around catatonit, which podman only recommends.
 have podman || need_package podman
 have runc || need_package runc
+have catatonit || [ -x /usr/libexec/podman/catatonit ] || need_package catatonit
 have mmdebstrap || need_package mmdebstrap
 have slirp4netns || need_package slirp4netns
 have objcopy || need_package binutils
