@@ -216,11 +216,7 @@ fn non_empty(text: &str) -> Option<String> {
 }
 
 fn bounded(reason: &str) -> String {
-    let mut end = reason.len().min(MAX_REASON_LEN);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_owned()
+    gatehouse_proto::cut_to_bytes(reason, MAX_REASON_LEN).to_owned()
 }
 
 /// The short reason of a refused login, as its client was told it. Store failures carry
