@@ -94,7 +94,7 @@ impl UserKey {
 
     /// Case-folded form used to index sessions.
     pub fn normalized(&self) -> (String, String) {
-        (self.directory.to_lowercase(), self.id.to_lowercase())
+        (fold_case(&self.directory), fold_case(&self.id))
     }
 
     pub fn matches(&self, user: &User) -> bool {
@@ -106,6 +106,24 @@ impl PartialEq for UserKey {
     fn eq(&self, other: &Self) -> bool {
         self.normalized() == other.normalized()
     }
+}
+
+/// Lower case, except that a character which lower-cases into ASCII (`K`, the Kelvin sign,
+/// into `k`; `İ` into `i` and a combining dot) is kept as written: otherwise a user named
+/// with a look-alike would be the same user as the ASCII name, and could list and end its
+/// sessions.
+fn fold_case(text: &str) -> String {
+    let mut folded = String::with_capacity(text.len());
+    for character in text.chars() {
+        if character.is_ascii() {
+            folded.push(character.to_ascii_lowercase());
+        } else if character.to_lowercase().any(|lower| lower.is_ascii()) {
+            folded.push(character);
+        } else {
+            folded.extend(character.to_lowercase());
+        }
+    }
+    folded
 }
 
 fn user_field(field: &'static str, value: &str) -> Result<String, UserError> {
@@ -410,6 +428,27 @@ mod tests {
         let key = UserKey::new("CORP", "alice").unwrap_or_else(|e| panic!("{e}"));
         assert!(key.matches(&user));
         assert_eq!(key, user.key());
+        let umlaut = UserKey::new("corp", "ÄRGER").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            umlaut,
+            UserKey::new("CORP", "ärger").unwrap_or_else(|e| panic!("{e}"))
+        );
+    }
+
+    #[test]
+    fn a_character_that_folds_into_ascii_names_another_user() {
+        let kate = UserKey::new("corp", "kate").unwrap_or_else(|e| panic!("{e}"));
+        for look_alike in ["\u{212A}ate", "\u{212A}ATE"] {
+            let other = UserKey::new("corp", look_alike).unwrap_or_else(|e| panic!("{e}"));
+            assert_ne!(kate, other, "{look_alike}");
+        }
+        let dotted = UserKey::new("corp", "\u{130}van").unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(
+            dotted,
+            UserKey::new("corp", "ivan").unwrap_or_else(|e| panic!("{e}"))
+        );
+        let directory = UserKey::new("\u{212A}ORP", "kate").unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(directory, kate);
     }
 
     #[test]
