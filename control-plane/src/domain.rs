@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use gatehouse_proto::user_name;
 use serde::{Deserialize, Serialize};
 
 /// Longest user directory or user id accepted, in bytes.
@@ -94,7 +95,7 @@ impl UserKey {
 
     /// Case-folded form used to index sessions.
     pub fn normalized(&self) -> (String, String) {
-        (fold_case(&self.directory), fold_case(&self.id))
+        (user_name::fold(&self.directory), user_name::fold(&self.id))
     }
 
     pub fn matches(&self, user: &User) -> bool {
@@ -106,24 +107,6 @@ impl PartialEq for UserKey {
     fn eq(&self, other: &Self) -> bool {
         self.normalized() == other.normalized()
     }
-}
-
-/// Lower case, except that a character which lower-cases into ASCII (`K`, the Kelvin sign,
-/// into `k`; `İ` into `i` and a combining dot) is kept as written: otherwise a user named
-/// with a look-alike would be the same user as the ASCII name, and could list and end its
-/// sessions.
-fn fold_case(text: &str) -> String {
-    let mut folded = String::with_capacity(text.len());
-    for character in text.chars() {
-        if character.is_ascii() {
-            folded.push(character.to_ascii_lowercase());
-        } else if character.to_lowercase().any(|lower| lower.is_ascii()) {
-            folded.push(character);
-        } else {
-            folded.extend(character.to_lowercase());
-        }
-    }
-    folded
 }
 
 fn user_field(field: &'static str, value: &str) -> Result<String, UserError> {
