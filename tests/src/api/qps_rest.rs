@@ -776,8 +776,8 @@ fn shape(value: &Value) -> Value {
     }
 }
 
-/// The attributes sent with every request of the comparison, and their shape: QPS's list of
-/// one-key objects, keys repeated, order kept.
+/// The attributes sent with every request of the comparison, in QPS's form: a list of
+/// one-key objects, a key repeated.
 fn sent_attributes() -> Value {
     json!([{"Group": "Sales"}, {"email": "d@example.com"}, {"Group": "EMEA"}])
 }
