@@ -36,6 +36,8 @@ pub enum UserError {
     Backslash(&'static str),
     #[error("{0} must not contain control characters")]
     Control(&'static str),
+    #[error("{0} must not contain invisible formatting characters")]
+    Invisible(&'static str),
     #[error("{0} is longer than {MAX_USER_FIELD_LEN} bytes")]
     TooLong(&'static str),
     #[error("attribute names must not be blank")]
@@ -120,6 +122,9 @@ fn user_field(field: &'static str, value: &str) -> Result<String, UserError> {
     if value.chars().any(char::is_control) {
         return Err(UserError::Control(field));
     }
+    if value.chars().any(gatehouse_proto::is_invisible_formatting) {
+        return Err(UserError::Invisible(field));
+    }
     if value.len() > MAX_USER_FIELD_LEN {
         return Err(UserError::TooLong(field));
     }
@@ -155,7 +160,7 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     /// Bounds what a node reports: an address that is no IP address is dropped; the user
-    /// agent loses its control characters and is cut to [`MAX_USER_AGENT_LEN`] bytes on a
+    /// agent loses its control and invisible formatting characters and is cut to [`MAX_USER_AGENT_LEN`] bytes on a
     /// character boundary. Never fails: a login does not depend on it.
     pub fn new(address: &str, user_agent: &str) -> Self {
         let address = address
@@ -166,7 +171,7 @@ impl ClientInfo {
         let user_agent: String = user_agent
             .trim()
             .chars()
-            .filter(|c| !c.is_control())
+            .filter(|c| !c.is_control() && !gatehouse_proto::is_invisible_formatting(*c))
             .collect();
         Self {
             address,
@@ -388,6 +393,40 @@ mod tests {
         assert_eq!(
             User::new("d", "a", blank_name),
             Err(UserError::BlankAttributeName)
+        );
+    }
+
+    #[test]
+    fn names_that_display_as_other_names_are_refused() {
+        // Right-to-left override, isolates and zero-width characters make a name shown in a
+        // listing read as another one, or as no change at all.
+        for disguised in [
+            "alice\u{202E}",
+            "\u{2066}bob\u{2069}",
+            "kate\u{200B}",
+            "\u{FEFF}eve",
+        ] {
+            assert_eq!(
+                User::new("corp", disguised, vec![]),
+                Err(UserError::Invisible("user_id")),
+                "{disguised:?}"
+            );
+            assert_eq!(
+                User::new(disguised, "a", vec![]),
+                Err(UserError::Invisible("user_directory")),
+                "{disguised:?}"
+            );
+        }
+        assert!(User::new("corp", "Zoë Ørsted", vec![]).is_ok());
+    }
+
+    #[test]
+    fn a_user_agent_keeps_no_invisible_formatting() {
+        let client = ClientInfo::new("", "Firefox\u{202E}/1\u{200B}28 \u{2067}x\u{2069}");
+        assert_eq!(client.user_agent, "Firefox/128 x");
+        assert_eq!(
+            ClientInfo::new("", "Mozilla/5.0 (é)").user_agent,
+            "Mozilla/5.0 (é)"
         );
     }
 

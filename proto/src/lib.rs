@@ -19,6 +19,25 @@ pub const STORE_UNAVAILABLE_KEY: &str = "gatehouse-store";
 /// apart, and what a login may add to a session's size in the store. Nodes send no more.
 pub const MAX_USER_AGENT_LEN: usize = 256;
 
+/// Characters that change how text around them is shown but show nothing themselves:
+/// bidirectional overrides, embeddings and isolates (a name ending in U+202E reads
+/// backwards), zero-width spaces and joiners, the byte-order mark, invisible operators and
+/// tag characters. A name or user agent with one can read as another in a listing.
+pub fn is_invisible_formatting(character: char) -> bool {
+    matches!(
+        character,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
+}
+
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
 pub fn cut_to_bytes(text: &str, max: usize) -> &str {
     if text.len() <= max {
