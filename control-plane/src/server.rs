@@ -55,6 +55,8 @@ pub enum StartError {
     },
     #[error("cannot set up the session store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot set up an audit sink: {0}")]
+    Audit(#[from] crate::audit::SinkSetupError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
     #[error(transparent)]
@@ -155,7 +157,11 @@ impl BoundServer {
             config.tickets,
             clock,
         )
-        .with_audit(crate::audit::Audit::new(config.audit.log, metrics.clone()));
+        .with_audit(crate::audit::Audit::start(
+            &config.audit,
+            &config.store,
+            metrics.clone(),
+        )?);
         let rest = match &config.rest {
             Some(rest) => Some(crate::rest::BoundRest::bind(rest, config.tls.as_ref()).await?),
             None => None,

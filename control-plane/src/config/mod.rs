@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::admin_access::AdminToken;
 
 mod access_rules;
+mod audit;
 mod login_methods;
 mod oidc;
 mod outage;
@@ -20,6 +21,7 @@ mod syntax;
 mod upstream;
 mod virtual_proxy;
 
+pub use self::audit::AuditConfig;
 pub use self::oidc::{
     ClientAuthentication, OidcConfig, is_https_or_loopback, read_ca_file as read_oidc_ca_file,
     read_secret as read_oidc_secret,
@@ -246,20 +248,6 @@ impl Default for TicketConfig {
     }
 }
 
-/// Where audit events go.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuditConfig {
-    /// Write each event as a JSON line on the log target `gatehouse::audit`.
-    pub log: bool,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self { log: true }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
@@ -475,6 +463,9 @@ impl Config {
         }
 
         file.outage.validate().map_err(ConfigError::Invalid)?;
+        file.audit
+            .validate(&file.store)
+            .map_err(ConfigError::Invalid)?;
         let virtual_proxies =
             virtual_proxy::validate_all(file.virtual_proxies).map_err(ConfigError::Invalid)?;
         let longest_inactivity = virtual_proxies
