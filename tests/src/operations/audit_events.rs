@@ -68,7 +68,7 @@ fn assert_fields(record: &Value, expected: &[(&str, &str)]) {
     );
 }
 
-fn user(id: &str) -> Option<pb::User> {
+pub(super) fn user(id: &str) -> Option<pb::User> {
     Some(pb::User {
         user_directory: "CORP".into(),
         user_id: id.into(),
@@ -76,7 +76,7 @@ fn user(id: &str) -> Option<pb::User> {
     })
 }
 
-async fn ticket(control_plane: &ControlPlaneProcess, id: &str, proxy: &str) -> String {
+pub(super) async fn ticket(control_plane: &ControlPlaneProcess, id: &str, proxy: &str) -> String {
     control_plane
         .authentication()
         .request_ticket(pb::RequestTicketRequest {
@@ -92,7 +92,11 @@ async fn ticket(control_plane: &ControlPlaneProcess, id: &str, proxy: &str) -> S
 
 /// Redeems `ticket` at `node` as a browser does; the session cookie `name=value` when it
 /// worked.
-async fn browse_with_ticket(node: &DataPlaneProcess, prefix: &str, ticket: &str) -> Option<String> {
+pub(super) async fn browse_with_ticket(
+    node: &DataPlaneProcess,
+    prefix: &str,
+    ticket: &str,
+) -> Option<String> {
     let response = get(
         &node.url(&format!("/{prefix}/hub?qlikTicket={ticket}")),
         &[],

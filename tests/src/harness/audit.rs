@@ -1,0 +1,65 @@
+//! Audit records as a test reads them: the JSON lines a control-plane process wrote, and the
+//! entries of the Redis stream `audit.redis_stream` names, both as JSON objects of their
+//! fields so the two can be compared field by field.
+
+use serde_json::{Map, Value};
+
+use super::RedisServer;
+
+/// The audit records in `output` (what a control-plane process wrote): its JSON lines on the
+/// audit target that name an event, without the `target` field the logger adds.
+pub fn records_in(output: &str) -> Vec<Value> {
+    output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| record["target"] == "gatehouse::audit" && record["event"].is_string())
+        .map(|mut record| {
+            if let Some(fields) = record.as_object_mut() {
+                fields.remove("target");
+            }
+            record
+        })
+        .collect()
+}
+
+/// Every entry of the stream `key` in `redis`, oldest first, as an object of its fields (in
+/// the order they were written).
+pub async fn stream_entries(redis: &RedisServer, key: &str) -> Vec<Value> {
+    let mut connection = redis.connection().await;
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut connection)
+        .await
+        .expect("XRANGE of the audit stream");
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            let mut object = Map::new();
+            for pair in fields.chunks(2) {
+                let [name, value] = pair else {
+                    panic!("a stream entry with an odd number of fields: {fields:?}");
+                };
+                assert!(
+                    object
+                        .insert(name.clone(), Value::from(value.as_str()))
+                        .is_none(),
+                    "field {name} twice in {fields:?}"
+                );
+            }
+            Value::Object(object)
+        })
+        .collect()
+}
+
+/// The first of `records` of kind `event` that `matches`.
+pub fn find<'a>(
+    records: &'a [Value],
+    event: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> Option<&'a Value> {
+    records
+        .iter()
+        .find(|record| record["event"] == event && matches(record))
+}
