@@ -20,7 +20,7 @@ const WRITTEN_WITHIN: Duration = Duration::from_secs(10);
 
 /// The audit records in what `control_plane` wrote so far: its JSON lines on the audit
 /// target that name an event.
-fn audit_records(control_plane: &ControlPlaneProcess) -> Vec<Value> {
+pub(super) fn audit_records(control_plane: &ControlPlaneProcess) -> Vec<Value> {
     let output = control_plane
         .process
         .output()
@@ -33,7 +33,7 @@ fn audit_records(control_plane: &ControlPlaneProcess) -> Vec<Value> {
 }
 
 /// The first record of kind `event` that `matches`, waiting until it is written.
-async fn audit_record(
+pub(super) async fn audit_record(
     control_plane: &ControlPlaneProcess,
     event: &str,
     matches: impl Fn(&Value) -> bool,
@@ -56,7 +56,7 @@ async fn audit_record(
 }
 
 /// Asserts each `(field, value)` of `record`, one by one.
-fn assert_fields(record: &Value, expected: &[(&str, &str)]) {
+pub(super) fn assert_fields(record: &Value, expected: &[(&str, &str)]) {
     for (field, value) in expected {
         assert_eq!(record[*field], *value, "{field} of {record:#}");
     }
@@ -106,7 +106,11 @@ pub(super) async fn browse_with_ticket(
     response.cookie_pair(&cookie)
 }
 
-async fn handle_of(control_plane: &ControlPlaneProcess, id: &str, proxy: &str) -> Vec<String> {
+pub(super) async fn handle_of(
+    control_plane: &ControlPlaneProcess,
+    id: &str,
+    proxy: &str,
+) -> Vec<String> {
     control_plane
         .sessions()
         .list_user_sessions(pb::ListUserSessionsRequest {
@@ -123,7 +127,7 @@ async fn handle_of(control_plane: &ControlPlaneProcess, id: &str, proxy: &str) -
         .collect()
 }
 
-fn personal(
+pub(super) fn personal(
     control_plane: &ControlPlaneProcess,
 ) -> pb::personal_service_client::PersonalServiceClient<Channel> {
     let channel = Channel::from_shared(control_plane.endpoint())
@@ -133,7 +137,7 @@ fn personal(
 }
 
 /// Asserts that no secret of the run appears anywhere in the control plane's output.
-fn assert_no_secret_logged(control_plane: &ControlPlaneProcess, secrets: &[String]) {
+pub(super) fn assert_no_secret_logged(control_plane: &ControlPlaneProcess, secrets: &[String]) {
     let output = control_plane
         .process
         .output()

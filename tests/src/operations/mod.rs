@@ -4,6 +4,7 @@
 
 mod admin_ports;
 mod audit_events;
+mod audit_login_methods;
 mod audit_sinks;
 mod config_reload;
 mod configuration_reference;
