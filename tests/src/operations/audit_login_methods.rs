@@ -1,6 +1,6 @@
 //! Audit events of the other ways in and out, field by field, from a real control-plane
 //! process: header, anonymous and JWT logins through a node (and the refused header and JWT
-//! logins), a session its own user ended from another session, and sessions an administrator
+//! logins), a logout at the node's `/qps/user`, a session its own user ended from another session, and sessions an administrator
 //! made and ended through the QPS-compatible REST surface. No token, JWT or caller-chosen
 //! session id is in the output.
 
@@ -10,10 +10,11 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use super::audit_events::{
-    assert_fields, assert_no_secret_logged, audit_record, audit_records, handle_of, personal, user,
+    assert_no_secret_logged, audit_record, audit_records, handle_of, personal, user,
 };
 use crate::auth_methods::jwt::{bearer, claims, jwt_table, rsa_key, sign};
 use crate::browser::fixtures::AppProxy;
+use crate::harness::audit::assert_fields;
 use crate::harness::client::{self, get};
 use crate::harness::processes::{ControlPlaneProcess, DataPlaneProcess};
 use crate::harness::redis_server::free_port;
@@ -85,6 +86,27 @@ async fn header_anonymous_and_jwt_logins_are_audited_with_method_user_and_client
         ],
     );
     assert!(failed.get("session").is_none(), "{failed:#}");
+    // Logging out at the node (`DELETE /hdr/qps/user`): a logout by the user.
+    let origin = format!("http://{}", node.address());
+    let ended = client::delete(
+        &node.url("/hdr/qps/user"),
+        &[("cookie", cookie.as_str()), ("origin", origin.as_str())],
+    )
+    .await;
+    assert_eq!(ended.status, 200, "{}", ended.text());
+    let logout = audit_record(&control_plane, "logout", |_| true).await;
+    assert_fields(
+        &logout,
+        &[
+            ("actor", "self"),
+            ("reason", "logout"),
+            ("virtual_proxy", "hdr"),
+            ("user_directory", "CORP"),
+            ("user_id", "erin"),
+            ("session", &erin[0]),
+            ("client_address", "127.0.0.1"),
+        ],
+    );
 
     // Anonymous: a session for a user of the control plane's making.
     let anonymous = get(&node.url("/anon/hub"), &[]).await;

@@ -207,9 +207,12 @@ async fn a_stream_redis_refuses_fails_no_call_and_is_counted_and_logged_once() {
     assert_eq!(records_in(&output).len(), 3, "{output}");
 }
 
+/// A log record a collector received, with its resource's attributes.
+type Received = (Vec<(String, String)>, LogRecord);
+
 /// The log records a collector received.
 #[derive(Debug, Clone, Default)]
-struct Collector(Arc<Mutex<Vec<(Vec<(String, String)>, LogRecord)>>>);
+struct Collector(Arc<Mutex<Vec<Received>>>);
 
 #[tonic::async_trait]
 impl LogsService for Collector {
