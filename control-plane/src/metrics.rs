@@ -123,10 +123,10 @@ impl Metrics {
             .inc_by(events);
     }
 
-    pub fn audit_sink_error(&self, sink: &'static str) {
+    pub fn audit_sink_errors(&self, sink: &'static str, writes: u64) {
         self.audit_sink_errors
             .get_or_create(&vec![("sink", sink.to_owned())])
-            .inc();
+            .inc_by(writes);
     }
 
     pub fn audit_sink_dropped(&self, sink: &'static str, reason: &'static str, events: u64) {

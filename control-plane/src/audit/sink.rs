@@ -66,6 +66,13 @@ impl SinkQueue {
     pub fn start<S: Sink>(sink: S, capacity: usize, metrics: Arc<Metrics>) -> Self {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         let overflowed = Arc::new(AtomicU64::new(0));
+        // Exposed at 0 from the start: an alert on "nothing written" needs a series to look
+        // at, and `increase()` misses the first loss of a series that appears with it.
+        metrics.audit_sink_written(S::NAME, 0);
+        metrics.audit_sink_errors(S::NAME, 0);
+        for reason in ["queue_full", "refused"] {
+            metrics.audit_sink_dropped(S::NAME, reason, 0);
+        }
         tokio::spawn(drain(sink, receiver, metrics.clone(), overflowed.clone()));
         Self {
             name: S::NAME,
@@ -107,13 +114,13 @@ async fn drain<S: Sink>(
                     break;
                 }
                 Err(SinkError::Retry(error)) => {
-                    metrics.audit_sink_error(S::NAME);
+                    metrics.audit_sink_errors(S::NAME, 1);
                     complaints.say(&format!("{error} (retrying)"));
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(MAX_RETRY_PAUSE);
                 }
                 Err(SinkError::Refused(error)) => {
-                    metrics.audit_sink_error(S::NAME);
+                    metrics.audit_sink_errors(S::NAME, 1);
                     metrics.audit_sink_dropped(S::NAME, "refused", count);
                     complaints.say(&format!("{error} ({count} records dropped)"));
                     break;
