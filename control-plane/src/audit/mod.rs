@@ -6,7 +6,7 @@
 //! Each record is one JSON line on the log target [`AUDIT_TARGET`], written whatever
 //! `GATEHOUSE_LOG` lets through (the logger routes audit records past its filter), and
 //! counted in `gatehouse_control_plane_audit_events_total` by kind. Optionally it is also
-//! appended to a Redis stream and exported as an OTLP log record ([`sink`]), off the
+//! appended to a Redis stream and exported as an OTLP log record (`sink`, `otlp`), off the
 //! caller's path. A record names a session by its public handle only: no token, ticket,
 //! cookie or password ever reaches one.
 
