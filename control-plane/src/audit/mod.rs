@@ -368,6 +368,25 @@ impl Audit {
     }
 }
 
+impl Audit {
+    /// Gives the sinks until `within` from now to write what is queued (at shutdown, after the
+    /// last call has been answered); what is left is lost to them, and said so. The log has
+    /// every event either way.
+    pub async fn flush(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        for sink in self.sinks.iter() {
+            let left = sink.flush(deadline).await;
+            if left > 0 {
+                tracing::warn!(
+                    sink = sink.name(),
+                    events = left,
+                    "audit events not delivered to the sink before shutdown; the log has them"
+                );
+            }
+        }
+    }
+}
+
 /// Why an audit sink could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkSetupError {

@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -29,6 +29,8 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// At most one warning per sink in this interval: an outage of the receiver would otherwise
 /// write a line per retry.
 const COMPLAINT_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a flush looks whether the queue is empty.
+const FLUSH_POLL: Duration = Duration::from_millis(20);
 
 /// Why a write failed.
 #[derive(Debug)]
@@ -58,6 +60,8 @@ pub(super) struct SinkQueue {
     metrics: Arc<Metrics>,
     /// Records dropped because the queue was full since the task last said so.
     overflowed: Arc<AtomicU64>,
+    /// Records queued and not yet written or dropped, the one being written included.
+    pending: Arc<AtomicUsize>,
 }
 
 impl SinkQueue {
@@ -73,31 +77,64 @@ impl SinkQueue {
         for reason in ["queue_full", "refused"] {
             metrics.audit_sink_dropped(S::NAME, reason, 0);
         }
-        tokio::spawn(drain(sink, receiver, metrics.clone(), overflowed.clone()));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let counts = Counts {
+            metrics: metrics.clone(),
+            overflowed: overflowed.clone(),
+            pending: pending.clone(),
+        };
+        tokio::spawn(drain(sink, receiver, counts));
         Self {
             name: S::NAME,
             sender,
             metrics,
             overflowed,
+            pending,
         }
     }
 
     /// Queues a copy of `record`, or drops it (counted) when the queue is full.
     pub fn offer(&self, record: &AuditRecord) {
+        // Counted before it is sent, so the task never finishes a record not yet counted.
+        self.pending.fetch_add(1, Ordering::AcqRel);
         if self.sender.try_send(record.clone()).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
             self.metrics.audit_sink_dropped(self.name, "queue_full", 1);
             self.overflowed.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// Waits until every record queued so far is written or dropped, or `deadline` passes;
+    /// how many were still pending then.
+    pub async fn flush(&self, deadline: tokio::time::Instant) -> usize {
+        loop {
+            let pending = self.pending.load(Ordering::Acquire);
+            if pending == 0 || tokio::time::Instant::now() >= deadline {
+                return pending;
+            }
+            tokio::time::sleep(FLUSH_POLL).await;
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// What the task counts as it goes.
+struct Counts {
+    metrics: Arc<Metrics>,
+    overflowed: Arc<AtomicU64>,
+    pending: Arc<AtomicUsize>,
 }
 
 /// Writes batches from `queue` to `sink` until every sender is gone.
-async fn drain<S: Sink>(
-    sink: S,
-    mut queue: mpsc::Receiver<AuditRecord>,
-    metrics: Arc<Metrics>,
-    overflowed: Arc<AtomicU64>,
-) {
+async fn drain<S: Sink>(sink: S, mut queue: mpsc::Receiver<AuditRecord>, counts: Counts) {
+    let Counts {
+        metrics,
+        overflowed,
+        pending,
+    } = counts;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut complaints = Complaints::new(S::NAME);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -127,6 +164,7 @@ async fn drain<S: Sink>(
                 }
             }
         }
+        pending.fetch_sub(batch.len(), Ordering::AcqRel);
         batch.clear();
         let lost = overflowed.swap(0, Ordering::Relaxed);
         if lost > 0 {
@@ -269,5 +307,27 @@ mod tests {
             text.contains("gatehouse_control_plane_audit_sink_written_total{sink=\"flaky\"} 2"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_flush_waits_for_records_being_retried_until_its_deadline() {
+        let metrics = Arc::new(Metrics::new());
+        let sink = Flaky::default();
+        *sink.failures.lock().unwrap() = 2;
+        let queue = SinkQueue::start(sink.clone(), 10, metrics.clone());
+        queue.offer(&record("a"));
+        // Two failures: 100 ms, then 200 ms of pause before the write that works.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        assert_eq!(queue.flush(deadline).await, 0);
+        assert_eq!(
+            sink.written.lock().unwrap().len(),
+            1,
+            "written when the flush returns"
+        );
+
+        *sink.failures.lock().unwrap() = 1000;
+        queue.offer(&record("b"));
+        let soon = tokio::time::Instant::now() + Duration::from_millis(150);
+        assert_eq!(queue.flush(soon).await, 1, "still pending at the deadline");
     }
 }

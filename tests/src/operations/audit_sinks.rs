@@ -5,6 +5,7 @@
 //! events only by count, and says so in the log once rather than once per event.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -210,9 +211,10 @@ async fn a_stream_redis_refuses_fails_no_call_and_is_counted_and_logged_once() {
 /// A log record a collector received, with its resource's attributes.
 type Received = (Vec<(String, String)>, LogRecord);
 
-/// The log records a collector received.
+/// The log records a collector received; it answers `UNAVAILABLE` to as many exports as
+/// `.1` says first.
 #[derive(Debug, Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Received>>>);
+struct Collector(Arc<Mutex<Vec<Received>>>, Arc<AtomicU32>);
 
 #[tonic::async_trait]
 impl LogsService for Collector {
@@ -220,6 +222,14 @@ impl LogsService for Collector {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let refusing = self
+            .1
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(1)
+            });
+        if refusing.is_ok() {
+            return Err(tonic::Status::unavailable("starting up"));
+        }
         let mut received = self.0.lock().unwrap();
         for resource_logs in request.into_inner().resource_logs {
             let resource: Vec<(String, String)> = resource_logs
@@ -332,6 +342,33 @@ async fn audit_events_are_exported_as_otlp_log_records_with_every_field_an_attri
     for (_, exported) in &received {
         assert!(!format!("{exported:?}").contains(&created.session_token));
     }
+}
+
+#[tokio::test]
+async fn events_still_queued_at_shutdown_are_delivered_before_the_process_exits() {
+    let (otlp, collector) = collector().await;
+    // The first two exports are refused: the event is still being retried when SIGTERM comes.
+    collector.1.store(2, Ordering::Release);
+    let config = format!(
+        "[audit]\notlp_endpoint = \"http://{otlp}\"\n[[virtual_proxies]]\nprefix = \"app\"\n"
+    );
+    let mut control_plane = ControlPlaneProcess::start(&config).await;
+    let created = create_session(&control_plane, "ivan").await;
+    let status = control_plane
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .expect("the control plane stops");
+    assert!(status.success(), "{status:?}");
+    let received = collector.0.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "delivered before the exit: {received:?}");
+    let handle = created.session.expect("the session").handle;
+    assert_eq!(attributes(&received[0].1)["session"], handle.as_str());
+    assert_eq!(
+        collector.1.load(Ordering::Acquire),
+        0,
+        "it was refused twice first"
+    );
 }
 
 #[tokio::test]
