@@ -8,7 +8,8 @@
 //! does nothing; logging out at the node ends the session and sends the browser to the
 //! provider's end-session endpoint. Behind a load balancer, a login started on one node
 //! finishes on another (the state is in Redis), and a logout token arriving at one node
-//! closes WebSockets on the others.
+//! closes WebSockets on the others. The OpenID login, a refused callback and the back-channel
+//! logout are audit events (read from the Redis stream of them).
 
 use std::path::Path;
 use std::process::Command;
@@ -450,7 +451,7 @@ async fn a_callback_naming_another_issuer_is_refused() {
 
 #[tokio::test]
 async fn a_used_code_with_a_fresh_state_is_refused() {
-    let Some(site) = site().await else {
+    let Some(site) = site_with(true).await else {
         return;
     };
     let mut browser = WebBrowser::new();
@@ -480,6 +481,39 @@ async fn a_used_code_with_a_fresh_state_is_refused() {
         "a used code with a fresh state",
     );
     assert_eq!(site.sessions_of("alice").await.len(), 1);
+
+    // Audited as a refused OpenID login, without the code or the state.
+    let redis = site.redis.as_ref().expect("an audited site has its Redis");
+    let entries = eventually("the refusal in the audit stream", PROPAGATION, || async {
+        let entries = stream_entries(redis, AUDIT_STREAM).await;
+        audit::find(&entries, "login_failed", |_| true)
+            .is_some()
+            .then_some(entries)
+    })
+    .await;
+    let failed = audit::find(&entries, "login_failed", |_| true).expect("the refusal");
+    audit::assert_fields(
+        failed,
+        &[
+            ("method", "oidc"),
+            ("virtual_proxy", "app"),
+            ("client_address", "127.0.0.1"),
+        ],
+    );
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|reason| !reason.is_empty()),
+        "{failed:#}"
+    );
+    assert!(failed.get("session").is_none(), "{failed:#}");
+    for entry in &entries {
+        let text = entry.to_string();
+        assert!(
+            !text.contains(&used_code) && !text.contains(&fresh_state),
+            "a code or state in {entry:#}"
+        );
+    }
 }
 
 #[tokio::test]
