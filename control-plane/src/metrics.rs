@@ -1,6 +1,6 @@
 //! The control plane's Prometheus metrics, served on the admin port at `/metrics`: gRPC calls
-//! by method and status with their latency, session-store (Redis) latency and errors, and
-//! audit events by kind.
+//! by method and status with their latency, session-store (Redis) latency and errors, audit
+//! events by kind, and what each audit sink wrote, failed to write and dropped.
 //! The same layer makes each call a trace span.
 
 use std::future::Future;
@@ -31,6 +31,9 @@ pub struct Metrics {
     store_seconds: Histogram,
     store_errors: Family<Labels, Counter>,
     audit_events: Family<Labels, Counter>,
+    audit_sink_written: Family<Labels, Counter>,
+    audit_sink_errors: Family<Labels, Counter>,
+    audit_sink_dropped: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -68,6 +71,24 @@ impl Metrics {
             "Audit events by kind (login_succeeded, login_failed, logout, session_revoked, session_created)",
             audit_events.clone(),
         );
+        let audit_sink_written = Family::<Labels, Counter>::default();
+        registry.register(
+            "audit_sink_written",
+            "Audit events an audit sink (redis_stream, otlp) delivered",
+            audit_sink_written.clone(),
+        );
+        let audit_sink_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "audit_sink_errors",
+            "Writes of an audit sink that failed (each retry counts)",
+            audit_sink_errors.clone(),
+        );
+        let audit_sink_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "audit_sink_dropped",
+            "Audit events an audit sink lost, by reason (queue_full, refused)",
+            audit_sink_dropped.clone(),
+        );
         Self {
             registry,
             rpcs,
@@ -75,6 +96,9 @@ impl Metrics {
             store_seconds,
             store_errors,
             audit_events,
+            audit_sink_written,
+            audit_sink_errors,
+            audit_sink_dropped,
         }
     }
 
@@ -91,6 +115,27 @@ impl Metrics {
         self.audit_events
             .get_or_create(&vec![("kind", kind.to_owned())])
             .inc();
+    }
+
+    pub fn audit_sink_written(&self, sink: &'static str, events: u64) {
+        self.audit_sink_written
+            .get_or_create(&vec![("sink", sink.to_owned())])
+            .inc_by(events);
+    }
+
+    pub fn audit_sink_errors(&self, sink: &'static str, writes: u64) {
+        self.audit_sink_errors
+            .get_or_create(&vec![("sink", sink.to_owned())])
+            .inc_by(writes);
+    }
+
+    pub fn audit_sink_dropped(&self, sink: &'static str, reason: &'static str, events: u64) {
+        self.audit_sink_dropped
+            .get_or_create(&vec![
+                ("sink", sink.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc_by(events);
     }
 
     fn rpc(&self, method: &str, code: &str, seconds: f64) {

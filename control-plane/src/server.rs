@@ -42,6 +42,10 @@ const HEALTH_SERVICES: [&str; 5] = [
 /// by every replica does not take them all out of the Service nodes reach them by.
 pub const NODES_HEALTH_SERVICE: &str = "gatehouse.nodes";
 
+/// At shutdown, how long the audit sinks may take to write what is queued: long enough for a
+/// batch to a healthy receiver, short enough not to eat into the pod's termination grace.
+const AUDIT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
 /// How often store reachability is reflected in `grpc.health.v1`.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -55,6 +59,8 @@ pub enum StartError {
     },
     #[error("cannot set up the session store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot set up an audit sink: {0}")]
+    Audit(#[from] crate::audit::SinkSetupError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
     #[error(transparent)]
@@ -155,7 +161,11 @@ impl BoundServer {
             config.tickets,
             clock,
         )
-        .with_audit(crate::audit::Audit::new(config.audit.log, metrics.clone()));
+        .with_audit(crate::audit::Audit::start(
+            &config.audit,
+            &config.store,
+            metrics.clone(),
+        )?);
         let rest = match &config.rest {
             Some(rest) => Some(crate::rest::BoundRest::bind(rest, config.tls.as_ref()).await?),
             None => None,
@@ -407,6 +417,8 @@ impl BoundServer {
         if let Some(rest) = rest {
             let _ = rest.await;
         }
+        // The last calls' audit events may still be on their way to a sink.
+        authority.flush_audit(AUDIT_FLUSH_LIMIT).await;
         result
     }
 }

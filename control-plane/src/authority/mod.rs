@@ -79,6 +79,11 @@ impl Authority {
         self.audit.emit(event, self.clock.now());
     }
 
+    /// Lets the audit sinks write what is queued, for at most `within` (at shutdown).
+    pub async fn flush_audit(&self, within: std::time::Duration) {
+        self.audit.flush(within).await;
+    }
+
     /// The audit event of a login's outcome: succeeded, with its session, or failed, with
     /// the reason its client was told (and `user` when the login named one).
     pub(crate) fn audit_login(

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::admin_access::AdminToken;
 
 mod access_rules;
+mod audit;
 mod listeners;
 mod login_methods;
 mod oidc;
@@ -21,6 +22,7 @@ mod syntax;
 mod upstream;
 mod virtual_proxy;
 
+pub use self::audit::AuditConfig;
 use self::listeners::FileRestConfig;
 pub use self::listeners::RestConfig;
 pub use self::oidc::{
@@ -227,20 +229,6 @@ impl Default for TicketConfig {
             ticket_ttl: Duration::from_secs(60),
             target_ttl: Duration::from_secs(5 * 60),
         }
-    }
-}
-
-/// Where audit events go.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuditConfig {
-    /// Write each event as a JSON line on the log target `gatehouse::audit`.
-    pub log: bool,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self { log: true }
     }
 }
 
@@ -459,6 +447,9 @@ impl Config {
         }
 
         file.outage.validate().map_err(ConfigError::Invalid)?;
+        file.audit
+            .validate(&file.store)
+            .map_err(ConfigError::Invalid)?;
         let virtual_proxies =
             virtual_proxy::validate_all(file.virtual_proxies).map_err(ConfigError::Invalid)?;
         let longest_inactivity = virtual_proxies

@@ -20,7 +20,7 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(5);
 use async_trait::async_trait;
 
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisAuditStream, RedisStore};
 use crate::domain::{
     CreateOutcome, NewSession, OidcLogin, Page, RevocationReason, Revocations, SealKey, Session,
     SessionCap, Target, Ticket, UserKey,

@@ -26,10 +26,10 @@ const ISSUER: &str = "https://idp.test";
 const AUDIENCE: &str = "gatehouse";
 
 /// An RSA key pair made by `openssl` in `dir`.
-struct RsaKey {
+pub(crate) struct RsaKey {
     private_pem: Vec<u8>,
     private_path: PathBuf,
-    public_path: PathBuf,
+    pub(crate) public_path: PathBuf,
     public_pem: Vec<u8>,
 }
 
@@ -46,7 +46,7 @@ fn openssl(args: &[&str]) -> Vec<u8> {
     output.stdout
 }
 
-fn rsa_key(dir: &Path, name: &str) -> RsaKey {
+pub(crate) fn rsa_key(dir: &Path, name: &str) -> RsaKey {
     let private_path = dir.join(format!("{name}.key"));
     let public_path = dir.join(format!("{name}.pub"));
     let private = private_path.to_str().unwrap();
@@ -108,7 +108,7 @@ fn now() -> u64 {
 }
 
 /// Claims of a good token for `sub` in directory CORP.
-fn claims(sub: &str) -> Value {
+pub(crate) fn claims(sub: &str) -> Value {
     json!({
         "sub": sub,
         "ud": "CORP",
@@ -121,7 +121,7 @@ fn claims(sub: &str) -> Value {
     })
 }
 
-fn sign(key: &RsaKey, kid: Option<&str>, claims: &Value) -> String {
+pub(crate) fn sign(key: &RsaKey, kid: Option<&str>, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = kid.map(str::to_owned);
     jsonwebtoken::encode(
@@ -132,7 +132,7 @@ fn sign(key: &RsaKey, kid: Option<&str>, claims: &Value) -> String {
     .unwrap()
 }
 
-fn jwt_table(extra: &str) -> String {
+pub(crate) fn jwt_table(extra: &str) -> String {
     format!(
         "[virtual_proxies.jwt]\nissuers = [\"{ISSUER}\"]\naudiences = [\"{AUDIENCE}\"]\n\
          user_directory_claim = \"ud\"\nuser_directory = \"JWT\"\nleeway = \"5s\"\n\
@@ -140,7 +140,7 @@ fn jwt_table(extra: &str) -> String {
     )
 }
 
-fn bearer(token: &str) -> String {
+pub(crate) fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 

@@ -2,7 +2,7 @@
 //! loopback, a ticket from `kinit`, and `curl --negotiate` logging in through a data-plane
 //! node. The control plane alone holds the keytab. Failures (a keytab without the service's
 //! key, a ticket for another service, an unmapped realm, NTLM, a browser the method does not
-//! apply to) end with no session.
+//! apply to) end with no session. A login and a refused one are audit events.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use gatehouse_proto::v1 as pb;
 
 use crate::browser::fixtures::{AppProxy, COOKIE, MODULE, qlik_user, seen_header};
+use crate::harness::audit;
 use crate::harness::client::get;
 use crate::harness::kdc::{self, Kdc};
 use crate::harness::processes::{ControlPlaneProcess, DataPlaneProcess};
@@ -164,6 +165,23 @@ async fn a_windows_client_logs_in_with_kerberos_and_gets_a_normal_session() {
         qlik_user("CORP", "alice")
     );
     assert_eq!(sessions(&control_plane).await.len(), 1);
+
+    // Audited as a Kerberos login, with the session it started and where it came from.
+    let login = audit::written_record(&control_plane.process, "login_succeeded", |_| true).await;
+    audit::assert_fields(
+        &login,
+        &[
+            ("method", "kerberos"),
+            ("virtual_proxy", "app"),
+            ("user_directory", "CORP"),
+            ("user_id", "alice"),
+            ("session", &listed[0].handle),
+            ("client_address", "127.0.0.1"),
+        ],
+    );
+    let session_token = token.split_once('=').expect("name=value").1;
+    let output = control_plane.process.output().expect("the output");
+    assert!(!output.contains(session_token) && !output.contains(&mutual[10..]));
 }
 
 #[tokio::test]
@@ -245,6 +263,23 @@ async fn a_principal_of_an_unmapped_realm_is_refused() {
     assert!(response.header("set-cookie").is_none());
     assert!(sessions(&control_plane).await.is_empty());
     assert!(upstream.requests().is_empty());
+    // Audited as a refused Kerberos login, with the reason its client was told.
+    let failed = audit::written_record(&control_plane.process, "login_failed", |_| true).await;
+    audit::assert_fields(
+        &failed,
+        &[
+            ("method", "kerberos"),
+            ("virtual_proxy", "unmapped"),
+            ("client_address", "127.0.0.1"),
+        ],
+    );
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("realm")),
+        "{failed:#}"
+    );
+    assert!(failed.get("session").is_none(), "{failed:#}");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Each login method end to end, against a real identity provider: JWT bearer tokens,
 //! Windows authentication (Kerberos) against an MIT KDC, OpenID Connect against a provider.
 
-mod jwt;
+/// Its keys and tokens are reused by the audit tests.
+pub(crate) mod jwt;
 mod kerberos;
 mod oidc;

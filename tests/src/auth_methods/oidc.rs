@@ -8,7 +8,8 @@
 //! does nothing; logging out at the node ends the session and sends the browser to the
 //! provider's end-session endpoint. Behind a load balancer, a login started on one node
 //! finishes on another (the state is in Redis), and a logout token arriving at one node
-//! closes WebSockets on the others.
+//! closes WebSockets on the others. The OpenID login, a refused callback and the back-channel
+//! logout are audit events (read from the Redis stream of them).
 
 use std::path::Path;
 use std::process::Command;
@@ -24,6 +25,7 @@ use tempfile::TempDir;
 use crate::browser::fixtures::{
     AppProxy, COOKIE, PROPAGATION, open_socket, qlik_user, seen_header, with_cookie,
 };
+use crate::harness::audit::{self, stream_entries};
 use crate::harness::client::{self, HttpResponse, encode, expect_close, query_param};
 use crate::harness::eventually::eventually;
 use crate::harness::oidc_provider::{OidcProvider, accounts, web_client};
@@ -46,8 +48,13 @@ struct Site {
     upstream: EchoUpstream,
     control_plane: ControlPlane,
     node: DataPlaneNode,
+    /// The sessions' store, for a site that audits to a stream.
+    redis: Option<RedisServer>,
     _dir: TempDir,
 }
+
+/// The stream an audited site appends its audit events to.
+const AUDIT_STREAM: &str = "gatehouse:audit";
 
 /// `[virtual_proxies.oidc]` of "app".
 fn oidc_table(issuer: &str, secret_file: &Path, node_port: u16) -> String {
@@ -64,7 +71,18 @@ fn oidc_table(issuer: &str, secret_file: &Path, node_port: u16) -> String {
 /// The site, with users alice (groups sales and admins) and bob at the provider. `None` when
 /// the test is skipped (no Node.js or provider packages outside CI).
 async fn site() -> Option<Site> {
+    site_with(false).await
+}
+
+/// [`site`], with sessions in a Redis of its own and, when `audited`, the audit events
+/// appended to its stream [`AUDIT_STREAM`].
+async fn site_with(audited: bool) -> Option<Site> {
     let mut provider = OidcProvider::start().await?;
+    let redis = if audited {
+        Some(RedisServer::start().await)
+    } else {
+        None
+    };
     let dir = TempDir::new().unwrap();
     let secret_file = dir.path().join("client-secret");
     std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
@@ -77,7 +95,14 @@ async fn site() -> Option<Site> {
         &secret_file,
         node_port,
     ));
-    let control_plane = ControlPlane::start(&proxy.toml()).await;
+    let config = match &redis {
+        Some(redis) => format!(
+            "{}\n[audit]\nredis_stream = \"{AUDIT_STREAM}\"\n",
+            proxy.on_redis(redis)
+        ),
+        None => proxy.toml(),
+    };
+    let control_plane = ControlPlane::start(&config).await;
     let node = DataPlaneNode::start_with(
         &control_plane,
         &format!("listen = \"127.0.0.1:{node_port}\""),
@@ -100,6 +125,7 @@ async fn site() -> Option<Site> {
         upstream,
         control_plane,
         node,
+        redis,
         _dir: dir,
     })
 }
@@ -425,7 +451,7 @@ async fn a_callback_naming_another_issuer_is_refused() {
 
 #[tokio::test]
 async fn a_used_code_with_a_fresh_state_is_refused() {
-    let Some(site) = site().await else {
+    let Some(site) = site_with(true).await else {
         return;
     };
     let mut browser = WebBrowser::new();
@@ -455,6 +481,39 @@ async fn a_used_code_with_a_fresh_state_is_refused() {
         "a used code with a fresh state",
     );
     assert_eq!(site.sessions_of("alice").await.len(), 1);
+
+    // Audited as a refused OpenID login, without the code or the state.
+    let redis = site.redis.as_ref().expect("an audited site has its Redis");
+    let entries = eventually("the refusal in the audit stream", PROPAGATION, || async {
+        let entries = stream_entries(redis, AUDIT_STREAM).await;
+        audit::find(&entries, "login_failed", |_| true)
+            .is_some()
+            .then_some(entries)
+    })
+    .await;
+    let failed = audit::find(&entries, "login_failed", |_| true).expect("the refusal");
+    audit::assert_fields(
+        failed,
+        &[
+            ("method", "oidc"),
+            ("virtual_proxy", "app"),
+            ("client_address", "127.0.0.1"),
+        ],
+    );
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|reason| !reason.is_empty()),
+        "{failed:#}"
+    );
+    assert!(failed.get("session").is_none(), "{failed:#}");
+    for entry in &entries {
+        let text = entry.to_string();
+        assert!(
+            !text.contains(&used_code) && !text.contains(&fresh_state),
+            "a code or state in {entry:#}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -592,6 +651,72 @@ async fn a_back_channel_logout_ends_the_session_and_closes_its_websockets() {
         "only alice signed out"
     );
     assert!(!site.sent_to_login(&bystander).await);
+}
+
+/// The provider's back-channel logout is in the audit trail: the OpenID login, then the
+/// revocation by `provider`, field by field, read from the Redis stream of audit events; no
+/// token of the run (the session cookie, an ID or logout token) in either.
+#[tokio::test]
+async fn a_back_channel_logout_is_audited_as_a_revocation_by_the_provider() {
+    let Some(site) = site_with(true).await else {
+        return;
+    };
+    let redis = site.redis.as_ref().expect("an audited site has its Redis");
+    let mut browser = WebBrowser::new();
+    let cookie = site.login(&mut browser, "/app/hub", "alice").await;
+    let sessions = site.sessions_of("alice").await;
+    let handle = sessions[0].handle.clone();
+    let end_session = format!(
+        "{}?client_id={CLIENT_ID}",
+        site.provider.endpoint("end_session_endpoint").await
+    );
+    let (url, page) = browser
+        .end_session_at_provider(&end_session)
+        .await
+        .arrived();
+    assert_eq!(page.status, 200, "{url}: {}", page.text());
+
+    let entries = eventually("the revocation in the audit stream", PROPAGATION, || {
+        let handle = handle.clone();
+        async move {
+            let entries = stream_entries(redis, AUDIT_STREAM).await;
+            audit::find(&entries, "session_revoked", |entry| {
+                entry["session"] == handle.as_str()
+            })
+            .is_some()
+            .then_some(entries)
+        }
+    })
+    .await;
+    let of_session = [
+        ("virtual_proxy", "app"),
+        ("user_directory", DIRECTORY),
+        ("user_id", "alice"),
+        ("session", handle.as_str()),
+        ("client_address", "127.0.0.1"),
+    ];
+    let login = audit::find(&entries, "login_succeeded", |_| true).expect("the login");
+    audit::assert_fields(login, &[&of_session[..], &[("method", "oidc")]].concat());
+    assert!(
+        login.get("actor").is_none() && login.get("reason").is_none(),
+        "{login:#}"
+    );
+    let revoked = audit::find(&entries, "session_revoked", |_| true).expect("the revocation");
+    audit::assert_fields(
+        revoked,
+        &[
+            &of_session[..],
+            &[("actor", "provider"), ("reason", "provider-logout")],
+        ]
+        .concat(),
+    );
+    assert!(revoked.get("method").is_none(), "{revoked:#}");
+    let token = cookie.split_once('=').expect("name=value").1;
+    for entry in &entries {
+        let text = entry.to_string();
+        // A JWT's header starts `{"` in base64url: `eyJ`.
+        assert!(!text.contains(token) && !text.contains("eyJ"), "{entry:#}");
+    }
 }
 
 /// An RSA private key the provider does not have, from `openssl`.

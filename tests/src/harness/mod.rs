@@ -1,5 +1,7 @@
 //! What every end-to-end test needs: real processes on ephemeral loopback ports.
 
+#[cfg(test)]
+pub mod audit;
 pub mod auth_module;
 pub mod browser;
 #[cfg(test)]

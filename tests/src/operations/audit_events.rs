@@ -3,8 +3,6 @@
 //! and ended (named by the certificate that made the call over mutual TLS), and no token,
 //! ticket or cookie in any of it.
 
-use std::time::Duration;
-
 use gatehouse_proto::v1 as pb;
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -12,63 +10,25 @@ use tonic::transport::Channel;
 use crate::api::tls::{channel, dev_certificates, install_crypto_provider, tls_table};
 use crate::browser::fixtures::{AppProxy, COOKIE};
 use crate::harness::EchoUpstream;
+use crate::harness::audit::{self, assert_fields};
 use crate::harness::client::get;
 use crate::harness::processes::{ControlPlaneProcess, DataPlaneProcess};
 
-/// How long an audit record may take to reach the process's output.
-const WRITTEN_WITHIN: Duration = Duration::from_secs(10);
-
-/// The audit records in what `control_plane` wrote so far: its JSON lines on the audit
-/// target that name an event.
-fn audit_records(control_plane: &ControlPlaneProcess) -> Vec<Value> {
-    let output = control_plane
-        .process
-        .output()
-        .expect("the control plane's output");
-    output
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|record| record["target"] == "gatehouse::audit" && record["event"].is_string())
-        .collect()
+/// The audit records in what `control_plane` wrote so far.
+pub(super) fn audit_records(control_plane: &ControlPlaneProcess) -> Vec<Value> {
+    audit::records_of(&control_plane.process)
 }
 
 /// The first record of kind `event` that `matches`, waiting until it is written.
-async fn audit_record(
+pub(super) async fn audit_record(
     control_plane: &ControlPlaneProcess,
     event: &str,
     matches: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + WRITTEN_WITHIN;
-    loop {
-        let records = audit_records(control_plane);
-        if let Some(record) = records
-            .iter()
-            .find(|record| record["event"] == event && matches(record))
-        {
-            return record.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {event} record among {records:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    audit::written_record(&control_plane.process, event, matches).await
 }
 
-/// Asserts each `(field, value)` of `record`, one by one.
-fn assert_fields(record: &Value, expected: &[(&str, &str)]) {
-    for (field, value) in expected {
-        assert_eq!(record[*field], *value, "{field} of {record:#}");
-    }
-    // RFC 3339 in UTC with milliseconds: 2026-01-02T03:04:05.678Z.
-    let time = record["time"].as_str().unwrap_or_default();
-    assert!(
-        time.len() == 24 && time.ends_with('Z') && time.as_bytes().get(10) == Some(&b'T'),
-        "time is RFC 3339: {record:#}"
-    );
-}
-
-fn user(id: &str) -> Option<pb::User> {
+pub(super) fn user(id: &str) -> Option<pb::User> {
     Some(pb::User {
         user_directory: "CORP".into(),
         user_id: id.into(),
@@ -76,7 +36,7 @@ fn user(id: &str) -> Option<pb::User> {
     })
 }
 
-async fn ticket(control_plane: &ControlPlaneProcess, id: &str, proxy: &str) -> String {
+pub(super) async fn ticket(control_plane: &ControlPlaneProcess, id: &str, proxy: &str) -> String {
     control_plane
         .authentication()
         .request_ticket(pb::RequestTicketRequest {
@@ -92,7 +52,11 @@ async fn ticket(control_plane: &ControlPlaneProcess, id: &str, proxy: &str) -> S
 
 /// Redeems `ticket` at `node` as a browser does; the session cookie `name=value` when it
 /// worked.
-async fn browse_with_ticket(node: &DataPlaneProcess, prefix: &str, ticket: &str) -> Option<String> {
+pub(super) async fn browse_with_ticket(
+    node: &DataPlaneProcess,
+    prefix: &str,
+    ticket: &str,
+) -> Option<String> {
     let response = get(
         &node.url(&format!("/{prefix}/hub?qlikTicket={ticket}")),
         &[],
@@ -102,7 +66,11 @@ async fn browse_with_ticket(node: &DataPlaneProcess, prefix: &str, ticket: &str)
     response.cookie_pair(&cookie)
 }
 
-async fn handle_of(control_plane: &ControlPlaneProcess, id: &str, proxy: &str) -> Vec<String> {
+pub(super) async fn handle_of(
+    control_plane: &ControlPlaneProcess,
+    id: &str,
+    proxy: &str,
+) -> Vec<String> {
     control_plane
         .sessions()
         .list_user_sessions(pb::ListUserSessionsRequest {
@@ -119,7 +87,7 @@ async fn handle_of(control_plane: &ControlPlaneProcess, id: &str, proxy: &str) -
         .collect()
 }
 
-fn personal(
+pub(super) fn personal(
     control_plane: &ControlPlaneProcess,
 ) -> pb::personal_service_client::PersonalServiceClient<Channel> {
     let channel = Channel::from_shared(control_plane.endpoint())
@@ -129,7 +97,7 @@ fn personal(
 }
 
 /// Asserts that no secret of the run appears anywhere in the control plane's output.
-fn assert_no_secret_logged(control_plane: &ControlPlaneProcess, secrets: &[String]) {
+pub(super) fn assert_no_secret_logged(control_plane: &ControlPlaneProcess, secrets: &[String]) {
     let output = control_plane
         .process
         .output()

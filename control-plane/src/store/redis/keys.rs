@@ -16,6 +16,9 @@
 //! | `P:{<tag>}:session:<id>`         | hash   | `vp user th created last idle abs`      | session's inactivity expiry |
 //! | `P:{<tag>}:sessions`             | zset   | session ids scored by creation time     | latest absolute expiry |
 //! | `P:revocations`                  | stream | `handle vp reason` per ended session    | trimmed to a length |
+//!
+//! With `audit.redis_stream` set, audit records are appended to the stream of that name (its
+//! own key, e.g. `P:audit`), trimmed to about `audit.redis_stream_max_len` entries.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

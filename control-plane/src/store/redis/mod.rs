@@ -2,8 +2,10 @@
 //! deadline and error classification every exchange goes through. Each aggregate's
 //! operations are in their own file (`one_time_records`, `sessions`, `revocations`,
 //! `seal_keys`), the cross-master session listing in `listing`, reply decoding in `replies`;
-//! the schema is in `keys`, the atomic operations in `scripts`.
+//! the schema is in `keys`, the atomic operations in `scripts`. The audit stream, which is
+//! not the store's but lives in the same Redis, is in `audit_stream`.
 
+mod audit_stream;
 mod connection;
 mod keys;
 mod listing;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 
+pub use self::audit_stream::RedisAuditStream;
 use self::connection::{Purpose, RedisConnection, Settings, connection_lost};
 use self::keys::Keys;
 use super::{Store, StoreError};

@@ -5,15 +5,23 @@
 //!
 //! Each record is one JSON line on the log target [`AUDIT_TARGET`], written whatever
 //! `GATEHOUSE_LOG` lets through (the logger routes audit records past its filter), and
-//! counted in `gatehouse_control_plane_audit_events_total` by kind. A record names a session
-//! by its public handle only: no token, ticket, cookie or password ever reaches one.
+//! counted in `gatehouse_control_plane_audit_events_total` by kind. Optionally it is also
+//! appended to a Redis stream and exported as an OTLP log record (`sink`, `otlp`), off the
+//! caller's path. A record names a session by its public handle only: no token, ticket,
+//! cookie or password ever reaches one.
+
+mod otlp;
+mod sink;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use self::sink::SinkQueue;
+use crate::config::{AuditConfig, StoreConfig};
 use crate::domain::{ClientInfo, RevocationReason, Session, User};
 use crate::error::{Error, StoreError};
 use crate::metrics::Metrics;
+use crate::store::RedisAuditStream;
 
 pub use gatehouse_runtime::logging::AUDIT_TARGET;
 
@@ -125,9 +133,11 @@ pub enum AuditEvent<'a> {
 }
 
 /// An event's fields, by their stable names; absent ones are not written.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
     pub event: &'static str,
+    /// When it was decided; `time` is the same instant as text.
+    pub at: SystemTime,
     pub time: String,
     pub method: Option<&'static str>,
     pub virtual_proxy: String,
@@ -154,8 +164,16 @@ impl AuditEvent<'_> {
     pub fn record(&self, time: SystemTime) -> AuditRecord {
         let base = AuditRecord {
             event: self.kind(),
+            at: time,
             time: humantime::format_rfc3339_millis(time).to_string(),
-            ..AuditRecord::default()
+            method: None,
+            virtual_proxy: String::new(),
+            user_directory: None,
+            user_id: None,
+            session: None,
+            client_address: None,
+            reason: None,
+            actor: None,
         };
         match self {
             Self::LoginSucceeded { method, session } => AuditRecord {
@@ -200,6 +218,31 @@ impl AuditEvent<'_> {
     }
 }
 
+impl AuditRecord {
+    /// The fields present, by name, in the order of the JSON line: what the Redis stream
+    /// entry and the OTLP log record's attributes hold.
+    pub fn fields(&self) -> Vec<(&'static str, &str)> {
+        let optional = [
+            ("method", self.method),
+            ("virtual_proxy", Some(self.virtual_proxy.as_str())),
+            ("user_directory", self.user_directory.as_deref()),
+            ("user_id", self.user_id.as_deref()),
+            ("session", self.session.as_deref()),
+            ("client_address", self.client_address.as_deref()),
+            ("reason", self.reason.as_deref()),
+            ("actor", self.actor.as_deref()),
+        ];
+        [("event", self.event), ("time", self.time.as_str())]
+            .into_iter()
+            .chain(
+                optional
+                    .into_iter()
+                    .filter_map(|(name, value)| value.map(|value| (name, value))),
+            )
+            .collect()
+    }
+}
+
 fn of_session(base: AuditRecord, session: &Session) -> AuditRecord {
     AuditRecord {
         virtual_proxy: session.virtual_proxy.clone(),
@@ -229,11 +272,13 @@ pub fn failure_reason(error: &Error) -> String {
     }
 }
 
-/// Where audit events go: the log (unless turned off) and the metrics.
+/// Where audit events go: the log (unless turned off), the metrics, and the sinks
+/// configured under `[audit]`.
 #[derive(Debug, Clone)]
 pub struct Audit {
     log: bool,
     metrics: Option<Arc<Metrics>>,
+    sinks: Arc<[SinkQueue]>,
 }
 
 impl Default for Audit {
@@ -241,6 +286,7 @@ impl Default for Audit {
         Self {
             log: true,
             metrics: None,
+            sinks: Arc::new([]),
         }
     }
 }
@@ -251,33 +297,103 @@ impl Audit {
         Self {
             log,
             metrics: Some(metrics),
+            sinks: Arc::new([]),
         }
     }
 
-    /// Writes and counts one event. Never fails: an audit record does not hold up a login.
+    /// As [`new`](Self::new), with the sinks `config` names, each fed by a task of its own
+    /// (so call it inside the Tokio runtime). Redis is not contacted here: a sink that cannot
+    /// write yet retries, and the control plane starts.
+    pub fn start(
+        config: &AuditConfig,
+        store: &StoreConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SinkSetupError> {
+        let mut sinks = Vec::new();
+        if let Some(key) = &config.redis_stream {
+            let stream = RedisAuditStream::new(store, key, config.redis_stream_max_len)
+                .map_err(|error| SinkSetupError::RedisStream(error.to_string()))?;
+            sinks.push(SinkQueue::start(
+                sink::RedisStreamSink(stream),
+                config.sink_queue_len,
+                metrics.clone(),
+            ));
+        }
+        if let Some(endpoint) = &config.otlp_endpoint {
+            let exporter = otlp::OtlpSink::new(endpoint, config.otlp_ca_file.as_deref())
+                .map_err(SinkSetupError::Otlp)?;
+            sinks.push(SinkQueue::start(
+                exporter,
+                config.sink_queue_len,
+                metrics.clone(),
+            ));
+        }
+        Ok(Self {
+            log: config.log,
+            metrics: Some(metrics),
+            sinks: sinks.into(),
+        })
+    }
+
+    /// Writes, counts and hands on one event. Never fails and never waits: an audit record
+    /// does not hold up a login, and a sink that cannot keep up loses events (counted) rather
+    /// than slowing anyone down.
     pub fn emit(&self, event: &AuditEvent<'_>, now: SystemTime) {
         if let Some(metrics) = &self.metrics {
             metrics.audit_event(event.kind());
         }
-        if !self.log {
+        if !self.log && self.sinks.is_empty() {
             return;
         }
         let record = event.record(now);
-        // The field set is fixed at the call site; `None` fields are simply not written.
-        tracing::info!(
-            target: AUDIT_TARGET,
-            event = record.event,
-            time = %record.time,
-            method = record.method,
-            virtual_proxy = %record.virtual_proxy,
-            user_directory = record.user_directory.as_deref(),
-            user_id = record.user_id.as_deref(),
-            session = record.session.as_deref(),
-            client_address = record.client_address.as_deref(),
-            reason = record.reason.as_deref(),
-            actor = record.actor.as_deref(),
-        );
+        if self.log {
+            // The field set is fixed at the call site; `None` fields are simply not written.
+            tracing::info!(
+                target: AUDIT_TARGET,
+                event = record.event,
+                time = %record.time,
+                method = record.method,
+                virtual_proxy = %record.virtual_proxy,
+                user_directory = record.user_directory.as_deref(),
+                user_id = record.user_id.as_deref(),
+                session = record.session.as_deref(),
+                client_address = record.client_address.as_deref(),
+                reason = record.reason.as_deref(),
+                actor = record.actor.as_deref(),
+            );
+        }
+        for sink in self.sinks.iter() {
+            sink.offer(&record);
+        }
     }
+}
+
+impl Audit {
+    /// Gives the sinks until `within` from now to write what is queued (at shutdown, after the
+    /// last call has been answered); what is left is lost to them, and said so. The log has
+    /// every event either way.
+    pub async fn flush(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        for sink in self.sinks.iter() {
+            let left = sink.flush(deadline).await;
+            if left > 0 {
+                tracing::warn!(
+                    sink = sink.name(),
+                    events = left,
+                    "audit events not delivered to the sink before shutdown; the log has them"
+                );
+            }
+        }
+    }
+}
+
+/// Why an audit sink could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkSetupError {
+    #[error("audit.redis_stream: {0}")]
+    RedisStream(String),
+    #[error("audit.otlp_endpoint: {0}")]
+    Otlp(String),
 }
 
 #[cfg(test)]
