@@ -1,9 +1,10 @@
 //! The Redis store, shared by every control-plane replica: the connection, the operation
 //! deadline and error classification every exchange goes through. Each aggregate's
 //! operations are in their own file (`one_time_records`, `sessions`, `revocations`,
-//! `seal_keys`), the cross-master session listing in `listing`, reply decoding in `replies`;
+//! `seal_keys`, `assertion_keys`), the cross-master session listing in `listing`, reply decoding in `replies`;
 //! the schema is in `keys`, the atomic operations in `scripts`.
 
+mod assertion_keys;
 mod connection;
 mod keys;
 mod listing;
