@@ -139,6 +139,7 @@ fn session() -> Arc<CachedSession> {
             ("email".into(), "alice.smith@example.com".into()),
         ],
         absolute_expiry: SystemTime::now() + Duration::from_secs(8 * 3600),
+        assertion: Default::default(),
     })
 }
 

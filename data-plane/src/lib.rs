@@ -5,6 +5,7 @@
 //! sessions and open WebSockets at once.
 
 pub mod admin;
+pub mod assertion;
 pub mod auth;
 pub mod background;
 pub mod body;

@@ -173,6 +173,7 @@ pub fn for_upstream(
     remove_where(headers, |name| {
         is_hop_by_hop(name, &named, websocket)
             || identity_headers::is_identity_header(name.as_str())
+            || proxy.identity.assertion_header() == Some(name)
             || header_login == Some(name)
             // The JWT is the client's credential for this proxy, consumed here like the
             // session cookie; upstreams get the identity headers instead.
@@ -356,6 +357,7 @@ mod tests {
                 ("group".into(), "admins".into()),
             ],
             absolute_expiry: SystemTime::now(),
+            assertion: Default::default(),
         }
     }
 
