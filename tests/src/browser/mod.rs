@@ -14,7 +14,7 @@ mod personal_api_over_http;
 mod public_paths;
 mod request_hygiene;
 mod sessions_across_nodes;
-mod signed_assertion;
+pub(crate) mod signed_assertion;
 mod upstream_balancing;
 mod virtual_proxy_options;
 mod websocket;

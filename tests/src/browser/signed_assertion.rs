@@ -18,14 +18,14 @@ use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer};
 
 const JWKS_PATH: &str = "/.well-known/gatehouse/jwks.json";
 const HEADER: &str = "x-gatehouse-assertion";
-const AUDIENCE: &str = "gatehouse:virtual-proxy:/app";
+pub(crate) const AUDIENCE: &str = "gatehouse:virtual-proxy:/app";
 
 fn signing_proxy(upstream: &EchoUpstream, assertion: &str) -> AppProxy {
     AppProxy::new([upstream.node()]).table(&format!("[virtual_proxies.assertion]\n{assertion}"))
 }
 
 /// The JWKS a node publishes, as an upstream fetches it: without any credential.
-async fn jwks(node: &DataPlaneNode) -> JwkSet {
+pub(crate) async fn jwks(node: &DataPlaneNode) -> JwkSet {
     let response = get(&node.url(JWKS_PATH), &[]).await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(
@@ -37,7 +37,7 @@ async fn jwks(node: &DataPlaneNode) -> JwkSet {
 
 /// What an upstream does: the key the token's `kid` names, ES256 only, this audience and
 /// issuer, no leeway on `exp`.
-fn verify(
+pub(crate) fn verify(
     token: &str,
     keys: &JwkSet,
     audience: &str,
