@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use gatehouse_runtime::clock::Clock;
 
-use crate::assertion::AssertionSlot;
+use crate::assertion_slot::AssertionSlot;
 use sha2::{Digest as _, Sha256};
 
 const SHARDS: usize = 64;

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod assertion;
+pub mod assertion_slot;
 pub mod auth;
 pub mod background;
 pub mod body;

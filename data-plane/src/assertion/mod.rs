@@ -2,7 +2,7 @@
 //! (and in forward-auth answers) beside the identity headers, so that an upstream can check
 //! who is asking instead of trusting the network. The control plane makes and rotates the
 //! keys and pushes them in every snapshot (`keys`); the node signs, and keeps each signed
-//! assertion on the session's cache entry until close to its expiry (`AssertionSlot`), so a
+//! assertion on the session's cache entry until close to its expiry (`assertion_slot`), so a
 //! cached request pays one atomic load and a header clone, not a signature.
 
 mod keys;
@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_proto::v1 as pb;
 use http::{HeaderName, HeaderValue};
 
 pub use self::keys::{JWKS_PATH, KeySet, jwks_response};
+use crate::assertion_slot::SignedAssertion;
 use crate::cache::CachedSession;
 
 /// Tells apart the settings (and keys) an assertion was signed under: each proxy built from
@@ -66,19 +66,16 @@ impl ProxyAssertion {
     /// was signed under these settings, else a new one. `None` when no key signs yet.
     pub fn value_for(&self, session: &CachedSession) -> Option<HeaderValue> {
         let now = SystemTime::now();
-        if let Some(signed) = &*session.assertion.0.load()
-            && signed.generation == self.generation
-            && now < signed.refresh_at
-        {
-            return Some(signed.value.clone());
+        if let Some(value) = session.assertion.current(self.generation, now) {
+            return Some(value);
         }
         let signed = self.sign(session, now)?;
         let value = signed.value.clone();
-        session.assertion.0.store(Some(Arc::new(signed)));
+        session.assertion.store(signed);
         Some(value)
     }
 
-    fn sign(&self, session: &CachedSession, now: SystemTime) -> Option<Signed> {
+    fn sign(&self, session: &CachedSession, now: SystemTime) -> Option<SignedAssertion> {
         let Some((key, next)) = self.keys.signing_at(now) else {
             tracing::warn!("no assertion key signs yet: request sent without an assertion");
             return None;
@@ -117,47 +114,13 @@ impl ProxyAssertion {
         if let Some(next) = next {
             refresh_at = refresh_at.min(next);
         }
-        Some(Signed {
+        Some(SignedAssertion {
             generation: self.generation,
             refresh_at,
             value,
         })
     }
 }
-
-/// An assertion signed for one session.
-#[derive(Debug)]
-struct Signed {
-    generation: u64,
-    refresh_at: SystemTime,
-    value: HeaderValue,
-}
-
-/// Where a cached session keeps its signed assertion. A cache, not part of the session: a
-/// copy starts empty and every slot compares equal.
-#[derive(Debug, Default)]
-pub struct AssertionSlot(ArcSwapOption<Signed>);
-
-impl AssertionSlot {
-    /// Takes over what `other` holds (the same session, validated again).
-    pub fn adopt(&self, other: &AssertionSlot) {
-        self.0.store(other.0.load_full());
-    }
-}
-
-impl Clone for AssertionSlot {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl PartialEq for AssertionSlot {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for AssertionSlot {}
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ use ring::signature::{
 };
 
 use super::*;
+use crate::assertion_slot::AssertionSlot;
 
 fn key(id: &str, active_from: SystemTime) -> pb::AssertionKey {
     let pkcs8 =
