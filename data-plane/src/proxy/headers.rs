@@ -401,6 +401,39 @@ mod tests {
     }
 
     #[test]
+    fn a_client_sent_assertion_is_removed_even_when_none_can_be_signed() {
+        // The proxy sends its assertion under its own name, but holds no key yet.
+        let signing = VirtualProxy::from_proto(
+            &pb::VirtualProxy {
+                prefix: "sales".into(),
+                identity_assertion: Some(pb::IdentityAssertion {
+                    header: "x-sales-identity".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        for proxy in [&signing, &proxy(pb::IdentityPreset::Qlik)] {
+            let mut headers = client_headers();
+            headers.insert("x-gatehouse-assertion", HeaderValue::from_static("forged"));
+            headers.insert("x-sales-identity", HeaderValue::from_static("forged"));
+            for_upstream(
+                &mut headers,
+                proxy,
+                Some(&session()),
+                hop(peer, false),
+                &cookies(),
+            );
+            assert!(!headers.contains_key("x-gatehouse-assertion"));
+            let own = std::ptr::eq(proxy, &signing);
+            assert_eq!(headers.contains_key("x-sales-identity"), !own, "{own}");
+        }
+    }
+
+    #[test]
     fn client_addresses_are_written_as_the_standard_library_writes_them() {
         let addresses = [
             "0.0.0.0",
