@@ -4,7 +4,7 @@
 
 use super::Authorizers;
 use super::ext_authz::{ask, check, ok, value};
-use crate::browser::fixtures::qlik_user;
+use crate::browser::fixtures::{qlik_user, seen_header};
 use crate::browser::signed_assertion::{jwks, verify};
 use crate::harness::client::get;
 
@@ -60,4 +60,37 @@ async fn forward_auth_answers_carry_the_assertion_an_upstream_verifies() {
             .any(|name| name == "x-gatehouse-assertion"),
         "{ok:?}"
     );
+}
+
+#[tokio::test]
+async fn through_nginx_and_caddy_the_upstream_gets_the_nodes_assertion_never_a_clients() {
+    let authorizers = Authorizers::start_with(&["[virtual_proxies.assertion]"]).await;
+    let cookie = authorizers.alice_session().await;
+    let keys = jwks(&authorizers.one).await;
+    let forged = [
+        ("cookie", cookie.as_str()),
+        (
+            "x-gatehouse-assertion",
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJyb290In0.",
+        ),
+    ];
+    for ingress in [
+        authorizers.nginx_in_front_of_one().await,
+        authorizers.caddy_in_front_of_one().await,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let page = get(&ingress.url("/app/hub"), &forged).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let seen = page.json();
+        assert!(
+            seen["headers"]["x-gatehouse-assertion"].is_string(),
+            "exactly one: {seen}"
+        );
+        let token = seen_header(&seen, "x-gatehouse-assertion").unwrap();
+        let claims = verify(token, &keys, "gatehouse:virtual-proxy:/app")
+            .unwrap_or_else(|error| panic!("{error:?}: {seen}"));
+        assert_eq!(claims["sub"], "alice");
+    }
 }
