@@ -569,6 +569,36 @@ mod tests {
     }
 
     #[test]
+    fn a_session_validated_again_unchanged_keeps_its_signed_assertion() {
+        use crate::assertion_slot::SignedAssertion;
+        let cache = new_cache(10, Duration::from_secs(60), Duration::from_secs(60));
+        let key = TokenKey::of("t");
+        let later = SystemTime::now() + Duration::from_secs(60);
+        // As the control plane describes it each time (the clone's slot starts empty).
+        let described = session("h");
+        let first = Arc::new((*described).clone());
+        first.assertion.store(SignedAssertion {
+            generation: 7,
+            refresh_at: later,
+            value: http::HeaderValue::from_static("signed"),
+        });
+        cache.insert(key, first);
+        let again = Arc::new((*described).clone());
+        cache.insert(key, again.clone());
+        assert_eq!(
+            again.assertion.current(7, SystemTime::now()),
+            Some(http::HeaderValue::from_static("signed"))
+        );
+        // Changed (other attributes): signed anew.
+        let changed = Arc::new(CachedSession {
+            attributes: vec![("group".into(), "admins".into())],
+            ..(*described).clone()
+        });
+        cache.insert(key, changed.clone());
+        assert_eq!(changed.assertion.current(7, SystemTime::now()), None);
+    }
+
+    #[test]
     fn revocation_drops_every_token_of_a_handle_and_blocks_late_inserts() {
         let cache = new_cache(10, Duration::from_secs(60), Duration::from_secs(60));
         let (a, b) = (TokenKey::of("a"), TokenKey::of("b"));

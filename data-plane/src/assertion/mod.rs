@@ -23,6 +23,8 @@ use crate::cache::CachedSession;
 /// Tells apart the settings (and keys) an assertion was signed under: each proxy built from
 /// a snapshot gets a new one, so a cached assertion never outlives its audience or its key.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
+/// The last generation that found no key to sign with, and said so.
+static WARNED: AtomicU64 = AtomicU64::new(0);
 
 /// A virtual proxy's assertion settings, with the keys of the snapshot they came in.
 #[derive(Debug, Clone)]
@@ -77,7 +79,13 @@ impl ProxyAssertion {
 
     fn sign(&self, session: &CachedSession, now: SystemTime) -> Option<SignedAssertion> {
         let Some((key, next)) = self.keys.signing_at(now) else {
-            tracing::warn!("no assertion key signs yet: request sent without an assertion");
+            // Once per snapshot, not once per request.
+            if WARNED.swap(self.generation, Ordering::Relaxed) != self.generation {
+                tracing::warn!(
+                    virtual_proxy = %self.prefix,
+                    "no assertion key signs yet: requests go upstream without an assertion"
+                );
+            }
             return None;
         };
         let issued = now
@@ -102,8 +110,8 @@ impl ProxyAssertion {
             "attributes": attributes,
             "sid": session.handle,
             "virtual_proxy": self.prefix,
+            // No `nbf`: an upstream whose clock is a second behind would refuse a fresh one.
             "iat": issued,
-            "nbf": issued,
             "exp": expires,
         });
         let token = key.sign(&URL_SAFE_NO_PAD.encode(claims.to_string()))?;
