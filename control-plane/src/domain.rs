@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use gatehouse_proto::user_name;
 use serde::{Deserialize, Serialize};
 
 /// Longest user directory or user id accepted, in bytes.
@@ -94,7 +95,7 @@ impl UserKey {
 
     /// Case-folded form used to index sessions.
     pub fn normalized(&self) -> (String, String) {
-        (self.directory.to_lowercase(), self.id.to_lowercase())
+        (user_name::fold(&self.directory), user_name::fold(&self.id))
     }
 
     pub fn matches(&self, user: &User) -> bool {
@@ -433,6 +434,27 @@ mod tests {
         let key = UserKey::new("CORP", "alice").unwrap_or_else(|e| panic!("{e}"));
         assert!(key.matches(&user));
         assert_eq!(key, user.key());
+        let umlaut = UserKey::new("corp", "ÄRGER").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            umlaut,
+            UserKey::new("CORP", "ärger").unwrap_or_else(|e| panic!("{e}"))
+        );
+    }
+
+    #[test]
+    fn a_character_that_folds_into_ascii_names_another_user() {
+        let kate = UserKey::new("corp", "kate").unwrap_or_else(|e| panic!("{e}"));
+        for look_alike in ["\u{212A}ate", "\u{212A}ATE"] {
+            let other = UserKey::new("corp", look_alike).unwrap_or_else(|e| panic!("{e}"));
+            assert_ne!(kate, other, "{look_alike}");
+        }
+        let dotted = UserKey::new("corp", "\u{130}van").unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(
+            dotted,
+            UserKey::new("corp", "ivan").unwrap_or_else(|e| panic!("{e}"))
+        );
+        let directory = UserKey::new("\u{212A}ORP", "kate").unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(directory, kate);
     }
 
     #[test]

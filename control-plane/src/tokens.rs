@@ -63,7 +63,22 @@ pub fn new_guid() -> String {
     )
 }
 
-/// A new id for a target or a session handle: 128 random bits.
+/// `id` as [`new_guid`] writes it when it is a GUID in any letter case (GUID parsers read
+/// either case, and some write capitals back); any other text unchanged.
+pub fn canonical_guid(id: &str) -> std::borrow::Cow<'_, str> {
+    let groups = id.split('-');
+    let is_guid = groups.clone().map(str::len).eq([8, 4, 4, 4, 12])
+        && groups
+            .flat_map(str::bytes)
+            .all(|byte| byte.is_ascii_hexdigit());
+    if is_guid && id.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(id.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(id)
+    }
+}
+
+/// A new id for a session handle: 128 random bits.
 pub fn new_id() -> String {
     random_text(16)
 }
@@ -199,6 +214,22 @@ mod tests {
             );
         }
         assert_ne!(new_guid(), new_guid());
+    }
+
+    #[test]
+    fn guids_in_capitals_read_as_the_guid_and_other_ids_stay_as_they_are() {
+        let guid = new_guid();
+        assert_eq!(canonical_guid(&guid.to_ascii_uppercase()), guid);
+        assert_eq!(canonical_guid(&guid), guid);
+        for other in [
+            "kq3J2m0cN1R8dXvZ5yTQ4A",
+            "0B0C2F41-6A55-4C1E-9A5D-3F4B7D8E9C1",
+            "0B0C2F41-6A55-4C1E-9A5D-3F4B7D8E9C1G",
+            "{0B0C2F41-6A55-4C1E-9A5D-3F4B7D8E9C10}",
+            "",
+        ] {
+            assert_eq!(canonical_guid(other), other);
+        }
     }
 
     #[test]

@@ -33,3 +33,4 @@ pub fn cut_to_bytes(text: &str, max: usize) -> &str {
 
 pub mod identity_headers;
 pub mod origin;
+pub mod user_name;

@@ -39,7 +39,7 @@ impl Authority {
         let known_target = match target_id.filter(|id| is_plausible_id(id)) {
             Some(id) => self
                 .store
-                .get_target(id)
+                .get_target(&tokens::canonical_guid(id))
                 .await?
                 .filter(|target| target.virtual_proxy == virtual_proxy)
                 .map(|target| target.uri)

@@ -12,6 +12,7 @@ use crate::admin_access::AdminToken;
 
 mod access_rules;
 mod assertion;
+mod listeners;
 mod login_methods;
 mod oidc;
 mod outage;
@@ -22,6 +23,8 @@ mod upstream;
 mod virtual_proxy;
 
 pub use self::assertion::{AssertionConfig, ProxyAssertionConfig};
+use self::listeners::FileRestConfig;
+pub use self::listeners::RestConfig;
 pub use self::oidc::{
     ClientAuthentication, OidcConfig, is_https_or_loopback, read_ca_file as read_oidc_ca_file,
     read_secret as read_oidc_secret,
@@ -62,25 +65,6 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// The QPS-compatible REST surface; off unless `[rest] listen` is set.
     pub rest: Option<RestConfig>,
-}
-
-/// The QPS-compatible REST surface (`/qps/{prefix}/ticket` and friends). It uses the gRPC
-/// server's `[tls]` material and admits only `tls.roles.admin` certificates.
-#[derive(Debug, Clone)]
-pub struct RestConfig {
-    /// Address of the REST server.
-    pub listen: SocketAddr,
-    /// The REST surface's address as authentication modules reach it (e.g.
-    /// `https://gatehouse-cp.example.com:4244/`), sent to nodes for `proxyRestUri`. Without
-    /// it, the bound address is used.
-    pub public_url: Option<String>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct FileRestConfig {
-    listen: Option<SocketAddr>,
-    public_url: Option<String>,
 }
 
 /// TLS for the gRPC server, and which client certificates may call what.
@@ -525,7 +509,11 @@ impl Config {
             }
             None => {}
         }
-        let rest = validate_rest(&file.rest, file.tls.is_some())?;
+        let rest = listeners::validate_rest(&file.rest, file.tls.is_some())?;
+        let mut bound = vec![("listen", file.listen), ("admin_listen", file.admin_listen)];
+        bound.extend(file.health_listen.map(|address| ("health_listen", address)));
+        bound.extend(rest.as_ref().map(|rest| ("rest.listen", rest.listen)));
+        listeners::distinct_ports(&bound)?;
         Ok(Self {
             listen: file.listen,
             admin_listen: file.admin_listen,
@@ -543,39 +531,6 @@ impl Config {
             rest,
         })
     }
-}
-
-/// The REST surface follows the gRPC port's rule: plaintext only on loopback.
-fn validate_rest(rest: &FileRestConfig, tls: bool) -> Result<Option<RestConfig>, ConfigError> {
-    let invalid = |message: String| Err(ConfigError::Invalid(message));
-    let Some(listen) = rest.listen else {
-        if rest.public_url.is_some() {
-            return invalid("rest.public_url needs rest.listen".to_owned());
-        }
-        return Ok(None);
-    };
-    if !tls && !listen.ip().is_loopback() {
-        return invalid(format!(
-            "TLS is required for the REST surface on {listen} (configure [tls], or listen on a loopback address for development)"
-        ));
-    }
-    let public_url = match &rest.public_url {
-        Some(url) => {
-            let parsed: http::Uri = url
-                .parse()
-                .map_err(|_| ConfigError::Invalid("rest.public_url is not a URL".to_owned()))?;
-            let scheme_ok = matches!(parsed.scheme_str(), Some("http" | "https"));
-            if !scheme_ok || parsed.host().is_none_or(str::is_empty) || parsed.query().is_some() {
-                return invalid(
-                    "rest.public_url must be an absolute http or https URL without a query"
-                        .to_owned(),
-                );
-            }
-            Some(url.clone())
-        }
-        None => None,
-    };
-    Ok(Some(RestConfig { listen, public_url }))
 }
 
 fn node_secret(config: &NodeApiConfig) -> Result<Option<Secret>, ConfigError> {
@@ -870,6 +825,28 @@ mod tests {
             let text = format!("[rest]\nlisten = \"127.0.0.1:1\"\npublic_url = \"{bad}\"");
             assert!(rejected(&text).contains("public_url"), "{bad}");
         }
+    }
+
+    #[test]
+    fn rest_on_4243_needs_grpc_moved_off_it() {
+        // gRPC's default is 127.0.0.1:4243.
+        let on_4243 = "[rest]\nlisten = \"127.0.0.1:4243\"";
+        let message = rejected(on_4243);
+        assert!(
+            message.contains("listen (127.0.0.1:4243) and rest.listen (127.0.0.1:4243)")
+                && message.contains("move gRPC"),
+            "{message}"
+        );
+        let moved = format!("listen = \"127.0.0.1:4250\"\n{on_4243}");
+        let config = Config::from_toml_str(&moved).unwrap();
+        assert_eq!(config.rest.unwrap().listen.port(), 4243);
+        // The same with gRPC moved by a flag, which wins over the file.
+        let overrides = Overrides {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 4250))),
+            ..Overrides::default()
+        };
+        assert!(Config::from_toml_with(on_4243, &overrides).is_ok());
+        assert!(rejected("health_listen = \"127.0.0.1:9902\"").contains("admin_listen"));
     }
 
     #[test]

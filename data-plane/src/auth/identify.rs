@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use gatehouse_proto::user_name;
 use gatehouse_proto::v1 as pb;
 use http::request::Parts;
 use http::{HeaderValue, Method};
@@ -103,8 +104,8 @@ pub async fn authenticate(
         match validation {
             Validation::Valid(session) => {
                 let same_user = header_user.as_ref().is_none_or(|(directory, id)| {
-                    directory.eq_ignore_ascii_case(&session.user_directory)
-                        && id.eq_ignore_ascii_case(&session.user_id)
+                    user_name::same(directory, &session.user_directory)
+                        && user_name::same(id, &session.user_id)
                 });
                 if same_user {
                     let mut authenticated = Authenticated::existing(session);

@@ -9,6 +9,7 @@
 //! rules decide each spelling on its own and the request is denied if any of them is: an
 //! allow matched only through folding never grants what the path as sent would not get.
 
+use gatehouse_proto::user_name;
 use unicode_normalization::UnicodeNormalization as _;
 
 use crate::cache::CachedSession;
@@ -126,11 +127,11 @@ fn matches_visitor(rule: &AccessRule, visitor: Visitor<'_>) -> bool {
                 && rule
                     .user_directory
                     .as_ref()
-                    .is_none_or(|directory| directory.eq_ignore_ascii_case(&session.user_directory))
+                    .is_none_or(|directory| user_name::same(directory, &session.user_directory))
                 && rule
                     .user_id
                     .as_ref()
-                    .is_none_or(|id| id.eq_ignore_ascii_case(&session.user_id))
+                    .is_none_or(|id| user_name::same(id, &session.user_id))
                 && rule.attribute.as_ref().is_none_or(|(name, value)| {
                     session
                         .attributes
@@ -287,6 +288,31 @@ mod tests {
         }];
         assert!(!public("/static/a.css", "GET", &identified_only));
         assert!(denied(&identified_only, "/static/a.css", "GET", &session("a")).is_some());
+    }
+
+    #[test]
+    fn a_rule_names_a_user_as_the_control_plane_compares_users() {
+        let rule_for = |directory: &str, id: &str| AccessRule {
+            user_directory: Some(directory.into()),
+            user_id: Some(id.into()),
+            ..rule("/", false, None)
+        };
+        let user = |directory: &str, id: &str| CachedSession {
+            user_directory: directory.into(),
+            user_id: id.into(),
+            ..session("a")
+        };
+        let deny = |rule: AccessRule, session: &CachedSession| {
+            denied(std::slice::from_ref(&rule), "/x", "GET", session).is_some()
+        };
+        // One user to the control plane, whatever the case: one user to a rule.
+        assert!(deny(rule_for("corp", "ärger"), &user("CORP", "ÄRGER")));
+        assert!(deny(rule_for("ÖST", "kate"), &user("öst", "KATE")));
+        // Another user to the control plane: another user here.
+        assert!(!deny(
+            rule_for("corp", "kate"),
+            &user("corp", "\u{212A}ate")
+        ));
     }
 
     #[test]

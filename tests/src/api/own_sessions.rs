@@ -327,3 +327,37 @@ async fn the_node_lists_and_ends_the_users_own_sessions_under_qps_user_sessions(
     let wrong_method = client::post(&node.url("/app/qps/user/sessions"), &[], "").await;
     assert_eq!(wrong_method.status, 405);
 }
+
+/// A user id that only case-folds into another user's (`K`, the Kelvin sign, lower-cases
+/// to an ASCII `k`) names another user: the look-alike sees none of that user's sessions
+/// and cannot end them. Directories compare ASCII letters regardless of case, but a
+/// character that folds into ASCII is kept as it is written.
+async fn a_look_alike_user_id_is_another_user(on_redis: bool) {
+    let system = start(on_redis).await;
+    let (_, kate) = login_from(&system, "kate", LAPTOP).await;
+    let kates_handle = handle_of(&system, &kate).await;
+    let (_, look_alike) = login_from(&system, "\u{212A}ate", PHONE).await;
+
+    let listed = own_sessions(&system, &look_alike).await;
+    assert_eq!(listed.sessions.len(), 1, "{listed:?}");
+    assert_eq!(listed.sessions[0].handle, listed.current_handle);
+    let refused = end_own_session(&system, &look_alike, &kates_handle)
+        .await
+        .expect_err("another user's session");
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    assert!(session_lives(&system, &kates_handle).await);
+
+    // Upper and lower case of the same letters are still one user.
+    let (_, shouting) = login_from(&system, "KATE", PHONE).await;
+    assert_eq!(own_sessions(&system, &shouting).await.sessions.len(), 2);
+}
+
+#[tokio::test]
+async fn a_look_alike_user_id_is_another_user_on_memory() {
+    a_look_alike_user_id_is_another_user(false).await;
+}
+
+#[tokio::test]
+async fn a_look_alike_user_id_is_another_user_on_redis() {
+    a_look_alike_user_id_is_another_user(true).await;
+}

@@ -21,7 +21,9 @@ use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
 use crate::api::tls::{channel, dev_certificates, install_crypto_provider, tls_table};
-use crate::browser::fixtures::{AppProxy, COOKIE, qlik_user, resolve, seen_header, with_cookie};
+use crate::browser::fixtures::{
+    AppProxy, COOKIE, logout, qlik_user, resolve, seen_header, with_cookie,
+};
 use crate::harness::client::{self, get, query_param};
 use crate::harness::redis_server::RedisServer;
 use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, eventually};
@@ -68,7 +70,8 @@ impl Env {
         Self::start_configured(name, app, "").await
     }
 
-    /// As [`start_with`](Self::start_with), with more `[rest]` settings.
+    /// As [`start_with`](Self::start_with), with more `[rest]` keys in `rest` (and tables
+    /// after them, such as `[tickets]`).
     async fn start_configured(name: &str, app: AppProxy, rest: &str) -> Self {
         install_crypto_provider();
         let certs = dev_certificates(&format!("rest-{name}"));
@@ -754,82 +757,189 @@ fn is_guid(text: &str) -> bool {
             .all(|group| group.bytes().all(|byte| byte.is_ascii_hexdigit()))
 }
 
-/// Property names of an answer, as a sorted list of `&str`.
-fn names(value: &Value) -> Vec<String> {
-    keys(value)
+/// The JSON type of every field of `value`, all the way down: `"string"`, a list of its items'
+/// shapes, an object of its fields' shapes. What the QPS documentation's shapes are compared
+/// with, field by field.
+fn shape(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(name, field)| (name.clone(), shape(field)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
+        Value::String(_) => "string".into(),
+        Value::Number(_) => "number".into(),
+        Value::Bool(_) => "boolean".into(),
+        Value::Null => "null".into(),
+    }
 }
 
-/// What the QPS documentation lists for each answer, and what Gatehouse adds (API.md, "The
-/// QPS-compatible REST API", names the additions).
-const QPS_TICKET: [&str; 5] = [
-    "Attributes",
-    "TargetUri",
-    "Ticket",
-    "UserDirectory",
-    "UserId",
-];
-const QPS_SESSION: [&str; 4] = ["Attributes", "SessionId", "UserDirectory", "UserId"];
-const GATEHOUSE_SESSION_EXTRAS: [&str; 2] = ["Handle", "VirtualProxy"];
+/// The attributes sent with every request of the comparison, in QPS's form: a list of
+/// one-key objects, a key repeated.
+fn sent_attributes() -> Value {
+    json!([{"Group": "Sales"}, {"email": "d@example.com"}, {"Group": "EMEA"}])
+}
 
-fn session_fields() -> Vec<String> {
-    let mut fields: Vec<String> = QPS_SESSION
-        .iter()
-        .chain(GATEHOUSE_SESSION_EXTRAS.iter())
-        .map(|name| (*name).to_owned())
-        .collect();
-    fields.sort();
-    fields
+/// A ticket as the QPS documentation lists it: `{UserDirectory, UserId, Attributes, Ticket,
+/// TargetUri}`, `TargetUri` only for a known target. Gatehouse adds nothing.
+fn qps_ticket_shape(with_target: bool) -> Value {
+    let mut expected = json!({
+        "UserDirectory": "string",
+        "UserId": "string",
+        "Attributes": shape(&sent_attributes()),
+        "Ticket": "string",
+    });
+    if with_target {
+        expected["TargetUri"] = "string".into();
+    }
+    expected
+}
+
+/// A session as the QPS documentation lists it, `{UserDirectory, UserId, Attributes,
+/// SessionId}`, plus the two fields Gatehouse adds (API.md, "The QPS-compatible REST API",
+/// names them): `Handle` and `VirtualProxy`.
+fn qps_session_shape() -> Value {
+    let mut expected = json!({
+        "UserDirectory": "string",
+        "UserId": "string",
+        "Attributes": shape(&sent_attributes()),
+        "SessionId": "string",
+    });
+    expected["Handle"] = "string".into();
+    expected["VirtualProxy"] = "string".into();
+    expected
+}
+
+/// Checks one answer against its documented shape and the user it is about.
+fn assert_shaped(answer: &Value, expected: &Value, what: &str) {
+    assert_eq!(shape(answer), *expected, "{what}: {answer}");
+    assert_eq!(answer["UserDirectory"], "CORP", "{what}");
+    assert_eq!(answer["UserId"], "dana", "{what}");
 }
 
 #[tokio::test]
 async fn every_rest_answer_has_the_fields_the_qps_documentation_lists() {
     let env = Env::start("shapes").await;
-    let target_id = env.login_target("/app/hub").await;
-    let ticket = env.ticket("dana", Some(&target_id)).await;
-    assert_eq!(ticket.status, 201, "{}", ticket.text());
-    assert_eq!(names(&ticket.json()), QPS_TICKET, "ticket");
+    let dana = |extra: Value| {
+        let mut body =
+            json!({"UserDirectory": "CORP", "UserId": "dana", "Attributes": sent_attributes()});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        body
+    };
 
+    // POST ticket, for a known target and for none.
+    let target_id = env.login_target("/app/hub").await;
+    let ticket = env
+        .qps(
+            Method::POST,
+            "/qps/app/ticket",
+            dana(json!({"TargetId": target_id})),
+        )
+        .await;
+    assert_eq!(ticket.status, 201, "{}", ticket.text());
+    assert_shaped(&ticket.json(), &qps_ticket_shape(true), "ticket");
+    assert_eq!(ticket.json()["Attributes"], sent_attributes());
+    let untargeted = env
+        .qps(Method::POST, "/qps/app/ticket", dana(json!({})))
+        .await;
+    assert_shaped(
+        &untargeted.json(),
+        &qps_ticket_shape(false),
+        "ticket without a target",
+    );
+
+    // POST session with a caller-chosen SessionId, then GET and DELETE it by that id.
+    let chosen = random_session_id();
     let created = env
         .qps(
             Method::POST,
             "/qps/app/session",
-            json!({"UserDirectory": "CORP", "UserId": "dana"}),
+            dana(json!({"SessionId": chosen})),
         )
         .await;
     assert_eq!(created.status, 201, "{}", created.text());
-    assert_eq!(names(&created.json()), session_fields(), "POST session");
-    let id = created.json()["SessionId"].as_str().unwrap().to_owned();
-    let shown = env
-        .qps(Method::GET, &format!("/qps/app/session/{id}"), Value::Null)
-        .await;
-    assert_eq!(names(&shown.json()), session_fields(), "GET session");
+    let session_shape = qps_session_shape();
+    assert_shaped(&created.json(), &session_shape, "POST session");
+    assert_eq!(created.json()["SessionId"], chosen.as_str());
+    assert_eq!(created.json()["Attributes"], sent_attributes());
+    let path = format!("/qps/app/session/{chosen}");
+    let shown = env.qps(Method::GET, &path, Value::Null).await;
+    assert_shaped(&shown.json(), &session_shape, "GET session");
+    assert_eq!(shown.json()["SessionId"], chosen.as_str());
+
+    // GET user lists it by its handle.
     let listed = env
         .qps(Method::GET, "/qps/app/user/CORP/dana", Value::Null)
         .await;
-    for session in listed.json().as_array().expect("a list") {
-        assert_eq!(names(session), session_fields(), "GET user");
-    }
-    let deleted = env
-        .qps(
-            Method::DELETE,
-            &format!("/qps/app/session/{id}"),
-            Value::Null,
-        )
+    assert_eq!(shape(&listed.json()), json!([session_shape]), "GET user");
+    assert_eq!(listed.json()[0]["SessionId"], listed.json()[0]["Handle"]);
+    assert_eq!(listed.json()[0]["VirtualProxy"], "app");
+
+    let deleted = env.qps(Method::DELETE, &path, Value::Null).await;
+    assert_shaped(&deleted.json(), &session_shape, "DELETE session");
+
+    // A generated SessionId, then DELETE user.
+    let generated = env
+        .qps(Method::POST, "/qps/app/session", dana(json!({})))
         .await;
-    assert_eq!(names(&deleted.json()), session_fields(), "DELETE session");
-    env.qps(
-        Method::POST,
-        "/qps/app/session",
-        json!({"UserDirectory": "CORP", "UserId": "dana"}),
-    )
-    .await;
+    assert_shaped(
+        &generated.json(),
+        &session_shape,
+        "POST session, id generated",
+    );
     let logged_out = env
         .qps(Method::DELETE, "/qps/app/user/CORP/dana", Value::Null)
         .await;
-    let logged_out = logged_out.json();
-    let logged_out = logged_out.as_array().expect("a list");
-    assert_eq!(logged_out.len(), 1);
-    assert_eq!(names(&logged_out[0]), session_fields(), "DELETE user");
+    assert_eq!(
+        shape(&logged_out.json()),
+        json!([session_shape]),
+        "DELETE user"
+    );
+
+    // POST error: no body, as QPS.
+    let reported = env
+        .qps(
+            Method::POST,
+            "/qps/error",
+            json!({"message": "module failed"}),
+        )
+        .await;
+    assert_eq!(reported.status, 204);
+    assert!(reported.body.is_empty());
+
+    // The Personal API on the node: QPS's camelCase shapes.
+    let inactive = get(&env.node.url("/app/qps/user"), &[]).await;
+    assert_eq!(inactive.json(), json!({"session": "inactive"}));
+    let hub = env.node.url("/app/hub");
+    let with_target = get(
+        &env.node
+            .url(&format!("/app/qps/user?targetUri={}", client::encode(&hub))),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        shape(&with_target.json()),
+        json!({"session": "string", "loginUri": "string"})
+    );
+    let session = env.grpc_session("dana").await;
+    let cookie = format!("{COOKIE}={}", session.session_token);
+    let me = get(&env.node.url("/app/qps/user"), &with_cookie(&cookie)).await;
+    assert_eq!(
+        shape(&me.json()),
+        json!({"userDirectory": "string", "userId": "string", "userName": "string", "logoutUri": "string"})
+    );
+    assert_eq!(me.json()["userDirectory"], "CORP");
+    assert_eq!(me.json()["userId"], "dana");
+    // QPS documents no body for the logout; Gatehouse says whose session ended.
+    let ended = logout(&env.node, &cookie).await;
+    assert_eq!(
+        ended.json(),
+        json!({"session": "ended", "userDirectory": "CORP", "userId": "dana"})
+    );
 }
 
 #[tokio::test]
@@ -894,6 +1004,16 @@ async fn target_ids_are_guids_and_tickets_are_letters_and_digits() {
             ticket.len() == 32 && ticket.bytes().all(|byte| byte.is_ascii_alphanumeric()),
             "{ticket}"
         );
+        // A module that parsed the GUID and wrote it back in capitals names the same target.
+        let shouted = env
+            .ticket("erin", Some(&target_id.to_ascii_uppercase()))
+            .await;
+        assert_eq!(
+            shouted.json()["TargetUri"],
+            env.node.url("/app/hub").as_str(),
+            "{}",
+            shouted.text()
+        );
         // Still a working ticket.
         let target = answer.json()["TargetUri"].as_str().unwrap().to_owned();
         let landed = get(&format!("{target}?qlikTicket={ticket}"), &[]).await;
@@ -928,6 +1048,23 @@ async fn a_ticket_for_an_unknown_or_missing_target_lands_on_the_default_uri() {
         answer.json()["TargetUri"],
         env.node.url("/app/hub/sheet").as_str()
     );
+    // The module lands the browser on the default with the ticket, and it logs in there.
+    let fresh = env.ticket("fay", Some(unknown)).await.json();
+    let ticket = fresh["Ticket"].as_str().unwrap();
+    let landed = get(
+        &env.node
+            .url(&format!("/app/hub/landing?qlikTicket={ticket}")),
+        &[],
+    )
+    .await;
+    assert_eq!(landed.status, 302, "{}", landed.text());
+    assert_eq!(landed.location(), Some("/app/hub/landing"));
+    let cookie = landed.cookie_pair(COOKIE).expect("the session cookie");
+    let page = get(&env.node.url("/app/hub/landing"), &with_cookie(&cookie)).await;
+    assert_eq!(
+        seen_header(&page.json(), "x-qlik-user"),
+        Some(qlik_user("CORP", "fay").as_str())
+    );
     // Without a default, QPS's answer: no TargetUri.
     let plain = Env::start("no-default-target").await;
     let answer = plain.ticket("fay", Some(unknown)).await;
@@ -936,6 +1073,30 @@ async fn a_ticket_for_an_unknown_or_missing_target_lands_on_the_default_uri() {
         "{}",
         answer.text()
     );
+}
+
+#[tokio::test]
+async fn a_ticket_for_an_expired_target_lands_on_the_default_uri() {
+    let landing = "http://127.0.0.1/app/hub/landing";
+    let env = Env::start_configured(
+        "expired-target",
+        AppProxy::new(Vec::<String>::new()).key(&format!("default_target_uri = \"{landing}\"")),
+        "[tickets]\ntarget_ttl = \"1s\"",
+    )
+    .await;
+    let target_id = env.login_target("/app/hub/sheet").await;
+    // Fresh, the target is where the browser goes; once Redis has expired it, the default.
+    let fresh = env.ticket("gil", Some(&target_id)).await;
+    assert_eq!(
+        fresh.json()["TargetUri"],
+        env.node.url("/app/hub/sheet").as_str()
+    );
+    let expired = eventually("the target to expire", Duration::from_secs(5), || async {
+        let answer = env.ticket("gil", Some(&target_id)).await.json();
+        (answer["TargetUri"] != env.node.url("/app/hub/sheet").as_str()).then_some(answer)
+    })
+    .await;
+    assert_eq!(expired["TargetUri"], landing, "{expired}");
 }
 
 #[tokio::test]
@@ -962,4 +1123,45 @@ async fn proxy_rest_uri_names_the_rest_surface_where_modules_reach_it() {
         )
         .await;
     assert_eq!(answer.status, 201, "{}", answer.text());
+}
+
+#[tokio::test]
+async fn rest_on_the_grpc_port_is_a_configuration_error_naming_both_keys() {
+    let binary = crate::harness::processes::binary("control-plane");
+    let check = |text: &str, name: &str| {
+        let file = std::env::temp_dir().join(format!(
+            "gatehouse-rest-port-{}-{name}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&file, text).expect("write the configuration");
+        let output = std::process::Command::new(&binary)
+            .arg("--config")
+            .arg(&file)
+            .arg("--check-config")
+            .env_remove("GATEHOUSE_LISTEN")
+            .output()
+            .expect("run the control plane");
+        let _ = std::fs::remove_file(&file);
+        output
+    };
+    // gRPC's default address is 127.0.0.1:4243, where QPS modules look for REST.
+    let clash = check("[rest]\nlisten = \"127.0.0.1:4243\"\n", "clash");
+    let stderr = String::from_utf8_lossy(&clash.stderr);
+    assert_eq!(clash.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("listen (127.0.0.1:4243) and rest.listen (127.0.0.1:4243)")
+            && stderr.contains("move gRPC"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+    // With gRPC moved, REST may have 4243.
+    let moved = check(
+        "listen = \"127.0.0.1:4250\"\n[rest]\nlisten = \"127.0.0.1:4243\"\n",
+        "moved",
+    );
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
 }
