@@ -342,6 +342,29 @@ impl std::fmt::Debug for SealKey {
     }
 }
 
+/// A key that signs identity assertions (see `crate::assertion`), shared by every replica
+/// through the store and pushed to nodes, which sign with it. Published from when it is
+/// made; signs only from `active_from`, so verifiers have fetched it before they meet it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AssertionKey {
+    /// The JWS `kid`: the rotation period it was made in, so replicas name it alike.
+    pub id: String,
+    /// The P-256 key pair, PKCS#8 v1.
+    pub pkcs8: Vec<u8>,
+    pub created: SystemTime,
+    pub active_from: SystemTime,
+}
+
+impl std::fmt::Debug for AssertionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssertionKey")
+            .field("id", &self.id)
+            .field("created", &self.created)
+            .field("active_from", &self.active_from)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Revocations after a cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocations {

@@ -5,6 +5,7 @@
 pub mod admin;
 pub use gatehouse_runtime::admin_access;
 pub mod api;
+pub mod assertion;
 pub mod audit;
 pub mod authority;
 pub mod clock;

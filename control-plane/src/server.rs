@@ -17,6 +17,7 @@ use crate::api::authentication::AuthenticationApi;
 use crate::api::node::NodeApi;
 use crate::api::personal::PersonalApi;
 use crate::api::session::SessionApi;
+use crate::assertion::SigningKeys;
 use crate::authority::Authority;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, OutageConfig, Overrides, StoreBackend};
@@ -115,6 +116,8 @@ pub struct BoundServer {
     rest: Option<crate::rest::BoundRest>,
     /// Sealing and the outage fallback, unless turned off.
     outage: Option<OutageConfig>,
+    /// The life of the keys that sign identity assertions.
+    assertion: crate::config::AssertionConfig,
 }
 
 /// Builds the store the configuration names.
@@ -228,6 +231,7 @@ impl BoundServer {
             admin_token: config.admin_token.clone(),
             rest,
             outage: config.outage.enabled().then_some(config.outage),
+            assertion: config.assertion.clone(),
         })
     }
 
@@ -325,6 +329,13 @@ impl BoundServer {
             }
             None => self.authority,
         };
+        let signing_keys = SigningKeys::start(
+            self.assertion,
+            authority.store().clone(),
+            feed.clone(),
+            authority.clock(),
+        );
+        let authority = authority.with_signing_keys(signing_keys);
         let reloader = self.reload.map(|(path, overrides)| {
             tokio::spawn(reload_forever(
                 path,

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use gatehouse_runtime::clock::Clock;
+
+use crate::assertion_slot::AssertionSlot;
 use sha2::{Digest as _, Sha256};
 
 const SHARDS: usize = 64;
@@ -102,6 +104,8 @@ pub struct CachedSession {
     pub attributes: Vec<(String, String)>,
     /// The session ends at this time whatever its activity.
     pub absolute_expiry: SystemTime,
+    /// The session's signed identity assertion, kept until close to its expiry.
+    pub assertion: AssertionSlot,
 }
 
 impl CachedSession {
@@ -121,6 +125,7 @@ impl CachedSession {
                 .absolute_expiry
                 .and_then(|at| SystemTime::try_from(at).ok())
                 .unwrap_or(SystemTime::UNIX_EPOCH),
+            assertion: AssertionSlot::default(),
         }
     }
 }
@@ -301,12 +306,18 @@ impl SessionCache {
                 unreported_use: Some(self.clock.now()),
             }
         };
-        // A token cached already (validated again after its ttl) keeps its slot.
+        // A token cached already (validated again after its ttl) keeps its slot, and the
+        // assertion signed for it while the session is unchanged.
         let refreshed = {
             let mut shard = lock(self.shard(&key));
             shard
                 .get_mut(&key)
-                .map(|cached| *cached = entry(Some(cached.stale_until)))
+                .map(|cached| {
+                    if *cached.session == *session {
+                        session.assertion.adopt(&cached.session.assertion);
+                    }
+                    *cached = entry(Some(cached.stale_until));
+                })
                 .is_some()
         };
         let mut evicted = Vec::new();
@@ -534,6 +545,7 @@ mod tests {
             user_id: "u".into(),
             attributes: vec![],
             absolute_expiry: SystemTime::now() + Duration::from_secs(3600),
+            assertion: Default::default(),
         })
     }
 
@@ -554,6 +566,36 @@ mod tests {
         assert!(matches!(cache.get(&key), Lookup::Stale(_)));
         clock.advance(Duration::from_millis(50));
         assert!(matches!(cache.get(&key), Lookup::Missing));
+    }
+
+    #[test]
+    fn a_session_validated_again_unchanged_keeps_its_signed_assertion() {
+        use crate::assertion_slot::SignedAssertion;
+        let cache = new_cache(10, Duration::from_secs(60), Duration::from_secs(60));
+        let key = TokenKey::of("t");
+        let later = SystemTime::now() + Duration::from_secs(60);
+        // As the control plane describes it each time (the clone's slot starts empty).
+        let described = session("h");
+        let first = Arc::new((*described).clone());
+        first.assertion.store(SignedAssertion {
+            generation: 7,
+            refresh_at: later,
+            value: http::HeaderValue::from_static("signed"),
+        });
+        cache.insert(key, first);
+        let again = Arc::new((*described).clone());
+        cache.insert(key, again.clone());
+        assert_eq!(
+            again.assertion.current(7, SystemTime::now()),
+            Some(http::HeaderValue::from_static("signed"))
+        );
+        // Changed (other attributes): signed anew.
+        let changed = Arc::new(CachedSession {
+            attributes: vec![("group".into(), "admins".into())],
+            ..(*described).clone()
+        });
+        cache.insert(key, changed.clone());
+        assert_eq!(changed.assertion.current(7, SystemTime::now()), None);
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! `X-Qlik-Security`, or Gatehouse's generic `X-Gatehouse-*`), and which proxy sent the
 //! request. Made per request from the cached session, with the headers that are the same for
 //! every user of a virtual proxy made once when its snapshot arrives. Any front end that
-//! passes a user on (the proxy, a forward-auth answer) writes them with [`inject`].
+//! passes a user on (the proxy, a forward-auth answer) writes them with [`inject`], the
+//! signed assertion (`crate::assertion`) among them when the proxy sends one.
 
 use gatehouse_proto::identity_headers as names;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use crate::assertion::ProxyAssertion;
 use crate::cache::CachedSession;
 
 /// URL-encoding for identity values: everything but RFC 3986 unreserved characters.
@@ -43,11 +45,12 @@ pub enum IdentityPreset {
 }
 
 /// A virtual proxy's identity headers: its preset, and the headers of it that do not depend
-/// on the user, made once.
+/// on the user, made once; and its signed assertion, if it sends one.
 #[derive(Debug, Clone)]
 pub struct ProxyIdentity {
     pub preset: IdentityPreset,
     fixed: Vec<(HeaderName, HeaderValue)>,
+    pub assertion: Option<ProxyAssertion>,
 }
 
 impl ProxyIdentity {
@@ -55,7 +58,14 @@ impl ProxyIdentity {
         Self {
             preset,
             fixed: fixed_headers(preset, proxy_id, prefix),
+            assertion: None,
         }
+    }
+
+    /// The header the proxy's assertion travels in, when it sends one: never taken from a
+    /// client (the default name is among the identity headers, stripped for every proxy).
+    pub fn assertion_header(&self) -> Option<&HeaderName> {
+        self.assertion.as_ref().map(|assertion| &assertion.header)
     }
 }
 
@@ -111,6 +121,11 @@ pub fn inject(
             });
             insert_built(headers, X_GATEHOUSE_ATTRIBUTES, |out| attributes(out));
         }
+    }
+    if let Some(assertion) = &identity.assertion
+        && let Some(value) = assertion.value_for(session)
+    {
+        headers.insert(assertion.header.clone(), value);
     }
 }
 

@@ -5,6 +5,8 @@
 //! sessions and open WebSockets at once.
 
 pub mod admin;
+pub mod assertion;
+pub mod assertion_slot;
 pub mod auth;
 pub mod background;
 pub mod body;

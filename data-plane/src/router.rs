@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use gatehouse_proto::v1 as pb;
 
+use crate::assertion::KeySet;
 use crate::virtual_proxy::VirtualProxy;
 
-/// All virtual proxies of the current snapshot, routable by path.
+/// All virtual proxies of the current snapshot, routable by path, and the snapshot's
+/// assertion keys.
 #[derive(Debug, Default)]
 pub struct ProxyTable {
     proxies: Vec<Arc<VirtualProxy>>,
+    assertion_keys: Arc<KeySet>,
     /// Every proxy's session cookie name (and OpenID login-binding cookie name): none of
     /// them may reach an upstream, nor be set by one.
     cookie_names: Vec<String>,
@@ -24,11 +27,17 @@ impl ProxyTable {
         previous: &ProxyTable,
         upstream_tls: &Arc<rustls::ClientConfig>,
     ) -> Self {
+        let assertion_keys = Arc::new(KeySet::from_proto(&snapshot.assertion_keys));
         let mut proxies = Vec::new();
         for proto in &snapshot.virtual_proxies {
             let before = previous.by_prefix(&proto.prefix);
             match VirtualProxy::from_proto_with(proto, before.map(|p| &**p), upstream_tls) {
-                Ok(proxy) => proxies.push(Arc::new(proxy)),
+                Ok(mut proxy) => {
+                    if let Some(assertion) = &mut proxy.identity.assertion {
+                        assertion.use_keys(assertion_keys.clone());
+                    }
+                    proxies.push(Arc::new(proxy));
+                }
                 Err(error) => tracing::error!(%error, "virtual proxy left out of the snapshot"),
             }
         }
@@ -45,8 +54,14 @@ impl ProxyTable {
             .collect();
         Self {
             proxies,
+            assertion_keys,
             cookie_names,
         }
+    }
+
+    /// The keys published at `assertion::JWKS_PATH`.
+    pub fn assertion_keys(&self) -> &KeySet {
+        &self.assertion_keys
     }
 
     pub fn cookie_names(&self) -> &[String] {
@@ -93,6 +108,7 @@ mod tests {
                 })
                 .collect(),
             flush_cache: false,
+            assertion_keys: Vec::new(),
         };
         ProxyTable::from_snapshot(
             &snapshot,

@@ -10,6 +10,7 @@ use gatehouse_proto::v1 as pb;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use crate::assertion::ProxyAssertion;
 use crate::auth::rules::{AccessRule, Scope, fold};
 use crate::identity_headers::{IdentityPreset, ProxyIdentity};
 use crate::request::path::AllowedSpellings;
@@ -283,6 +284,24 @@ impl VirtualProxy {
                 ))
             })
             .collect::<Result<_, SnapshotError>>()?;
+        let mut identity = ProxyIdentity::new(
+            match proto
+                .identity_headers
+                .as_ref()
+                .map(pb::IdentityHeaders::preset)
+            {
+                Some(pb::IdentityPreset::Generic) => IdentityPreset::Generic,
+                _ => IdentityPreset::Qlik,
+            },
+            &proto.proxy_id,
+            &proto.prefix,
+        );
+        identity.assertion = proto
+            .identity_assertion
+            .as_ref()
+            .map(|assertion| ProxyAssertion::from_proto(assertion, &proto.prefix))
+            .transpose()
+            .map_err(fail)?;
         let cookie_name = if proto.cookie_host_prefix {
             format!("__Host-{}", proto.cookie_name)
         } else {
@@ -351,18 +370,7 @@ impl VirtualProxy {
                 .is_some_and(|jwt| jwt.enabled),
             strip_prefix: proto.strip_prefix,
             upstream,
-            identity: ProxyIdentity::new(
-                match proto
-                    .identity_headers
-                    .as_ref()
-                    .map(pb::IdentityHeaders::preset)
-                {
-                    Some(pb::IdentityPreset::Generic) => IdentityPreset::Generic,
-                    _ => IdentityPreset::Qlik,
-                },
-                &proto.proxy_id,
-                &proto.prefix,
-            ),
+            identity,
             access_rules: proto
                 .access_rules
                 .iter()

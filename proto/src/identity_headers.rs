@@ -20,8 +20,13 @@ pub const GATEHOUSE_ATTRIBUTES: &str = "x-gatehouse-attributes";
 /// `IdentityPreset::Generic`: the virtual proxy's prefix.
 pub const GATEHOUSE_VIRTUAL_PROXY: &str = "x-gatehouse-virtual-proxy";
 
-/// Identity headers of both presets, lowercase: never accepted from a client.
-pub const ALL: [&str; 8] = [
+/// The signed identity assertion's default header (a virtual proxy may name another, which
+/// the data plane strips for that proxy too).
+pub const GATEHOUSE_ASSERTION: &str = "x-gatehouse-assertion";
+
+/// Identity headers of both presets and the assertion's default header, lowercase: never
+/// accepted from a client, whether or not a virtual proxy sends an assertion.
+pub const ALL: [&str; 9] = [
     QLIK_USER,
     QLIK_SECURITY,
     QLIK_PROXYID,
@@ -30,6 +35,7 @@ pub const ALL: [&str; 8] = [
     GATEHOUSE_USER_ID,
     GATEHOUSE_ATTRIBUTES,
     GATEHOUSE_VIRTUAL_PROXY,
+    GATEHOUSE_ASSERTION,
 ];
 
 /// Whether `name` (lowercase, as `http::HeaderName` spells it) is an identity header.

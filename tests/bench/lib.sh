@@ -157,10 +157,11 @@ start_redis() {
 }
 
 # A control plane with one default virtual proxy (anonymous sessions) in front of the
-# upstream. Store: "memory" or a redis:// URL. Sets $grpc_port and $node_secret.
-start_control_plane() { # store
+# upstream, and the TOML in $2 after it (more virtual proxies). Store: "memory" or a
+# redis:// URL. Sets $grpc_port and $node_secret.
+start_control_plane() { # store [more-toml]
     grpc_port=$(free_port)
-    local admin_port store_toml
+    local admin_port store_toml more=${2:-}
     admin_port=$(free_port)
     node_secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
     if [ "$1" = memory ]; then
@@ -183,6 +184,7 @@ prefix = ""
 anonymous = "always"
 [virtual_proxies.upstream]
 nodes = ["127.0.0.1:$upstream_port"]
+$more
 TOML
     spawn env GATEHOUSE_LOG=warn "$bin_dir/control-plane" --config "$work/control-plane.toml" \
         >> "$work/control-plane.log" 2>&1
@@ -216,10 +218,11 @@ TOML
     wait_ready "http://127.0.0.1:$node_admin_port/ready" "data-plane node"
 }
 
-# An anonymous session through the node: the first request sets the cookie.
-anonymous_cookie() {
+# An anonymous session through the node: the first request (to $1, default /) sets the
+# cookie.
+anonymous_cookie() { # [path]
     local cookie
-    cookie=$(curl -s -D - -o /dev/null "http://127.0.0.1:$node_port/" |
+    cookie=$(curl -s -D - -o /dev/null "http://127.0.0.1:$node_port${1:-/}" |
         sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | tr -d '\r' | head -n 1)
     [ -n "$cookie" ] || fail "the node set no session cookie on an anonymous request"
     printf '%s\n' "$cookie"

@@ -5,7 +5,8 @@
 #   tests/bench/run.sh [--smoke] [--only STAGE,...] [--seconds S] [--rounds R]
 #                      [--connections C] [--out FILE]
 #
-# Stages, in order: cache-hit, cache-miss, h2, forward-auth, logins, revocation, memory, micro.
+# Stages, in order: cache-hit, assertion, cache-miss, h2, forward-auth, logins, revocation,
+# memory, micro.
 # Full run (default): release binaries, 10 s per measurement, 2 interleaved rounds, 1 and 2
 # workers; results in target/bench/results.md. About 9 minutes on 2 cores plus the build
 # (a minute of it minting 20,000 sessions on the memory store, whose session creation
@@ -26,7 +27,7 @@ source "$bench_dir/lib.sh"
 
 usage() { sed -n '5,6p' "$0" | sed 's/^#  *//'; }
 
-all_stages="cache-hit cache-miss h2 forward-auth logins revocation memory micro"
+all_stages="cache-hit assertion cache-miss h2 forward-auth logins revocation memory micro"
 smoke=false
 only=""
 seconds=""
@@ -170,6 +171,53 @@ cache_hit_label() {
         c) echo "(c) nginx auth_request" ;;
         d) echo "(d) Gatehouse, cached session" ;;
     esac
+}
+
+# --- stage 1b: cache-hit path with a signed identity assertion -------------------------------
+
+stage_assertion() {
+    emit "## Cache-hit path with a signed identity assertion (HTTP/1.1, wrk)" ""
+    emit "One node, two anonymous virtual proxies in front of the same nginx upstream: (e) the default" \
+        "proxy without an assertion, (f) proxy \`signed\` sending an ES256 assertion (signed once per" \
+        "session and kept on its cache entry), each with its own cached session cookie." \
+        "\`wrk -t1 -c$connections -d${seconds}s --latency\`, $rounds interleaved round(s). Target: (f) at" \
+        "least 0.95 of (e)." ""
+    emit "| workers | target | req/s | p50 | p99 | req/s vs (e) |" "|---|---|---|---|---|---|"
+    local workers round target result cookie_e cookie_f mean label
+    for workers in $worker_counts; do
+        start_upstream "$workers"
+        start_control_plane memory "[[virtual_proxies]]
+prefix = \"signed\"
+anonymous = \"always\"
+[virtual_proxies.upstream]
+nodes = [\"127.0.0.1:$upstream_port\"]
+[virtual_proxies.assertion]"
+        start_node "$workers"
+        cookie_e=$(anonymous_cookie /)
+        cookie_f=$(anonymous_cookie /signed/)
+        # The signed proxy passes a cached session before it is measured.
+        curl -sf -o /dev/null -H "Cookie: $cookie_f" "http://127.0.0.1:$node_port/signed/" ||
+            fail "assertion: the signed proxy did not pass a cached session"
+        local -A sum=() p50s=() p99s=()
+        for round in $(seq "$rounds"); do
+            for target in e f; do
+                log "assertion: $workers worker(s), round $round, ($target)"
+                if [ "$target" = e ]; then
+                    result=$(measure_wrk "assertion (e)" -H "Cookie: $cookie_e" "http://127.0.0.1:$node_port/")
+                else
+                    result=$(measure_wrk "assertion (f)" -H "Cookie: $cookie_f" "http://127.0.0.1:$node_port/signed/")
+                fi
+                record_wrk_round "$target" "$result"
+            done
+        done
+        for target in e f; do
+            mean=$(awk -v s="${sum[$target]}" -v n="$rounds" 'BEGIN { printf "%d\n", s / n + 0.5 }')
+            if [ "$target" = e ]; then label="(e) cached session, no assertion"; else label="(f) cached session, signed assertion"; fi
+            emit "| $workers | $label | $mean | ${p50s[$target]} | ${p99s[$target]} | $(ratio "${sum[$target]}" "${sum[e]}") |"
+        done
+        unset sum p50s p99s
+        stop_spawned
+    done
 }
 
 # --- stage 2: cache-miss path -----------------------------------------------------------------

@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::assertion::SigningKeys;
 use crate::audit::{Audit, AuditEvent, Method};
 use crate::clock::Clock;
-use crate::config::TicketConfig;
+use crate::config::{AssertionConfig, TicketConfig};
 use crate::domain::{ClientInfo, User};
 use crate::error::Error;
 use crate::jwt::JwtVerifiers;
@@ -45,6 +46,8 @@ pub struct Authority {
     /// Seals sessions and serves them from their seals while the store is down; `None`
     /// when sealing is off.
     outage: Option<Arc<OutageFallback>>,
+    /// The keys nodes sign identity assertions with (none until the server starts them).
+    signing_keys: Arc<SigningKeys>,
     audit: Audit,
 }
 
@@ -59,11 +62,12 @@ impl Authority {
             store,
             proxies: Arc::new(ArcSwap::from_pointee(proxies)),
             tickets,
-            clock,
+            clock: clock.clone(),
             rest_base: None,
             jwt: Arc::new(JwtVerifiers::default()),
             oidc: Arc::new(OidcProviders::default()),
             outage: None,
+            signing_keys: Arc::new(SigningKeys::new(AssertionConfig::default(), clock.clone())),
             audit: Audit::default(),
         }
     }
@@ -117,6 +121,16 @@ impl Authority {
 
     pub fn outage_fallback(&self) -> Option<&Arc<OutageFallback>> {
         self.outage.as_ref()
+    }
+
+    /// Pushes `keys` to nodes for signing identity assertions.
+    pub fn with_signing_keys(mut self, keys: Arc<SigningKeys>) -> Self {
+        self.signing_keys = keys;
+        self
+    }
+
+    pub fn signing_keys(&self) -> &Arc<SigningKeys> {
+        &self.signing_keys
     }
 
     /// Names the REST surface's public base URL (ending in `/`), so that nodes send

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::admin_access::AdminToken;
 
 mod access_rules;
+mod assertion;
 mod audit;
 mod listeners;
 mod login_methods;
@@ -22,6 +23,7 @@ mod syntax;
 mod upstream;
 mod virtual_proxy;
 
+pub use self::assertion::{AssertionConfig, ProxyAssertionConfig};
 pub use self::audit::AuditConfig;
 use self::listeners::FileRestConfig;
 pub use self::listeners::RestConfig;
@@ -53,6 +55,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub tickets: TicketConfig,
     pub outage: OutageConfig,
+    /// The signed identity assertion's keys and issuer.
+    pub assertion: AssertionConfig,
     pub audit: AuditConfig,
     /// At least one; prefixes and cookie names are unique.
     pub virtual_proxies: Vec<VirtualProxyConfig>,
@@ -244,6 +248,7 @@ struct FileConfig {
     store: StoreConfig,
     tickets: TicketConfig,
     outage: OutageConfig,
+    assertion: AssertionConfig,
     audit: AuditConfig,
     node_api: NodeApiConfig,
     tls: Option<TlsConfig>,
@@ -262,6 +267,7 @@ impl Default for FileConfig {
             store: StoreConfig::default(),
             tickets: TicketConfig::default(),
             outage: OutageConfig::default(),
+            assertion: AssertionConfig::default(),
             audit: AuditConfig::default(),
             node_api: NodeApiConfig::default(),
             tls: None,
@@ -460,6 +466,15 @@ impl Config {
         file.outage
             .validate_keys_outlive(longest_inactivity)
             .map_err(ConfigError::Invalid)?;
+        let longest_assertion = virtual_proxies
+            .iter()
+            .filter_map(|proxy| proxy.assertion.as_ref())
+            .map(|assertion| assertion.lifetime)
+            .max()
+            .unwrap_or_default();
+        file.assertion
+            .validate(longest_assertion)
+            .map_err(ConfigError::Invalid)?;
         let node_secret = node_secret(&file.node_api)?;
         match &file.tls {
             None if !file.listen.ip().is_loopback() => {
@@ -499,6 +514,7 @@ impl Config {
             store: file.store,
             tickets: file.tickets,
             outage: file.outage,
+            assertion: file.assertion,
             audit: file.audit,
             virtual_proxies,
             node_secret,

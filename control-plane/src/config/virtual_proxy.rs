@@ -10,6 +10,7 @@ use gatehouse_proto::origin::{Authority, PublicOrigin};
 
 use super::access_rules::validate_rule;
 pub use super::access_rules::{AccessRuleConfig, AttributeMatch, RuleAction};
+use super::assertion::ProxyAssertionConfig;
 pub use super::login_methods::{HeaderAuthConfig, JwtConfig, KerberosConfig};
 use super::login_methods::{validate_header_auth, validate_jwt, validate_kerberos};
 use super::oidc::OidcConfig;
@@ -63,6 +64,8 @@ pub struct VirtualProxyConfig {
     pub strip_prefix: bool,
     pub upstream: UpstreamConfig,
     pub identity_headers: IdentityPreset,
+    /// A signed identity assertion for upstreams; `None`: none.
+    pub assertion: Option<ProxyAssertionConfig>,
     pub access_rules: Vec<AccessRuleConfig>,
     /// Paths served without identification: no login, no session, no identity headers.
     pub public_paths: Vec<PublicPathConfig>,
@@ -161,6 +164,7 @@ pub(super) struct FileVirtualProxy {
     upstream: UpstreamConfig,
     #[serde(default)]
     identity_headers: IdentityPreset,
+    assertion: Option<ProxyAssertionConfig>,
     #[serde(default)]
     access_rules: Vec<AccessRuleConfig>,
     #[serde(default)]
@@ -204,6 +208,7 @@ impl FileVirtualProxy {
             strip_prefix: default_strip_prefix(),
             upstream: UpstreamConfig::default(),
             identity_headers: IdentityPreset::default(),
+            assertion: None,
             access_rules: Vec::new(),
             public_paths: Vec::new(),
             additional_response_headers: BTreeMap::new(),
@@ -414,6 +419,13 @@ fn validate(mut proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         }
     }
     validate_upstream(&proxy.upstream).map_err(named)?;
+    if let Some(assertion) = &mut proxy.assertion {
+        let login_header = proxy
+            .header_authentication
+            .as_ref()
+            .map(|header| header.header.to_ascii_lowercase());
+        assertion.validate(login_header.as_deref()).map_err(named)?;
+    }
     for rule in &proxy.access_rules {
         validate_rule(rule).map_err(named)?;
     }
@@ -456,6 +468,7 @@ fn validate(mut proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         strip_prefix: proxy.strip_prefix,
         upstream: proxy.upstream,
         identity_headers: proxy.identity_headers,
+        assertion: proxy.assertion,
         access_rules: proxy.access_rules,
         public_paths: proxy.public_paths,
         additional_response_headers: proxy.additional_response_headers.into_iter().collect(),

@@ -1,5 +1,6 @@
-//! Where sessions, tickets, targets, revocations and seal keys live: one trait per aggregate
-//! ([`OneTimeRecords`], [`Sessions`], [`RevocationLog`], [`SealKeys`]), gathered by
+//! Where sessions, tickets, targets, revocations, seal keys and assertion keys live: one
+//! trait per aggregate ([`OneTimeRecords`], [`Sessions`], [`RevocationLog`], [`SealKeys`],
+//! [`AssertionKeys`]), gathered by
 //! [`Store`], and two implementations.
 //!
 //! [`RedisStore`] is the production store, shared by every control-plane replica.
@@ -22,8 +23,8 @@ use async_trait::async_trait;
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisAuditStream, RedisStore};
 use crate::domain::{
-    CreateOutcome, NewSession, OidcLogin, Page, RevocationReason, Revocations, SealKey, Session,
-    SessionCap, Target, Ticket, UserKey,
+    AssertionKey, CreateOutcome, NewSession, OidcLogin, Page, RevocationReason, Revocations,
+    SealKey, Session, SessionCap, Target, Ticket, UserKey,
 };
 pub use crate::error::StoreError;
 use crate::tokens::TokenHash;
@@ -36,7 +37,15 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// their traits.
 #[async_trait]
 pub trait Store:
-    OneTimeRecords + Sessions + RevocationLog + SealKeys + Send + Sync + std::fmt::Debug + 'static
+    OneTimeRecords
+    + Sessions
+    + RevocationLog
+    + SealKeys
+    + AssertionKeys
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
 {
     /// Succeeds when the store can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -203,4 +212,17 @@ pub trait SealKeys: Send + Sync {
 
     /// Removes a key; removing one that is not there is not an error.
     async fn remove_seal_key(&self, id: &str) -> Result<(), StoreError>;
+}
+
+/// The keys that sign identity assertions, shared by every replica (see `crate::assertion`).
+#[async_trait]
+pub trait AssertionKeys: Send + Sync {
+    /// Every key held, in no particular order.
+    async fn assertion_keys(&self) -> Result<Vec<AssertionKey>, StoreError>;
+
+    /// Adds a key; one with the same id is left as it is.
+    async fn add_assertion_key(&self, key: &AssertionKey) -> Result<(), StoreError>;
+
+    /// Removes a key; removing one that is not there is not an error.
+    async fn remove_assertion_key(&self, id: &str) -> Result<(), StoreError>;
 }

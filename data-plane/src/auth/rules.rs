@@ -209,6 +209,7 @@ mod tests {
             user_id: "alice".into(),
             attributes: vec![("group".into(), group.into())],
             absolute_expiry: SystemTime::now(),
+            assertion: Default::default(),
         }
     }
 

@@ -173,6 +173,12 @@ fn allow(allowed: Allowed) -> CheckResponse {
     if let Some(login) = &proxy.header_authentication {
         headers_to_remove.push(login.header.as_str().to_owned());
     }
+    if let Some(header) = proxy.identity.assertion_header()
+        && !allowed.identity.contains_key(header)
+        && !headers_to_remove.iter().any(|name| name == header.as_str())
+    {
+        headers_to_remove.push(header.as_str().to_owned());
+    }
     if proxy.jwt_authentication {
         headers_to_remove.push(AUTHORIZATION.as_str().to_owned());
     }

@@ -173,6 +173,7 @@ pub fn for_upstream(
     remove_where(headers, |name| {
         is_hop_by_hop(name, &named, websocket)
             || identity_headers::is_identity_header(name.as_str())
+            || proxy.identity.assertion_header() == Some(name)
             || header_login == Some(name)
             // The JWT is the client's credential for this proxy, consumed here like the
             // session cookie; upstreams get the identity headers instead.
@@ -356,6 +357,7 @@ mod tests {
                 ("group".into(), "admins".into()),
             ],
             absolute_expiry: SystemTime::now(),
+            assertion: Default::default(),
         }
     }
 
@@ -396,6 +398,39 @@ mod tests {
         headers.insert("host", HeaderValue::from_static("sense.example.com"));
         headers.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
         headers
+    }
+
+    #[test]
+    fn a_client_sent_assertion_is_removed_even_when_none_can_be_signed() {
+        // The proxy sends its assertion under its own name, but holds no key yet.
+        let signing = VirtualProxy::from_proto(
+            &pb::VirtualProxy {
+                prefix: "sales".into(),
+                identity_assertion: Some(pb::IdentityAssertion {
+                    header: "x-sales-identity".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        for proxy in [&signing, &proxy(pb::IdentityPreset::Qlik)] {
+            let mut headers = client_headers();
+            headers.insert("x-gatehouse-assertion", HeaderValue::from_static("forged"));
+            headers.insert("x-sales-identity", HeaderValue::from_static("forged"));
+            for_upstream(
+                &mut headers,
+                proxy,
+                Some(&session()),
+                hop(peer, false),
+                &cookies(),
+            );
+            assert!(!headers.contains_key("x-gatehouse-assertion"));
+            let own = std::ptr::eq(proxy, &signing);
+            assert_eq!(headers.contains_key("x-sales-identity"), !own, "{own}");
+        }
     }
 
     #[test]

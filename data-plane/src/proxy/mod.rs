@@ -20,6 +20,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use self::forward::AnsweredBy;
+use crate::assertion;
 use crate::auth::identify::TicketLanding;
 use crate::body::ProxyBody;
 use crate::endpoints;
@@ -75,6 +76,14 @@ async fn handle_in_span(
     let logged = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO)
         .then(|| (request.method().clone(), request.uri().path().to_owned()));
     let table = state.table.load_full();
+    // Outside every virtual proxy, so upstreams can always fetch it.
+    if request.uri().path() == assertion::JWKS_PATH {
+        let response = assertion::jwks_response(table.assertion_keys(), request.method());
+        if let Some((method, path)) = &logged {
+            access_log(method, path, &response, started, None);
+        }
+        return response;
+    }
     let Some(proxy) = table.route(request.uri().path()).cloned() else {
         let response =
             Refusal::NotFound("no virtual proxy serves this path".into()).into_response();

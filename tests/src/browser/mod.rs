@@ -1,6 +1,7 @@
 //! What a browser user sees through a data-plane node: logging in, the Personal API over
 //! HTTP, WebSockets and their limits, the identity headers the upstream gets, requests that
-//! are refused before the upstream, paths served without identification, inactivity
+//! are refused before the upstream, the signed identity assertion and its keys, paths
+//! served without identification, inactivity
 //! timeouts, logout across nodes, per-proxy options and how requests are spread over
 //! upstream nodes.
 
@@ -13,6 +14,7 @@ mod personal_api_over_http;
 mod public_paths;
 mod request_hygiene;
 mod sessions_across_nodes;
+pub(crate) mod signed_assertion;
 mod upstream_balancing;
 mod virtual_proxy_options;
 mod websocket;

@@ -24,7 +24,7 @@ use crate::harness::eventually;
 use crate::harness::fixtures::random_token;
 
 /// A check as Envoy sends it for `method path` on the node's loopback origin.
-fn check(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+pub(super) fn check(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     let mut sent: HashMap<String, String> = headers
         .iter()
         .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
@@ -70,7 +70,7 @@ async fn client(address: SocketAddr, local: IpAddr) -> AuthorizationClient<Chann
     AuthorizationClient::new(channel)
 }
 
-async fn ask(authorizers: &Authorizers, request: CheckRequest) -> CheckResponse {
+pub(super) async fn ask(authorizers: &Authorizers, request: CheckRequest) -> CheckResponse {
     client(
         authorizers.one.ext_authz_address(),
         IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -82,7 +82,7 @@ async fn ask(authorizers: &Authorizers, request: CheckRequest) -> CheckResponse 
     .into_inner()
 }
 
-fn ok(response: &CheckResponse) -> &OkHttpResponse {
+pub(super) fn ok(response: &CheckResponse) -> &OkHttpResponse {
     assert_eq!(
         response.status.as_ref().map(|status| status.code),
         Some(0),
@@ -111,7 +111,7 @@ fn status(denied: &DeniedHttpResponse) -> i32 {
 }
 
 /// The value of `name` among Envoy header options.
-fn value<'a>(
+pub(super) fn value<'a>(
     headers: &'a [envoy_types::ext_authz::v3::pb::HeaderValueOption],
     name: &str,
 ) -> Option<&'a str> {

@@ -10,6 +10,7 @@ mod ext_authz;
 mod fast_http1;
 mod nginx;
 mod public_paths;
+mod signed_assertion;
 
 use crate::browser::fixtures::{AppProxy, COOKIE};
 use crate::harness::auth_module::{session_cookie, user};

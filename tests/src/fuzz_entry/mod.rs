@@ -139,6 +139,7 @@ pub fn identity_headers(data: &[u8]) {
         user_id: id.clone(),
         attributes: vec![(directory.clone(), id.clone())],
         absolute_expiry: std::time::SystemTime::UNIX_EPOCH,
+        assertion: Default::default(),
     };
     let mut request_headers = HeaderMap::new();
     let peer = SocketAddr::from(([127, 0, 0, 1], 1));
@@ -375,6 +376,7 @@ pub fn access_rules(data: &[u8]) {
         user_id: "alice".into(),
         attributes: Vec::new(),
         absolute_expiry: std::time::SystemTime::UNIX_EPOCH,
+        assertion: Default::default(),
     };
     if rules::denied(&access, &path, "GET", &session).is_some() {
         return;

@@ -1,8 +1,8 @@
 //! The store conformance suite: the same behaviour asked of the Redis store (against a real
 //! `redis-server`, on one server, behind Sentinel and as a Cluster) and of the in-memory store.
 //! A store that passes can back the control plane. One file per aggregate of the store, as the
-//! control plane's `Store` is split: one-time records, sessions, the revocation log, seal keys. This file
-//! holds the stores under test and what the checks share.
+//! control plane's `Store` is split: one-time records, sessions, the revocation log, seal keys,
+//! assertion keys. This file holds the stores under test and what the checks share.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -186,6 +186,7 @@ fn created(outcome: CreateOutcome) -> (Session, Vec<Session>) {
     }
 }
 
+mod assertion_keys;
 mod one_time_records;
 mod revocation_log;
 mod seal_keys;

@@ -69,6 +69,16 @@ pub(crate) fn virtual_proxy_to_proto(
             }
             .into(),
         }),
+        // The issuer is the control plane's (`[assertion]`), filled in by the snapshot.
+        identity_assertion: proxy
+            .assertion
+            .as_ref()
+            .map(|assertion| pb::IdentityAssertion {
+                header: assertion.header.clone(),
+                audience: assertion.audience_of(&proxy.prefix),
+                issuer: String::new(),
+                lifetime: duration(assertion.lifetime),
+            }),
         access_rules: proxy.access_rules.iter().map(rule_to_proto).collect(),
         public_paths: proxy
             .public_paths

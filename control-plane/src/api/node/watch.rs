@@ -91,6 +91,7 @@ impl WatchSource {
     }
 
     fn snapshot(&self, flush_cache: bool, cursor: Option<String>) -> pb::WatchEvent {
+        let keys = self.authority.signing_keys();
         pb::WatchEvent {
             cursor: cursor.unwrap_or_default(),
             event: Some(pb::watch_event::Event::Snapshot(pb::ConfigSnapshot {
@@ -100,10 +101,18 @@ impl WatchSource {
                     .all()
                     .iter()
                     .map(|proxy| {
-                        virtual_proxy_to_proto(proxy, self.authority.proxy_rest_uri(&proxy.prefix))
+                        let mut proto = virtual_proxy_to_proto(
+                            proxy,
+                            self.authority.proxy_rest_uri(&proxy.prefix),
+                        );
+                        if let Some(assertion) = &mut proto.identity_assertion {
+                            keys.issuer().clone_into(&mut assertion.issuer);
+                        }
+                        proto
                     })
                     .collect(),
                 flush_cache,
+                assertion_keys: keys.to_proto(),
             })),
         }
     }

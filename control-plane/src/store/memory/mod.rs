@@ -1,7 +1,9 @@
 //! The in-process store: one mutex over plain maps. For a single control-plane replica only;
 //! every operation is atomic because it runs under the lock. Each aggregate's operations
-//! are in their own file (`one_time_records`, `sessions`, `revocations`, `seal_keys`).
+//! are in their own file (`one_time_records`, `sessions`, `revocations`, `seal_keys`,
+//! `assertion_keys`).
 
+mod assertion_keys;
 mod one_time_records;
 mod revocations;
 mod seal_keys;
@@ -20,7 +22,7 @@ use async_trait::async_trait;
 use self::sessions::{StoredSession, UserIndex};
 use super::{Store, StoreError};
 use crate::clock::Clock;
-use crate::domain::{OidcLogin, Revocation, SealKey, Target, Ticket};
+use crate::domain::{AssertionKey, OidcLogin, Revocation, SealKey, Target, Ticket};
 use crate::tokens::TokenHash;
 
 /// How often expired entries are swept out (they are invisible to reads as soon as they expire).
@@ -54,6 +56,7 @@ struct State {
     /// Highest sequence number dropped from `revocations` to bound memory.
     last_trimmed: u64,
     seal_keys: BTreeMap<String, SealKey>,
+    assertion_keys: BTreeMap<String, AssertionKey>,
     last_sweep: SystemTime,
 }
 
@@ -78,6 +81,7 @@ impl MemoryStore {
                 next_revocation: 1,
                 last_trimmed: 0,
                 seal_keys: BTreeMap::new(),
+                assertion_keys: BTreeMap::new(),
                 last_sweep: now,
             }),
             revoked: Notify::new(),

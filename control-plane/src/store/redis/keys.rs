@@ -137,6 +137,12 @@ impl Keys {
         format!("{}:seal-keys", self.prefix)
     }
 
+    /// One hash of every assertion-signing key: field = key id, value as `assertion_keys`
+    /// writes it.
+    pub fn assertion_keys(&self) -> String {
+        format!("{}:assertion-keys", self.prefix)
+    }
+
     pub fn revocations(&self) -> String {
         format!("{}:revocations", self.prefix)
     }

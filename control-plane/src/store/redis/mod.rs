@@ -1,10 +1,11 @@
 //! The Redis store, shared by every control-plane replica: the connection, the operation
 //! deadline and error classification every exchange goes through. Each aggregate's
 //! operations are in their own file (`one_time_records`, `sessions`, `revocations`,
-//! `seal_keys`), the cross-master session listing in `listing`, reply decoding in `replies`;
-//! the schema is in `keys`, the atomic operations in `scripts`. The audit stream, which is
-//! not the store's but lives in the same Redis, is in `audit_stream`.
+//! `seal_keys`, `assertion_keys`), the cross-master session listing in `listing`, reply
+//! decoding in `replies`; the schema is in `keys`, the atomic operations in `scripts`. The
+//! audit stream, which is not the store's but lives in the same Redis, is in `audit_stream`.
 
+mod assertion_keys;
 mod audit_stream;
 mod connection;
 mod keys;
