@@ -15,6 +15,7 @@ mod login_methods;
 mod oidc;
 mod outage;
 mod public_paths;
+mod saml;
 use gatehouse_runtime::settings;
 mod syntax;
 mod upstream;
@@ -25,6 +26,7 @@ pub use self::oidc::{
     read_secret as read_oidc_secret,
 };
 pub use self::outage::OutageConfig;
+pub use self::saml::SamlConfig;
 use self::virtual_proxy::FileVirtualProxy;
 pub use self::virtual_proxy::{
     AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig,

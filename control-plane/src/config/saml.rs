@@ -1,0 +1,159 @@
+//! `[virtual_proxies.saml]`: SAML 2.0 login (Web Browser SSO, SP-initiated) through one
+//! identity provider. See AUTH-SAML.md.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gatehouse_proto::origin::PublicOrigin;
+use serde::Deserialize;
+
+/// Longest IdP metadata file read (Entra ID's and ADFS's are well under 100 KiB).
+const MAX_METADATA_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamlConfig {
+    /// The identity provider's metadata (entity id, signing certificates, SSO endpoint).
+    pub idp_metadata_file: PathBuf,
+    /// This service provider's entity id, as registered at the identity provider; the
+    /// assertion's `Audience` must name it.
+    pub entity_id: String,
+    /// Where the identity provider posts the Response: `/{prefix}/saml/acs` on this site.
+    /// Default: on the first of `public_origins`.
+    #[serde(default)]
+    pub acs_url: Option<String>,
+    /// `NameIDPolicy` format asked for in the AuthnRequest; none: the provider's choice.
+    #[serde(default)]
+    pub name_id_format: Option<String>,
+    /// Attribute holding the user id; none: the `NameID`.
+    #[serde(default)]
+    pub user_id_attribute: Option<String>,
+    /// Attribute holding the user directory (wins when present).
+    #[serde(default)]
+    pub user_directory_attribute: Option<String>,
+    /// Fixed user directory otherwise.
+    #[serde(default)]
+    pub user_directory: Option<String>,
+    /// User attribute name → SAML attribute (`Name`, or `FriendlyName`); one user attribute
+    /// per value.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// SAML attribute whose values become `Group` user attributes.
+    #[serde(default)]
+    pub groups_attribute: Option<String>,
+    /// Clock skew allowed on `NotBefore`, `NotOnOrAfter` and `IssueInstant`.
+    #[serde(default = "default_clock_skew", with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// How long a browser may take at the identity provider.
+    #[serde(default = "default_login_timeout", with = "humantime_serde")]
+    pub login_timeout: Duration,
+    /// Accept Responses the identity provider sends without an AuthnRequest of ours.
+    #[serde(default)]
+    pub allow_idp_initiated: bool,
+    /// The metadata file's text, read when the configuration is loaded, so a changed file
+    /// is a changed configuration (picked up on reload).
+    #[serde(skip)]
+    pub idp_metadata: String,
+}
+
+impl SamlConfig {
+    /// The Assertion Consumer Service path on a virtual proxy with this prefix.
+    pub fn acs_path(prefix: &str) -> String {
+        if prefix.is_empty() {
+            "/saml/acs".to_owned()
+        } else {
+            format!("/{prefix}/saml/acs")
+        }
+    }
+
+    /// The ACS URL: configured, or on the first public origin (validated by [`load`]).
+    ///
+    /// [`load`]: Self::load
+    pub fn acs_url(&self) -> &str {
+        self.acs_url.as_deref().unwrap_or_default()
+    }
+
+    /// Checks the table, reads the metadata file and settles the ACS URL. `prefix` and
+    /// `public_origins` are the virtual proxy's.
+    pub fn load(&mut self, prefix: &str, public_origins: &[PublicOrigin]) -> Result<(), String> {
+        if self.entity_id.trim().is_empty() || self.entity_id.trim() != self.entity_id {
+            return Err("saml.entity_id must not be empty or padded".to_owned());
+        }
+        let acs_path = Self::acs_path(prefix);
+        let acs_url = match (&self.acs_url, public_origins.first()) {
+            (Some(url), _) => url.clone(),
+            (None, Some(origin)) => origin.url(&acs_path),
+            (None, None) => {
+                return Err("saml needs acs_url, or public_origins to derive it from".to_owned());
+            }
+        };
+        let fits = acs_url.parse::<http::Uri>().is_ok_and(|parsed| {
+            matches!(parsed.scheme_str(), Some("http" | "https"))
+                && parsed.host().is_some_and(|host| !host.is_empty())
+                && parsed.path() == acs_path
+                && parsed.query().is_none()
+                && !acs_url.contains('@')
+        });
+        if !fits {
+            return Err(format!(
+                "saml.acs_url must be an absolute http(s) URL with the path {acs_path} and no query"
+            ));
+        }
+        if !public_origins.is_empty()
+            && !gatehouse_proto::origin::url_is_admitted(&acs_url, public_origins, &[])
+        {
+            return Err(format!("saml.acs_url {acs_url:?} is on none of public_origins"));
+        }
+        self.acs_url = Some(acs_url);
+        if self.user_directory.is_none() && self.user_directory_attribute.is_none() {
+            return Err("saml needs user_directory or user_directory_attribute".to_owned());
+        }
+        if self
+            .user_directory
+            .as_ref()
+            .is_some_and(|directory| directory.trim().is_empty() || directory.contains('\\'))
+        {
+            return Err("saml.user_directory must not be blank or contain a backslash".to_owned());
+        }
+        let named = |name: &Option<String>| name.as_ref().is_some_and(|name| name.is_empty());
+        if named(&self.user_id_attribute)
+            || named(&self.user_directory_attribute)
+            || named(&self.groups_attribute)
+            || self.attributes.iter().any(|(name, from)| name.is_empty() || from.is_empty())
+        {
+            return Err("saml: attribute names must not be empty".to_owned());
+        }
+        if self.clock_skew > Duration::from_secs(600) {
+            return Err("saml.clock_skew must be at most 10m".to_owned());
+        }
+        if self.login_timeout < Duration::from_secs(10)
+            || self.login_timeout > Duration::from_secs(3600)
+        {
+            return Err("saml.login_timeout must be between 10s and 1h".to_owned());
+        }
+        self.idp_metadata = read_metadata(&self.idp_metadata_file)
+            .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
+        crate::saml::IdpMetadata::parse(&self.idp_metadata)
+            .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
+        Ok(())
+    }
+}
+
+fn read_metadata(path: &std::path::Path) -> Result<String, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?
+        .len();
+    if size > MAX_METADATA_BYTES {
+        return Err(format!("{} is larger than 1 MiB", path.display()));
+    }
+    std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
+}
+
+fn default_clock_skew() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_login_timeout() -> Duration {
+    Duration::from_secs(600)
+}
