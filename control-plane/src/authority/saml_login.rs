@@ -37,7 +37,9 @@ impl Authority {
             .get(virtual_proxy)?
             .saml
             .as_ref()
-            .ok_or(Error::PermissionDenied("this virtual proxy does not use SAML"))?;
+            .ok_or(Error::PermissionDenied(
+                "this virtual proxy does not use SAML",
+            ))?;
         self.saml.provider(virtual_proxy, config)
     }
 
@@ -94,7 +96,13 @@ impl Authority {
         client: ClientInfo,
     ) -> Result<(IssuedSession, String), Error> {
         let outcome = self
-            .saml_session(virtual_proxy, saml_response, relay_state, binding, client.clone())
+            .saml_session(
+                virtual_proxy,
+                saml_response,
+                relay_state,
+                binding,
+                client.clone(),
+            )
             .await;
         let issued = outcome.as_ref().map(|(issued, _)| issued);
         self.audit_login(Method::Saml, virtual_proxy, None, &client, issued);
@@ -137,14 +145,13 @@ impl Authority {
         };
         let response = saml_response.to_owned();
         let checking = sp.clone();
-        let assertion = tokio::task::spawn_blocking(move || {
-            checking.verify(&response, request_id.as_deref())
-        })
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "SAML response verification failed");
-            Error::Unauthenticated("the SAML response is not valid")
-        })??;
+        let assertion =
+            tokio::task::spawn_blocking(move || checking.verify(&response, request_id.as_deref()))
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, "SAML response verification failed");
+                    Error::Unauthenticated("the SAML response is not valid")
+                })??;
         // An assertion works once, whichever replica it reaches: a Response copied from a
         // browser's history or a log cannot start a second session.
         let spent = TokenHash::of(&format!(

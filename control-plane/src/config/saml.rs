@@ -103,7 +103,9 @@ impl SamlConfig {
         if !public_origins.is_empty()
             && !gatehouse_proto::origin::url_is_admitted(&acs_url, public_origins, &[])
         {
-            return Err(format!("saml.acs_url {acs_url:?} is on none of public_origins"));
+            return Err(format!(
+                "saml.acs_url {acs_url:?} is on none of public_origins"
+            ));
         }
         self.acs_url = Some(acs_url);
         if self.user_directory.is_none() && self.user_directory_attribute.is_none() {
@@ -120,7 +122,10 @@ impl SamlConfig {
         if named(&self.user_id_attribute)
             || named(&self.user_directory_attribute)
             || named(&self.groups_attribute)
-            || self.attributes.iter().any(|(name, from)| name.is_empty() || from.is_empty())
+            || self
+                .attributes
+                .iter()
+                .any(|(name, from)| name.is_empty() || from.is_empty())
         {
             return Err("saml: attribute names must not be empty".to_owned());
         }
@@ -147,7 +152,8 @@ fn read_metadata(path: &std::path::Path) -> Result<String, String> {
     if size > MAX_METADATA_BYTES {
         return Err(format!("{} is larger than 1 MiB", path.display()));
     }
-    std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
+    std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))
 }
 
 fn default_clock_skew() -> Duration {

@@ -171,7 +171,11 @@ impl Sp {
                 ),
                 authn_requests_signed: Some(false),
                 want_assertions_signed: Some(true),
-                name_id_formats: self.config.name_id_format.clone().map(|format| vec![format]),
+                name_id_formats: self
+                    .config
+                    .name_id_format
+                    .clone()
+                    .map(|format| vec![format]),
                 assertion_consumer_services: vec![IndexedEndpoint {
                     binding: HTTP_POST_BINDING.to_owned(),
                     location: self.config.acs_url().to_owned(),
@@ -198,6 +202,7 @@ impl Sp {
         request_id: Option<&str>,
     ) -> Result<VerifiedAssertion, Error> {
         let xml = decode_response(saml_response)?;
+        check_shape(&xml)?;
         let mut sp = self.inner.clone();
         let ids: Vec<&str> = request_id.into_iter().collect();
         if request_id.is_none() {
@@ -230,9 +235,9 @@ impl Sp {
             .and_then(|conditions| conditions.audience_restrictions.as_ref())
             .is_some_and(|restrictions| {
                 !restrictions.is_empty()
-                    && restrictions.iter().all(|restriction| {
-                        restriction.audience.contains(&self.config.entity_id)
-                    })
+                    && restrictions
+                        .iter()
+                        .all(|restriction| restriction.audience.contains(&self.config.entity_id))
             });
         if !audience {
             return Err(Error::Unauthenticated(
@@ -307,7 +312,11 @@ impl Sp {
             .or_else(|| self.config.user_directory.clone())
             .ok_or_else(|| no_user("no user directory"))?;
         let mut attributes = Vec::new();
-        let groups = self.config.groups_attribute.iter().map(|from| ("Group", from));
+        let groups = self
+            .config
+            .groups_attribute
+            .iter()
+            .map(|from| ("Group", from));
         let mapped = self
             .config
             .attributes
@@ -337,6 +346,43 @@ fn decode_response(saml_response: &str) -> Result<String, Error> {
         .decode(compact)
         .map_err(|_| not_valid())?;
     String::from_utf8(bytes).map_err(|_| not_valid())
+}
+
+const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
+
+/// What is refused before any signature is looked at: a DTD (entity expansion; SAML
+/// messages have none), XML that does not parse, and more than one assertion. `samael`
+/// reads only the signed assertion, but a Response carrying a second one is a signature
+/// wrapping attempt or a provider this service provider does not understand; either way
+/// no login.
+fn check_shape(xml: &str) -> Result<(), Error> {
+    use quick_xml::events::Event;
+    use quick_xml::name::ResolveResult;
+    let not_valid = || Error::Unauthenticated("the SAML response is not valid");
+    let mut reader = quick_xml::NsReader::from_str(xml);
+    let mut assertions = 0usize;
+    loop {
+        match reader.read_resolved_event().map_err(|_| not_valid())? {
+            (_, Event::DocType(_)) => return Err(not_valid()),
+            (namespace, Event::Start(element) | Event::Empty(element)) => {
+                let local = element.local_name();
+                let assertion = matches!(local.as_ref(), b"Assertion" | b"EncryptedAssertion");
+                if assertion
+                    && matches!(namespace, ResolveResult::Bound(ns) if ns.as_ref() == ASSERTION_NS)
+                {
+                    assertions += 1;
+                }
+            }
+            (_, Event::Eof) => break,
+            _ => {}
+        }
+    }
+    if assertions > 1 {
+        return Err(Error::Unauthenticated(
+            "the SAML response holds more than one assertion",
+        ));
+    }
+    Ok(())
 }
 
 /// The short reason a client is told for a Response `samael` refused.

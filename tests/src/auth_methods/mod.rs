@@ -1,6 +1,8 @@
 //! Each login method end to end, against a real identity provider: JWT bearer tokens,
-//! Windows authentication (Kerberos) against an MIT KDC, OpenID Connect against a provider.
+//! Windows authentication (Kerberos) against an MIT KDC, OpenID Connect against a provider,
+//! SAML 2.0 against an identity provider.
 
 mod jwt;
 mod kerberos;
 mod oidc;
+mod saml;

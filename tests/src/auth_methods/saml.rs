@@ -1,0 +1,529 @@
+//! SAML 2.0 login (Web Browser SSO, SP-initiated, HTTP-Redirect then HTTP-POST) through a
+//! node, against a real identity provider (pysaml2, see `harness::saml_idp`). A browser
+//! without a session is sent to the identity provider with an AuthnRequest, comes back with
+//! the form the identity provider's page posts to the node's ACS, and ends with a normal
+//! session (user from the NameID, attributes and groups from the assertion). Each way a
+//! Response can be wrong ends with 401 and no session; the wrong Responses are made by
+//! altering one thing in a genuine one and signing it with the identity provider's own key
+//! (pysaml2's signing), so that each refusal is about that one thing.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use gatehouse_proto::v1 as pb;
+
+use crate::browser::fixtures::{AppProxy, COOKIE, qlik_user, seen_header};
+use crate::harness::client::{self, HttpResponse, query_param};
+use crate::harness::redis_server::free_port;
+use crate::harness::saml_idp::SamlIdp;
+use crate::harness::web_browser::{WebBrowser, form_action, input_value};
+use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream};
+
+/// The cookie that ties a login in progress to the browser that started it.
+const BINDING: &str = "X-Qlik-Session-app-saml";
+/// The service provider's entity id, registered at the identity provider.
+const SP_ENTITY: &str = "urn:gatehouse:test:app";
+const DIRECTORY: &str = "IDP";
+
+/// An identity provider, virtual proxy "app" logging in with it, and one node.
+struct Site {
+    idp: SamlIdp,
+    _upstream: EchoUpstream,
+    control_plane: ControlPlane,
+    node: DataPlaneNode,
+}
+
+/// The site; `extra` goes into the `saml` table. `None` when the test is skipped.
+async fn site(extra: &str) -> Option<Site> {
+    let node_port = free_port();
+    let node_url = format!("http://127.0.0.1:{node_port}");
+    let idp = SamlIdp::start(&format!("{node_url}/app/saml/metadata")).await?;
+    let upstream = EchoUpstream::start("engine").await;
+    let table = format!(
+        "[virtual_proxies.saml]\nidp_metadata_file = {:?}\nentity_id = \"{SP_ENTITY}\"\n\
+         acs_url = \"{node_url}/app/saml/acs\"\nuser_directory = \"{DIRECTORY}\"\n\
+         attributes = {{ Email = \"mail\" }}\ngroups_attribute = \"eduPersonAffiliation\"\n{extra}\n",
+        idp.metadata_file()
+            .to_str()
+            .expect("a UTF-8 temporary path"),
+    );
+    let proxy = AppProxy::new([upstream.node()]).table(&table);
+    let control_plane = ControlPlane::start(&proxy.toml()).await;
+    let node = DataPlaneNode::start_with(
+        &control_plane,
+        &format!("listen = \"127.0.0.1:{node_port}\""),
+    )
+    .await;
+    Some(Site {
+        idp,
+        _upstream: upstream,
+        control_plane,
+        node,
+    })
+}
+
+/// What the identity provider's page posts: the ACS URL, `SAMLResponse` and `RelayState`.
+#[derive(Debug, Clone)]
+struct PostedForm {
+    action: String,
+    saml_response: String,
+    relay_state: String,
+}
+
+impl PostedForm {
+    /// The Response's XML.
+    fn xml(&self) -> String {
+        String::from_utf8(STANDARD.decode(&self.saml_response).expect("base64")).expect("UTF-8")
+    }
+
+    /// The same form with another Response.
+    fn with_xml(&self, xml: &str) -> Self {
+        Self {
+            saml_response: STANDARD.encode(xml),
+            ..self.clone()
+        }
+    }
+}
+
+impl Site {
+    /// `browser` GETs `path` without a session and follows the redirect to the identity
+    /// provider, signing in as `user`; `sign` is what the identity provider signs
+    /// (`assertion`, `response`, `both`, `none`). Returns the form its page would post.
+    async fn sign_in(
+        &self,
+        browser: &mut WebBrowser,
+        path: &str,
+        user: &str,
+        sign: &str,
+    ) -> PostedForm {
+        let first = browser.get(&self.node.url(path)).await;
+        assert_eq!(first.status, 302, "{path}: {}", first.text());
+        let location = first.location().expect("a Location").to_owned();
+        assert!(
+            location.starts_with(&format!("{}?", self.idp.sso_url())),
+            "{location}"
+        );
+        let page = browser
+            .get(&format!("{location}&user={user}&sign={sign}"))
+            .await;
+        assert_eq!(page.status, 200, "the identity provider: {}", page.text());
+        let html = page.text();
+        PostedForm {
+            action: form_action(&html).expect("a form"),
+            saml_response: input_value(&html, "SAMLResponse").expect("a SAMLResponse"),
+            relay_state: input_value(&html, "RelayState").unwrap_or_default(),
+        }
+    }
+
+    /// `browser` posts `form` to the ACS.
+    async fn post(&self, browser: &mut WebBrowser, form: &PostedForm) -> HttpResponse {
+        let mut fields = vec![("SAMLResponse", form.saml_response.as_str())];
+        if !form.relay_state.is_empty() {
+            fields.push(("RelayState", form.relay_state.as_str()));
+        }
+        browser.post_form(&form.action, &fields, &[]).await
+    }
+
+    /// A fresh login of alice whose Response is unsigned, altered by `alter`, then signed
+    /// (`what`, with the other key when `other_key`), and posted: the node's answer.
+    async fn altered(
+        &self,
+        what: &str,
+        other_key: bool,
+        alter: impl FnOnce(String) -> String,
+    ) -> HttpResponse {
+        let mut browser = WebBrowser::new();
+        let form = self
+            .sign_in(&mut browser, "/app/hub", "alice", "none")
+            .await;
+        let xml = alter(form.xml());
+        let signed = self.idp.sign(&xml, what, other_key).await;
+        self.post(&mut browser, &form.with_xml(&signed)).await
+    }
+
+    async fn all_sessions(&self) -> Vec<pb::Session> {
+        self.control_plane
+            .sessions()
+            .list_sessions(pb::ListSessionsRequest::default())
+            .await
+            .expect("ListSessions")
+            .into_inner()
+            .sessions
+    }
+}
+
+/// A refusal: 401 with `reason` in the body, and no session cookie.
+fn assert_refused(response: &HttpResponse, reason: &str, what: &str) {
+    assert_eq!(response.status, 401, "{what}: {}", response.text());
+    assert!(
+        response.text().contains(reason),
+        "{what}: {:?} does not say {reason:?}",
+        response.text()
+    );
+    assert!(
+        response.set_cookie(COOKIE).is_none(),
+        "{what}: a session cookie was set"
+    );
+}
+
+/// The values of attribute `name` of a session's user.
+fn attribute<'a>(session: &'a pb::Session, name: &str) -> Vec<&'a str> {
+    session
+        .user
+        .as_ref()
+        .map(|user| {
+            user.attributes
+                .iter()
+                .filter(|attribute| attribute.name == name)
+                .map(|attribute| attribute.value.as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `xml` with the value of every attribute `name` replaced by `value`.
+fn set_attribute(xml: &str, name: &str, value: &str) -> String {
+    let needle = format!(" {name}=\"");
+    let mut out = String::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find(&needle) {
+        let start = at + needle.len();
+        let end = start + rest[start..].find('"').expect("a closing quote");
+        out.push_str(&rest[..start]);
+        out.push_str(value);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The assertion element of `xml` (with its prefix), as a substring.
+fn assertion_of(xml: &str) -> &str {
+    let open = xml
+        .match_indices(":Assertion ")
+        .next()
+        .map(|(at, _)| xml[..at].rfind('<').expect("a tag"))
+        .expect("an assertion");
+    let prefix = &xml[open + 1..xml[open..].find(':').expect("a prefix") + open];
+    let close_tag = format!("</{prefix}:Assertion>");
+    let close = xml.find(&close_tag).expect("the assertion's end") + close_tag.len();
+    &xml[open..close]
+}
+
+#[tokio::test]
+async fn a_browser_is_sent_to_the_identity_provider_and_comes_back_with_a_session() {
+    let Some(site) = site("").await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+
+    // Only a GET can be sent to log in; anything else without a session is refused.
+    let post = browser
+        .post_form(&site.node.url("/app/hello"), &[("a", "b")], &[])
+        .await;
+    assert_eq!(post.status, 401, "{}", post.text());
+
+    let first = browser.get(&site.node.url("/app/hello?x=1")).await;
+    assert_eq!(first.status, 302, "{}", first.text());
+    let location = first.location().expect("a Location");
+    assert!(query_param(location, "SAMLRequest").is_some(), "{location}");
+    let relay_state = query_param(location, "RelayState").expect("a RelayState");
+    assert_eq!(relay_state.len(), 43, "256 random bits: {relay_state}");
+    let binding = first.set_cookie(BINDING).expect("the login-binding cookie");
+    assert!(
+        binding.to_ascii_lowercase().contains("httponly"),
+        "{binding}"
+    );
+
+    let page = browser.get(&format!("{location}&user=alice")).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    let form = PostedForm {
+        action: form_action(&html).expect("a form"),
+        saml_response: input_value(&html, "SAMLResponse").expect("a SAMLResponse"),
+        relay_state: input_value(&html, "RelayState").unwrap_or_default(),
+    };
+    assert_eq!(form.action, site.node.url("/app/saml/acs"));
+    assert_eq!(form.relay_state, relay_state);
+
+    let done = site.post(&mut browser, &form).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    assert_eq!(done.location(), Some("/app/hello?x=1"));
+    assert!(done.set_cookie(COOKIE).is_some(), "the session cookie");
+
+    let page = browser.get(&site.node.url("/app/hello?x=1")).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let seen = page.json();
+    assert_eq!(
+        seen_header(&seen, "x-qlik-user"),
+        Some(qlik_user(DIRECTORY, "alice").as_str())
+    );
+    // Neither the session cookie nor the binding cookie reaches the upstream.
+    let forwarded = seen_header(&seen, "cookie").unwrap_or_default();
+    assert!(
+        !forwarded.contains(COOKIE) && !forwarded.contains(BINDING),
+        "{forwarded}"
+    );
+
+    let sessions = site.all_sessions().await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let mut groups = attribute(&sessions[0], "Group");
+    groups.sort_unstable();
+    assert_eq!(groups, ["admins", "sales"]);
+    assert_eq!(attribute(&sessions[0], "Email"), ["alice@example.com"]);
+
+    // The Response works once: posted again, it names a login that is used up.
+    let again = site.post(&mut WebBrowser::new(), &form).await;
+    assert_refused(&again, "already used", "a replayed Response");
+    let again = site.post(&mut browser, &form).await;
+    assert_refused(&again, "already used", "a replayed Response, same browser");
+}
+
+#[tokio::test]
+async fn the_service_provider_metadata_names_the_acs_and_entity_id() {
+    let Some(site) = site("").await else {
+        return;
+    };
+    let metadata = client::get(&site.node.url("/app/saml/metadata"), &[]).await;
+    assert_eq!(metadata.status, 200, "{}", metadata.text());
+    assert_eq!(
+        metadata.header("content-type"),
+        Some("application/samlmetadata+xml")
+    );
+    let xml = metadata.text();
+    assert!(xml.contains(&format!("entityID=\"{SP_ENTITY}\"")), "{xml}");
+    assert!(
+        xml.contains(&format!("Location=\"{}\"", site.node.url("/app/saml/acs"))),
+        "{xml}"
+    );
+    assert!(xml.contains("WantAssertionsSigned=\"true\""), "{xml}");
+}
+
+#[tokio::test]
+async fn a_response_signed_only_over_the_response_logs_in() {
+    let Some(site) = site("").await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let form = site
+        .sign_in(&mut browser, "/app/hub", "bob", "response")
+        .await;
+    let done = site.post(&mut browser, &form).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    let page = browser.get(&site.node.url("/app/hub")).await;
+    assert_eq!(
+        seen_header(&page.json(), "x-qlik-user"),
+        Some(qlik_user(DIRECTORY, "bob").as_str())
+    );
+}
+
+#[tokio::test]
+async fn unsigned_or_foreign_signed_or_altered_responses_are_refused() {
+    let Some(site) = site("").await else {
+        return;
+    };
+    let not_signed = "not signed by the identity provider";
+
+    let mut browser = WebBrowser::new();
+    let unsigned = site
+        .sign_in(&mut browser, "/app/hub", "alice", "none")
+        .await;
+    assert_refused(
+        &site.post(&mut browser, &unsigned).await,
+        not_signed,
+        "an unsigned Response and Assertion",
+    );
+
+    let foreign = site.altered("assertion", true, |xml| xml).await;
+    assert_refused(&foreign, not_signed, "an assertion signed by another key");
+    let foreign = site.altered("response", true, |xml| xml).await;
+    assert_refused(&foreign, not_signed, "a Response signed by another key");
+
+    // Signed, then altered: the NameID changed after the identity provider signed.
+    let mut browser = WebBrowser::new();
+    let form = site
+        .sign_in(&mut browser, "/app/hub", "alice", "none")
+        .await;
+    let signed = site.idp.sign(&form.xml(), "assertion", false).await;
+    let altered = signed.replace(">alice<", ">bob<");
+    assert_ne!(altered, signed);
+    let response = site.post(&mut browser, &form.with_xml(&altered)).await;
+    assert_refused(&response, not_signed, "an assertion altered after signing");
+
+    assert!(site.all_sessions().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_signed_assertion_beside_an_unsigned_one_is_refused() {
+    let Some(site) = site("").await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let form = site
+        .sign_in(&mut browser, "/app/hub", "alice", "none")
+        .await;
+    let signed = site.idp.sign(&form.xml(), "assertion", false).await;
+    let genuine = assertion_of(&signed).to_owned();
+    // The forgery: the same assertion for mallory, without its signature, placed first
+    // (where a naive reader looks) with the signed one after it.
+    let signature_start = genuine
+        .find("Signature ")
+        .map(|at| genuine[..at].rfind('<').expect("a tag"));
+    let forged = match signature_start {
+        Some(start) => {
+            let prefix_end = genuine[start + 1..].find(':').expect("a prefix") + start + 1;
+            let close = format!("</{}:Signature>", &genuine[start + 1..prefix_end]);
+            let end = genuine.find(&close).expect("the signature's end") + close.len();
+            format!("{}{}", &genuine[..start], &genuine[end..])
+        }
+        None => panic!("the signed assertion has no signature: {genuine}"),
+    }
+    .replace(">alice<", ">mallory<");
+    let forged = set_attribute(&forged, "ID", "_forged0123456789");
+    let wrapped = signed.replacen(&genuine, &format!("{forged}{genuine}"), 1);
+    let response = site.post(&mut browser, &form.with_xml(&wrapped)).await;
+    assert_refused(&response, "more than one assertion", "signature wrapping");
+    assert!(site.all_sessions().await.is_empty());
+}
+
+#[tokio::test]
+async fn misaddressed_expired_and_unrequested_responses_are_refused() {
+    let Some(site) = site("").await else {
+        return;
+    };
+    let audience = site
+        .altered("assertion", false, |xml| {
+            let altered = xml.replace(&format!(">{SP_ENTITY}<"), ">urn:another:sp<");
+            assert_ne!(altered, xml, "an Audience to change");
+            altered
+        })
+        .await;
+    assert_refused(&audience, "Audience", "another Audience");
+
+    let destination = site
+        .altered("response", false, |xml| {
+            set_attribute(&xml, "Destination", "http://elsewhere.test/saml/acs")
+        })
+        .await;
+    assert_refused(&destination, "Destination", "another Destination");
+
+    let recipient = site
+        .altered("assertion", false, |xml| {
+            set_attribute(&xml, "Recipient", "http://elsewhere.test/saml/acs")
+        })
+        .await;
+    assert_refused(&recipient, "Recipient", "another Recipient");
+
+    let expired = site
+        .altered("assertion", false, |xml| {
+            let old = "2020-01-01T00:00:00Z";
+            let xml = set_attribute(&xml, "IssueInstant", old);
+            let xml = set_attribute(&xml, "NotBefore", old);
+            set_attribute(&xml, "NotOnOrAfter", "2020-01-01T00:05:00Z")
+        })
+        .await;
+    assert_refused(&expired, "expired", "an expired Response");
+
+    let unrequested = site
+        .altered("both", false, |xml| {
+            set_attribute(
+                &xml,
+                "InResponseTo",
+                "_0123456789abcdef0123456789abcdef01234567",
+            )
+        })
+        .await;
+    assert_refused(
+        &unrequested,
+        "did not start",
+        "an InResponseTo the node did not issue",
+    );
+
+    assert!(site.all_sessions().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_response_posted_by_another_browser_is_refused() {
+    let Some(site) = site("").await else {
+        return;
+    };
+    let mut victim = WebBrowser::new();
+    let mut attacker = WebBrowser::new();
+    let form = site
+        .sign_in(&mut attacker, "/app/hub", "alice", "assertion")
+        .await;
+    // The attacker's own Response, posted from the victim's browser (login CSRF).
+    let response = site.post(&mut victim, &form).await;
+    assert_refused(
+        &response,
+        "another browser",
+        "a Response from another browser",
+    );
+    // The victim's own login in progress does not help either: its binding is not this one.
+    let _ = site
+        .sign_in(&mut victim, "/app/hub", "bob", "assertion")
+        .await;
+    let form = site
+        .sign_in(&mut attacker, "/app/hub", "alice", "assertion")
+        .await;
+    let response = site.post(&mut victim, &form).await;
+    assert_refused(&response, "another browser", "with a login of its own");
+    assert!(site.all_sessions().await.is_empty());
+}
+
+#[tokio::test]
+async fn unsolicited_responses_are_refused_unless_allowed_and_then_work_once() {
+    let Some(site) = site("").await else {
+        return;
+    };
+    let form = unsolicited(&site).await;
+    let refused = site.post(&mut WebBrowser::new(), &form).await;
+    assert_refused(
+        &refused,
+        "unsolicited",
+        "an IdP-initiated Response, not allowed",
+    );
+
+    let Some(allowing) = site_allowing_idp_initiated().await else {
+        return;
+    };
+    let form = unsolicited(&allowing).await;
+    let mut browser = WebBrowser::new();
+    let done = allowing.post(&mut browser, &form).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    assert_eq!(done.location(), Some("/app/"));
+    assert!(done.set_cookie(COOKIE).is_some(), "the session cookie");
+    // The assertion is spent: the same Response, posted again, starts no second session.
+    let again = allowing.post(&mut WebBrowser::new(), &form).await;
+    assert_refused(&again, "used already", "a replayed IdP-initiated Response");
+    assert_eq!(allowing.all_sessions().await.len(), 1);
+}
+
+/// An IdP-initiated Response for alice: no RelayState, no InResponseTo, signed.
+async fn unsolicited(site: &Site) -> PostedForm {
+    let mut browser = WebBrowser::new();
+    let form = site
+        .sign_in(&mut browser, "/app/hub", "alice", "none")
+        .await;
+    let xml = form
+        .xml()
+        .split(" InResponseTo=\"")
+        .enumerate()
+        .map(|(index, part)| {
+            if index == 0 {
+                part.to_owned()
+            } else {
+                part[part.find('"').expect("a closing quote") + 1..].to_owned()
+            }
+        })
+        .collect::<String>();
+    assert!(!xml.contains("InResponseTo"), "{xml}");
+    let signed = site.idp.sign(&xml, "assertion", false).await;
+    PostedForm {
+        relay_state: String::new(),
+        ..form.with_xml(&signed)
+    }
+}
+
+async fn site_allowing_idp_initiated() -> Option<Site> {
+    site("allow_idp_initiated = true").await
+}
