@@ -16,7 +16,7 @@ use crate::harness::client::{self, HttpResponse, query_param};
 use crate::harness::redis_server::free_port;
 use crate::harness::saml_idp::SamlIdp;
 use crate::harness::web_browser::{WebBrowser, form_action, input_value};
-use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream};
+use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer};
 
 /// The cookie that ties a login in progress to the browser that started it.
 const BINDING: &str = "X-Qlik-Session-app-saml";
@@ -32,21 +32,25 @@ struct Site {
     node: DataPlaneNode,
 }
 
-/// The site; `extra` goes into the `saml` table. `None` when the test is skipped.
-async fn site(extra: &str) -> Option<Site> {
-    let node_port = free_port();
-    let node_url = format!("http://127.0.0.1:{node_port}");
-    let idp = SamlIdp::start(&format!("{node_url}/app/saml/metadata")).await?;
-    let upstream = EchoUpstream::start("engine").await;
-    let table = format!(
+/// `[virtual_proxies.saml]` of "app", whose ACS is on `node_url`; `extra` goes into it.
+fn saml_table(idp: &SamlIdp, node_url: &str, extra: &str) -> String {
+    format!(
         "[virtual_proxies.saml]\nidp_metadata_file = {:?}\nentity_id = \"{SP_ENTITY}\"\n\
          acs_url = \"{node_url}/app/saml/acs\"\nuser_directory = \"{DIRECTORY}\"\n\
          attributes = {{ Email = \"mail\" }}\ngroups_attribute = \"eduPersonAffiliation\"\n{extra}\n",
         idp.metadata_file()
             .to_str()
             .expect("a UTF-8 temporary path"),
-    );
-    let proxy = AppProxy::new([upstream.node()]).table(&table);
+    )
+}
+
+/// The site; `extra` goes into the `saml` table. `None` when the test is skipped.
+async fn site(extra: &str) -> Option<Site> {
+    let node_port = free_port();
+    let node_url = format!("http://127.0.0.1:{node_port}");
+    let idp = SamlIdp::start(&format!("{node_url}/app/saml/metadata")).await?;
+    let upstream = EchoUpstream::start("engine").await;
+    let proxy = AppProxy::new([upstream.node()]).table(&saml_table(&idp, &node_url, extra));
     let control_plane = ControlPlane::start(&proxy.toml()).await;
     let node = DataPlaneNode::start_with(
         &control_plane,
@@ -526,4 +530,97 @@ async fn unsolicited(site: &Site) -> PostedForm {
 
 async fn site_allowing_idp_initiated() -> Option<Site> {
     site("allow_idp_initiated = true").await
+}
+
+#[tokio::test]
+async fn a_login_started_on_one_node_finishes_on_another_and_an_assertion_works_once_everywhere() {
+    let (port_a, port_b) = (free_port(), free_port());
+    // The address the identity provider knows is node A's, as it would be the load balancer's.
+    let url_a = format!("http://127.0.0.1:{port_a}");
+    let Some(idp) = SamlIdp::start(&format!("{url_a}/app/saml/metadata")).await else {
+        return;
+    };
+    let redis = RedisServer::start().await;
+    let upstream = EchoUpstream::start("engine").await;
+    let proxy = AppProxy::new([upstream.node()]).table(&saml_table(
+        &idp,
+        &url_a,
+        "allow_idp_initiated = true",
+    ));
+    let replica_a = ControlPlane::start(&proxy.on_redis(&redis)).await;
+    let replica_b = ControlPlane::start(&proxy.on_redis(&redis)).await;
+    let node_a =
+        DataPlaneNode::start_with(&replica_a, &format!("listen = \"127.0.0.1:{port_a}\"")).await;
+    let node_b =
+        DataPlaneNode::start_with(&replica_b, &format!("listen = \"127.0.0.1:{port_b}\"")).await;
+    let on_b = |url: &str| {
+        url.replacen(
+            &format!("127.0.0.1:{port_a}"),
+            &format!("127.0.0.1:{port_b}"),
+            1,
+        )
+    };
+    let site_a = Site {
+        idp,
+        _upstream: upstream,
+        control_plane: replica_a,
+        node: node_a,
+    };
+
+    // Started on node A; the load balancer sends the POST to node B, cookies and all.
+    let mut browser = WebBrowser::new();
+    let form = site_a
+        .sign_in(&mut browser, "/app/hub", "alice", "assertion")
+        .await;
+    let binding = browser
+        .cookie_pair(&site_a.node.url("/"), BINDING)
+        .expect("node A set the binding cookie");
+    let to_b = PostedForm {
+        action: on_b(&form.action),
+        ..form.clone()
+    };
+    let fields = [
+        ("SAMLResponse", to_b.saml_response.as_str()),
+        ("RelayState", to_b.relay_state.as_str()),
+    ];
+    let done = browser
+        .post_form(&to_b.action, &fields, &[("cookie", &binding)])
+        .await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    assert_eq!(done.location(), Some("/app/hub"));
+    let cookie = done
+        .cookie_pair(COOKIE)
+        .expect("node B set the session cookie");
+    // Node A serves the session node B created.
+    let page = client::get(&site_a.node.url("/app/hub"), &[("cookie", &cookie)]).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert_eq!(
+        seen_header(&page.json(), "x-qlik-user"),
+        Some(qlik_user(DIRECTORY, "alice").as_str())
+    );
+    // The same Response at node A: its login is spent on the other replica.
+    let again = site_a.post(&mut browser, &form).await;
+    assert_refused(
+        &again,
+        "already used",
+        "a Response replayed at the other node",
+    );
+
+    // An IdP-initiated Response logs in at node B once; at node A it is spent already.
+    let unsolicited = unsolicited(&site_a).await;
+    let at_b = PostedForm {
+        action: on_b(&unsolicited.action),
+        ..unsolicited.clone()
+    };
+    let first = site_a.post(&mut WebBrowser::new(), &at_b).await;
+    assert_eq!(first.status, 302, "{}", first.text());
+    let replayed = site_a.post(&mut WebBrowser::new(), &unsolicited).await;
+    assert_refused(
+        &replayed,
+        "used already",
+        "an assertion replayed at the other replica",
+    );
+    assert_eq!(site_a.all_sessions().await.len(), 2);
+    drop(node_b);
+    drop(replica_b);
 }
