@@ -163,3 +163,145 @@ fn default_clock_skew() -> Duration {
 fn default_login_timeout() -> Duration {
     Duration::from_secs(600)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate whose private key was thrown away.
+    pub(crate) const CERTIFICATE: &str = "\
+MIIDHTCCAgWgAwIBAgIUOkheZyuR9LRvDxCDXXrrch0gv0cwDQYJKoZIhvcNAQELBQAwHTEbMBkG\
+A1UEAwwSZ2F0ZWhvdXNlLWZ1enotaWRwMCAXDTI2MTIwNDE5MTA1NFoYDzIxMjYxMTEwMTkxMDU0\
+WjAdMRswGQYDVQQDDBJnYXRlaG91c2UtZnV6ei1pZHAwggEiMA0GCSqGSIb3DQEBAQUAA4IBDwAw\
+ggEKAoIBAQDKsu8iVu5nqH21BDeeokjRneui9/0629x5auw3G3F2IYnrP9SZHGbrNFTz/4MIjap8\
+NF+c6y4BQea+qXu9bLkhWWFD27W9YT7OQISze5QsMIbAx4g6UM0Ounvi9hD23WQdp+naRYc3bp7J\
+GRyt8ejIN+0HmvZfkGR6y5GsEIXrEQit/4DvFXjNeh4ju5iFq1JtIh4iTNjn1FChEolS0Gf/cnj8\
+1VtJ0OOm4u1lSlDzQCBCKnGBquVW+3rUm+7zkObdbTDhxTxWq19vL/9EzuR7hkQVj9zei2kn4VOZ\
+R3qvLEePJxhk8vnFW0AetfVYDGSPVMM33v6tvUvzGFsDlFRrAgMBAAGjUzBRMB0GA1UdDgQWBBQO\
+7sSG3MLN0ey4p29C4nROSPCCmDAfBgNVHSMEGDAWgBQO7sSG3MLN0ey4p29C4nROSPCCmDAPBgNV\
+HRMBAf8EBTADAQH/MA0GCSqGSIb3DQEBCwUAA4IBAQBNtT35hhMj9SPIB+Py4iGw8YiJtGQOzR0t\
+JeTinVV62uBHhEYHfiTQe1JvQcJjcxHXaTy4hfUwrUG8ujt7GwUvS7IzBefu8N01p4jfFIkcZ6vW\
+8yHZt7M42ZIlWyM+YLzKtHSjyvWqpMo2LyBdWBjza1q7fBN3W4X52aWFaNzNq0rTrAEov3+8mVxc\
+lqy5JFR4W43+Ih0l+Vod/HzCw9ZtOvliSO/5AHX09oLeyCuEaDFzEOaF9FqSIEnj98wM2Fz86ht7\
+wiP6coGxfyr4rbmzAfW51Uo5r8KUWWtneMnFqeOKZ8kgFRrswulE+S9ucs++qf2K6Mi2UGDnmwtm\
+Z2Al";
+
+    pub(crate) fn metadata(sso: &str, key: &str) -> String {
+        format!(
+            r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.example.com/metadata"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">{key}<md:SingleSignOnService Binding="{sso}" Location="https://idp.example.com/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+        )
+    }
+
+    fn signing_key() -> String {
+        format!(
+            r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{CERTIFICATE}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#
+        )
+    }
+
+    const REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+
+    /// `[virtual_proxies.saml]` with `extra` lines, its metadata file holding `metadata`.
+    fn load(extra: &str, metadata: &str, origins: &[&str]) -> Result<SamlConfig, String> {
+        static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file =
+            std::env::temp_dir().join(format!("gatehouse-saml-{}-{n}.xml", std::process::id()));
+        std::fs::write(&file, metadata).map_err(|error| error.to_string())?;
+        let text = format!(
+            "idp_metadata_file = {file:?}\nentity_id = \"https://gh.example.com/app\"\n{extra}"
+        );
+        let mut config: SamlConfig = toml::from_str(&text).map_err(|error| error.to_string())?;
+        let origins: Vec<PublicOrigin> = origins
+            .iter()
+            .map(|origin| PublicOrigin::parse(origin).map_err(|error| error.to_string()))
+            .collect::<Result<_, _>>()?;
+        let loaded = config.load("app", &origins);
+        let _ = std::fs::remove_file(&file);
+        loaded.map(|()| config)
+    }
+
+    #[test]
+    fn the_acs_url_is_derived_from_the_first_public_origin_or_configured_on_this_site() {
+        let good = metadata(REDIRECT, &signing_key());
+        let config = load(
+            "user_directory = \"CORP\"",
+            &good,
+            &["https://gh.example.com"],
+        );
+        assert_eq!(
+            config.as_ref().map(|config| config.acs_url()),
+            Ok("https://gh.example.com/app/saml/acs")
+        );
+        assert!(config.is_ok_and(|config| config.idp_metadata == good));
+        let refused = |extra: &str, origins: &[&str]| {
+            load(
+                &format!("user_directory = \"CORP\"\n{extra}"),
+                &good,
+                origins,
+            )
+            .unwrap_err()
+        };
+        assert!(refused("", &[]).contains("acs_url"));
+        assert!(
+            refused("acs_url = \"https://gh.example.com/other/saml/acs\"", &[])
+                .contains("/app/saml/acs")
+        );
+        assert!(
+            refused(
+                "acs_url = \"https://evil.example.com/app/saml/acs\"",
+                &["https://gh.example.com"]
+            )
+            .contains("public_origins")
+        );
+        assert!(
+            refused("acs_url = \"https://gh.example.com/app/saml/acs?x=1\"", &[])
+                .contains("no query")
+        );
+        assert!(
+            refused("clock_skew = \"11m\"", &["https://gh.example.com"]).contains("clock_skew")
+        );
+        assert!(
+            refused("login_timeout = \"5s\"", &["https://gh.example.com"])
+                .contains("login_timeout")
+        );
+        assert!(refused("groups_attribute = \"\"", &["https://gh.example.com"]).contains("empty"));
+    }
+
+    #[test]
+    fn a_user_directory_is_required_fixed_or_from_an_attribute() {
+        let good = metadata(REDIRECT, &signing_key());
+        let origins = ["https://gh.example.com"];
+        assert!(
+            load("", &good, &origins)
+                .unwrap_err()
+                .contains("user_directory")
+        );
+        assert!(load("user_directory_attribute = \"dir\"", &good, &origins).is_ok());
+        assert!(load("user_directory = \"A\\\\B\"", &good, &origins).is_err());
+    }
+
+    #[test]
+    fn the_metadata_needs_a_redirect_sso_endpoint_and_a_signing_certificate() {
+        let origins = ["https://gh.example.com"];
+        let directory = "user_directory = \"CORP\"";
+        let post_only = metadata(
+            "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST",
+            &signing_key(),
+        );
+        assert!(
+            load(directory, &post_only, &origins)
+                .unwrap_err()
+                .contains("HTTP-Redirect")
+        );
+        let keyless = metadata(REDIRECT, "");
+        assert!(
+            load(directory, &keyless, &origins)
+                .unwrap_err()
+                .contains("signing certificate")
+        );
+        let broken = signing_key().replace(&CERTIFICATE[..40], "!!!!");
+        assert!(load(directory, &metadata(REDIRECT, &broken), &origins).is_err());
+        assert!(load(directory, "<not-metadata/>", &origins).is_err());
+        assert!(load(directory, "", &origins).is_err());
+    }
+}

@@ -449,3 +449,60 @@ impl SamlProviders {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion"><saml:Assertion ID="_a"/></samlp:Response>"#;
+
+    #[test]
+    fn responses_with_a_dtd_or_two_assertions_are_refused_before_any_signature_check() {
+        assert!(check_shape(ONE).is_ok());
+        let two = ONE.replace(
+            "<saml:Assertion ID=\"_a\"/>",
+            "<saml:Assertion ID=\"_a\"/><saml:Assertion ID=\"_b\"/>",
+        );
+        assert!(check_shape(&two).is_err());
+        let nested = ONE.replace(
+            "<saml:Assertion ID=\"_a\"/>",
+            "<x><saml:EncryptedAssertion/></x><saml:Assertion ID=\"_a\"/>",
+        );
+        assert!(check_shape(&nested).is_err());
+        // Another namespace's Assertion is not a SAML assertion, and no reason to refuse.
+        let foreign = ONE.replace(
+            "<saml:Assertion ID=\"_a\"/>",
+            "<x:Assertion xmlns:x=\"urn:x\"/><saml:Assertion ID=\"_a\"/>",
+        );
+        assert!(check_shape(&foreign).is_ok());
+        let dtd = format!("<!DOCTYPE r [<!ENTITY a \"a\">]>{ONE}");
+        assert!(check_shape(&dtd).is_err());
+        assert!(check_shape("<a><b></a>").is_err());
+    }
+
+    #[test]
+    fn the_posted_response_is_base64_with_line_breaks_allowed() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(ONE);
+        let wrapped: String = encoded
+            .as_bytes()
+            .chunks(64)
+            .map(|line| format!("{}\r\n", String::from_utf8_lossy(line)))
+            .collect();
+        assert_eq!(decode_response(&wrapped).ok().as_deref(), Some(ONE));
+        assert!(decode_response("not base64!").is_err());
+        assert!(decode_response("").is_err());
+        assert!(decode_response(&"A".repeat(MAX_RESPONSE_LEN + 4)).is_err());
+        let not_utf8 = base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe]);
+        assert!(decode_response(&not_utf8).is_err());
+    }
+
+    #[test]
+    fn request_ids_are_xsd_ids_bound_to_the_binding_and_the_relay_state() {
+        let id = request_id("binding", "relay");
+        assert_eq!(id.len(), 41);
+        assert!(id.starts_with('_') && id[1..].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(id, request_id("binding", "relay"));
+        assert_ne!(id, request_id("other", "relay"));
+        assert_ne!(id, request_id("binding", "other"));
+    }
+}
