@@ -165,7 +165,7 @@ fn default_login_timeout() -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A self-signed certificate whose private key was thrown away.
@@ -190,6 +190,11 @@ Z2Al";
         format!(
             r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.example.com/metadata"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">{key}<md:SingleSignOnService Binding="{sso}" Location="https://idp.example.com/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
         )
+    }
+
+    /// Metadata a service provider accepts.
+    pub(crate) fn good_metadata() -> String {
+        metadata(REDIRECT, &signing_key())
     }
 
     fn signing_key() -> String {
