@@ -8,6 +8,7 @@ use http::HeaderValue;
 use http::request::Parts;
 
 use crate::auth::login::login_failed;
+use crate::auth::oidc::local_target;
 use crate::auth::{cookie, query};
 use crate::control::ControlError;
 use crate::origin::Origin;
@@ -29,6 +30,17 @@ pub async fn begin(
 ) -> Refusal {
     let target = query::local_redirect(parts.uri.path(), parts.uri.query(), "forceAuthentication");
     begin_to(state, proxy, parts, origin, target).await
+}
+
+/// The sign-in URL of this virtual proxy, `/{prefix}/saml/login?target=...`, coming back to
+/// `target`; `None` unless `target` is on this site (see [`local_target`]).
+pub fn login_uri(proxy: &VirtualProxy, origin: &Origin, target: &str) -> Option<String> {
+    let target = local_target(proxy, target, origin)?;
+    Some(origin.url(&format!(
+        "{}{LOGIN}?target={}",
+        proxy.path_prefix(),
+        percent_encoding::utf8_percent_encode(&target, percent_encoding::NON_ALPHANUMERIC)
+    )))
 }
 
 /// To the identity provider, coming back to `target` (a path on this site).

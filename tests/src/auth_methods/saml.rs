@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use gatehouse_proto::v1 as pb;
 
 use crate::browser::fixtures::{AppProxy, COOKIE, qlik_user, seen_header};
-use crate::harness::client::{self, HttpResponse, query_param};
+use crate::harness::client::{self, HttpResponse, encode, query_param};
 use crate::harness::redis_server::free_port;
 use crate::harness::saml_idp::SamlIdp;
 use crate::harness::web_browser::{WebBrowser, form_action, input_value};
@@ -623,4 +623,76 @@ async fn a_login_started_on_one_node_finishes_on_another_and_an_assertion_works_
     assert_eq!(site_a.all_sessions().await.len(), 2);
     drop(node_b);
     drop(replica_b);
+}
+
+#[tokio::test]
+async fn a_sign_in_link_logs_in_and_comes_back_to_its_target() {
+    let Some(site) = site("").await else {
+        return;
+    };
+    // The Personal API names the link for a page on this site, and none for another host.
+    let own = site.node.url("/app/deep?x=1");
+    let who = client::get(
+        &site
+            .node
+            .url(&format!("/app/qps/user?targetUri={}", encode(&own))),
+        &[],
+    )
+    .await;
+    assert_eq!(who.json()["session"], "inactive");
+    let link = who.json()["loginUri"]
+        .as_str()
+        .expect("a loginUri")
+        .to_owned();
+    assert_eq!(
+        link,
+        site.node.url(&format!(
+            "/app/saml/login?target={}",
+            encode("/app/deep?x=1")
+        ))
+    );
+    let elsewhere = client::get(
+        &site.node.url(&format!(
+            "/app/qps/user?targetUri={}",
+            encode("https://evil.example.com/app/")
+        )),
+        &[],
+    )
+    .await;
+    assert!(
+        elsewhere.json().get("loginUri").is_none(),
+        "{}",
+        elsewhere.text()
+    );
+    let off_site = client::get(
+        &site
+            .node
+            .url("/app/saml/login?target=https://evil.example.com/"),
+        &[],
+    )
+    .await;
+    assert_eq!(off_site.status, 400, "{}", off_site.text());
+
+    let mut browser = WebBrowser::new();
+    let start = browser.get(&link).await;
+    assert_eq!(start.status, 302, "{}", start.text());
+    let page = browser
+        .get(&format!(
+            "{}&user=bob",
+            start.location().expect("a Location")
+        ))
+        .await;
+    let html = page.text();
+    let form = PostedForm {
+        action: form_action(&html).expect("a form"),
+        saml_response: input_value(&html, "SAMLResponse").expect("a SAMLResponse"),
+        relay_state: input_value(&html, "RelayState").unwrap_or_default(),
+    };
+    let done = site.post(&mut browser, &form).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    assert_eq!(done.location(), Some("/app/deep?x=1"));
+    // With a session, the link goes straight to its target.
+    let again = browser.get(&link).await;
+    assert_eq!(again.status, 302, "{}", again.text());
+    assert_eq!(again.location(), Some("/app/deep?x=1"));
 }
