@@ -696,3 +696,45 @@ async fn a_sign_in_link_logs_in_and_comes_back_to_its_target() {
     assert_eq!(again.status, 302, "{}", again.text());
     assert_eq!(again.location(), Some("/app/deep?x=1"));
 }
+
+#[tokio::test]
+async fn a_store_outage_is_503_at_the_login_and_at_the_acs_never_401() {
+    let node_port = free_port();
+    let node_url = format!("http://127.0.0.1:{node_port}");
+    let Some(idp) = SamlIdp::start(&format!("{node_url}/app/saml/metadata")).await else {
+        return;
+    };
+    let mut redis = RedisServer::start().await;
+    let upstream = EchoUpstream::start("engine").await;
+    let proxy = AppProxy::new([upstream.node()]).table(&saml_table(&idp, &node_url, ""));
+    let control_plane = ControlPlane::start(&proxy.on_redis(&redis)).await;
+    let node = DataPlaneNode::start_with(
+        &control_plane,
+        &format!("listen = \"127.0.0.1:{node_port}\""),
+    )
+    .await;
+    let site = Site {
+        idp,
+        _upstream: upstream,
+        control_plane,
+        node,
+    };
+    let mut browser = WebBrowser::new();
+    let form = site
+        .sign_in(&mut browser, "/app/hub", "alice", "assertion")
+        .await;
+
+    redis.kill().await;
+    let posted = site.post(&mut browser, &form).await;
+    assert_eq!(posted.status, 503, "{}", posted.text());
+    assert!(
+        posted.set_cookie(COOKIE).is_none(),
+        "a session cookie was set"
+    );
+    let fresh = WebBrowser::new().get(&site.node.url("/app/other")).await;
+    assert_eq!(fresh.status, 503, "{}", fresh.text());
+    assert!(
+        fresh.location().is_none(),
+        "sent to log in during an outage"
+    );
+}
