@@ -201,6 +201,12 @@ impl Sp {
         saml_response: &str,
         request_id: Option<&str>,
     ) -> Result<VerifiedAssertion, Error> {
+        // One Response at a time: the `libxml` binding does not promise that documents on
+        // several threads are safe, and a verification takes about a millisecond.
+        static LIBXML: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = LIBXML
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let xml = decode_response(saml_response)?;
         check_shape(&xml)?;
         let mut sp = self.inner.clone();

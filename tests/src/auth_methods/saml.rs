@@ -118,13 +118,16 @@ impl Site {
         }
     }
 
-    /// `browser` posts `form` to the ACS.
+    /// `browser` posts `form` to the ACS, from the identity provider's page (a cross-site
+    /// POST: its `Origin` is the identity provider's).
     async fn post(&self, browser: &mut WebBrowser, form: &PostedForm) -> HttpResponse {
         let mut fields = vec![("SAMLResponse", form.saml_response.as_str())];
         if !form.relay_state.is_empty() {
             fields.push(("RelayState", form.relay_state.as_str()));
         }
-        browser.post_form(&form.action, &fields, &[]).await
+        browser
+            .post_form(&form.action, &fields, &[("origin", self.idp.origin())])
+            .await
     }
 
     /// A fresh login of alice whose Response is unsigned, altered by `alter`, then signed

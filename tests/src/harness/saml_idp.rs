@@ -96,6 +96,12 @@ impl SamlIdp {
         self.dir.path().join("idp-metadata.xml")
     }
 
+    /// Its origin, as a browser names it in `Origin` when the identity provider's page posts
+    /// the Response.
+    pub fn origin(&self) -> &str {
+        &self.base
+    }
+
     /// Its entity id.
     pub fn entity_id(&self) -> String {
         format!("{}/metadata", self.base)
