@@ -13,6 +13,7 @@ FILE and prints "ready" once listening. The service provider's metadata is read 
   Web Browser SSO answer: pysaml2 parses the AuthnRequest and answers the HTML form that
   posts a Response to the ACS the request names. `sign` is assertion (default), response,
   both or none.
+- GET /metadata: the same metadata, for `idp_metadata_url`.
 - POST /sign?what=assertion|response|both[&key=other]: signs the Response XML in the body
   with the identity provider's key (or another one), as pysaml2 signs its own; the tests
   alter an unsigned Response first, so that each refusal is about one thing.
@@ -83,6 +84,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
+        if url.path == "/metadata":
+            with open(self.server.args.metadata_out) as metadata:
+                return self.answer(200, metadata.read(), "application/samlmetadata+xml")
         if url.path != "/sso/redirect" or "SAMLRequest" not in query:
             return self.answer(404, "not found")
         try:

@@ -10,7 +10,7 @@ use super::{Authority, IssuedSession};
 use crate::audit::Method;
 use crate::domain::{ClientInfo, OidcLogin};
 use crate::error::Error;
-use crate::saml::{self, Sp};
+use crate::saml::{self, SamlSource};
 use crate::tokens::{self, TokenHash};
 
 /// Longest a used assertion id is remembered (its `NotOnOrAfter` is normally minutes away).
@@ -31,7 +31,7 @@ pub struct SamlLoginStarted {
 }
 
 impl Authority {
-    fn saml_provider(&self, virtual_proxy: &str) -> Result<std::sync::Arc<Sp>, Error> {
+    fn saml_provider(&self, virtual_proxy: &str) -> Result<std::sync::Arc<SamlSource>, Error> {
         let proxies = self.virtual_proxies();
         let config = proxies
             .get(virtual_proxy)?
@@ -53,8 +53,9 @@ impl Authority {
         target: &str,
         binding: &str,
     ) -> Result<SamlLoginStarted, Error> {
-        let sp = self.saml_provider(virtual_proxy)?;
+        let source = self.saml_provider(virtual_proxy)?;
         check_target(target)?;
+        let sp = source.sp().await?;
         let binding = if is_binding(binding) {
             binding.to_owned()
         } else {
@@ -117,7 +118,7 @@ impl Authority {
         binding: &str,
         client: ClientInfo,
     ) -> Result<(IssuedSession, String), Error> {
-        let sp = self.saml_provider(virtual_proxy)?;
+        let source = self.saml_provider(virtual_proxy)?;
         if relay_state.len() > MAX_RELAY_STATE_LEN {
             return Err(Error::invalid("RelayState is too long"));
         }
@@ -144,6 +145,7 @@ impl Authority {
             (Some(saml::request_id(binding, relay_state)), login.target)
         };
         let response = saml_response.to_owned();
+        let sp = source.sp().await?;
         let checking = sp.clone();
         let assertion =
             tokio::task::spawn_blocking(move || checking.verify(&response, request_id.as_deref()))
@@ -183,7 +185,7 @@ impl Authority {
 
     /// This virtual proxy's SP metadata (XML).
     pub fn saml_metadata(&self, virtual_proxy: &str) -> Result<String, Error> {
-        self.saml_provider(virtual_proxy)?.metadata_xml()
+        saml::sp_metadata_xml(self.saml_provider(virtual_proxy)?.config())
     }
 }
 

@@ -14,8 +14,15 @@ const MAX_METADATA_BYTES: u64 = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SamlConfig {
-    /// The identity provider's metadata (entity id, signing certificates, SSO endpoint).
-    pub idp_metadata_file: PathBuf,
+    /// The identity provider's metadata (entity id, signing certificates, SSO endpoint), from
+    /// a file or from a URL (exactly one of the two).
+    #[serde(default)]
+    pub idp_metadata_file: Option<PathBuf>,
+    /// Where the identity provider publishes its metadata; re-read every `metadata_refresh`.
+    #[serde(default)]
+    pub idp_metadata_url: Option<String>,
+    #[serde(default = "default_metadata_refresh", with = "humantime_serde")]
+    pub metadata_refresh: Duration,
     /// This service provider's entity id, as registered at the identity provider; the
     /// assertion's `Audience` must name it.
     pub entity_id: String,
@@ -137,10 +144,37 @@ impl SamlConfig {
         {
             return Err("saml.login_timeout must be between 10s and 1h".to_owned());
         }
-        self.idp_metadata = read_metadata(&self.idp_metadata_file)
-            .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
-        crate::saml::IdpMetadata::parse(&self.idp_metadata)
-            .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
+        if self.metadata_refresh < Duration::from_secs(60)
+            || self.metadata_refresh > Duration::from_secs(7 * 24 * 3600)
+        {
+            return Err("saml.metadata_refresh must be between 1m and 7d".to_owned());
+        }
+        match (&self.idp_metadata_file, &self.idp_metadata_url) {
+            (Some(file), None) => {
+                self.idp_metadata = read_metadata(file)
+                    .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
+                crate::saml::IdpMetadata::parse(&self.idp_metadata)
+                    .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
+            }
+            // Read at the first login, as OpenID discovery is: a provider down at start
+            // delays nothing but logins.
+            (None, Some(url)) => {
+                if !url
+                    .parse::<http::Uri>()
+                    .is_ok_and(|uri| super::is_https_or_loopback(&uri))
+                {
+                    return Err(
+                        "saml.idp_metadata_url must be an https URL (http only on a loopback host)"
+                            .to_owned(),
+                    );
+                }
+            }
+            _ => {
+                return Err(
+                    "saml needs exactly one of idp_metadata_file and idp_metadata_url".to_owned(),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -154,6 +188,10 @@ fn read_metadata(path: &std::path::Path) -> Result<String, String> {
     }
     std::fs::read_to_string(path)
         .map_err(|error| format!("cannot read {}: {error}", path.display()))
+}
+
+fn default_metadata_refresh() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_clock_skew() -> Duration {

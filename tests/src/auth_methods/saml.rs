@@ -32,15 +32,25 @@ struct Site {
     node: DataPlaneNode,
 }
 
-/// `[virtual_proxies.saml]` of "app", whose ACS is on `node_url`; `extra` goes into it.
+/// `[virtual_proxies.saml]` of "app", whose ACS is on `node_url`, with its metadata from
+/// the identity provider's file; `extra` goes into it.
 fn saml_table(idp: &SamlIdp, node_url: &str, extra: &str) -> String {
-    format!(
-        "[virtual_proxies.saml]\nidp_metadata_file = {:?}\nentity_id = \"{SP_ENTITY}\"\n\
-         acs_url = \"{node_url}/app/saml/acs\"\nuser_directory = \"{DIRECTORY}\"\n\
-         attributes = {{ Email = \"mail\" }}\ngroups_attribute = \"eduPersonAffiliation\"\n{extra}\n",
+    let file = format!(
+        "idp_metadata_file = {:?}",
         idp.metadata_file()
             .to_str()
-            .expect("a UTF-8 temporary path"),
+            .expect("a UTF-8 temporary path")
+    );
+    saml_table_with(&file, node_url, extra)
+}
+
+/// `[virtual_proxies.saml]` of "app" with `metadata` (the line naming where the identity
+/// provider's metadata is).
+fn saml_table_with(metadata: &str, node_url: &str, extra: &str) -> String {
+    format!(
+        "[virtual_proxies.saml]\n{metadata}\nentity_id = \"{SP_ENTITY}\"\n\
+         acs_url = \"{node_url}/app/saml/acs\"\nuser_directory = \"{DIRECTORY}\"\n\
+         attributes = {{ Email = \"mail\" }}\ngroups_attribute = \"eduPersonAffiliation\"\n{extra}\n",
     )
 }
 
@@ -740,4 +750,79 @@ async fn a_store_outage_is_503_at_the_login_and_at_the_acs_never_401() {
         fresh.location().is_none(),
         "sent to log in during an outage"
     );
+}
+
+/// A site whose `saml` table names the metadata with `metadata(idp)`.
+async fn site_with_metadata(metadata: impl FnOnce(&SamlIdp) -> String) -> Option<Site> {
+    let node_port = free_port();
+    let node_url = format!("http://127.0.0.1:{node_port}");
+    let idp = SamlIdp::start(&format!("{node_url}/app/saml/metadata")).await?;
+    let upstream = EchoUpstream::start("engine").await;
+    let table = saml_table_with(&metadata(&idp), &node_url, "");
+    let control_plane =
+        ControlPlane::start(&AppProxy::new([upstream.node()]).table(&table).toml()).await;
+    let node = DataPlaneNode::start_with(
+        &control_plane,
+        &format!("listen = \"127.0.0.1:{node_port}\""),
+    )
+    .await;
+    Some(Site {
+        idp,
+        _upstream: upstream,
+        control_plane,
+        node,
+    })
+}
+
+#[tokio::test]
+async fn the_identity_providers_metadata_can_come_from_a_url() {
+    let Some(site) =
+        site_with_metadata(|idp| format!("idp_metadata_url = \"{}/metadata\"", idp.origin())).await
+    else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let form = site
+        .sign_in(&mut browser, "/app/hub", "alice", "assertion")
+        .await;
+    let done = site.post(&mut browser, &form).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    let page = browser.get(&site.node.url("/app/hub")).await;
+    assert_eq!(
+        seen_header(&page.json(), "x-qlik-user"),
+        Some(qlik_user(DIRECTORY, "alice").as_str())
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_metadata_url_is_503_never_a_redirect_or_401() {
+    let nothing_there = free_port();
+    let Some(site) = site_with_metadata(|_| {
+        format!("idp_metadata_url = \"http://127.0.0.1:{nothing_there}/metadata\"")
+    })
+    .await
+    else {
+        return;
+    };
+    let first = WebBrowser::new().get(&site.node.url("/app/hub")).await;
+    assert_eq!(first.status, 503, "{}", first.text());
+    assert!(
+        first.location().is_none(),
+        "sent to log in without metadata"
+    );
+    assert!(first.header("retry-after").is_some(), "{:?}", first.text());
+    assert!(first.text().contains("metadata"), "{}", first.text());
+    // The service provider's own metadata needs nothing from the identity provider.
+    let own = client::get(&site.node.url("/app/saml/metadata"), &[]).await;
+    assert_eq!(own.status, 200, "{}", own.text());
+    // What can be refused without the metadata still is: a login this site never started.
+    let mut browser = WebBrowser::new();
+    let posted = browser
+        .post_form(
+            &site.node.url("/app/saml/acs"),
+            &[("SAMLResponse", "PHg+"), ("RelayState", "unknown")],
+            &[],
+        )
+        .await;
+    assert_refused(&posted, "unknown", "a Response to an unknown login");
 }

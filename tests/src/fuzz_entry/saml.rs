@@ -35,8 +35,10 @@ fn metadata() -> String {
 }
 
 fn service_provider(allow_idp_initiated: bool) -> Sp {
-    Sp::new(SamlConfig {
-        idp_metadata_file: "idp.xml".into(),
+    let config = SamlConfig {
+        idp_metadata_file: Some("idp.xml".into()),
+        idp_metadata_url: None,
+        metadata_refresh: Duration::from_secs(3600),
         entity_id: "https://gh.example.com/app".into(),
         acs_url: Some("https://gh.example.com/app/saml/acs".into()),
         name_id_format: None,
@@ -49,8 +51,9 @@ fn service_provider(allow_idp_initiated: bool) -> Sp {
         login_timeout: Duration::from_secs(600),
         allow_idp_initiated,
         idp_metadata: metadata(),
-    })
-    .expect("the fixture's service provider")
+    };
+    let metadata = config.idp_metadata.clone();
+    Sp::new(config, &metadata).expect("the fixture's service provider")
 }
 
 /// The input as the Response's XML, checked for an SP-initiated login and, with
