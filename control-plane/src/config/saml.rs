@@ -311,6 +311,50 @@ Z2Al";
     }
 
     #[test]
+    fn the_metadata_comes_from_exactly_one_of_a_file_and_a_url() {
+        let url = |url: &str, extra: &str| {
+            let text = format!(
+                "idp_metadata_url = \"{url}\"\nentity_id = \"urn:sp\"\nuser_directory = \"C\"\n{extra}"
+            );
+            let mut config: SamlConfig =
+                toml::from_str(&text).map_err(|error| error.to_string())?;
+            let origins =
+                [PublicOrigin::parse("https://gh.example.com").map_err(|e| e.to_string())?];
+            config.load("app", &origins).map(|()| config)
+        };
+        assert!(
+            url("https://idp.example.com/metadata", "").is_ok_and(|c| c.idp_metadata.is_empty())
+        );
+        assert!(url("http://127.0.0.1:8080/metadata", "").is_ok());
+        assert!(
+            url("http://idp.example.com/metadata", "")
+                .unwrap_err()
+                .contains("https")
+        );
+        assert!(
+            url("https://idp.example.com/m", "metadata_refresh = \"10s\"")
+                .unwrap_err()
+                .contains("metadata_refresh")
+        );
+        let both = url(
+            "https://idp.example.com/m",
+            "idp_metadata_file = \"/x.xml\"",
+        );
+        assert!(both.unwrap_err().contains("exactly one"));
+        let mut neither: SamlConfig =
+            toml::from_str("entity_id = \"urn:sp\"\nuser_directory = \"C\"")
+                .unwrap_or_else(|e| panic!("{e}"));
+        let origins =
+            [PublicOrigin::parse("https://gh.example.com").unwrap_or_else(|e| panic!("{e}"))];
+        assert!(
+            neither
+                .load("app", &origins)
+                .unwrap_err()
+                .contains("exactly one")
+        );
+    }
+
+    #[test]
     fn a_user_directory_is_required_fixed_or_from_an_attribute() {
         let good = metadata(REDIRECT, &signing_key());
         let origins = ["https://gh.example.com"];
