@@ -210,7 +210,7 @@ impl Sp {
         request_id: Option<&str>,
     ) -> Result<VerifiedAssertion, Error> {
         // One Response at a time: the `libxml` binding does not promise that documents on
-        // several threads are safe, and a verification takes about a millisecond.
+        // several threads are safe, and logins are few next to requests.
         static LIBXML: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one_at_a_time = LIBXML
             .lock()
