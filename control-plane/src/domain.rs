@@ -260,6 +260,10 @@ pub struct Target {
 /// expected back at the callback with the state this record is stored under (hashed). The
 /// PKCE verifier and the nonce are not here: they are derived from the state and the
 /// browser's binding cookie, which the store never sees.
+///
+/// A SAML login in flight is the same record under the hash of its RelayState (with a prefix
+/// of its own), `redirect_uri` holding the ACS URL; its AuthnRequest id is likewise derived
+/// from the RelayState and the binding cookie.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OidcLogin {
     pub virtual_proxy: String,

@@ -23,6 +23,7 @@ pub mod outage;
 pub mod outbound;
 pub use gatehouse_runtime::process;
 pub mod rest;
+pub mod saml;
 pub mod server;
 pub mod store;
 pub mod tokens;

@@ -44,9 +44,13 @@ impl ProxyTable {
         let cookie_names = proxies
             .iter()
             .flat_map(|proxy| {
-                let bindings = proxy.oidc.iter().flat_map(|oidc| {
+                let oidc = proxy.oidc.iter().flat_map(|oidc| {
                     [oidc.binding_cookie.clone(), oidc.binding_cookie_tls.clone()]
                 });
+                let saml = proxy.saml.iter().flat_map(|saml| {
+                    [saml.binding_cookie.clone(), saml.binding_cookie_tls.clone()]
+                });
+                let bindings = oidc.chain(saml);
                 [proxy.cookie_name.clone(), proxy.seal_cookie_name.clone()]
                     .into_iter()
                     .chain(bindings)

@@ -104,6 +104,37 @@ impl OidcAuthentication {
     }
 }
 
+/// SAML login on a virtual proxy. The binding cookie ties a login in progress to the
+/// browser, as OpenID Connect's does, but the identity provider posts the Response from its
+/// own site: over TLS the cookie is SameSite=None (and Secure, `__Host-`) so that the
+/// browser sends it with that cross-site POST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SamlAuthentication {
+    /// The binding cookie's name over plain HTTP: the session cookie's with `-saml`.
+    pub binding_cookie: String,
+    /// Its name over TLS, with `__Host-`.
+    pub binding_cookie_tls: String,
+    /// The ACS URL is https (TLS may end before this node): always the `__Host-` cookie.
+    pub https_acs_url: bool,
+}
+
+impl SamlAuthentication {
+    /// Whether the binding cookie is the Secure, `__Host-` one for a request that reached
+    /// this node over TLS (`secure`) or not.
+    pub fn binding_is_secure(&self, secure: bool) -> bool {
+        secure || self.https_acs_url
+    }
+
+    /// The binding cookie's name for a request over TLS (`secure`) or not.
+    pub fn binding_cookie(&self, secure: bool) -> &str {
+        if self.binding_is_secure(secure) {
+            &self.binding_cookie_tls
+        } else {
+            &self.binding_cookie
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct VirtualProxy {
     pub prefix: String,
@@ -137,6 +168,8 @@ pub struct VirtualProxy {
     pub jwt_authentication: bool,
     /// OpenID Connect login (the provider is the control plane's business).
     pub oidc: Option<OidcAuthentication>,
+    /// SAML login (metadata and keys are the control plane's business).
+    pub saml: Option<SamlAuthentication>,
     pub strip_prefix: bool,
     pub upstream: Arc<UpstreamPool>,
     /// Which identity headers upstreams get, with those that are the same for every user.
@@ -361,6 +394,19 @@ impl VirtualProxy {
                     },
                     end_session_redirect: oidc.end_session_redirect,
                     https_redirect_uri: oidc.https_redirect_uri,
+                }),
+            saml: proto
+                .saml_authentication
+                .as_ref()
+                .filter(|saml| saml.enabled)
+                .map(|saml| SamlAuthentication {
+                    binding_cookie: format!("{cookie_name}-saml"),
+                    binding_cookie_tls: if cookie_name.starts_with("__Host-") {
+                        format!("{cookie_name}-saml")
+                    } else {
+                        format!("__Host-{cookie_name}-saml")
+                    },
+                    https_acs_url: saml.https_acs_url,
                 }),
             seal_cookie_name: format!("{cookie_name}-seal"),
             cookie_name,

@@ -9,7 +9,8 @@
 #                        [--mirror URL] [--force]
 #
 # --name     the image to create (default localhost/gatehouse-base:bookworm)
-# --include  packages besides the minimal base (default: ca-certificates,libgssapi-krb5-2)
+# --include  packages besides the minimal base (default: ca-certificates,libgssapi-krb5-2,
+#            libxmlsec1-openssl)
 # --change   a Dockerfile instruction applied on import (ENTRYPOINT, WORKDIR, ...); repeatable
 # --force    rebuild even if the image exists (it is rebuilt anyway once a week old, for
 #            Debian's security updates)
@@ -17,7 +18,7 @@
 # Needs root (or a user namespace), mmdebstrap and podman. About 40 s and 86 MB.
 set -euo pipefail
 name=localhost/gatehouse-base:bookworm
-include=ca-certificates,libgssapi-krb5-2
+include=ca-certificates,libgssapi-krb5-2,libxmlsec1-openssl
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 force=false
 changes=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'CMD ["/bin/bash"]')

@@ -37,6 +37,7 @@ pub enum Method {
     Kerberos,
     Jwt,
     Oidc,
+    Saml,
     /// `CreateSession` of the gRPC Session API.
     SessionApi,
     /// The QPS-compatible REST surface.
@@ -52,6 +53,7 @@ impl Method {
             Self::Kerberos => "kerberos",
             Self::Jwt => "jwt",
             Self::Oidc => "oidc",
+            Self::Saml => "saml",
             Self::SessionApi => "session_api",
             Self::Rest => "rest",
         }

@@ -2,12 +2,13 @@
 //! buys, how sessions are created, found, capped and ended. The shared [`Authority`] is here;
 //! each use case is in its own file: `tickets` (tickets and login targets), `sessions`
 //! (creating, finding, listing and ending sessions), `logins` (header, Kerberos, JWT and
-//! anonymous logins), `personal` (the caller's own sessions) and `oidc_login`.
+//! anonymous logins), `personal` (the caller's own sessions), `oidc_login` and `saml_login`.
 
 mod logins;
 // Public for its checks of what a browser sends (the fuzz targets call them).
 pub mod oidc_login;
 mod personal;
+mod saml_login;
 mod sessions;
 mod tickets;
 
@@ -24,11 +25,13 @@ use crate::error::Error;
 use crate::jwt::JwtVerifiers;
 use crate::oidc::OidcProviders;
 use crate::outage::OutageFallback;
+use crate::saml::SamlProviders;
 use crate::store::Store;
 use crate::virtual_proxies::VirtualProxies;
 
 pub use self::oidc_login::OidcLoginStarted;
 pub use self::personal::{NO_SESSION, OwnSessions};
+pub use self::saml_login::SamlLoginStarted;
 pub use self::sessions::{CheckedSession, IssuedSession, SessionSelector};
 pub use self::tickets::IssuedTicket;
 
@@ -43,6 +46,7 @@ pub struct Authority {
     rest_base: Option<Arc<str>>,
     jwt: Arc<JwtVerifiers>,
     oidc: Arc<OidcProviders>,
+    saml: Arc<SamlProviders>,
     /// Seals sessions and serves them from their seals while the store is down; `None`
     /// when sealing is off.
     outage: Option<Arc<OutageFallback>>,
@@ -66,6 +70,7 @@ impl Authority {
             rest_base: None,
             jwt: Arc::new(JwtVerifiers::default()),
             oidc: Arc::new(OidcProviders::default()),
+            saml: Arc::new(SamlProviders::default()),
             outage: None,
             signing_keys: Arc::new(SigningKeys::new(AssertionConfig::default(), clock.clone())),
             audit: Audit::default(),

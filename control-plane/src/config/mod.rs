@@ -18,6 +18,7 @@ mod login_methods;
 mod oidc;
 mod outage;
 mod public_paths;
+mod saml;
 use gatehouse_runtime::settings;
 mod syntax;
 mod upstream;
@@ -32,6 +33,7 @@ pub use self::oidc::{
     read_secret as read_oidc_secret,
 };
 pub use self::outage::OutageConfig;
+pub use self::saml::SamlConfig;
 use self::virtual_proxy::FileVirtualProxy;
 pub use self::virtual_proxy::{
     AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig,
@@ -697,6 +699,21 @@ mod tests {
                 .iter()
                 .any(|proxy| proxy.kerberos.is_some())
         );
+        let metadata = dir.join("idp-metadata.xml");
+        std::fs::write(&metadata, saml::tests::good_metadata()).unwrap();
+        let saml = documented_example(
+            include_str!("../../../AUTH-SAML.md"),
+            &[(
+                "/etc/gatehouse/saml/idp-metadata.xml",
+                metadata.to_str().unwrap(),
+            )],
+        );
+        let config = Config::from_toml_str(&saml).unwrap_or_else(|error| panic!("{error}\n{saml}"));
+        let sales = &config.virtual_proxies[0];
+        assert_eq!(
+            sales.saml.as_ref().map(SamlConfig::acs_url),
+            Some("https://gatehouse.example.com/sales/saml/acs")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -715,6 +732,16 @@ mod tests {
                              client_id = \"c\"\nuser_directory = \"IDP\"\n\
                              [[virtual_proxies]]\nprefix = \"b\"\ncookie_name = \"S-oidc\"";
         assert!(rejected(binding_clash).contains("S-oidc"));
+    }
+
+    #[test]
+    fn a_proxy_logs_browsers_in_with_oidc_or_saml_not_both() {
+        let both = "[[virtual_proxies]]\nprefix = \"a\"\n\
+                    [virtual_proxies.oidc]\nissuer = \"https://idp.example.com\"\n\
+                    client_id = \"c\"\nclient_authentication = \"none\"\nuser_directory = \"IDP\"\n\
+                    [virtual_proxies.saml]\nidp_metadata_file = \"/nonexistent\"\n\
+                    entity_id = \"urn:sp\"\nuser_directory = \"IDP\"";
+        assert!(rejected(both).contains("oidc and saml"));
     }
 
     #[test]

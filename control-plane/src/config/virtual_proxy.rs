@@ -16,6 +16,7 @@ use super::login_methods::{validate_header_auth, validate_jwt, validate_kerberos
 use super::oidc::OidcConfig;
 pub use super::public_paths::PublicPathConfig;
 use super::public_paths::validate_public_path;
+use super::saml::SamlConfig;
 use super::syntax::{is_absolute_http_uri, is_host_name, is_token};
 use super::upstream::validate_upstream;
 pub use super::upstream::{BalanceStrategy, UpstreamConfig};
@@ -60,6 +61,8 @@ pub struct VirtualProxyConfig {
     pub jwt: Option<JwtConfig>,
     /// OpenID Connect login; see AUTH-OIDC.md.
     pub oidc: Option<OidcConfig>,
+    /// SAML 2.0 login; see AUTH-SAML.md.
+    pub saml: Option<SamlConfig>,
     /// Remove `/{prefix}` from the path before forwarding.
     pub strip_prefix: bool,
     pub upstream: UpstreamConfig,
@@ -158,6 +161,7 @@ pub(super) struct FileVirtualProxy {
     kerberos: Option<KerberosConfig>,
     jwt: Option<JwtConfig>,
     oidc: Option<OidcConfig>,
+    saml: Option<SamlConfig>,
     #[serde(default = "default_strip_prefix")]
     strip_prefix: bool,
     #[serde(default)]
@@ -205,6 +209,7 @@ impl FileVirtualProxy {
             kerberos: None,
             jwt: None,
             oidc: None,
+            saml: None,
             strip_prefix: default_strip_prefix(),
             upstream: UpstreamConfig::default(),
             identity_headers: IdentityPreset::default(),
@@ -303,8 +308,8 @@ fn unreachable_public_paths(proxies: &[VirtualProxyConfig]) -> Result<(), String
 impl VirtualProxyConfig {
     /// Every cookie name this proxy sets, as the node names them: the session cookie as
     /// configured and with its `__Host-` prefix, and with OpenID Connect the login-binding
-    /// cookie over plain HTTP (`{cookie}-oidc`) and over TLS (`__Host-{cookie}-oidc`), and
-    /// the companion cookie with the session's sealed claims (`{cookie}-seal`).
+    /// cookie over plain HTTP (`{cookie}-oidc`) and over TLS (`__Host-{cookie}-oidc`), with
+    /// SAML the same with `-saml`, and the companion cookie with the session's sealed claims (`{cookie}-seal`).
     pub fn cookie_names(&self) -> std::collections::BTreeSet<String> {
         let session = if self.cookie_host_prefix {
             format!("__Host-{}", self.cookie_name)
@@ -316,10 +321,12 @@ impl VirtualProxyConfig {
             session.clone(),
             format!("{session}-seal"),
         ]);
-        if self.oidc.is_some() {
-            names.insert(format!("{session}-oidc"));
-            let host_prefixed = session.strip_prefix("__Host-").unwrap_or(&session);
-            names.insert(format!("__Host-{host_prefixed}-oidc"));
+        let host_prefixed = session.strip_prefix("__Host-").unwrap_or(&session);
+        for (on, suffix) in [(self.oidc.is_some(), "oidc"), (self.saml.is_some(), "saml")] {
+            if on {
+                names.insert(format!("{session}-{suffix}"));
+                names.insert(format!("__Host-{host_prefixed}-{suffix}"));
+            }
         }
         names
     }
@@ -418,6 +425,15 @@ fn validate(mut proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
             )));
         }
     }
+    if let Some(saml) = &mut proxy.saml {
+        if proxy.oidc.is_some() {
+            return Err(named(
+                "oidc and saml cannot both log browsers in: use one virtual proxy for each"
+                    .to_owned(),
+            ));
+        }
+        saml.load(&prefix, &public_origins).map_err(named)?;
+    }
     validate_upstream(&proxy.upstream).map_err(named)?;
     if let Some(assertion) = &mut proxy.assertion {
         let login_header = proxy
@@ -465,6 +481,7 @@ fn validate(mut proxy: FileVirtualProxy) -> Result<VirtualProxyConfig, String> {
         kerberos: proxy.kerberos,
         jwt: proxy.jwt,
         oidc: proxy.oidc,
+        saml: proxy.saml,
         strip_prefix: proxy.strip_prefix,
         upstream: proxy.upstream,
         identity_headers: proxy.identity_headers,

@@ -89,7 +89,8 @@ pub trait OneTimeRecords: Send + Sync {
     /// exactly one gets `true`, whichever replica makes it.
     async fn first_use(&self, hash: &TokenHash, ttl: Duration) -> Result<bool, StoreError>;
 
-    /// Stores an OpenID Connect login in flight under the hash of its `state`, for `ttl`.
+    /// Stores an OpenID Connect login in flight under the hash of its `state`, for `ttl`
+    /// (a SAML login too, under the hash of its RelayState).
     async fn put_oidc_login(
         &self,
         state_hash: &TokenHash,

@@ -12,7 +12,7 @@ use http::{HeaderValue, Method};
 use crate::auth::client::login_client;
 use crate::auth::kerberos::{self, Negotiation};
 use crate::auth::login::{Authenticated, allowed_target, logged_in, login_redirect, unavailable};
-use crate::auth::{cookie, header, jwt, oidc, query};
+use crate::auth::{cookie, header, jwt, oidc, query, saml};
 use crate::control::ControlError;
 use crate::origin::Origin;
 use crate::refusal::Refusal;
@@ -318,6 +318,9 @@ async fn login_required(
     }
     if proxy.oidc.is_some() {
         return oidc::begin(state, proxy, parts, origin).await;
+    }
+    if proxy.saml.is_some() {
+        return saml::begin(state, proxy, parts, origin).await;
     }
     let Some(module) = &proxy.authentication_module_uri else {
         return Refusal::unauthorized("authentication required");

@@ -329,6 +329,50 @@ impl ControlClient {
         Ok((!uri.is_empty()).then_some(uri))
     }
 
+    /// Starts a SAML login; `binding` in the request is the browser's binding cookie
+    /// (empty when it has none).
+    pub async fn saml_begin(
+        &self,
+        request: pb::SamlBeginRequest,
+    ) -> Result<pb::SamlBeginResponse, ControlError> {
+        Ok(self
+            .node_call(request, |mut client, request| async move {
+                client.saml_begin(request).await
+            })
+            .await?)
+    }
+
+    /// Hands a posted SAML Response to the control plane; returns the session and the path
+    /// to go to. Made on one endpoint only (see [`call_once`](Self::call_once)): the login
+    /// and the assertion are spent by the first attempt.
+    pub async fn saml_acs(
+        &self,
+        request: pb::SamlAcsRequest,
+    ) -> Result<(Login, String), ControlError> {
+        let answer = self
+            .call_once(|replica| {
+                let mut client = replica.node.clone();
+                let request = request.clone();
+                async move { client.saml_acs(request).await }
+            })
+            .await?
+            .into_inner();
+        Ok((login(answer.login.unwrap_or_default())?, answer.target))
+    }
+
+    /// The virtual proxy's SP metadata (XML).
+    pub async fn saml_metadata(&self, virtual_proxy: &str) -> Result<String, ControlError> {
+        let request = pb::SamlMetadataRequest {
+            virtual_proxy: virtual_proxy.to_owned(),
+        };
+        Ok(self
+            .node_call(request, |mut client, request| async move {
+                client.saml_metadata(request).await
+            })
+            .await?
+            .xml)
+    }
+
     pub async fn anonymous_login(
         &self,
         virtual_proxy: &str,

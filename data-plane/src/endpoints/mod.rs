@@ -1,11 +1,12 @@
 //! The node's own endpoints under a virtual proxy's prefix, answered by the node instead of
 //! the upstream: the Personal API (`/qps/user`, `/qps/csrftoken`, `/qps/user/sessions`) and,
-//! on a proxy with OpenID Connect, its routes. They sit above identification and login, which
+//! on a proxy with OpenID Connect or SAML, their routes. They sit above identification and login, which
 //! they use.
 
 pub mod oidc;
 pub mod own_sessions;
 pub mod personal;
+pub mod saml;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -20,6 +21,7 @@ use crate::state::NodeState;
 pub enum Endpoint {
     Personal,
     Oidc,
+    Saml,
 }
 
 /// The endpoint a request's path names, if any.
@@ -28,6 +30,9 @@ pub fn find(ctx: &RequestCtx) -> Option<Endpoint> {
         || own_sessions::is_route(&ctx.relative_path)
     {
         return Some(Endpoint::Personal);
+    }
+    if saml::is_route(&ctx.proxy, &ctx.relative_path) {
+        return Some(Endpoint::Saml);
     }
     oidc::is_route(&ctx.proxy, &ctx.relative_path).then_some(Endpoint::Oidc)
 }
@@ -45,5 +50,6 @@ pub async fn serve(
             personal::handle(state, ctx, &parts).await
         }
         Endpoint::Oidc => oidc::route(state, ctx, request).await,
+        Endpoint::Saml => saml::route(state, ctx, request).await,
     }
 }

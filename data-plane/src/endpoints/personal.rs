@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::auth::identify::bearer;
 use crate::auth::login::{allowed_target, login_uri};
-use crate::auth::{cookie, csrf, oidc, query};
+use crate::auth::{cookie, csrf, oidc, query, saml};
 use crate::body::ProxyBody;
 use crate::control::ControlError;
 use crate::endpoints::own_sessions;
@@ -71,10 +71,17 @@ async fn who_am_i(
     }
     let mut inactive = json!({ "session": "inactive" });
     let target = query::param(parts.uri.query(), "targetUri");
-    if let (Some(target), Some(_)) = (&target, &proxy.oidc) {
-        // An OpenID Connect proxy signs in at its own /oidc/login, which comes back only to
-        // this host: no open redirects.
-        if let Some(login) = oidc::login_uri(proxy, origin, target) {
+    if let Some(target) = &target
+        && (proxy.oidc.is_some() || proxy.saml.is_some())
+    {
+        // An OpenID Connect or SAML proxy signs in at its own /oidc/login or /saml/login,
+        // which comes back only to this host: no open redirects.
+        let login = if proxy.oidc.is_some() {
+            oidc::login_uri(proxy, origin, target)
+        } else {
+            saml::login_uri(proxy, origin, target)
+        };
+        if let Some(login) = login {
             inactive["loginUri"] = login.into();
         }
         return Ok(respond::json(StatusCode::OK, &inactive));

@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod kerberos;
 pub mod oidc;
 pub mod rest;
+pub mod saml;
 
 use std::net::SocketAddr;
 
@@ -49,6 +50,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("oidc_discovery", oidc::discovery_document),
     ("oidc_callback", oidc::callback),
     ("oidc_login_target", oidc::login_target),
+    ("saml_response", saml::response),
     ("negotiate", kerberos::negotiate_header),
     ("kerberos_principal", kerberos::principal),
     ("forward_auth_headers", forward_auth::described_by_headers),

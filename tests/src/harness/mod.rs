@@ -28,6 +28,7 @@ pub mod profile;
 pub mod redis_server;
 pub mod redis_topologies;
 pub mod relay;
+pub mod saml_idp;
 pub mod upstream;
 pub mod web_browser;
 

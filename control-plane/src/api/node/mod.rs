@@ -269,6 +269,53 @@ impl pb::node_service_server::NodeService for NodeApi {
         }))
     }
 
+    async fn saml_begin(
+        &self,
+        request: Request<pb::SamlBeginRequest>,
+    ) -> Result<Response<pb::SamlBeginResponse>, Status> {
+        let request = request.into_inner();
+        let started = self
+            .authority
+            .saml_begin(&request.virtual_proxy, &request.target, &request.binding)
+            .await?;
+        Ok(Response::new(pb::SamlBeginResponse {
+            redirect_uri: started.redirect_uri,
+            binding: started.binding,
+            login_timeout: prost_types::Duration::try_from(started.login_timeout).ok(),
+        }))
+    }
+
+    async fn saml_acs(
+        &self,
+        request: Request<pb::SamlAcsRequest>,
+    ) -> Result<Response<pb::SamlAcsResponse>, Status> {
+        let request = request.into_inner();
+        let (issued, target) = self
+            .authority
+            .saml_acs(
+                &request.virtual_proxy,
+                &request.saml_response,
+                &request.relay_state,
+                &request.binding,
+                client_from_proto(request.client),
+            )
+            .await?;
+        Ok(Response::new(pb::SamlAcsResponse {
+            login: Some(self.login_response(issued)),
+            target,
+        }))
+    }
+
+    async fn saml_metadata(
+        &self,
+        request: Request<pb::SamlMetadataRequest>,
+    ) -> Result<Response<pb::SamlMetadataResponse>, Status> {
+        let xml = self
+            .authority
+            .saml_metadata(&request.into_inner().virtual_proxy)?;
+        Ok(Response::new(pb::SamlMetadataResponse { xml }))
+    }
+
     async fn anonymous_login(
         &self,
         request: Request<pb::AnonymousLoginRequest>,

@@ -60,6 +60,10 @@ pub(crate) fn virtual_proxy_to_proto(
                 .as_deref()
                 .is_some_and(|uri| uri.starts_with("https://")),
         }),
+        saml_authentication: proxy.saml.as_ref().map(|saml| pb::SamlAuthentication {
+            enabled: true,
+            https_acs_url: saml.acs_url().starts_with("https://"),
+        }),
         strip_prefix: proxy.strip_prefix,
         upstream: Some(upstream_to_proto(&proxy.upstream)),
         identity_headers: Some(pb::IdentityHeaders {

@@ -1,0 +1,394 @@
+//! `[virtual_proxies.saml]`: SAML 2.0 login (Web Browser SSO, SP-initiated) through one
+//! identity provider. See AUTH-SAML.md.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gatehouse_proto::origin::PublicOrigin;
+use serde::Deserialize;
+
+/// Longest IdP metadata file read (Entra ID's and ADFS's are well under 100 KiB).
+const MAX_METADATA_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamlConfig {
+    /// The identity provider's metadata (entity id, signing certificates, SSO endpoint), from
+    /// a file or from a URL (exactly one of the two).
+    #[serde(default)]
+    pub idp_metadata_file: Option<PathBuf>,
+    /// Where the identity provider publishes its metadata; re-read every `metadata_refresh`.
+    #[serde(default)]
+    pub idp_metadata_url: Option<String>,
+    #[serde(default = "default_metadata_refresh", with = "humantime_serde")]
+    pub metadata_refresh: Duration,
+    /// This service provider's entity id, as registered at the identity provider; the
+    /// assertion's `Audience` must name it.
+    pub entity_id: String,
+    /// Where the identity provider posts the Response: `/{prefix}/saml/acs` on this site.
+    /// Default: on the first of `public_origins`.
+    #[serde(default)]
+    pub acs_url: Option<String>,
+    /// `NameIDPolicy` format asked for in the AuthnRequest; none: the provider's choice.
+    #[serde(default)]
+    pub name_id_format: Option<String>,
+    /// Attribute holding the user id; none: the `NameID`.
+    #[serde(default)]
+    pub user_id_attribute: Option<String>,
+    /// Attribute holding the user directory (wins when present).
+    #[serde(default)]
+    pub user_directory_attribute: Option<String>,
+    /// Fixed user directory otherwise.
+    #[serde(default)]
+    pub user_directory: Option<String>,
+    /// User attribute name → SAML attribute (`Name`, or `FriendlyName`); one user attribute
+    /// per value.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// SAML attribute whose values become `Group` user attributes.
+    #[serde(default)]
+    pub groups_attribute: Option<String>,
+    /// Clock skew allowed on `NotBefore`, `NotOnOrAfter` and `IssueInstant`.
+    #[serde(default = "default_clock_skew", with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// How long a browser may take at the identity provider.
+    #[serde(default = "default_login_timeout", with = "humantime_serde")]
+    pub login_timeout: Duration,
+    /// Accept Responses the identity provider sends without an AuthnRequest of ours.
+    #[serde(default)]
+    pub allow_idp_initiated: bool,
+    /// The metadata file's text, read when the configuration is loaded, so a changed file
+    /// is a changed configuration (picked up on reload).
+    #[serde(skip)]
+    pub idp_metadata: String,
+}
+
+impl SamlConfig {
+    /// The Assertion Consumer Service path on a virtual proxy with this prefix.
+    pub fn acs_path(prefix: &str) -> String {
+        if prefix.is_empty() {
+            "/saml/acs".to_owned()
+        } else {
+            format!("/{prefix}/saml/acs")
+        }
+    }
+
+    /// The ACS URL: configured, or on the first public origin (validated by [`load`]).
+    ///
+    /// [`load`]: Self::load
+    pub fn acs_url(&self) -> &str {
+        self.acs_url.as_deref().unwrap_or_default()
+    }
+
+    /// Checks the table, reads the metadata file and settles the ACS URL. `prefix` and
+    /// `public_origins` are the virtual proxy's.
+    pub fn load(&mut self, prefix: &str, public_origins: &[PublicOrigin]) -> Result<(), String> {
+        if self.entity_id.trim().is_empty() || self.entity_id.trim() != self.entity_id {
+            return Err("saml.entity_id must not be empty or padded".to_owned());
+        }
+        let acs_path = Self::acs_path(prefix);
+        let acs_url = match (&self.acs_url, public_origins.first()) {
+            (Some(url), _) => url.clone(),
+            (None, Some(origin)) => origin.url(&acs_path),
+            (None, None) => {
+                return Err("saml needs acs_url, or public_origins to derive it from".to_owned());
+            }
+        };
+        let fits = acs_url.parse::<http::Uri>().is_ok_and(|parsed| {
+            matches!(parsed.scheme_str(), Some("http" | "https"))
+                && parsed.host().is_some_and(|host| !host.is_empty())
+                && parsed.path() == acs_path
+                && parsed.query().is_none()
+                && !acs_url.contains('@')
+        });
+        if !fits {
+            return Err(format!(
+                "saml.acs_url must be an absolute http(s) URL with the path {acs_path} and no query"
+            ));
+        }
+        if !public_origins.is_empty()
+            && !gatehouse_proto::origin::url_is_admitted(&acs_url, public_origins, &[])
+        {
+            return Err(format!(
+                "saml.acs_url {acs_url:?} is on none of public_origins"
+            ));
+        }
+        self.acs_url = Some(acs_url);
+        if self.user_directory.is_none() && self.user_directory_attribute.is_none() {
+            return Err("saml needs user_directory or user_directory_attribute".to_owned());
+        }
+        if self
+            .user_directory
+            .as_ref()
+            .is_some_and(|directory| directory.trim().is_empty() || directory.contains('\\'))
+        {
+            return Err("saml.user_directory must not be blank or contain a backslash".to_owned());
+        }
+        let named = |name: &Option<String>| name.as_ref().is_some_and(|name| name.is_empty());
+        if named(&self.user_id_attribute)
+            || named(&self.user_directory_attribute)
+            || named(&self.groups_attribute)
+            || self
+                .attributes
+                .iter()
+                .any(|(name, from)| name.is_empty() || from.is_empty())
+        {
+            return Err("saml: attribute names must not be empty".to_owned());
+        }
+        if self.clock_skew > Duration::from_secs(600) {
+            return Err("saml.clock_skew must be at most 10m".to_owned());
+        }
+        if self.login_timeout < Duration::from_secs(10)
+            || self.login_timeout > Duration::from_secs(3600)
+        {
+            return Err("saml.login_timeout must be between 10s and 1h".to_owned());
+        }
+        if self.metadata_refresh < Duration::from_secs(60)
+            || self.metadata_refresh > Duration::from_secs(7 * 24 * 3600)
+        {
+            return Err("saml.metadata_refresh must be between 1m and 7d".to_owned());
+        }
+        match (&self.idp_metadata_file, &self.idp_metadata_url) {
+            (Some(file), None) => {
+                self.idp_metadata = read_metadata(file)
+                    .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
+                crate::saml::IdpMetadata::parse(&self.idp_metadata)
+                    .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
+            }
+            // Read at the first login, as OpenID discovery is: a provider down at start
+            // delays nothing but logins.
+            (None, Some(url)) => {
+                if !url
+                    .parse::<http::Uri>()
+                    .is_ok_and(|uri| super::is_https_or_loopback(&uri))
+                {
+                    return Err(
+                        "saml.idp_metadata_url must be an https URL (http only on a loopback host)"
+                            .to_owned(),
+                    );
+                }
+            }
+            _ => {
+                return Err(
+                    "saml needs exactly one of idp_metadata_file and idp_metadata_url".to_owned(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_metadata(path: &std::path::Path) -> Result<String, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?
+        .len();
+    if size > MAX_METADATA_BYTES {
+        return Err(format!("{} is larger than 1 MiB", path.display()));
+    }
+    std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))
+}
+
+fn default_metadata_refresh() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_clock_skew() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_login_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A self-signed certificate whose private key was thrown away.
+    pub(crate) const CERTIFICATE: &str = "\
+MIIDHTCCAgWgAwIBAgIUOkheZyuR9LRvDxCDXXrrch0gv0cwDQYJKoZIhvcNAQELBQAwHTEbMBkG\
+A1UEAwwSZ2F0ZWhvdXNlLWZ1enotaWRwMCAXDTI2MTIwNDE5MTA1NFoYDzIxMjYxMTEwMTkxMDU0\
+WjAdMRswGQYDVQQDDBJnYXRlaG91c2UtZnV6ei1pZHAwggEiMA0GCSqGSIb3DQEBAQUAA4IBDwAw\
+ggEKAoIBAQDKsu8iVu5nqH21BDeeokjRneui9/0629x5auw3G3F2IYnrP9SZHGbrNFTz/4MIjap8\
+NF+c6y4BQea+qXu9bLkhWWFD27W9YT7OQISze5QsMIbAx4g6UM0Ounvi9hD23WQdp+naRYc3bp7J\
+GRyt8ejIN+0HmvZfkGR6y5GsEIXrEQit/4DvFXjNeh4ju5iFq1JtIh4iTNjn1FChEolS0Gf/cnj8\
+1VtJ0OOm4u1lSlDzQCBCKnGBquVW+3rUm+7zkObdbTDhxTxWq19vL/9EzuR7hkQVj9zei2kn4VOZ\
+R3qvLEePJxhk8vnFW0AetfVYDGSPVMM33v6tvUvzGFsDlFRrAgMBAAGjUzBRMB0GA1UdDgQWBBQO\
+7sSG3MLN0ey4p29C4nROSPCCmDAfBgNVHSMEGDAWgBQO7sSG3MLN0ey4p29C4nROSPCCmDAPBgNV\
+HRMBAf8EBTADAQH/MA0GCSqGSIb3DQEBCwUAA4IBAQBNtT35hhMj9SPIB+Py4iGw8YiJtGQOzR0t\
+JeTinVV62uBHhEYHfiTQe1JvQcJjcxHXaTy4hfUwrUG8ujt7GwUvS7IzBefu8N01p4jfFIkcZ6vW\
+8yHZt7M42ZIlWyM+YLzKtHSjyvWqpMo2LyBdWBjza1q7fBN3W4X52aWFaNzNq0rTrAEov3+8mVxc\
+lqy5JFR4W43+Ih0l+Vod/HzCw9ZtOvliSO/5AHX09oLeyCuEaDFzEOaF9FqSIEnj98wM2Fz86ht7\
+wiP6coGxfyr4rbmzAfW51Uo5r8KUWWtneMnFqeOKZ8kgFRrswulE+S9ucs++qf2K6Mi2UGDnmwtm\
+Z2Al";
+
+    pub(crate) fn metadata(sso: &str, key: &str) -> String {
+        format!(
+            r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.example.com/metadata"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">{key}<md:SingleSignOnService Binding="{sso}" Location="https://idp.example.com/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+        )
+    }
+
+    /// Metadata a service provider accepts.
+    pub(crate) fn good_metadata() -> String {
+        metadata(REDIRECT, &signing_key())
+    }
+
+    fn signing_key() -> String {
+        format!(
+            r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{CERTIFICATE}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#
+        )
+    }
+
+    const REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+
+    /// `[virtual_proxies.saml]` with `extra` lines, its metadata file holding `metadata`.
+    fn load(extra: &str, metadata: &str, origins: &[&str]) -> Result<SamlConfig, String> {
+        static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file =
+            std::env::temp_dir().join(format!("gatehouse-saml-{}-{n}.xml", std::process::id()));
+        std::fs::write(&file, metadata).map_err(|error| error.to_string())?;
+        let text = format!(
+            "idp_metadata_file = {file:?}\nentity_id = \"https://gh.example.com/app\"\n{extra}"
+        );
+        let mut config: SamlConfig = toml::from_str(&text).map_err(|error| error.to_string())?;
+        let origins: Vec<PublicOrigin> = origins
+            .iter()
+            .map(|origin| PublicOrigin::parse(origin).map_err(|error| error.to_string()))
+            .collect::<Result<_, _>>()?;
+        let loaded = config.load("app", &origins);
+        let _ = std::fs::remove_file(&file);
+        loaded.map(|()| config)
+    }
+
+    #[test]
+    fn the_acs_url_is_derived_from_the_first_public_origin_or_configured_on_this_site() {
+        let good = metadata(REDIRECT, &signing_key());
+        let config = load(
+            "user_directory = \"CORP\"",
+            &good,
+            &["https://gh.example.com"],
+        );
+        assert_eq!(
+            config.as_ref().map(|config| config.acs_url()),
+            Ok("https://gh.example.com/app/saml/acs")
+        );
+        assert!(config.is_ok_and(|config| config.idp_metadata == good));
+        let refused = |extra: &str, origins: &[&str]| {
+            load(
+                &format!("user_directory = \"CORP\"\n{extra}"),
+                &good,
+                origins,
+            )
+            .unwrap_err()
+        };
+        assert!(refused("", &[]).contains("acs_url"));
+        assert!(
+            refused("acs_url = \"https://gh.example.com/other/saml/acs\"", &[])
+                .contains("/app/saml/acs")
+        );
+        assert!(
+            refused(
+                "acs_url = \"https://evil.example.com/app/saml/acs\"",
+                &["https://gh.example.com"]
+            )
+            .contains("public_origins")
+        );
+        assert!(
+            refused("acs_url = \"https://gh.example.com/app/saml/acs?x=1\"", &[])
+                .contains("no query")
+        );
+        assert!(
+            refused("clock_skew = \"11m\"", &["https://gh.example.com"]).contains("clock_skew")
+        );
+        assert!(
+            refused("login_timeout = \"5s\"", &["https://gh.example.com"])
+                .contains("login_timeout")
+        );
+        assert!(refused("groups_attribute = \"\"", &["https://gh.example.com"]).contains("empty"));
+    }
+
+    #[test]
+    fn the_metadata_comes_from_exactly_one_of_a_file_and_a_url() {
+        let url = |url: &str, extra: &str| {
+            let text = format!(
+                "idp_metadata_url = \"{url}\"\nentity_id = \"urn:sp\"\nuser_directory = \"C\"\n{extra}"
+            );
+            let mut config: SamlConfig =
+                toml::from_str(&text).map_err(|error| error.to_string())?;
+            let origins =
+                [PublicOrigin::parse("https://gh.example.com").map_err(|e| e.to_string())?];
+            config.load("app", &origins).map(|()| config)
+        };
+        assert!(
+            url("https://idp.example.com/metadata", "").is_ok_and(|c| c.idp_metadata.is_empty())
+        );
+        assert!(url("http://127.0.0.1:8080/metadata", "").is_ok());
+        assert!(
+            url("http://idp.example.com/metadata", "")
+                .unwrap_err()
+                .contains("https")
+        );
+        assert!(
+            url("https://idp.example.com/m", "metadata_refresh = \"10s\"")
+                .unwrap_err()
+                .contains("metadata_refresh")
+        );
+        let both = url(
+            "https://idp.example.com/m",
+            "idp_metadata_file = \"/x.xml\"",
+        );
+        assert!(both.unwrap_err().contains("exactly one"));
+        let mut neither: SamlConfig =
+            toml::from_str("entity_id = \"urn:sp\"\nuser_directory = \"C\"")
+                .unwrap_or_else(|e| panic!("{e}"));
+        let origins =
+            [PublicOrigin::parse("https://gh.example.com").unwrap_or_else(|e| panic!("{e}"))];
+        assert!(
+            neither
+                .load("app", &origins)
+                .unwrap_err()
+                .contains("exactly one")
+        );
+    }
+
+    #[test]
+    fn a_user_directory_is_required_fixed_or_from_an_attribute() {
+        let good = metadata(REDIRECT, &signing_key());
+        let origins = ["https://gh.example.com"];
+        assert!(
+            load("", &good, &origins)
+                .unwrap_err()
+                .contains("user_directory")
+        );
+        assert!(load("user_directory_attribute = \"dir\"", &good, &origins).is_ok());
+        assert!(load("user_directory = \"A\\\\B\"", &good, &origins).is_err());
+    }
+
+    #[test]
+    fn the_metadata_needs_a_redirect_sso_endpoint_and_a_signing_certificate() {
+        let origins = ["https://gh.example.com"];
+        let directory = "user_directory = \"CORP\"";
+        let post_only = metadata(
+            "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST",
+            &signing_key(),
+        );
+        assert!(
+            load(directory, &post_only, &origins)
+                .unwrap_err()
+                .contains("HTTP-Redirect")
+        );
+        let keyless = metadata(REDIRECT, "");
+        assert!(
+            load(directory, &keyless, &origins)
+                .unwrap_err()
+                .contains("signing certificate")
+        );
+        let broken = signing_key().replace(&CERTIFICATE[..40], "!!!!");
+        assert!(load(directory, &metadata(REDIRECT, &broken), &origins).is_err());
+        assert!(load(directory, "<not-metadata/>", &origins).is_err());
+        assert!(load(directory, "", &origins).is_err());
+    }
+}

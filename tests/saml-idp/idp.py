@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""A SAML 2.0 identity provider for Gatehouse's end-to-end tests, on pysaml2 (pinned in
+tests/setup.sh), listening on loopback only.
+
+    idp.py --port PORT --key KEY --cert CERT --other-key KEY --other-cert CERT
+           --sp-metadata-url URL --metadata-out FILE
+
+It writes its own metadata (entity id, signing certificate, HTTP-Redirect SSO endpoint) to
+FILE and prints "ready" once listening. The service provider's metadata is read from the node
+(`/{prefix}/saml/metadata`) at the first login, when the node is up.
+
+- GET /sso/redirect?SAMLRequest=..&RelayState=..[&user=alice][&sign=assertion]: the real
+  Web Browser SSO answer: pysaml2 parses the AuthnRequest and answers the HTML form that
+  posts a Response to the ACS the request names. `sign` is assertion (default), response,
+  both or none.
+- GET /metadata: the same metadata, for `idp_metadata_url`.
+- POST /sign?what=assertion|response|both[&key=other]: signs the Response XML in the body
+  with the identity provider's key (or another one), as pysaml2 signs its own; the tests
+  alter an unsigned Response first, so that each refusal is about one thing.
+"""
+
+import argparse
+import base64
+import sys
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, samlp, saml
+from saml2.config import IdPConfig
+from saml2.metadata import entity_descriptor
+from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
+from saml2.server import Server
+from saml2.sigver import pre_signature_part
+from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
+
+USERS = {
+    "alice": {"uid": ["alice"], "mail": ["alice@example.com"], "eduPersonAffiliation": ["sales", "admins"]},
+    "bob": {"uid": ["bob"], "mail": ["bob@example.com"], "eduPersonAffiliation": ["staff"]},
+}
+
+
+def config(args, with_sp):
+    base = f"http://127.0.0.1:{args.port}"
+    settings = {
+        "entityid": f"{base}/metadata",
+        "service": {
+            "idp": {
+                "endpoints": {"single_sign_on_service": [(f"{base}/sso/redirect", BINDING_HTTP_REDIRECT)]},
+                "name_id_format": [NAMEID_FORMAT_PERSISTENT],
+                "want_authn_requests_signed": False,
+                "policy": {"default": {"lifetime": {"minutes": 5}, "attribute_restrictions": None}},
+            }
+        },
+        "key_file": args.key,
+        "cert_file": args.cert,
+        "xmlsec_binary": "/usr/bin/xmlsec1",
+        "metadata": {"remote": [{"url": args.sp_metadata_url}]} if with_sp else {},
+    }
+    idp_config = IdPConfig()
+    idp_config.load(settings)
+    return idp_config
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "gatehouse-test-idp"
+
+    def log_message(self, *_):
+        pass
+
+    def answer(self, status, body, content_type="text/plain"):
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def idp(self):
+        # Built at the first login: the node serving the SP metadata is up by then.
+        if self.server.idp is None:
+            self.server.idp = Server(config=config(self.server.args, with_sp=True))
+        return self.server.idp
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        if url.path == "/metadata":
+            with open(self.server.args.metadata_out) as metadata:
+                return self.answer(200, metadata.read(), "application/samlmetadata+xml")
+        if url.path != "/sso/redirect" or "SAMLRequest" not in query:
+            return self.answer(404, "not found")
+        try:
+            idp = self.idp()
+            request = idp.parse_authn_request(query["SAMLRequest"], BINDING_HTTP_REDIRECT).message
+            user = query.get("user", "alice")
+            sign = query.get("sign", "assertion")
+            response = idp.create_authn_response(
+                USERS[user],
+                in_response_to=request.id,
+                destination=request.assertion_consumer_service_url,
+                sp_entity_id=request.issuer.text,
+                name_id=NameID(format=NAMEID_FORMAT_PERSISTENT, text=user),
+                authn={"class_ref": saml.AUTHN_PASSWORD_PROTECTED},
+                sign_assertion=sign in ("assertion", "both"),
+                sign_response=sign in ("response", "both"),
+                sign_alg=SIG_RSA_SHA256,
+                digest_alg=DIGEST_SHA256,
+            )
+            form = idp.apply_binding(
+                BINDING_HTTP_POST,
+                str(response),
+                request.assertion_consumer_service_url,
+                query.get("RelayState", ""),
+                response=True,
+            )
+        except Exception as error:  # the test reads the reason
+            return self.answer(400, f"{type(error).__name__}: {error}")
+        self.answer(200, form["data"], "text/html")
+
+    def do_POST(self):
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        if url.path != "/sign":
+            return self.answer(404, "not found")
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        try:
+            other = query.get("key") == "other"
+            signer = self.server.other if other else self.server.own
+            response = samlp.response_from_string(body)
+            what = query.get("what", "assertion")
+            signed = str(response)
+            if what in ("assertion", "both"):
+                assertion = response.assertion[0] if isinstance(response.assertion, list) else response.assertion
+                assertion.signature = pre_signature_part(
+                    assertion.id, signer.my_cert, 1, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256
+                )
+                signed = signer.sign_statement(str(response), f"{saml.NAMESPACE}:Assertion", node_id=assertion.id)
+                response = samlp.response_from_string(signed)
+            if what in ("response", "both"):
+                response.signature = pre_signature_part(
+                    response.id, signer.my_cert, 1, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256
+                )
+                signed = signer.sign_statement(str(response), f"{samlp.NAMESPACE}:Response", node_id=response.id)
+        except Exception as error:
+            return self.answer(400, f"{type(error).__name__}: {error}")
+        self.answer(200, signed, "application/xml")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    for name in ("--port", "--key", "--cert", "--other-key", "--other-cert", "--sp-metadata-url", "--metadata-out"):
+        parser.add_argument(name, required=True)
+    args = parser.parse_args()
+    args.port = int(args.port)
+    own_config = config(args, with_sp=False)
+    with open(args.metadata_out, "w") as out:
+        out.write(str(entity_descriptor(own_config)))
+    other_args = argparse.Namespace(**vars(args))
+    other_args.key, other_args.cert = args.other_key, args.other_cert
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.args = args
+    server.idp = None
+    server.own = Server(config=own_config).sec
+    server.other = Server(config=config(other_args, with_sp=False)).sec
+    print("ready", flush=True)
+    sys.stdout.close()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
