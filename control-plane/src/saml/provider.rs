@@ -1,0 +1,366 @@
+//! The service provider on `samael` and libxmlsec1: metadata, AuthnRequests, and the
+//! verification of a Response (feature `saml`).
+
+use std::time::{Duration, SystemTime};
+
+use samael::crypto::AllowedSignatureAlgorithm;
+use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING, IndexedEndpoint, SpSsoDescriptor};
+use samael::schema::Assertion;
+use samael::service_provider::{Error as SamlError, ServiceProvider};
+use samael::traits::ToXml as _;
+
+use super::{VerifiedAssertion, check_shape, decode_response};
+use crate::config::SamlConfig;
+use crate::domain::{Attribute, User};
+use crate::error::Error;
+
+const HTTP_REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+/// How long after its `IssueInstant` a Response or Assertion is still taken (plus the skew):
+/// the browser posts it within seconds of the identity provider making it.
+const MAX_ISSUE_DELAY: Duration = Duration::from_secs(90);
+
+/// The identity provider as its metadata describes it.
+#[derive(Debug, Clone)]
+pub struct IdpMetadata {
+    descriptor: EntityDescriptor,
+    /// The SingleSignOnService of the HTTP-Redirect binding.
+    sso_redirect: String,
+}
+
+impl IdpMetadata {
+    /// Reads an `EntityDescriptor` with an `IDPSSODescriptor`: an entity id, an HTTP-Redirect
+    /// SingleSignOnService and at least one signing certificate (several for rotation).
+    pub fn parse(xml: &str) -> Result<Self, String> {
+        let descriptor: EntityDescriptor = xml
+            .parse()
+            .map_err(|_| "is not SAML metadata with one EntityDescriptor".to_owned())?;
+        if descriptor.entity_id.as_deref().is_none_or(str::is_empty) {
+            return Err("names no entityID".to_owned());
+        }
+        let sso_redirect = descriptor
+            .idp_sso_descriptors
+            .iter()
+            .flatten()
+            .flat_map(|idp| &idp.single_sign_on_services)
+            .find(|service| service.binding == HTTP_REDIRECT_BINDING)
+            .map(|service| service.location.clone())
+            .ok_or("has no SingleSignOnService with the HTTP-Redirect binding")?;
+        if !sso_redirect
+            .parse::<http::Uri>()
+            .is_ok_and(|uri| matches!(uri.scheme_str(), Some("http" | "https")))
+        {
+            return Err("has a SingleSignOnService location that is not an http(s) URL".to_owned());
+        }
+        let sp = ServiceProvider {
+            idp_metadata: descriptor.clone(),
+            ..ServiceProvider::default()
+        };
+        match sp.idp_signing_certs() {
+            Ok(Some(certificates)) if !certificates.is_empty() => {}
+            Ok(_) => return Err("has no signing certificate".to_owned()),
+            Err(_) => return Err("has a signing certificate that cannot be read".to_owned()),
+        }
+        Ok(Self {
+            descriptor,
+            sso_redirect,
+        })
+    }
+
+    pub fn entity_id(&self) -> &str {
+        self.descriptor.entity_id.as_deref().unwrap_or_default()
+    }
+}
+
+/// One virtual proxy's service provider, built from its configuration.
+#[derive(Clone)]
+pub struct Sp {
+    config: SamlConfig,
+    idp: IdpMetadata,
+    /// `samael`'s service provider, for SP-initiated logins (`InResponseTo` required).
+    inner: ServiceProvider,
+}
+
+impl std::fmt::Debug for Sp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sp")
+            .field("entity_id", &self.config.entity_id)
+            .field("idp", &self.idp.entity_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sp {
+    /// The service provider of `config` for the identity provider `metadata` describes.
+    pub fn new(config: SamlConfig, metadata: &str) -> Result<Self, String> {
+        let idp = IdpMetadata::parse(metadata)?;
+        let skew = chrono::Duration::from_std(config.clock_skew).map_err(|e| e.to_string())?;
+        let delay = chrono::Duration::from_std(MAX_ISSUE_DELAY).map_err(|e| e.to_string())?;
+        let inner = ServiceProvider {
+            entity_id: Some(config.entity_id.clone()),
+            acs_url: Some(config.acs_url().to_owned()),
+            metadata_url: None,
+            slo_url: None,
+            idp_metadata: idp.descriptor.clone(),
+            authn_name_id_format: config.name_id_format.clone(),
+            allow_idp_initiated: false,
+            max_clock_skew: skew,
+            max_issue_delay: delay + skew,
+            // SHA-1 is refused: its collisions are practical.
+            allowed_signature_algorithms: Some(vec![
+                AllowedSignatureAlgorithm::RsaSha256,
+                AllowedSignatureAlgorithm::RsaSha384,
+                AllowedSignatureAlgorithm::RsaSha512,
+                AllowedSignatureAlgorithm::EcdsaSha256,
+                AllowedSignatureAlgorithm::EcdsaSha384,
+                AllowedSignatureAlgorithm::EcdsaSha512,
+            ]),
+            ..ServiceProvider::default()
+        };
+        Ok(Self { config, idp, inner })
+    }
+
+    pub fn config(&self) -> &SamlConfig {
+        &self.config
+    }
+
+    /// The identity provider's URL to send the browser to: an AuthnRequest with `request_id`
+    /// over the HTTP-Redirect binding, and `relay_state`.
+    pub fn authn_request_uri(&self, request_id: &str, relay_state: &str) -> Result<String, Error> {
+        let failed = |detail: String| {
+            tracing::error!(%detail, "cannot make a SAML AuthnRequest");
+            Error::ProviderUnavailable("SAML login is not available right now")
+        };
+        let mut request = self
+            .inner
+            .make_authentication_request(&self.idp.sso_redirect)
+            .map_err(|error| failed(error.to_string()))?;
+        request.id = request_id.to_owned();
+        let url = request
+            .redirect(relay_state)
+            .map_err(|error| failed(error.to_string()))?
+            .ok_or_else(|| failed("no destination".to_owned()))?;
+        Ok(url.to_string())
+    }
+
+    /// The identity provider's entity id.
+    pub fn idp_entity_id(&self) -> &str {
+        self.idp.entity_id()
+    }
+}
+
+/// This service provider's metadata, for the identity provider's administrator: from the
+/// configuration alone, so it is served even while the identity provider is unreachable.
+pub fn sp_metadata_xml(config: &SamlConfig) -> Result<String, Error> {
+    {
+        let descriptor = EntityDescriptor {
+            entity_id: Some(config.entity_id.clone()),
+            sp_sso_descriptors: Some(vec![SpSsoDescriptor {
+                protocol_support_enumeration: Some(
+                    "urn:oasis:names:tc:SAML:2.0:protocol".to_owned(),
+                ),
+                authn_requests_signed: Some(false),
+                want_assertions_signed: Some(true),
+                name_id_formats: config.name_id_format.clone().map(|format| vec![format]),
+                assertion_consumer_services: vec![IndexedEndpoint {
+                    binding: HTTP_POST_BINDING.to_owned(),
+                    location: config.acs_url().to_owned(),
+                    index: 0,
+                    is_default: Some(true),
+                    ..IndexedEndpoint::default()
+                }],
+                ..SpSsoDescriptor::default()
+            }]),
+            ..EntityDescriptor::default()
+        };
+        descriptor.to_string().map_err(|error| {
+            tracing::error!(%error, "cannot write the SAML SP metadata");
+            Error::ProviderUnavailable("the SAML metadata cannot be written right now")
+        })
+    }
+}
+
+impl Sp {
+    /// Verifies a posted `SAMLResponse` (base64). `request_id` is the AuthnRequest this login
+    /// sent; `None` for an IdP-initiated Response, which the configuration must allow and
+    /// which must not answer any request. Blocking (libxml2): call it off the async threads.
+    pub fn verify(
+        &self,
+        saml_response: &str,
+        request_id: Option<&str>,
+    ) -> Result<VerifiedAssertion, Error> {
+        // One Response at a time: the `libxml` binding does not promise that documents on
+        // several threads are safe, and logins are few next to requests.
+        static LIBXML: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = LIBXML
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let xml = decode_response(saml_response)?;
+        check_shape(&xml)?;
+        let mut sp = self.inner.clone();
+        let ids: Vec<&str> = request_id.into_iter().collect();
+        if request_id.is_none() {
+            if !self.config.allow_idp_initiated {
+                return Err(Error::Unauthenticated(
+                    "unsolicited SAML responses are not accepted; start the login here",
+                ));
+            }
+            sp.allow_idp_initiated = true;
+        }
+        let assertion = sp
+            .parse_xml_response(&xml, request_id.map(|_| ids.as_slice()))
+            .map_err(|error| {
+                tracing::info!(%error, "SAML response refused");
+                refusal(&error)
+            })?;
+        self.check_assertion(&assertion, request_id)
+    }
+
+    /// What `samael` leaves to the service provider: an `Audience` is required (the profile
+    /// says so; `samael` checks it only when present), an IdP-initiated Response answers no
+    /// request, and the assertion names a user.
+    fn check_assertion(
+        &self,
+        assertion: &Assertion,
+        request_id: Option<&str>,
+    ) -> Result<VerifiedAssertion, Error> {
+        let conditions = assertion.conditions.as_ref();
+        let audience = conditions
+            .and_then(|conditions| conditions.audience_restrictions.as_ref())
+            .is_some_and(|restrictions| {
+                !restrictions.is_empty()
+                    && restrictions
+                        .iter()
+                        .all(|restriction| restriction.audience.contains(&self.config.entity_id))
+            });
+        if !audience {
+            return Err(Error::Unauthenticated(
+                "the SAML assertion is meant for another service provider (Audience)",
+            ));
+        }
+        let confirmations = assertion
+            .subject
+            .as_ref()
+            .and_then(|subject| subject.subject_confirmations.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|confirmation| confirmation.subject_confirmation_data.as_ref());
+        let mut until = conditions.and_then(|conditions| conditions.not_on_or_after);
+        for data in confirmations {
+            if request_id.is_none() && data.in_response_to.is_some() {
+                return Err(Error::Unauthenticated(
+                    "the SAML response answers a login this browser did not start",
+                ));
+            }
+            until = match (until, data.not_on_or_after) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let until = until.map_or_else(SystemTime::now, SystemTime::from) + self.config.clock_skew;
+        Ok(VerifiedAssertion {
+            id: assertion.id.clone(),
+            usable_until: until,
+            user: self.user(assertion)?,
+        })
+    }
+
+    /// The user the assertion names: user id from the NameID or `user_id_attribute`,
+    /// directory from `user_directory_attribute` or the fixed one, and the mapped attributes.
+    pub fn user(&self, assertion: &Assertion) -> Result<User, Error> {
+        let values = |name: &str| -> Vec<String> {
+            assertion
+                .attribute_statements
+                .iter()
+                .flatten()
+                .flat_map(|statement| &statement.attributes)
+                .filter(|attribute| {
+                    attribute.name.as_deref() == Some(name)
+                        || attribute.friendly_name.as_deref() == Some(name)
+                })
+                .flat_map(|attribute| &attribute.values)
+                .filter_map(|value| value.value.as_ref())
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+                .collect()
+        };
+        let no_user = |reason: &str| {
+            tracing::info!(reason, "SAML assertion names no valid user");
+            Error::Unauthenticated("the identity provider's answer names no valid user")
+        };
+        let id = match &self.config.user_id_attribute {
+            Some(name) => values(name).into_iter().next(),
+            None => assertion
+                .subject
+                .as_ref()
+                .and_then(|subject| subject.name_id.as_ref())
+                .map(|name_id| name_id.value.trim().to_owned())
+                .filter(|value| !value.is_empty()),
+        }
+        .ok_or_else(|| no_user("no user id"))?;
+        let directory = self
+            .config
+            .user_directory_attribute
+            .as_deref()
+            .and_then(|name| values(name).into_iter().next())
+            .or_else(|| self.config.user_directory.clone())
+            .ok_or_else(|| no_user("no user directory"))?;
+        let mut attributes = Vec::new();
+        let groups = self
+            .config
+            .groups_attribute
+            .iter()
+            .map(|from| ("Group", from));
+        let mapped = self
+            .config
+            .attributes
+            .iter()
+            .map(|(name, from)| (name.as_str(), from));
+        for (name, from) in mapped.chain(groups) {
+            attributes.extend(values(from).into_iter().map(|value| Attribute {
+                name: name.to_owned(),
+                value,
+            }));
+        }
+        User::new(&directory, &id, attributes).map_err(|_| no_user("not a valid user"))
+    }
+}
+
+/// The short reason a client is told for a Response `samael` refused.
+fn refusal(error: &SamlError) -> Error {
+    Error::Unauthenticated(match error {
+        SamlError::FailedToValidateSignature => {
+            "the SAML response is not signed by the identity provider"
+        }
+        SamlError::DestinationValidationError { .. } => {
+            "the SAML response is addressed to another site (Destination)"
+        }
+        SamlError::AssertionRecipientMismatch { .. } => {
+            "the SAML assertion is addressed to another site (Recipient)"
+        }
+        SamlError::AssertionConditionAudienceRestrictionFailed { .. } => {
+            "the SAML assertion is meant for another service provider (Audience)"
+        }
+        SamlError::ResponseInResponseToInvalid { .. }
+        | SamlError::AssertionInResponseToInvalid { .. } => {
+            "the SAML response answers a login this browser did not start"
+        }
+        SamlError::ResponseExpired { .. }
+        | SamlError::AssertionExpired { .. }
+        | SamlError::AssertionConditionExpired { .. }
+        | SamlError::AssertionSubjectConfirmationExpired { .. } => {
+            "the SAML response has expired; start again"
+        }
+        SamlError::AssertionConditionExpiredBefore { .. }
+        | SamlError::AssertionSubjectConfirmationExpiredBefore { .. } => {
+            "the SAML response is not valid yet (check the clocks)"
+        }
+        SamlError::ResponseIssuerMismatch { .. } | SamlError::AssertionIssuerMismatch { .. } => {
+            "the SAML response comes from another identity provider"
+        }
+        SamlError::ResponseBadStatusCode { .. } => "the identity provider did not log you in",
+        SamlError::MissingPrivateKeySP | SamlError::EncryptedAssertionsNotYetSupported => {
+            "encrypted SAML assertions are not accepted"
+        }
+        _ => "the SAML response is not valid",
+    })
+}
