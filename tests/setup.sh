@@ -27,6 +27,12 @@ have kadmin.local || need_package krb5-admin-server
 have kinit || need_package krb5-user
 have krb5-config || need_package libkrb5-dev
 compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null || need_package libclang-dev
+# SAML: the control plane's signature checks link libxmlsec1 (its headers, libxml2's and
+# pkg-config to find them); the test identity provider (pysaml2) signs with xmlsec1 and
+# makes its keys with openssl.
+pkg-config --exists xmlsec1 libxml-2.0 2>/dev/null || need_package libxmlsec1-dev libxml2-dev pkg-config
+have xmlsec1 || need_package xmlsec1
+have openssl || need_package openssl
 # The deployment test (tests/deploy/run.py): podman with runc, a Debian base image made
 # from the apt mirror with mmdebstrap, and objcopy to strip the binaries. `podman kube play`
 # builds its pause image around catatonit, which podman only recommends.
@@ -68,8 +74,10 @@ fi
 
 # Python packages, pinned: kubernetes-validate (the manifests' schemas; brings PyYAML),
 # helm-python-sdk (Helm's own library: lints and renders the chart offline), grpcio and
-# grpcio-tools (the Python example and the example authentication module).
-python_packages=(kubernetes-validate==1.37.0 helm-python-sdk==0.2.2 grpcio==1.85.1 grpcio-tools==1.85.1)
+# grpcio-tools (the Python example and the example authentication module), pysaml2 (the
+# SAML tests' identity provider).
+python_packages=(kubernetes-validate==1.37.0 helm-python-sdk==0.2.2 grpcio==1.85.1 grpcio-tools==1.85.1
+    pysaml2==7.5.5)
 missing_python=()
 for requirement in "${python_packages[@]}"; do
     name=${requirement%%==*}
