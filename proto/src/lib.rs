@@ -19,6 +19,10 @@ pub const STORE_UNAVAILABLE_KEY: &str = "gatehouse-store";
 /// apart, and what a login may add to a session's size in the store. Nodes send no more.
 pub const MAX_USER_AGENT_LEN: usize = 256;
 
+/// The longest login target URI (`CreateTarget`) either plane accepts, in bytes; the control
+/// plane's `tickets.max_target_bytes` may set a lower cap, never a higher one.
+pub const MAX_TARGET_URI_LEN: usize = 4096;
+
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
 pub fn cut_to_bytes(text: &str, max: usize) -> &str {
     if text.len() <= max {

@@ -16,7 +16,7 @@ use crate::control::ControlError;
 use crate::origin::Origin;
 use crate::refusal::Refusal;
 use crate::request::context::RequestCtx;
-use crate::state::{NodeState, Validation};
+use crate::state::{Asker, NodeState, Validation};
 use crate::virtual_proxy::{Anonymous, VirtualProxy};
 
 /// Who a request's user is, and whether a login ticket in its URI was redeemed for it.
@@ -99,7 +99,11 @@ pub async fn authenticate(
         .and_then(|config| header::user(config, &parts.headers, peer.ip()));
     if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
         let seal = || cookie::read(&parts.headers, &proxy.seal_cookie_name);
-        let (validation, renewed_seal) = state.validate_sealed(proxy, token, seal).await;
+        let asker = Asker {
+            headers: &parts.headers,
+            peer,
+        };
+        let (validation, renewed_seal) = state.validate_sealed(proxy, token, asker, seal).await;
         match validation {
             Validation::Valid(session) => {
                 let same_user = header_user.as_ref().is_none_or(|(directory, id)| {
@@ -115,6 +119,7 @@ pub async fn authenticate(
             }
             Validation::Invalid => {}
             Validation::Unavailable => return Err(unavailable()),
+            Validation::Limited(limited) => return Err(limited.refusal()),
         }
     }
     if let Some((directory, id)) = header_user {
@@ -153,7 +158,7 @@ pub async fn authenticate(
         let login = state.control.anonymous_login(&proxy.prefix, client).await;
         return logged_in(state, proxy, origin, login, "anonymous");
     }
-    let fallback = login_required(state, proxy, parts, origin).await;
+    let fallback = login_required(state, proxy, parts, origin, peer).await;
     if negotiation == Negotiation::Absent {
         return Err(negotiate(fallback));
     }
@@ -162,7 +167,7 @@ pub async fn authenticate(
 
 /// The Negotiate challenge in place of `fallback`, the ticket flow's answer: its redirect
 /// becomes the page's link for browsers that cannot negotiate (an OpenID login's binding
-/// cookie goes with it). A 503 stays a 503.
+/// cookie goes with it). A 503 stays a 503, and a 429 a 429.
 fn negotiate(fallback: Refusal) -> Refusal {
     match fallback {
         // A location that cannot be a header would have been a 400: no link to it.
@@ -173,6 +178,7 @@ fn negotiate(fallback: Refusal) -> Refusal {
             }
         }
         unavailable @ Refusal::Unavailable(_) => unavailable,
+        limited @ Refusal::Limited { .. } => limited,
         _ => Refusal::Negotiate {
             other_login: None,
             cookies: Vec::new(),
@@ -243,7 +249,11 @@ pub async fn bearer(
             cookie::set(proxy, token, origin.secure)
         }
     };
-    match state.validate(proxy, &token).await {
+    let asker = Asker {
+        headers: &parts.headers,
+        peer,
+    };
+    match state.validate(proxy, &token, asker).await {
         // The session ends with the token's `exp`; a cached copy must not outlive it.
         Validation::Valid(session) if session.absolute_expiry > state.clock.now() => {
             let mut authenticated = Authenticated::existing(session);
@@ -252,6 +262,7 @@ pub async fn bearer(
         }
         Validation::Valid(_) | Validation::Invalid => {}
         Validation::Unavailable => return Some(Err(unavailable())),
+        Validation::Limited(limited) => return Some(Err(limited.refusal())),
     }
     let client = login_client(&state.trusted_proxies, &parts.headers, peer);
     let login = state.control.jwt_login(&proxy.prefix, jwt, client).await;
@@ -291,8 +302,12 @@ pub async fn redeem(
     match state.control.redeem(&proxy.prefix, ticket, client).await {
         Ok(Some(login)) => logged_in(state, proxy, origin, Ok(login), "ticket"),
         Ok(None) => {
+            let asker = Asker {
+                headers: &parts.headers,
+                peer: ctx.client.peer,
+            };
             if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name)
-                && let Validation::Valid(session) = state.validate(proxy, token).await
+                && let Validation::Valid(session) = state.validate(proxy, token, asker).await
             {
                 return Ok(Authenticated::existing(session));
             }
@@ -305,17 +320,26 @@ pub async fn redeem(
 }
 
 /// No session: a GET goes to the authentication module with a remembered target; anything
-/// else is 401, since a redirect would lose its body.
+/// else is 401, since a redirect would lose its body. A login started stores something, so
+/// it counts against the flood limits on login starts (429 past them).
 async fn login_required(
     state: &NodeState,
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
+    peer: SocketAddr,
 ) -> Refusal {
     if parts.method != Method::GET {
         return Refusal::unauthorized("authentication required");
     }
+    let asker = Asker {
+        headers: &parts.headers,
+        peer,
+    };
     if proxy.oidc.is_some() {
+        if let Err(limited) = state.start_login(proxy, asker) {
+            return limited;
+        }
         return oidc::begin(state, proxy, parts, origin).await;
     }
     let Some(module) = &proxy.authentication_module_uri else {
@@ -334,5 +358,8 @@ async fn login_required(
             origin.url(&path)
         }
     };
+    if let Err(limited) = state.start_login(proxy, asker) {
+        return limited;
+    }
     login_redirect(state, proxy, origin, module, &target).await
 }
