@@ -123,7 +123,12 @@ async fn a_flood_of_one_unknown_cookie_costs_the_control_plane_one_validation() 
     }
     let validations = system.calls("NodeService/ValidateSession").await - before;
     assert_eq!(validations, 1.0, "the repeats are answered by the node");
-    assert!(system.node_metric("gatehouse_negative_cache_hits_total").await >= 199.0);
+    assert!(
+        system
+            .node_metric("gatehouse_negative_cache_hits_total")
+            .await
+            >= 199.0
+    );
 }
 
 #[tokio::test]
@@ -181,7 +186,10 @@ async fn a_flood_of_random_cookies_is_limited_for_its_address_only() {
         &[("x-forwarded-for", FLOODER), ("cookie", &own)],
     )
     .await;
-    assert_eq!(page.status, 200, "a cached session from the address still works");
+    assert_eq!(
+        page.status, 200,
+        "a cached session from the address still works"
+    );
 }
 
 #[tokio::test]
@@ -212,7 +220,10 @@ async fn an_address_starting_too_many_logins_gets_429_while_another_logs_in() {
         (5..=6).contains(&redirected),
         "the burst (and at most one refilled): {statuses:?}"
     );
-    assert_eq!(redirected + statuses.iter().filter(|s| **s == 429).count(), 20);
+    assert_eq!(
+        redirected + statuses.iter().filter(|s| **s == 429).count(),
+        20
+    );
     let targets = system.calls("NodeService/CreateTarget").await - before;
     assert_eq!(targets, redirected as f64, "a refused login stores nothing");
 

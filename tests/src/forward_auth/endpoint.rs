@@ -348,8 +348,7 @@ async fn the_endpoint_answers_over_tls_when_asked_to() {
 }
 
 /// A node that allows one address two unknown cookies, then one every ten seconds.
-const FEW_UNKNOWN: &str =
-    "[flood.unknown_tokens]\naddress_per_second = 0.1\naddress_burst = 2\n";
+const FEW_UNKNOWN: &str = "[flood.unknown_tokens]\naddress_per_second = 0.1\naddress_burst = 2\n";
 
 #[tokio::test]
 async fn checks_past_the_unknown_token_limit_are_429_with_retry_after() {
