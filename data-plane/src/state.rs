@@ -376,7 +376,8 @@ impl NodeState {
     }
 
     /// A login is about to be started (a login target stored, an OpenID login begun) for
-    /// `asker`: counted against the flood limits, or refused with 429.
+    /// `asker`: counted against the flood limits, or refused with 429. Its caller passes
+    /// what became of it to [`login_answered`](Self::login_answered).
     pub fn start_login(&self, proxy: &VirtualProxy, asker: Asker<'_>) -> Result<(), Refusal> {
         let address = asker.address(&self.trusted_proxies);
         self.flood
@@ -386,6 +387,17 @@ impl NodeState {
                     .limited(limited.kind.label(), limited.scope.label());
                 limited.refusal()
             })
+    }
+
+    /// What a login [`start_login`](Self::start_login) counted was answered. A 503 stored
+    /// nothing (the control plane could not answer), so it does not count: polling through
+    /// an outage must not use up the bucket.
+    pub fn login_answered(&self, proxy: &VirtualProxy, asker: Asker<'_>, answer: &Refusal) {
+        if let Refusal::Unavailable(_) = answer {
+            let address = asker.address(&self.trusted_proxies);
+            self.flood
+                .login_not_started(&proxy.prefix, address, self.clock.instant());
+        }
     }
 }
 

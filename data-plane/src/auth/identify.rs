@@ -340,7 +340,9 @@ async fn login_required(
         if let Err(limited) = state.start_login(proxy, asker) {
             return limited;
         }
-        return oidc::begin(state, proxy, parts, origin).await;
+        let answer = oidc::begin(state, proxy, parts, origin).await;
+        state.login_answered(proxy, asker, &answer);
+        return answer;
     }
     let Some(module) = &proxy.authentication_module_uri else {
         return Refusal::unauthorized("authentication required");
@@ -361,5 +363,7 @@ async fn login_required(
     if let Err(limited) = state.start_login(proxy, asker) {
         return limited;
     }
-    login_redirect(state, proxy, origin, module, &target).await
+    let answer = login_redirect(state, proxy, origin, module, &target).await;
+    state.login_answered(proxy, asker, &answer);
+    answer
 }

@@ -91,7 +91,9 @@ async fn login(
         }
     }
     state.start_login(proxy, asker)?;
-    Err(begin_to(state, proxy, parts, origin, target).await)
+    let answer = begin_to(state, proxy, parts, origin, target).await;
+    state.login_answered(proxy, asker, &answer);
+    Err(answer)
 }
 
 /// `GET /{prefix}/oidc/callback?code=..&state=..`: the browser is back from the provider.

@@ -89,9 +89,11 @@ async fn who_am_i(
         // Only a target on an allowed host gets a login URI: no open redirects.
         if let Some(target) = allowed_target(proxy, origin, &target) {
             state.start_login(proxy, asker)?;
-            inactive["loginUri"] = login_uri(state, proxy, origin, module, &target)
-                .await?
-                .into();
+            let login = login_uri(state, proxy, origin, module, &target).await;
+            if let Err(refusal) = &login {
+                state.login_answered(proxy, asker, refusal);
+            }
+            inactive["loginUri"] = login?.into();
         }
     }
     Ok(respond::json(StatusCode::OK, &inactive))

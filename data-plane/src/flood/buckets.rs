@@ -157,6 +157,26 @@ impl<K: Hash + Eq + Clone> Table<K> {
         shard.insert(key.to_owned(), bucket);
     }
 
+    /// Gives back a token [`charge`](Self::charge) took for something that then did not
+    /// happen.
+    pub fn refund<Q>(&self, key: &Q, now: Instant)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if self.rate.is_off() {
+            return;
+        }
+        let mut shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = shard.get_mut(key) {
+            bucket.refill(self.rate, now);
+            bucket.tokens = (bucket.tokens + 1.0).min(f64::from(self.rate.burst));
+        }
+    }
+
     /// [`check`](Self::check), then [`charge`](Self::charge) if it passed.
     pub fn take<Q>(&self, key: &Q, now: Instant) -> Result<(), Duration>
     where
@@ -236,6 +256,25 @@ mod tests {
             table.charge(&key, start);
         }
         assert!(table.len() <= 32, "{}", table.len());
+    }
+
+    #[test]
+    fn a_refund_gives_back_what_a_charge_took_and_no_more() {
+        let table = Table::new(RATE, 100);
+        let start = Instant::now();
+        for _ in 0..3 {
+            table.charge(&1, start);
+        }
+        assert!(table.check(&1, start).is_err());
+        table.refund(&1, start);
+        assert_eq!(table.take(&1, start), Ok(()));
+        for _ in 0..10 {
+            table.refund(&1, start);
+        }
+        for _ in 0..3 {
+            assert_eq!(table.take(&1, start), Ok(()), "at most the burst again");
+        }
+        assert!(table.check(&1, start).is_err());
     }
 
     #[test]

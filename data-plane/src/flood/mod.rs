@@ -243,6 +243,11 @@ impl Limiter {
         self.addresses.charge(&AddressKey::of(address), now);
         self.proxies.charge(proxy, now);
     }
+
+    fn refund(&self, proxy: &str, address: IpAddr, now: Instant) {
+        self.addresses.refund(&AddressKey::of(address), now);
+        self.proxies.refund(proxy, now);
+    }
 }
 
 /// A node's flood limits.
@@ -275,6 +280,12 @@ impl Flood {
         self.login_starts.check(proxy, address, now)?;
         self.login_starts.charge(proxy, address, now);
         Ok(())
+    }
+
+    /// The login [`start_login`](Self::start_login) counted stored nothing after all (the
+    /// control plane could not be reached): it does not count.
+    pub fn login_not_started(&self, proxy: &str, address: IpAddr, now: Instant) {
+        self.login_starts.refund(proxy, address, now);
     }
 
     /// Whether `address` may have a token checked at `proxy` now. Counted only once the

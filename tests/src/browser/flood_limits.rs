@@ -7,7 +7,7 @@
 //! The node trusts the loopback as a proxy in front of it, so each request's client address
 //! is the `X-Forwarded-For` it carries, as behind a load balancer.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gatehouse_proto::v1 as pb;
 use gatehouse_proto::v1::node_service_client::NodeServiceClient;
@@ -19,13 +19,13 @@ use crate::harness::client::{HttpResponse, get, post};
 use crate::harness::control_plane::NodeCredential;
 use crate::harness::fixtures::random_token;
 use crate::harness::processes::{ControlPlaneProcess, DataPlaneProcess};
-use crate::harness::{EchoUpstream, RedisServer};
+use crate::harness::{EchoUpstream, RedisServer, eventually};
 
 const FLOODER: &str = "198.51.100.7";
 const NEIGHBOUR: &str = "203.0.113.5";
 
 struct System {
-    _redis: RedisServer,
+    redis: RedisServer,
     _upstream: EchoUpstream,
     control: ControlPlaneProcess,
     node: DataPlaneProcess,
@@ -46,7 +46,7 @@ impl System {
         all.extend_from_slice(settings);
         let node = DataPlaneProcess::start(&control, "flood", &all).await;
         Self {
-            _redis: redis,
+            redis,
             _upstream: upstream,
             control,
             node,
@@ -269,4 +269,37 @@ async fn a_login_target_over_the_cap_is_refused_by_node_and_control_plane() {
         let asked = system.calls("NodeService/CreateTarget").await - before;
         assert_eq!(asked, calls, "{path_bytes} bytes");
     }
+}
+
+#[tokio::test]
+async fn logins_that_could_not_start_in_an_outage_do_not_use_up_the_limit() {
+    let mut system = System::start(
+        "",
+        &[
+            "flood.login_starts.address_per_second=0.01",
+            "flood.login_starts.address_burst=3",
+        ],
+    )
+    .await;
+    let url = system.node.url("/app/hub");
+    let from = [("x-forwarded-for", FLOODER)];
+    system.redis.kill().await;
+    for _ in 0..10 {
+        let polled = get(&url, &from).await;
+        assert_eq!(polled.status, 503, "{}", polled.text());
+    }
+    system.redis.restart().await;
+    // Polling until logins start again: each 503 meanwhile stores nothing and counts nothing.
+    eventually("logins to start again", Duration::from_secs(20), || async {
+        let polled = get(&url, &from).await;
+        (polled.status == 302).then_some(())
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(get(&url, &from).await.status, 302, "the rest of the burst");
+    }
+    assert_limited(
+        &get(&url, &from).await,
+        "too many logins started from this address",
+    );
 }
