@@ -336,7 +336,8 @@ flood_rate=20
 flood_burst=200
 
 # flood_round LABEL NODE-TOML: normal traffic (cached session) measured while one client floods
-# "app" with made-up cookies; prints "RPS P50 P99 FLOOD_REQUESTS CALLS LIMITED".
+# "app" with made-up cookies, on a node started anew; writes "RPS P50 P99 FLOOD_REQUESTS CALLS
+# LIMITED" to $work/flood-round. Not run in a subshell: the node it starts is the stage's.
 flood_round() {
     local label=$1 flood_out calls0 calls1 watch0 watch1 limited0 limited1 result
     stop_pid "$node_pid"
@@ -355,7 +356,7 @@ flood_round() {
     flood_out=$(awk '/ requests in / { print $1 }' "$work/flood.txt")
     [ -n "$flood_out" ] && [ "$flood_out" -gt 0 ] || fail "flood, $label: the flood sent no requests"
     printf '%s %s %s %s\n' "$result" "$flood_out" \
-        "$(((calls1 - calls0) - (watch1 - watch0)))" "$((limited1 - limited0))"
+        "$(((calls1 - calls0) - (watch1 - watch0)))" "$((limited1 - limited0))" > "$work/flood-round"
 }
 
 stage_flood() {
@@ -363,7 +364,8 @@ stage_flood() {
     emit "Normal traffic (\`wrk -t1 -c$connections -d${seconds}s\`, one cached anonymous session," \
         "virtual proxy \"\") through one node (one worker), while one client floods virtual proxy" \
         "\"app\" (an authentication module, no anonymous access) from the same address with a new" \
-        "random cookie on every GET (\`wrk -t1 -c20\`, \`$bench_dir/random_cookies.lua\`): each is a" \
+        "random cookie on every GET (\`wrk -t1 -c20\`, \`$bench_dir/random_cookies.lua\`, each connection" \
+        "waiting 8 ms before each request: at most about 2,500 a second): each is a" \
         "session-cache miss and, past it, a login start. Control plane on Redis. \"control-plane" \
         "calls\" are every call the control plane answered during the run but the node's \`Watch\`." \
         "Bound with the default limits: both kinds together at most 2 × ($flood_burst + $flood_rate/s × run)" \
@@ -398,7 +400,8 @@ virtual_proxy_per_second = 0'
         log "flood: $row"
         local toml=""
         [ "${row:1:1}" = b ] && toml=$off
-        read -r rps p50 p99 requests calls limited <<< "$(flood_round "$row" "$toml")"
+        flood_round "$row" "$toml"
+        read -r rps p50 p99 requests calls limited < "$work/flood-round"
         emit "| $row | $(printf '%.0f' "$rps") | $(fmt_latency "$p50") | $(fmt_latency "$p99") | $(ratio "$(latency_us "$p99")" "$(latency_us "$idle_p99")") | $requests | $(ratio "$calls" "$seconds") | $limited |"
         if [ "${row:1:1}" = c ]; then
             bound=$((2 * (flood_burst + flood_rate * seconds)))
