@@ -671,6 +671,22 @@ mod tests {
                 .to_string()
                 .contains("[tls]")
         );
+        let no_burst = format!("{SECRET}[flood.login_starts]\naddress_burst = 0");
+        assert!(
+            Config::from_toml_str(&no_burst)
+                .unwrap_err()
+                .to_string()
+                .contains("flood.login_starts.address_burst")
+        );
+        let flood = format!(
+            "{SECRET}[flood]\nnegative_ttl = \"5s\"\n[flood.unknown_tokens]\naddress_per_second = 0"
+        );
+        let flood = Config::from_toml_str(&flood).unwrap().flood;
+        assert_eq!(flood.negative_ttl, Duration::from_secs(5));
+        assert_eq!(
+            flood.unknown_tokens.address_burst, 200,
+            "the rest keep their defaults"
+        );
         let typo = format!("{SECRET}lisen = \"x\"");
         assert!(
             Config::from_toml_str(&typo)
