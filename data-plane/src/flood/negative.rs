@@ -5,7 +5,8 @@
 //! An entry is the SHA-256 of the virtual proxy and the token (the node keeps no token), and
 //! the time it lapses. Only a confirmed "unknown" answer makes one: an outage, a refusal or a
 //! timeout never does, so nothing is refused for a fault. Nothing a client sends removes one
-//! early; a login on this node that creates the token does ([`NegativeCache::forget`]). The
+//! early; a login on this node that creates the token does ([`NegativeCache::forget`]), and
+//! so does the control plane's word that a session with a caller-chosen token now exists. The
 //! table is bounded: when a shard is full, the entry of a small sample that lapses first
 //! makes room.
 
@@ -13,8 +14,6 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-use sha2::{Digest as _, Sha256};
 
 const SHARDS: usize = 32;
 /// Entries looked at to choose one to evict when a shard is full.
@@ -26,12 +25,15 @@ pub struct UnknownKey([u8; 32]);
 
 impl UnknownKey {
     pub fn of(virtual_proxy: &str, token: &str) -> Self {
-        let mut digest = Sha256::new();
-        digest.update(virtual_proxy.as_bytes());
-        // A separator no prefix holds: ("a", "bc") and ("ab", "c") stay apart.
-        digest.update([0]);
-        digest.update(token.as_bytes());
-        Self(digest.finalize().into())
+        Self(gatehouse_runtime::unknown_token::digest(
+            virtual_proxy,
+            token,
+        ))
+    }
+
+    /// The key a `Watch` event names (`gatehouse_runtime::unknown_token::hex`).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        gatehouse_runtime::unknown_token::from_hex(text).map(Self)
     }
 }
 

@@ -2,7 +2,8 @@
 //! Redis: a cookie the control plane called unknown is answered from the node's negative
 //! cache, and an address that sends too many unknown cookies or starts too many logins gets
 //! 429 with `Retry-After`, while other addresses, and sessions the node holds, go on as
-//! before. A stored login target is capped by the control plane as well as by the node.
+//! before. A stored login target is capped by the control plane as well as by the node, and
+//! a session made with a token a node held as unknown is accepted at once.
 //!
 //! The node trusts the loopback as a proxy in front of it, so each request's client address
 //! is the `X-Forwarded-For` it carries, as behind a load balancer.
@@ -302,4 +303,43 @@ async fn logins_that_could_not_start_in_an_outage_do_not_use_up_the_limit() {
         &get(&url, &from).await,
         "too many logins started from this address",
     );
+}
+
+#[tokio::test]
+async fn a_chosen_token_sent_before_its_session_existed_is_accepted_once_it_does() {
+    let system = System::start("", &["flood.negative_ttl=60s"]).await;
+    let token = random_token();
+    let cookie = format!("{COOKIE}={token}");
+    let url = system.node.url("/app/hub");
+    for _ in 0..2 {
+        let early = post(&url, &[("cookie", &cookie)], "").await;
+        assert_eq!(early.status, 401, "no session has the token yet");
+    }
+    assert!(
+        system
+            .node_metric("gatehouse_negative_cache_hits_total")
+            .await
+            >= 1.0
+    );
+    // A trusted client now makes the session with that very token (a QPS session handover
+    // that reuses its id, say): the node is told, well before its entry would lapse.
+    system
+        .control
+        .sessions()
+        .create_session(pb::CreateSessionRequest {
+            virtual_proxy: "app".to_owned(),
+            user: Some(user("CORP", "carol")),
+            session_token: Some(token),
+        })
+        .await
+        .expect("CreateSession with a chosen token");
+    eventually(
+        "the node to accept the chosen token",
+        Duration::from_secs(5),
+        || async {
+            let page = get(&url, &[("cookie", &cookie)]).await;
+            (page.status == 200).then_some(())
+        },
+    )
+    .await;
 }
