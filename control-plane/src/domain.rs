@@ -288,6 +288,11 @@ pub enum RevocationReason {
     Evicted,
     /// The user logged out at the OpenID provider, which told us (back-channel logout).
     ProviderLogout,
+    /// Not an end: a session now exists for a token a client may have sent before it did (one
+    /// a trusted caller chose). The event's handle is the digest nodes keep such a token by
+    /// in their negative cache (`flood.negative_ttl`), so that they forget it; a node that
+    /// does not know the reason ends a session with that handle, and none has it.
+    Created,
 }
 
 impl RevocationReason {
@@ -298,6 +303,7 @@ impl RevocationReason {
             Self::Logout => "logout",
             Self::Evicted => "evicted",
             Self::ProviderLogout => "provider-logout",
+            Self::Created => "created",
         }
     }
 
@@ -308,6 +314,7 @@ impl RevocationReason {
             Self::Logout,
             Self::Evicted,
             Self::ProviderLogout,
+            Self::Created,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == text)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::flood::FloodConfig;
 use crate::tls::CertificateFiles;
 use crate::upstream::tls::UpstreamTlsFiles;
 use gatehouse_runtime::admin_access::AdminToken;
@@ -31,6 +32,8 @@ pub struct Config {
     pub control_plane: ControlPlaneConfig,
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
+    /// The negative cache and the rate limits on unknown tokens and login starts.
+    pub flood: FloodConfig,
     /// TLS termination; plain HTTP when absent.
     pub tls: Option<ServerTls>,
     /// CA and client certificate for upstreams that speak TLS; system roots when absent.
@@ -193,6 +196,7 @@ struct FileConfig {
     control_plane: FileControlPlane,
     cache: CacheConfig,
     limits: LimitsConfig,
+    flood: FloodConfig,
     tls: Option<FileTls>,
     upstream_tls: Option<UpstreamTlsFiles>,
     trusted_proxies: Vec<String>,
@@ -249,6 +253,7 @@ impl Default for FileConfig {
             control_plane: FileControlPlane::default(),
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
+            flood: FloodConfig::default(),
             tls: None,
             upstream_tls: None,
             trusted_proxies: Vec::new(),
@@ -453,6 +458,9 @@ impl Config {
                 "limits: max_websockets and max_websockets_per_session must be at least 1, max_websocket_frame_bytes at least 1024",
             );
         }
+        if let Some(problem) = file.flood.problem() {
+            return Err(ConfigError::Invalid(problem));
+        }
         let trusted_proxies = file
             .trusted_proxies
             .iter()
@@ -478,6 +486,7 @@ impl Config {
             },
             cache,
             limits,
+            flood: file.flood,
             upstream_tls: file.upstream_tls,
             trusted_proxies,
             forward_auth,
@@ -661,6 +670,22 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("[tls]")
+        );
+        let no_burst = format!("{SECRET}[flood.login_starts]\naddress_burst = 0");
+        assert!(
+            Config::from_toml_str(&no_burst)
+                .unwrap_err()
+                .to_string()
+                .contains("flood.login_starts.address_burst")
+        );
+        let flood = format!(
+            "{SECRET}[flood]\nnegative_ttl = \"5s\"\n[flood.unknown_tokens]\naddress_per_second = 0"
+        );
+        let flood = Config::from_toml_str(&flood).unwrap().flood;
+        assert_eq!(flood.negative_ttl, Duration::from_secs(5));
+        assert_eq!(
+            flood.unknown_tokens.address_burst, 200,
+            "the rest keep their defaults"
         );
         let typo = format!("{SECRET}lisen = \"x\"");
         assert!(

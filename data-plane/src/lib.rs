@@ -14,6 +14,7 @@ pub mod cache;
 pub mod config;
 pub mod control;
 pub mod endpoints;
+pub mod flood;
 pub mod forward_auth;
 pub mod identity_headers;
 pub mod metrics;

@@ -55,6 +55,8 @@ pub struct Metrics {
     cache_hits: Counter,
     cache_stale: Counter,
     cache_misses: Counter,
+    negative_cache_hits: Counter,
+    limited_requests: Family<Labels, Counter>,
     validations: Family<Labels, Counter>,
     validation_seconds: Histogram,
     logins: Family<Labels, Counter>,
@@ -122,6 +124,19 @@ impl Metrics {
             cache_result("hit"),
             cache_result("stale"),
             cache_result("miss"),
+        );
+        let negative_cache_hits = Counter::default();
+        registry.register(
+            "negative_cache_hits",
+            "Tokens answered unknown from the negative cache, without asking the control plane",
+            negative_cache_hits.clone(),
+        );
+        let limited_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "limited_requests",
+            "Requests answered 429 by a flood limit, by kind (login_start, unknown_token) and \
+             scope (address, virtual_proxy)",
+            limited_requests.clone(),
         );
         let validations = Family::<Labels, Counter>::default();
         registry.register(
@@ -217,6 +232,8 @@ impl Metrics {
             cache_hits,
             cache_stale,
             cache_misses,
+            negative_cache_hits,
+            limited_requests,
             validations,
             validation_seconds,
             logins,
@@ -266,6 +283,20 @@ impl Metrics {
             CacheResult::Stale => self.cache_stale.inc(),
             CacheResult::Miss => self.cache_misses.inc(),
         };
+    }
+
+    pub fn negative_cache_hit(&self) {
+        self.negative_cache_hits.inc();
+    }
+
+    /// `kind` and `scope` are the labels of `flood::Kind` and `flood::Scope`.
+    pub fn limited(&self, kind: &'static str, scope: &'static str) {
+        self.limited_requests
+            .get_or_create(&vec![
+                ("kind", kind.to_owned()),
+                ("scope", scope.to_owned()),
+            ])
+            .inc();
     }
 
     pub fn validation(&self, outcome: &'static str, seconds: f64) {

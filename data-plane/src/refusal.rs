@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{ALLOW, SET_COOKIE, WWW_AUTHENTICATE};
+use http::header::{ALLOW, RETRY_AFTER, SET_COOKIE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::ProxyBody;
@@ -52,6 +52,9 @@ pub enum Refusal {
     Forbidden(Reason),
     /// 429: the client's own limit is reached.
     TooMany(Reason),
+    /// 429 with `Retry-After` in seconds: a flood limit (per client address or per virtual
+    /// proxy) is reached, and lifts by then.
+    Limited { reason: Reason, retry_after: u64 },
     /// 503 with `Retry-After`: not now (control plane or store unreachable, a limit of this
     /// node, no upstream); another try, or another node, may succeed.
     Unavailable(Reason),
@@ -118,7 +121,7 @@ impl Refusal {
             Self::Redirect { .. } => StatusCode::FOUND,
             Self::Negotiate { .. } | Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooMany(_) | Self::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::Upstream(UpstreamFailure::NoNodes) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -148,6 +151,16 @@ impl Refusal {
                 response
                     .headers_mut()
                     .insert(ALLOW, HeaderValue::from_static(allow));
+                response
+            }
+            Self::Limited {
+                reason,
+                retry_after,
+            } => {
+                let mut response = text(status, &reason);
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after));
                 response
             }
             Self::UriTooLong => text(status, "the request URI is too long"),

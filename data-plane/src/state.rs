@@ -3,6 +3,7 @@
 //! the breaker that decides when stale entries are served read one clock.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -13,6 +14,9 @@ use tokio::sync::OnceCell;
 use crate::cache::{CachedSession, Lookup, SessionCache, TokenKey};
 use crate::config::Config;
 use crate::control::{ControlClient, ControlError};
+use crate::flood::negative::UnknownKey;
+use crate::flood::{Flood, Limited};
+use crate::refusal::Refusal;
 use crate::router::ProxyTable;
 use crate::sockets::WebSocketRegistry;
 use crate::virtual_proxy::VirtualProxy;
@@ -50,6 +54,23 @@ pub enum Validation {
     Invalid,
     /// Could not be checked and is not known from before: 503.
     Unavailable,
+    /// Not known, and the client (or everyone, at this virtual proxy) has had too many
+    /// unknown tokens checked lately: 429.
+    Limited(Limited),
+}
+
+/// Who asks about a token: its client's address is worked out (past the trusted proxies)
+/// only when the answer is not in the session cache.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    pub headers: &'a http::HeaderMap,
+    pub peer: SocketAddr,
+}
+
+impl Asker<'_> {
+    fn address(&self, trusted_proxies: &[ipnet::IpNet]) -> IpAddr {
+        crate::auth::client::address(trusted_proxies, self.headers, self.peer.ip())
+    }
 }
 
 /// A session the control plane vouched for, with the new seal it gave, if any.
@@ -73,6 +94,8 @@ pub struct NodeState {
     /// Networks of proxies in front whose `X-Forwarded-For` and `Forwarded` are kept.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub metrics: crate::metrics::Metrics,
+    /// The negative cache and the limits on unknown tokens and login starts.
+    pub flood: Flood,
     /// TLS client configuration for upstream pools that speak TLS.
     pub upstream_tls: Arc<rustls::ClientConfig>,
     /// One validation per token at a time: concurrent misses wait for the same answer.
@@ -106,6 +129,7 @@ impl NodeState {
             limits: config.limits,
             trusted_proxies: config.trusted_proxies.clone(),
             metrics: crate::metrics::Metrics::new(),
+            flood: Flood::new(&config.flood),
             upstream_tls,
             validations: Mutex::new(HashMap::new()),
             started: clock.instant(),
@@ -137,8 +161,13 @@ impl NodeState {
 
     /// Checks a session token: the cache when fresh, else one call to the control plane
     /// (shared by concurrent requests), else a stale entry while the control plane is down.
-    pub async fn validate(&self, proxy: &VirtualProxy, token: &str) -> Validation {
-        self.check(proxy, token, None::<fn() -> Option<&'static str>>)
+    pub async fn validate(
+        &self,
+        proxy: &VirtualProxy,
+        token: &str,
+        asker: Asker<'_>,
+    ) -> Validation {
+        self.check(proxy, token, asker, None::<fn() -> Option<&'static str>>)
             .await
             .0
     }
@@ -150,17 +179,20 @@ impl NodeState {
         &self,
         proxy: &VirtualProxy,
         token: &str,
+        asker: Asker<'_>,
         seal: impl FnOnce() -> Option<&'s str>,
     ) -> (Validation, Option<Arc<str>>) {
-        self.check(proxy, token, Some(seal)).await
+        self.check(proxy, token, asker, Some(seal)).await
     }
 
     /// `seal`: `None` on a path that does not handle seals (the control plane then makes
-    /// none); else what reads the browser's seal cookie.
+    /// none); else what reads the browser's seal cookie. Past the session cache, the
+    /// negative cache and the limits on unknown tokens (`flood`) come first.
     async fn check<'s>(
         &self,
         proxy: &VirtualProxy,
         token: &str,
+        asker: Asker<'_>,
         seal: Option<impl FnOnce() -> Option<&'s str>>,
     ) -> (Validation, Option<Arc<str>>) {
         let key = TokenKey::of(token);
@@ -179,6 +211,12 @@ impl NodeState {
                 None
             }
         };
+        let unknown = UnknownKey::of(&proxy.prefix, token);
+        let now = self.clock.instant();
+        if stale.is_none() && self.flood.negative.contains(&unknown, now) {
+            self.metrics.negative_cache_hit();
+            return (Validation::Invalid, None);
+        }
         // While the control plane is known to be down, do not make every request wait for a
         // call that will time out.
         if self.control_plane_down() {
@@ -188,6 +226,20 @@ impl NodeState {
             };
             return (validation, None);
         }
+        // A token the node validated before is a session it knew, not a flood: only tokens
+        // it has never seen are limited and, if unknown, counted.
+        let address = match stale {
+            Some(_) => None,
+            None => {
+                let address = asker.address(&self.trusted_proxies);
+                if let Err(limited) = self.flood.may_look_up(&proxy.prefix, address, now) {
+                    self.metrics
+                        .limited(limited.kind.label(), limited.scope.label());
+                    return (Validation::Limited(limited), None);
+                }
+                Some(address)
+            }
+        };
         let seal = seal.map(|read| read().unwrap_or_default());
         let cell = {
             let mut validations = self
@@ -231,6 +283,11 @@ impl NodeState {
                     }
                     Ok(None) => {
                         self.cache.remove(&key);
+                        let now = self.clock.instant();
+                        self.flood.negative.insert(unknown, now);
+                        if let Some(address) = address {
+                            self.flood.unknown_token(&proxy.prefix, address, now);
+                        }
                         Ok(None)
                     }
                     Err(error) => Err(error),
@@ -309,8 +366,38 @@ impl NodeState {
         session: &gatehouse_proto::v1::Session,
     ) -> Arc<CachedSession> {
         let session = Arc::new(CachedSession::from_proto(session));
+        // A token a client sent before it was a session (one it chose for a JWT, or a
+        // trusted client chose for `CreateSession`) is not unknown any more.
+        self.flood
+            .negative
+            .forget(&UnknownKey::of(&session.virtual_proxy, token));
         self.cache.insert(TokenKey::of(token), session.clone());
         session
+    }
+
+    /// A login is about to be started (a login target stored, an OpenID login begun) for
+    /// `asker`: counted against the flood limits, or refused with 429. Its caller passes
+    /// what became of it to [`login_answered`](Self::login_answered).
+    pub fn start_login(&self, proxy: &VirtualProxy, asker: Asker<'_>) -> Result<(), Refusal> {
+        let address = asker.address(&self.trusted_proxies);
+        self.flood
+            .start_login(&proxy.prefix, address, self.clock.instant())
+            .map_err(|limited| {
+                self.metrics
+                    .limited(limited.kind.label(), limited.scope.label());
+                limited.refusal()
+            })
+    }
+
+    /// What a login [`start_login`](Self::start_login) counted was answered. A 503 stored
+    /// nothing (the control plane could not answer), so it does not count: polling through
+    /// an outage must not use up the bucket.
+    pub fn login_answered(&self, proxy: &VirtualProxy, asker: Asker<'_>, answer: &Refusal) {
+        if let Refusal::Unavailable(_) = answer {
+            let address = asker.address(&self.trusted_proxies);
+            self.flood
+                .login_not_started(&proxy.prefix, address, self.clock.instant());
+        }
     }
 }
 

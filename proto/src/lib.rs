@@ -38,6 +38,10 @@ pub fn is_invisible_formatting(character: char) -> bool {
     )
 }
 
+/// The longest login target URI (`CreateTarget`) either plane accepts, in bytes; the control
+/// plane's `tickets.max_target_bytes` may set a lower cap, never a higher one.
+pub const MAX_TARGET_URI_LEN: usize = 4096;
+
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
 pub fn cut_to_bytes(text: &str, max: usize) -> &str {
     if text.len() <= max {

@@ -158,11 +158,12 @@ start_redis() {
 
 # A control plane with one default virtual proxy (anonymous sessions) in front of the
 # upstream, and the TOML in $2 after it (more virtual proxies). Store: "memory" or a
-# redis:// URL. Sets $grpc_port and $node_secret.
+# redis:// URL. Sets $grpc_port, $control_admin_port and $node_secret.
 start_control_plane() { # store [more-toml]
     grpc_port=$(free_port)
     local admin_port store_toml more=${2:-}
     admin_port=$(free_port)
+    control_admin_port=$admin_port
     node_secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
     if [ "$1" = memory ]; then
         store_toml='backend = "memory"'
@@ -194,7 +195,7 @@ TOML
 # A data-plane node with $1 tokio worker threads, access log off. An optional cache size
 # caps its session cache; an optional port turns its forward-auth listener on there, trusting
 # 127.0.0.1. Sets $node_port, $node_admin_port and $node_pid.
-start_node() { # workers [max-cached-sessions] [forward-auth-port]
+start_node() { # workers [max-cached-sessions] [forward-auth-port] [more-toml]
     node_port=$(free_port)
     node_admin_port=$(free_port)
     local cache=""
@@ -211,6 +212,7 @@ shutdown_grace = "1s"
 [control_plane]
 endpoints = ["http://127.0.0.1:$grpc_port"]
 $cache
+${4:-}
 TOML
     spawn env TOKIO_WORKER_THREADS="$1" GATEHOUSE_LOG=warn GATEHOUSE_NODE_SECRET="$node_secret" \
         "$bin_dir/data-plane" --config "$work/data-plane.toml" >> "$work/data-plane.log" 2>&1
@@ -239,10 +241,24 @@ node_metric() { # name [label-filter]
 
 # --- arithmetic and formatting ---------------------------------------------------------------
 
+control_plane_metric() { # name [label-filter]: as node_metric, of the control plane
+    curl -sf "http://127.0.0.1:$control_admin_port/metrics" |
+        awk -v name="$1" -v filter="${2:-}" '
+            index($1, name) == 1 && (substr($1, length(name) + 1, 1) == "{" || $1 == name) &&
+                (filter == "" || index($1, filter)) { sum += $NF }
+            END { printf "%d\n", sum }'
+}
 add() { awk -v a="$1" -v b="$2" 'BEGIN { print a + b }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f\n", a / b; else print "n/a" }'; }
 
 # wrk and h2load print durations as 255.00us, 1.01ms or 1.20s; the tables use µs, ms and s.
+latency_us() { # a wrk latency (850.00us, 1.23ms, 2.00s) in microseconds
+    awk -v t="$1" 'BEGIN {
+        us = t + 0
+        if (t ~ /us$/) {} else if (t ~ /ms$/) us *= 1000; else if (t ~ /m$/) us *= 60e6; else if (t ~ /s$/) us *= 1e6
+        printf "%.0f\n", us
+    }'
+}
 fmt_latency() {
     awk -v t="$1" 'BEGIN {
         us = t + 0

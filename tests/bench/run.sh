@@ -5,8 +5,8 @@
 #   tests/bench/run.sh [--smoke] [--only STAGE,...] [--seconds S] [--rounds R]
 #                      [--connections C] [--out FILE]
 #
-# Stages, in order: cache-hit, assertion, cache-miss, h2, forward-auth, logins, revocation,
-# memory, micro.
+# Stages, in order: cache-hit, assertion, cache-miss, h2, forward-auth, flood, logins,
+# revocation, memory, micro.
 # Full run (default): release binaries, 10 s per measurement, 2 interleaved rounds, 1 and 2
 # workers; results in target/bench/results.md. About 9 minutes on 2 cores plus the build
 # (a minute of it minting 20,000 sessions on the memory store, whose session creation
@@ -27,7 +27,7 @@ source "$bench_dir/lib.sh"
 
 usage() { sed -n '5,6p' "$0" | sed 's/^#  *//'; }
 
-all_stages="cache-hit assertion cache-miss h2 forward-auth logins revocation memory micro"
+all_stages="cache-hit assertion cache-miss h2 forward-auth flood logins revocation memory micro"
 smoke=false
 only=""
 seconds=""
@@ -373,6 +373,91 @@ stage_forward_auth() {
         unset sum p50s p99s
         stop_spawned
     done
+}
+
+# --- stage 3c: a flood of made-up cookies ------------------------------------------------------
+
+# The node's default flood limits (`[flood]`, CONFIGURATION.md) per client address: unknown
+# tokens and login starts, each 20 a second after a burst of 200.
+flood_rate=20
+flood_burst=200
+
+# flood_round LABEL NODE-TOML: normal traffic (cached session) measured while one client floods
+# "app" with made-up cookies, on a node started anew; writes "RPS P50 P99 FLOOD_REQUESTS CALLS
+# LIMITED" to $work/flood-round. Not run in a subshell: the node it starts is the stage's.
+flood_round() {
+    local label=$1 flood_out calls0 calls1 watch0 watch1 limited0 limited1 result
+    stop_pid "$node_pid"
+    start_node 1 "" "" "$2"
+    calls0=$(control_plane_metric gatehouse_control_plane_rpcs_total)
+    watch0=$(control_plane_metric gatehouse_control_plane_rpcs_total '/Watch"')
+    limited0=$(node_metric gatehouse_limited_requests_total)
+    wrk -t1 -c20 -d"${seconds}s" -s "$bench_dir/random_cookies.lua" \
+        "http://127.0.0.1:$node_port/app/hub" -- X-Qlik-Session-app > "$work/flood.txt" 2>&1 &
+    local flood_pid=$!
+    result=$(measure_wrk "flood, $label" -H "Cookie: $flood_cookie" "http://127.0.0.1:$node_port/")
+    wait "$flood_pid" || fail "flood, $label: the flooding wrk failed: $(tail -n 1 "$work/flood.txt")"
+    calls1=$(control_plane_metric gatehouse_control_plane_rpcs_total)
+    watch1=$(control_plane_metric gatehouse_control_plane_rpcs_total '/Watch"')
+    limited1=$(node_metric gatehouse_limited_requests_total)
+    flood_out=$(awk '/ requests in / { print $1 }' "$work/flood.txt")
+    [ -n "$flood_out" ] && [ "$flood_out" -gt 0 ] || fail "flood, $label: the flood sent no requests"
+    printf '%s %s %s %s\n' "$result" "$flood_out" \
+        "$(((calls1 - calls0) - (watch1 - watch0)))" "$((limited1 - limited0))" > "$work/flood-round"
+}
+
+stage_flood() {
+    emit "## A flood of made-up cookies (wrk)" ""
+    emit "Normal traffic (\`wrk -t1 -c$connections -d${seconds}s\`, one cached anonymous session," \
+        "virtual proxy \"\") through one node (one worker), while one client floods virtual proxy" \
+        "\"app\" (an authentication module, no anonymous access) from the same address with a new" \
+        "random cookie on every GET (\`wrk -t1 -c20\`, \`$bench_dir/random_cookies.lua\`, each connection" \
+        "waiting 8 ms before each request: at most about 2,500 a second): each is a" \
+        "session-cache miss and, past it, a login start. Control plane on Redis. \"control-plane" \
+        "calls\" are every call the control plane answered during the run but the node's \`Watch\`." \
+        "Bound with the default limits, for one address: 2 × ($flood_burst + $flood_rate/s × (run + 1 s) + 20)" \
+        "calls (both kinds of event: a burst, the refill over the run and its edges, and one more" \
+        "per flood connection in flight when a bucket empties); the run fails past it. (a) is the same traffic without" \
+        "the flood; (b) the flood with the limits off (\`per_second = 0\`), as before Gatehouse had" \
+        "them." ""
+    emit "| run | normal req/s | p50 | p99 | p99 vs (a) | flood requests | control-plane calls / s | 429s |" \
+        "|---|---|---|---|---|---|---|---|"
+    start_upstream 1
+    start_redis
+    start_control_plane "redis://127.0.0.1:$redis_port/" '
+[[virtual_proxies]]
+prefix = "app"
+authentication_module_uri = "http://login.invalid/auth"
+[virtual_proxies.upstream]
+nodes = ["127.0.0.1:'"$upstream_port"'"]'
+    start_node 1
+    flood_cookie=$(anonymous_cookie)
+    local idle rps p50 p99 requests calls limited row off bound
+    log "flood: (a) normal traffic alone"
+    idle=$(measure_wrk "flood, (a) idle" -H "Cookie: $flood_cookie" "http://127.0.0.1:$node_port/")
+    read -r rps p50 p99 <<< "$idle"
+    local idle_p99=$p99
+    emit "| (a) no flood | $(printf '%.0f' "$rps") | $(fmt_latency "$p50") | $(fmt_latency "$p99") | 1.00 | 0 | | |"
+    off='[flood.unknown_tokens]
+address_per_second = 0
+virtual_proxy_per_second = 0
+[flood.login_starts]
+address_per_second = 0
+virtual_proxy_per_second = 0'
+    for row in "(b) flood, limits off" "(c) flood, default limits"; do
+        log "flood: $row"
+        local toml=""
+        [ "${row:1:1}" = b ] && toml=$off
+        flood_round "$row" "$toml"
+        read -r rps p50 p99 requests calls limited < "$work/flood-round"
+        emit "| $row | $(printf '%.0f' "$rps") | $(fmt_latency "$p50") | $(fmt_latency "$p99") | $(ratio "$(latency_us "$p99")" "$(latency_us "$idle_p99")") | $requests | $(ratio "$calls" "$seconds") | $limited |"
+        if [ "${row:1:1}" = c ]; then
+            bound=$((2 * (flood_burst + flood_rate * (seconds + 1) + 20)))
+            [ "$calls" -le "$bound" ] ||
+                fail "flood: $calls control-plane calls with the default limits, more than the bound $bound"
+        fi
+    done
+    stop_spawned
 }
 
 # --- stage 4: logins, revocation, memory (the gatehouse-bench driver) --------------------------

@@ -58,17 +58,28 @@ impl Authority {
         by: &AdminCall,
     ) -> Result<IssuedSession, Error> {
         self.virtual_proxies().get(virtual_proxy)?;
-        let token = match token {
+        let (token, chosen) = match token {
             Some(token) => {
                 tokens::check_caller_token(&token)?;
-                token
+                let digest = gatehouse_runtime::unknown_token::digest(virtual_proxy, &token);
+                (token, Some(gatehouse_runtime::unknown_token::hex(&digest)))
             }
-            None => tokens::new_session_token(),
+            None => (tokens::new_session_token(), None),
         };
         // The caller, not the browser, is who asks here: nothing to record of where from.
         let issued = self
             .start_session(virtual_proxy, user, token, ClientInfo::default())
             .await?;
+        // A browser may have sent a chosen token before its session existed (a token used
+        // again for a new session, say), and a node may hold it as unknown for a few seconds:
+        // tell the nodes. A minted token no client can have sent before.
+        if let Some(digest) = chosen
+            && let Err(error) = self.store.announce_created(virtual_proxy, &digest).await
+        {
+            // The session exists; nodes that held its token as unknown accept it once their
+            // entry lapses (`flood.negative_ttl`).
+            tracing::warn!(%error, "session created, but nodes could not be told of its chosen token");
+        }
         self.audit(&AuditEvent::SessionCreated {
             session: &issued.session,
             by,

@@ -12,9 +12,6 @@ use crate::domain::{ClientInfo, Target, Ticket, User};
 use crate::error::Error;
 use crate::tokens::{self, TokenHash};
 
-/// Longest target URI remembered.
-const MAX_TARGET_URI_LEN: usize = 4096;
-
 /// A ticket just issued. Its text exists only here and in the answer to the caller.
 #[derive(Debug, Clone)]
 pub struct IssuedTicket {
@@ -125,7 +122,7 @@ impl Authority {
     ) -> Result<(String, SystemTime), Error> {
         let proxies = self.virtual_proxies();
         let proxy = proxies.get(virtual_proxy)?;
-        check_target_uri(uri)?;
+        check_target_uri(uri, self.tickets.max_target_bytes)?;
         // A target on a host an attacker names would receive the victim's ticket.
         if !origin::url_is_admitted(uri, &proxy.public_origins, &proxy.host_allow_list) {
             return Err(Error::invalid(
@@ -152,11 +149,12 @@ fn is_plausible_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// A target is where a browser is sent back after login: an absolute http(s) URL.
-fn check_target_uri(uri: &str) -> Result<(), Error> {
-    if uri.len() > MAX_TARGET_URI_LEN {
+/// A target is where a browser is sent back after login: an absolute http(s) URL of at most
+/// `max_bytes` (`tickets.max_target_bytes`).
+fn check_target_uri(uri: &str, max_bytes: usize) -> Result<(), Error> {
+    if uri.len() > max_bytes {
         return Err(Error::invalid(format!(
-            "target_uri is longer than {MAX_TARGET_URI_LEN} bytes"
+            "target_uri is longer than {max_bytes} bytes"
         )));
     }
     let parsed: Uri = uri
@@ -177,8 +175,8 @@ mod tests {
 
     #[test]
     fn target_uris_must_be_absolute_http() {
-        assert!(check_target_uri("https://portal.example.com/sense/app/1?x=1").is_ok());
-        assert!(check_target_uri("HTTP://h/").is_ok());
+        assert!(check_target_uri("https://portal.example.com/sense/app/1?x=1", 4096).is_ok());
+        assert!(check_target_uri("HTTP://h/", 4096).is_ok());
         for bad in [
             "/relative",
             "javascript:alert(1)",
@@ -186,8 +184,12 @@ mod tests {
             "https://",
             "not a uri",
         ] {
-            assert!(check_target_uri(bad).is_err(), "{bad}");
+            assert!(check_target_uri(bad, 4096).is_err(), "{bad}");
         }
-        assert!(check_target_uri(&format!("https://h/{}", "a".repeat(5000))).is_err());
+        assert!(check_target_uri(&format!("https://h/{}", "a".repeat(5000)), 4096).is_err());
+        let at_cap = format!("https://h/{}", "a".repeat(246));
+        assert!(check_target_uri(&at_cap, 256).is_ok());
+        let over = check_target_uri(&format!("{at_cap}a"), 256).unwrap_err();
+        assert!(over.to_string().contains("longer than 256 bytes"), "{over}");
     }
 }

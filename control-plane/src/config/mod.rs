@@ -227,6 +227,9 @@ pub struct TicketConfig {
     /// How long a login target (the URL a browser first asked for) is remembered.
     #[serde(with = "humantime_serde")]
     pub target_ttl: Duration,
+    /// The longest login target stored, in bytes: what one cookieless page load can make
+    /// the store hold for `target_ttl`.
+    pub max_target_bytes: usize,
 }
 
 impl Default for TicketConfig {
@@ -234,6 +237,7 @@ impl Default for TicketConfig {
         Self {
             ticket_ttl: Duration::from_secs(60),
             target_ttl: Duration::from_secs(5 * 60),
+            max_target_bytes: gatehouse_proto::MAX_TARGET_URI_LEN,
         }
     }
 }
@@ -452,6 +456,12 @@ impl Config {
             return invalid(
                 "tickets.ticket_ttl and tickets.target_ttl must be greater than zero".to_owned(),
             );
+        }
+        if !(256..=gatehouse_proto::MAX_TARGET_URI_LEN).contains(&file.tickets.max_target_bytes) {
+            return invalid(format!(
+                "tickets.max_target_bytes must be 256 to {} (what nodes send at most)",
+                gatehouse_proto::MAX_TARGET_URI_LEN
+            ));
         }
 
         file.outage.validate().map_err(ConfigError::Invalid)?;

@@ -26,7 +26,7 @@ use self::revoked::RecentRevocations;
 use self::seal::KeyRing;
 use crate::clock::Clock;
 use crate::config::OutageConfig;
-use crate::domain::{Revocation, Session};
+use crate::domain::{Revocation, RevocationReason, Session};
 use crate::events::{FeedEvent, RevocationFeed, cursor_position};
 use crate::store::{REVOCATION_BATCH, Store};
 
@@ -318,6 +318,8 @@ async fn follow_revocations(
         };
         let now = this.clock.now();
         match received {
+            // A session made, not ended: nothing to refuse.
+            Ok(FeedEvent::Revoked(event)) if event.reason == RevocationReason::Created => {}
             Ok(FeedEvent::Revoked(event)) => {
                 let at = revocation_time(&event, now);
                 lock(&this.revoked).record(
@@ -379,6 +381,9 @@ async fn load_retained(
         cursor.clone_from(&last.cursor);
         let mut revoked = lock(&fallback.revoked);
         for event in batch.events {
+            if event.reason == RevocationReason::Created {
+                continue;
+            }
             let at = revocation_time(&event, now);
             revoked.record(
                 event.handle,

@@ -188,6 +188,10 @@ pub trait RevocationLog: Send + Sync {
         limit: usize,
     ) -> Result<Revocations, StoreError>;
 
+    /// Appends a [`RevocationReason::Created`] event: a session of `virtual_proxy` now exists
+    /// for the token whose negative-cache digest is `digest` (hex).
+    async fn announce_created(&self, virtual_proxy: &str, digest: &str) -> Result<(), StoreError>;
+
     /// Cursor of the newest revocation event (`None` while there has been none): where a node
     /// that has just cached nothing starts following.
     async fn revocation_head(&self) -> Result<Option<String>, StoreError>;

@@ -31,7 +31,7 @@ pub fn login_client(
 /// entries from the right, each appended by the hop after it, up to the first one that is
 /// not a trusted proxy itself (nginx's `real_ip_recursive`). An entry that is no address ends
 /// the walk at the last hop that could be believed.
-fn address(trusted: &[ipnet::IpNet], headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+pub fn address(trusted: &[ipnet::IpNet], headers: &HeaderMap, peer: IpAddr) -> IpAddr {
     let is_trusted = |address: &IpAddr| trusted.iter().any(|network| network.contains(address));
     let mut address = peer.to_canonical();
     let entries = headers

@@ -17,7 +17,7 @@ use crate::control::ControlError;
 use crate::origin::Origin;
 use crate::refusal::Refusal;
 use crate::request::context::RequestCtx;
-use crate::state::{NodeState, Validation};
+use crate::state::{Asker, NodeState, Validation};
 use crate::virtual_proxy::{Anonymous, VirtualProxy};
 
 /// Who a request's user is, and whether a login ticket in its URI was redeemed for it.
@@ -100,7 +100,11 @@ pub async fn authenticate(
         .and_then(|config| header::user(config, &parts.headers, peer.ip()));
     if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
         let seal = || cookie::read(&parts.headers, &proxy.seal_cookie_name);
-        let (validation, renewed_seal) = state.validate_sealed(proxy, token, seal).await;
+        let asker = Asker {
+            headers: &parts.headers,
+            peer,
+        };
+        let (validation, renewed_seal) = state.validate_sealed(proxy, token, asker, seal).await;
         match validation {
             Validation::Valid(session) => {
                 let same_user = header_user.as_ref().is_none_or(|(directory, id)| {
@@ -116,6 +120,7 @@ pub async fn authenticate(
             }
             Validation::Invalid => {}
             Validation::Unavailable => return Err(unavailable()),
+            Validation::Limited(limited) => return Err(limited.refusal()),
         }
     }
     if let Some((directory, id)) = header_user {
@@ -154,7 +159,7 @@ pub async fn authenticate(
         let login = state.control.anonymous_login(&proxy.prefix, client).await;
         return logged_in(state, proxy, origin, login, "anonymous");
     }
-    let fallback = login_required(state, proxy, parts, origin).await;
+    let fallback = login_required(state, proxy, parts, origin, peer).await;
     if negotiation == Negotiation::Absent {
         return Err(negotiate(fallback));
     }
@@ -163,7 +168,7 @@ pub async fn authenticate(
 
 /// The Negotiate challenge in place of `fallback`, the ticket flow's answer: its redirect
 /// becomes the page's link for browsers that cannot negotiate (an OpenID login's binding
-/// cookie goes with it). A 503 stays a 503.
+/// cookie goes with it). A 503 stays a 503, and a 429 a 429.
 fn negotiate(fallback: Refusal) -> Refusal {
     match fallback {
         // A location that cannot be a header would have been a 400: no link to it.
@@ -174,6 +179,7 @@ fn negotiate(fallback: Refusal) -> Refusal {
             }
         }
         unavailable @ Refusal::Unavailable(_) => unavailable,
+        limited @ Refusal::Limited { .. } => limited,
         _ => Refusal::Negotiate {
             other_login: None,
             cookies: Vec::new(),
@@ -244,7 +250,11 @@ pub async fn bearer(
             cookie::set(proxy, token, origin.secure)
         }
     };
-    match state.validate(proxy, &token).await {
+    let asker = Asker {
+        headers: &parts.headers,
+        peer,
+    };
+    match state.validate(proxy, &token, asker).await {
         // The session ends with the token's `exp`; a cached copy must not outlive it.
         Validation::Valid(session) if session.absolute_expiry > state.clock.now() => {
             let mut authenticated = Authenticated::existing(session);
@@ -253,6 +263,7 @@ pub async fn bearer(
         }
         Validation::Valid(_) | Validation::Invalid => {}
         Validation::Unavailable => return Some(Err(unavailable())),
+        Validation::Limited(limited) => return Some(Err(limited.refusal())),
     }
     let client = login_client(&state.trusted_proxies, &parts.headers, peer);
     let login = state.control.jwt_login(&proxy.prefix, jwt, client).await;
@@ -292,8 +303,12 @@ pub async fn redeem(
     match state.control.redeem(&proxy.prefix, ticket, client).await {
         Ok(Some(login)) => logged_in(state, proxy, origin, Ok(login), "ticket"),
         Ok(None) => {
+            let asker = Asker {
+                headers: &parts.headers,
+                peer: ctx.client.peer,
+            };
             if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name)
-                && let Validation::Valid(session) = state.validate(proxy, token).await
+                && let Validation::Valid(session) = state.validate(proxy, token, asker).await
             {
                 return Ok(Authenticated::existing(session));
             }
@@ -306,18 +321,29 @@ pub async fn redeem(
 }
 
 /// No session: a GET goes to the authentication module with a remembered target; anything
-/// else is 401, since a redirect would lose its body.
+/// else is 401, since a redirect would lose its body. A login started stores something, so
+/// it counts against the flood limits on login starts (429 past them).
 async fn login_required(
     state: &NodeState,
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
+    peer: SocketAddr,
 ) -> Refusal {
     if parts.method != Method::GET {
         return Refusal::unauthorized("authentication required");
     }
+    let asker = Asker {
+        headers: &parts.headers,
+        peer,
+    };
     if proxy.oidc.is_some() {
-        return oidc::begin(state, proxy, parts, origin).await;
+        if let Err(limited) = state.start_login(proxy, asker) {
+            return limited;
+        }
+        let answer = oidc::begin(state, proxy, parts, origin).await;
+        state.login_answered(proxy, asker, &answer);
+        return answer;
     }
     if proxy.saml.is_some() {
         return saml::begin(state, proxy, parts, origin).await;
@@ -338,5 +364,10 @@ async fn login_required(
             origin.url(&path)
         }
     };
-    login_redirect(state, proxy, origin, module, &target).await
+    if let Err(limited) = state.start_login(proxy, asker) {
+        return limited;
+    }
+    let answer = login_redirect(state, proxy, origin, module, &target).await;
+    state.login_answered(proxy, asker, &answer);
+    answer
 }

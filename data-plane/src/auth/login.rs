@@ -131,6 +131,13 @@ pub async fn login_uri(
     module: &str,
     target: &str,
 ) -> Result<String, Refusal> {
+    // The control plane refuses longer targets too (`tickets.max_target_bytes`); a node
+    // that knows it will be refused does not ask.
+    if target.len() > gatehouse_proto::MAX_TARGET_URI_LEN {
+        return Err(Refusal::bad_request(
+            "the requested URL cannot be a login target",
+        ));
+    }
     let target_id = match state.control.create_target(&proxy.prefix, target).await {
         Ok(id) => id,
         Err(ControlError::Unavailable(_) | ControlError::StoreUnavailable(_)) => {

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use gatehouse_proto::v1 as pb;
 use rand::Rng as _;
 
+use crate::flood::negative::UnknownKey;
 use crate::router::ProxyTable;
 use crate::state::NodeState;
 
@@ -79,6 +80,12 @@ fn apply(state: &NodeState, event: pb::WatchEvent, cursor: &mut Option<String>) 
                 );
             }
             state.mark_ready();
+        }
+        // Not an end: a session now exists for a token this node may hold as unknown.
+        Some(pb::watch_event::Event::Revocation(created)) if created.reason == "created" => {
+            if let Some(key) = UnknownKey::from_hex(&created.handle) {
+                state.flood.negative.forget(&key);
+            }
         }
         Some(pb::watch_event::Event::Revocation(revocation)) => {
             let closed = state.end_session(&revocation.handle);

@@ -27,7 +27,7 @@ use crate::refusal::Refusal;
 use crate::request::context::RequestCtx;
 use crate::respond;
 use crate::state::NodeState;
-use crate::state::Validation;
+use crate::state::{Asker, Validation};
 use crate::virtual_proxy::{OidcAuthentication, VirtualProxy};
 
 /// Largest back-channel logout request read (a logout token is well under this).
@@ -52,7 +52,7 @@ pub async fn route(
     let (proxy, origin) = (&*ctx.proxy, &ctx.origin);
     let (parts, body) = request.into_parts();
     match (ctx.relative_path.as_str(), &proxy.oidc) {
-        (LOGIN, Some(_)) => login(state, proxy, &parts, origin).await,
+        (LOGIN, Some(_)) => login(state, proxy, &parts, origin, ctx.client.peer).await,
         (CALLBACK, _) => callback(state, proxy, &parts, origin, ctx.client.peer).await,
         (BACKCHANNEL_LOGOUT, _) => backchannel_logout(state, proxy, &parts, body).await,
         (LOGOUT, Some(oidc)) => logout(state, proxy, oidc, &parts, origin).await,
@@ -68,6 +68,7 @@ async fn login(
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
+    peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, Refusal> {
     if parts.method != Method::GET {
         return Err(Refusal::method_not_allowed("GET"));
@@ -77,14 +78,22 @@ async fn login(
     let Some(target) = local_target(proxy, &requested, origin) else {
         return Err(Refusal::bad_request("target must be a path on this site"));
     };
+    let asker = Asker {
+        headers: &parts.headers,
+        peer,
+    };
     if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
-        match state.validate(proxy, token).await {
+        match state.validate(proxy, token, asker).await {
             Validation::Valid(_) => return Ok(respond::redirect(&target, None)),
             Validation::Invalid => {}
             Validation::Unavailable => return Err(unavailable()),
+            Validation::Limited(limited) => return Err(limited.refusal()),
         }
     }
-    Err(begin_to(state, proxy, parts, origin, target).await)
+    state.start_login(proxy, asker)?;
+    let answer = begin_to(state, proxy, parts, origin, target).await;
+    state.login_answered(proxy, asker, &answer);
+    Err(answer)
 }
 
 /// `GET /{prefix}/oidc/callback?code=..&state=..`: the browser is back from the provider.

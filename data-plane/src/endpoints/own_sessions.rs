@@ -14,8 +14,9 @@ use crate::body::ProxyBody;
 use crate::control::ControlError;
 use crate::origin::Origin;
 use crate::refusal::Refusal;
+use crate::request::context::RequestCtx;
 use crate::respond;
-use crate::state::{NodeState, Validation};
+use crate::state::{Asker, NodeState, Validation};
 use crate::virtual_proxy::VirtualProxy;
 
 /// The listing's path below the prefix; one session is `{SESSIONS}/{handle}`.
@@ -31,18 +32,22 @@ pub fn is_route(relative_path: &str) -> bool {
 /// Serves a path [`is_route`] accepted.
 pub async fn handle(
     state: &NodeState,
-    proxy: &VirtualProxy,
+    ctx: &RequestCtx,
     parts: &Parts,
-    origin: &Origin,
-    relative_path: &str,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    let handle = relative_path
+    let (proxy, origin) = (&*ctx.proxy, &ctx.origin);
+    let handle = ctx
+        .relative_path
         .strip_prefix(SESSIONS)
         .unwrap_or_default()
         .trim_start_matches('/');
+    let asker = Asker {
+        headers: &parts.headers,
+        peer: ctx.client.peer,
+    };
     match (&parts.method, handle.is_empty()) {
-        (&Method::GET, true) => list(state, proxy, parts).await,
-        (&Method::DELETE, false) => end(state, proxy, parts, origin, handle).await,
+        (&Method::GET, true) => list(state, proxy, parts, asker).await,
+        (&Method::DELETE, false) => end(state, proxy, parts, origin, (handle, asker)).await,
         (_, true) => Err(Refusal::method_not_allowed("GET")),
         (_, false) => Err(Refusal::method_not_allowed("DELETE")),
     }
@@ -53,16 +58,18 @@ async fn caller<'a>(
     state: &NodeState,
     proxy: &VirtualProxy,
     parts: &'a Parts,
+    asker: Asker<'_>,
 ) -> Result<(&'a str, String), Refusal> {
     let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) else {
         return Err(Refusal::unauthorized("authentication required"));
     };
-    match state.validate(proxy, token).await {
+    match state.validate(proxy, token, asker).await {
         Validation::Valid(session) => Ok((token, session.handle.clone())),
         Validation::Invalid => Err(Refusal::unauthorized("authentication required")),
         Validation::Unavailable => {
             Err(Refusal::unavailable("sessions cannot be checked right now"))
         }
+        Validation::Limited(limited) => Err(limited.refusal()),
     }
 }
 
@@ -70,8 +77,9 @@ async fn list(
     state: &NodeState,
     proxy: &VirtualProxy,
     parts: &Parts,
+    asker: Asker<'_>,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    let (token, _) = caller(state, proxy, parts).await?;
+    let (token, _) = caller(state, proxy, parts, asker).await?;
     let own = match state.control.own_sessions(&proxy.prefix, token).await {
         Ok(Some(own)) => own,
         Ok(None) => return Err(Refusal::unauthorized("authentication required")),
@@ -104,17 +112,17 @@ fn listed(session: &pb::Session, current_handle: &str) -> serde_json::Value {
 
 /// Ends one of the caller's sessions. Refused unless the request comes from an allowed
 /// origin or carries the CSRF token, as logging out is: a cross-site page must not end the
-/// user's sessions.
+/// user's sessions. `handle` is the one to end, and who asks.
 async fn end(
     state: &NodeState,
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
-    handle: &str,
+    (handle, asker): (&str, Asker<'_>),
 ) -> Result<Response<ProxyBody>, Refusal> {
     let token = cookie::read(&parts.headers, &proxy.cookie_name);
     csrf::admit_own_endpoint_call(parts, proxy, origin, token)?;
-    let (token, current_handle) = caller(state, proxy, parts).await?;
+    let (token, current_handle) = caller(state, proxy, parts, asker).await?;
     let Ok(handle) = percent_encoding::percent_decode_str(handle).decode_utf8() else {
         return Err(not_yours());
     };

@@ -19,7 +19,7 @@ use crate::origin::Origin;
 use crate::refusal::Refusal;
 use crate::request::context::RequestCtx;
 use crate::respond;
-use crate::state::{NodeState, Validation};
+use crate::state::{Asker, NodeState, Validation};
 use crate::virtual_proxy::VirtualProxy;
 
 pub async fn handle(
@@ -32,10 +32,14 @@ pub async fn handle(
         return csrf_token(state, proxy, parts, origin, ctx.client.peer).await;
     }
     if own_sessions::is_route(&ctx.relative_path) {
-        return own_sessions::handle(state, proxy, parts, origin, &ctx.relative_path).await;
+        return own_sessions::handle(state, ctx, parts).await;
     }
+    let asker = Asker {
+        headers: &parts.headers,
+        peer: ctx.client.peer,
+    };
     match parts.method {
-        Method::GET => who_am_i(state, proxy, parts, origin).await,
+        Method::GET => who_am_i(state, proxy, parts, origin, asker).await,
         Method::DELETE => logout(state, proxy, parts, origin).await,
         _ => Err(Refusal::MethodNotAllowed {
             reason: "use GET or DELETE".into(),
@@ -49,9 +53,10 @@ async fn who_am_i(
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
+    asker: Asker<'_>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
-        match state.validate(proxy, token).await {
+        match state.validate(proxy, token, asker).await {
             Validation::Valid(session) => {
                 return Ok(respond::json(
                     StatusCode::OK,
@@ -67,6 +72,7 @@ async fn who_am_i(
             Validation::Unavailable => {
                 return Err(Refusal::unavailable("sessions cannot be checked right now"));
             }
+            Validation::Limited(limited) => return Err(limited.refusal()),
         }
     }
     let mut inactive = json!({ "session": "inactive" });
@@ -89,9 +95,12 @@ async fn who_am_i(
     if let (Some(target), Some(module)) = (target, &proxy.authentication_module_uri) {
         // Only a target on an allowed host gets a login URI: no open redirects.
         if let Some(target) = allowed_target(proxy, origin, &target) {
-            inactive["loginUri"] = login_uri(state, proxy, origin, module, &target)
-                .await?
-                .into();
+            state.start_login(proxy, asker)?;
+            let login = login_uri(state, proxy, origin, module, &target).await;
+            if let Err(refusal) = &login {
+                state.login_answered(proxy, asker, refusal);
+            }
+            inactive["loginUri"] = login?.into();
         }
     }
     Ok(respond::json(StatusCode::OK, &inactive))
@@ -181,7 +190,11 @@ async fn csrf_token(
     let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) else {
         return Err(Refusal::unauthorized("authentication required"));
     };
-    match state.validate(proxy, token).await {
+    let asker = Asker {
+        headers: &parts.headers,
+        peer,
+    };
+    match state.validate(proxy, token, asker).await {
         Validation::Valid(_) => {
             let mut response = respond::json(StatusCode::OK, &json!({ "csrf": "issued" }));
             if let Ok(value) = HeaderValue::from_str(&csrf::token_for(token)) {
@@ -193,5 +206,6 @@ async fn csrf_token(
         Validation::Unavailable => {
             Err(Refusal::unavailable("sessions cannot be checked right now"))
         }
+        Validation::Limited(limited) => Err(limited.refusal()),
     }
 }

@@ -1,11 +1,12 @@
 //! What a browser user sees through a data-plane node: logging in, the Personal API over
 //! HTTP, WebSockets and their limits, the identity headers the upstream gets, requests that
-//! are refused before the upstream, the signed identity assertion and its keys, paths
-//! served without identification, inactivity
+//! are refused before the upstream, the signed identity assertion and its keys, floods of
+//! requests without a session, paths served without identification, inactivity
 //! timeouts, logout across nodes, per-proxy options and how requests are spread over
 //! upstream nodes.
 
 pub(crate) mod fixtures;
+mod flood_limits;
 mod hostile_requests;
 mod identity_headers;
 mod inactivity_timeout;

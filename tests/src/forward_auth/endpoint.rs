@@ -346,3 +346,35 @@ async fn the_endpoint_answers_over_tls_when_asked_to() {
     );
     let _ = response.into_body().collect().await;
 }
+
+/// A node that allows one address two unknown cookies, then one every ten seconds.
+const FEW_UNKNOWN: &str = "[flood.unknown_tokens]\naddress_per_second = 0.1\naddress_burst = 2\n";
+
+#[tokio::test]
+async fn checks_past_the_unknown_token_limit_are_429_with_retry_after() {
+    let authorizers = Authorizers::start().await;
+    let node = crate::harness::DataPlaneNode::start_with(
+        &authorizers.control_plane,
+        &format!("{}{FEW_UNKNOWN}", super::FORWARD_AUTH),
+    )
+    .await;
+    let url = format!("http://{}/auth", node.forward_auth_address());
+    let random = || format!("{COOKIE}={}", crate::harness::fixtures::random_token());
+    for _ in 0..2 {
+        let login = get(&url, &described("GET", "/app/hub", &random())).await;
+        assert_eq!(login.status, 401, "{}", login.text());
+    }
+    let limited = get(&url, &described("GET", "/app/hub", &random())).await;
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .and_then(|value| value.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
+    assert!(
+        limited
+            .text()
+            .contains("too many unknown sessions from this address")
+    );
+    assert!(limited.header("x-qlik-user").is_none());
+}

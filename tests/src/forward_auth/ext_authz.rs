@@ -419,3 +419,42 @@ async fn connections_past_the_nodes_limit_are_closed_and_the_others_go_on() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_check_past_the_unknown_token_limit_is_denied_with_429_and_retry_after() {
+    let authorizers = Authorizers::start().await;
+    let node = crate::harness::DataPlaneNode::start_with(
+        &authorizers.control_plane,
+        &format!(
+            "{}[flood.unknown_tokens]\naddress_per_second = 0.1\naddress_burst = 2\n",
+            super::FORWARD_AUTH
+        ),
+    )
+    .await;
+    let mut connection = client(node.ext_authz_address(), IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let cookie = format!("{COOKIE}={}", random_token());
+        let answer = connection
+            .check(check("POST", "/app/api", &[("cookie", &cookie)]))
+            .await
+            .expect("an answer")
+            .into_inner();
+        answers.push(answer);
+    }
+    assert_eq!(status(denied(&answers[0])), 401);
+    assert_eq!(status(denied(&answers[1])), 401);
+    let limited = denied(&answers[2]);
+    assert_eq!(status(limited), 429);
+    let retry_after: u64 = value(&limited.headers, "retry-after")
+        .and_then(|value| value.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
+    assert!(
+        limited
+            .body
+            .contains("too many unknown sessions from this address"),
+        "{}",
+        limited.body
+    );
+}

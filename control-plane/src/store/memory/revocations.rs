@@ -6,11 +6,27 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::MemoryStore;
-use crate::domain::Revocations;
+use crate::domain::{Revocation, RevocationReason, Revocations};
 use crate::store::{REVOCATION_BATCH, RevocationLog, StoreError};
 
 #[async_trait]
 impl RevocationLog for MemoryStore {
+    async fn announce_created(&self, virtual_proxy: &str, digest: &str) -> Result<(), StoreError> {
+        let (mut state, _) = self.state();
+        state.announce(
+            Revocation {
+                cursor: String::new(),
+                handle: digest.to_owned(),
+                virtual_proxy: virtual_proxy.to_owned(),
+                reason: RevocationReason::Created,
+            },
+            self.revocations_kept,
+        );
+        drop(state);
+        self.revoked.notify_waiters();
+        Ok(())
+    }
+
     async fn revocations_after(
         &self,
         cursor: Option<&str>,

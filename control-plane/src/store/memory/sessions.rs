@@ -62,23 +62,29 @@ impl State {
 
     fn revoke(&mut self, handle: &str, reason: RevocationReason, kept: usize) -> Option<Session> {
         let stored = self.forget(handle)?;
-        let sequence = self.next_revocation;
-        self.next_revocation += 1;
-        self.revocations.push_back((
-            sequence,
+        self.announce(
             Revocation {
-                cursor: cursor_of(sequence),
+                cursor: String::new(),
                 handle: handle.to_owned(),
                 virtual_proxy: stored.session.virtual_proxy.clone(),
                 reason,
             },
-        ));
+            kept,
+        );
+        Some(stored.session)
+    }
+
+    /// Appends `event` to the log (its cursor is given here), keeping the newest `kept`.
+    pub(super) fn announce(&mut self, mut event: Revocation, kept: usize) {
+        let sequence = self.next_revocation;
+        self.next_revocation += 1;
+        event.cursor = cursor_of(sequence);
+        self.revocations.push_back((sequence, event));
         while self.revocations.len() > kept {
             if let Some((trimmed, _)) = self.revocations.pop_front() {
                 self.last_trimmed = trimmed;
             }
         }
-        Some(stored.session)
     }
 
     fn user_handles(&self, virtual_proxy: &str, user: &UserKey, now: SystemTime) -> Vec<String> {

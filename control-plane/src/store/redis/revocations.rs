@@ -13,6 +13,25 @@ use crate::store::{MAX_BLOCK, REVOCATION_BATCH, RevocationLog, StoreError};
 
 #[async_trait]
 impl RevocationLog for RedisStore {
+    async fn announce_created(&self, virtual_proxy: &str, digest: &str) -> Result<(), StoreError> {
+        self.query::<Value>(
+            redis::cmd("XADD")
+                .arg(self.keys.revocations())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.revocations_kept)
+                .arg("*")
+                .arg("handle")
+                .arg(digest)
+                .arg("vp")
+                .arg(virtual_proxy)
+                .arg("reason")
+                .arg(RevocationReason::Created.as_str()),
+        )
+        .await
+        .map(drop)
+    }
+
     async fn revocations_after(
         &self,
         cursor: Option<&str>,
