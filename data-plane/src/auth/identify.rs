@@ -337,16 +337,17 @@ async fn login_required(
         headers: &parts.headers,
         peer,
     };
-    if proxy.oidc.is_some() {
+    if proxy.oidc.is_some() || proxy.saml.is_some() {
         if let Err(limited) = state.start_login(proxy, asker) {
             return limited;
         }
-        let answer = oidc::begin(state, proxy, parts, origin).await;
+        let answer = if proxy.oidc.is_some() {
+            oidc::begin(state, proxy, parts, origin).await
+        } else {
+            saml::begin(state, proxy, parts, origin).await
+        };
         state.login_answered(proxy, asker, &answer);
         return answer;
-    }
-    if proxy.saml.is_some() {
-        return saml::begin(state, proxy, parts, origin).await;
     }
     let Some(module) = &proxy.authentication_module_uri else {
         return Refusal::unauthorized("authentication required");

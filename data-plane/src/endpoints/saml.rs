@@ -24,7 +24,7 @@ use crate::origin::Origin;
 use crate::refusal::Refusal;
 use crate::request::context::RequestCtx;
 use crate::respond;
-use crate::state::{NodeState, Validation};
+use crate::state::{Asker, NodeState, Validation};
 use crate::virtual_proxy::VirtualProxy;
 
 /// Largest ACS form read: a Response of up to 512 KiB in base64, percent-encoded.
@@ -45,7 +45,7 @@ pub async fn route(
     let (proxy, origin) = (&*ctx.proxy, &ctx.origin);
     let (parts, body) = request.into_parts();
     match ctx.relative_path.as_str() {
-        LOGIN => login(state, proxy, &parts, origin).await,
+        LOGIN => login(state, proxy, &parts, origin, ctx.client.peer).await,
         ACS => acs(state, proxy, (&parts, body), origin, ctx.client.peer).await,
         METADATA => metadata(state, proxy, &parts).await,
         _ => Err(Refusal::NotFound("not found".into())),
@@ -60,6 +60,7 @@ async fn login(
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
+    peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, Refusal> {
     if parts.method != Method::GET {
         return Err(Refusal::method_not_allowed("GET"));
@@ -69,14 +70,22 @@ async fn login(
     let Some(target) = local_target(proxy, &requested, origin) else {
         return Err(Refusal::bad_request("target must be a path on this site"));
     };
+    let asker = Asker {
+        headers: &parts.headers,
+        peer,
+    };
     if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
-        match state.validate(proxy, token).await {
+        match state.validate(proxy, token, asker).await {
             Validation::Valid(_) => return Ok(respond::redirect(&target, None)),
             Validation::Invalid => {}
             Validation::Unavailable => return Err(unavailable()),
+            Validation::Limited(limited) => return Err(limited.refusal()),
         }
     }
-    Err(begin_to(state, proxy, parts, origin, target).await)
+    state.start_login(proxy, asker)?;
+    let answer = begin_to(state, proxy, parts, origin, target).await;
+    state.login_answered(proxy, asker, &answer);
+    Err(answer)
 }
 
 /// `POST /{prefix}/saml/acs` (form fields `SAMLResponse` and `RelayState`): the browser
