@@ -151,8 +151,9 @@ impl Authority {
             tokio::task::spawn_blocking(move || checking.verify(&response, request_id.as_deref()))
                 .await
                 .map_err(|error| {
+                    // A panic or the shutdown, not the Response: the login may be tried again.
                     tracing::error!(%error, "SAML response verification failed");
-                    Error::Unauthenticated("the SAML response is not valid")
+                    Error::ProviderUnavailable("the SAML response cannot be checked right now")
                 })??;
         // An assertion works once, whichever replica it reaches: a Response copied from a
         // browser's history or a log cannot start a second session.

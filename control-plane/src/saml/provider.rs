@@ -1,6 +1,7 @@
 //! The service provider on `samael` and libxmlsec1: metadata, AuthnRequests, and the
 //! verification of a Response (feature `saml`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use samael::crypto::AllowedSignatureAlgorithm;
@@ -13,6 +14,31 @@ use super::{VerifiedAssertion, check_shape, decode_response};
 use crate::config::SamlConfig;
 use crate::domain::{Attribute, User};
 use crate::error::Error;
+
+/// Responses waiting for or in verification on this replica at most; more are answered 503.
+const MAX_QUEUED_VERIFICATIONS: usize = 16;
+
+/// A place in the bounded queue of Responses to verify, given back when dropped.
+struct VerificationQueue;
+
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+
+impl VerificationQueue {
+    fn join() -> Option<Self> {
+        QUEUED
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued < MAX_QUEUED_VERIFICATIONS).then_some(queued + 1)
+            })
+            .ok()
+            .map(|_| Self)
+    }
+}
+
+impl Drop for VerificationQueue {
+    fn drop(&mut self) {
+        QUEUED.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 const HTTP_REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
 /// How long after its `IssueInstant` a Response or Assertion is still taken (plus the skew):
@@ -188,12 +214,7 @@ impl Sp {
         saml_response: &str,
         request_id: Option<&str>,
     ) -> Result<VerifiedAssertion, Error> {
-        // One Response at a time: the `libxml` binding does not promise that documents on
-        // several threads are safe, and logins are few next to requests.
-        static LIBXML: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one_at_a_time = LIBXML
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // What needs no libxml2 is refused before any wait for it.
         let xml = decode_response(saml_response)?;
         check_shape(&xml)?;
         let mut sp = self.inner.clone();
@@ -206,6 +227,20 @@ impl Sp {
             }
             sp.allow_idp_initiated = true;
         }
+        // One Response at a time: the `libxml` binding does not promise that documents on
+        // several threads are safe, and logins are few next to requests. The queue is
+        // bounded, so that a flood of large Responses costs waiting callers a quick 503
+        // instead of blocking threads for as long as it lasts.
+        let Some(_queued) = VerificationQueue::join() else {
+            tracing::warn!("SAML verification queue full; a Response was turned away");
+            return Err(Error::ProviderUnavailable(
+                "too many SAML logins are being checked; try again shortly",
+            ));
+        };
+        static LIBXML: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = LIBXML
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let assertion = sp
             .parse_xml_response(&xml, request_id.map(|_| ids.as_slice()))
             .map_err(|error| {
@@ -363,4 +398,20 @@ fn refusal(error: &SamlError) -> Error {
         }
         _ => "the SAML response is not valid",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verification_queue_is_bounded_and_gives_places_back() {
+        let held: Vec<_> = std::iter::from_fn(VerificationQueue::join)
+            .take(100)
+            .collect();
+        assert_eq!(held.len(), MAX_QUEUED_VERIFICATIONS);
+        assert!(VerificationQueue::join().is_none());
+        drop(held);
+        assert!(VerificationQueue::join().is_some());
+    }
 }

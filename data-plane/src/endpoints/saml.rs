@@ -107,6 +107,15 @@ async fn acs(
             "the SAML response must be posted as application/x-www-form-urlencoded",
         ));
     }
+    // Each Response costs the control plane an XML signature check: posting them counts
+    // against the same per-address and per-proxy limits as starting a login.
+    state.start_login(
+        proxy,
+        Asker {
+            headers: &parts.headers,
+            peer,
+        },
+    )?;
     let body: Bytes = match Limited::new(body, MAX_ACS_FORM).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
