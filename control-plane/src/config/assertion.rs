@@ -27,7 +27,27 @@ const RESERVED_HEADERS: &[&str] = &[
     "keep-alive",
     "proxy-authorization",
     "proxy-connection",
+    // What a forward-auth answer carries to the browser or the ingress: an assertion there
+    // would replace the session cookie, the login redirect or the challenge.
+    "set-cookie",
+    "location",
+    "www-authenticate",
+    "retry-after",
+    // Request headers whose meaning upstreams depend on; stripping a client's copy of the
+    // assertion header would drop them from every request.
+    "accept",
+    "content-type",
+    "content-encoding",
+    "range",
+    "expect",
+    "origin",
+    "referer",
+    "user-agent",
+    "x-real-ip",
 ];
+/// Prefixes of header families an assertion may not use: the node's own, the browser's
+/// fetch metadata and WebSocket handshake, and Envoy's.
+const RESERVED_PREFIXES: &[&str] = &["x-forwarded-", "x-gatehouse-", "sec-", "x-envoy-"];
 
 /// `[assertion]`: what every virtual proxy's assertions share.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -128,7 +148,10 @@ impl ProxyAssertionConfig {
             && name != gatehouse_proto::identity_headers::GATEHOUSE_ASSERTION;
         if identity
             || RESERVED_HEADERS.contains(&name.as_str())
-            || name.starts_with("x-forwarded-")
+            || (name != gatehouse_proto::identity_headers::GATEHOUSE_ASSERTION
+                && RESERVED_PREFIXES
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix)))
             || login_header == Some(name.as_str())
         {
             return Err(format!(
@@ -177,6 +200,13 @@ mod tests {
             "X_Assertion",
             "X-Forwarded-User",
             "x-remote-user",
+            "Set-Cookie",
+            "Location",
+            "WWW-Authenticate",
+            "Content-Type",
+            "Sec-WebSocket-Key",
+            "X-Gatehouse-Location",
+            "X-Envoy-Original-Path",
             "",
         ] {
             assert!(proxy(bad).validate(Some("x-remote-user")).is_err(), "{bad}");

@@ -728,6 +728,17 @@ mod tests {
     }
 
     #[test]
+    fn assertion_audiences_must_be_unique() {
+        let shared = "[[virtual_proxies]]\nprefix = \"a\"\n[virtual_proxies.assertion]\n\
+                      audience = \"app\"\n[[virtual_proxies]]\nprefix = \"b\"\n\
+                      [virtual_proxies.assertion]\naudience = \"app\"";
+        assert!(rejected(shared).contains("used by two virtual proxies"));
+        let own = "[[virtual_proxies]]\nprefix = \"a\"\n[virtual_proxies.assertion]\n\
+                   [[virtual_proxies]]\nprefix = \"b\"\n[virtual_proxies.assertion]";
+        assert!(Config::from_toml_str(own).is_ok());
+    }
+
+    #[test]
     fn cookie_names_must_be_unique_and_tokens() {
         let clash = "[[virtual_proxies]]\nprefix = \"a\"\ncookie_name = \"S\"\n\
                      [[virtual_proxies]]\nprefix = \"b\"\ncookie_name = \"s\"";

@@ -258,6 +258,7 @@ pub(super) fn validate_all(
     };
     let mut prefixes = HashSet::new();
     let mut cookie_names = HashSet::new();
+    let mut audiences = HashSet::new();
     let mut validated = Vec::with_capacity(proxies.len());
     for proxy in proxies {
         let proxy = validate(proxy)?;
@@ -273,6 +274,17 @@ pub(super) fn validate_all(
             if !cookie_names.insert(name.to_ascii_lowercase()) {
                 return Err(format!(
                     "cookie name {name:?} (of virtual proxy {:?}) is used by two virtual proxies",
+                    proxy.prefix
+                ));
+            }
+        }
+        // An upstream checks the audience to refuse assertions meant for another proxy: an
+        // anonymous proxy's assertion must not pass where a login is required.
+        if let Some(assertion) = &proxy.assertion {
+            let audience = assertion.audience_of(&proxy.prefix);
+            if !audiences.insert(audience.clone()) {
+                return Err(format!(
+                    "assertion audience {audience:?} (of virtual proxy {:?}) is used by two virtual proxies",
                     proxy.prefix
                 ));
             }
