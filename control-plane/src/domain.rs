@@ -439,6 +439,8 @@ mod tests {
             "\u{2066}bob\u{2069}",
             "kate\u{200B}",
             "\u{FEFF}eve",
+            "kate\u{3164}",
+            "kate\u{FE0F}",
         ] {
             assert_eq!(
                 User::new("corp", disguised, vec![]),

@@ -21,20 +21,30 @@ pub const MAX_USER_AGENT_LEN: usize = 256;
 
 /// Characters that change how text around them is shown but show nothing themselves:
 /// bidirectional overrides, embeddings and isolates (a name ending in U+202E reads
-/// backwards), zero-width spaces and joiners, the byte-order mark, invisible operators and
-/// tag characters. A name or user agent with one can read as another in a listing.
+/// backwards), zero-width spaces and joiners, the byte-order mark, invisible operators, tag
+/// characters, variation selectors and the Hangul fillers (Unicode's default-ignorable
+/// characters). A name or user agent with one can read as another in a listing.
 pub fn is_invisible_formatting(character: char) -> bool {
     matches!(
         character,
         '\u{00AD}'
+            | '\u{034F}'
             | '\u{061C}'
-            | '\u{180E}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200F}'
             | '\u{202A}'..='\u{202E}'
             | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
+            | '\u{FFA0}'
             | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
             | '\u{E0000}'..='\u{E007F}'
+            | '\u{E0100}'..='\u{E01EF}'
     )
 }
 
