@@ -145,11 +145,17 @@ async fn refresh(
             tracing::info!(id = %key.id, "new assertion key made");
         }
     }
-    // Replicas that found a key due at the same moment each made one: every replica keeps
-    // the one with the lowest id, so they all sign with the same key.
+    // Replicas that found a key due at the same moment each made one (with clocks either
+    // side of a period's end, under two ids): every replica keeps the one with the lowest
+    // id, so they all sign with the same key. Only keys made within half a rotation of the
+    // newest are such twins: a replica whose clock lags may still count the previous key as
+    // current, and must not take the next one, which another replica made a rotation later,
+    // for a twin of it (it would be deleted and made again under its id with other material).
+    let newest = keys.iter().map(|key| key.created).max();
     let mut current: Vec<&AssertionKey> = keys
         .iter()
         .filter(|key| key.created + rotation > now)
+        .filter(|key| newest.is_some_and(|newest| key.created + rotation / 2 > newest))
         .collect();
     current.sort_by(|a, b| a.id.cmp(&b.id));
     let extra: Vec<String> = current.iter().skip(1).map(|key| key.id.clone()).collect();
@@ -265,6 +271,38 @@ mod tests {
         let made = new_key(&config(), clock.now(), true).unwrap();
         store.add_assertion_key(&made).await.unwrap();
         assert_eq!(store.assertion_keys().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_replica_whose_clock_lags_keeps_the_key_another_made_after_the_rotation() {
+        let ahead = clock();
+        let behind = Arc::new(ManualClock::new(ahead.now() - Duration::from_secs(10)));
+        let store = MemoryStore::new(ahead.clone(), 10);
+        let first = SigningKeys::new(config(), ahead.clone());
+        let second = SigningKeys::new(config(), behind.clone());
+        first.refresh(&store).await.unwrap();
+        second.refresh(&store).await.unwrap();
+        // The rotation is due for the replica ahead, not yet for the one behind.
+        let almost = Duration::from_secs(24 * 3600 + 5);
+        ahead.advance(almost);
+        behind.advance(almost);
+        first.refresh(&store).await.unwrap();
+        let made = store.assertion_keys().await.unwrap();
+        assert_eq!(made.len(), 2);
+        second.refresh(&store).await.unwrap();
+        assert_eq!(
+            store.assertion_keys().await.unwrap(),
+            made,
+            "nothing removed"
+        );
+        first.refresh(&store).await.unwrap();
+        second.refresh(&store).await.unwrap();
+        assert_eq!(
+            store.assertion_keys().await.unwrap(),
+            made,
+            "nothing made again"
+        );
+        assert_eq!(first.to_proto(), second.to_proto());
     }
 
     #[tokio::test]
