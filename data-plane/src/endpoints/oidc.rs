@@ -14,20 +14,19 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::client::login_client;
-use crate::auth::login::{logged_in, unavailable};
-use crate::auth::oidc::{
-    BACKCHANNEL_LOGOUT, CALLBACK, LOGIN, LOGOUT, begin_to, local_target, refused,
-};
+use crate::auth::login::logged_in;
+use crate::auth::oidc::{BACKCHANNEL_LOGOUT, CALLBACK, LOGIN, LOGOUT, begin_to, refused};
 use crate::auth::{cookie, query};
 use crate::body::{self, ProxyBody};
 use crate::control::ControlError;
 use crate::endpoints::personal;
+use crate::endpoints::sign_in::{SignIn, sign_in};
 use crate::origin::Origin;
 use crate::refusal::Refusal;
 use crate::request::context::RequestCtx;
 use crate::respond;
+use crate::state::Asker;
 use crate::state::NodeState;
-use crate::state::{Asker, Validation};
 use crate::virtual_proxy::{OidcAuthentication, VirtualProxy};
 
 /// Largest back-channel logout request read (a logout token is well under this).
@@ -61,8 +60,7 @@ pub async fn route(
 }
 
 /// `GET /{prefix}/oidc/login?target=...`: a sign-in link. With a session, straight to the
-/// target; without, to the provider and then to the target. The target is a path on this
-/// site, or a URL on this host (its path is kept); default: the virtual proxy's root.
+/// target; without, to the provider and then to the target.
 async fn login(
     state: &NodeState,
     proxy: &VirtualProxy,
@@ -70,27 +68,14 @@ async fn login(
     origin: &Origin,
     peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    if parts.method != Method::GET {
-        return Err(Refusal::method_not_allowed("GET"));
-    }
-    let requested = query::param(parts.uri.query(), "target")
-        .unwrap_or_else(|| format!("{}/", proxy.path_prefix()));
-    let Some(target) = local_target(proxy, &requested, origin) else {
-        return Err(Refusal::bad_request("target must be a path on this site"));
-    };
     let asker = Asker {
         headers: &parts.headers,
         peer,
     };
-    if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
-        match state.validate(proxy, token, asker).await {
-            Validation::Valid(_) => return Ok(respond::redirect(&target, None)),
-            Validation::Invalid => {}
-            Validation::Unavailable => return Err(unavailable()),
-            Validation::Limited(limited) => return Err(limited.refusal()),
-        }
-    }
-    state.start_login(proxy, asker)?;
+    let target = match sign_in(state, proxy, parts, origin, asker).await? {
+        SignIn::AlreadyIn(redirect) => return Ok(redirect),
+        SignIn::Start(target) => target,
+    };
     let answer = begin_to(state, proxy, parts, origin, target).await;
     state.login_answered(proxy, asker, &answer);
     Err(answer)

@@ -14,17 +14,17 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::client::login_client;
-use crate::auth::login::{logged_in, unavailable};
-use crate::auth::oidc::local_target;
+use crate::auth::login::logged_in;
 use crate::auth::saml::{ACS, LOGIN, METADATA, begin_to, refused};
 use crate::auth::{cookie, query};
 use crate::body::{self, ProxyBody};
 use crate::control::ControlError;
+use crate::endpoints::sign_in::{SignIn, sign_in};
 use crate::origin::Origin;
 use crate::refusal::Refusal;
 use crate::request::context::RequestCtx;
 use crate::respond;
-use crate::state::{Asker, NodeState, Validation};
+use crate::state::{Asker, NodeState};
 use crate::virtual_proxy::VirtualProxy;
 
 /// Largest ACS form read: a Response of up to 512 KiB in base64, percent-encoded.
@@ -53,8 +53,7 @@ pub async fn route(
 }
 
 /// `GET /{prefix}/saml/login?target=...`: a sign-in link. With a session, straight to the
-/// target; without, to the identity provider and then to the target (a path on this site,
-/// or a URL on this host; default: the virtual proxy's root).
+/// target; without, to the identity provider and then to the target.
 async fn login(
     state: &NodeState,
     proxy: &VirtualProxy,
@@ -62,27 +61,14 @@ async fn login(
     origin: &Origin,
     peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    if parts.method != Method::GET {
-        return Err(Refusal::method_not_allowed("GET"));
-    }
-    let requested = query::param(parts.uri.query(), "target")
-        .unwrap_or_else(|| format!("{}/", proxy.path_prefix()));
-    let Some(target) = local_target(proxy, &requested, origin) else {
-        return Err(Refusal::bad_request("target must be a path on this site"));
-    };
     let asker = Asker {
         headers: &parts.headers,
         peer,
     };
-    if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
-        match state.validate(proxy, token, asker).await {
-            Validation::Valid(_) => return Ok(respond::redirect(&target, None)),
-            Validation::Invalid => {}
-            Validation::Unavailable => return Err(unavailable()),
-            Validation::Limited(limited) => return Err(limited.refusal()),
-        }
-    }
-    state.start_login(proxy, asker)?;
+    let target = match sign_in(state, proxy, parts, origin, asker).await? {
+        SignIn::AlreadyIn(redirect) => return Ok(redirect),
+        SignIn::Start(target) => target,
+    };
     let answer = begin_to(state, proxy, parts, origin, target).await;
     state.login_answered(proxy, asker, &answer);
     Err(answer)
