@@ -69,16 +69,22 @@ const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
 /// wrapping attempt or a provider this service provider does not understand; either way
 /// no login.
 #[cfg_attr(not(feature = "saml"), allow(dead_code))]
-fn check_shape(xml: &str) -> Result<(), Error> {
+fn check_shape(xml: &str) -> Result<Shape, Error> {
     use quick_xml::events::Event;
     use quick_xml::name::ResolveResult;
     let not_valid = || Error::Unauthenticated("the SAML response is not valid");
     let mut reader = quick_xml::NsReader::from_str(xml);
     let mut assertions = 0usize;
+    let mut root = None;
     loop {
         match reader.read_resolved_event().map_err(|_| not_valid())? {
             (_, Event::DocType(_)) => return Err(not_valid()),
             (namespace, Event::Start(element) | Event::Empty(element)) => {
+                if root.is_none() {
+                    root = Some(element.attributes().any(|attribute| {
+                        attribute.is_ok_and(|attribute| attribute.key.as_ref() == b"InResponseTo")
+                    }));
+                }
                 let local = element.local_name();
                 let assertion = matches!(local.as_ref(), b"Assertion" | b"EncryptedAssertion");
                 if assertion
@@ -96,7 +102,18 @@ fn check_shape(xml: &str) -> Result<(), Error> {
             "the SAML response holds more than one assertion",
         ));
     }
-    Ok(())
+    Ok(Shape {
+        answers_a_request: root.unwrap_or(false),
+    })
+}
+
+/// What the shape check saw of a Response.
+#[cfg_attr(not(feature = "saml"), allow(dead_code))]
+struct Shape {
+    /// The Response element names a request it answers (`InResponseTo`). Read before the
+    /// signature is checked, so it is only ever used to refuse: a Response that answers a
+    /// request is never taken as unsolicited, wherever its `InResponseTo` stands.
+    answers_a_request: bool,
 }
 
 /// The AuthnRequest id of a login: derived from the binding cookie and the relay state, so
@@ -116,7 +133,9 @@ mod tests {
 
     #[test]
     fn responses_with_a_dtd_or_two_assertions_are_refused_before_any_signature_check() {
-        assert!(check_shape(ONE).is_ok());
+        assert!(check_shape(ONE).is_ok_and(|shape| !shape.answers_a_request));
+        let answering = ONE.replace("<samlp:Response ", "<samlp:Response InResponseTo=\"_r\" ");
+        assert!(check_shape(&answering).is_ok_and(|shape| shape.answers_a_request));
         let two = ONE.replace(
             "<saml:Assertion ID=\"_a\"/>",
             "<saml:Assertion ID=\"_a\"/><saml:Assertion ID=\"_b\"/>",

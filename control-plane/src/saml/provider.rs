@@ -216,13 +216,20 @@ impl Sp {
     ) -> Result<VerifiedAssertion, Error> {
         // What needs no libxml2 is refused before any wait for it.
         let xml = decode_response(saml_response)?;
-        check_shape(&xml)?;
+        let shape = check_shape(&xml)?;
         let mut sp = self.inner.clone();
         let ids: Vec<&str> = request_id.into_iter().collect();
         if request_id.is_none() {
             if !self.config.allow_idp_initiated {
                 return Err(Error::Unauthenticated(
                     "unsolicited SAML responses are not accepted; start the login here",
+                ));
+            }
+            // Another browser's Response, posted without its relay state, must not pass
+            // for an unsolicited one (its binding to that browser would be skipped).
+            if shape.answers_a_request {
+                return Err(Error::Unauthenticated(
+                    "the SAML response answers a login this browser did not start",
                 ));
             }
             sp.allow_idp_initiated = true;

@@ -513,17 +513,38 @@ async fn unsolicited_responses_are_refused_unless_allowed_and_then_work_once() {
     let again = allowing.post(&mut WebBrowser::new(), &form).await;
     assert_refused(&again, "used already", "a replayed IdP-initiated Response");
     assert_eq!(allowing.all_sessions().await.len(), 1);
+
+    // Another browser's Response to a login it started, posted without its relay state
+    // where unsolicited ones are allowed: its InResponseTo, here on the Response element
+    // only, keeps it from passing for one (its binding to that browser would be skipped).
+    let started = allowing
+        .sign_in(&mut WebBrowser::new(), "/app/hub", "bob", "none")
+        .await;
+    let xml = started.xml();
+    let root_end = xml.find('>').expect("a Response element");
+    let (root, rest) = xml.split_at(root_end);
+    assert!(root.contains(" InResponseTo=\""), "{root}");
+    let rest = without_attribute(rest, "InResponseTo");
+    let signed = allowing
+        .idp
+        .sign(&format!("{root}{rest}"), "assertion", false)
+        .await;
+    let stolen = PostedForm {
+        relay_state: String::new(),
+        ..started.with_xml(&signed)
+    };
+    let refused = allowing.post(&mut WebBrowser::new(), &stolen).await;
+    assert_refused(
+        &refused,
+        "did not start",
+        "another browser's Response as unsolicited",
+    );
+    assert_eq!(allowing.all_sessions().await.len(), 1);
 }
 
-/// An IdP-initiated Response for alice: no RelayState, no InResponseTo, signed.
-async fn unsolicited(site: &Site) -> PostedForm {
-    let mut browser = WebBrowser::new();
-    let form = site
-        .sign_in(&mut browser, "/app/hub", "alice", "none")
-        .await;
-    let xml = form
-        .xml()
-        .split(" InResponseTo=\"")
+/// `xml` without any `name="..."` attribute.
+fn without_attribute(xml: &str, name: &str) -> String {
+    xml.split(&format!(" {name}=\""))
         .enumerate()
         .map(|(index, part)| {
             if index == 0 {
@@ -532,7 +553,16 @@ async fn unsolicited(site: &Site) -> PostedForm {
                 part[part.find('"').expect("a closing quote") + 1..].to_owned()
             }
         })
-        .collect::<String>();
+        .collect()
+}
+
+/// An IdP-initiated Response for alice: no RelayState, no InResponseTo, signed.
+async fn unsolicited(site: &Site) -> PostedForm {
+    let mut browser = WebBrowser::new();
+    let form = site
+        .sign_in(&mut browser, "/app/hub", "alice", "none")
+        .await;
+    let xml = without_attribute(&form.xml(), "InResponseTo");
     assert!(!xml.contains("InResponseTo"), "{xml}");
     let signed = site.idp.sign(&xml, "assertion", false).await;
     PostedForm {
