@@ -177,3 +177,25 @@ pub fn allowed_target(proxy: &VirtualProxy, origin: &Origin, uri: &str) -> Optio
     let parses = uri.parse::<http::Uri>().is_ok();
     (parses && crate::origin::admits_url(proxy, origin, uri)).then(|| uri.to_owned())
 }
+
+/// What the browser gets when the control plane refuses a step of a provider login
+/// (`method`: `oidc`, `saml`) or cannot answer: its own short reason for a login it refused
+/// or a request it found malformed, else what any other login would get.
+pub fn refused_by_control_plane(
+    state: &NodeState,
+    error: ControlError,
+    method: &'static str,
+) -> Refusal {
+    match error {
+        // The control plane's reasons are short fixed texts meant for the user.
+        ControlError::NotAccepted(reason) => {
+            state.metrics.login(method, "refused");
+            Refusal::unauthorized(reason)
+        }
+        ControlError::Invalid(reason) => {
+            state.metrics.login(method, "refused");
+            Refusal::bad_request(reason)
+        }
+        error => login_failed(state, error, method),
+    }
+}

@@ -7,7 +7,7 @@ use gatehouse_proto::v1 as pb;
 use http::HeaderValue;
 use http::request::Parts;
 
-use crate::auth::login::login_failed;
+use crate::auth::login::refused_by_control_plane;
 use crate::auth::{cookie, query};
 use crate::control::ControlError;
 use crate::origin::Origin;
@@ -120,18 +120,7 @@ fn binding_cookie(
 /// its own short reason for a login it refused or a request it found malformed, else what
 /// any other login would get.
 pub fn refused(state: &NodeState, error: ControlError) -> Refusal {
-    match error {
-        // The control plane's reasons are short fixed texts meant for the user.
-        ControlError::NotAccepted(reason) => {
-            state.metrics.login("oidc", "refused");
-            Refusal::unauthorized(reason)
-        }
-        ControlError::Invalid(reason) => {
-            state.metrics.login("oidc", "refused");
-            Refusal::bad_request(reason)
-        }
-        error => login_failed(state, error, "oidc"),
-    }
+    refused_by_control_plane(state, error, "oidc")
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use gatehouse_proto::v1 as pb;
 use http::HeaderValue;
 use http::request::Parts;
 
-use crate::auth::login::login_failed;
+use crate::auth::login::refused_by_control_plane;
 use crate::auth::oidc::local_target;
 use crate::auth::{cookie, query};
 use crate::control::ControlError;
@@ -100,16 +100,5 @@ fn binding_cookie(
 /// reason for a login it refused or a request it found malformed, else what any other
 /// login would get.
 pub fn refused(state: &NodeState, error: ControlError) -> Refusal {
-    match error {
-        // The control plane's reasons are short fixed texts meant for the user.
-        ControlError::NotAccepted(reason) => {
-            state.metrics.login("saml", "refused");
-            Refusal::unauthorized(reason)
-        }
-        ControlError::Invalid(reason) => {
-            state.metrics.login("saml", "refused");
-            Refusal::bad_request(reason)
-        }
-        error => login_failed(state, error, "saml"),
-    }
+    refused_by_control_plane(state, error, "saml")
 }
