@@ -43,6 +43,9 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Forward authentication for ingresses that ask before they forward; off by default.
     pub forward_auth: ForwardAuthConfig,
+    /// Serve plain HTTP/1.1 requests to plain HTTP/1.1 upstreams with the node's own engine
+    /// (`http1`), handing every other request to hyper.
+    pub fast_http1: bool,
 }
 
 /// The forward-authentication front ends (FORWARD-AUTH.md): an HTTP listener for nginx
@@ -201,6 +204,7 @@ struct FileConfig {
     upstream_tls: Option<UpstreamTlsFiles>,
     trusted_proxies: Vec<String>,
     forward_auth: FileForwardAuth,
+    fast_http1: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +262,7 @@ impl Default for FileConfig {
             upstream_tls: None,
             trusted_proxies: Vec::new(),
             forward_auth: FileForwardAuth::default(),
+            fast_http1: default_fast_http1(),
         }
     }
 }
@@ -490,6 +495,7 @@ impl Config {
             upstream_tls: file.upstream_tls,
             trusted_proxies,
             forward_auth,
+            fast_http1: file.fast_http1,
             tls: match file.tls {
                 Some(tls) if tls.certificates.is_empty() => {
                     return invalid("tls.certificates must name at least one certificate");

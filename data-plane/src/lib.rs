@@ -16,6 +16,7 @@ pub mod control;
 pub mod endpoints;
 pub mod flood;
 pub mod forward_auth;
+pub mod http1;
 pub mod identity_headers;
 pub mod metrics;
 pub mod origin;

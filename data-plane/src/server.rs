@@ -23,7 +23,8 @@ use crate::forward_auth::fast_http1::{Ended, Replayed};
 use crate::refusal::Refusal;
 use crate::state::NodeState;
 use crate::tls::CertificateStore;
-use crate::{admin, forward_auth, proxy};
+use crate::request::context::Client;
+use crate::{admin, forward_auth, http1, proxy};
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use gatehouse_runtime::logging::LogControl;
 use tokio_rustls::TlsAcceptor;
@@ -158,11 +159,16 @@ impl BoundNode {
             .map_or(0, |address| address.port());
         let state = self.state.clone();
         let forward_auth_tls = tls.clone().filter(|_| self.config.forward_auth.tls);
+        // Stops the connections the node's own HTTP/1 engine serves between requests; the
+        // listener's shutdown does not reach them until they are handed to hyper.
+        let proxy_stop = CancellationToken::new();
+        let fast_http1 = self.config.fast_http1.then(|| proxy_stop.clone());
         let proxy = http_server::serve(
             self.listener,
             listener_policy(limits, Some(limits.max_connections)),
-            move |stream, arrival| {
+            move |mut stream, arrival| {
                 let (state, tls) = (state.clone(), tls.clone());
+                let fast_http1 = fast_http1.clone();
                 async move {
                     let io = match tls {
                         Some(tls) => {
@@ -184,7 +190,28 @@ impl BoundNode {
                                 }
                             }
                         }
-                        None => Either::Right(stream),
+                        None => match fast_http1 {
+                            Some(stop) if !arrival.over_capacity => {
+                                let connection = http1::serve::Connection {
+                                    state: &state,
+                                    client: Client {
+                                        peer: arrival.peer,
+                                        listener_port,
+                                        secure: false,
+                                        traced: false,
+                                    },
+                                    limits: &limits,
+                                    stop: &stop,
+                                };
+                                match connection.serve(&mut stream).await {
+                                    http1::serve::Ended::Closed => return None,
+                                    http1::serve::Ended::HandedOver { read } => {
+                                        Either::Right(Either::Right(Replayed::new(read, stream)))
+                                    }
+                                }
+                            }
+                            _ => Either::Right(Either::Left(stream)),
+                        },
                     };
                     Some((io, proxy_service(state, arrival, listener_port, secure)))
                 }
@@ -245,6 +272,7 @@ impl BoundNode {
         let grace = self.config.shutdown_grace;
         // Checks are short: they drain alongside the proxy's requests.
         forward_auth_stop.cancel();
+        proxy_stop.cancel();
         let forward_auth_drained = async {
             match forward_auth {
                 Some(server) => server.shutdown(grace).await,

@@ -46,13 +46,16 @@ pub async fn http(
             parts.extensions.insert(AnsweredBy(address));
             Ok(Response::from_parts(parts, body.boxed()))
         }
-        Err(error) => {
-            state
-                .metrics
-                .upstream_failure(&proxy.prefix, failure_kind(&error));
-            Err(upstream_refusal(&error))
-        }
+        Err(error) => Err(failed(state, ctx, &error)),
     }
+}
+
+/// An upstream failure, counted; the refusal says how it failed, the log why.
+pub fn failed(state: &NodeState, ctx: &RequestCtx, error: &UpstreamError) -> Refusal {
+    state
+        .metrics
+        .upstream_failure(&ctx.proxy.prefix, failure_kind(error));
+    upstream_refusal(error)
 }
 
 fn failure_kind(error: &UpstreamError) -> &'static str {

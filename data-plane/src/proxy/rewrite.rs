@@ -5,12 +5,11 @@
 
 use http::header::{SET_COOKIE, WWW_AUTHENTICATE};
 use http::request::Parts;
-use http::{Response, Uri};
+use http::Uri;
 
 use crate::auth::identify::Identified;
 use crate::auth::login::Authenticated;
 use crate::auth::query;
-use crate::body::ProxyBody;
 use crate::proxy::headers;
 use crate::request::context::{RequestCtx, relative_path};
 use crate::state::NodeState;
@@ -71,16 +70,16 @@ pub fn for_upstream(
 }
 
 /// What the client's response gains from the login this request made.
-pub fn response(response: &mut Response<ProxyBody>, mut user: Authenticated) {
+pub fn response(headers: &mut http::HeaderMap, mut user: Authenticated) {
     let cookies = user.take_cookies();
     if !cookies.is_empty() {
-        keep_out_of_shared_caches(response.headers_mut());
+        keep_out_of_shared_caches(headers);
     }
     for cookie in cookies {
-        response.headers_mut().append(SET_COOKIE, cookie);
+        headers.append(SET_COOKIE, cookie);
     }
     if let Some(negotiate) = user.www_authenticate {
-        response.headers_mut().insert(WWW_AUTHENTICATE, negotiate);
+        headers.insert(WWW_AUTHENTICATE, negotiate);
     }
 }
 

@@ -77,6 +77,8 @@ impl InlineAttempt {
 }
 
 impl Attempt for InlineAttempt {
+    type Answer = Response<UpstreamBody>;
+
     fn can_retry(&self) -> bool {
         self.request.is_some()
     }
@@ -136,6 +138,8 @@ impl<'a> PooledAttempt<'a> {
 }
 
 impl Attempt for PooledAttempt<'_> {
+    type Answer = Response<UpstreamBody>;
+
     fn can_retry(&self) -> bool {
         self.replayable
     }

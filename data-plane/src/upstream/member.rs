@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::connections::IdleConnections;
 use super::health::PassiveHealth;
+use super::plain::PlainConnections;
 use super::settings::UpstreamSettings;
 
 /// One upstream address.
@@ -19,6 +20,8 @@ pub struct Member {
     health: PassiveHealth,
     /// Kept-alive inline connections (plain-HTTP pools only).
     pub(super) idle: Arc<IdleConnections>,
+    /// Kept-alive connections of the node's own HTTP/1 engine (plain-HTTP pools only).
+    plain: PlainConnections,
 }
 
 impl Member {
@@ -33,7 +36,18 @@ impl Member {
             outstanding: AtomicUsize::new(0),
             health: PassiveHealth::default(),
             idle: Arc::default(),
+            plain: PlainConnections::default(),
         }
+    }
+
+    /// The node's kept-alive connections for the node's own HTTP/1 engine.
+    pub fn plain_connections(&self) -> &PlainConnections {
+        &self.plain
+    }
+
+    /// `address` as a `Host` value, for a request that came without one.
+    pub fn host_value(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_str(self.authority.as_str()).ok()
     }
 
     /// `now_ms` from [`super::health::now_ms`].
@@ -68,6 +82,11 @@ impl InFlight {
     pub(super) fn new(member: Arc<Member>) -> Self {
         member.outstanding.fetch_add(1, Ordering::Relaxed);
         Self(member)
+    }
+
+    /// The node the request is counted against.
+    pub fn member(&self) -> &Arc<Member> {
+        &self.0
     }
 }
 

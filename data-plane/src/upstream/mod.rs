@@ -18,6 +18,7 @@ mod counted;
 mod discovery;
 mod health;
 mod member;
+pub mod plain;
 mod retry;
 mod settings;
 pub mod tls;
@@ -33,6 +34,7 @@ pub use self::counted::CountedBody;
 use self::discovery::Discovery;
 pub use self::member::{InFlight, Member};
 use self::retry::Nodes;
+pub use self::retry::{Answered, Attempt, AttemptError};
 pub use self::settings::{Strategy, UpstreamError, UpstreamSettings};
 use crate::body::ProxyBody;
 
@@ -94,6 +96,22 @@ impl UpstreamPool {
             return self.send_pooled(request, affinity).await;
         }
         let attempt = InlineAttempt::new(request, self.settings.connect_timeout);
+        counted(retry::send(self, affinity, attempt).await)
+    }
+
+    /// Whether the pool's nodes speak plain HTTP/1.1, which the node's own HTTP/1 engine
+    /// (`crate::http1`) can talk to them.
+    pub fn speaks_plain_http1(&self) -> bool {
+        !self.settings.tls && !self.settings.http2
+    }
+
+    /// Sends a request of the node's own HTTP/1 engine (`crate::http1`, over the nodes'
+    /// [`plain`] connections) under the same attempt policy as every other request.
+    pub async fn send_plain<A: Attempt>(
+        &self,
+        attempt: A,
+        affinity: Option<&str>,
+    ) -> Result<Answered<A::Answer>, UpstreamError> {
         retry::send(self, affinity, attempt).await
     }
 
@@ -113,8 +131,23 @@ impl UpstreamPool {
         affinity: Option<&str>,
     ) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
         let attempt = PooledAttempt::new(&self.client, &self.settings, request);
-        retry::send(self, affinity, attempt).await
+        counted(retry::send(self, affinity, attempt).await)
     }
+}
+
+/// A response whose body keeps its request counted against the node that answered it.
+fn counted(
+    answered: Result<Answered<Response<counted::UpstreamBody>>, UpstreamError>,
+) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
+    let Answered {
+        answer,
+        address,
+        in_flight,
+    } = answered?;
+    Ok((
+        answer.map(|body| CountedBody::new(body, in_flight)),
+        address,
+    ))
 }
 
 impl Nodes for UpstreamPool {

@@ -7,11 +7,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::Response;
-
-use super::counted::{CountedBody, UpstreamBody};
-use super::member::{InFlight, Member};
 use std::sync::Arc;
+
+use super::member::{InFlight, Member};
 
 use super::settings::{UpstreamError, UpstreamSettings};
 
@@ -21,7 +19,7 @@ const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::U
 
 /// Why one attempt got no response head.
 #[derive(Debug)]
-pub(super) enum AttemptError {
+pub enum AttemptError {
     /// No connection could be made to the node: nothing was sent.
     Connect,
     /// The request was (or may have been) sent, and the exchange failed.
@@ -30,12 +28,18 @@ pub(super) enum AttemptError {
 
 /// One client's way of sending a request to one node. It holds the request between
 /// attempts, and knows whether it can still send it after a connect failure.
-pub(super) trait Attempt {
+// Only the node's own clients implement it, each called with its concrete type, so the
+// futures' `Send` is known where it matters.
+#[allow(async_fn_in_trait)]
+pub trait Attempt {
+    /// What a successful attempt gives: a response head, and what its body is read from.
+    type Answer;
+
     /// Whether the request can go to another node (asked only after a connect failure).
     fn can_retry(&self) -> bool;
 
     /// Sends the request to `member` and waits for the response head.
-    async fn send(&mut self, member: &Member) -> Result<Response<UpstreamBody>, AttemptError>;
+    async fn send(&mut self, member: &Member) -> Result<Self::Answer, AttemptError>;
 }
 
 /// The nodes an attempt can go to: the pool, as the policy sees it.
@@ -47,12 +51,21 @@ pub(super) trait Nodes {
     fn pick(&self, affinity: Option<&str>, tried: &[SocketAddr]) -> Option<Arc<Member>>;
 }
 
+/// An attempt's answer, the node that gave it, and that node's count of the request, held
+/// until the response's body has been read.
+#[derive(Debug)]
+pub struct Answered<T> {
+    pub answer: T,
+    pub address: SocketAddr,
+    pub in_flight: InFlight,
+}
+
 /// Sends `attempt`'s request to a node of `pool`, and to others while the policy allows.
-pub(super) async fn send(
+pub(super) async fn send<A: Attempt>(
     pool: &impl Nodes,
     affinity: Option<&str>,
-    mut attempt: impl Attempt,
-) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
+    mut attempt: A,
+) -> Result<Answered<A::Answer>, UpstreamError> {
     let settings = pool.settings();
     let mut tried = [UNSPECIFIED; MAX_ATTEMPTS];
     for index in 0..MAX_ATTEMPTS {
@@ -62,10 +75,13 @@ pub(super) async fn send(
         tried[index] = member.address;
         let in_flight = InFlight::new(member.clone());
         match tokio::time::timeout(settings.response_timeout, attempt.send(&member)).await {
-            Ok(Ok(response)) => {
+            Ok(Ok(answer)) => {
                 member.record_success();
-                let response = response.map(|body| CountedBody::new(body, in_flight));
-                return Ok((response, member.address));
+                return Ok(Answered {
+                    answer,
+                    address: member.address,
+                    in_flight,
+                });
             }
             Ok(Err(AttemptError::Connect)) => {
                 member.record_connect_failure(settings);

@@ -1,0 +1,190 @@
+//! One request to an upstream node over the engine's own connections: the head and the body
+//! written (in one write when the body is at hand), the response head read. It is an
+//! [`Attempt`] of the pool's policy, so retries, ejection and in-flight counting are those of
+//! every other request.
+
+use std::time::Duration;
+
+use bytes::{Buf as _, BytesMut};
+use http::Method;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use super::relay::{Decoding, Relay};
+use super::request_head::may_end_a_head;
+use super::response_head::{self, ParsedResponse, ResponseHead};
+use crate::upstream::plain::PlainConnection;
+use crate::upstream::{Attempt, AttemptError, Member};
+
+/// The largest response head read, as hyper's client allows (8 KiB + 4 KiB per header).
+const MAX_RESPONSE_HEAD: usize = 8192 + 4096 * 100;
+
+/// The request as it goes upstream, and the client it came from (its body is read from
+/// there as it is sent).
+#[derive(Debug)]
+pub struct PlainAttempt<'a, C> {
+    /// The request head, written as hyper's client writes it.
+    pub head: Vec<u8>,
+    pub method: &'a Method,
+    pub body_length: u64,
+    pub client: &'a mut C,
+    /// What was read from the client past the request head.
+    pub client_read: &'a mut BytesMut,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Some of the body has been read from the client: the request cannot be sent again.
+    started: bool,
+}
+
+impl<'a, C> PlainAttempt<'a, C> {
+    pub fn new(
+        head: Vec<u8>,
+        method: &'a Method,
+        client: (&'a mut C, &'a mut BytesMut),
+        body_length: u64,
+        timeouts: (Duration, Duration),
+    ) -> Self {
+        let (client, client_read) = client;
+        let (connect_timeout, idle_timeout) = timeouts;
+        Self {
+            head,
+            method,
+            body_length,
+            client,
+            client_read,
+            connect_timeout,
+            idle_timeout,
+            started: false,
+        }
+    }
+
+    /// A request the upstream cannot have acted on twice if it sees it twice, and that has
+    /// no body to read again: one a closed keep-alive connection never answered may go out
+    /// once more, as nginx sends such a request again.
+    fn may_send_again(&self) -> bool {
+        self.body_length == 0
+            && matches!(
+                *self.method,
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+            )
+    }
+}
+
+/// An upstream's answer: its head, and the connection its body is read from.
+#[derive(Debug)]
+pub struct PlainAnswer {
+    pub head: ResponseHead,
+    pub connection: PlainConnection,
+}
+
+/// How one exchange on one connection ended without an answer.
+enum Failed {
+    /// A kept-alive connection closed before any byte of an answer.
+    Stale,
+    Failed(String),
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> Attempt for PlainAttempt<'_, C> {
+    type Answer = PlainAnswer;
+
+    fn can_retry(&self) -> bool {
+        !self.started
+    }
+
+    async fn send(&mut self, member: &Member) -> Result<PlainAnswer, AttemptError> {
+        loop {
+            let connection = match member.plain_connections().checkout() {
+                Some(connection) => connection,
+                None => PlainConnection::open(member.address, self.connect_timeout)
+                    .await
+                    .map_err(|error| {
+                        tracing::debug!(upstream = %member.address, %error, "connect failed");
+                        AttemptError::Connect
+                    })?,
+            };
+            let reused = connection.reused;
+            match self.exchange(connection).await {
+                Ok(answer) => return Ok(answer),
+                Err(Failed::Stale) if reused && self.may_send_again() => continue,
+                Err(Failed::Stale) => {
+                    return Err(AttemptError::Failed(
+                        "the upstream closed the connection without an answer".to_owned(),
+                    ));
+                }
+                Err(Failed::Failed(detail)) => return Err(AttemptError::Failed(detail)),
+            }
+        }
+    }
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> PlainAttempt<'_, C> {
+    async fn exchange(&mut self, mut connection: PlainConnection) -> Result<PlainAnswer, Failed> {
+        let head = self.head.clone();
+        if self.body_length == 0 {
+            if let Err(error) = connection.stream.write_all(&head).await {
+                return Err(stale_or(&error));
+            }
+        } else {
+            self.started = true;
+            let mut relay = Relay {
+                from: &mut *self.client,
+                read: &mut *self.client_read,
+                to: &mut connection.stream,
+                idle_timeout: self.idle_timeout,
+            };
+            relay
+                .body(Decoding::Length(self.body_length), head)
+                .await
+                .map_err(|error| Failed::Failed(error.to_string()))?;
+        }
+        let head = read_head(&mut connection, self.method).await?;
+        Ok(PlainAnswer { head, connection })
+    }
+}
+
+fn stale_or(error: &std::io::Error) -> Failed {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    if matches!(error.kind(), BrokenPipe | ConnectionReset | ConnectionAborted) {
+        Failed::Stale
+    } else {
+        Failed::Failed(error.to_string())
+    }
+}
+
+/// Reads the final response head, skipping informational ones.
+async fn read_head(connection: &mut PlainConnection, method: &Method) -> Result<ResponseHead, Failed> {
+    let mut searched = 0;
+    let mut answered = false;
+    loop {
+        if may_end_a_head(&connection.read, searched) {
+            match response_head::parse(&connection.read, method) {
+                ParsedResponse::Complete(head, length) => {
+                    connection.read.advance(length);
+                    return Ok(head);
+                }
+                ParsedResponse::Informational(length) => {
+                    connection.read.advance(length);
+                    searched = 0;
+                    continue;
+                }
+                ParsedResponse::Invalid(reason) => return Err(Failed::Failed(reason.to_owned())),
+                ParsedResponse::Partial => {}
+            }
+        }
+        searched = connection.read.len();
+        if connection.read.len() >= MAX_RESPONSE_HEAD {
+            return Err(Failed::Failed("the response head is too large".to_owned()));
+        }
+        connection.read.reserve(4096);
+        match connection.stream.read_buf(&mut connection.read).await {
+            Ok(0) if !answered && connection.read.is_empty() => return Err(Failed::Stale),
+            Ok(0) => {
+                return Err(Failed::Failed(
+                    "the upstream closed the connection mid-head".to_owned(),
+                ));
+            }
+            Ok(_) => answered = true,
+            Err(error) if !answered => return Err(stale_or(&error)),
+            Err(error) => return Err(Failed::Failed(error.to_string())),
+        }
+    }
+}
