@@ -51,6 +51,8 @@ pub struct Metrics {
     requests: Family<StatusLabels, Counter>,
     forward_auth_checks: Family<CheckLabels, Counter>,
     public_requests: Family<ProxyLabels, Counter>,
+    fast_http1_requests: Counter,
+    fast_http1_handovers: Counter,
     request_seconds: HistogramFamily<ProxyLabels>,
     cache_hits: Counter,
     cache_stale: Counter,
@@ -100,6 +102,20 @@ impl Metrics {
             "Requests admitted on a public path, without identification (proxied requests and \
              forward-auth checks), by virtual proxy",
             public_requests.clone(),
+        );
+        let fast_http1_requests = Counter::default();
+        registry.register(
+            "fast_http1_requests",
+            "Requests the proxy listener served with the node's own HTTP/1.1 engine \
+             (fast_http1) rather than hyper",
+            fast_http1_requests.clone(),
+        );
+        let fast_http1_handovers = Counter::default();
+        registry.register(
+            "fast_http1_handovers",
+            "Proxy connections the node's own HTTP/1.1 engine handed to hyper, at a request \
+             it does not serve (HTTP/2, an upgrade, a chunked body, an endpoint of the node)",
+            fast_http1_handovers.clone(),
         );
         let request_seconds =
             HistogramFamily::<ProxyLabels>::new_with_constructor(latency_histogram);
@@ -228,6 +244,8 @@ impl Metrics {
             requests,
             forward_auth_checks,
             public_requests,
+            fast_http1_requests,
+            fast_http1_handovers,
             request_seconds,
             cache_hits,
             cache_stale,
@@ -266,6 +284,16 @@ impl Metrics {
         self.forward_auth_checks
             .get_or_create(&CheckLabels { front_end, status })
             .inc();
+    }
+
+    /// A request the node's own HTTP/1.1 engine forwarded or answered.
+    pub fn fast_http1_request(&self) {
+        self.fast_http1_requests.inc();
+    }
+
+    /// A proxy connection the node's own HTTP/1.1 engine handed to hyper.
+    pub fn fast_http1_handover(&self) {
+        self.fast_http1_handovers.inc();
     }
 
     /// A request admitted on a public path of the proxy with this `metric_label`.

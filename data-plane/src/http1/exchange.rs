@@ -33,6 +33,8 @@ pub struct PlainAttempt<'a, C> {
     pub idle_timeout: Duration,
     /// Some of the body has been read from the client: the request cannot be sent again.
     started: bool,
+    /// All of the body went upstream.
+    body_sent: bool,
 }
 
 impl<'a, C> PlainAttempt<'a, C> {
@@ -54,6 +56,20 @@ impl<'a, C> PlainAttempt<'a, C> {
             connect_timeout,
             idle_timeout,
             started: false,
+            body_sent: false,
+        }
+    }
+
+    /// How much of the request's body is still unread on the client's connection: none once
+    /// it went upstream, all of it when no attempt began to read it, and an unknown part
+    /// (`None`) when an attempt failed half-way.
+    pub fn unread_body(&self) -> Option<u64> {
+        if self.body_sent || self.body_length == 0 {
+            Some(0)
+        } else if self.started {
+            None
+        } else {
+            Some(self.body_length)
         }
     }
 
@@ -135,6 +151,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> PlainAttempt<'_, C> {
                 .body(Decoding::Length(self.body_length), head)
                 .await
                 .map_err(|error| Failed::Failed(error.to_string()))?;
+            self.body_sent = true;
         }
         let head = read_head(&mut connection, self.method).await?;
         Ok(PlainAnswer { head, connection })
@@ -143,7 +160,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> PlainAttempt<'_, C> {
 
 fn stale_or(error: &std::io::Error) -> Failed {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-    if matches!(error.kind(), BrokenPipe | ConnectionReset | ConnectionAborted) {
+    if matches!(
+        error.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted
+    ) {
         Failed::Stale
     } else {
         Failed::Failed(error.to_string())
@@ -151,7 +171,10 @@ fn stale_or(error: &std::io::Error) -> Failed {
 }
 
 /// Reads the final response head, skipping informational ones.
-async fn read_head(connection: &mut PlainConnection, method: &Method) -> Result<ResponseHead, Failed> {
+async fn read_head(
+    connection: &mut PlainConnection,
+    method: &Method,
+) -> Result<ResponseHead, Failed> {
     let mut searched = 0;
     let mut answered = false;
     loop {

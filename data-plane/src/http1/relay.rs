@@ -36,8 +36,11 @@ pub enum RelayError {
 pub enum Decoding {
     Length(u64),
     Chunked(Dechunk),
-    /// Until the sender closes; sent on chunked.
-    UntilClose,
+    /// Until the sender closes; sent on chunked, or as it came (an HTTP/1.0 answer, which
+    /// then ends with the connection too).
+    UntilClose {
+        chunked: bool,
+    },
 }
 
 /// One direction of a relay: where the bytes come from, what was read from there already,
@@ -53,7 +56,11 @@ pub struct Relay<'a, R, W> {
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Relay<'_, R, W> {
     /// Writes `out` (a head, or nothing) followed by the body, in as few writes as the bytes
     /// at hand allow. Bytes past the body's end stay in `read`.
-    pub async fn body(&mut self, mut decoding: Decoding, mut out: Vec<u8>) -> Result<(), RelayError> {
+    pub async fn body(
+        &mut self,
+        mut decoding: Decoding,
+        mut out: Vec<u8>,
+    ) -> Result<(), RelayError> {
         loop {
             let done = match &mut decoding {
                 Decoding::Length(remaining) => {
@@ -70,11 +77,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Relay<'_, R, W> {
                     self.read.advance(used);
                     dechunk.is_done()
                 }
-                Decoding::UntilClose => {
+                Decoding::UntilClose { chunked } => {
                     if !self.read.is_empty() {
-                        let _ = write!(out, "{:X}\r\n", self.read.len());
+                        if *chunked {
+                            let _ = write!(out, "{:X}\r\n", self.read.len());
+                        }
                         out.extend_from_slice(self.read);
-                        out.extend_from_slice(b"\r\n");
+                        if *chunked {
+                            out.extend_from_slice(b"\r\n");
+                        }
                         self.read.clear();
                     }
                     false
@@ -88,10 +99,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Relay<'_, R, W> {
                 return Ok(());
             }
             if self.fill().await? == 0 {
-                if matches!(decoding, Decoding::UntilClose) {
-                    return self.write(b"0\r\n\r\n").await;
-                }
-                return Err(RelayError::Truncated);
+                return match decoding {
+                    Decoding::UntilClose { chunked: true } => self.write(b"0\r\n\r\n").await,
+                    Decoding::UntilClose { chunked: false } => Ok(()),
+                    _ => Err(RelayError::Truncated),
+                };
             }
         }
     }
@@ -252,7 +264,10 @@ fn line_end(bytes: &[u8]) -> Option<usize> {
 
 /// A chunk-size line (without its CRLF): the size, and how many bytes its extension took.
 fn size_line(line: &[u8]) -> Result<(u64, usize), RelayError> {
-    let digits = line.iter().take_while(|byte| byte.is_ascii_hexdigit()).count();
+    let digits = line
+        .iter()
+        .take_while(|byte| byte.is_ascii_hexdigit())
+        .count();
     if digits == 0 {
         return Err(RelayError::Framing("a chunk-size line has no size"));
     }
@@ -294,7 +309,11 @@ mod tests {
         let (out, used, done) = dechunked(input).unwrap();
         assert!(done);
         assert_eq!(out, b"5\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n");
-        assert_eq!(used, input.len() - "NEXT".len(), "what follows the body stays");
+        assert_eq!(
+            used,
+            input.len() - "NEXT".len(),
+            "what follows the body stays"
+        );
     }
 
     #[test]
@@ -343,7 +362,7 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
         };
         relay
-            .body(Decoding::UntilClose, b"HEAD\r\n".to_vec())
+            .body(Decoding::UntilClose { chunked: true }, b"HEAD\r\n".to_vec())
             .await
             .unwrap();
         assert_eq!(to, b"HEAD\r\n2\r\nxy\r\n3\r\nabc\r\n0\r\n\r\n");

@@ -170,10 +170,7 @@ mod tests {
         };
         assert!(head.close);
         assert_eq!(head.body_length, 0);
-        assert!(matches!(
-            parse(text.as_bytes(), false),
-            Parsed::NotHere
-        ));
+        assert!(matches!(parse(text.as_bytes(), false), Parsed::NotHere));
     }
 
     #[test]

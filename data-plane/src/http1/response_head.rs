@@ -27,6 +27,8 @@ pub struct ResponseHead {
     /// phrase on, so this engine does too.
     pub reason: Option<Bytes>,
     pub headers: HeaderMap,
+    /// Answered in HTTP/1.0.
+    pub http10: bool,
     pub framing: Framing,
     /// The upstream keeps the connection open after this response.
     pub keep_alive: bool,
@@ -97,6 +99,7 @@ pub fn parse(buffer: &[u8], method: &Method) -> ParsedResponse {
             status,
             reason,
             headers: map,
+            http10: !http11,
             framing,
             keep_alive,
         },
@@ -189,19 +192,38 @@ mod tests {
     fn the_framing_is_decided_as_hyper_decides_it() {
         let get = Method::GET;
         let cases = [
-            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Framing::Length(5)),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", Framing::Length(5)),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Framing::Chunked),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Framing::UntilClose),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Framing::Length(5),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+                Framing::Length(5),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Framing::Chunked,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                Framing::UntilClose,
+            ),
             ("HTTP/1.1 200 OK\r\n\r\n", Framing::UntilClose),
-            ("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", Framing::Empty),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                Framing::Empty,
+            ),
             ("HTTP/1.1 304 Not Modified\r\n\r\n", Framing::Empty),
         ];
         for (text, framing) in cases {
             assert_eq!(head(text, &get).framing, framing, "{text:?}");
         }
         assert_eq!(
-            head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", &Method::HEAD).framing,
+            head(
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                &Method::HEAD
+            )
+            .framing,
             Framing::Empty
         );
         for text in [

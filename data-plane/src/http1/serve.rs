@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 
 use super::exchange::{PlainAnswer, PlainAttempt};
-use super::relay::{Decoding, Dechunk, Relay};
+use super::relay::{Dechunk, Decoding, Relay};
 use super::request_head::{self, Head, Parsed};
 use super::response_head::Framing;
 use super::write::{self, BodyLength};
@@ -79,12 +79,12 @@ impl Connection<'_> {
             let head = match parsed {
                 // hyper answers a head over the limit (431); one read may bring it whole.
                 Parsed::Complete(head) if head.length > self.limits.max_header_bytes => {
-                    return Ended::HandedOver { read };
+                    return self.hand_over(read);
                 }
                 Parsed::Complete(head) => head,
-                Parsed::NotHere => return Ended::HandedOver { read },
+                Parsed::NotHere => return self.hand_over(read),
                 Parsed::Partial if read.len() >= self.limits.max_header_bytes => {
-                    return Ended::HandedOver { read };
+                    return self.hand_over(read);
                 }
                 Parsed::Partial => {
                     if !read.is_empty() && head_started.is_none() {
@@ -108,14 +108,20 @@ impl Connection<'_> {
             searched = 0;
             head_started = None;
             match self.one(stream, &mut read, head).await {
-                Next::Continue => {}
+                Next::Continue => self.state.metrics.fast_http1_request(),
                 Next::Close => {
+                    self.state.metrics.fast_http1_request();
                     let _ = stream.shutdown().await;
                     return Ended::Closed;
                 }
-                Next::HandOver => return Ended::HandedOver { read },
+                Next::HandOver => return self.hand_over(read),
             }
         }
+    }
+
+    fn hand_over(&self, read: BytesMut) -> Ended {
+        self.state.metrics.fast_http1_handover();
+        Ended::HandedOver { read }
     }
 
     /// One request, in its span when it has one.
@@ -143,11 +149,7 @@ impl Connection<'_> {
         exchange: Exchange<'_, S>,
         client: Client,
     ) -> Next {
-        let Exchange {
-            stream,
-            read,
-            head,
-        } = exchange;
+        let Exchange { stream, read, head } = exchange;
         let Head {
             mut request,
             length,
@@ -196,14 +198,17 @@ impl Connection<'_> {
             }
         };
         rewrite::for_upstream(state, &ctx, &mut parts, identified.as_ref());
-        let target = parts.uri.path_and_query().map_or("/", |target| target.as_str());
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
         // An HTTP/1.1 request always has its Host here: hygiene refuses one without.
         let mut upstream_head = Vec::with_capacity(1024);
         write::request_head(&mut upstream_head, &parts.method, target, &parts.headers);
         let affinity = identified
             .as_ref()
             .map(|identified| identified.user.session.handle.clone());
-        let attempt = PlainAttempt::new(
+        let mut attempt = PlainAttempt::new(
             upstream_head,
             &parts.method,
             (&mut *stream, &mut *read),
@@ -217,17 +222,21 @@ impl Connection<'_> {
         let answered = ctx
             .proxy
             .upstream
-            .send_plain(attempt, affinity.as_deref())
+            .send_plain(&mut attempt, affinity.as_deref())
             .await;
         let answered = match answered {
             Ok(answered) => answered,
             Err(error) => {
                 let refusal = forward::failed(state, &ctx, &error);
-                // The body may be partly read: the connection cannot carry another request.
+                // A body read half-way leaves the connection where no next request starts.
+                let body_length = match attempt.unread_body() {
+                    Some(unread) => unread_body(read, unread),
+                    None => body_length,
+                };
                 let reply = Reply {
                     method,
-                    close: close || body_length > 0,
-                    body_length: 0,
+                    close,
+                    body_length,
                 };
                 return self
                     .refuse(stream, (refusal, identified), &finish, reply)
@@ -263,10 +272,11 @@ impl Connection<'_> {
             close,
         } = forwarded;
         let Answered {
-            answer: PlainAnswer {
-                mut head,
-                mut connection,
-            },
+            answer:
+                PlainAnswer {
+                    mut head,
+                    mut connection,
+                },
             address,
             in_flight,
         } = answered;
@@ -279,7 +289,7 @@ impl Connection<'_> {
             Framing::Empty | Framing::Length(0) => (BodyLength::Empty, Decoding::Length(0)),
             Framing::Length(length) => (BodyLength::Known(length), Decoding::Length(length)),
             Framing::Chunked => (BodyLength::Unknown, Decoding::Chunked(Dechunk::default())),
-            Framing::UntilClose => (BodyLength::Unknown, Decoding::UntilClose),
+            Framing::UntilClose => (BodyLength::Unknown, Decoding::UntilClose { chunked: true }),
         };
         let mut out = Vec::with_capacity(1024);
         let written = write::response_head(
@@ -288,16 +298,19 @@ impl Connection<'_> {
                 status: head.status,
                 reason: head.reason.as_deref(),
                 headers: &mut head.headers,
+                http10: head.http10,
                 body,
                 method,
                 closing: close || self.stop.is_cancelled(),
             },
         );
         // Only HEAD answers, 204 and 304 go without a body, and those have none to read.
-        let decoding = if written.with_body {
-            decoding
-        } else {
-            Decoding::Length(0)
+        let decoding = match decoding {
+            _ if !written.with_body => Decoding::Length(0),
+            Decoding::UntilClose { .. } => Decoding::UntilClose {
+                chunked: written.chunked,
+            },
+            decoding => decoding,
         };
         let mut relay = Relay {
             from: &mut connection.stream,
@@ -362,10 +375,10 @@ impl Connection<'_> {
                 status: parts.status,
                 reason: None,
                 headers: &mut parts.headers,
+                http10: false,
                 body: length,
                 method: &reply.method,
-                // An unread body leaves the connection where no next request starts.
-                closing: reply.close || reply.body_length > 0 || self.stop.is_cancelled(),
+                closing: reply.close || self.stop.is_cancelled(),
             },
         );
         if written.with_body {
@@ -375,7 +388,9 @@ impl Connection<'_> {
             () = self.stop.cancelled() => return Next::Close,
             sent = tokio::time::timeout(self.limits.idle_timeout, stream.write_all(&out)) => sent,
         };
-        if !matches!(sent, Ok(Ok(()))) || written.close {
+        // An unread body leaves the connection where no next request starts: as hyper, the
+        // answer goes out as usual and the connection closes after it.
+        if !matches!(sent, Ok(Ok(()))) || written.close || reply.body_length > 0 {
             return Next::Close;
         }
         Next::Continue

@@ -39,6 +39,9 @@ pub struct ResponseHead<'a> {
     /// A reason phrase that is not the canonical one, passed on from an upstream.
     pub reason: Option<&'a [u8]>,
     pub headers: &'a mut HeaderMap,
+    /// The upstream answered in HTTP/1.0: hyper writes that version on, and sends a body of
+    /// unknown length unchunked, to the connection's end.
+    pub http10: bool,
     pub body: BodyLength,
     /// The request's method: a HEAD answer carries no body.
     pub method: &'a Method,
@@ -63,6 +66,7 @@ pub fn response_head(out: &mut Vec<u8>, head: ResponseHead<'_>) -> Written {
         status,
         reason,
         headers,
+        http10,
         body,
         method,
         closing,
@@ -76,7 +80,7 @@ pub fn response_head(out: &mut Vec<u8>, head: ResponseHead<'_>) -> Written {
             headers.append(CONNECTION, HeaderValue::from_static("close"));
         }
     }
-    status_line(out, status, reason);
+    status_line(out, (status, reason), http10);
     let mut close = closing;
     let mut wrote_length = false;
     let mut wrote_date = false;
@@ -118,7 +122,7 @@ pub fn response_head(out: &mut Vec<u8>, head: ResponseHead<'_>) -> Written {
     let mut chunked = false;
     if !wrote_length {
         match body {
-            BodyLength::Unknown if with_body => {
+            BodyLength::Unknown if with_body && !http10 => {
                 out.extend_from_slice(b"transfer-encoding: chunked\r\n");
                 chunked = true;
             }
@@ -149,12 +153,13 @@ pub fn response_head(out: &mut Vec<u8>, head: ResponseHead<'_>) -> Written {
     }
 }
 
-fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
-    if status == StatusCode::OK && reason.is_none() {
+fn status_line(out: &mut Vec<u8>, status: (StatusCode, Option<&[u8]>), http10: bool) {
+    let (status, reason) = status;
+    if status == StatusCode::OK && reason.is_none() && !http10 {
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
         return;
     }
-    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     match reason {
@@ -220,6 +225,7 @@ mod tests {
                 status: StatusCode::from_u16(status).unwrap(),
                 reason: None,
                 headers: &mut map,
+                http10: false,
                 body,
                 method: &method,
                 closing,
@@ -246,18 +252,38 @@ mod tests {
         assert_eq!(text, "HTTP/1.1 200 OK\ncontent-length: 5\nx-a: 1\n");
         assert!(decided.with_body && !decided.chunked && !decided.close);
 
-        let (text, _) = written(200, &[("content-length", "0")], BodyLength::Empty, Method::GET, false);
+        let (text, _) = written(
+            200,
+            &[("content-length", "0")],
+            BodyLength::Empty,
+            Method::GET,
+            false,
+        );
         assert_eq!(text, "HTTP/1.1 200 OK\ncontent-length: 0\n");
-        let (text, decided) =
-            written(200, &[("content-length", "7")], BodyLength::Empty, Method::HEAD, false);
+        let (text, decided) = written(
+            200,
+            &[("content-length", "7")],
+            BodyLength::Empty,
+            Method::HEAD,
+            false,
+        );
         assert_eq!(text, "HTTP/1.1 200 OK\ncontent-length: 7\n");
         assert!(!decided.with_body);
         let (text, _) = written(200, &[], BodyLength::Empty, Method::HEAD, false);
         assert_eq!(text, "HTTP/1.1 200 OK\n");
-        let (text, _) = written(304, &[("content-length", "7")], BodyLength::Empty, Method::GET, false);
+        let (text, _) = written(
+            304,
+            &[("content-length", "7")],
+            BodyLength::Empty,
+            Method::GET,
+            false,
+        );
         assert_eq!(text, "HTTP/1.1 304 Not Modified\n");
         let (text, decided) = written(404, &[("x", "y")], BodyLength::Unknown, Method::GET, false);
-        assert_eq!(text, "HTTP/1.1 404 Not Found\nx: y\ntransfer-encoding: chunked\n");
+        assert_eq!(
+            text,
+            "HTTP/1.1 404 Not Found\nx: y\ntransfer-encoding: chunked\n"
+        );
         assert!(decided.chunked);
         let (text, decided) = written(403, &[], BodyLength::Known(3), Method::HEAD, false);
         assert_eq!(text, "HTTP/1.1 403 Forbidden\ncontent-length: 3\n");
@@ -267,7 +293,10 @@ mod tests {
     #[test]
     fn a_closing_connection_says_so_once() {
         let (text, decided) = written(200, &[], BodyLength::Empty, Method::GET, true);
-        assert_eq!(text, "HTTP/1.1 200 OK\nconnection: close\ncontent-length: 0\n");
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\nconnection: close\ncontent-length: 0\n"
+        );
         assert!(decided.close);
         let (text, decided) = written(
             200,
@@ -276,7 +305,10 @@ mod tests {
             Method::GET,
             false,
         );
-        assert_eq!(text, "HTTP/1.1 200 OK\nconnection: x, Close\ncontent-length: 0\n");
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\nconnection: x, Close\ncontent-length: 0\n"
+        );
         assert!(decided.close);
     }
 

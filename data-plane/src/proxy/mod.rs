@@ -47,7 +47,11 @@ pub async fn handle(
         traced: false,
     };
     match request_span(&request, &mut client) {
-        Some(span) => handle_in_span(&state, request, client).instrument(span).await,
+        Some(span) => {
+            handle_in_span(&state, request, client)
+                .instrument(span)
+                .await
+        }
         None => handle_in_span(&state, request, client).await,
     }
 }

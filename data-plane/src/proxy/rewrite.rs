@@ -3,9 +3,9 @@
 //! headers of `headers.rs`; no identity on a public path), and what the client's response gains (the new session's
 //! cookie, the Kerberos mutual-authentication token).
 
+use http::Uri;
 use http::header::{SET_COOKIE, WWW_AUTHENTICATE};
 use http::request::Parts;
-use http::Uri;
 
 use crate::auth::identify::Identified;
 use crate::auth::login::Authenticated;

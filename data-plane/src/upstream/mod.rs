@@ -95,8 +95,8 @@ impl UpstreamPool {
         if self.settings.tls || self.settings.http2 {
             return self.send_pooled(request, affinity).await;
         }
-        let attempt = InlineAttempt::new(request, self.settings.connect_timeout);
-        counted(retry::send(self, affinity, attempt).await)
+        let mut attempt = InlineAttempt::new(request, self.settings.connect_timeout);
+        counted(retry::send(self, affinity, &mut attempt).await)
     }
 
     /// Whether the pool's nodes speak plain HTTP/1.1, which the node's own HTTP/1 engine
@@ -106,10 +106,11 @@ impl UpstreamPool {
     }
 
     /// Sends a request of the node's own HTTP/1 engine (`crate::http1`, over the nodes'
-    /// [`plain`] connections) under the same attempt policy as every other request.
+    /// [`plain`] connections) under the same attempt policy as every other request. The
+    /// attempt stays the caller's, to say afterwards what became of the request.
     pub async fn send_plain<A: Attempt>(
         &self,
-        attempt: A,
+        attempt: &mut A,
         affinity: Option<&str>,
     ) -> Result<Answered<A::Answer>, UpstreamError> {
         retry::send(self, affinity, attempt).await
@@ -130,8 +131,8 @@ impl UpstreamPool {
         request: Request<ProxyBody>,
         affinity: Option<&str>,
     ) -> Result<(Response<CountedBody>, SocketAddr), UpstreamError> {
-        let attempt = PooledAttempt::new(&self.client, &self.settings, request);
-        counted(retry::send(self, affinity, attempt).await)
+        let mut attempt = PooledAttempt::new(&self.client, &self.settings, request);
+        counted(retry::send(self, affinity, &mut attempt).await)
     }
 }
 

@@ -64,7 +64,7 @@ pub struct Answered<T> {
 pub(super) async fn send<A: Attempt>(
     pool: &impl Nodes,
     affinity: Option<&str>,
-    mut attempt: A,
+    attempt: &mut A,
 ) -> Result<Answered<A::Answer>, UpstreamError> {
     let settings = pool.settings();
     let mut tried = [UNSPECIFIED; MAX_ATTEMPTS];

@@ -5,6 +5,7 @@
 //! timeouts, logout across nodes, per-proxy options and how requests are spread over
 //! upstream nodes.
 
+mod fast_http1;
 pub(crate) mod fixtures;
 mod flood_limits;
 mod hostile_requests;

@@ -52,6 +52,11 @@ impl DataPlaneNode {
             control_plane.address()
         );
         let mut config: toml::Table = base.parse().expect("base node configuration");
+        // The suite runs once with the node's own HTTP/1 engine forced off too
+        // (`GATEHOUSE_TEST_FAST_HTTP1=off`): every test must pass on both paths.
+        if std::env::var("GATEHOUSE_TEST_FAST_HTTP1").is_ok_and(|value| value == "off") {
+            config.insert("fast_http1".to_owned(), toml::Value::Boolean(false));
+        }
         let extra: toml::Table = extra_toml.parse().expect("extra node configuration");
         merge(&mut config, extra);
         let text = toml::to_string(&config).expect("configuration prints as TOML");
