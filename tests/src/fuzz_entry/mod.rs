@@ -4,6 +4,7 @@
 //! what they read, one file each.
 
 pub mod forward_auth;
+pub mod http1;
 pub mod jwt;
 pub mod kerberos;
 pub mod oidc;
@@ -55,6 +56,8 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("kerberos_principal", kerberos::principal),
     ("forward_auth_headers", forward_auth::described_by_headers),
     ("ext_authz", forward_auth::ext_authz_check),
+    ("http1_request", http1::request_framing),
+    ("http1_chunked", http1::chunked_response),
 ];
 
 fn text(data: &[u8]) -> String {
