@@ -15,10 +15,11 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 have redis-server || need_package redis-server
 have redis-sentinel || need_package redis-sentinel
 have redis-cli || need_package redis-tools
-# nginx, wrk and h2load: the benchmark smoke; caddy: the forward-auth tests.
+# nginx, wrk, h2load and haproxy: the benchmark smoke; caddy: the forward-auth tests.
 have nginx || need_package nginx
 have wrk || need_package wrk
 have h2load || need_package nghttp2-client
+have haproxy || need_package haproxy
 have caddy || need_package caddy
 # The MIT Kerberos KDC, admin tools and client for the Windows-authentication tests (a
 # throw-away realm); libkrb5-dev for the GSSAPI binding and libclang-dev for its bindgen.

@@ -123,6 +123,33 @@ start_nginx_proxy() { # name workers [listen-parameters] [directives]; sets $pro
     start_nginx "$1" "$2" "$proxy_port" "server { listen 127.0.0.1:$proxy_port ${3:-}; ${4:-} location / { proxy_pass http://engine; proxy_http_version 1.1; proxy_set_header Connection ''; } }"
 }
 
+# HAProxy in front of the upstream, no authentication, connections to it kept alive and
+# shared (`http-reuse always`), as nginx's `keepalive` pool does. Sets $haproxy_port.
+start_haproxy() { # workers
+    haproxy_port=$(free_port)
+    local dir="$work/haproxy" binary
+    binary=$(command -v haproxy || echo /usr/sbin/haproxy)
+    mkdir -p "$dir"
+    cat > "$dir/haproxy.cfg" <<CONF
+global
+    nbthread $1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:$haproxy_port
+    default_backend engine
+backend engine
+    server engine 127.0.0.1:$upstream_port
+CONF
+    spawn "$binary" -db -f "$dir/haproxy.cfg" 2>> "$dir/error.log"
+    wait_port "$haproxy_port" haproxy
+}
+
 # nginx auth_request to an internal location answering 204, then proxy_pass.
 start_nginx_auth() { # workers; sets $auth_port
     auth_port=$(free_port)
@@ -198,6 +225,8 @@ TOML
 start_node() { # workers [max-cached-sessions] [forward-auth-port] [more-toml]
     node_port=$(free_port)
     node_admin_port=$(free_port)
+    # Each node its own file: a second node must not rewrite the first one's.
+    local config="$work/data-plane-$node_port.toml"
     local cache=""
     if [ -n "${2:-}" ]; then cache="[cache]
 max_sessions = $2"; fi
@@ -205,7 +234,7 @@ max_sessions = $2"; fi
 [forward_auth]
 listen = \"127.0.0.1:$3\"
 trusted_networks = [\"127.0.0.1/32\"]"; fi
-    cat > "$work/data-plane.toml" <<TOML
+    cat > "$config" <<TOML
 listen = "127.0.0.1:$node_port"
 admin_listen = "127.0.0.1:$node_admin_port"
 shutdown_grace = "1s"
@@ -215,7 +244,7 @@ $cache
 ${4:-}
 TOML
     spawn env TOKIO_WORKER_THREADS="$1" GATEHOUSE_LOG=warn GATEHOUSE_NODE_SECRET="$node_secret" \
-        "$bin_dir/data-plane" --config "$work/data-plane.toml" >> "$work/data-plane.log" 2>&1
+        "$bin_dir/data-plane" --config "$config" >> "$work/data-plane.log" 2>&1
     node_pid=$spawned_pid
     wait_ready "http://127.0.0.1:$node_admin_port/ready" "data-plane node"
 }

@@ -16,7 +16,7 @@
 # numbers; test.sh runs it. No speed is ever asserted.
 #
 # Exits non-zero when a stage produced no numbers (no requests, errors above 1%, no table).
-# Needs nginx, wrk, h2load (nghttp2-client), redis-server, curl and python3. Servers listen
+# Needs nginx, wrk, h2load (nghttp2-client), haproxy, redis-server, curl and python3. Servers listen
 # on ephemeral loopback ports; everything started is stopped on exit.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -78,9 +78,9 @@ else
 fi
 bin_dir=target/$profile
 
-for tool in nginx wrk h2load redis-server curl python3; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "run.sh: $tool is missing (Debian: apt-get install -y nginx wrk nghttp2-client redis-server)" >&2
+for tool in nginx wrk h2load redis-server curl python3 haproxy; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
+        echo "run.sh: $tool is missing (Debian: apt-get install -y nginx wrk nghttp2-client redis-server haproxy)" >&2
         exit 1
     fi
 done
@@ -125,29 +125,37 @@ stage_cache_hit() {
     emit "## Cache-hit path (HTTP/1.1, wrk)" ""
     emit "The same upstream (nginx \`return 200\`) reached (a) directly, (b) through nginx" \
         "\`proxy_pass\` with upstream keep-alive, (c) through nginx \`auth_request\` to an internal" \
-        "location answering 204, (d) through a Gatehouse node with a cached session cookie." \
-        "\`wrk -t1 -c$connections -d${seconds}s --latency\`, $rounds interleaved round(s); p50 and p99" \
-        "per round; workers = nginx \`worker_processes\` and the node's \`TOKIO_WORKER_THREADS\`." ""
+        "location answering 204, (d) through a Gatehouse node with a cached session cookie (the" \
+        "node's own HTTP/1.1 engine, \`fast_http1\`, the default), (e) through HAProxy without" \
+        "authentication (\`http-reuse always\`), (f) through a second node with \`fast_http1 = false\`" \
+        "(hyper's path), same session. \`wrk -t1 -c$connections -d${seconds}s --latency\`, $rounds" \
+        "interleaved round(s); p50 and p99 per round; workers = nginx \`worker_processes\`, HAProxy" \
+        "\`nbthread\` and the nodes' \`TOKIO_WORKER_THREADS\`." ""
     emit "| workers | target | req/s | p50 | p99 | req/s vs (b) |" "|---|---|---|---|---|---|"
-    local workers round target result rps p50 p99 cookie url mean
+    local workers round target result rps p50 p99 cookie url mean hyper_port
     for workers in $worker_counts; do
         start_upstream "$workers"
         start_nginx_proxy proxy "$workers"
         start_nginx_auth "$workers"
+        start_haproxy "$workers"
         start_control_plane memory
+        start_node "$workers" "" "" "fast_http1 = false"
+        hyper_port=$node_port
         start_node "$workers"
         cookie=$(anonymous_cookie)
         local -A sum=() p50s=() p99s=()
         for round in $(seq "$rounds"); do
-            for target in a b c d; do
+            for target in a b c d e f; do
                 log "cache-hit: $workers worker(s), round $round, ($target)"
                 case $target in
                     a) url=http://127.0.0.1:$upstream_port/ ;;
                     b) url=http://127.0.0.1:$proxy_port/ ;;
                     c) url=http://127.0.0.1:$auth_port/ ;;
                     d) url=http://127.0.0.1:$node_port/ ;;
+                    e) url=http://127.0.0.1:$haproxy_port/ ;;
+                    f) url=http://127.0.0.1:$hyper_port/ ;;
                 esac
-                if [ "$target" = d ]; then
+                if [ "$target" = d ] || [ "$target" = f ]; then
                     result=$(measure_wrk "cache-hit ($target)" -H "Cookie: $cookie" "$url")
                 else
                     result=$(measure_wrk "cache-hit ($target)" "$url")
@@ -155,10 +163,11 @@ stage_cache_hit() {
                 record_wrk_round "$target" "$result"
             done
         done
-        for target in a b c d; do
+        for target in a b c d e f; do
             mean=$(awk -v s="${sum[$target]}" -v n="$rounds" 'BEGIN { printf "%d\n", s / n + 0.5 }')
             emit "| $workers | $(cache_hit_label "$target") | $mean | ${p50s[$target]} | ${p99s[$target]} | $(ratio "${sum[$target]}" "${sum[b]}") |"
         done
+        emit "| $workers | (d) vs (c) nginx auth_request | | | | $(ratio "${sum[d]}" "${sum[c]}") |"
         unset sum p50s p99s
         stop_spawned
     done
@@ -170,6 +179,8 @@ cache_hit_label() {
         b) echo "(b) nginx proxy_pass" ;;
         c) echo "(c) nginx auth_request" ;;
         d) echo "(d) Gatehouse, cached session" ;;
+        e) echo "(e) HAProxy, no authentication" ;;
+        f) echo "(f) Gatehouse, fast_http1 = false" ;;
     esac
 }
 
