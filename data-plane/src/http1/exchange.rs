@@ -134,12 +134,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Attempt for PlainAttempt<'_, C> {
 
 impl<C: AsyncRead + AsyncWrite + Unpin> PlainAttempt<'_, C> {
     async fn exchange(&mut self, mut connection: PlainConnection) -> Result<PlainAnswer, Failed> {
-        let head = self.head.clone();
         if self.body_length == 0 {
-            if let Err(error) = connection.stream.write_all(&head).await {
+            if let Err(error) = connection.stream.write_all(&self.head).await {
                 return Err(stale_or(&error));
             }
         } else {
+            // Sent once only: no later attempt needs the head again.
+            let head = std::mem::take(&mut self.head);
             self.started = true;
             let mut relay = Relay {
                 from: &mut *self.client,
