@@ -58,6 +58,14 @@ pub struct SamlConfig {
     /// Accept Responses the identity provider sends without an AuthnRequest of ours.
     #[serde(default)]
     pub allow_idp_initiated: bool,
+    /// Single Logout with the identity provider (its metadata's SingleLogoutService): our
+    /// LogoutRequest when a browser logs out here, and its LogoutRequests at `/saml/slo`.
+    #[serde(default)]
+    pub single_logout: bool,
+    /// Where a browser lands after a logout at the identity provider: a path on this site.
+    /// Default: `/{prefix}/`.
+    #[serde(default)]
+    pub logout_redirect: Option<String>,
     /// The metadata file's text, read when the configuration is loaded, so a changed file
     /// is a changed configuration (picked up on reload).
     #[serde(skip)]
@@ -79,6 +87,24 @@ impl SamlConfig {
     /// [`load`]: Self::load
     pub fn acs_url(&self) -> &str {
         self.acs_url.as_deref().unwrap_or_default()
+    }
+
+    /// The Single Logout URL: the ACS URL's origin with `/{prefix}/saml/slo`.
+    pub fn slo_url(&self) -> String {
+        let acs = self.acs_url();
+        acs.strip_suffix("/saml/acs")
+            .map_or_else(String::new, |base| format!("{base}/saml/slo"))
+    }
+
+    /// Where a browser lands after a logout at the identity provider.
+    pub fn logout_landing(&self, prefix: &str) -> String {
+        self.logout_redirect.clone().unwrap_or_else(|| {
+            if prefix.is_empty() {
+                "/".to_owned()
+            } else {
+                format!("/{prefix}/")
+            }
+        })
     }
 
     /// Checks the table, reads the metadata file and settles the ACS URL. `prefix` and
@@ -115,6 +141,15 @@ impl SamlConfig {
             ));
         }
         self.acs_url = Some(acs_url);
+        if let Some(landing) = &self.logout_redirect {
+            let local = landing.starts_with('/')
+                && !landing.starts_with("//")
+                && !landing.starts_with("/\\")
+                && !landing.chars().any(char::is_control);
+            if !local {
+                return Err("saml.logout_redirect must be a path on this site".to_owned());
+            }
+        }
         if self.user_directory.is_none() && self.user_directory_attribute.is_none() {
             return Err("saml needs user_directory or user_directory_attribute".to_owned());
         }

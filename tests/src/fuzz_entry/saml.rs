@@ -50,6 +50,8 @@ fn service_provider(allow_idp_initiated: bool) -> Sp {
         clock_skew: Duration::from_secs(60),
         login_timeout: Duration::from_secs(600),
         allow_idp_initiated,
+        single_logout: false,
+        logout_redirect: None,
         idp_metadata: metadata(),
     };
     let metadata = config.idp_metadata.clone();
