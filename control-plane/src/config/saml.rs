@@ -188,8 +188,14 @@ impl SamlConfig {
             (Some(file), None) => {
                 self.idp_metadata = read_metadata(file)
                     .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
-                crate::saml::IdpMetadata::parse(&self.idp_metadata)
+                let metadata = crate::saml::IdpMetadata::parse(&self.idp_metadata)
                     .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
+                if self.single_logout && !metadata.has_single_logout() {
+                    return Err(
+                        "saml.single_logout: the identity provider's metadata has no SingleLogoutService"
+                            .to_owned(),
+                    );
+                }
             }
             // Read at the first login, as OpenID discovery is: a provider down at start
             // delays nothing but logins.
@@ -425,5 +431,44 @@ Z2Al";
         assert!(load(directory, &metadata(REDIRECT, &broken), &origins).is_err());
         assert!(load(directory, "<not-metadata/>", &origins).is_err());
         assert!(load(directory, "", &origins).is_err());
+    }
+
+    #[test]
+    fn single_logout_needs_a_logout_service_in_the_metadata_and_lands_on_a_local_path() {
+        let base = "user_directory = \"CORP\"\nsingle_logout = true";
+        let origins = ["https://gh.example.com"];
+        let without = load(base, &good_metadata(), &origins);
+        assert!(
+            without
+                .as_ref()
+                .is_err_and(|error| error.contains("SingleLogoutService")),
+            "{without:?}"
+        );
+        let slo = r#"<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.example.com/slo"/>"#;
+        let with = metadata(REDIRECT, &format!("{}{slo}", signing_key()));
+        let config = load(base, &with, &origins);
+        assert_eq!(
+            config.as_ref().map(SamlConfig::slo_url).as_deref(),
+            Ok("https://gh.example.com/app/saml/slo")
+        );
+        assert_eq!(
+            config.map(|config| config.logout_landing("app")).as_deref(),
+            Ok("/app/")
+        );
+        for landing in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example",
+        ] {
+            let extra = format!("{base}\nlogout_redirect = {landing:?}");
+            assert!(load(&extra, &with, &origins).is_err(), "{landing}");
+        }
+        let extra = format!("{base}\nlogout_redirect = \"/app/bye\"");
+        assert_eq!(
+            load(&extra, &with, &origins)
+                .map(|config| config.logout_landing("app"))
+                .as_deref(),
+            Ok("/app/bye")
+        );
     }
 }

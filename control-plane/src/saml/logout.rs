@@ -338,11 +338,10 @@ impl Sp {
                 "the SAML logout message comes from another identity provider",
             ));
         }
-        if common
-            .destination
-            .as_deref()
-            .is_some_and(|destination| destination != self.config.slo_url())
-        {
+        // Required: the bindings require it of a signed message (3.4.5.2, 3.5.5.2), and
+        // without it a message for another service provider of the same identity provider
+        // would be taken here.
+        if common.destination.as_deref() != Some(self.config.slo_url().as_str()) {
             return Err(Error::Unauthenticated(
                 "the SAML logout message is addressed to another site (Destination)",
             ));

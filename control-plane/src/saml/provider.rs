@@ -97,6 +97,11 @@ impl IdpMetadata {
     pub fn entity_id(&self) -> &str {
         self.descriptor.entity_id.as_deref().unwrap_or_default()
     }
+
+    /// Whether the metadata names a SingleLogoutService (HTTP-Redirect or HTTP-POST).
+    pub fn has_single_logout(&self) -> bool {
+        self.slo.is_some()
+    }
 }
 
 /// One virtual proxy's service provider, built from its configuration.

@@ -27,6 +27,10 @@ impl IdpMetadata {
     pub fn entity_id(&self) -> &str {
         match self.never {}
     }
+
+    pub fn has_single_logout(&self) -> bool {
+        match self.never {}
+    }
 }
 
 /// Never made, like [`IdpMetadata`].
