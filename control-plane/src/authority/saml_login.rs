@@ -184,7 +184,12 @@ impl Authority {
                 client,
             )
             .await?;
-        if let Some(subject) = &assertion.subject {
+        // Only with Single Logout on: otherwise nobody reads these records.
+        if let Some(subject) = assertion
+            .subject
+            .as_ref()
+            .filter(|_| sp.config().single_logout)
+        {
             self.link_saml_session(sp.idp_entity_id(), &issued, subject)
                 .await;
         }

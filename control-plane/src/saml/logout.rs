@@ -17,7 +17,7 @@ use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING};
 
 use super::MAX_ISSUE_DELAY;
 use super::message::{LogoutXml, read_logout_xml};
-use super::provider::{HTTP_REDIRECT_BINDING, Sp};
+use super::provider::{HTTP_REDIRECT_BINDING, Sp, VerificationQueue, libxml_lock};
 use super::{IdpLogoutMessage, SamlSubject, SloAnswer, SloMessage, check_shape, decode_response};
 use crate::error::Error;
 
@@ -313,10 +313,13 @@ impl Sp {
             return Ok((xml, relay_state, false));
         }
         let certificates = self.signing_certificates()?;
-        static LIBXML: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one_at_a_time = LIBXML
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The same bounded queue and lock as Responses (see `Sp::verify`).
+        let Some(_queued) = VerificationQueue::join() else {
+            return Err(Error::ProviderUnavailable(
+                "too many SAML messages are being checked; try again shortly",
+            ));
+        };
+        let _one_at_a_time = libxml_lock();
         let signed = samael::crypto::Crypto::reduce_xml_to_signed_with_allowed_algorithms(
             &xml,
             &certificates,

@@ -19,12 +19,12 @@ use crate::error::Error;
 const MAX_QUEUED_VERIFICATIONS: usize = 16;
 
 /// A place in the bounded queue of Responses to verify, given back when dropped.
-struct VerificationQueue;
+pub(super) struct VerificationQueue;
 
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 
 impl VerificationQueue {
-    fn join() -> Option<Self> {
+    pub(super) fn join() -> Option<Self> {
         QUEUED
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
                 (queued < MAX_QUEUED_VERIFICATIONS).then_some(queued + 1)
@@ -258,10 +258,7 @@ impl Sp {
                 "too many SAML logins are being checked; try again shortly",
             ));
         };
-        static LIBXML: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one_at_a_time = LIBXML
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = libxml_lock();
         let assertion = sp
             .parse_xml_response(&xml, request_id.map(|_| ids.as_slice()))
             .map_err(|error| {
@@ -380,6 +377,15 @@ impl Sp {
         }
         User::new(&directory, &id, attributes).map_err(|_| no_user("not a valid user"))
     }
+}
+
+/// Held while libxml2 works on a document: one at a time, for Responses and logout
+/// messages alike.
+pub(super) fn libxml_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LIBXML: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LIBXML
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The NameID and SessionIndex the assertion gives the login, for Single Logout.

@@ -35,8 +35,8 @@ const MAX_ACS_FORM: usize = 2 * 1024 * 1024;
 /// virtual proxy with SAML.
 pub fn is_route(proxy: &VirtualProxy, relative_path: &str) -> bool {
     let single_logout = proxy.saml.as_ref().is_some_and(|saml| saml.single_logout);
-    proxy.saml.is_some() && matches!(relative_path, LOGIN | ACS | METADATA)
-        || single_logout && matches!(relative_path, SLO | LOGOUT)
+    (proxy.saml.is_some() && matches!(relative_path, LOGIN | ACS | METADATA))
+        || (single_logout && matches!(relative_path, SLO | LOGOUT))
 }
 
 /// Serves a path [`is_route`] accepted.
