@@ -17,7 +17,7 @@ use crate::harness::client::{self, HttpResponse, encode, expect_close, query_par
 use crate::harness::redis_server::free_port;
 use crate::harness::saml_idp::SamlIdp;
 use crate::harness::web_browser::{WebBrowser, form_action, input_value};
-use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, eventually};
+use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer, eventually};
 
 const BINDING: &str = "X-Qlik-Session-app-saml";
 const SP_ENTITY: &str = "urn:gatehouse:test:app";
@@ -25,6 +25,7 @@ const SP_ENTITY: &str = "urn:gatehouse:test:app";
 /// An identity provider, virtual proxy "app" with Single Logout, one control plane and two
 /// nodes; the identity provider knows node A's address (as it would the load balancer's).
 struct Fleet {
+    _redis: Option<RedisServer>,
     idp: SamlIdp,
     _upstream: EchoUpstream,
     _control_plane: ControlPlane,
@@ -40,6 +41,11 @@ struct Login {
 }
 
 async fn fleet() -> Option<Fleet> {
+    fleet_on(None).await
+}
+
+/// The fleet, its control plane on `redis` (the memory store without).
+async fn fleet_on(redis: Option<RedisServer>) -> Option<Fleet> {
     let port_a = free_port();
     let url_a = format!("http://127.0.0.1:{port_a}");
     let idp = SamlIdp::start(&format!("{url_a}/app/saml/metadata")).await?;
@@ -51,11 +57,15 @@ async fn fleet() -> Option<Fleet> {
         idp.metadata_file().to_str().expect("a UTF-8 path"),
     );
     let proxy = AppProxy::new([upstream.node()]).table(&table);
-    let control_plane = ControlPlane::start(&proxy.toml()).await;
+    let settings = redis
+        .as_ref()
+        .map_or_else(|| proxy.toml(), |redis| proxy.on_redis(redis));
+    let control_plane = ControlPlane::start(&settings).await;
     let a = DataPlaneNode::start_with(&control_plane, &format!("listen = \"127.0.0.1:{port_a}\""))
         .await;
     let b = DataPlaneNode::start(&control_plane).await;
     Some(Fleet {
+        _redis: redis,
         idp,
         _upstream: upstream,
         _control_plane: control_plane,
@@ -176,8 +186,11 @@ async fn closed_by_revocation(socket: &mut client::WebSocket, since: Instant, wh
 /// LogoutRequest for one of alice's SessionIndexes to node A; that session's WebSocket on
 /// node B closes and both nodes refuse its cookie, while her other session and bob's live
 /// on, and the browser is sent back to the identity provider with our LogoutResponse.
-async fn identity_provider_logout_closes_a_websocket_on_another_node(binding: &str) {
-    let Some(fleet) = fleet().await else {
+async fn identity_provider_logout_closes_a_websocket_on_another_node(
+    binding: &str,
+    redis: Option<RedisServer>,
+) {
+    let Some(fleet) = fleet_on(redis).await else {
         return;
     };
     let mut first = fleet.login("alice").await;
@@ -249,12 +262,18 @@ async fn identity_provider_logout_closes_a_websocket_on_another_node(binding: &s
 
 #[tokio::test]
 async fn an_identity_provider_logout_over_redirect_closes_a_websocket_on_another_node() {
-    identity_provider_logout_closes_a_websocket_on_another_node("redirect").await;
+    identity_provider_logout_closes_a_websocket_on_another_node("redirect", None).await;
+}
+
+#[tokio::test]
+async fn an_identity_provider_logout_closes_a_websocket_on_another_node_with_the_store_on_redis() {
+    let redis = RedisServer::start().await;
+    identity_provider_logout_closes_a_websocket_on_another_node("redirect", Some(redis)).await;
 }
 
 #[tokio::test]
 async fn an_identity_provider_logout_over_post_closes_a_websocket_on_another_node() {
-    identity_provider_logout_closes_a_websocket_on_another_node("post").await;
+    identity_provider_logout_closes_a_websocket_on_another_node("post", None).await;
 }
 
 #[tokio::test]
