@@ -217,7 +217,7 @@ fn negotiate_page(other_login: Option<&str>) -> String {
     )
 }
 
-fn html_escape(text: &str) -> String {
+pub fn html_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -116,6 +116,9 @@ pub struct SamlAuthentication {
     pub binding_cookie_tls: String,
     /// The ACS URL is https (TLS may end before this node): always the `__Host-` cookie.
     pub https_acs_url: bool,
+    /// Single Logout with the identity provider: `/saml/slo` and `/saml/logout` are served,
+    /// and a logout here sends the browser there.
+    pub single_logout: bool,
 }
 
 impl SamlAuthentication {
@@ -407,6 +410,7 @@ impl VirtualProxy {
                         format!("__Host-{cookie_name}-saml")
                     },
                     https_acs_url: saml.https_acs_url,
+                    single_logout: saml.single_logout,
                 }),
             seal_cookie_name: format!("{cookie_name}-seal"),
             cookie_name,

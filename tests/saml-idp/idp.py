@@ -17,16 +17,30 @@ FILE and prints "ready" once listening. The service provider's metadata is read 
 - POST /sign?what=assertion|response|both[&key=other]: signs the Response XML in the body
   with the identity provider's key (or another one), as pysaml2 signs its own; the tests
   alter an unsigned Response first, so that each refusal is about one thing.
+
+Single Logout (see the `slo_*` functions):
+- GET /slo/redirect: the SingleLogoutService. With SAMLRequest (the service provider's
+  LogoutRequest), pysaml2 parses it, remembers its NameID and SessionIndex, and redirects
+  the browser back with a LogoutResponse signed over the query. With SAMLResponse (the
+  service provider's answer to a logout started here), it answers 200 "logout answered:
+  STATUS".
+- GET /slo/seen: the LogoutRequests received, as JSON lines {"name_id", "session_index"}.
+- GET /slo/start?destination=URL&name_id=..[&session_index=..][&binding=redirect|post]
+  [&sign=own|other|none]: an IdP-initiated LogoutRequest to the service provider at URL,
+  as pysaml2 makes it: for redirect the URL to send the browser to, for post the base64
+  SAMLRequest to post there (RelayState "idp-relay").
 """
 
 import argparse
 import base64
+import json
 import sys
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, samlp, saml
 from saml2.config import IdPConfig
+from saml2.pack import http_redirect_message
 from saml2.metadata import entity_descriptor
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
 from saml2.server import Server
@@ -45,7 +59,10 @@ def config(args, with_sp):
         "entityid": f"{base}/metadata",
         "service": {
             "idp": {
-                "endpoints": {"single_sign_on_service": [(f"{base}/sso/redirect", BINDING_HTTP_REDIRECT)]},
+                "endpoints": {
+                    "single_sign_on_service": [(f"{base}/sso/redirect", BINDING_HTTP_REDIRECT)],
+                    **slo_endpoints(base),
+                },
                 "name_id_format": [NAMEID_FORMAT_PERSISTENT],
                 "want_authn_requests_signed": False,
                 "policy": {"default": {"lifetime": {"minutes": 5}, "attribute_restrictions": None}},
@@ -59,6 +76,95 @@ def config(args, with_sp):
     idp_config = IdPConfig()
     idp_config.load(settings)
     return idp_config
+
+
+def slo_endpoints(base):
+    """The SingleLogoutService the metadata announces."""
+    return {"single_logout_service": [(f"{base}/slo/redirect", BINDING_HTTP_REDIRECT)]}
+
+
+def slo_answer_request(handler, query):
+    """The service provider's LogoutRequest: remembered, and answered with a signed
+    LogoutResponse over HTTP-Redirect to the service provider's SingleLogoutService."""
+    idp = handler.idp()
+    request = idp.parse_logout_request(query["SAMLRequest"], BINDING_HTTP_REDIRECT).message
+    handler.server.slo_seen.append(
+        {
+            "name_id": request.name_id.text if request.name_id is not None else None,
+            "format": request.name_id.format if request.name_id is not None else None,
+            "session_index": [index.text for index in request.session_index],
+            "issuer": request.issuer.text if request.issuer is not None else None,
+        }
+    )
+    response = idp.create_logout_response(request, [BINDING_HTTP_REDIRECT])
+    binding = idp.apply_binding(
+        BINDING_HTTP_REDIRECT,
+        str(response),
+        response.destination,
+        query.get("RelayState", ""),
+        response=True,
+        sign=True,
+        sigalg=SIG_RSA_SHA256,
+    )
+    return dict(binding["headers"])["Location"]
+
+
+def slo_start(handler, query):
+    """An IdP-initiated LogoutRequest for the service provider at `destination`."""
+    idp = handler.idp()
+    sign = query.get("sign", "own")
+    signer = handler.server.other if sign == "other" else handler.server.own
+    index = query.get("session_index")
+    _, request = idp.create_logout_request(
+        query["destination"],
+        slo_sp_entity(idp),
+        name_id=NameID(format=NAMEID_FORMAT_PERSISTENT, text=query["name_id"]),
+        session_indexes=[index] if index else None,
+        sign=False,
+    )
+    if query.get("binding", "redirect") == "redirect":
+        headers = http_redirect_message(
+            str(request),
+            query["destination"],
+            "idp-relay",
+            "SAMLRequest",
+            sigalg=SIG_RSA_SHA256,
+            sign=sign != "none",
+            backend=signer.sec_backend,
+        )["headers"]
+        return dict(headers)["Location"]
+    xml = str(request)
+    if sign != "none":
+        request.signature = pre_signature_part(
+            request.id, signer.my_cert, 1, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256
+        )
+        xml = signer.sign_statement(str(request), f"{samlp.NAMESPACE}:LogoutRequest", node_id=request.id)
+    return base64.b64encode(xml.encode()).decode()
+
+
+def slo_sp_entity(idp):
+    """The one service provider in the identity provider's metadata."""
+    return next(iter(idp.metadata.with_descriptor("spsso")))
+
+
+def slo_get(handler, url, query):
+    """The Single Logout routes; False when `url` is none of them."""
+    if url.path == "/slo/redirect" and "SAMLRequest" in query:
+        handler.send_response(302)
+        handler.send_header("Location", slo_answer_request(handler, query))
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    elif url.path == "/slo/redirect" and "SAMLResponse" in query:
+        response = handler.idp().parse_logout_request_response(query["SAMLResponse"], BINDING_HTTP_REDIRECT)
+        status = response.response.status.status_code.value if response else "unreadable"
+        handler.answer(200, f"logout answered: {status}")
+    elif url.path == "/slo/seen":
+        handler.answer(200, "\n".join(json.dumps(seen) for seen in handler.server.slo_seen), "application/json")
+    elif url.path == "/slo/start":
+        handler.answer(200, slo_start(handler, query))
+    else:
+        return False
+    return True
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -87,6 +193,12 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/metadata":
             with open(self.server.args.metadata_out) as metadata:
                 return self.answer(200, metadata.read(), "application/samlmetadata+xml")
+        if url.path.startswith("/slo/"):
+            try:
+                if slo_get(self, url, query):
+                    return None
+            except Exception as error:  # the test reads the reason
+                return self.answer(400, f"{type(error).__name__}: {error}")
         if url.path != "/sso/redirect" or "SAMLRequest" not in query:
             return self.answer(404, "not found")
         try:
@@ -160,6 +272,7 @@ def main():
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.args = args
     server.idp = None
+    server.slo_seen = []
     server.own = Server(config=own_config).sec
     server.other = Server(config=config(other_args, with_sp=False)).sec
     print("ready", flush=True)

@@ -31,7 +31,10 @@ pub struct SamlLoginStarted {
 }
 
 impl Authority {
-    fn saml_provider(&self, virtual_proxy: &str) -> Result<std::sync::Arc<SamlSource>, Error> {
+    pub(super) fn saml_provider(
+        &self,
+        virtual_proxy: &str,
+    ) -> Result<std::sync::Arc<SamlSource>, Error> {
         let proxies = self.virtual_proxies();
         let config = proxies
             .get(virtual_proxy)?
@@ -181,6 +184,15 @@ impl Authority {
                 client,
             )
             .await?;
+        // Only with Single Logout on: otherwise nobody reads these records.
+        if let Some(subject) = assertion
+            .subject
+            .as_ref()
+            .filter(|_| sp.config().single_logout)
+        {
+            self.link_saml_session(sp.idp_entity_id(), &issued, subject)
+                .await;
+        }
         Ok((issued, target))
     }
 

@@ -58,6 +58,14 @@ pub struct SamlConfig {
     /// Accept Responses the identity provider sends without an AuthnRequest of ours.
     #[serde(default)]
     pub allow_idp_initiated: bool,
+    /// Single Logout with the identity provider (its metadata's SingleLogoutService): our
+    /// LogoutRequest when a browser logs out here, and its LogoutRequests at `/saml/slo`.
+    #[serde(default)]
+    pub single_logout: bool,
+    /// Where a browser lands after a logout at the identity provider: a path on this site.
+    /// Default: `/{prefix}/`.
+    #[serde(default)]
+    pub logout_redirect: Option<String>,
     /// The metadata file's text, read when the configuration is loaded, so a changed file
     /// is a changed configuration (picked up on reload).
     #[serde(skip)]
@@ -79,6 +87,24 @@ impl SamlConfig {
     /// [`load`]: Self::load
     pub fn acs_url(&self) -> &str {
         self.acs_url.as_deref().unwrap_or_default()
+    }
+
+    /// The Single Logout URL: the ACS URL's origin with `/{prefix}/saml/slo`.
+    pub fn slo_url(&self) -> String {
+        let acs = self.acs_url();
+        acs.strip_suffix("/saml/acs")
+            .map_or_else(String::new, |base| format!("{base}/saml/slo"))
+    }
+
+    /// Where a browser lands after a logout at the identity provider.
+    pub fn logout_landing(&self, prefix: &str) -> String {
+        self.logout_redirect.clone().unwrap_or_else(|| {
+            if prefix.is_empty() {
+                "/".to_owned()
+            } else {
+                format!("/{prefix}/")
+            }
+        })
     }
 
     /// Checks the table, reads the metadata file and settles the ACS URL. `prefix` and
@@ -115,6 +141,15 @@ impl SamlConfig {
             ));
         }
         self.acs_url = Some(acs_url);
+        if let Some(landing) = &self.logout_redirect {
+            let local = landing.starts_with('/')
+                && !landing.starts_with("//")
+                && !landing.starts_with("/\\")
+                && !landing.chars().any(char::is_control);
+            if !local {
+                return Err("saml.logout_redirect must be a path on this site".to_owned());
+            }
+        }
         if self.user_directory.is_none() && self.user_directory_attribute.is_none() {
             return Err("saml needs user_directory or user_directory_attribute".to_owned());
         }
@@ -153,8 +188,14 @@ impl SamlConfig {
             (Some(file), None) => {
                 self.idp_metadata = read_metadata(file)
                     .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
-                crate::saml::IdpMetadata::parse(&self.idp_metadata)
+                let metadata = crate::saml::IdpMetadata::parse(&self.idp_metadata)
                     .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
+                if self.single_logout && !metadata.has_single_logout() {
+                    return Err(
+                        "saml.single_logout: the identity provider's metadata has no SingleLogoutService"
+                            .to_owned(),
+                    );
+                }
             }
             // Read at the first login, as OpenID discovery is: a provider down at start
             // delays nothing but logins.
@@ -390,5 +431,44 @@ Z2Al";
         assert!(load(directory, &metadata(REDIRECT, &broken), &origins).is_err());
         assert!(load(directory, "<not-metadata/>", &origins).is_err());
         assert!(load(directory, "", &origins).is_err());
+    }
+
+    #[test]
+    fn single_logout_needs_a_logout_service_in_the_metadata_and_lands_on_a_local_path() {
+        let base = "user_directory = \"CORP\"\nsingle_logout = true";
+        let origins = ["https://gh.example.com"];
+        let without = load(base, &good_metadata(), &origins);
+        assert!(
+            without
+                .as_ref()
+                .is_err_and(|error| error.contains("SingleLogoutService")),
+            "{without:?}"
+        );
+        let slo = r#"<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.example.com/slo"/>"#;
+        let with = metadata(REDIRECT, &format!("{}{slo}", signing_key()));
+        let config = load(base, &with, &origins);
+        assert_eq!(
+            config.as_ref().map(SamlConfig::slo_url).as_deref(),
+            Ok("https://gh.example.com/app/saml/slo")
+        );
+        assert_eq!(
+            config.map(|config| config.logout_landing("app")).as_deref(),
+            Ok("/app/")
+        );
+        for landing in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example",
+        ] {
+            let extra = format!("{base}\nlogout_redirect = {landing:?}");
+            assert!(load(&extra, &with, &origins).is_err(), "{landing}");
+        }
+        let extra = format!("{base}\nlogout_redirect = \"/app/bye\"");
+        assert_eq!(
+            load(&extra, &with, &origins)
+                .map(|config| config.logout_landing("app"))
+                .as_deref(),
+            Ok("/app/bye")
+        );
     }
 }

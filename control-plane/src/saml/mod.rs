@@ -10,7 +10,7 @@
 //! default; the demo builds without it): without it every SAML configuration is refused with
 //! that reason.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
@@ -18,6 +18,10 @@ use sha2::{Digest as _, Sha256};
 use crate::domain::User;
 use crate::error::Error;
 
+#[cfg(feature = "saml")]
+mod logout;
+#[cfg(feature = "saml")]
+mod message;
 #[cfg(feature = "saml")]
 mod provider;
 mod source;
@@ -41,6 +45,92 @@ pub struct VerifiedAssertion {
     /// The latest instant the assertion can be used at (its `NotOnOrAfter`s, with the skew).
     pub usable_until: SystemTime,
     pub user: User,
+    /// Whom the identity provider logged in, for Single Logout; none without a NameID.
+    pub subject: Option<SamlSubject>,
+}
+
+/// The identity provider's name for a login: its `NameID` and the `SessionIndex` of its
+/// `AuthnStatement`. Kept with the session, so that a logout either way can name it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SamlSubject {
+    pub name_id: String,
+    pub format: Option<String>,
+    pub session_index: Option<String>,
+}
+
+/// Where the sessions of a NameID (`session_index` none) or of one of its provider
+/// sessions are linked, per virtual proxy and identity provider.
+pub fn link_key(
+    virtual_proxy: &str,
+    idp: &str,
+    name_id: &str,
+    session_index: Option<&str>,
+) -> crate::tokens::TokenHash {
+    // XML text holds no NUL, so the fields cannot run into each other.
+    let which = session_index.map_or_else(|| "all".to_owned(), |index| format!("index\0{index}"));
+    crate::tokens::TokenHash::of(&format!(
+        "gatehouse-saml-link\0{virtual_proxy}\0{idp}\0{name_id}\0{which}"
+    ))
+}
+
+/// Where a session's [`SamlSubject`] is kept, by its handle.
+pub fn subject_key(handle: &str) -> crate::tokens::TokenHash {
+    crate::tokens::TokenHash::of(&format!("gatehouse-saml-subject\0{handle}"))
+}
+
+/// A fresh message id (an `xsd:ID`).
+#[cfg_attr(not(feature = "saml"), allow(dead_code))]
+fn response_id() -> String {
+    format!("_{}", crate::tokens::new_session_token())
+}
+
+/// How long after its `IssueInstant` a Response, Assertion or logout message is still taken
+/// (plus the skew): the browser brings it within seconds of the identity provider making it.
+pub const MAX_ISSUE_DELAY: Duration = Duration::from_secs(90);
+
+/// A logout message as the browser brought it to `/{prefix}/saml/slo`.
+#[derive(Debug, Clone)]
+pub enum SloMessage {
+    /// HTTP-Redirect: the query string exactly as received (its signature covers those bytes).
+    Redirect(String),
+    /// HTTP-POST: the form body as received.
+    Post(String),
+}
+
+/// What the identity provider sent, checked.
+#[derive(Debug, Clone)]
+pub enum IdpLogoutMessage {
+    /// It ends the user's session there, and asks us to end ours.
+    Request {
+        id: String,
+        name_id: String,
+        /// None: every session of the NameID.
+        session_indexes: Vec<String>,
+        relay_state: Option<String>,
+    },
+    /// It answers a LogoutRequest of ours.
+    Response {
+        in_response_to: String,
+        relay_state: String,
+        success: bool,
+    },
+}
+
+/// Where the browser takes a LogoutResponse to the identity provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SloAnswer {
+    Redirect(String),
+    Post {
+        action: String,
+        saml_response: String,
+        relay_state: Option<String>,
+    },
+}
+
+/// How long a LogoutRequest id is remembered: as long as its `IssueInstant` keeps it
+/// acceptable, so a replayed one is refused rather than ending sessions started since.
+pub fn request_memory(skew: Duration) -> Duration {
+    MAX_ISSUE_DELAY + skew + skew
 }
 
 /// The Response's XML from the posted base64 (line breaks allowed, as many IdPs wrap it).
@@ -61,7 +151,7 @@ fn decode_response(saml_response: &str) -> Result<String, Error> {
 }
 
 #[cfg_attr(not(feature = "saml"), allow(dead_code))]
-const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
+pub(crate) const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
 
 /// What is refused before any signature is looked at: a DTD (entity expansion; SAML
 /// messages have none), XML that does not parse, and more than one assertion. `samael`

@@ -2,7 +2,7 @@
 //! verification of a Response (feature `saml`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use samael::crypto::AllowedSignatureAlgorithm;
 use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING, IndexedEndpoint, SpSsoDescriptor};
@@ -10,7 +10,7 @@ use samael::schema::Assertion;
 use samael::service_provider::{Error as SamlError, ServiceProvider};
 use samael::traits::ToXml as _;
 
-use super::{VerifiedAssertion, check_shape, decode_response};
+use super::{MAX_ISSUE_DELAY, VerifiedAssertion, check_shape, decode_response};
 use crate::config::SamlConfig;
 use crate::domain::{Attribute, User};
 use crate::error::Error;
@@ -19,12 +19,12 @@ use crate::error::Error;
 const MAX_QUEUED_VERIFICATIONS: usize = 16;
 
 /// A place in the bounded queue of Responses to verify, given back when dropped.
-struct VerificationQueue;
+pub(super) struct VerificationQueue;
 
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 
 impl VerificationQueue {
-    fn join() -> Option<Self> {
+    pub(super) fn join() -> Option<Self> {
         QUEUED
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
                 (queued < MAX_QUEUED_VERIFICATIONS).then_some(queued + 1)
@@ -40,10 +40,7 @@ impl Drop for VerificationQueue {
     }
 }
 
-const HTTP_REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
-/// How long after its `IssueInstant` a Response or Assertion is still taken (plus the skew):
-/// the browser posts it within seconds of the identity provider making it.
-const MAX_ISSUE_DELAY: Duration = Duration::from_secs(90);
+pub(super) const HTTP_REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
 
 /// The identity provider as its metadata describes it.
 #[derive(Debug, Clone)]
@@ -51,6 +48,9 @@ pub struct IdpMetadata {
     descriptor: EntityDescriptor,
     /// The SingleSignOnService of the HTTP-Redirect binding.
     sso_redirect: String,
+    /// The SingleLogoutService, HTTP-Redirect preferred over HTTP-POST; none: the provider
+    /// takes no logout messages from us.
+    pub(super) slo: Option<super::logout::SloService>,
 }
 
 impl IdpMetadata {
@@ -86,24 +86,31 @@ impl IdpMetadata {
             Ok(_) => return Err("has no signing certificate".to_owned()),
             Err(_) => return Err("has a signing certificate that cannot be read".to_owned()),
         }
+        let slo = super::logout::SloService::of(&descriptor)?;
         Ok(Self {
             descriptor,
             sso_redirect,
+            slo,
         })
     }
 
     pub fn entity_id(&self) -> &str {
         self.descriptor.entity_id.as_deref().unwrap_or_default()
     }
+
+    /// Whether the metadata names a SingleLogoutService (HTTP-Redirect or HTTP-POST).
+    pub fn has_single_logout(&self) -> bool {
+        self.slo.is_some()
+    }
 }
 
 /// One virtual proxy's service provider, built from its configuration.
 #[derive(Clone)]
 pub struct Sp {
-    config: SamlConfig,
-    idp: IdpMetadata,
+    pub(super) config: SamlConfig,
+    pub(super) idp: IdpMetadata,
     /// `samael`'s service provider, for SP-initiated logins (`InResponseTo` required).
-    inner: ServiceProvider,
+    pub(super) inner: ServiceProvider,
 }
 
 impl std::fmt::Debug for Sp {
@@ -194,6 +201,13 @@ pub fn sp_metadata_xml(config: &SamlConfig) -> Result<String, Error> {
                     is_default: Some(true),
                     ..IndexedEndpoint::default()
                 }],
+                single_logout_services: config.single_logout.then(|| {
+                    vec![samael::metadata::Endpoint {
+                        binding: HTTP_REDIRECT_BINDING.to_owned(),
+                        location: config.slo_url(),
+                        response_location: None,
+                    }]
+                }),
                 ..SpSsoDescriptor::default()
             }]),
             ..EntityDescriptor::default()
@@ -244,10 +258,7 @@ impl Sp {
                 "too many SAML logins are being checked; try again shortly",
             ));
         };
-        static LIBXML: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one_at_a_time = LIBXML
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = libxml_lock();
         let assertion = sp
             .parse_xml_response(&xml, request_id.map(|_| ids.as_slice()))
             .map_err(|error| {
@@ -303,6 +314,7 @@ impl Sp {
             id: assertion.id.clone(),
             usable_until: until,
             user: self.user(assertion)?,
+            subject: subject(assertion),
         })
     }
 
@@ -365,6 +377,34 @@ impl Sp {
         }
         User::new(&directory, &id, attributes).map_err(|_| no_user("not a valid user"))
     }
+}
+
+/// Held while libxml2 works on a document: one at a time, for Responses and logout
+/// messages alike.
+pub(super) fn libxml_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LIBXML: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LIBXML
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The NameID and SessionIndex the assertion gives the login, for Single Logout.
+fn subject(assertion: &Assertion) -> Option<super::SamlSubject> {
+    let name_id = assertion.subject.as_ref()?.name_id.as_ref()?;
+    let value = name_id.value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    let session_index = assertion
+        .authn_statements
+        .iter()
+        .flatten()
+        .find_map(|statement| statement.session_index.clone());
+    Some(super::SamlSubject {
+        name_id: value.to_owned(),
+        format: name_id.format.clone(),
+        session_index,
+    })
 }
 
 /// The short reason a client is told for a Response `samael` refused.

@@ -4,7 +4,9 @@
 
 use std::convert::Infallible;
 
-use super::VerifiedAssertion;
+use std::time::SystemTime;
+
+use super::{IdpLogoutMessage, SamlSubject, SloAnswer, SloMessage, VerifiedAssertion};
 use crate::config::SamlConfig;
 use crate::error::Error;
 
@@ -23,6 +25,10 @@ impl IdpMetadata {
     }
 
     pub fn entity_id(&self) -> &str {
+        match self.never {}
+    }
+
+    pub fn has_single_logout(&self) -> bool {
         match self.never {}
     }
 }
@@ -59,6 +65,39 @@ impl Sp {
         _saml_response: &str,
         _request_id: Option<&str>,
     ) -> Result<VerifiedAssertion, Error> {
+        match self.never {}
+    }
+}
+
+impl Sp {
+    pub fn single_logout(&self) -> bool {
+        match self.never {}
+    }
+
+    pub fn read_logout_message(
+        &self,
+        _message: &SloMessage,
+        _now: SystemTime,
+    ) -> Result<IdpLogoutMessage, Error> {
+        match self.never {}
+    }
+
+    pub fn logout_request_uri(
+        &self,
+        _request_id: &str,
+        _subject: &SamlSubject,
+        _relay_state: &str,
+        _now: SystemTime,
+    ) -> Result<Option<String>, Error> {
+        match self.never {}
+    }
+
+    pub fn logout_response(
+        &self,
+        _in_response_to: &str,
+        _relay_state: Option<&str>,
+        _now: SystemTime,
+    ) -> Result<SloAnswer, Error> {
         match self.never {}
     }
 }

@@ -113,8 +113,11 @@ pub trait OneTimeRecords: Send + Sync {
 #[async_trait]
 pub trait Sessions: Send + Sync {
     /// Adds a session handle to the set under `key` (an OpenID provider's subject or session
-    /// id, hashed), kept for `ttl` after the last addition, so a back-channel logout naming
-    /// that subject or session finds the Gatehouse sessions to end.
+    /// id, or a SAML NameID and SessionIndex, hashed), kept for `ttl` after the last
+    /// addition, so a back-channel or single logout naming that subject or session finds the
+    /// Gatehouse sessions to end. SAML logins also keep, under a key naming the session's
+    /// handle, one member that is the JSON of the identity provider's subject (what our
+    /// LogoutRequest names): any short text is a member.
     async fn link_session(
         &self,
         key: &TokenHash,

@@ -79,7 +79,7 @@ pub async fn begin_to(
 /// only when Secure. Over TLS it is therefore `__Host-`, Secure and SameSite=None; over
 /// plain HTTP (development) it carries no SameSite, which browsers read as Lax but still
 /// send with a top-level POST in the first two minutes. No Domain: it stays with this host.
-fn binding_cookie(
+pub fn binding_cookie(
     proxy: &VirtualProxy,
     saml: &SamlAuthentication,
     value: &str,

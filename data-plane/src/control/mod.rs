@@ -360,6 +360,34 @@ impl ControlClient {
         Ok((login(answer.login.unwrap_or_default())?, answer.target))
     }
 
+    /// Hands a SAML logout message the browser brought to `/saml/slo` to the control plane.
+    /// Made on one endpoint only: a LogoutRequest works once.
+    pub async fn saml_logout_message(
+        &self,
+        request: pb::SamlLogoutMessageRequest,
+    ) -> Result<pb::SamlLogoutMessageResponse, ControlError> {
+        Ok(self
+            .call_once(|replica| {
+                let mut client = replica.node.clone();
+                let request = request.clone();
+                async move { client.saml_logout_message(request).await }
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// After a SAML session ended here: the identity provider's logout URL, if any.
+    pub async fn saml_logout_begin(
+        &self,
+        request: pb::SamlLogoutBeginRequest,
+    ) -> Result<pb::SamlLogoutBeginResponse, ControlError> {
+        self.node_call(request, |mut client, request| async move {
+            client.saml_logout_begin(request).await
+        })
+        .await
+        .map_err(Into::into)
+    }
+
     /// The virtual proxy's SP metadata (XML).
     pub async fn saml_metadata(&self, virtual_proxy: &str) -> Result<String, ControlError> {
         let request = pb::SamlMetadataRequest {

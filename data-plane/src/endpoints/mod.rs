@@ -7,6 +7,7 @@ pub mod oidc;
 pub mod own_sessions;
 pub mod personal;
 pub mod saml;
+mod saml_logout;
 mod sign_in;
 
 use http::{Request, Response};

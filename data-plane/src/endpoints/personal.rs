@@ -114,11 +114,23 @@ async fn logout(
 ) -> Result<Response<ProxyBody>, Refusal> {
     let mut response = match end_own_session(state, proxy, parts, origin).await? {
         Some(session) => {
+            // A SAML session is also ended at the identity provider: the page that called
+            // this sends the browser to `samlLogoutUri` (a redirect would be followed by
+            // the script's request, not the browser).
+            let at_provider =
+                super::saml_logout::idp_logout(state, proxy, parts, origin, &session.handle).await;
             let user = session.user.unwrap_or_default();
-            respond::json(
-                StatusCode::OK,
-                &json!({ "session": "ended", "userDirectory": user.user_directory, "userId": user.user_id }),
-            )
+            let mut ended = json!({ "session": "ended", "userDirectory": user.user_directory, "userId": user.user_id });
+            let mut binding = None;
+            if let Some((uri, cookie)) = at_provider {
+                ended["samlLogoutUri"] = uri.into();
+                binding = cookie;
+            }
+            let mut response = respond::json(StatusCode::OK, &ended);
+            if let Some(binding) = binding {
+                response.headers_mut().append(SET_COOKIE, binding);
+            }
+            response
         }
         None => respond::json(StatusCode::OK, &json!({ "session": "inactive" })),
     };

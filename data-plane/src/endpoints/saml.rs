@@ -19,6 +19,7 @@ use crate::auth::saml::{ACS, LOGIN, METADATA, begin_to, refused};
 use crate::auth::{cookie, query};
 use crate::body::{self, ProxyBody};
 use crate::control::ControlError;
+use crate::endpoints::saml_logout::{self, LOGOUT, SLO};
 use crate::endpoints::sign_in::{SignIn, sign_in};
 use crate::origin::Origin;
 use crate::refusal::Refusal;
@@ -33,7 +34,9 @@ const MAX_ACS_FORM: usize = 2 * 1024 * 1024;
 /// Whether `relative_path` (the path after the prefix) is one of this module's routes, on a
 /// virtual proxy with SAML.
 pub fn is_route(proxy: &VirtualProxy, relative_path: &str) -> bool {
-    proxy.saml.is_some() && matches!(relative_path, LOGIN | ACS | METADATA)
+    let single_logout = proxy.saml.as_ref().is_some_and(|saml| saml.single_logout);
+    (proxy.saml.is_some() && matches!(relative_path, LOGIN | ACS | METADATA))
+        || (single_logout && matches!(relative_path, SLO | LOGOUT))
 }
 
 /// Serves a path [`is_route`] accepted.
@@ -48,6 +51,8 @@ pub async fn route(
         LOGIN => login(state, proxy, &parts, origin, ctx.client.peer).await,
         ACS => acs(state, proxy, (&parts, body), origin, ctx.client.peer).await,
         METADATA => metadata(state, proxy, &parts).await,
+        SLO => saml_logout::slo(state, proxy, (&parts, body), origin, ctx.client.peer).await,
+        LOGOUT => saml_logout::logout(state, proxy, &parts, origin).await,
         _ => Err(Refusal::NotFound("not found".into())),
     }
 }
@@ -174,7 +179,7 @@ async fn metadata(
     }
 }
 
-fn is_form(parts: &Parts) -> bool {
+pub(super) fn is_form(parts: &Parts) -> bool {
     parts
         .headers
         .get(CONTENT_TYPE)

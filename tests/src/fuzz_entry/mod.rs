@@ -10,6 +10,7 @@ pub mod kerberos;
 pub mod oidc;
 pub mod rest;
 pub mod saml;
+pub mod saml_logout;
 
 use std::net::SocketAddr;
 
@@ -52,6 +53,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("oidc_callback", oidc::callback),
     ("oidc_login_target", oidc::login_target),
     ("saml_response", saml::response),
+    ("saml_logout", saml_logout::logout_message),
     ("negotiate", kerberos::negotiate_header),
     ("kerberos_principal", kerberos::principal),
     ("forward_auth_headers", forward_auth::described_by_headers),

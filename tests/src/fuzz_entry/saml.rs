@@ -11,7 +11,7 @@ use gatehouse_control_plane::config::SamlConfig;
 use gatehouse_control_plane::saml::{Sp, request_id};
 
 /// A self-signed certificate whose private key was thrown away.
-const CERTIFICATE: &str = "\
+pub(super) const CERTIFICATE: &str = "\
 MIIDHTCCAgWgAwIBAgIUOkheZyuR9LRvDxCDXXrrch0gv0cwDQYJKoZIhvcNAQELBQAwHTEbMBkG\
 A1UEAwwSZ2F0ZWhvdXNlLWZ1enotaWRwMCAXDTI2MTIwNDE5MTA1NFoYDzIxMjYxMTEwMTkxMDU0\
 WjAdMRswGQYDVQQDDBJnYXRlaG91c2UtZnV6ei1pZHAwggEiMA0GCSqGSIb3DQEBAQUAA4IBDwAw\
@@ -50,6 +50,8 @@ fn service_provider(allow_idp_initiated: bool) -> Sp {
         clock_skew: Duration::from_secs(60),
         login_timeout: Duration::from_secs(600),
         allow_idp_initiated,
+        single_logout: false,
+        logout_redirect: None,
         idp_metadata: metadata(),
     };
     let metadata = config.idp_metadata.clone();

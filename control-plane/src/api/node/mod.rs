@@ -316,6 +316,62 @@ impl pb::node_service_server::NodeService for NodeApi {
         Ok(Response::new(pb::SamlMetadataResponse { xml }))
     }
 
+    async fn saml_logout_message(
+        &self,
+        request: Request<pb::SamlLogoutMessageRequest>,
+    ) -> Result<Response<pb::SamlLogoutMessageResponse>, Status> {
+        let request = request.into_inner();
+        let message = if request.form.is_empty() {
+            crate::saml::SloMessage::Redirect(request.query)
+        } else {
+            crate::saml::SloMessage::Post(request.form)
+        };
+        let outcome = self
+            .authority
+            .saml_slo(&request.virtual_proxy, message, &request.binding)
+            .await?;
+        let mut response = pb::SamlLogoutMessageResponse {
+            ended_handles: outcome.ended,
+            ..pb::SamlLogoutMessageResponse::default()
+        };
+        match outcome.answer {
+            crate::saml::SloAnswer::Redirect(uri) => response.redirect_uri = uri,
+            crate::saml::SloAnswer::Post {
+                action,
+                saml_response,
+                relay_state,
+            } => {
+                response.post_action = action;
+                response.saml_response = saml_response;
+                response.relay_state = relay_state.unwrap_or_default();
+            }
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn saml_logout_begin(
+        &self,
+        request: Request<pb::SamlLogoutBeginRequest>,
+    ) -> Result<Response<pb::SamlLogoutBeginResponse>, Status> {
+        let request = request.into_inner();
+        let started = self
+            .authority
+            .saml_logout_begin(
+                &request.virtual_proxy,
+                &request.session_handle,
+                &request.binding,
+            )
+            .await?;
+        Ok(Response::new(started.map_or_else(
+            pb::SamlLogoutBeginResponse::default,
+            |started| pb::SamlLogoutBeginResponse {
+                redirect_uri: started.redirect_uri,
+                binding: started.binding,
+                timeout: prost_types::Duration::try_from(started.login_timeout).ok(),
+            },
+        )))
+    }
+
     async fn anonymous_login(
         &self,
         request: Request<pb::AnonymousLoginRequest>,

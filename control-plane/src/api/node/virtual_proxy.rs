@@ -63,6 +63,7 @@ pub(crate) fn virtual_proxy_to_proto(
         saml_authentication: proxy.saml.as_ref().map(|saml| pb::SamlAuthentication {
             enabled: true,
             https_acs_url: saml.acs_url().starts_with("https://"),
+            single_logout: saml.single_logout,
         }),
         strip_prefix: proxy.strip_prefix,
         upstream: Some(upstream_to_proto(&proxy.upstream)),
