@@ -62,6 +62,9 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The proxy's requests again with the node's own HTTP/1 engine off, on hyper's path alone:
+# both paths must pass every browser-facing test (the whole suite passes both ways).
+GATEHOUSE_TEST_FAST_HTTP1=off cargo test -p gatehouse-tests --locked -- browser::
 
 # The Helm chart: linted and rendered offline (helm-python-sdk) for every value set, each
 # render schema-validated and policy-checked, its configuration files accepted by the
