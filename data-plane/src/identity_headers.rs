@@ -162,7 +162,9 @@ pub(crate) fn insert_built(
     name: HeaderName,
     build: impl FnOnce(&mut String),
 ) {
-    let mut value = String::with_capacity(64);
+    // Room for a user with a long id (`UserDirectory=...; UserId=...` of an anonymous user
+    // is over 70 bytes) without growing the buffer on the way.
+    let mut value = String::with_capacity(128);
     build(&mut value);
     if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(name, value);

@@ -11,25 +11,32 @@
 //! read so far, and hyper serves the rest of the connection as it would have served all of
 //! it: the two paths never both frame one byte.
 
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::{Buf, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use super::original::Caller;
+use super::original::{Caller, CheckLines, header_text};
 use crate::body::ProxyBody;
 use crate::config::LimitsConfig;
+use crate::refusal::Refusal;
+use crate::request::context::Client;
 use crate::state::NodeState;
 
 /// More headers than hyper accepts (100) go to hyper, which answers 431.
 const MAX_HEADERS: usize = 100;
+
+/// Headers that leave something to decide about a request's framing: such a request is
+/// hyper's.
+const FRAMING: [&str; 4] = ["content-length", "transfer-encoding", "upgrade", "expect"];
 
 /// What a connection's loop ended with.
 #[derive(Debug)]
@@ -60,6 +67,8 @@ impl Checks<'_> {
         // How much of `read` is known to hold no end of a head: a head sent a byte at a time
         // is parsed once it is complete, not once per byte.
         let mut searched = 0;
+        // One buffer for every answer on the connection, and its `Date` made once a second.
+        let mut answer = Answer::default();
         loop {
             let parsed = if may_end_a_head(&read, searched) {
                 parse(&read)
@@ -95,28 +104,60 @@ impl Checks<'_> {
                     }
                 }
             };
-            read.advance(head.length);
+            let (length, close, head_only) = (head.length, head.close, head.head_only);
+            // The original is rebuilt while the head is still in the buffer, straight from
+            // its lines; the buffer moves on before anything waits.
+            let check = match head.check {
+                Check::Auth { uri, lines } => {
+                    let started = Instant::now();
+                    let rebuilt =
+                        super::original::rebuild_lines(lines, self.caller, self.trusted_networks);
+                    Prepared::Auth {
+                        uri,
+                        rebuilt,
+                        started,
+                    }
+                }
+                Check::Other(request) => Prepared::Other(request),
+            };
+            read.advance(length);
             searched = 0;
             head_started = None;
-            let close = head.close;
-            let head_only = head.request.method() == Method::HEAD;
-            let response = super::http::handle(
-                self.state.clone(),
-                self.trusted_networks,
-                head.request,
-                self.caller,
-            )
-            .await;
+            let response = match check {
+                Prepared::Auth {
+                    uri,
+                    rebuilt,
+                    started,
+                } => {
+                    super::http::answer_check(
+                        self.state,
+                        uri.query(),
+                        rebuilt,
+                        self.caller,
+                        started,
+                    )
+                    .await
+                }
+                Prepared::Other(request) => {
+                    super::http::handle(
+                        self.state.clone(),
+                        self.trusted_networks,
+                        request,
+                        self.caller,
+                    )
+                    .await
+                }
+            };
             let closing = close || self.stop.is_cancelled();
-            let (answer, close_after) = match serialize(response, head_only, closing).await {
-                Some(answer) => answer,
+            let close_after = match serialize(response, head_only, closing, &mut answer).await {
+                Some(close_after) => close_after,
                 None => return Ended::Closed,
             };
             // A client that stops reading holds its connection no longer than an idle one,
             // and the node's shutdown does not wait for it.
             let written = tokio::select! {
                 () = self.stop.cancelled() => return Ended::Closed,
-                written = tokio::time::timeout(self.limits.idle_timeout, stream.write_all(&answer)) => written,
+                written = tokio::time::timeout(self.limits.idle_timeout, stream.write_all(&answer.bytes)) => written,
             };
             if !matches!(written, Ok(Ok(()))) {
                 return Ended::Closed;
@@ -130,23 +171,46 @@ impl Checks<'_> {
 }
 
 /// A request head this loop answers, and its length in the buffer.
-struct Head {
-    request: Request<()>,
+struct Head<'b> {
+    check: Check<'b>,
     length: usize,
     /// The client asked to close after this answer.
     close: bool,
+    /// A `HEAD` request: its answer has no body.
+    head_only: bool,
+}
+
+/// What a head asks.
+// As `Parsed`: made and matched at once, a box would cost an allocation a check.
+#[allow(clippy::large_enum_variant)]
+enum Check<'b> {
+    /// An ingress's check, `/auth`: its lines sorted for the original request as they were
+    /// read, so that no map of the check's own headers is made.
+    Auth { uri: Uri, lines: CheckLines<'b> },
+    /// Anything else (`/signin`, another path): the request as hyper would have made it.
+    Other(Request<()>),
+}
+
+/// A check ready to be decided, the buffer free again.
+enum Prepared {
+    Auth {
+        uri: Uri,
+        rebuilt: Result<(Request<()>, Client), Refusal>,
+        started: Instant,
+    },
+    Other(Request<()>),
 }
 
 // Made and matched at once, once per request: boxing the head would cost an allocation there.
 #[allow(clippy::large_enum_variant)]
-enum Parsed {
-    Complete(Head),
+enum Parsed<'b> {
+    Complete(Head<'b>),
     Partial,
     /// Valid or not, hyper's to answer.
     NotHere,
 }
 
-fn parse(buffer: &[u8]) -> Parsed {
+fn parse(buffer: &[u8]) -> Parsed<'_> {
     if buffer.is_empty() {
         return Parsed::Partial;
     }
@@ -163,33 +227,51 @@ fn parse(buffer: &[u8]) -> Parsed {
         return Parsed::NotHere;
     }
     match build(&parsed) {
-        Some((request, close)) => Parsed::Complete(Head {
-            request,
+        Some((check, close, head_only)) => Parsed::Complete(Head {
+            check,
             length,
             close,
+            head_only,
         }),
         None => Parsed::NotHere,
     }
 }
 
 /// Whether the bytes of `buffer` past `searched` may complete a head: a line feed followed by
-/// an empty line (CRLF or, as httparse also takes, a bare LF) ends one.
+/// an empty line (CRLF or, as httparse also takes, a bare LF) ends one. Searched from the
+/// back: a head usually arrives whole, its end the last bytes read.
 fn may_end_a_head(buffer: &[u8], searched: usize) -> bool {
     let from = searched.saturating_sub(3);
-    buffer.get(from..).is_some_and(|tail| {
-        tail.windows(2).any(|pair| pair == b"\n\n")
-            || tail.windows(3).any(|triple| triple == b"\n\r\n")
-    })
+    let Some(tail) = buffer.get(from..) else {
+        return false;
+    };
+    let mut end = tail.len();
+    while let Some(at) = tail[..end].iter().rposition(|&byte| byte == b'\n') {
+        let after = &tail[at + 1..];
+        if after.first() == Some(&b'\n') || after.starts_with(b"\r\n") {
+            return true;
+        }
+        end = at;
+    }
+    false
 }
 
+/// Whether a line feed in `head` is not preceded by a carriage return: as many line feeds as
+/// CRLF pairs otherwise. (Counted, not searched, so that the compiler can count many bytes
+/// at once.)
 fn has_bare_line_feed(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(at, &byte)| byte == b'\n' && (at == 0 || head[at - 1] != b'\r'))
+    let line_feeds: usize = head.iter().map(|&byte| usize::from(byte == b'\n')).sum();
+    let pairs: usize = head
+        .iter()
+        .zip(head.get(1..).unwrap_or_default())
+        .map(|(&first, &second)| usize::from(first == b'\r' && second == b'\n'))
+        .sum();
+    line_feeds != pairs
 }
 
-/// The request, when it is one this loop answers; with whether the client asked to close.
-fn build(parsed: &httparse::Request<'_, '_>) -> Option<(Request<()>, bool)> {
+/// The request, when it is one this loop answers; with whether the client asked to close,
+/// and whether it is a `HEAD`.
+fn build<'b>(parsed: &httparse::Request<'_, 'b>) -> Option<(Check<'b>, bool, bool)> {
     if parsed.version != Some(1) {
         return None;
     }
@@ -198,17 +280,20 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Option<(Request<()>, bool)> {
         return None;
     }
     let uri: Uri = parsed.path?.parse().ok()?;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut lines =
+        (uri.path() == "/auth").then(|| CheckLines::with_capacity(parsed.headers.len()));
+    let mut headers = HeaderMap::new();
     let mut close = false;
     for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT
+        let name = header.name;
+        if FRAMING
+            .iter()
+            .any(|framing| name.eq_ignore_ascii_case(framing))
         {
             return None;
         }
-        let value = HeaderValue::from_bytes(header.value).ok()?;
-        if name == CONNECTION {
-            let tokens = value.to_str().ok()?;
+        if name.eq_ignore_ascii_case(CONNECTION.as_str()) {
+            let tokens = header_text(header.value)?;
             for token in tokens.split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
@@ -217,38 +302,75 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Option<(Request<()>, bool)> {
                 }
             }
         }
-        headers.append(name, value);
+        match &mut lines {
+            Some(lines) => lines.add(name, header.value)?,
+            None => {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    HeaderValue::from_bytes(header.value).ok()?,
+                );
+            }
+        }
+    }
+    let head_only = method == Method::HEAD;
+    if let Some(lines) = lines {
+        return Some((Check::Auth { uri, lines }, close, head_only));
     }
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
-    Some((request, close))
+    Some((Check::Other(request), close, head_only))
 }
 
-/// The answer's bytes, head and body in one buffer, and whether the connection closes after
-/// it (the answer says `Connection: close`, as it does when `closing`). `None` when the body
-/// cannot be read.
+/// One connection's answer buffer, and the `Date` of its answers: formatted once a second
+/// (as hyper does), since it names the second only.
+#[derive(Default)]
+struct Answer {
+    bytes: Vec<u8>,
+    date_second: Option<u64>,
+    date: String,
+}
+
+impl Answer {
+    fn refresh_date(&mut self) {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        if self.date_second != Some(second) {
+            self.date = httpdate::fmt_http_date(now);
+            self.date_second = Some(second);
+        }
+    }
+}
+
+/// The answer's bytes, head and body, written into `answer`; whether the connection closes
+/// after it (the answer says `Connection: close`, as it does when `closing`). `None` when
+/// the body cannot be read.
 async fn serialize(
     response: Response<ProxyBody>,
     head_only: bool,
     closing: bool,
-) -> Option<(Vec<u8>, bool)> {
+    answer: &mut Answer,
+) -> Option<bool> {
     let (parts, body) = response.into_parts();
     let body = body.collect().await.ok()?.to_bytes();
-    let mut answer = Vec::with_capacity(256 + body.len());
-    answer.extend_from_slice(b"HTTP/1.1 ");
-    answer.extend_from_slice(parts.status.as_str().as_bytes());
-    answer.push(b' ');
-    answer.extend_from_slice(
+    answer.refresh_date();
+    let (out, date) = (&mut answer.bytes, &answer.date);
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
         parts
             .status
             .canonical_reason()
             .unwrap_or("Unknown")
             .as_bytes(),
     );
-    answer.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"\r\n");
     let mut close = false;
     for (name, value) in &parts.headers {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
@@ -257,28 +379,29 @@ async fn serialize(
         if name == CONNECTION && value.as_bytes().eq_ignore_ascii_case(b"close") {
             close = true;
         }
-        answer.extend_from_slice(name.as_str().as_bytes());
-        answer.extend_from_slice(b": ");
-        answer.extend_from_slice(value.as_bytes());
-        answer.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if closing && !close {
-        answer.extend_from_slice(b"connection: close\r\n");
+        out.extend_from_slice(b"connection: close\r\n");
         close = true;
     }
     // As hyper frames it: a HEAD answer with an empty body says no length.
     if !(head_only && body.is_empty()) {
-        answer.extend_from_slice(b"content-length: ");
-        answer.extend_from_slice(body.len().to_string().as_bytes());
-        answer.extend_from_slice(b"\r\n");
+        out.extend_from_slice(b"content-length: ");
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{}", body.len());
+        out.extend_from_slice(b"\r\n");
     }
-    answer.extend_from_slice(b"date: ");
-    answer.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
-    answer.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(date.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
     if !head_only {
-        answer.extend_from_slice(&body);
+        out.extend_from_slice(&body);
     }
-    Some((answer, close))
+    Some(close)
 }
 
 /// A stream whose first bytes were already read: they are read again first, so that hyper
@@ -345,27 +468,54 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
 mod tests {
     use super::*;
 
-    fn parsed(bytes: &str) -> Parsed {
+    fn parsed(bytes: &str) -> Parsed<'_> {
         parse(bytes.as_bytes())
     }
 
     #[test]
     fn a_bodiless_http11_check_is_answered_here() {
-        let text =
-            "GET /auth HTTP/1.1\r\nHost: n\r\nX-Original-URI: /app/\r\nCookie: a=b\r\n\r\nGET";
+        let text = "GET /auth HTTP/1.1\r\nHost: n\r\nX-Original-URI: /app/\r\nX-Original-Method: GET\r\nCookie: a=b\r\n\r\nGET";
         let Parsed::Complete(head) = parsed(text) else {
             panic!("a plain check");
         };
         assert_eq!(head.length, text.len() - 3);
         assert!(!head.close);
-        assert_eq!(head.request.uri().path(), "/auth");
-        assert_eq!(head.request.headers()["x-original-uri"], "/app/");
+        assert!(!head.head_only);
+        let Check::Auth { uri, lines } = head.check else {
+            panic!("a check of /auth");
+        };
+        assert_eq!(uri.path(), "/auth");
+        let (original, _) = super::super::original::rebuild_lines(
+            lines,
+            Caller {
+                peer: "127.0.0.1:4000".parse().unwrap(),
+                listener_port: 9904,
+                secure: false,
+            },
+            &["127.0.0.0/8".parse().unwrap()],
+        )
+        .unwrap();
+        assert_eq!(original.headers()[http::header::HOST], "n");
+        assert_eq!(original.headers()["cookie"], "a=b");
+        assert!(!original.headers().contains_key("x-original-uri"));
+        assert_eq!(original.uri(), "/app/");
         let Parsed::Complete(head) =
             parsed("HEAD /auth HTTP/1.1\r\nHost: n\r\nConnection: keep-alive, Close\r\n\r\n")
         else {
             panic!("a plain check");
         };
         assert!(head.close);
+        assert!(head.head_only);
+        let Parsed::Complete(head) =
+            parsed("GET /signin?rd=x HTTP/1.1\r\nHost: n\r\nX-A: b\r\n\r\n")
+        else {
+            panic!("a plain request");
+        };
+        let Check::Other(request) = head.check else {
+            panic!("not a check of /auth");
+        };
+        assert_eq!(request.uri(), "/signin?rd=x");
+        assert_eq!(request.headers()["x-a"], "b");
     }
 
     #[test]
@@ -410,6 +560,26 @@ mod tests {
         assert!(!may_end_a_head(head, head.len() + 10));
     }
 
+    proptest::proptest! {
+        /// The scans against the plain byte-by-byte reading of what they look for.
+        #[test]
+        fn the_head_end_scans_read_bytes_as_a_plain_search_does(
+            bytes in proptest::collection::vec(proptest::sample::select(vec![b'\r', b'\n', b'a']), 0..24),
+            searched in 0usize..30,
+        ) {
+            let bare = bytes
+                .iter()
+                .enumerate()
+                .any(|(at, &byte)| byte == b'\n' && (at == 0 || bytes[at - 1] != b'\r'));
+            proptest::prop_assert_eq!(has_bare_line_feed(&bytes), bare);
+            let ends = bytes.get(searched.saturating_sub(3)..).is_some_and(|tail| {
+                tail.windows(2).any(|pair| pair == b"\n\n")
+                    || tail.windows(3).any(|triple| triple == b"\n\r\n")
+            });
+            proptest::prop_assert_eq!(may_end_a_head(&bytes, searched), ends);
+        }
+    }
+
     #[test]
     fn an_unfinished_head_waits_for_more() {
         for text in [
@@ -428,18 +598,26 @@ mod tests {
         response
             .headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
-        let (answer, close) = serialize(response, false, false).await.unwrap();
-        let text = String::from_utf8(answer).unwrap();
+        let mut answer = Answer::default();
+        let close = serialize(response, false, false, &mut answer)
+            .await
+            .unwrap();
+        let text = String::from_utf8(answer.bytes.clone()).unwrap();
         assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text}");
         assert!(text.contains("\r\ncontent-length: 2\r\n"), "{text}");
         assert!(!text.contains("999"), "{text}");
         assert!(text.contains("\r\ndate: "), "{text}");
         assert!(text.ends_with("\r\n\r\nno"), "{text}");
         assert!(!close);
-        let (answer, _) = serialize(Response::new(crate::body::full("x")), true, false)
-            .await
-            .unwrap();
-        let text = String::from_utf8(answer).unwrap();
+        serialize(
+            Response::new(crate::body::full("x")),
+            true,
+            false,
+            &mut answer,
+        )
+        .await
+        .unwrap();
+        let text = String::from_utf8(answer.bytes.clone()).unwrap();
         assert!(text.contains("\r\ncontent-length: 1\r\n"), "{text}");
         assert!(
             text.ends_with("\r\n\r\n"),

@@ -15,6 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::{HeaderName, SET_COOKIE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -24,6 +25,7 @@ use super::{Allowed, decide};
 use crate::auth::query;
 use crate::body::{self, ProxyBody};
 use crate::refusal::Refusal;
+use crate::request::context::Client;
 use crate::state::NodeState;
 
 /// Where a browser is to be sent, on a 401 answer.
@@ -45,23 +47,14 @@ pub async fn handle<B>(
     request: Request<B>,
     caller: Caller,
 ) -> Response<ProxyBody> {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let (parts, _) = request.into_parts();
-    let redirect = query::param(parts.uri.query(), "redirect")
-        .is_some_and(|value| value.eq_ignore_ascii_case("true") || value == "1");
     let at_signin = parts.uri.path() == "/signin";
     let (rebuilt, answer) = match parts.uri.path() {
-        "/auth" => {
-            let answer = if redirect {
-                Answer::Redirect
-            } else {
-                Answer::Unauthorized
-            };
-            (
-                original::rebuild(parts.headers, caller, trusted_networks),
-                answer,
-            )
-        }
+        "/auth" => (
+            original::rebuild(parts.headers, caller, trusted_networks),
+            Answer::asked_in(parts.uri.query()),
+        ),
         "/signin" if parts.method == Method::GET => {
             (signin(&parts, caller, trusted_networks), Answer::Redirect)
         }
@@ -71,13 +64,68 @@ pub async fn handle<B>(
                 .into_response();
         }
     };
+    let asked = Asked {
+        answer,
+        at_signin,
+        caller,
+        started,
+    };
+    answered(&state, rebuilt, asked).await
+}
+
+/// Answers a check of `/auth` whose original request the node's own HTTP/1 loop rebuilt from
+/// the check's head as it read it (`original::rebuild_lines`); `query` is the check's.
+pub async fn answer_check(
+    state: &NodeState,
+    query: Option<&str>,
+    rebuilt: Result<(Request<()>, Client), Refusal>,
+    caller: Caller,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let asked = Asked {
+        answer: Answer::asked_in(query),
+        at_signin: false,
+        caller,
+        started,
+    };
+    answered(state, rebuilt, asked).await
+}
+
+/// What a check asked for, and when it arrived.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    answer: Answer,
+    at_signin: bool,
+    caller: Caller,
+    started: Instant,
+}
+
+impl Answer {
+    /// As the check's query asks: redirects with `redirect=true` (or `1`).
+    fn asked_in(query: Option<&str>) -> Self {
+        let redirect = query::param(query, "redirect")
+            .is_some_and(|value| value.eq_ignore_ascii_case("true") || value == "1");
+        if redirect {
+            Answer::Redirect
+        } else {
+            Answer::Unauthorized
+        }
+    }
+}
+
+/// The phases run on the rebuilt original, the answer rendered, counted and logged.
+async fn answered(
+    state: &NodeState,
+    rebuilt: Result<(Request<()>, Client), Refusal>,
+    asked: Asked,
+) -> Response<ProxyBody> {
     let (response, proxy) = match rebuilt {
-        Ok((original, client)) => match decide(&state, original, client).await {
+        Ok((original, client)) => match decide(state, original, client).await {
             Ok(allowed) => {
                 let proxy = allowed.proxy.clone();
-                (allow(allowed, answer, at_signin), Some(proxy))
+                (allow(allowed, asked.answer, asked.at_signin), Some(proxy))
             }
-            Err(refusal) => (refuse(refusal, answer), None),
+            Err(refusal) => (refuse(refusal, asked.answer), None),
         },
         Err(refusal) => (refusal.into_response(), None),
     };
@@ -88,9 +136,9 @@ pub async fn handle<B>(
         target: "gatehouse::access",
         front_end = "forward-auth",
         status = response.status().as_u16(),
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        latency_us = u64::try_from(asked.started.elapsed().as_micros()).unwrap_or(u64::MAX),
         virtual_proxy = proxy.as_deref().map(|proxy| proxy.prefix.as_str()),
-        peer = %caller.peer,
+        peer = %asked.caller.peer,
     );
     response
 }
@@ -100,7 +148,7 @@ fn signin(
     parts: &http::request::Parts,
     caller: Caller,
     trusted_networks: &[ipnet::IpNet],
-) -> Result<(Request<()>, crate::request::context::Client), Refusal> {
+) -> Result<(Request<()>, Client), Refusal> {
     if !original::is_trusted(trusted_networks, caller.peer.ip()) {
         return Err(Refusal::bad_request(
             "sign-in is accepted only through an ingress in forward_auth.trusted_networks",

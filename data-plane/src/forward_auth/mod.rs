@@ -137,7 +137,7 @@ fn as_forwarded(original: &Request<()>) -> Result<(), Refusal> {
     if let Some(name) = original
         .headers()
         .keys()
-        .find(|name| name.as_str().contains('_'))
+        .find(|name| name.as_str().bytes().any(|byte| byte == b'_'))
     {
         return Err(Refusal::bad_request(format!(
             "the header {name} holds '_', which upstreams may read as '-': have the ingress \

@@ -26,8 +26,9 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// The headers through which an ingress describes the original request.
-const DESCRIBING: [HeaderName; 9] = [
+/// The headers through which an ingress describes the original request. (A static: a const
+/// array would be made and dropped again at each use.)
+static DESCRIBING: [HeaderName; 9] = [
     X_ORIGINAL_URL,
     X_ORIGINAL_URI,
     X_ORIGINAL_METHOD,
@@ -65,18 +66,78 @@ pub struct Description<'a> {
 impl<'a> Description<'a> {
     /// The description in `headers`, by each ingress's convention.
     pub fn from_headers(headers: &'a HeaderMap) -> Result<Self, Refusal> {
+        let mut describing = Describing::default();
+        for (name, value) in headers {
+            describing.note(name.as_str(), value.as_bytes());
+        }
+        describing.description()
+    }
+}
+
+/// What one header of a description said: its first value, whether it came more than once,
+/// and (for `X-Forwarded-For`, whose last entry counts) its last value.
+#[derive(Debug, Default, Clone, Copy)]
+struct Said<'a> {
+    first: Option<&'a [u8]>,
+    repeated: bool,
+    last: Option<&'a [u8]>,
+}
+
+/// The describing headers of one check, gathered in one pass over its headers (a check's
+/// headers are looked through once, not once per name).
+#[derive(Debug, Default)]
+struct Describing<'a> {
+    said: [Said<'a>; 9],
+}
+
+impl<'a> Describing<'a> {
+    /// Takes note of one header line; whether it is one of the describing headers.
+    fn note(&mut self, name: &str, value: &'a [u8]) -> bool {
+        // Every describing header is an `x-` one; most of a check's others are not.
+        if !name
+            .as_bytes()
+            .first()
+            .is_some_and(|first| first.eq_ignore_ascii_case(&b'x'))
+        {
+            return false;
+        }
+        let Some(index) = DESCRIBING
+            .iter()
+            .position(|describing| describing.as_str().eq_ignore_ascii_case(name))
+        else {
+            return false;
+        };
+        let said = &mut self.said[index];
+        match said.first {
+            None => said.first = Some(value),
+            Some(_) => said.repeated = true,
+        }
+        said.last = Some(value);
+        true
+    }
+
+    fn said(&self, name: &HeaderName) -> Said<'a> {
+        DESCRIBING
+            .iter()
+            .position(|describing| describing == name)
+            .map(|index| self.said[index])
+            .unwrap_or_default()
+    }
+
+    /// The description, or why it is refused: the same checks in the same order whichever
+    /// way the headers arrived.
+    fn description(&self) -> Result<Description<'a>, Refusal> {
         let one = |name: &HeaderName| -> Result<Option<&'a str>, Refusal> {
-            let mut values = headers.get_all(name).iter();
-            let Some(value) = values.next() else {
+            let said = self.said(name);
+            let Some(value) = said.first else {
                 return Ok(None);
             };
-            if values.next().is_some() {
+            if said.repeated {
                 return Err(Refusal::bad_request(format!("{name} is repeated")));
             }
-            value
-                .to_str()
+            header_text(value)
                 .map(|text| Some(text.trim()))
-                .map_err(|_| Refusal::bad_request(format!("{name} is not text")))
+                .ok_or_else(|| Refusal::bad_request(format!("{name} is not text")))
         };
         // One convention per check: the ingress sets its own headers and passes the
         // client's on, so a header of another convention is the client's. No precedence
@@ -102,13 +163,28 @@ impl<'a> Description<'a> {
                 "X-Forwarded-Host names more than one host",
             ));
         }
-        Ok(Self {
+        Ok(Description {
             method,
             uri,
             host,
             proto: one(&X_FORWARDED_PROTO)?,
-            client: client_address(headers)?,
+            client: client_address(
+                self.said(&X_FORWARDED_FOR).last,
+                self.said(&X_REAL_IP).first,
+            )?,
         })
+    }
+}
+
+/// A header value as text, as `HeaderValue::to_str` reads it: visible ASCII and tabs only.
+pub fn header_text(value: &[u8]) -> Option<&str> {
+    if value
+        .iter()
+        .all(|&byte| byte == b'\t' || (32..127).contains(&byte))
+    {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
     }
 }
 
@@ -118,18 +194,12 @@ impl<'a> Description<'a> {
 /// `trusted_networks` whenever the ingress is in them. The entry is cut out of the bytes, not
 /// of the text: a client's non-ASCII entry before the ingress's must neither hide the
 /// ingress's entry nor count as no header at all.
-fn client_address(headers: &HeaderMap) -> Result<Option<IpAddr>, Refusal> {
-    let last_forwarded = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .next_back()
-        .map(|list| {
-            list.as_bytes()
-                .rsplit(|&byte| byte == b',')
-                .next()
-                .unwrap_or_default()
-        });
-    let real_ip = headers.get(X_REAL_IP).map(HeaderValue::as_bytes);
+fn client_address(
+    last_forwarded_for: Option<&[u8]>,
+    real_ip: Option<&[u8]>,
+) -> Result<Option<IpAddr>, Refusal> {
+    let last_forwarded =
+        last_forwarded_for.map(|list| list.rsplit(|&byte| byte == b',').next().unwrap_or_default());
     let Some(named) = last_forwarded.or(real_ip) else {
         return Ok(None);
     };
@@ -159,9 +229,7 @@ pub fn rebuild(
 ) -> Result<(Request<()>, Client), Refusal> {
     if !is_trusted(trusted_networks, caller.peer.ip()) {
         tracing::info!(peer = %caller.peer, "forward-auth check from an untrusted network");
-        return Err(Refusal::bad_request(
-            "forwarded request headers are accepted only from forward_auth.trusted_networks",
-        ));
+        return Err(untrusted());
     }
     let described = {
         let description = Description::from_headers(&headers)?;
@@ -175,6 +243,78 @@ pub fn rebuild(
         headers.remove(name);
     }
     Ok(described.into_request(headers, caller))
+}
+
+/// A check's header lines as the node's own HTTP/1 loop reads them, sorted as they arrive:
+/// the description noted, the check's own `Host` kept aside (the original's is the one
+/// described), framing dropped, and every other line put straight into the original's
+/// headers. The same request as [`rebuild`] makes from a map of all of them, without that
+/// map and its removals.
+#[derive(Debug)]
+pub struct CheckLines<'a> {
+    describing: Describing<'a>,
+    host: Option<&'a [u8]>,
+    others: HeaderMap,
+}
+
+impl<'a> CheckLines<'a> {
+    pub fn with_capacity(lines: usize) -> Self {
+        Self {
+            describing: Describing::default(),
+            host: None,
+            others: HeaderMap::with_capacity(lines),
+        }
+    }
+
+    /// Adds one line; `None` when its name or value cannot be a header's.
+    pub fn add(&mut self, name: &'a str, value: &'a [u8]) -> Option<()> {
+        if !value.iter().all(|&byte| is_value_byte(byte)) {
+            return None;
+        }
+        if self.describing.note(name, value) {
+            return Some(());
+        }
+        if name.eq_ignore_ascii_case(HOST.as_str()) {
+            self.host.get_or_insert(value);
+            return Some(());
+        }
+        if name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str())
+            || name.eq_ignore_ascii_case(TRANSFER_ENCODING.as_str())
+        {
+            return Some(());
+        }
+        let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(value).ok()?;
+        self.others.append(name, value);
+        Some(())
+    }
+}
+
+/// What `HeaderValue::from_bytes` takes: no control character but the tab.
+pub fn is_value_byte(byte: u8) -> bool {
+    (byte >= 32 && byte != 127) || byte == b'\t'
+}
+
+/// [`rebuild`] of a check read as [`CheckLines`].
+pub fn rebuild_lines(
+    lines: CheckLines<'_>,
+    caller: Caller,
+    trusted_networks: &[ipnet::IpNet],
+) -> Result<(Request<()>, Client), Refusal> {
+    if !is_trusted(trusted_networks, caller.peer.ip()) {
+        tracing::info!(peer = %caller.peer, "forward-auth check from an untrusted network");
+        return Err(untrusted());
+    }
+    let description = lines.describing.description()?;
+    let fallback_host = lines.host.and_then(header_text);
+    let described = Described::resolve(description, caller, fallback_host)?;
+    Ok(described.into_request(lines.others, caller))
+}
+
+fn untrusted() -> Refusal {
+    Refusal::bad_request(
+        "forwarded request headers are accepted only from forward_auth.trusted_networks",
+    )
 }
 
 /// The original request `description` speaks of, with `headers`; its `Host` is the one the
@@ -310,6 +450,37 @@ mod tests {
         headers
     }
 
+    /// The check's headers as the node's own loop reads them, line by line (names as sent).
+    fn lines(headers: &HeaderMap) -> CheckLines<'_> {
+        let mut lines = CheckLines::with_capacity(headers.len());
+        for (name, value) in headers {
+            lines.add(name.as_str(), value.as_bytes()).unwrap();
+        }
+        lines
+    }
+
+    /// Both ways of rebuilding give the same request, or the same refusal.
+    fn rebuilt_both_ways(headers: HeaderMap) -> Result<(Request<()>, Client), Refusal> {
+        let from_lines = rebuild_lines(lines(&headers), CALLER, &trusted());
+        let from_map = rebuild(headers.clone(), CALLER, &trusted());
+        match (&from_lines, &from_map) {
+            (Ok((a, a_client)), Ok((b, b_client))) => {
+                assert_eq!(a.method(), b.method());
+                assert_eq!(a.uri(), b.uri());
+                let mut a_headers: Vec<_> = a.headers().iter().collect();
+                let mut b_headers: Vec<_> = b.headers().iter().collect();
+                a_headers.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+                b_headers.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+                assert_eq!(a_headers, b_headers);
+                assert_eq!(a_client.peer, b_client.peer);
+                assert_eq!(a_client.secure, b_client.secure);
+            }
+            (Err(a), Err(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{headers:?}"),
+            _ => panic!("one way refused, the other not: {headers:?}"),
+        }
+        from_map
+    }
+
     #[test]
     fn nginx_and_traefik_descriptions_give_the_same_request() {
         let nginx = headers(&[
@@ -336,7 +507,7 @@ mod tests {
             ("cookie", "c=1"),
         ]);
         for described in [nginx, traefik, ingress_nginx] {
-            let (request, client) = rebuild(described, CALLER, &trusted()).unwrap();
+            let (request, client) = rebuilt_both_ways(described).unwrap();
             assert_eq!(request.method(), Method::POST);
             assert_eq!(request.uri(), "/app/hub?x=1");
             assert_eq!(request.headers()[HOST], "sense.example");
@@ -359,7 +530,7 @@ mod tests {
                 X_FORWARDED_FOR,
                 HeaderValue::from_bytes(forwarded_for).unwrap(),
             );
-            rebuild(headers, CALLER, &trusted())
+            rebuilt_both_ways(headers)
         };
         // nginx appends the address it saw to what the client sent.
         let (_, client) = described(b"\xf7\xa7 1.2.3.4, 192.0.2.9").unwrap();
@@ -434,7 +605,7 @@ mod tests {
             ]),
         ] {
             let shown = format!("{bad:?}");
-            let refusal = rebuild(bad, CALLER, &trusted()).unwrap_err();
+            let refusal = rebuilt_both_ways(bad).unwrap_err();
             assert_eq!(refusal.status(), http::StatusCode::BAD_REQUEST, "{shown}");
         }
     }

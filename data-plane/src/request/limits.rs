@@ -14,9 +14,11 @@ pub fn admit<B>(limits: &LimitsConfig, request: &mut Request<B>) -> Result<(), R
     oversized(limits, request)?;
     hygiene::before_routing(request)
         .map_err(|refusal| Refusal::bad_request(refusal.to_string()))?;
-    let uri = canonical_uri(request.uri())
+    let normalized = canonical_uri(request.uri())
         .ok_or_else(|| Refusal::bad_request("the request path is not acceptable"))?;
-    *request.uri_mut() = uri;
+    if let Some(uri) = normalized {
+        *request.uri_mut() = uri;
+    }
     Ok(())
 }
 
@@ -42,11 +44,12 @@ fn oversized<B>(limits: &LimitsConfig, request: &Request<B>) -> Result<(), Refus
     Ok(())
 }
 
-/// The request URI with its path normalised; `None` when the path cannot be made safe.
-fn canonical_uri(uri: &Uri) -> Option<Uri> {
+/// The request URI with its path normalised (`Some(None)`: it is already); `None` when the
+/// path cannot be made safe.
+fn canonical_uri(uri: &Uri) -> Option<Option<Uri>> {
     let normalized = path::normalize(uri.path())?;
     if *normalized == *uri.path() {
-        return Some(uri.clone());
+        return Some(None);
     }
     let mut parts = uri.clone().into_parts();
     let target = match uri.query() {
@@ -54,5 +57,5 @@ fn canonical_uri(uri: &Uri) -> Option<Uri> {
         None => normalized.into_owned(),
     };
     parts.path_and_query = Some(target.parse().ok()?);
-    Uri::from_parts(parts).ok()
+    Uri::from_parts(parts).ok().map(Some)
 }
