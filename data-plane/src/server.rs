@@ -19,7 +19,7 @@ use crate::background::{activity, watch};
 use crate::body::ProxyBody;
 use crate::config::{Config, LimitsConfig};
 use crate::control::ControlClient;
-use crate::forward_auth::fast_http1::{Ended, Replayed};
+use crate::http1::{Ended, Replayed};
 use crate::refusal::Refusal;
 use crate::request::context::Client;
 use crate::state::NodeState;
@@ -204,8 +204,8 @@ impl BoundNode {
                                     stop: &stop,
                                 };
                                 match connection.serve(&mut stream).await {
-                                    http1::serve::Ended::Closed => return None,
-                                    http1::serve::Ended::HandedOver { read } => {
+                                    Ended::Closed => return None,
+                                    Ended::HandedOver { read } => {
                                         Either::Right(Either::Right(Replayed::new(read, stream)))
                                     }
                                 }

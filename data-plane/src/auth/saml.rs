@@ -102,3 +102,18 @@ pub fn binding_cookie(
 pub fn refused(state: &NodeState, error: ControlError) -> Refusal {
     refused_by_control_plane(state, error, "saml")
 }
+
+/// Whether a request's body is an HTML form (`application/x-www-form-urlencoded`), as the
+/// HTTP-POST binding sends its messages.
+pub fn is_form(parts: &http::request::Parts) -> bool {
+    parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value.split(';').next().is_some_and(|kind| {
+                kind.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        })
+}

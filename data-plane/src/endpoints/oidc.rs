@@ -19,7 +19,7 @@ use crate::auth::oidc::{BACKCHANNEL_LOGOUT, CALLBACK, LOGIN, LOGOUT, begin_to, r
 use crate::auth::{cookie, query};
 use crate::body::{self, ProxyBody};
 use crate::control::ControlError;
-use crate::endpoints::personal;
+use crate::endpoints::own_sessions;
 use crate::endpoints::sign_in::{SignIn, sign_in};
 use crate::origin::Origin;
 use crate::refusal::Refusal;
@@ -251,7 +251,7 @@ async fn logout(
     if parts.method != Method::GET && parts.method != Method::POST {
         return Err(Refusal::method_not_allowed("GET, POST"));
     }
-    personal::end_own_session(state, proxy, parts, origin).await?;
+    own_sessions::end_own_session(state, proxy, parts, origin).await?;
     let end_session = if oidc.end_session_redirect {
         match state.control.oidc_end_session(&proxy.prefix).await {
             Ok(uri) => uri,

@@ -171,6 +171,37 @@ fn refused(error: &ControlError) -> Refusal {
     }
 }
 
+/// Ends the session of the request's cookie, if it has one, and returns it. Refused unless
+/// the request comes from an allowed origin or carries the CSRF token: a cross-site page
+/// must not be able to log the user out.
+pub async fn end_own_session(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    origin: &Origin,
+) -> Result<Option<gatehouse_proto::v1::Session>, Refusal> {
+    let token = cookie::read(&parts.headers, &proxy.cookie_name);
+    csrf::admit_own_endpoint_call(parts, proxy, origin, token)?;
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    match state.control.logout(&proxy.prefix, token).await {
+        Ok(Some(session)) => {
+            // The revocation reaches every node through Watch; this node need not wait for it.
+            state.end_session(&session.handle);
+            Ok(Some(session))
+        }
+        Ok(None) => Ok(None),
+        Err(ControlError::Unavailable(_) | ControlError::StoreUnavailable(_)) => {
+            Err(Refusal::unavailable("cannot log out right now; try again"))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "logout refused");
+            Ok(None)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

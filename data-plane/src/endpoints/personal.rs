@@ -13,7 +13,6 @@ use crate::auth::identify::bearer;
 use crate::auth::login::{allowed_target, login_uri};
 use crate::auth::{cookie, csrf, oidc, query, saml};
 use crate::body::ProxyBody;
-use crate::control::ControlError;
 use crate::endpoints::own_sessions;
 use crate::origin::Origin;
 use crate::refusal::Refusal;
@@ -112,7 +111,7 @@ async fn logout(
     parts: &Parts,
     origin: &Origin,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    let mut response = match end_own_session(state, proxy, parts, origin).await? {
+    let mut response = match own_sessions::end_own_session(state, proxy, parts, origin).await? {
         Some(session) => {
             // A SAML session is also ended at the identity provider: the page that called
             // this sends the browser to `samlLogoutUri` (a redirect would be followed by
@@ -138,37 +137,6 @@ async fn logout(
         response.headers_mut().append(SET_COOKIE, clear);
     }
     Ok(response)
-}
-
-/// Ends the session of the request's cookie, if it has one, and returns it. Refused unless
-/// the request comes from an allowed origin or carries the CSRF token: a cross-site page
-/// must not be able to log the user out.
-pub async fn end_own_session(
-    state: &NodeState,
-    proxy: &VirtualProxy,
-    parts: &Parts,
-    origin: &Origin,
-) -> Result<Option<gatehouse_proto::v1::Session>, Refusal> {
-    let token = cookie::read(&parts.headers, &proxy.cookie_name);
-    csrf::admit_own_endpoint_call(parts, proxy, origin, token)?;
-    let Some(token) = token else {
-        return Ok(None);
-    };
-    match state.control.logout(&proxy.prefix, token).await {
-        Ok(Some(session)) => {
-            // The revocation reaches every node through Watch; this node need not wait for it.
-            state.end_session(&session.handle);
-            Ok(Some(session))
-        }
-        Ok(None) => Ok(None),
-        Err(ControlError::Unavailable(_) | ControlError::StoreUnavailable(_)) => {
-            Err(Refusal::unavailable("cannot log out right now; try again"))
-        }
-        Err(error) => {
-            tracing::warn!(%error, "logout refused");
-            Ok(None)
-        }
-    }
 }
 
 /// `GET /{prefix}/qps/csrftoken`: the session's CSRF token in the `qlik-csrf-token` header.

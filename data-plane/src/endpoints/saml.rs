@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use crate::auth::client::login_client;
 use crate::auth::login::logged_in;
-use crate::auth::saml::{ACS, LOGIN, METADATA, begin_to, refused};
+use crate::auth::saml::{ACS, LOGIN, METADATA, begin_to, is_form, refused};
 use crate::auth::{cookie, query};
 use crate::body::{self, ProxyBody};
 use crate::control::ControlError;
@@ -177,17 +177,4 @@ async fn metadata(
         }
         Err(error) => Err(refused(state, error)),
     }
-}
-
-pub(super) fn is_form(parts: &Parts) -> bool {
-    parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value.split(';').next().is_some_and(|kind| {
-                kind.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
-        })
 }

@@ -15,10 +15,10 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::cookie;
-use crate::auth::saml::{binding_cookie, refused};
+use crate::auth::saml::{binding_cookie, is_form, refused};
 use crate::body::ProxyBody;
 use crate::control::ControlError;
-use crate::endpoints::personal;
+use crate::endpoints::own_sessions;
 use crate::origin::Origin;
 use crate::refusal::{Refusal, html_escape};
 use crate::respond;
@@ -47,7 +47,7 @@ pub async fn slo(
             String::new(),
         ),
         Method::POST => {
-            if !super::saml::is_form(parts) {
+            if !is_form(parts) {
                 return Err(Refusal::bad_request(
                     "the SAML logout message must be posted as application/x-www-form-urlencoded",
                 ));
@@ -138,7 +138,7 @@ pub async fn logout(
     if parts.method != Method::GET && parts.method != Method::POST {
         return Err(Refusal::method_not_allowed("GET, POST"));
     }
-    let ended = personal::end_own_session(state, proxy, parts, origin).await?;
+    let ended = own_sessions::end_own_session(state, proxy, parts, origin).await?;
     let at_provider = match ended {
         Some(session) => idp_logout(state, proxy, parts, origin, &session.handle).await,
         None => None,

@@ -12,40 +12,28 @@
 //! it: the two paths never both frame one byte.
 
 use std::io::Write as _;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::original::{Caller, CheckLines, header_text};
 use crate::body::ProxyBody;
 use crate::config::LimitsConfig;
+pub use crate::http1::Ended;
+use crate::http1::request_head::{MAX_HEADERS, has_bare_line_feed, may_end_a_head};
 use crate::refusal::Refusal;
 use crate::request::context::Client;
 use crate::state::NodeState;
 
-/// More headers than hyper accepts (100) go to hyper, which answers 431.
-const MAX_HEADERS: usize = 100;
-
 /// Headers that leave something to decide about a request's framing: such a request is
 /// hyper's.
 const FRAMING: [&str; 4] = ["content-length", "transfer-encoding", "upgrade", "expect"];
-
-/// What a connection's loop ended with.
-#[derive(Debug)]
-pub enum Ended {
-    /// Closed: by the client, a timeout, `Connection: close`, or the node's shutdown.
-    Closed,
-    /// A request this loop does not answer: hyper serves the connection from `read`.
-    HandedOver { read: BytesMut },
-}
 
 /// One connection's checks, answered until one needs hyper.
 #[derive(Debug)]
@@ -67,7 +55,7 @@ impl Checks<'_> {
         // How much of `read` is known to hold no end of a head: a head sent a byte at a time
         // is parsed once it is complete, not once per byte.
         let mut searched = 0;
-        // One buffer for every answer on the connection, and its `Date` made once a second.
+        // One buffer for every answer on the connection.
         let mut answer = Answer::default();
         loop {
             let parsed = if may_end_a_head(&read, searched) {
@@ -237,38 +225,6 @@ fn parse(buffer: &[u8]) -> Parsed<'_> {
     }
 }
 
-/// Whether the bytes of `buffer` past `searched` may complete a head: a line feed followed by
-/// an empty line (CRLF or, as httparse also takes, a bare LF) ends one. Searched from the
-/// back: a head usually arrives whole, its end the last bytes read.
-fn may_end_a_head(buffer: &[u8], searched: usize) -> bool {
-    let from = searched.saturating_sub(3);
-    let Some(tail) = buffer.get(from..) else {
-        return false;
-    };
-    let mut end = tail.len();
-    while let Some(at) = tail[..end].iter().rposition(|&byte| byte == b'\n') {
-        let after = &tail[at + 1..];
-        if after.first() == Some(&b'\n') || after.starts_with(b"\r\n") {
-            return true;
-        }
-        end = at;
-    }
-    false
-}
-
-/// Whether a line feed in `head` is not preceded by a carriage return: as many line feeds as
-/// CRLF pairs otherwise. (Counted, not searched, so that the compiler can count many bytes
-/// at once.)
-fn has_bare_line_feed(head: &[u8]) -> bool {
-    let line_feeds: usize = head.iter().map(|&byte| usize::from(byte == b'\n')).sum();
-    let pairs: usize = head
-        .iter()
-        .zip(head.get(1..).unwrap_or_default())
-        .map(|(&first, &second)| usize::from(first == b'\r' && second == b'\n'))
-        .sum();
-    line_feeds != pairs
-}
-
 /// The request, when it is one this loop answers; with whether the client asked to close,
 /// and whether it is a `HEAD`.
 fn build<'b>(parsed: &httparse::Request<'_, 'b>) -> Option<(Check<'b>, bool, bool)> {
@@ -324,26 +280,10 @@ fn build<'b>(parsed: &httparse::Request<'_, 'b>) -> Option<(Check<'b>, bool, boo
     Some((Check::Other(request), close, head_only))
 }
 
-/// One connection's answer buffer, and the `Date` of its answers: formatted once a second
-/// (as hyper does), since it names the second only.
+/// One connection's answer buffer, reused for every answer on it.
 #[derive(Default)]
 struct Answer {
     bytes: Vec<u8>,
-    date_second: Option<u64>,
-    date: String,
-}
-
-impl Answer {
-    fn refresh_date(&mut self) {
-        let now = SystemTime::now();
-        let second = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        if self.date_second != Some(second) {
-            self.date = httpdate::fmt_http_date(now);
-            self.date_second = Some(second);
-        }
-    }
 }
 
 /// The answer's bytes, head and body, written into `answer`; whether the connection closes
@@ -357,8 +297,7 @@ async fn serialize(
 ) -> Option<bool> {
     let (parts, body) = response.into_parts();
     let body = body.collect().await.ok()?.to_bytes();
-    answer.refresh_date();
-    let (out, date) = (&mut answer.bytes, &answer.date);
+    let out = &mut answer.bytes;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
@@ -396,72 +335,12 @@ async fn serialize(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"date: ");
-    out.extend_from_slice(date.as_bytes());
+    crate::http1::date::append(out);
     out.extend_from_slice(b"\r\n\r\n");
     if !head_only {
         out.extend_from_slice(&body);
     }
     Some(close)
-}
-
-/// A stream whose first bytes were already read: they are read again first, so that hyper
-/// sees the connection from the start of the request it was handed.
-#[derive(Debug)]
-pub struct Replayed<S> {
-    read: BytesMut,
-    stream: S,
-}
-
-impl<S> Replayed<S> {
-    pub fn new(read: BytesMut, stream: S) -> Self {
-        Self { read, stream }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.read.is_empty() {
-            let count = self.read.len().min(buf.remaining());
-            buf.put_slice(&self.read[..count]);
-            self.read.advance(count);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
@@ -547,40 +426,6 @@ mod tests {
     }
 
     #[test]
-    fn only_bytes_that_may_end_a_head_are_parsed_again() {
-        let head = b"GET /auth HTTP/1.1\r\nHost: n\r\n\r\n";
-        assert!(may_end_a_head(head, 0));
-        assert!(
-            may_end_a_head(head, head.len() - 1),
-            "the end spans the last read"
-        );
-        assert!(!may_end_a_head(&head[..head.len() - 2], 0));
-        assert!(may_end_a_head(b"GET / HTTP/1.1\nHost: n\n\n", 10));
-        assert!(!may_end_a_head(b"", 0));
-        assert!(!may_end_a_head(head, head.len() + 10));
-    }
-
-    proptest::proptest! {
-        /// The scans against the plain byte-by-byte reading of what they look for.
-        #[test]
-        fn the_head_end_scans_read_bytes_as_a_plain_search_does(
-            bytes in proptest::collection::vec(proptest::sample::select(vec![b'\r', b'\n', b'a']), 0..24),
-            searched in 0usize..30,
-        ) {
-            let bare = bytes
-                .iter()
-                .enumerate()
-                .any(|(at, &byte)| byte == b'\n' && (at == 0 || bytes[at - 1] != b'\r'));
-            proptest::prop_assert_eq!(has_bare_line_feed(&bytes), bare);
-            let ends = bytes.get(searched.saturating_sub(3)..).is_some_and(|tail| {
-                tail.windows(2).any(|pair| pair == b"\n\n")
-                    || tail.windows(3).any(|triple| triple == b"\n\r\n")
-            });
-            proptest::prop_assert_eq!(may_end_a_head(&bytes, searched), ends);
-        }
-    }
-
-    #[test]
     fn an_unfinished_head_waits_for_more() {
         for text in [
             "",
@@ -623,16 +468,5 @@ mod tests {
             text.ends_with("\r\n\r\n"),
             "a HEAD answer has no body: {text}"
         );
-    }
-
-    #[tokio::test]
-    async fn replayed_bytes_come_before_the_stream() {
-        let (mut client, server) = tokio::io::duplex(64);
-        client.write_all(b" world").await.unwrap();
-        drop(client);
-        let mut replayed = Replayed::new(BytesMut::from(&b"hello"[..]), server);
-        let mut all = String::new();
-        replayed.read_to_string(&mut all).await.unwrap();
-        assert_eq!(all, "hello world");
     }
 }

@@ -60,19 +60,35 @@ pub fn parse(buffer: &[u8], allow_body: bool) -> Parsed {
 }
 
 /// Whether the bytes of `buffer` past `searched` may complete a head: a line feed followed by
-/// an empty line (CRLF or, as httparse also takes, a bare LF) ends one.
+/// an empty line (CRLF or, as httparse also takes, a bare LF) ends one. Searched from the
+/// back: a head usually arrives whole, its end the last bytes read.
 pub fn may_end_a_head(buffer: &[u8], searched: usize) -> bool {
     let from = searched.saturating_sub(3);
-    buffer.get(from..).is_some_and(|tail| {
-        tail.windows(2).any(|pair| pair == b"\n\n")
-            || tail.windows(3).any(|triple| triple == b"\n\r\n")
-    })
+    let Some(tail) = buffer.get(from..) else {
+        return false;
+    };
+    let mut end = tail.len();
+    while let Some(at) = tail[..end].iter().rposition(|&byte| byte == b'\n') {
+        let after = &tail[at + 1..];
+        if after.first() == Some(&b'\n') || after.starts_with(b"\r\n") {
+            return true;
+        }
+        end = at;
+    }
+    false
 }
 
-fn has_bare_line_feed(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(at, &byte)| byte == b'\n' && (at == 0 || head[at - 1] != b'\r'))
+/// Whether a line feed in `head` is not preceded by a carriage return: as many line feeds as
+/// CRLF pairs otherwise. (Counted, not searched, so that the compiler can count many bytes
+/// at once.)
+pub fn has_bare_line_feed(head: &[u8]) -> bool {
+    let line_feeds: usize = head.iter().map(|&byte| usize::from(byte == b'\n')).sum();
+    let pairs: usize = head
+        .iter()
+        .zip(head.get(1..).unwrap_or_default())
+        .map(|(&first, &second)| usize::from(first == b'\r' && second == b'\n'))
+        .sum();
+    line_feeds != pairs
 }
 
 struct Built {
@@ -219,6 +235,26 @@ mod tests {
         assert!(may_end_a_head(b"GET / HTTP/1.1\nHost: n\n\n", 10));
         assert!(!may_end_a_head(b"", 0));
         assert!(!may_end_a_head(head, head.len() + 10));
+    }
+
+    proptest::proptest! {
+        /// The scans against the plain byte-by-byte reading of what they look for.
+        #[test]
+        fn the_head_end_scans_read_bytes_as_a_plain_search_does(
+            bytes in proptest::collection::vec(proptest::sample::select(vec![b'\r', b'\n', b'a']), 0..24),
+            searched in 0usize..30,
+        ) {
+            let bare = bytes
+                .iter()
+                .enumerate()
+                .any(|(at, &byte)| byte == b'\n' && (at == 0 || bytes[at - 1] != b'\r'));
+            proptest::prop_assert_eq!(has_bare_line_feed(&bytes), bare);
+            let ends = bytes.get(searched.saturating_sub(3)..).is_some_and(|tail| {
+                tail.windows(2).any(|pair| pair == b"\n\n")
+                    || tail.windows(3).any(|triple| triple == b"\n\r\n")
+            });
+            proptest::prop_assert_eq!(may_end_a_head(&bytes, searched), ends);
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 
+use super::Ended;
 use super::exchange::{PlainAnswer, PlainAttempt};
 use super::relay::{Dechunk, Decoding, Relay};
 use super::request_head::{self, Head, Parsed};
@@ -33,15 +34,6 @@ use crate::request::admit::{self, Admitted};
 use crate::request::context::{Client, RequestCtx};
 use crate::state::NodeState;
 use crate::upstream::Answered;
-
-/// What a connection's loop ended with.
-#[derive(Debug)]
-pub enum Ended {
-    /// Closed: by the client, a timeout, `Connection: close`, an error, or the node's shutdown.
-    Closed,
-    /// A request this loop does not serve: hyper serves the connection from `read`.
-    HandedOver { read: BytesMut },
-}
 
 /// What comes after one request.
 enum Next {
