@@ -23,12 +23,18 @@ mod provider;
 mod source;
 #[cfg(not(feature = "saml"))]
 mod unsupported;
+#[cfg(feature = "saml")]
+mod validity;
 
 #[cfg(feature = "saml")]
 pub use self::provider::{IdpMetadata, Sp, sp_metadata_xml};
 pub use self::source::{SamlProviders, SamlSource};
 #[cfg(not(feature = "saml"))]
 pub use self::unsupported::{IdpMetadata, Sp, sp_metadata_xml};
+
+/// Longest a spent assertion's id is remembered. Assertions acceptable for longer are
+/// refused (see `validity`), so no marker expires while its assertion could still be taken.
+pub const MAX_ASSERTION_MEMORY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Largest Response accepted, base64 as posted (a signed assertion with many groups is a
 /// few tens of KiB).
@@ -38,7 +44,8 @@ pub const MAX_RESPONSE_LEN: usize = 512 * 1024;
 #[derive(Debug, Clone)]
 pub struct VerifiedAssertion {
     pub id: String,
-    /// The latest instant the assertion can be used at (its `NotOnOrAfter`s, with the skew).
+    /// The latest instant the assertion passes the checks at: how long its spent marker
+    /// must be kept.
     pub usable_until: SystemTime,
     pub user: User,
 }

@@ -286,19 +286,19 @@ impl Sp {
             .into_iter()
             .flatten()
             .filter_map(|confirmation| confirmation.subject_confirmation_data.as_ref());
-        let mut until = conditions.and_then(|conditions| conditions.not_on_or_after);
         for data in confirmations {
             if request_id.is_none() && data.in_response_to.is_some() {
                 return Err(Error::Unauthenticated(
                     "the SAML response answers a login this browser did not start",
                 ));
             }
-            until = match (until, data.not_on_or_after) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
         }
-        let until = until.map_or_else(SystemTime::now, SystemTime::from) + self.config.clock_skew;
+        let until = super::validity::usable_until(
+            assertion,
+            self.config.clock_skew,
+            MAX_ISSUE_DELAY + self.config.clock_skew,
+            SystemTime::now(),
+        )?;
         Ok(VerifiedAssertion {
             id: assertion.id.clone(),
             usable_until: until,
