@@ -4,13 +4,18 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use samael::crypto::AllowedSignatureAlgorithm;
-use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING, IndexedEndpoint, SpSsoDescriptor};
+use samael::crypto::{AllowedSignatureAlgorithm, Crypto, CryptoProvider as _, ReduceMode};
+use samael::key_info::{KeyInfo, X509Data};
+use samael::metadata::{
+    EncryptionMethod, EntityDescriptor, HTTP_POST_BINDING, IndexedEndpoint, KeyDescriptor,
+    SpSsoDescriptor,
+};
 use samael::schema::Assertion;
 use samael::service_provider::{Error as SamlError, ServiceProvider};
 use samael::traits::ToXml as _;
 
-use super::{VerifiedAssertion, check_shape, decode_response};
+use super::decryption::{self, Undecryptable};
+use super::{SpKeys, VerifiedAssertion, check_shape, decode_response};
 use crate::config::SamlConfig;
 use crate::domain::{Attribute, User};
 use crate::error::Error;
@@ -41,6 +46,21 @@ impl Drop for VerificationQueue {
 }
 
 const HTTP_REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+/// Signature algorithms taken on Responses and assertions. SHA-1 is refused: its collisions
+/// are practical.
+const ALLOWED_SIGNATURES: [AllowedSignatureAlgorithm; 6] = [
+    AllowedSignatureAlgorithm::RsaSha256,
+    AllowedSignatureAlgorithm::RsaSha384,
+    AllowedSignatureAlgorithm::RsaSha512,
+    AllowedSignatureAlgorithm::EcdsaSha256,
+    AllowedSignatureAlgorithm::EcdsaSha384,
+    AllowedSignatureAlgorithm::EcdsaSha512,
+];
+/// The one answer to an encrypted assertion in an unsigned Response that fails before a
+/// signature is verified: anyone can encrypt for this site (its certificate is public), and
+/// answers that told a padding error from a parse error from a missing signature would be
+/// the oracle that decrypts CBC ciphertexts (Jager and Somorovsky, 2011).
+const ENCRYPTED_NOT_TAKEN: &str = "the encrypted SAML assertion cannot be decrypted for this site or is not signed by the identity provider";
 /// How long after its `IssueInstant` a Response or Assertion is still taken (plus the skew):
 /// the browser posts it within seconds of the identity provider making it.
 const MAX_ISSUE_DELAY: Duration = Duration::from_secs(90);
@@ -104,6 +124,8 @@ pub struct Sp {
     idp: IdpMetadata,
     /// `samael`'s service provider, for SP-initiated logins (`InResponseTo` required).
     inner: ServiceProvider,
+    /// This service provider's key pair (`sp_key_file`), if it has one.
+    keys: Option<SpKeys>,
 }
 
 impl std::fmt::Debug for Sp {
@@ -131,18 +153,24 @@ impl Sp {
             allow_idp_initiated: false,
             max_clock_skew: skew,
             max_issue_delay: delay + skew,
-            // SHA-1 is refused: its collisions are practical.
-            allowed_signature_algorithms: Some(vec![
-                AllowedSignatureAlgorithm::RsaSha256,
-                AllowedSignatureAlgorithm::RsaSha384,
-                AllowedSignatureAlgorithm::RsaSha512,
-                AllowedSignatureAlgorithm::EcdsaSha256,
-                AllowedSignatureAlgorithm::EcdsaSha384,
-                AllowedSignatureAlgorithm::EcdsaSha512,
-            ]),
+            allowed_signature_algorithms: Some(ALLOWED_SIGNATURES.to_vec()),
             ..ServiceProvider::default()
         };
-        Ok(Self { config, idp, inner })
+        let keys = config
+            .has_key_pair()
+            .then(|| {
+                SpKeys::parse(
+                    &config.sp_key_pair.key_pem,
+                    &config.sp_key_pair.certificate_pem,
+                )
+            })
+            .transpose()?;
+        Ok(Self {
+            config,
+            idp,
+            inner,
+            keys,
+        })
     }
 
     pub fn config(&self) -> &SamlConfig {
@@ -178,13 +206,27 @@ impl Sp {
 /// configuration alone, so it is served even while the identity provider is unreachable.
 pub fn sp_metadata_xml(config: &SamlConfig) -> Result<String, Error> {
     {
+        let key_descriptors = if config.has_key_pair() {
+            let keys = SpKeys::parse(
+                &config.sp_key_pair.key_pem,
+                &config.sp_key_pair.certificate_pem,
+            )
+            .map_err(|detail| {
+                tracing::error!(%detail, "cannot read the SAML SP key pair");
+                Error::ProviderUnavailable("the SAML metadata cannot be written right now")
+            })?;
+            key_descriptors(&keys, config.sign_authn_requests)
+        } else {
+            Vec::new()
+        };
         let descriptor = EntityDescriptor {
             entity_id: Some(config.entity_id.clone()),
             sp_sso_descriptors: Some(vec![SpSsoDescriptor {
                 protocol_support_enumeration: Some(
                     "urn:oasis:names:tc:SAML:2.0:protocol".to_owned(),
                 ),
-                authn_requests_signed: Some(false),
+                authn_requests_signed: Some(config.sign_authn_requests),
+                key_descriptors: Some(key_descriptors).filter(|keys| !keys.is_empty()),
                 want_assertions_signed: Some(true),
                 name_id_formats: config.name_id_format.clone().map(|format| vec![format]),
                 assertion_consumer_services: vec![IndexedEndpoint {
@@ -205,6 +247,49 @@ pub fn sp_metadata_xml(config: &SamlConfig) -> Result<String, Error> {
     }
 }
 
+/// Content encryption algorithms announced (and taken), best first; key transport
+/// RSA-OAEP. See `decryption`.
+const ENCRYPTION_METHODS: [&str; 8] = [
+    "http://www.w3.org/2009/xmlenc11#aes256-gcm",
+    "http://www.w3.org/2009/xmlenc11#aes192-gcm",
+    "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+    "http://www.w3.org/2001/04/xmlenc#aes256-cbc",
+    "http://www.w3.org/2001/04/xmlenc#aes192-cbc",
+    "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+    "http://www.w3.org/2009/xmlenc11#rsa-oaep",
+    "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
+];
+
+/// The certificate for encryption, and for signing when AuthnRequests are signed.
+fn key_descriptors(keys: &SpKeys, signing: bool) -> Vec<KeyDescriptor> {
+    let key_info = || KeyInfo {
+        id: None,
+        x509_data: Some(X509Data {
+            certificates: vec![keys.certificate_base64()],
+        }),
+    };
+    let mut descriptors = vec![KeyDescriptor {
+        key_use: Some("encryption".to_owned()),
+        key_info: key_info(),
+        encryption_methods: Some(
+            ENCRYPTION_METHODS
+                .iter()
+                .map(|algorithm| EncryptionMethod {
+                    algorithm: (*algorithm).to_owned(),
+                })
+                .collect(),
+        ),
+    }];
+    if signing {
+        descriptors.push(KeyDescriptor {
+            key_use: Some("signing".to_owned()),
+            key_info: key_info(),
+            encryption_methods: None,
+        });
+    }
+    descriptors
+}
+
 impl Sp {
     /// Verifies a posted `SAMLResponse` (base64). `request_id` is the AuthnRequest this login
     /// sent; `None` for an IdP-initiated Response, which the configuration must allow and
@@ -217,6 +302,16 @@ impl Sp {
         // What needs no libxml2 is refused before any wait for it.
         let xml = decode_response(saml_response)?;
         let shape = check_shape(&xml)?;
+        if shape.plain && self.config.require_encrypted_assertions {
+            return Err(Error::Unauthenticated(
+                "the identity provider must encrypt the SAML assertion for this site",
+            ));
+        }
+        if shape.encrypted && self.keys.is_none() {
+            return Err(Error::Unauthenticated(
+                "encrypted SAML assertions are not accepted: this site has no key to decrypt them",
+            ));
+        }
         let mut sp = self.inner.clone();
         let ids: Vec<&str> = request_id.into_iter().collect();
         if request_id.is_none() {
@@ -248,13 +343,100 @@ impl Sp {
         let _one_at_a_time = LIBXML
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let assertion = sp
-            .parse_xml_response(&xml, request_id.map(|_| ids.as_slice()))
-            .map_err(|error| {
+        let ids = request_id.map(|_| ids.as_slice());
+        let assertion = if shape.encrypted {
+            self.open_encrypted(&sp, &xml, shape.response_signed, ids)?
+        } else {
+            sp.parse_xml_response(&xml, ids).map_err(|error| {
                 tracing::info!(%error, "SAML response refused");
                 refusal(&error)
-            })?;
+            })?
+        };
         self.check_assertion(&assertion, request_id)
+    }
+
+    /// The assertion of a Response holding an `EncryptedAssertion`, decrypted and put in
+    /// its place. A signed Response is verified first, as sent (its signature covers the
+    /// ciphertext), and the decrypted document is then checked as that verified Response.
+    /// Otherwise the decrypted assertion must carry the identity provider's signature, and
+    /// the document is checked as any plaintext Response. Call it under the libxml2 lock.
+    fn open_encrypted(
+        &self,
+        sp: &ServiceProvider,
+        xml: &str,
+        response_signed: bool,
+        ids: Option<&[&str]>,
+    ) -> Result<Assertion, Error> {
+        let key = self
+            .keys
+            .as_ref()
+            .ok_or(Error::Unauthenticated(ENCRYPTED_NOT_TAKEN))?
+            .key();
+        if response_signed {
+            let certificates =
+                sp.idp_signing_certs()
+                    .ok()
+                    .flatten()
+                    .ok_or(Error::Unauthenticated(
+                        "the SAML response is not signed by the identity provider",
+                    ))?;
+            let verified = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+                xml,
+                &certificates,
+                ReduceMode::default(),
+                Some(&ALLOWED_SIGNATURES),
+            )
+            .map_err(|_| {
+                Error::Unauthenticated("the SAML response is not signed by the identity provider")
+            })?;
+            let decrypted = decryption::decrypt_in_place(&verified, key)?;
+            let shape = check_shape(&decrypted)?;
+            if !shape.plain || shape.encrypted {
+                return Err(Error::Unauthenticated("the SAML response is not valid"));
+            }
+            // Verified above, before decryption; the signature no longer matches the
+            // document with the plaintext in place, so `samael` checks it without one.
+            let mut verified_checks = sp.clone();
+            for idp in verified_checks
+                .idp_metadata
+                .idp_sso_descriptors
+                .iter_mut()
+                .flatten()
+            {
+                idp.key_descriptors.clear();
+            }
+            return verified_checks
+                .parse_xml_response(&decrypted, ids)
+                .map_err(|error| {
+                    tracing::info!(%error, "decrypted SAML response refused");
+                    refusal(&error)
+                });
+        }
+        let not_taken = |detail: &dyn std::fmt::Display| {
+            tracing::info!(%detail, "encrypted SAML assertion refused");
+            Error::Unauthenticated(ENCRYPTED_NOT_TAKEN)
+        };
+        let decrypted = match decryption::decrypt_in_place(xml, key) {
+            Ok(decrypted) => decrypted,
+            Err(Undecryptable::Algorithm) => return Err(Undecryptable::Algorithm.into()),
+            Err(error @ Undecryptable::Failed) => return Err(not_taken(&error)),
+        };
+        match check_shape(&decrypted) {
+            Ok(shape) if shape.plain && !shape.encrypted => {}
+            Ok(_) => return Err(not_taken(&"not one plaintext assertion")),
+            Err(error) => return Err(not_taken(&error)),
+        }
+        sp.parse_xml_response(&decrypted, ids)
+            .map_err(|error| match error {
+                SamlError::FailedToValidateSignature
+                | SamlError::FailedToParseSamlResponse(_)
+                | SamlError::FailedToParseSamlAssertion(_)
+                | SamlError::CryptoXmlError(_) => not_taken(&error),
+                error => {
+                    tracing::info!(%error, "decrypted SAML response refused");
+                    refusal(&error)
+                }
+            })
     }
 
     /// What `samael` leaves to the service provider: an `Audience` is required (the profile
@@ -401,7 +583,7 @@ fn refusal(error: &SamlError) -> Error {
         }
         SamlError::ResponseBadStatusCode { .. } => "the identity provider did not log you in",
         SamlError::MissingPrivateKeySP | SamlError::EncryptedAssertionsNotYetSupported => {
-            "encrypted SAML assertions are not accepted"
+            "encrypted SAML assertions are not accepted here"
         }
         _ => "the SAML response is not valid",
     })

@@ -7,3 +7,4 @@ pub(crate) mod jwt;
 mod kerberos;
 mod oidc;
 mod saml;
+mod saml_encryption;
