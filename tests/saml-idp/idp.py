@@ -16,6 +16,8 @@ FILE and prints "ready" once listening. The service provider's metadata is read 
   With `encrypt=aes128-cbc|aes256-cbc|aes128-gcm|aes256-gcm|native` (and
   `key-transport=oaep|rsa-1_5`) the assertion is encrypted for the service provider with the
   certificate its metadata announces for encryption (`encrypted_response`).
+  With `want-signed=1` the AuthnRequest must be signed (`parse_signed_request`): a missing
+  or wrong SigAlg/Signature is a 400.
 - GET /metadata: the same metadata, for `idp_metadata_url`.
 - POST /sign?what=assertion|response|both[&key=other]: signs the Response XML in the body
   with the identity provider's key (or another one), as pysaml2 signs its own; the tests
@@ -105,6 +107,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             idp = self.idp()
             request = idp.parse_authn_request(query["SAMLRequest"], BINDING_HTTP_REDIRECT).message
+            if "want-signed" in query:
+                request = parse_signed_request(self.server, query)
             user = query.get("user", "alice")
             sign = query.get("sign", "assertion")
             response = idp.create_authn_response(
@@ -159,6 +163,24 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as error:
             return self.answer(400, f"{type(error).__name__}: {error}")
         self.answer(200, signed, "application/xml")
+
+
+def parse_signed_request(server, query):
+    """The AuthnRequest of `query`, parsed by an identity provider that requires signed
+    requests (want_authn_requests_signed): pysaml2 checks SigAlg and Signature over the
+    query with the signing certificate of the SP metadata, and raises when they are missing
+    or do not match."""
+    if getattr(server, "strict_idp", None) is None:
+        strict = config(server.args, with_sp=True)
+        strict.setattr("idp", "want_authn_requests_signed", True)
+        server.strict_idp = Server(config=strict)
+    return server.strict_idp.parse_authn_request(
+        query["SAMLRequest"],
+        BINDING_HTTP_REDIRECT,
+        relay_state=query.get("RelayState"),
+        sigalg=query.get("SigAlg"),
+        signature=query.get("Signature"),
+    ).message
 
 
 # `encrypt=` of /sso/redirect: the XML Encryption algorithm of the assertion, and the session

@@ -223,9 +223,6 @@ impl SamlConfig {
     /// Reads and checks `sp_key_file` and `sp_certificate_file` (both or neither), which
     /// `require_encrypted_assertions` and `sign_authn_requests` need.
     fn load_key_pair(&mut self) -> Result<(), String> {
-        if self.sign_authn_requests {
-            return Err("saml.sign_authn_requests is not supported yet".to_owned());
-        }
         match (&self.sp_key_file, &self.sp_certificate_file) {
             (Some(key), Some(certificate)) => {
                 let read = |path: &std::path::Path, name: &str| {

@@ -22,6 +22,8 @@ use crate::error::Error;
 mod decryption;
 #[cfg(feature = "saml")]
 mod provider;
+#[cfg(feature = "saml")]
+mod redirect_signature;
 mod source;
 #[cfg(feature = "saml")]
 mod sp_keys;

@@ -192,8 +192,12 @@ impl Sp {
         let url = request
             .redirect(relay_state)
             .map_err(|error| failed(error.to_string()))?
-            .ok_or_else(|| failed("no destination".to_owned()))?;
-        Ok(url.to_string())
+            .ok_or_else(|| failed("no destination".to_owned()))?
+            .to_string();
+        match (&self.keys, self.config.sign_authn_requests) {
+            (Some(keys), true) => super::redirect_signature::sign(&url, keys.key()).map_err(failed),
+            _ => Ok(url),
+        }
     }
 
     /// The identity provider's entity id.

@@ -402,3 +402,88 @@ async fn without_a_key_pair_nothing_is_offered_for_encryption_and_encrypted_asse
     );
     assert!(site.all_sessions().await.is_empty());
 }
+
+#[tokio::test]
+async fn signed_authn_requests_are_taken_by_an_identity_provider_that_requires_them() {
+    let Some(site) = site(true, "sign_authn_requests = true").await else {
+        return;
+    };
+    let metadata = client::get(&site.node.url("/app/saml/metadata"), &[]).await;
+    let xml = metadata.text();
+    assert!(xml.contains("AuthnRequestsSigned=\"true\""), "{xml}");
+    assert!(xml.contains("use=\"signing\""), "{xml}");
+
+    let mut browser = WebBrowser::new();
+    let location = site.start_login(&mut browser).await;
+    assert!(
+        location.contains(
+            "&SigAlg=http%3A%2F%2Fwww.w3.org%2F2001%2F04%2Fxmldsig-more%23rsa-sha256&Signature="
+        ),
+        "{location}"
+    );
+    let page = browser
+        .get(&format!("{location}&user=alice&want-signed=1"))
+        .await;
+    assert_eq!(page.status, 200, "the identity provider: {}", page.text());
+    let html = page.text();
+    let form = PostedForm {
+        action: form_action(&html).expect("a form"),
+        saml_response: input_value(&html, "SAMLResponse").expect("a SAMLResponse"),
+        relay_state: input_value(&html, "RelayState").unwrap_or_default(),
+    };
+    let done = site.post(&mut browser, &form).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    site.assert_alice(&mut browser, "a signed AuthnRequest")
+        .await;
+}
+
+#[tokio::test]
+async fn a_tampered_or_unsigned_authn_request_is_refused_by_the_identity_provider() {
+    let Some(signing) = site(true, "sign_authn_requests = true").await else {
+        return;
+    };
+    let refused_by_idp = |page: &HttpResponse, what: &str| {
+        assert_eq!(page.status, 400, "{what}: {}", page.text());
+        assert!(
+            page.text().contains("IncorrectlySigned"),
+            "{what}: {}",
+            page.text()
+        );
+    };
+    // Another RelayState than the one signed (one character changed).
+    let mut browser = WebBrowser::new();
+    let location = signing.start_login(&mut browser).await;
+    let relay_at = location.find("RelayState=").expect("a RelayState") + "RelayState=".len();
+    let changed = if &location[relay_at..=relay_at] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    let tampered = format!(
+        "{}{changed}{}",
+        &location[..relay_at],
+        &location[relay_at + 1..]
+    );
+    let page = browser
+        .get(&format!("{tampered}&user=alice&want-signed=1"))
+        .await;
+    refused_by_idp(&page, "a tampered RelayState");
+    // The signature taken off.
+    let unsigned = &location[..location.find("&SigAlg=").expect("a SigAlg")];
+    let page = browser
+        .get(&format!("{unsigned}&user=alice&want-signed=1"))
+        .await;
+    refused_by_idp(&page, "no signature");
+
+    // A service provider that does not sign is refused by the same identity provider.
+    let Some(unsigning) = site(true, "").await else {
+        return;
+    };
+    let mut browser = WebBrowser::new();
+    let location = unsigning.start_login(&mut browser).await;
+    assert!(!location.contains("Signature="), "{location}");
+    let page = browser
+        .get(&format!("{location}&user=alice&want-signed=1"))
+        .await;
+    refused_by_idp(&page, "an unsigned AuthnRequest");
+}
