@@ -27,16 +27,20 @@ mod redirect_signature;
 mod source;
 #[cfg(feature = "saml")]
 mod sp_keys;
+#[cfg(feature = "saml")]
+mod sp_metadata;
 #[cfg(not(feature = "saml"))]
 mod unsupported;
 #[cfg(feature = "saml")]
 mod validity;
 
 #[cfg(feature = "saml")]
-pub use self::provider::{IdpMetadata, Sp, sp_metadata_xml};
+pub use self::provider::{IdpMetadata, Sp};
 pub use self::source::{SamlProviders, SamlSource};
 #[cfg(feature = "saml")]
 pub use self::sp_keys::SpKeys;
+#[cfg(feature = "saml")]
+pub use self::sp_metadata::sp_metadata_xml;
 #[cfg(not(feature = "saml"))]
 pub use self::unsupported::{IdpMetadata, Sp, SpKeys, sp_metadata_xml};
 
