@@ -275,6 +275,17 @@ pub struct OidcLogin {
     pub target: String,
 }
 
+/// What claiming a login in flight for one browser found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginClaim {
+    /// The login was this browser's: it is consumed and can be claimed no more.
+    Taken(OidcLogin),
+    /// The login exists but another browser started it; it is left in place.
+    OtherBrowser,
+    /// No such login (never made, expired, or used).
+    Unknown,
+}
+
 /// Why a session ended, as told to data-plane nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevocationReason {

@@ -13,6 +13,11 @@ FILE and prints "ready" once listening. The service provider's metadata is read 
   Web Browser SSO answer: pysaml2 parses the AuthnRequest and answers the HTML form that
   posts a Response to the ACS the request names. `sign` is assertion (default), response,
   both or none.
+  With `encrypt=aes128-cbc|aes256-cbc|aes128-gcm|aes256-gcm|native` (and
+  `key-transport=oaep|rsa-1_5`) the assertion is encrypted for the service provider with the
+  certificate its metadata announces for encryption (`encrypted_response`).
+  With `want-signed=1` the AuthnRequest must be signed (`parse_signed_request`): a missing
+  or wrong SigAlg/Signature is a 400.
 - GET /metadata: the same metadata, for `idp_metadata_url`.
 - POST /sign?what=assertion|response|both[&key=other]: signs the Response XML in the body
   with the identity provider's key (or another one), as pysaml2 signs its own; the tests
@@ -45,6 +50,16 @@ from saml2.metadata import entity_descriptor
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
 from saml2.server import Server
 from saml2.sigver import pre_signature_part
+from saml2 import class_name
+from saml2.sigver import (  # for encrypted_response
+    RSA_1_5,
+    RSA_OAEP_MGF1P,
+    get_pem_wrapped_unwrapped,
+    make_temp,
+    pre_encrypt_assertion,
+    pre_encryption_part,
+    signed_instance_factory,
+)
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 USERS = {
@@ -204,6 +219,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             idp = self.idp()
             request = idp.parse_authn_request(query["SAMLRequest"], BINDING_HTTP_REDIRECT).message
+            if "want-signed" in query:
+                request = parse_signed_request(self.server, query)
             user = query.get("user", "alice")
             sign = query.get("sign", "assertion")
             response = idp.create_authn_response(
@@ -218,6 +235,8 @@ class Handler(BaseHTTPRequestHandler):
                 sign_alg=SIG_RSA_SHA256,
                 digest_alg=DIGEST_SHA256,
             )
+            if "encrypt" in query:
+                response = encrypted_response(idp, request, query)
             form = idp.apply_binding(
                 BINDING_HTTP_POST,
                 str(response),
@@ -256,6 +275,93 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as error:
             return self.answer(400, f"{type(error).__name__}: {error}")
         self.answer(200, signed, "application/xml")
+
+
+def parse_signed_request(server, query):
+    """The AuthnRequest of `query`, parsed by an identity provider that requires signed
+    requests (want_authn_requests_signed): pysaml2 checks SigAlg and Signature over the
+    query with the signing certificate of the SP metadata, and raises when they are missing
+    or do not match."""
+    if getattr(server, "strict_idp", None) is None:
+        strict = config(server.args, with_sp=True)
+        strict.setattr("idp", "want_authn_requests_signed", True)
+        server.strict_idp = Server(config=strict)
+    return server.strict_idp.parse_authn_request(
+        query["SAMLRequest"],
+        BINDING_HTTP_REDIRECT,
+        relay_state=query.get("RelayState"),
+        sigalg=query.get("SigAlg"),
+        signature=query.get("Signature"),
+    ).message
+
+
+# `encrypt=` of /sso/redirect: the XML Encryption algorithm of the assertion, and the session
+# key xmlsec1 makes for it. "native" is pysaml2's own encrypt_assertion (Triple DES).
+ENCRYPTIONS = {
+    "aes128-cbc": ("http://www.w3.org/2001/04/xmlenc#aes128-cbc", "aes-128"),
+    "aes256-cbc": ("http://www.w3.org/2001/04/xmlenc#aes256-cbc", "aes-256"),
+    "aes128-gcm": ("http://www.w3.org/2009/xmlenc11#aes128-gcm", "aes-128"),
+    "aes256-gcm": ("http://www.w3.org/2009/xmlenc11#aes256-gcm", "aes-256"),
+}
+# `key-transport=`: how the session key is encrypted for the service provider.
+KEY_TRANSPORTS = {"oaep": RSA_OAEP_MGF1P, "rsa-1_5": RSA_1_5}
+
+
+def encrypted_response(idp, request, query):
+    """The Response to `request` with its assertion encrypted for the service provider, with
+    the certificate the SP metadata announces for encryption (use="encryption"), the way
+    pysaml2's IdP does it (the assertion signed, then encrypted, then the Response signed),
+    but with the algorithm `encrypt` names (pysaml2's own choice is Triple DES)."""
+    user = query.get("user", "alice")
+    sign = query.get("sign", "assertion")
+    sp_entity_id = request.issuer.text
+    certs = idp.metadata.certs(sp_entity_id, "any", "encryption")
+    if not certs:
+        raise ValueError("the SP metadata announces no encryption certificate")
+    wrapped_cert, unwrapped_cert = get_pem_wrapped_unwrapped(certs[0][1])
+    arguments = dict(
+        in_response_to=request.id,
+        destination=request.assertion_consumer_service_url,
+        sp_entity_id=sp_entity_id,
+        name_id=NameID(format=NAMEID_FORMAT_PERSISTENT, text=user),
+        authn={"class_ref": saml.AUTHN_PASSWORD_PROTECTED},
+        sign_alg=SIG_RSA_SHA256,
+        digest_alg=DIGEST_SHA256,
+    )
+    if query["encrypt"] == "native":
+        return idp.create_authn_response(
+            USERS[user],
+            encrypt_assertion=True,
+            encrypt_cert_assertion=wrapped_cert,
+            sign_assertion=sign in ("assertion", "both"),
+            sign_response=sign in ("response", "both"),
+            **arguments,
+        )
+    algorithm, session_key = ENCRYPTIONS[query["encrypt"]]
+    response = idp.create_authn_response(USERS[user], sign_assertion=False, sign_response=False, **arguments)
+    assertion = response.assertion
+    if sign in ("assertion", "both"):
+        assertion.signature = pre_signature_part(
+            assertion.id, idp.sec.my_cert, 1, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256
+        )
+    response = pre_encrypt_assertion(response)
+    xml = str(response)
+    if sign in ("assertion", "both"):
+        xml = signed_instance_factory(response, idp.sec, [(class_name(assertion), assertion.id)])
+    template = pre_encryption_part(
+        msg_enc=algorithm,
+        key_enc=KEY_TRANSPORTS[query.get("key-transport", "oaep")],
+        encrypt_cert=unwrapped_cert,
+    )
+    cert_file = make_temp(wrapped_cert.encode("ascii"), decode=False)
+    xml = idp.sec.encrypt_assertion(xml, cert_file.name, template, key_type=session_key)
+    if sign in ("response", "both"):
+        response = samlp.response_from_string(xml)
+        response.signature = pre_signature_part(
+            response.id, idp.sec.my_cert, 1, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256
+        )
+        xml = idp.sec.sign_statement(str(response), f"{samlp.NAMESPACE}:Response", node_id=response.id)
+    return xml
 
 
 def main():

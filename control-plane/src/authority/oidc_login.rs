@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{Authority, IssuedSession};
 use crate::audit::{Actor, AuditEvent, Method};
 use crate::config::OidcConfig;
-use crate::domain::{ClientInfo, OidcLogin, RevocationReason};
+use crate::domain::{ClientInfo, LoginClaim, OidcLogin, RevocationReason};
 use crate::error::Error;
 use crate::oidc::{self, LoginSecrets, Provider};
 use crate::tokens::{self, TokenHash};
@@ -136,22 +136,33 @@ impl Authority {
         if state.is_empty() || state.len() > 512 || code.is_empty() || code.len() > 4096 {
             return Err(Error::invalid("state and code are required"));
         }
-        let login = self
+        // The login is spent only by the browser that started it: a callback URL read from a
+        // log or a Referer and opened elsewhere must not end the real login.
+        let binding_hash = if is_binding(binding) {
+            TokenHash::of(binding).to_text()
+        } else {
+            String::new()
+        };
+        let login = match self
             .store
-            .take_oidc_login(&TokenHash::of(state))
+            .claim_login(&TokenHash::of(state), &binding_hash)
             .await?
-            .filter(|login| login.virtual_proxy == virtual_proxy)
-            .ok_or(Error::Unauthenticated(UNKNOWN_LOGIN))?;
-        if !is_binding(binding) || TokenHash::of(binding).to_text() != login.binding_hash {
-            // Someone else's callback URL (login CSRF), or a browser that lost the cookie.
-            tracing::info!(
-                virtual_proxy,
-                "OpenID callback from a browser that did not start the login"
-            );
-            return Err(Error::Unauthenticated(
-                "the login was started in another browser; start again",
-            ));
-        }
+        {
+            LoginClaim::Taken(login) if login.virtual_proxy == virtual_proxy => login,
+            LoginClaim::Taken(_) | LoginClaim::Unknown => {
+                return Err(Error::Unauthenticated(UNKNOWN_LOGIN));
+            }
+            LoginClaim::OtherBrowser => {
+                // Someone else's callback URL (login CSRF), or a browser that lost the cookie.
+                tracing::info!(
+                    virtual_proxy,
+                    "OpenID callback from a browser that did not start the login"
+                );
+                return Err(Error::Unauthenticated(
+                    "the login was started in another browser; start again",
+                ));
+            }
+        };
         let secrets = LoginSecrets::derive(binding, state);
         // The provider's part has a time budget; the store's part (the session) does not, so
         // a session is never created and then abandoned by a cut-off caller.

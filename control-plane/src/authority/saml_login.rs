@@ -8,13 +8,11 @@ use std::time::Duration;
 use super::oidc_login::{check_target, is_binding};
 use super::{Authority, IssuedSession};
 use crate::audit::Method;
-use crate::domain::{ClientInfo, OidcLogin};
+use crate::domain::{ClientInfo, LoginClaim, OidcLogin};
 use crate::error::Error;
 use crate::saml::{self, SamlSource};
 use crate::tokens::{self, TokenHash};
 
-/// Longest a used assertion id is remembered (its `NotOnOrAfter` is normally minutes away).
-const MAX_ASSERTION_MEMORY: Duration = Duration::from_secs(24 * 3600);
 /// Longest RelayState taken (ours are 43 characters; the binding allows 80 bytes).
 const MAX_RELAY_STATE_LEN: usize = 512;
 
@@ -84,9 +82,9 @@ impl Authority {
         })
     }
 
-    /// Takes a Response posted to the ACS. With a RelayState of ours, the login it names is
-    /// consumed (it works once), the browser must hold the binding cookie the login started
-    /// with, and the Response must answer this login's AuthnRequest. Without one, it is an
+    /// Takes a Response posted to the ACS. With a RelayState of ours, the browser must hold
+    /// the binding cookie the login started with, and only then is the login consumed (it
+    /// works once); the Response must answer this login's AuthnRequest. Without one, it is an
     /// IdP-initiated login, taken only when the configuration allows it. Either way the
     /// signature, addressing and validity window are checked, and the assertion is spent
     /// (once across all replicas). Returns the new session and the path to send the browser
@@ -129,22 +127,33 @@ impl Authority {
             // IdP-initiated: `verify` refuses it unless allowed, and then lands on the root.
             (None, root_path(virtual_proxy))
         } else {
-            let login = self
+            // The login is spent only by the browser that started it: a RelayState read
+            // from a log or a Referer and posted with junk must not end the real login.
+            let binding_hash = if is_binding(binding) {
+                TokenHash::of(binding).to_text()
+            } else {
+                String::new()
+            };
+            let login = match self
                 .store
-                .take_oidc_login(&login_key(relay_state))
+                .claim_login(&login_key(relay_state), &binding_hash)
                 .await?
-                .filter(|login| login.virtual_proxy == virtual_proxy)
-                .ok_or(Error::Unauthenticated(UNKNOWN_LOGIN))?;
-            if !is_binding(binding) || TokenHash::of(binding).to_text() != login.binding_hash {
-                // Someone else's Response (login CSRF), or a browser that lost the cookie.
-                tracing::info!(
-                    virtual_proxy,
-                    "SAML response from a browser that did not start the login"
-                );
-                return Err(Error::Unauthenticated(
-                    "the login was started in another browser; start again",
-                ));
-            }
+            {
+                LoginClaim::Taken(login) if login.virtual_proxy == virtual_proxy => login,
+                LoginClaim::Taken(_) | LoginClaim::Unknown => {
+                    return Err(Error::Unauthenticated(UNKNOWN_LOGIN));
+                }
+                LoginClaim::OtherBrowser => {
+                    // Someone else's Response (login CSRF), or a browser that lost the cookie.
+                    tracing::info!(
+                        virtual_proxy,
+                        "SAML response from a browser that did not start the login"
+                    );
+                    return Err(Error::Unauthenticated(
+                        "the login was started in another browser; start again",
+                    ));
+                }
+            };
             (Some(saml::request_id(binding, relay_state)), login.target)
         };
         let response = saml_response.to_owned();
@@ -165,11 +174,13 @@ impl Authority {
             sp.config().entity_id,
             assertion.id
         ));
+        // Kept as long as the assertion passes the checks (`verify` refuses any that would
+        // outlast the longest memory), and at least a second, so the marker is never unset.
         let remember = assertion
             .usable_until
             .duration_since(self.clock.now())
             .unwrap_or_default()
-            .clamp(Duration::from_secs(1), MAX_ASSERTION_MEMORY);
+            .clamp(Duration::from_secs(1), saml::MAX_ASSERTION_MEMORY);
         if !self.store.first_use(&spent, remember).await? {
             tracing::info!(virtual_proxy, "SAML assertion replayed");
             return Err(Error::Unauthenticated(

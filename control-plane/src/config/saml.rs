@@ -66,11 +66,45 @@ pub struct SamlConfig {
     /// Default: `/{prefix}/`.
     #[serde(default)]
     pub logout_redirect: Option<String>,
+    /// This service provider's RSA private key (PEM): decrypts encrypted assertions and
+    /// signs AuthnRequests. Stays in the control plane.
+    #[serde(default)]
+    pub sp_key_file: Option<PathBuf>,
+    /// The certificate of `sp_key_file` (PEM), announced in the SP metadata.
+    #[serde(default)]
+    pub sp_certificate_file: Option<PathBuf>,
+    /// Refuse a Response whose assertion is not encrypted (needs the key pair).
+    #[serde(default)]
+    pub require_encrypted_assertions: bool,
+    /// Sign the HTTP-Redirect AuthnRequest with the key pair (RSA-SHA256).
+    #[serde(default)]
+    pub sign_authn_requests: bool,
     /// The metadata file's text, read when the configuration is loaded, so a changed file
     /// is a changed configuration (picked up on reload).
     #[serde(skip)]
     pub idp_metadata: String,
+    /// The key pair's PEM text, read with the configuration like the metadata file.
+    #[serde(skip)]
+    pub sp_key_pair: SpKeyPair,
 }
+
+/// The PEM text of `sp_key_file` and `sp_certificate_file`; the key never shows in `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SpKeyPair {
+    pub key_pem: String,
+    pub certificate_pem: String,
+}
+
+impl std::fmt::Debug for SpKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpKeyPair")
+            .field("present", &!self.key_pem.is_empty())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Longest key or certificate file read.
+const MAX_PEM_BYTES: u64 = 64 * 1024;
 
 impl SamlConfig {
     /// The Assertion Consumer Service path on a virtual proxy with this prefix.
@@ -184,6 +218,7 @@ impl SamlConfig {
         {
             return Err("saml.metadata_refresh must be between 1m and 7d".to_owned());
         }
+        self.load_key_pair()?;
         match (&self.idp_metadata_file, &self.idp_metadata_url) {
             (Some(file), None) => {
                 self.idp_metadata = read_metadata(file)
@@ -220,12 +255,59 @@ impl SamlConfig {
     }
 }
 
+impl SamlConfig {
+    /// Whether this service provider has a key pair (`sp_key_file`).
+    pub fn has_key_pair(&self) -> bool {
+        !self.sp_key_pair.key_pem.is_empty()
+    }
+
+    /// Reads and checks `sp_key_file` and `sp_certificate_file` (both or neither), which
+    /// `require_encrypted_assertions` and `sign_authn_requests` need.
+    fn load_key_pair(&mut self) -> Result<(), String> {
+        match (&self.sp_key_file, &self.sp_certificate_file) {
+            (Some(key), Some(certificate)) => {
+                let read = |path: &std::path::Path, name: &str| {
+                    read_bounded(path, MAX_PEM_BYTES)
+                        .map_err(|error| format!("saml.{name}: {error}"))
+                };
+                let pair = SpKeyPair {
+                    key_pem: read(key, "sp_key_file")?,
+                    certificate_pem: read(certificate, "sp_certificate_file")?,
+                };
+                crate::saml::SpKeys::parse(&pair.key_pem, &pair.certificate_pem)
+                    .map_err(|error| format!("saml.{error}"))?;
+                self.sp_key_pair = pair;
+            }
+            (None, None) => {
+                self.sp_key_pair = SpKeyPair::default();
+                if self.require_encrypted_assertions || self.sign_authn_requests {
+                    return Err(
+                        "saml.require_encrypted_assertions and saml.sign_authn_requests \
+                                need sp_key_file and sp_certificate_file"
+                            .to_owned(),
+                    );
+                }
+            }
+            _ => {
+                return Err(
+                    "saml needs both of sp_key_file and sp_certificate_file, or neither".to_owned(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 fn read_metadata(path: &std::path::Path) -> Result<String, String> {
+    read_bounded(path, MAX_METADATA_BYTES)
+}
+
+fn read_bounded(path: &std::path::Path, max: u64) -> Result<String, String> {
     let size = std::fs::metadata(path)
         .map_err(|error| format!("cannot read {}: {error}", path.display()))?
         .len();
-    if size > MAX_METADATA_BYTES {
-        return Err(format!("{} is larger than 1 MiB", path.display()));
+    if size > max {
+        return Err(format!("{} is larger than {max} bytes", path.display()));
     }
     std::fs::read_to_string(path)
         .map_err(|error| format!("cannot read {}: {error}", path.display()))
@@ -470,5 +552,97 @@ Z2Al";
                 .as_deref(),
             Ok("/app/bye")
         );
+    }
+
+    /// A fresh RSA key (PEM) and a self-signed certificate for it (PEM).
+    #[cfg(feature = "saml")]
+    fn key_pair(bits: u32) -> (String, String) {
+        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+        let key = PKey::from_rsa(Rsa::generate(bits).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut builder = x509::X509::builder().unwrap_or_else(|e| panic!("{e}"));
+        let validity = |days| Asn1Time::days_from_now(days).unwrap_or_else(|e| panic!("{e}"));
+        builder.set_pubkey(&key).unwrap_or_else(|e| panic!("{e}"));
+        builder
+            .set_not_before(&validity(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        builder
+            .set_not_after(&validity(2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        builder
+            .sign(&key, MessageDigest::sha256())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pem = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"));
+        (
+            pem(key
+                .private_key_to_pem_pkcs8()
+                .unwrap_or_else(|e| panic!("{e}"))),
+            pem(builder.build().to_pem().unwrap_or_else(|e| panic!("{e}"))),
+        )
+    }
+
+    #[cfg(feature = "saml")]
+    #[test]
+    fn the_key_pair_is_both_files_or_neither_rsa_and_matching() {
+        let dir = std::env::temp_dir().join(format!("gatehouse-saml-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+            path
+        };
+        let (key, certificate) = key_pair(2048);
+        let (_, other_certificate) = key_pair(2048);
+        let (small_key, small_certificate) = key_pair(1024);
+        let key = write("sp.key", &key);
+        let certificate = write("sp.crt", &certificate);
+        let other = write("other.crt", &other_certificate);
+        let small_key = write("small.key", &small_key);
+        let small_certificate = write("small.crt", &small_certificate);
+        let good = metadata(REDIRECT, &signing_key());
+        let origins = ["https://gh.example.com"];
+        let with = |lines: &str| load(&format!("user_directory = \"C\"\n{lines}"), &good, &origins);
+        let pair = |key: &std::path::Path, certificate: &std::path::Path| {
+            format!("sp_key_file = {key:?}\nsp_certificate_file = {certificate:?}")
+        };
+        let loaded = with(&format!(
+            "{}\nrequire_encrypted_assertions = true",
+            pair(&key, &certificate)
+        ));
+        assert!(
+            loaded.as_ref().is_ok_and(SamlConfig::has_key_pair),
+            "{loaded:?}"
+        );
+        assert!(
+            !format!("{loaded:?}").contains("PRIVATE KEY"),
+            "the key is not in Debug"
+        );
+        assert!(
+            with(&pair(&key, &other))
+                .unwrap_err()
+                .contains("not the certificate")
+        );
+        assert!(
+            with(&pair(&small_key, &small_certificate))
+                .unwrap_err()
+                .contains("2048")
+        );
+        assert!(
+            with(&pair(&certificate, &certificate))
+                .unwrap_err()
+                .contains("private key")
+        );
+        assert!(
+            with(&format!("sp_key_file = {key:?}"))
+                .unwrap_err()
+                .contains("both")
+        );
+        assert!(
+            with("require_encrypted_assertions = true")
+                .unwrap_err()
+                .contains("need sp_key_file")
+        );
+        assert!(with("").is_ok_and(|config| !config.has_key_pair()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -19,20 +19,38 @@ use crate::domain::User;
 use crate::error::Error;
 
 #[cfg(feature = "saml")]
+mod decryption;
+#[cfg(feature = "saml")]
 mod logout;
 #[cfg(feature = "saml")]
 mod message;
 #[cfg(feature = "saml")]
 mod provider;
+#[cfg(feature = "saml")]
+mod redirect_signature;
 mod source;
+#[cfg(feature = "saml")]
+mod sp_keys;
+#[cfg(feature = "saml")]
+mod sp_metadata;
 #[cfg(not(feature = "saml"))]
 mod unsupported;
+#[cfg(feature = "saml")]
+mod validity;
 
 #[cfg(feature = "saml")]
-pub use self::provider::{IdpMetadata, Sp, sp_metadata_xml};
+pub use self::provider::{IdpMetadata, Sp};
 pub use self::source::{SamlProviders, SamlSource};
+#[cfg(feature = "saml")]
+pub use self::sp_keys::SpKeys;
+#[cfg(feature = "saml")]
+pub use self::sp_metadata::sp_metadata_xml;
 #[cfg(not(feature = "saml"))]
-pub use self::unsupported::{IdpMetadata, Sp, sp_metadata_xml};
+pub use self::unsupported::{IdpMetadata, Sp, SpKeys, sp_metadata_xml};
+
+/// Longest a spent assertion's id is remembered. Assertions acceptable for longer are
+/// refused (see `validity`), so no marker expires while its assertion could still be taken.
+pub const MAX_ASSERTION_MEMORY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Largest Response accepted, base64 as posted (a signed assertion with many groups is a
 /// few tens of KiB).
@@ -42,7 +60,8 @@ pub const MAX_RESPONSE_LEN: usize = 512 * 1024;
 #[derive(Debug, Clone)]
 pub struct VerifiedAssertion {
     pub id: String,
-    /// The latest instant the assertion can be used at (its `NotOnOrAfter`s, with the skew).
+    /// The latest instant the assertion passes the checks at: how long its spent marker
+    /// must be kept.
     pub usable_until: SystemTime,
     pub user: User,
     /// Whom the identity provider logged in, for Single Logout; none without a NameID.
@@ -152,6 +171,8 @@ fn decode_response(saml_response: &str) -> Result<String, Error> {
 
 #[cfg_attr(not(feature = "saml"), allow(dead_code))]
 pub(crate) const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
+#[cfg_attr(not(feature = "saml"), allow(dead_code))]
+const DSIG_NS: &[u8] = b"http://www.w3.org/2000/09/xmldsig#";
 
 /// What is refused before any signature is looked at: a DTD (entity expansion; SAML
 /// messages have none), XML that does not parse, and more than one assertion. `samael`
@@ -166,24 +187,39 @@ fn check_shape(xml: &str) -> Result<Shape, Error> {
     let mut reader = quick_xml::NsReader::from_str(xml);
     let mut assertions = 0usize;
     let mut root = None;
+    let mut shape = Shape::default();
+    let mut depth = 0usize;
     loop {
-        match reader.read_resolved_event().map_err(|_| not_valid())? {
-            (_, Event::DocType(_)) => return Err(not_valid()),
-            (namespace, Event::Start(element) | Event::Empty(element)) => {
+        let (namespace, event) = reader.read_resolved_event().map_err(|_| not_valid())?;
+        let bound =
+            |want: &[u8]| matches!(namespace, ResolveResult::Bound(ns) if ns.as_ref() == want);
+        match event {
+            Event::DocType(_) => return Err(not_valid()),
+            Event::Start(ref element) | Event::Empty(ref element) => {
                 if root.is_none() {
                     root = Some(element.attributes().any(|attribute| {
                         attribute.is_ok_and(|attribute| attribute.key.as_ref() == b"InResponseTo")
                     }));
                 }
                 let local = element.local_name();
-                let assertion = matches!(local.as_ref(), b"Assertion" | b"EncryptedAssertion");
-                if assertion
-                    && matches!(namespace, ResolveResult::Bound(ns) if ns.as_ref() == ASSERTION_NS)
-                {
-                    assertions += 1;
+                match local.as_ref() {
+                    b"Assertion" if bound(ASSERTION_NS) => {
+                        assertions += 1;
+                        shape.plain = true;
+                    }
+                    b"EncryptedAssertion" if bound(ASSERTION_NS) => {
+                        assertions += 1;
+                        shape.encrypted = true;
+                    }
+                    b"Signature" if depth == 1 && bound(DSIG_NS) => shape.response_signed = true,
+                    _ => {}
+                }
+                if matches!(event, Event::Start(_)) {
+                    depth += 1;
                 }
             }
-            (_, Event::Eof) => break,
+            Event::End(_) => depth = depth.saturating_sub(1),
+            Event::Eof => break,
             _ => {}
         }
     }
@@ -192,18 +228,24 @@ fn check_shape(xml: &str) -> Result<Shape, Error> {
             "the SAML response holds more than one assertion",
         ));
     }
-    Ok(Shape {
-        answers_a_request: root.unwrap_or(false),
-    })
+    shape.answers_a_request = root.unwrap_or(false);
+    Ok(shape)
 }
 
-/// What the shape check saw of a Response.
+/// What the shape check saw of a Response. Read before any signature is checked, so it
+/// only chooses which checks run and refuses; it never lets anything through.
 #[cfg_attr(not(feature = "saml"), allow(dead_code))]
+#[derive(Debug, Default)]
 struct Shape {
-    /// The Response element names a request it answers (`InResponseTo`). Read before the
-    /// signature is checked, so it is only ever used to refuse: a Response that answers a
-    /// request is never taken as unsolicited, wherever its `InResponseTo` stands.
+    /// The Response element names a request it answers (`InResponseTo`): a Response that
+    /// answers a request is never taken as unsolicited, wherever its `InResponseTo` stands.
     answers_a_request: bool,
+    /// It holds a plaintext `Assertion`.
+    plain: bool,
+    /// It holds an `EncryptedAssertion`.
+    encrypted: bool,
+    /// The Response element has a signature of its own (a `ds:Signature` child).
+    response_signed: bool,
 }
 
 /// The AuthnRequest id of a login: derived from the binding cookie and the relay state, so
@@ -223,7 +265,18 @@ mod tests {
 
     #[test]
     fn responses_with_a_dtd_or_two_assertions_are_refused_before_any_signature_check() {
-        assert!(check_shape(ONE).is_ok_and(|shape| !shape.answers_a_request));
+        assert!(check_shape(ONE).is_ok_and(|shape| !shape.answers_a_request
+            && shape.plain
+            && !shape.encrypted
+            && !shape.response_signed));
+        let encrypted = ONE.replace(
+            "<saml:Assertion ID=\"_a\"/>",
+            "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"/><saml:EncryptedAssertion/>",
+        );
+        assert!(
+            check_shape(&encrypted)
+                .is_ok_and(|shape| shape.encrypted && !shape.plain && shape.response_signed)
+        );
         let answering = ONE.replace("<samlp:Response ", "<samlp:Response InResponseTo=\"_r\" ");
         assert!(check_shape(&answering).is_ok_and(|shape| shape.answers_a_request));
         let two = ONE.replace(

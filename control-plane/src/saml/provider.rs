@@ -4,13 +4,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use samael::crypto::AllowedSignatureAlgorithm;
-use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING, IndexedEndpoint, SpSsoDescriptor};
+use samael::crypto::{AllowedSignatureAlgorithm, Crypto, CryptoProvider as _, ReduceMode};
+use samael::metadata::EntityDescriptor;
 use samael::schema::Assertion;
 use samael::service_provider::{Error as SamlError, ServiceProvider};
-use samael::traits::ToXml as _;
 
-use super::{MAX_ISSUE_DELAY, VerifiedAssertion, check_shape, decode_response};
+use super::decryption::{self, Undecryptable};
+use super::{MAX_ISSUE_DELAY, SpKeys, VerifiedAssertion, check_shape, decode_response};
 use crate::config::SamlConfig;
 use crate::domain::{Attribute, User};
 use crate::error::Error;
@@ -41,6 +41,21 @@ impl Drop for VerificationQueue {
 }
 
 pub(super) const HTTP_REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+/// Signature algorithms taken on Responses and assertions. SHA-1 is refused: its collisions
+/// are practical.
+const ALLOWED_SIGNATURES: [AllowedSignatureAlgorithm; 6] = [
+    AllowedSignatureAlgorithm::RsaSha256,
+    AllowedSignatureAlgorithm::RsaSha384,
+    AllowedSignatureAlgorithm::RsaSha512,
+    AllowedSignatureAlgorithm::EcdsaSha256,
+    AllowedSignatureAlgorithm::EcdsaSha384,
+    AllowedSignatureAlgorithm::EcdsaSha512,
+];
+/// The one answer to an encrypted assertion in an unsigned Response that fails before a
+/// signature is verified: anyone can encrypt for this site (its certificate is public), and
+/// answers that told a padding error from a parse error from a missing signature would be
+/// the oracle that decrypts CBC ciphertexts (Jager and Somorovsky, 2011).
+const ENCRYPTED_NOT_TAKEN: &str = "the encrypted SAML assertion cannot be decrypted for this site or is not signed by the identity provider";
 
 /// The identity provider as its metadata describes it.
 #[derive(Debug, Clone)]
@@ -111,6 +126,8 @@ pub struct Sp {
     pub(super) idp: IdpMetadata,
     /// `samael`'s service provider, for SP-initiated logins (`InResponseTo` required).
     pub(super) inner: ServiceProvider,
+    /// This service provider's key pair (`sp_key_file`), if it has one.
+    keys: Option<SpKeys>,
 }
 
 impl std::fmt::Debug for Sp {
@@ -138,18 +155,24 @@ impl Sp {
             allow_idp_initiated: false,
             max_clock_skew: skew,
             max_issue_delay: delay + skew,
-            // SHA-1 is refused: its collisions are practical.
-            allowed_signature_algorithms: Some(vec![
-                AllowedSignatureAlgorithm::RsaSha256,
-                AllowedSignatureAlgorithm::RsaSha384,
-                AllowedSignatureAlgorithm::RsaSha512,
-                AllowedSignatureAlgorithm::EcdsaSha256,
-                AllowedSignatureAlgorithm::EcdsaSha384,
-                AllowedSignatureAlgorithm::EcdsaSha512,
-            ]),
+            allowed_signature_algorithms: Some(ALLOWED_SIGNATURES.to_vec()),
             ..ServiceProvider::default()
         };
-        Ok(Self { config, idp, inner })
+        let keys = config
+            .has_key_pair()
+            .then(|| {
+                SpKeys::parse(
+                    &config.sp_key_pair.key_pem,
+                    &config.sp_key_pair.certificate_pem,
+                )
+            })
+            .transpose()?;
+        Ok(Self {
+            config,
+            idp,
+            inner,
+            keys,
+        })
     }
 
     pub fn config(&self) -> &SamlConfig {
@@ -171,51 +194,17 @@ impl Sp {
         let url = request
             .redirect(relay_state)
             .map_err(|error| failed(error.to_string()))?
-            .ok_or_else(|| failed("no destination".to_owned()))?;
-        Ok(url.to_string())
+            .ok_or_else(|| failed("no destination".to_owned()))?
+            .to_string();
+        match (&self.keys, self.config.sign_authn_requests) {
+            (Some(keys), true) => super::redirect_signature::sign(&url, keys.key()).map_err(failed),
+            _ => Ok(url),
+        }
     }
 
     /// The identity provider's entity id.
     pub fn idp_entity_id(&self) -> &str {
         self.idp.entity_id()
-    }
-}
-
-/// This service provider's metadata, for the identity provider's administrator: from the
-/// configuration alone, so it is served even while the identity provider is unreachable.
-pub fn sp_metadata_xml(config: &SamlConfig) -> Result<String, Error> {
-    {
-        let descriptor = EntityDescriptor {
-            entity_id: Some(config.entity_id.clone()),
-            sp_sso_descriptors: Some(vec![SpSsoDescriptor {
-                protocol_support_enumeration: Some(
-                    "urn:oasis:names:tc:SAML:2.0:protocol".to_owned(),
-                ),
-                authn_requests_signed: Some(false),
-                want_assertions_signed: Some(true),
-                name_id_formats: config.name_id_format.clone().map(|format| vec![format]),
-                assertion_consumer_services: vec![IndexedEndpoint {
-                    binding: HTTP_POST_BINDING.to_owned(),
-                    location: config.acs_url().to_owned(),
-                    index: 0,
-                    is_default: Some(true),
-                    ..IndexedEndpoint::default()
-                }],
-                single_logout_services: config.single_logout.then(|| {
-                    vec![samael::metadata::Endpoint {
-                        binding: HTTP_REDIRECT_BINDING.to_owned(),
-                        location: config.slo_url(),
-                        response_location: None,
-                    }]
-                }),
-                ..SpSsoDescriptor::default()
-            }]),
-            ..EntityDescriptor::default()
-        };
-        descriptor.to_string().map_err(|error| {
-            tracing::error!(%error, "cannot write the SAML SP metadata");
-            Error::ProviderUnavailable("the SAML metadata cannot be written right now")
-        })
     }
 }
 
@@ -231,6 +220,16 @@ impl Sp {
         // What needs no libxml2 is refused before any wait for it.
         let xml = decode_response(saml_response)?;
         let shape = check_shape(&xml)?;
+        if shape.plain && self.config.require_encrypted_assertions {
+            return Err(Error::Unauthenticated(
+                "the identity provider must encrypt the SAML assertion for this site",
+            ));
+        }
+        if shape.encrypted && self.keys.is_none() {
+            return Err(Error::Unauthenticated(
+                "encrypted SAML assertions are not accepted: this site has no key to decrypt them",
+            ));
+        }
         let mut sp = self.inner.clone();
         let ids: Vec<&str> = request_id.into_iter().collect();
         if request_id.is_none() {
@@ -259,13 +258,100 @@ impl Sp {
             ));
         };
         let _one_at_a_time = libxml_lock();
-        let assertion = sp
-            .parse_xml_response(&xml, request_id.map(|_| ids.as_slice()))
-            .map_err(|error| {
+        let ids = request_id.map(|_| ids.as_slice());
+        let assertion = if shape.encrypted {
+            self.open_encrypted(&sp, &xml, shape.response_signed, ids)?
+        } else {
+            sp.parse_xml_response(&xml, ids).map_err(|error| {
                 tracing::info!(%error, "SAML response refused");
                 refusal(&error)
-            })?;
+            })?
+        };
         self.check_assertion(&assertion, request_id)
+    }
+
+    /// The assertion of a Response holding an `EncryptedAssertion`, decrypted and put in
+    /// its place. A signed Response is verified first, as sent (its signature covers the
+    /// ciphertext), and the decrypted document is then checked as that verified Response.
+    /// Otherwise the decrypted assertion must carry the identity provider's signature, and
+    /// the document is checked as any plaintext Response. Call it under the libxml2 lock.
+    fn open_encrypted(
+        &self,
+        sp: &ServiceProvider,
+        xml: &str,
+        response_signed: bool,
+        ids: Option<&[&str]>,
+    ) -> Result<Assertion, Error> {
+        let key = self
+            .keys
+            .as_ref()
+            .ok_or(Error::Unauthenticated(ENCRYPTED_NOT_TAKEN))?
+            .key();
+        if response_signed {
+            let certificates =
+                sp.idp_signing_certs()
+                    .ok()
+                    .flatten()
+                    .ok_or(Error::Unauthenticated(
+                        "the SAML response is not signed by the identity provider",
+                    ))?;
+            let verified = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+                xml,
+                &certificates,
+                ReduceMode::default(),
+                Some(&ALLOWED_SIGNATURES),
+            )
+            .map_err(|_| {
+                Error::Unauthenticated("the SAML response is not signed by the identity provider")
+            })?;
+            let decrypted = decryption::decrypt_in_place(&verified, key)?;
+            let shape = check_shape(&decrypted)?;
+            if !shape.plain || shape.encrypted {
+                return Err(Error::Unauthenticated("the SAML response is not valid"));
+            }
+            // Verified above, before decryption; the signature no longer matches the
+            // document with the plaintext in place, so `samael` checks it without one.
+            let mut verified_checks = sp.clone();
+            for idp in verified_checks
+                .idp_metadata
+                .idp_sso_descriptors
+                .iter_mut()
+                .flatten()
+            {
+                idp.key_descriptors.clear();
+            }
+            return verified_checks
+                .parse_xml_response(&decrypted, ids)
+                .map_err(|error| {
+                    tracing::info!(%error, "decrypted SAML response refused");
+                    refusal(&error)
+                });
+        }
+        let not_taken = |detail: &dyn std::fmt::Display| {
+            tracing::info!(%detail, "encrypted SAML assertion refused");
+            Error::Unauthenticated(ENCRYPTED_NOT_TAKEN)
+        };
+        let decrypted = match decryption::decrypt_in_place(xml, key) {
+            Ok(decrypted) => decrypted,
+            Err(Undecryptable::Algorithm) => return Err(Undecryptable::Algorithm.into()),
+            Err(error @ Undecryptable::Failed) => return Err(not_taken(&error)),
+        };
+        match check_shape(&decrypted) {
+            Ok(shape) if shape.plain && !shape.encrypted => {}
+            Ok(_) => return Err(not_taken(&"not one plaintext assertion")),
+            Err(error) => return Err(not_taken(&error)),
+        }
+        sp.parse_xml_response(&decrypted, ids)
+            .map_err(|error| match error {
+                SamlError::FailedToValidateSignature
+                | SamlError::FailedToParseSamlResponse(_)
+                | SamlError::FailedToParseSamlAssertion(_)
+                | SamlError::CryptoXmlError(_) => not_taken(&error),
+                error => {
+                    tracing::info!(%error, "decrypted SAML response refused");
+                    refusal(&error)
+                }
+            })
     }
 
     /// What `samael` leaves to the service provider: an `Audience` is required (the profile
@@ -297,19 +383,19 @@ impl Sp {
             .into_iter()
             .flatten()
             .filter_map(|confirmation| confirmation.subject_confirmation_data.as_ref());
-        let mut until = conditions.and_then(|conditions| conditions.not_on_or_after);
         for data in confirmations {
             if request_id.is_none() && data.in_response_to.is_some() {
                 return Err(Error::Unauthenticated(
                     "the SAML response answers a login this browser did not start",
                 ));
             }
-            until = match (until, data.not_on_or_after) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
         }
-        let until = until.map_or_else(SystemTime::now, SystemTime::from) + self.config.clock_skew;
+        let until = super::validity::usable_until(
+            assertion,
+            self.config.clock_skew,
+            MAX_ISSUE_DELAY + self.config.clock_skew,
+            SystemTime::now(),
+        )?;
         Ok(VerifiedAssertion {
             id: assertion.id.clone(),
             usable_until: until,
@@ -441,7 +527,7 @@ fn refusal(error: &SamlError) -> Error {
         }
         SamlError::ResponseBadStatusCode { .. } => "the identity provider did not log you in",
         SamlError::MissingPrivateKeySP | SamlError::EncryptedAssertionsNotYetSupported => {
-            "encrypted SAML assertions are not accepted"
+            "encrypted SAML assertions are not accepted here"
         }
         _ => "the SAML response is not valid",
     })

@@ -102,6 +102,22 @@ impl Sp {
     }
 }
 
+/// Never made, like [`IdpMetadata`].
+#[derive(Debug, Clone)]
+pub struct SpKeys {
+    never: Infallible,
+}
+
+impl SpKeys {
+    pub fn parse(_key_pem: &str, _certificate_pem: &str) -> Result<Self, String> {
+        Err(UNSUPPORTED.to_owned())
+    }
+
+    pub fn certificate_base64(&self) -> String {
+        match self.never {}
+    }
+}
+
 /// Not reached: no proxy has a SAML configuration in this build.
 pub fn sp_metadata_xml(_config: &SamlConfig) -> Result<String, Error> {
     Err(Error::ProviderUnavailable(

@@ -23,8 +23,8 @@ use async_trait::async_trait;
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisAuditStream, RedisStore};
 use crate::domain::{
-    AssertionKey, CreateOutcome, NewSession, OidcLogin, Page, RevocationReason, Revocations,
-    SealKey, Session, SessionCap, Target, Ticket, UserKey,
+    AssertionKey, CreateOutcome, LoginClaim, NewSession, OidcLogin, Page, RevocationReason,
+    Revocations, SealKey, Session, SessionCap, Target, Ticket, UserKey,
 };
 pub use crate::error::StoreError;
 use crate::tokens::TokenHash;
@@ -104,6 +104,18 @@ pub trait OneTimeRecords: Send + Sync {
         &self,
         state_hash: &TokenHash,
     ) -> Result<Option<OidcLogin>, StoreError>;
+
+    /// Consumes the login stored under this state hash only for the browser that started
+    /// it: the one whose binding cookie hashes to `binding_hash`. For any other caller the
+    /// login stays in place, so whoever learns a state (from a log, a `Referer`) cannot
+    /// spend the browser's login by posting junk with it. Atomic: the comparison and the
+    /// removal are one step, and of concurrent claims by the right browser at most one
+    /// gets the login.
+    async fn claim_login(
+        &self,
+        state_hash: &TokenHash,
+        binding_hash: &str,
+    ) -> Result<LoginClaim, StoreError>;
 }
 
 /// Sessions: created under the per-user cap, found by token or handle, touched, listed and

@@ -7,4 +7,5 @@ pub(crate) mod jwt;
 mod kerberos;
 mod oidc;
 mod saml;
+mod saml_encryption;
 mod saml_logout;

@@ -403,6 +403,24 @@ async fn a_callback_sent_by_another_browser_is_refused() {
 }
 
 #[tokio::test]
+async fn a_callback_tried_by_another_browser_first_still_works_for_its_own() {
+    let Some(site) = site().await else {
+        return;
+    };
+    // Someone who read the callback URL (a log, a Referer) opens it first: refused, and the
+    // login it names stays for the browser that started it.
+    let mut genuine = WebBrowser::new();
+    let callback = site
+        .provider_callback(&mut genuine, "/app/hub", "alice")
+        .await;
+    let stranger = WebBrowser::new().get(&callback).await;
+    assert_refused(&stranger, 401, "a browser without a binding cookie");
+    let done = genuine.get(&callback).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    assert_eq!(site.all_sessions().await.len(), 1);
+}
+
+#[tokio::test]
 async fn a_callback_replayed_after_the_login_is_refused() {
     let Some(site) = site().await else {
         return;

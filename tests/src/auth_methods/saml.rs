@@ -459,6 +459,23 @@ async fn misaddressed_expired_and_unrequested_responses_are_refused() {
 }
 
 #[tokio::test]
+async fn an_assertion_issued_in_the_future_is_refused_as_it_would_outlive_its_replay_marker() {
+    let Some(site) = site("").await else {
+        return;
+    };
+    // Issued a year ahead and valid for a day after that (an identity provider whose clock
+    // runs ahead): taken, it would stay acceptable long after its spent marker expired.
+    let ahead = site
+        .altered("assertion", false, |xml| {
+            let xml = set_attribute(&xml, "IssueInstant", "2099-01-01T00:00:00Z");
+            set_attribute(&xml, "NotOnOrAfter", "2099-01-02T00:00:00Z")
+        })
+        .await;
+    assert_refused(&ahead, "not valid yet", "an assertion issued in the future");
+    assert!(site.all_sessions().await.is_empty());
+}
+
+#[tokio::test]
 async fn a_response_posted_by_another_browser_is_refused() {
     let Some(site) = site("").await else {
         return;
@@ -485,6 +502,39 @@ async fn a_response_posted_by_another_browser_is_refused() {
     let response = site.post(&mut victim, &form).await;
     assert_refused(&response, "another browser", "with a login of its own");
     assert!(site.all_sessions().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_relay_state_posted_by_another_browser_does_not_spend_the_login() {
+    let Some(site) = site("").await else {
+        return;
+    };
+    let mut victim = WebBrowser::new();
+    let form = site
+        .sign_in(&mut victim, "/app/hub", "alice", "assertion")
+        .await;
+    // Someone who learnt the victim's RelayState (a log, a Referer) posts with it first:
+    // junk, and the victim's genuine Response itself, from browsers without its binding.
+    let junk = form.with_xml("<junk/>");
+    let refused = site.post(&mut WebBrowser::new(), &junk).await;
+    assert_refused(
+        &refused,
+        "another browser",
+        "junk with the victim's RelayState",
+    );
+    let refused = site.post(&mut WebBrowser::new(), &form).await;
+    assert_refused(
+        &refused,
+        "another browser",
+        "the Response from another browser",
+    );
+    // The victim's login is still there, and works once.
+    let done = site.post(&mut victim, &form).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    assert!(done.set_cookie(COOKIE).is_some(), "the session cookie");
+    let again = site.post(&mut victim, &form).await;
+    assert_refused(&again, "already used", "the Response a second time");
+    assert_eq!(site.all_sessions().await.len(), 1);
 }
 
 #[tokio::test]

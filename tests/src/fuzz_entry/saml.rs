@@ -52,7 +52,12 @@ fn service_provider(allow_idp_initiated: bool) -> Sp {
         allow_idp_initiated,
         single_logout: false,
         logout_redirect: None,
+        sp_key_file: None,
+        sp_certificate_file: None,
+        require_encrypted_assertions: false,
+        sign_authn_requests: false,
         idp_metadata: metadata(),
+        sp_key_pair: Default::default(),
     };
     let metadata = config.idp_metadata.clone();
     Sp::new(config, &metadata).expect("the fixture's service provider")

@@ -39,7 +39,12 @@ fn service_provider() -> Sp {
         allow_idp_initiated: false,
         single_logout: true,
         logout_redirect: None,
+        sp_key_file: None,
+        sp_certificate_file: None,
+        require_encrypted_assertions: false,
+        sign_authn_requests: false,
         idp_metadata: metadata(),
+        sp_key_pair: Default::default(),
     };
     let metadata = config.idp_metadata.clone();
     Sp::new(config, &metadata).expect("the fixture's service provider")

@@ -130,7 +130,7 @@ impl Drop for SamlIdp {
 }
 
 /// A self-signed RSA key and certificate, `{name}.key` and `{name}.crt` in `dir`.
-fn make_key(dir: &Path, name: &str) {
+pub fn make_key(dir: &Path, name: &str) {
     let key = dir.join(format!("{name}.key"));
     let cert = dir.join(format!("{name}.crt"));
     let output = std::process::Command::new("openssl")

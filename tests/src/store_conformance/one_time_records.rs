@@ -2,6 +2,7 @@
 //! login targets, remembered JWTs, first use of a credential, and OpenID Connect logins.
 
 use super::*;
+use gatehouse_control_plane::domain::LoginClaim;
 
 conformance!(
     tickets_are_taken_once_and_only_at_their_virtual_proxy,
@@ -10,6 +11,7 @@ conformance!(
     targets_are_kept_for_their_ttl,
     used_jwts_are_remembered_for_their_ttl,
     oidc_logins_are_taken_once_within_their_ttl,
+    a_login_is_claimed_only_by_its_browser_and_once,
     a_credential_is_used_once_within_its_ttl,
 );
 
@@ -145,6 +147,64 @@ async fn oidc_logins_are_taken_once_within_their_ttl(subject: Subject) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.take_oidc_login(&brief).await.unwrap(), None);
+}
+
+async fn a_login_is_claimed_only_by_its_browser_and_once(subject: Subject) {
+    let store = subject.store;
+    let binding = TokenHash::of("binding").to_text();
+    let login = OidcLogin {
+        virtual_proxy: "sales".into(),
+        binding_hash: binding.clone(),
+        redirect_uri: "https://gatehouse.example.com/sales/saml/acs".into(),
+        target: "/sales/hub".into(),
+    };
+    let state = TokenHash::of(&tokens::new_session_token());
+    store.put_oidc_login(&state, &login, HOUR).await.unwrap();
+    // Another browser's claims, however many, leave the login in place.
+    let other = TokenHash::of("another browser").to_text();
+    for _ in 0..3 {
+        assert_eq!(
+            store.claim_login(&state, &other).await.unwrap(),
+            LoginClaim::OtherBrowser
+        );
+    }
+    let claims: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let state = state.clone();
+            let binding = binding.clone();
+            tokio::spawn(async move { store.claim_login(&state, &binding).await.unwrap() })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for claim in claims {
+        match claim.await.unwrap() {
+            LoginClaim::Taken(login) => taken.push(login),
+            LoginClaim::Unknown => {}
+            LoginClaim::OtherBrowser => panic!("the right browser was told it is another"),
+        }
+    }
+    assert_eq!(taken, vec![login.clone()], "one claim gets the login");
+    assert_eq!(
+        store.claim_login(&state, &binding).await.unwrap(),
+        LoginClaim::Unknown
+    );
+    assert_eq!(
+        store.claim_login(&state, &other).await.unwrap(),
+        LoginClaim::Unknown,
+        "a used login is unknown to everyone"
+    );
+
+    let brief = TokenHash::of(&tokens::new_session_token());
+    store
+        .put_oidc_login(&brief, &login, Duration::from_millis(150))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.claim_login(&brief, &binding).await.unwrap(),
+        LoginClaim::Unknown
+    );
 }
 
 async fn a_credential_is_used_once_within_its_ttl(subject: Subject) {

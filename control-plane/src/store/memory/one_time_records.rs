@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::MemoryStore;
-use crate::domain::{OidcLogin, Target, Ticket};
+use crate::domain::{LoginClaim, OidcLogin, Target, Ticket};
 use crate::store::{OneTimeRecords, StoreError};
 use crate::tokens::TokenHash;
 
@@ -102,5 +102,27 @@ impl OneTimeRecords for MemoryStore {
             .remove(state_hash)
             .filter(|(_, expires)| *expires > now)
             .map(|(login, _)| login))
+    }
+
+    async fn claim_login(
+        &self,
+        state_hash: &TokenHash,
+        binding_hash: &str,
+    ) -> Result<LoginClaim, StoreError> {
+        let (mut state, now) = self.state();
+        let Some((login, expires)) = state.oidc_logins.get(state_hash) else {
+            return Ok(LoginClaim::Unknown);
+        };
+        if *expires <= now {
+            state.oidc_logins.remove(state_hash);
+            return Ok(LoginClaim::Unknown);
+        }
+        if login.binding_hash != binding_hash {
+            return Ok(LoginClaim::OtherBrowser);
+        }
+        Ok(state
+            .oidc_logins
+            .remove(state_hash)
+            .map_or(LoginClaim::Unknown, |(login, _)| LoginClaim::Taken(login)))
     }
 }

@@ -32,6 +32,7 @@ use crate::config::StoreConfig;
 #[derive(Debug)]
 struct Scripts {
     take_ticket: Script,
+    claim_login: Script,
     create_session: Script,
     touch_session: Script,
     delete_session: Script,
@@ -67,6 +68,7 @@ impl RedisStore {
             metrics: None,
             scripts: Scripts {
                 take_ticket: Script::new(scripts::TAKE_TICKET),
+                claim_login: Script::new(scripts::CLAIM_LOGIN),
                 create_session: Script::new(scripts::CREATE_SESSION),
                 touch_session: Script::new(scripts::TOUCH_SESSION),
                 delete_session: Script::new(scripts::DELETE_SESSION),

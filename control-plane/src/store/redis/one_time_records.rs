@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::replies::corrupt;
 use super::{RedisStore, millis};
-use crate::domain::{OidcLogin, Target, Ticket, User};
+use crate::domain::{LoginClaim, OidcLogin, Target, Ticket, User};
 use crate::store::{OneTimeRecords, StoreError};
 use crate::tokens::TokenHash;
 
@@ -147,5 +147,30 @@ impl OneTimeRecords for RedisStore {
         record
             .map(|record| serde_json::from_str(&record).map_err(|_| corrupt("OpenID login record")))
             .transpose()
+    }
+
+    async fn claim_login(
+        &self,
+        state_hash: &TokenHash,
+        binding_hash: &str,
+    ) -> Result<LoginClaim, StoreError> {
+        let mut connection = self.connection.clone();
+        let reply: redis::Value = self
+            .run(
+                self.scripts
+                    .claim_login
+                    .key(self.keys.oidc_login(state_hash))
+                    .arg(binding_hash)
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        match reply {
+            redis::Value::Nil => Ok(LoginClaim::Unknown),
+            redis::Value::Int(_) => Ok(LoginClaim::OtherBrowser),
+            redis::Value::BulkString(record) => serde_json::from_slice(&record)
+                .map(LoginClaim::Taken)
+                .map_err(|_| corrupt("login record")),
+            _ => Err(corrupt("login claim reply")),
+        }
     }
 }

@@ -9,6 +9,17 @@ redis.call('DEL', KEYS[1])
 return record
 ";
 
+/// Consumes a login in flight if the caller's binding hash is the one it was stored with.
+/// KEYS: login. ARGV: binding hash. Returns the record; 0 when another browser started the
+/// login (which stays); nil when there is none.
+pub(super) const CLAIM_LOGIN: &str = r"
+local record = redis.call('GET', KEYS[1])
+if not record then return false end
+if cjson.decode(record)['binding_hash'] ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return record
+";
+
 /// Creates a session under the user's cap. KEYS: user index, new session.
 /// ARGV: cap, policy ('refuse' | 'evict'), now ms, new id, session key prefix, ttl ms,
 /// absolute expiry ms, then the session's fields as name/value pairs.
