@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf as _, BytesMut};
-use http::{Method, Response};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
@@ -198,6 +199,7 @@ impl Connection<'_> {
             }
         };
         rewrite::for_upstream(state, &ctx, &mut parts, identified.as_ref());
+        keep_body_length(&mut parts.headers, body_length);
         let target = parts
             .uri
             .path_and_query()
@@ -420,6 +422,16 @@ struct Reply {
     close: bool,
     /// Body bytes of the request still unread on the connection.
     body_length: u64,
+}
+
+/// Tells the upstream the length of the body it is sent, as hyper's client does: the
+/// client's `Content-Length` is gone when its `Connection` header named it (hop-by-hop
+/// headers are dropped with the ones they name), and a body sent after a head without its
+/// length reaches the upstream as requests of its own, with headers no phase stripped.
+fn keep_body_length(headers: &mut HeaderMap, body_length: u64) {
+    if body_length > 0 && !headers.contains_key(CONTENT_LENGTH) {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body_length));
+    }
 }
 
 /// A request body the node answers without reading: dropped when it is all in `read` (hyper
