@@ -386,10 +386,9 @@ impl Connection<'_> {
         if written.with_body {
             out.extend_from_slice(&body);
         }
-        let sent = tokio::select! {
-            () = self.stop.cancelled() => return Next::Close,
-            sent = tokio::time::timeout(self.limits.idle_timeout, stream.write_all(&out)) => sent,
-        };
+        // Written also once the node is stopping, as hyper's graceful shutdown answers what
+        // is in flight: the idle timeout and the shutdown grace bound a client that never reads.
+        let sent = tokio::time::timeout(self.limits.idle_timeout, stream.write_all(&out)).await;
         // An unread body leaves the connection where no next request starts: as hyper, the
         // answer goes out as usual and the connection closes after it.
         if !matches!(sent, Ok(Ok(()))) || written.close || reply.body_length > 0 {
