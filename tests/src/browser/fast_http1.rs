@@ -444,6 +444,10 @@ fn corpus(cookie: &str) -> Vec<(&'static str, String)> {
         ),
         ("the node's own endpoint", format!("GET /app/qps/user HTTP/1.1\r\n{headers}\r\n")),
         ("no Host", format!("GET /app/hub HTTP/1.1\r\nCookie: {cookie}\r\n\r\n")),
+        (
+            "a Host named hop-by-hop: the upstream is told its node's name",
+            format!("GET /app/hub HTTP/1.1\r\n{headers}Connection: host\r\n\r\n"),
+        ),
         ("an unfinished head", format!("GET /app/hub HTTP/1.1\r\n{headers}")),
         ("a stray line first", format!("\r\n{}", get("length"))),
         ("an HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_owned()),
