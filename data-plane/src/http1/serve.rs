@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf as _, BytesMut};
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -204,7 +204,9 @@ impl Connection<'_> {
             .uri
             .path_and_query()
             .map_or("/", |target| target.as_str());
-        // An HTTP/1.1 request always has its Host here: hygiene refuses one without.
+        // Hygiene refuses an HTTP/1.1 request without a Host, but the client's `Connection`
+        // header may have named it, and it went with the hop-by-hop headers.
+        let host_missing = !parts.headers.contains_key(HOST);
         let mut upstream_head = Vec::with_capacity(1024);
         write::request_head(&mut upstream_head, &parts.method, target, &parts.headers);
         let affinity = identified
@@ -220,6 +222,9 @@ impl Connection<'_> {
                 self.limits.idle_timeout,
             ),
         );
+        if host_missing {
+            attempt.name_the_node();
+        }
         let sent = Instant::now();
         let answered = ctx
             .proxy
