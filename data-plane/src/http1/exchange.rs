@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::{Buf as _, BytesMut};
-use http::Method;
+use http::{HeaderValue, Method};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::relay::{Decoding, Relay};
@@ -35,6 +35,8 @@ pub struct PlainAttempt<'a, C> {
     started: bool,
     /// All of the body went upstream.
     body_sent: bool,
+    /// The head has no `Host`: each attempt names its node there.
+    host_missing: bool,
 }
 
 impl<'a, C> PlainAttempt<'a, C> {
@@ -57,7 +59,14 @@ impl<'a, C> PlainAttempt<'a, C> {
             idle_timeout,
             started: false,
             body_sent: false,
+            host_missing: false,
         }
+    }
+
+    /// The head has no `Host` (the client's `Connection` header named it, and it went with
+    /// the hop-by-hop headers): each attempt names its node there, as hyper's path does.
+    pub fn name_the_node(&mut self) {
+        self.host_missing = true;
     }
 
     /// How much of the request's body is still unread on the client's connection: none once
@@ -107,6 +116,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Attempt for PlainAttempt<'_, C> {
     }
 
     async fn send(&mut self, member: &Member) -> Result<PlainAnswer, AttemptError> {
+        let host = if self.host_missing {
+            member.host_value()
+        } else {
+            None
+        };
         loop {
             let connection = match member.plain_connections().checkout() {
                 Some(connection) => connection,
@@ -118,7 +132,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Attempt for PlainAttempt<'_, C> {
                     })?,
             };
             let reused = connection.reused;
-            match self.exchange(connection).await {
+            match self.exchange(connection, host.as_ref()).await {
                 Ok(answer) => return Ok(answer),
                 Err(Failed::Stale) if reused && self.may_send_again() => continue,
                 Err(Failed::Stale) => {
@@ -133,14 +147,30 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Attempt for PlainAttempt<'_, C> {
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> PlainAttempt<'_, C> {
-    async fn exchange(&mut self, mut connection: PlainConnection) -> Result<PlainAnswer, Failed> {
+    async fn exchange(
+        &mut self,
+        mut connection: PlainConnection,
+        host: Option<&HeaderValue>,
+    ) -> Result<PlainAnswer, Failed> {
         if self.body_length == 0 {
-            if let Err(error) = connection.stream.write_all(&self.head).await {
+            let named;
+            let head = match host {
+                Some(host) => {
+                    named = with_host(&self.head, host);
+                    &named
+                }
+                None => &self.head,
+            };
+            if let Err(error) = connection.stream.write_all(head).await {
                 return Err(stale_or(&error));
             }
         } else {
             // Sent once only: no later attempt needs the head again.
             let head = std::mem::take(&mut self.head);
+            let head = match host {
+                Some(host) => with_host(&head, host),
+                None => head,
+            };
             self.started = true;
             let mut relay = Relay {
                 from: &mut *self.client,
@@ -157,6 +187,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin> PlainAttempt<'_, C> {
         let head = read_head(&mut connection, self.method).await?;
         Ok(PlainAnswer { head, connection })
     }
+}
+
+/// `head` (which ends with its empty line) with a `host` line last, where hyper's path adds
+/// it.
+fn with_host(head: &[u8], host: &HeaderValue) -> Vec<u8> {
+    let lines = head.strip_suffix(b"\r\n").unwrap_or(head);
+    let mut named = Vec::with_capacity(head.len() + 8 + host.len());
+    named.extend_from_slice(lines);
+    named.extend_from_slice(b"host: ");
+    named.extend_from_slice(host.as_bytes());
+    named.extend_from_slice(b"\r\n\r\n");
+    named
 }
 
 fn stale_or(error: &std::io::Error) -> Failed {

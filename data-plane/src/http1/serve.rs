@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf as _, BytesMut};
-use http::{Method, Response};
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
@@ -190,11 +191,14 @@ impl Connection<'_> {
             }
         };
         rewrite::for_upstream(state, &ctx, &mut parts, identified.as_ref());
+        keep_body_length(&mut parts.headers, body_length);
         let target = parts
             .uri
             .path_and_query()
             .map_or("/", |target| target.as_str());
-        // An HTTP/1.1 request always has its Host here: hygiene refuses one without.
+        // Hygiene refuses an HTTP/1.1 request without a Host, but the client's `Connection`
+        // header may have named it, and it went with the hop-by-hop headers.
+        let host_missing = !parts.headers.contains_key(HOST);
         let mut upstream_head = Vec::with_capacity(1024);
         write::request_head(&mut upstream_head, &parts.method, target, &parts.headers);
         let affinity = identified
@@ -210,6 +214,9 @@ impl Connection<'_> {
                 self.limits.idle_timeout,
             ),
         );
+        if host_missing {
+            attempt.name_the_node();
+        }
         let sent = Instant::now();
         let answered = ctx
             .proxy
@@ -376,10 +383,9 @@ impl Connection<'_> {
         if written.with_body {
             out.extend_from_slice(&body);
         }
-        let sent = tokio::select! {
-            () = self.stop.cancelled() => return Next::Close,
-            sent = tokio::time::timeout(self.limits.idle_timeout, stream.write_all(&out)) => sent,
-        };
+        // Written also once the node is stopping, as hyper's graceful shutdown answers what
+        // is in flight: the idle timeout and the shutdown grace bound a client that never reads.
+        let sent = tokio::time::timeout(self.limits.idle_timeout, stream.write_all(&out)).await;
         // An unread body leaves the connection where no next request starts: as hyper, the
         // answer goes out as usual and the connection closes after it.
         if !matches!(sent, Ok(Ok(()))) || written.close || reply.body_length > 0 {
@@ -412,6 +418,16 @@ struct Reply {
     close: bool,
     /// Body bytes of the request still unread on the connection.
     body_length: u64,
+}
+
+/// Tells the upstream the length of the body it is sent, as hyper's client does: the
+/// client's `Content-Length` is gone when its `Connection` header named it (hop-by-hop
+/// headers are dropped with the ones they name), and a body sent after a head without its
+/// length reaches the upstream as requests of its own, with headers no phase stripped.
+fn keep_body_length(headers: &mut HeaderMap, body_length: u64) {
+    if body_length > 0 && !headers.contains_key(CONTENT_LENGTH) {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body_length));
+    }
 }
 
 /// A request body the node answers without reading: dropped when it is all in `read` (hyper

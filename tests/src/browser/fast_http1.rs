@@ -112,13 +112,13 @@ fn canned(name: &str) -> (Vec<u8>, bool) {
 
 /// An upstream that records every request as it arrived, byte for byte, and answers it
 /// with the canned answer its `x-answer` header names.
-struct RecordingUpstream {
-    address: SocketAddr,
+pub(super) struct RecordingUpstream {
+    pub(super) address: SocketAddr,
     received: Arc<Mutex<Vec<String>>>,
 }
 
 impl RecordingUpstream {
-    async fn start() -> Self {
+    pub(super) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -131,7 +131,7 @@ impl RecordingUpstream {
         Self { address, received }
     }
 
-    fn take(&self) -> Vec<String> {
+    pub(super) fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.received.lock().unwrap())
     }
 }
@@ -203,7 +203,7 @@ fn request_length(buffer: &[u8]) -> Option<usize> {
 /// Sends `bytes` on a new connection and reads until the node closes it or stays silent for
 /// a moment (a connection kept alive). The sending side stays open: hyper drops a connection
 /// whose client half-closes, answered or not.
-async fn exchange(address: SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
+pub(super) async fn exchange(address: SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
     let mut stream = TcpStream::connect(address).await.expect("connect");
     stream.write_all(bytes).await.expect("send");
     let mut answer = Vec::new();
@@ -444,6 +444,10 @@ fn corpus(cookie: &str) -> Vec<(&'static str, String)> {
         ),
         ("the node's own endpoint", format!("GET /app/qps/user HTTP/1.1\r\n{headers}\r\n")),
         ("no Host", format!("GET /app/hub HTTP/1.1\r\nCookie: {cookie}\r\n\r\n")),
+        (
+            "a Host named hop-by-hop: the upstream is told its node's name",
+            format!("GET /app/hub HTTP/1.1\r\n{headers}Connection: host\r\n\r\n"),
+        ),
         ("an unfinished head", format!("GET /app/hub HTTP/1.1\r\n{headers}")),
         ("a stray line first", format!("\r\n{}", get("length"))),
         ("an HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_owned()),

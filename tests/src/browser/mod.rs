@@ -6,6 +6,7 @@
 //! upstream nodes.
 
 mod fast_http1;
+mod fast_http1_attacks;
 pub(crate) mod fixtures;
 mod flood_limits;
 mod hostile_requests;
