@@ -222,7 +222,7 @@ TOML
 # A data-plane node with $1 tokio worker threads, access log off. An optional cache size
 # caps its session cache; an optional port turns its forward-auth listener on there, trusting
 # 127.0.0.1. Sets $node_port, $node_admin_port and $node_pid.
-start_node() { # workers [max-cached-sessions] [forward-auth-port] [more-toml]
+start_node() { # workers [max-cached-sessions] [forward-auth-port] [more-toml] [top-level-toml]
     node_port=$(free_port)
     node_admin_port=$(free_port)
     # Each node its own file: a second node must not rewrite the first one's.
@@ -238,6 +238,7 @@ trusted_networks = [\"127.0.0.1/32\"]"; fi
 listen = "127.0.0.1:$node_port"
 admin_listen = "127.0.0.1:$node_admin_port"
 shutdown_grace = "1s"
+${5:-}
 [control_plane]
 endpoints = ["http://127.0.0.1:$grpc_port"]
 $cache

@@ -139,7 +139,7 @@ stage_cache_hit() {
         start_nginx_auth "$workers"
         start_haproxy "$workers"
         start_control_plane memory
-        start_node "$workers" "" "" "fast_http1 = false"
+        start_node "$workers" "" "" "" "fast_http1 = false"
         hyper_port=$node_port
         start_node "$workers"
         cookie=$(anonymous_cookie)
