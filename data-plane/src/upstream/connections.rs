@@ -12,13 +12,12 @@
 //! end; a response abandoned half-way closes it. TLS, HTTP/2 and upgrade requests keep using
 //! hyper-util's client (`clients.rs`).
 
-use std::collections::VecDeque;
 use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -27,24 +26,25 @@ use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::idle::{IdleList, Reusable};
 use crate::body::ProxyBody;
-
-/// Idle connections kept per node; one coming back to a full list is closed.
-const MAX_IDLE: usize = 256;
-/// An idle connection is closed rather than reused after this long: upstreams close theirs
-/// too (nginx after 75 s), and reusing one they are closing costs a failed request.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Io = TokioIo<TcpStream>;
 
 /// An open connection: the handle requests are sent through, and the connection state
 /// machine, which only makes progress when polled.
-struct Live {
+pub struct Live {
     sender: SendRequest<ProxyBody>,
     connection: Connection<Io, ProxyBody>,
 }
 
-impl Live {
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").finish_non_exhaustive()
+    }
+}
+
+impl Reusable for Live {
     /// Whether an idle connection can take a request: the upstream has not closed it, and
     /// the previous exchange is over. Polled without a waker: the request that takes the
     /// connection polls it again with its own.
@@ -54,64 +54,8 @@ impl Live {
     }
 }
 
-struct Idle {
-    live: Live,
-    since: Instant,
-}
-
-/// One node's idle connections, most recently used last.
-#[derive(Default)]
-pub struct IdleConnections {
-    idle: Mutex<VecDeque<Idle>>,
-}
-
-impl std::fmt::Debug for IdleConnections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdleConnections")
-            .field("idle", &self.len())
-            .finish()
-    }
-}
-
-impl IdleConnections {
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The most recently used connection that is still good; stale ones are dropped (which
-    /// closes them) on the way.
-    fn checkout(&self) -> Option<Live> {
-        loop {
-            let Idle { mut live, since } = self.lock().pop_back()?;
-            if since.elapsed() < IDLE_TIMEOUT && live.is_reusable() {
-                return Some(live);
-            }
-        }
-    }
-
-    fn checkin(&self, live: Live) {
-        let now = Instant::now();
-        let mut idle = self.lock();
-        // The least recently used end is where connections go stale while traffic is low.
-        while idle
-            .front()
-            .is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_TIMEOUT)
-        {
-            idle.pop_front();
-        }
-        if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { live, since: now });
-        }
-    }
-}
+/// One node's idle inline connections.
+pub type IdleConnections = IdleList<Live>;
 
 /// Why a request got no response head.
 #[derive(Debug)]

@@ -17,6 +17,7 @@ pub mod connections;
 mod counted;
 mod discovery;
 mod health;
+mod idle;
 mod member;
 pub mod plain;
 mod retry;

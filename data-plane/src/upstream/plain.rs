@@ -3,19 +3,17 @@
 //! read buffer: bytes that arrived past one response (none, from an upstream that frames
 //! correctly) make the connection unfit for another.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-/// Idle connections kept per node; one coming back to a full list is closed.
-const MAX_IDLE: usize = 256;
-/// An idle connection is closed rather than reused after this long: upstreams close theirs
-/// too (nginx after 75 s), and reusing one they are closing costs a failed request.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+use super::idle::{IdleList, Reusable};
+
+/// One node's idle plain connections.
+pub type PlainConnections = IdleList<PlainConnection>;
+
 /// What a connection's read buffer starts with: most response heads fit.
 const READ_BUFFER: usize = 8 * 1024;
 
@@ -43,10 +41,12 @@ impl PlainConnection {
             reused: false,
         })
     }
+}
 
+impl Reusable for PlainConnection {
     /// Whether an idle connection can take a request: nothing arrived on it (an upstream's
     /// close, or bytes no request asked for) since its last response.
-    fn is_reusable(&self) -> bool {
+    fn is_reusable(&mut self) -> bool {
         if !self.read.is_empty() {
             return false;
         }
@@ -56,76 +56,9 @@ impl PlainConnection {
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock
         )
     }
-}
 
-struct Idle {
-    connection: PlainConnection,
-    since: Instant,
-}
-
-/// One node's idle connections, most recently used last.
-#[derive(Default)]
-pub struct PlainConnections {
-    idle: Mutex<VecDeque<Idle>>,
-}
-
-impl std::fmt::Debug for PlainConnections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlainConnections")
-            .field("idle", &self.len())
-            .finish()
-    }
-}
-
-impl PlainConnections {
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The most recently used connection that is still good; stale ones are dropped (which
-    /// closes them) on the way.
-    pub fn checkout(&self) -> Option<PlainConnection> {
-        loop {
-            let Idle {
-                mut connection,
-                since,
-            } = self.lock().pop_back()?;
-            if since.elapsed() < IDLE_TIMEOUT && connection.is_reusable() {
-                connection.reused = true;
-                return Some(connection);
-            }
-        }
-    }
-
-    /// Keeps `connection` for the next request: call only once its response has been read
-    /// to the end and the upstream did not ask to close.
-    pub fn checkin(&self, connection: PlainConnection) {
-        if !connection.read.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = self.lock();
-        // The least recently used end is where connections go stale while traffic is low.
-        while idle
-            .front()
-            .is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_TIMEOUT)
-        {
-            idle.pop_front();
-        }
-        if idle.len() < MAX_IDLE {
-            idle.push_back(Idle {
-                connection,
-                since: now,
-            });
-        }
+    fn taken(&mut self) {
+        self.reused = true;
     }
 }
 
