@@ -19,13 +19,14 @@ use bytes::{Buf, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::original::{Caller, CheckLines, header_text};
 use crate::body::ProxyBody;
 use crate::config::LimitsConfig;
 pub use crate::http1::Ended;
+use crate::http1::read_more_of_head;
 use crate::http1::request_head::{MAX_HEADERS, has_bare_line_feed, may_end_a_head};
 use crate::refusal::Refusal;
 use crate::request::context::Client;
@@ -75,21 +76,11 @@ impl Checks<'_> {
                     return Ended::HandedOver { read };
                 }
                 Parsed::Partial => {
-                    if !read.is_empty() && head_started.is_none() {
-                        head_started = Some(Instant::now());
+                    let (limits, stop) = (self.limits, self.stop);
+                    if read_more_of_head(stream, &mut read, &mut head_started, limits, stop).await {
+                        continue;
                     }
-                    let deadline = match head_started {
-                        Some(started) => started + self.limits.header_read_timeout,
-                        None => Instant::now() + self.limits.idle_timeout,
-                    };
-                    let more = tokio::select! {
-                        () = self.stop.cancelled(), if read.is_empty() => return Ended::Closed,
-                        more = tokio::time::timeout_at(deadline.into(), stream.read_buf(&mut read)) => more,
-                    };
-                    match more {
-                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ended::Closed,
-                        Ok(Ok(_)) => continue,
-                    }
+                    return Ended::Closed;
                 }
             };
             let (length, close, head_only) = (head.length, head.close, head.head_only);

@@ -20,9 +20,14 @@ pub mod response_head;
 pub mod serve;
 pub mod write;
 
+use std::time::Instant;
+
 use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio_util::sync::CancellationToken;
 
 pub use self::replayed::Replayed;
+use crate::config::LimitsConfig;
 
 /// What one of the node's own HTTP/1 loops (this engine's, and the forward-auth listener's)
 /// ended a connection with.
@@ -33,4 +38,31 @@ pub enum Ended {
     Closed,
     /// A request the loop does not serve: hyper serves the connection from `read`.
     HandedOver { read: BytesMut },
+}
+
+/// Reads more of a request head into `read`, for either loop. The first request's head is
+/// due `header_read_timeout` after the connection opened, each later one that long after
+/// its first byte (`head_started`, set here when that byte arrives); between requests, the
+/// wait is `idle_timeout`, and the node's stop ends it. False when the connection is to close
+/// (its end, an error, a timeout, the stop).
+pub async fn read_more_of_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    read: &mut BytesMut,
+    head_started: &mut Option<Instant>,
+    limits: &LimitsConfig,
+    stop: &CancellationToken,
+) -> bool {
+    if !read.is_empty() && head_started.is_none() {
+        *head_started = Some(Instant::now());
+    }
+    let deadline = match head_started {
+        Some(started) => *started + limits.header_read_timeout,
+        None => Instant::now() + limits.idle_timeout,
+    };
+    read.reserve(4096);
+    let more = tokio::select! {
+        () = stop.cancelled(), if read.is_empty() => return false,
+        more = tokio::time::timeout_at(deadline.into(), stream.read_buf(read)) => more,
+    };
+    matches!(more, Ok(Ok(read)) if read > 0)
 }

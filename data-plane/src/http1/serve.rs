@@ -16,15 +16,15 @@ use bytes::{Buf as _, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body_util::BodyExt as _;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 
-use super::Ended;
 use super::exchange::{PlainAnswer, PlainAttempt};
 use super::relay::{Dechunk, Decoding, Relay};
 use super::request_head::{self, Head, Parsed};
 use super::response_head::Framing;
 use super::write::{self, BodyLength};
+use super::{Ended, read_more_of_head};
 use crate::auth::identify::{Identified, TicketLanding};
 use crate::body::ProxyBody;
 use crate::config::LimitsConfig;
@@ -80,22 +80,11 @@ impl Connection<'_> {
                     return self.hand_over(read);
                 }
                 Parsed::Partial => {
-                    if !read.is_empty() && head_started.is_none() {
-                        head_started = Some(Instant::now());
+                    let (limits, stop) = (self.limits, self.stop);
+                    if read_more_of_head(stream, &mut read, &mut head_started, limits, stop).await {
+                        continue;
                     }
-                    let deadline = match head_started {
-                        Some(started) => started + self.limits.header_read_timeout,
-                        None => Instant::now() + self.limits.idle_timeout,
-                    };
-                    read.reserve(4096);
-                    let more = tokio::select! {
-                        () = self.stop.cancelled(), if read.is_empty() => return Ended::Closed,
-                        more = tokio::time::timeout_at(deadline.into(), stream.read_buf(&mut read)) => more,
-                    };
-                    match more {
-                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ended::Closed,
-                        Ok(Ok(_)) => continue,
-                    }
+                    return Ended::Closed;
                 }
             };
             searched = 0;
