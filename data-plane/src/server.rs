@@ -11,6 +11,7 @@ use gatehouse_runtime::http_server::{
     self, Arrival, Drained, ListenerPolicy, LogLines, PastCapacity, Protocols,
 };
 use hyper::service::service_fn;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
@@ -166,10 +167,28 @@ impl BoundNode {
         let proxy = http_server::serve(
             self.listener,
             listener_policy(limits, Some(limits.max_connections)),
-            move |mut stream, arrival| {
+            move |stream, arrival| {
                 let (state, tls) = (state.clone(), tls.clone());
                 let fast_http1 = fast_http1.clone();
                 async move {
+                    // The node's own HTTP/1 engine serves the connection first, over TLS too
+                    // unless the client chose HTTP/2 in the handshake; what it does not serve
+                    // it hands to hyper with the bytes it read.
+                    let engine =
+                        fast_http1
+                            .as_ref()
+                            .filter(|_| !arrival.over_capacity)
+                            .map(|stop| http1::serve::Connection {
+                                state: &state,
+                                client: Client {
+                                    peer: arrival.peer,
+                                    listener_port,
+                                    secure,
+                                    traced: false,
+                                },
+                                limits: &limits,
+                                stop,
+                            });
                     let io = match tls {
                         Some(tls) => {
                             // The handshake counts as reading the request head: same limit.
@@ -178,8 +197,8 @@ impl BoundNode {
                                 tls.accept(stream),
                             )
                             .await;
-                            match handshake {
-                                Ok(Ok(stream)) => Either::Left(stream),
+                            let stream = match handshake {
+                                Ok(Ok(stream)) => stream,
                                 Ok(Err(error)) => {
                                     tracing::debug!(%error, peer = %arrival.peer, "TLS handshake failed");
                                     return None;
@@ -188,29 +207,20 @@ impl BoundNode {
                                     tracing::debug!(peer = %arrival.peer, "TLS handshake timed out");
                                     return None;
                                 }
+                            };
+                            let chose_http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            match engine.filter(|_| !chose_http2) {
+                                Some(engine) => Either::Left(Either::Right(
+                                    serve_fast_http1(engine, stream).await?,
+                                )),
+                                None => Either::Left(Either::Left(stream)),
                             }
                         }
-                        None => match fast_http1 {
-                            Some(stop) if !arrival.over_capacity => {
-                                let connection = http1::serve::Connection {
-                                    state: &state,
-                                    client: Client {
-                                        peer: arrival.peer,
-                                        listener_port,
-                                        secure: false,
-                                        traced: false,
-                                    },
-                                    limits: &limits,
-                                    stop: &stop,
-                                };
-                                match connection.serve(&mut stream).await {
-                                    Ended::Closed => return None,
-                                    Ended::HandedOver { read } => {
-                                        Either::Right(Either::Right(Replayed::new(read, stream)))
-                                    }
-                                }
-                            }
-                            _ => Either::Right(Either::Left(stream)),
+                        None => match engine {
+                            Some(engine) => Either::Right(Either::Right(
+                                serve_fast_http1(engine, stream).await?,
+                            )),
+                            None => Either::Right(Either::Left(stream)),
                         },
                     };
                     Some((io, proxy_service(state, arrival, listener_port, secure)))
@@ -466,6 +476,18 @@ fn listener_policy(limits: LimitsConfig, max_connections: Option<usize>) -> List
 
 /// The proxy port's service for one connection: past the connection limit, every request on
 /// it is told so.
+/// Serves a connection with the node's own HTTP/1 engine while it can: `None` once the
+/// connection has closed, else the stream for hyper, replaying the bytes the engine read.
+async fn serve_fast_http1<S: AsyncRead + AsyncWrite + Unpin>(
+    engine: http1::serve::Connection<'_>,
+    mut stream: S,
+) -> Option<Replayed<S>> {
+    match engine.serve(&mut stream).await {
+        Ended::Closed => None,
+        Ended::HandedOver { read } => Some(Replayed::new(read, stream)),
+    }
+}
+
 fn proxy_service(
     state: Arc<NodeState>,
     arrival: Arrival,

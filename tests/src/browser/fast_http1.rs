@@ -221,7 +221,7 @@ pub(super) async fn exchange(address: SocketAddr, bytes: &[u8]) -> (Vec<u8>, boo
 /// its body with chunked framing taken off (hyper and the engine may cut chunks differently).
 /// An answer cut short (an upstream that closed mid-body) is left out: how much of it was
 /// flushed before the connection closed depends on timing, on either path.
-fn answers(mut bytes: &[u8]) -> Vec<String> {
+pub(super) fn answers(mut bytes: &[u8]) -> Vec<String> {
     let mut answers = Vec::new();
     while let Some(end) = bytes.windows(4).position(|window| window == b"\r\n\r\n") {
         let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
@@ -300,7 +300,7 @@ fn dechunk(bytes: &[u8]) -> (Option<String>, usize) {
 }
 
 /// The corpus: what is sent on one connection, and what it is.
-fn corpus(cookie: &str) -> Vec<(&'static str, String)> {
+pub(super) fn corpus(cookie: &str) -> Vec<(&'static str, String)> {
     let get = |answer: &str| {
         format!(
             "GET /app/hub HTTP/1.1\r\nHost: gatehouse.test\r\nCookie: {cookie}\r\nx-answer: {answer}\r\n\r\n"
@@ -518,7 +518,7 @@ async fn the_nodes_own_engine_forwards_and_answers_every_input_as_hyper_does() {
 }
 
 /// A counter of a node's `/metrics`.
-async fn metric(node: &DataPlaneNode, name: &str) -> f64 {
+pub(super) async fn metric(node: &DataPlaneNode, name: &str) -> f64 {
     let url = format!("http://{}/metrics", node.admin_address());
     let text = crate::harness::client::get(&url, &[]).await.text();
     text.lines()

@@ -7,6 +7,7 @@
 
 mod fast_http1;
 mod fast_http1_attacks;
+mod fast_http1_tls;
 pub(crate) mod fixtures;
 mod flood_limits;
 mod hostile_requests;
