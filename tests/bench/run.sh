@@ -5,7 +5,7 @@
 #   tests/bench/run.sh [--smoke] [--only STAGE,...] [--seconds S] [--rounds R]
 #                      [--connections C] [--out FILE]
 #
-# Stages, in order: cache-hit, assertion, cache-miss, h2, forward-auth, flood, logins,
+# Stages, in order: cache-hit, tls, assertion, cache-miss, h2, forward-auth, flood, logins,
 # revocation, memory, micro.
 # Full run (default): release binaries, 10 s per measurement, 2 interleaved rounds, 1 and 2
 # workers; results in target/bench/results.md. About 9 minutes on 2 cores plus the build
@@ -27,7 +27,7 @@ source "$bench_dir/lib.sh"
 
 usage() { sed -n '5,6p' "$0" | sed 's/^#  *//'; }
 
-all_stages="cache-hit assertion cache-miss h2 forward-auth flood logins revocation memory micro"
+all_stages="cache-hit tls assertion cache-miss h2 forward-auth flood logins revocation memory micro"
 smoke=false
 only=""
 seconds=""
@@ -182,6 +182,59 @@ cache_hit_label() {
         e) echo "(e) HAProxy, no authentication" ;;
         f) echo "(f) Gatehouse, fast_http1 = false" ;;
     esac
+}
+
+# --- stage 1a: cache-hit path over TLS ------------------------------------------------------
+
+stage_tls() {
+    emit "## Cache-hit path over TLS (HTTP/1.1, wrk)" ""
+    emit "The same upstream, the clients' connections over TLS (the dev CA's certificate," \
+        "\`deploy/dev-ca.sh\`; wrk offers no ALPN, so HTTP/1.1): (b) nginx \`proxy_pass\` with" \
+        "\`ssl\`, (d) a Gatehouse node with a cached session cookie (its own HTTP/1.1 engine)," \
+        "(f) a second node with \`fast_http1 = false\` (hyper's path). Connections are kept" \
+        "alive, so the handshakes are few. \`wrk -t1 -c$connections -d${seconds}s --latency\`," \
+        "$rounds interleaved round(s)." ""
+    emit "| workers | target | req/s | p50 | p99 | req/s vs (b) |" "|---|---|---|---|---|---|"
+    local workers round target result cookie url mean hyper_port tls_toml tls_proxy_port
+    local certs=$work/certs
+    bash deploy/dev-ca.sh "$certs" > /dev/null 2>&1 || fail "tls: deploy/dev-ca.sh failed"
+    tls_toml="[tls]
+[[tls.certificates]]
+cert_file = \"$certs/data-plane.pem\"
+key_file = \"$certs/data-plane-key.pem\""
+    for workers in $worker_counts; do
+        start_upstream "$workers"
+        tls_proxy_port=$(free_port)
+        start_nginx tls-proxy "$workers" "$tls_proxy_port" "server { listen 127.0.0.1:$tls_proxy_port ssl;
+            ssl_certificate $certs/data-plane.pem; ssl_certificate_key $certs/data-plane-key.pem;
+            location / { proxy_pass http://engine; proxy_http_version 1.1; proxy_set_header Connection ''; } }"
+        start_control_plane memory
+        start_node "$workers" "" "" "$tls_toml" "fast_http1 = false"
+        hyper_port=$node_port
+        start_node "$workers" "" "" "$tls_toml"
+        cookie=$(curl -sk -D - -o /dev/null "https://127.0.0.1:$node_port/" |
+            sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | tr -d '\r' | head -n 1)
+        [ -n "$cookie" ] || fail "tls: the node set no session cookie over TLS"
+        local -A sum=() p50s=() p99s=()
+        for round in $(seq "$rounds"); do
+            for target in b d f; do
+                log "tls: $workers worker(s), round $round, ($target)"
+                case $target in
+                    b) url=https://127.0.0.1:$tls_proxy_port/ ;;
+                    d) url=https://127.0.0.1:$node_port/ ;;
+                    f) url=https://127.0.0.1:$hyper_port/ ;;
+                esac
+                result=$(measure_wrk "tls ($target)" -H "Cookie: $cookie" "$url")
+                record_wrk_round "$target" "$result"
+            done
+        done
+        for target in b d f; do
+            mean=$(awk -v s="${sum[$target]}" -v n="$rounds" 'BEGIN { printf "%d\n", s / n + 0.5 }')
+            emit "| $workers | $(cache_hit_label "$target") over TLS | $mean | ${p50s[$target]} | ${p99s[$target]} | $(ratio "${sum[$target]}" "${sum[b]}") |"
+        done
+        unset sum p50s p99s
+        stop_spawned
+    done
 }
 
 # --- stage 1b: cache-hit path with a signed identity assertion -------------------------------
