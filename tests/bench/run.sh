@@ -8,7 +8,7 @@
 # Stages, in order: cache-hit, tls, assertion, cache-miss, h2, forward-auth, flood, logins,
 # revocation, memory, micro.
 # Full run (default): release binaries, 10 s per measurement, 2 interleaved rounds, 1 and 2
-# workers; results in target/bench/results.md. About 9 minutes on 2 cores plus the build
+# workers; results in target/bench/results.md. About 12 minutes on 2 cores plus the build
 # (a minute of it minting 20,000 sessions on the memory store, whose session creation
 # slows as sessions accumulate; another the revocation stage's 100 node processes).
 # --smoke: debug binaries (the test suite's build), 1 s per measurement, 1 round, 1 worker;
