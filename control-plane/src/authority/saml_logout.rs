@@ -119,7 +119,10 @@ impl Authority {
                     ended = ended.len(),
                     "SAML IdP-initiated logout"
                 );
-                let answer = sp.logout_response(&id, relay_state.as_deref(), now)?;
+                let answering = sp.clone();
+                let answer =
+                    off_async(move || answering.logout_response(&id, relay_state.as_deref(), now))
+                        .await?;
                 Ok(SamlLogoutOutcome { answer, ended })
             }
             IdpLogoutMessage::Response {
@@ -205,8 +208,11 @@ impl Authority {
         let relay_state = tokens::new_session_token();
         let request_id = logout_request_id(&binding, &relay_state);
         let now = self.clock.now();
-        let Some(redirect_uri) = sp.logout_request_uri(&request_id, &subject, &relay_state, now)?
-        else {
+        let (requesting, relay) = (sp.clone(), relay_state.clone());
+        let to_idp =
+            off_async(move || requesting.logout_request(&request_id, &subject, &relay, now))
+                .await?;
+        let Some(SloAnswer::Redirect(redirect_uri)) = to_idp else {
             return Ok(None);
         };
         let config = sp.config();
@@ -225,6 +231,17 @@ impl Authority {
             login_timeout: config.login_timeout,
         }))
     }
+}
+
+/// `make` (signing with libxml2, which waits for the one document at a time) on a blocking
+/// thread.
+async fn off_async<T: Send + 'static>(
+    make: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(make).await.map_err(|error| {
+        tracing::error!(%error, "SAML logout message could not be made");
+        Error::ProviderUnavailable("SAML logout is not available right now")
+    })?
 }
 
 /// Where a logout of ours in flight is stored, apart from logins.

@@ -79,6 +79,10 @@ pub struct SamlConfig {
     /// Sign the HTTP-Redirect AuthnRequest with the key pair (RSA-SHA256).
     #[serde(default)]
     pub sign_authn_requests: bool,
+    /// Sign our LogoutRequests and LogoutResponses with the key pair; none: whenever there
+    /// is one (the profile asks for signed logout messages, and ADFS refuses unsigned ones).
+    #[serde(default)]
+    pub sign_logout_messages: Option<bool>,
     /// The metadata file's text, read when the configuration is loaded, so a changed file
     /// is a changed configuration (picked up on reload).
     #[serde(skip)]
@@ -261,6 +265,17 @@ impl SamlConfig {
         !self.sp_key_pair.key_pem.is_empty()
     }
 
+    /// Whether our logout messages are signed: as configured, else whenever there is a key.
+    pub fn signs_logout_messages(&self) -> bool {
+        self.has_key_pair() && self.sign_logout_messages.unwrap_or(true)
+    }
+
+    /// Whether the key pair signs anything, so the SP metadata announces it for signing.
+    pub fn signs_messages(&self) -> bool {
+        self.has_key_pair()
+            && (self.sign_authn_requests || (self.single_logout && self.signs_logout_messages()))
+    }
+
     /// Reads and checks `sp_key_file` and `sp_certificate_file` (both or neither), which
     /// `require_encrypted_assertions` and `sign_authn_requests` need.
     fn load_key_pair(&mut self) -> Result<(), String> {
@@ -280,10 +295,13 @@ impl SamlConfig {
             }
             (None, None) => {
                 self.sp_key_pair = SpKeyPair::default();
-                if self.require_encrypted_assertions || self.sign_authn_requests {
+                if self.require_encrypted_assertions
+                    || self.sign_authn_requests
+                    || self.sign_logout_messages == Some(true)
+                {
                     return Err(
-                        "saml.require_encrypted_assertions and saml.sign_authn_requests \
-                                need sp_key_file and sp_certificate_file"
+                        "saml.require_encrypted_assertions, saml.sign_authn_requests and \
+                         saml.sign_logout_messages need sp_key_file and sp_certificate_file"
                             .to_owned(),
                     );
                 }
@@ -642,7 +660,21 @@ Z2Al";
                 .unwrap_err()
                 .contains("need sp_key_file")
         );
-        assert!(with("").is_ok_and(|config| !config.has_key_pair()));
+        assert!(
+            with("sign_logout_messages = true")
+                .unwrap_err()
+                .contains("need sp_key_file")
+        );
+        assert!(with("").is_ok_and(|config| !config.has_key_pair()
+            && !config.signs_logout_messages()
+            && !config.signs_messages()));
+        // With a key, logout messages are signed unless turned off.
+        let keyed = |extra: &str| with(&format!("{}\n{extra}", pair(&key, &certificate)));
+        assert!(keyed("").is_ok_and(|config| config.signs_logout_messages()));
+        assert!(
+            keyed("sign_logout_messages = false")
+                .is_ok_and(|config| !config.signs_logout_messages())
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,3 +9,4 @@ mod oidc;
 mod saml;
 mod saml_encryption;
 mod saml_logout;
+mod saml_signed_logout;

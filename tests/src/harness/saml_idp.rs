@@ -35,6 +35,12 @@ impl SamlIdp {
     /// `sp_metadata_url`. `None` (the test is skipped) when pysaml2, xmlsec1 or openssl are
     /// missing outside CI; in CI that is a failure.
     pub async fn start(sp_metadata_url: &str) -> Option<Self> {
+        Self::start_with(sp_metadata_url, &[]).await
+    }
+
+    /// [`start`](Self::start) with more of `idp.py`'s options (`--slo-binding post`,
+    /// `--want-signed-logout`).
+    pub async fn start_with(sp_metadata_url: &str, options: &[&str]) -> Option<Self> {
         let python = tool("python3");
         let ready = python.as_ref().is_some_and(|python| {
             std::process::Command::new(python)
@@ -63,6 +69,7 @@ impl SamlIdp {
             .args(["--other-cert", &path("other.crt")])
             .args(["--sp-metadata-url", sp_metadata_url])
             .args(["--metadata-out", &path("idp-metadata.xml")])
+            .args(options)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

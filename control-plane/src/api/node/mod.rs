@@ -338,11 +338,11 @@ impl pb::node_service_server::NodeService for NodeApi {
             crate::saml::SloAnswer::Redirect(uri) => response.redirect_uri = uri,
             crate::saml::SloAnswer::Post {
                 action,
-                saml_response,
+                saml_message,
                 relay_state,
             } => {
                 response.post_action = action;
-                response.saml_response = saml_response;
+                response.saml_response = saml_message;
                 response.relay_state = relay_state.unwrap_or_default();
             }
         }
