@@ -140,12 +140,14 @@ def slo_answer_request(handler, fields, binding):
         }
     )
     if binding == BINDING_HTTP_POST:
-        response = idp.create_logout_response(
-            request, [BINDING_HTTP_POST], sign=True, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256
+        # Signed, pysaml2 hands back the XML text.
+        xml = str(
+            idp.create_logout_response(
+                request, [BINDING_HTTP_POST], sign=True, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256
+            )
         )
-        form = idp.apply_binding(
-            BINDING_HTTP_POST, str(response), response.destination, fields.get("RelayState", ""), response=True
-        )
+        destination = samlp.logout_response_from_string(xml).destination
+        form = idp.apply_binding(BINDING_HTTP_POST, xml, destination, fields.get("RelayState", ""), response=True)
         return form["data"]
     response = idp.create_logout_response(request, [BINDING_HTTP_REDIRECT])
     binding = idp.apply_binding(

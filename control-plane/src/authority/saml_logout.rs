@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::oidc_login::is_binding;
-use super::{Authority, IssuedSession, SamlLoginStarted};
+use super::{Authority, IssuedSession};
 use crate::audit::{Actor, AuditEvent};
 use crate::domain::{OidcLogin, RevocationReason};
 use crate::error::Error;
@@ -26,6 +26,17 @@ pub struct SamlLogoutOutcome {
     pub answer: SloAnswer,
     /// Handles of the sessions it ended.
     pub ended: Vec<String>,
+}
+
+/// A logout of ours on its way to the identity provider.
+#[derive(Debug, Clone)]
+pub struct SamlLogoutStarted {
+    /// How the browser takes our LogoutRequest there.
+    pub to_idp: SloAnswer,
+    /// The binding cookie's value: the provider's answer must come back with it.
+    pub binding: String,
+    /// How long the logout may take.
+    pub timeout: Duration,
 }
 
 impl Authority {
@@ -179,13 +190,13 @@ impl Authority {
     /// After a browser's SAML session `handle` has ended here: the identity provider's URL
     /// with our LogoutRequest for it, and the binding cookie its answer must come back with.
     /// `None` when there is nothing to log out of there (Single Logout is off, the
-    /// provider has no HTTP-Redirect SingleLogoutService, the session was not a SAML one).
+    /// provider has no SingleLogoutService, the session was not a SAML one).
     pub async fn saml_logout_begin(
         &self,
         virtual_proxy: &str,
         handle: &str,
         binding: &str,
-    ) -> Result<Option<SamlLoginStarted>, Error> {
+    ) -> Result<Option<SamlLogoutStarted>, Error> {
         let source = self.saml_provider(virtual_proxy)?;
         let sp = source.sp().await?;
         if !sp.single_logout() {
@@ -212,7 +223,7 @@ impl Authority {
         let to_idp =
             off_async(move || requesting.logout_request(&request_id, &subject, &relay, now))
                 .await?;
-        let Some(SloAnswer::Redirect(redirect_uri)) = to_idp else {
+        let Some(to_idp) = to_idp else {
             return Ok(None);
         };
         let config = sp.config();
@@ -225,10 +236,10 @@ impl Authority {
         self.store
             .put_oidc_login(&logout_key(&relay_state), &logout, config.login_timeout)
             .await?;
-        Ok(Some(SamlLoginStarted {
-            redirect_uri,
+        Ok(Some(SamlLogoutStarted {
+            to_idp,
             binding,
-            login_timeout: config.login_timeout,
+            timeout: config.login_timeout,
         }))
     }
 }

@@ -49,12 +49,17 @@ pub fn sp_metadata_xml(config: &SamlConfig) -> Result<String, Error> {
                     is_default: Some(true),
                     ..IndexedEndpoint::default()
                 }],
+                // `/saml/slo` takes both bindings; an identity provider whose own service
+                // is POST only answers over POST.
                 single_logout_services: config.single_logout.then(|| {
-                    vec![samael::metadata::Endpoint {
-                        binding: super::provider::HTTP_REDIRECT_BINDING.to_owned(),
-                        location: config.slo_url(),
-                        response_location: None,
-                    }]
+                    [super::provider::HTTP_REDIRECT_BINDING, HTTP_POST_BINDING]
+                        .into_iter()
+                        .map(|binding| samael::metadata::Endpoint {
+                            binding: binding.to_owned(),
+                            location: config.slo_url(),
+                            response_location: None,
+                        })
+                        .collect()
                 }),
                 ..SpSsoDescriptor::default()
             }]),

@@ -2,8 +2,9 @@
 //! LogoutResponses are signed (the query signature over HTTP-Redirect, an enveloped XML
 //! signature over HTTP-POST), and an identity provider that requires signed logout messages
 //! (pysaml2, `idp.py --want-signed-logout`, checking them with the certificate our metadata
-//! announces for signing) takes them, and refuses them altered or unsigned. The fleet is
-//! the one of `saml_logout`.
+//! announces for signing) takes them, and refuses them altered or unsigned. A provider whose
+//! SingleLogoutService takes only HTTP-POST is sent our LogoutRequest in a form the browser
+//! posts. The fleet is the one of `saml_logout`.
 
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use crate::harness::web_browser::{WebBrowser, form_action, input_value};
 
 const STRICT: &[&str] = &["--want-signed-logout"];
 const STRICT_POST: &[&str] = &["--want-signed-logout", "--slo-binding", "post"];
+const POST_ONLY: &[&str] = &["--slo-binding", "post"];
 
 async fn keyed(idp_options: &[&str], saml: &str) -> Option<Fleet> {
     fleet_with(Variant {
@@ -252,5 +254,145 @@ async fn without_a_key_or_with_signing_off_logout_messages_are_unsigned_as_befor
         assert_eq!(answer.status, 302, "{}", answer.text());
         let back = answer.location().expect("a Location").to_owned();
         assert!(query_param(&back, "Signature").is_none(), "{back}");
+    }
+}
+
+/// A logout here with an identity provider whose SingleLogoutService takes only HTTP-POST:
+/// node A ends the session (its WebSocket on node B closes) and answers a form that posts
+/// our LogoutRequest (signed with a key pair, checked by the provider; unsigned without);
+/// the provider's LogoutResponse, posted back, lands the browser on `logout_redirect`, once.
+/// `DELETE /qps/user` gives the page the same form as `samlLogoutForm`.
+#[tokio::test]
+async fn a_logout_here_posts_our_logout_request_to_a_post_only_identity_provider() {
+    for (key_pair, idp_options) in [(true, STRICT_POST), (false, POST_ONLY)] {
+        let Some(fleet) = fleet_with(Variant {
+            idp_options,
+            key_pair,
+            ..Variant::default()
+        })
+        .await
+        else {
+            return;
+        };
+        let metadata = client::get(&fleet.a.url("/app/saml/metadata"), &[]).await;
+        assert!(
+            metadata.text().contains(
+                "SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\""
+            ),
+            "the SP metadata offers /saml/slo over HTTP-POST: {}",
+            metadata.text()
+        );
+        let mut alice = fleet.login("alice").await;
+        let mut socket = open_socket(&fleet.b, &alice.cookie).await;
+        let origin = format!("http://{}", fleet.a.address());
+        let logged_out = Instant::now();
+        let page = alice
+            .browser
+            .get_with(&fleet.a.url("/app/saml/logout"), &[("origin", &origin)])
+            .await;
+        assert_eq!(page.status, 200, "an auto-posting form: {}", page.text());
+        closed_by_revocation(&mut socket, logged_out, "a logout posted").await;
+        assert!(fleet.refuses(&fleet.b, &alice.cookie).await);
+        let html = page.text();
+        let action = form_action(&html).expect("a form");
+        assert_eq!(action, format!("{}/slo/post", fleet.idp.origin()));
+        let saml_request = input_value(&html, "SAMLRequest").expect("a SAMLRequest");
+        let relay = input_value(&html, "RelayState").expect("a RelayState");
+        let xml =
+            String::from_utf8(STANDARD.decode(&saml_request).expect("base64")).expect("UTF-8");
+        assert_eq!(xml.contains("<ds:SignatureValue>"), key_pair, "{xml}");
+
+        if key_pair {
+            // Another NameID put in after signing: the provider refuses it.
+            let altered = xml.replace(">alice<", ">bob<");
+            assert_ne!(altered, xml);
+            let fields = [
+                ("SAMLRequest", STANDARD.encode(&altered)),
+                ("RelayState", relay.clone()),
+            ];
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let refused = WebBrowser::new().post_form(&action, &fields, &[]).await;
+            assert_eq!(refused.status, 400, "altered: {}", refused.text());
+            assert!(
+                refused.text().contains("IncorrectlySigned"),
+                "{}",
+                refused.text()
+            );
+        }
+
+        let fields = [
+            ("SAMLRequest", saml_request.as_str()),
+            ("RelayState", relay.as_str()),
+        ];
+        let at_idp = alice.browser.post_form(&action, &fields, &[]).await;
+        assert_eq!(
+            at_idp.status,
+            200,
+            "the identity provider: {}",
+            at_idp.text()
+        );
+        let seen = fleet.logout_requests_seen().await;
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0]["signed"], key_pair, "{seen:?}");
+        assert_eq!(seen[0]["session_index"][0], alice.session_index.as_str());
+        assert!(
+            seen[0]["binding"]
+                .as_str()
+                .is_some_and(|binding| binding.ends_with("HTTP-POST")),
+            "{seen:?}"
+        );
+
+        // The provider's signed LogoutResponse, posted back to node A.
+        let answer = at_idp.text();
+        let back = form_action(&answer).expect("the provider's form");
+        assert_eq!(back, fleet.slo_url());
+        let saml_response = input_value(&answer, "SAMLResponse").expect("a SAMLResponse");
+        assert_eq!(
+            input_value(&answer, "RelayState").as_deref(),
+            Some(relay.as_str())
+        );
+        let fields = [
+            ("SAMLResponse", saml_response.as_str()),
+            ("RelayState", relay.as_str()),
+        ];
+        let idp_origin = [("origin", fleet.idp.origin())];
+        let landed = alice.browser.post_form(&back, &fields, &idp_origin).await;
+        assert_eq!(landed.status, 302, "{}", landed.text());
+        assert_eq!(landed.location(), Some("/app/signed-out"));
+        let again = alice.browser.post_form(&back, &fields, &idp_origin).await;
+        assert_eq!(
+            again.status,
+            401,
+            "a LogoutResponse works once: {}",
+            again.text()
+        );
+
+        // The Personal API's logout names the same form for the page to post.
+        let mut bob = fleet.login("bob").await;
+        let deleted = bob
+            .browser
+            .send(
+                http::Method::DELETE,
+                &fleet.a.url("/app/qps/user"),
+                &[("origin", &origin)],
+                bytes::Bytes::new(),
+            )
+            .await;
+        assert_eq!(deleted.status, 200, "{}", deleted.text());
+        let form = &deleted.json()["samlLogoutForm"];
+        assert_eq!(form["action"], action.as_str(), "{form}");
+        assert!(
+            form["SAMLRequest"]
+                .as_str()
+                .is_some_and(|value| !value.is_empty()),
+            "{form}"
+        );
+        assert!(
+            form["RelayState"]
+                .as_str()
+                .is_some_and(|value| !value.is_empty()),
+            "{form}"
+        );
+        assert!(deleted.json().get("samlLogoutUri").is_none());
     }
 }
