@@ -21,6 +21,7 @@ pub struct SamlConfig {
     /// Where the identity provider publishes its metadata; re-read every `metadata_refresh`.
     #[serde(default)]
     pub idp_metadata_url: Option<String>,
+    /// How often the URL is read again, or the file looked at (and read again if changed).
     #[serde(default = "default_metadata_refresh", with = "humantime_serde")]
     pub metadata_refresh: Duration,
     /// This service provider's entity id, as registered at the identity provider; the
@@ -84,7 +85,7 @@ pub struct SamlConfig {
     #[serde(default)]
     pub sign_logout_messages: Option<bool>,
     /// The metadata file's text, read when the configuration is loaded, so a changed file
-    /// is a changed configuration (picked up on reload).
+    /// is a changed configuration on reload (between reloads `SamlSource` reads it again).
     #[serde(skip)]
     pub idp_metadata: String,
     /// The key pair's PEM text, read with the configuration like the metadata file.
@@ -217,15 +218,25 @@ impl SamlConfig {
         {
             return Err("saml.login_timeout must be between 10s and 1h".to_owned());
         }
-        if self.metadata_refresh < Duration::from_secs(60)
+        // A URL is asked at most once a minute; a file costs one look at its modification
+        // time, so it may be looked at every second.
+        let shortest = if self.idp_metadata_file.is_some() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(60)
+        };
+        if self.metadata_refresh < shortest
             || self.metadata_refresh > Duration::from_secs(7 * 24 * 3600)
         {
-            return Err("saml.metadata_refresh must be between 1m and 7d".to_owned());
+            return Err(
+                "saml.metadata_refresh must be between 1m (1s with idp_metadata_file) and 7d"
+                    .to_owned(),
+            );
         }
         self.load_key_pair()?;
         match (&self.idp_metadata_file, &self.idp_metadata_url) {
             (Some(file), None) => {
-                self.idp_metadata = read_metadata(file)
+                self.idp_metadata = read_idp_metadata(file)
                     .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
                 let metadata = crate::saml::IdpMetadata::parse(&self.idp_metadata)
                     .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
@@ -316,7 +327,8 @@ impl SamlConfig {
     }
 }
 
-fn read_metadata(path: &std::path::Path) -> Result<String, String> {
+/// The text of an identity provider's metadata file (at most 1 MiB).
+pub fn read_idp_metadata(path: &std::path::Path) -> Result<String, String> {
     read_bounded(path, MAX_METADATA_BYTES)
 }
 
@@ -417,6 +429,20 @@ Z2Al";
             Ok("https://gh.example.com/app/saml/acs")
         );
         assert!(config.is_ok_and(|config| config.idp_metadata == good));
+        // A file may be looked at every second, a URL asked once a minute at most.
+        let refresh = |every: &str| {
+            load(
+                &format!("user_directory = \"CORP\"\nmetadata_refresh = \"{every}\""),
+                &good,
+                &["https://gh.example.com"],
+            )
+        };
+        assert!(refresh("1s").is_ok());
+        assert!(
+            refresh("500ms")
+                .unwrap_err()
+                .contains("1s with idp_metadata_file")
+        );
         let refused = |extra: &str, origins: &[&str]| {
             load(
                 &format!("user_directory = \"CORP\"\n{extra}"),

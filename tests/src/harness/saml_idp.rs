@@ -103,6 +103,21 @@ impl SamlIdp {
         self.dir.path().join("idp-metadata.xml")
     }
 
+    /// Its metadata as it reads once the identity provider has rolled its signing key over
+    /// to the other key (the one `sign` uses with `other_key`).
+    pub fn metadata_after_rollover(&self) -> String {
+        let body = |name: &str| -> String {
+            let pem = std::fs::read_to_string(self.dir.path().join(format!("{name}.crt")))
+                .expect("a certificate");
+            pem.lines()
+                .filter(|line| !line.starts_with("-----"))
+                .collect()
+        };
+        let metadata = std::fs::read_to_string(self.metadata_file()).expect("the metadata");
+        assert!(metadata.contains(&body("idp")), "{metadata}");
+        metadata.replace(&body("idp"), &body("other"))
+    }
+
     /// Its origin, as a browser names it in `Origin` when the identity provider's page posts
     /// the Response.
     pub fn origin(&self) -> &str {
