@@ -4,7 +4,8 @@
 //! HTTP-POST, brought by the browser to one node, ends the sessions it names on every node
 //! and closes their WebSockets on the other; an unsigned or foreign-signed one ends nothing.
 //! A logout here sends the browser to the identity provider with our LogoutRequest, and its
-//! LogoutResponse brings the browser back, once, to the browser that logged out only.
+//! LogoutResponse brings the browser back, once, to the browser that logged out only: another
+//! browser bringing it spends nothing.
 
 use std::time::{Duration, Instant};
 
@@ -464,7 +465,8 @@ async fn a_logout_here_goes_to_the_identity_provider_and_comes_back() {
         "pysaml2 signs its answer: {back}"
     );
 
-    // Another browser cannot take the answer; the browser that logged out lands, once.
+    // Another browser cannot take the answer, nor spend it: the browser that logged out
+    // still lands, once.
     let elsewhere = WebBrowser::new().get(&back).await;
     assert_eq!(elsewhere.status, 401, "{}", elsewhere.text());
     assert!(
@@ -474,8 +476,18 @@ async fn a_logout_here_goes_to_the_identity_provider_and_comes_back() {
     );
     let landed = alice.browser.get(&back).await;
     assert_eq!(
-        landed.status, 401,
-        "the answer was spent by the other browser's attempt"
+        landed.status,
+        302,
+        "the other browser's attempt left the logout in place: {}",
+        landed.text()
+    );
+    assert_eq!(landed.location(), Some("/app/signed-out"));
+    let again = alice.browser.get(&back).await;
+    assert_eq!(
+        again.status,
+        401,
+        "a LogoutResponse works once: {}",
+        again.text()
     );
 }
 
