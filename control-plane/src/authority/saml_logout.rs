@@ -3,15 +3,15 @@
 //! its signed LogoutRequest ends the sessions of that NameID and SessionIndex through the
 //! revocation log (so every node drops them and closes their WebSockets), once; when a
 //! browser logs out here, it is sent to the identity provider with our LogoutRequest, whose
-//! answer is bound, as a login is, to the browser that logged out. The XML and signatures
-//! are in [`crate::saml`].
+//! answer is bound, as a login is, to the browser that logged out, and spent only by it.
+//! The XML and signatures are in [`crate::saml`].
 
 use std::time::Duration;
 
 use super::oidc_login::is_binding;
 use super::{Authority, IssuedSession};
 use crate::audit::{Actor, AuditEvent};
-use crate::domain::{OidcLogin, RevocationReason};
+use crate::domain::{LoginClaim, OidcLogin, RevocationReason};
 use crate::error::Error;
 use crate::saml::{self, IdpLogoutMessage, SamlSubject, SloAnswer, SloMessage};
 use crate::tokens::{self, TokenHash};
@@ -141,18 +141,26 @@ impl Authority {
                 relay_state,
                 success,
             } => {
-                let logout = self
-                    .store
-                    .take_oidc_login(&logout_key(&relay_state))
-                    .await?
-                    .filter(|logout| logout.virtual_proxy == virtual_proxy)
-                    .ok_or(Error::Unauthenticated(NOT_OURS))?;
-                let ours = is_binding(binding)
-                    && TokenHash::of(binding).to_text() == logout.binding_hash
-                    && in_response_to == logout_request_id(binding, &relay_state);
-                if !ours {
+                // The logout is spent only by the browser that started it, as a login is
+                // (`claim_login`): a RelayState read from a log or a Referer, brought with
+                // any LogoutResponse by another browser, must not spend it. The request id
+                // comes from the binding and the RelayState, so it is checked first.
+                if !is_binding(binding)
+                    || in_response_to != logout_request_id(binding, &relay_state)
+                {
                     return Err(Error::Unauthenticated(NOT_OURS));
                 }
+                let binding_hash = TokenHash::of(binding).to_text();
+                let logout = match self
+                    .store
+                    .claim_login(&logout_key(&relay_state), &binding_hash)
+                    .await?
+                {
+                    LoginClaim::Taken(logout) if logout.virtual_proxy == virtual_proxy => logout,
+                    LoginClaim::Taken(_) | LoginClaim::OtherBrowser | LoginClaim::Unknown => {
+                        return Err(Error::Unauthenticated(NOT_OURS));
+                    }
+                };
                 if !success {
                     // Logged out here all the same; only the provider's session lives on.
                     tracing::warn!(virtual_proxy, "the identity provider did not log out");
