@@ -216,7 +216,7 @@ fn read_if_changed(
     let xml = crate::config::read_idp_metadata(path)?;
     let sp = Sp::new(config.clone(), &xml)?;
     // As at start: Single Logout needs the provider's SingleLogoutService.
-    if config.single_logout && !sp.idp.has_single_logout() {
+    if config.single_logout && !sp.single_logout() {
         return Err("the metadata has no SingleLogoutService".to_owned());
     }
     Ok(Some((sp, stamp)))
