@@ -168,8 +168,8 @@ impl SamlSource {
         };
         *looked_at = Instant::now();
         match read {
-            Ok(None) => {}
-            Ok(Some((new, stamp))) => {
+            Ok((stamp, None)) => state.file_read = Some(stamp),
+            Ok((stamp, Some(new))) => {
                 tracing::info!(file = %file.display(), "SAML identity provider's metadata file read again");
                 *sp = Arc::new(new);
                 state.file_read = Some(stamp);
@@ -198,26 +198,30 @@ impl SamlSource {
     }
 }
 
-/// The service provider of the metadata file at `path`, if it is not as `known` says;
-/// `Ok(None)` when unchanged. Blocking (the file system).
+/// The metadata file at `path` as it is now, and the service provider of its metadata if
+/// that changed: since `known`, or (at the first look) since the configuration read it.
+/// Blocking (the file system).
 fn read_if_changed(
     path: &Path,
     known: Option<FileStamp>,
     config: &SamlConfig,
-) -> Result<Option<(Sp, FileStamp)>, String> {
+) -> Result<(FileStamp, Option<Sp>), String> {
     let metadata = std::fs::metadata(path).map_err(|error| error.to_string())?;
     let stamp = FileStamp {
         modified: metadata.modified().map_err(|error| error.to_string())?,
         len: metadata.len(),
     };
     if known == Some(stamp) {
-        return Ok(None);
+        return Ok((stamp, None));
     }
     let xml = crate::config::read_idp_metadata(path)?;
+    if known.is_none() && xml == config.idp_metadata {
+        return Ok((stamp, None));
+    }
     let sp = Sp::new(config.clone(), &xml)?;
     // As at start: Single Logout needs the provider's SingleLogoutService.
     if config.single_logout && !sp.single_logout() {
         return Err("the metadata has no SingleLogoutService".to_owned());
     }
-    Ok(Some((sp, stamp)))
+    Ok((stamp, Some(sp)))
 }
