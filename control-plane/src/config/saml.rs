@@ -81,7 +81,8 @@ pub struct SamlConfig {
     #[serde(default)]
     pub sign_authn_requests: bool,
     /// Sign our LogoutRequests and LogoutResponses with the key pair; none: whenever there
-    /// is one (the profile asks for signed logout messages, and ADFS refuses unsigned ones).
+    /// is one (the profile wants logout messages through the browser signed, and ADFS
+    /// refuses unsigned LogoutRequests).
     #[serde(default)]
     pub sign_logout_messages: Option<bool>,
     /// The metadata file's text, read when the configuration is loaded, so a changed file
