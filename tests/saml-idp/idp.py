@@ -174,7 +174,8 @@ def slo_read_response(handler, fields, binding):
         if binding == BINDING_HTTP_REDIRECT:
             if "SigAlg" not in fields or "Signature" not in fields:
                 raise ValueError("the LogoutResponse is not signed")
-            message = {name: fields[name] for name in ("SAMLResponse", "RelayState", "SigAlg", "Signature") if name in fields}
+            names = ("SAMLResponse", "RelayState", "SigAlg", "Signature")
+            message = {name: fields[name] for name in names if name in fields}
             if not any(verify_redirect_signature(message, idp.sec.sec_backend, cert) for _, cert in sp_certs):
                 raise ValueError("the LogoutResponse's query signature does not verify")
         else:

@@ -1,6 +1,6 @@
 //! The service provider's own key pair (`sp_key_file`, `sp_certificate_file`): it decrypts
-//! encrypted assertions and signs AuthnRequests and logout messages. It stays in the control plane: nodes are
-//! never sent it.
+//! encrypted assertions and signs AuthnRequests and logout messages. It stays in the
+//! control plane: nodes are never sent it.
 
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;

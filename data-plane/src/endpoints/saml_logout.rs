@@ -2,7 +2,8 @@
 //! `single_logout`: `/saml/slo`, where the identity provider has the browser bring its
 //! LogoutRequest (HTTP-Redirect or HTTP-POST) or its LogoutResponse to ours, and
 //! `/saml/logout`, a sign-out link that ends the session here and then at the identity
-//! provider (a redirect, or a form that posts our LogoutRequest). The control plane reads and verifies every SAML message; the node relays.
+//! provider (a redirect, or a form that posts our LogoutRequest). The control plane reads
+//! and verifies every SAML message; the node relays.
 
 use std::net::SocketAddr;
 
