@@ -4,6 +4,7 @@ tests/setup.sh), listening on loopback only.
 
     idp.py --port PORT --key KEY --cert CERT --other-key KEY --other-cert CERT
            --sp-metadata-url URL --metadata-out FILE
+           [--slo-binding redirect|post] [--want-signed-logout]
 
 It writes its own metadata (entity id, signing certificate, HTTP-Redirect SSO endpoint) to
 FILE and prints "ready" once listening. The service provider's metadata is read from the node
@@ -24,11 +25,20 @@ FILE and prints "ready" once listening. The service provider's metadata is read 
   alter an unsigned Response first, so that each refusal is about one thing.
 
 Single Logout (see the `slo_*` functions):
-- GET /slo/redirect: the SingleLogoutService. With SAMLRequest (the service provider's
-  LogoutRequest), pysaml2 parses it, remembers its NameID and SessionIndex, and redirects
-  the browser back with a LogoutResponse signed over the query. With SAMLResponse (the
-  service provider's answer to a logout started here), it answers 200 "logout answered:
-  STATUS".
+- GET /slo/redirect: the SingleLogoutService (`--slo-binding redirect`, the default). With
+  SAMLRequest (the service provider's LogoutRequest), pysaml2 parses it, remembers its
+  NameID and SessionIndex, and redirects the browser back with a LogoutResponse signed over
+  the query. With SAMLResponse (the service provider's answer to a logout started here), it
+  answers 200 "logout answered: STATUS".
+- POST /slo/post: the same over HTTP-POST (`--slo-binding post`: the metadata then names
+  only this one); the LogoutResponse to the service provider is an auto-posting form with
+  an enveloped signature.
+- With `--want-signed-logout` every logout message from the service provider must be
+  signed by a certificate its metadata announces for signing: LogoutRequests are parsed as
+  by an identity provider that wants signed requests (`want_authn_requests_signed`: the query
+  signature over HTTP-Redirect, the XML signature over HTTP-POST), and LogoutResponses are
+  checked the same way (pysaml2 checks no signature on those by itself). A message that
+  fails is a 400 with pysaml2's reason.
 - GET /slo/seen: the LogoutRequests received, as JSON lines {"name_id", "session_index"}.
 - GET /slo/start?destination=URL&name_id=..[&session_index=..][&binding=redirect|post]
   [&sign=own|other|none]: an IdP-initiated LogoutRequest to the service provider at URL,
@@ -49,7 +59,7 @@ from saml2.pack import http_redirect_message
 from saml2.metadata import entity_descriptor
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
 from saml2.server import Server
-from saml2.sigver import pre_signature_part
+from saml2.sigver import pre_signature_part, verify_redirect_signature
 from saml2 import class_name
 from saml2.sigver import (  # for encrypted_response
     RSA_1_5,
@@ -76,7 +86,7 @@ def config(args, with_sp):
             "idp": {
                 "endpoints": {
                     "single_sign_on_service": [(f"{base}/sso/redirect", BINDING_HTTP_REDIRECT)],
-                    **slo_endpoints(base),
+                    **slo_endpoints(base, args.slo_binding),
                 },
                 "name_id_format": [NAMEID_FORMAT_PERSISTENT],
                 "want_authn_requests_signed": False,
@@ -93,35 +103,86 @@ def config(args, with_sp):
     return idp_config
 
 
-def slo_endpoints(base):
+def slo_endpoints(base, binding):
     """The SingleLogoutService the metadata announces."""
+    if binding == "post":
+        return {"single_logout_service": [(f"{base}/slo/post", BINDING_HTTP_POST)]}
     return {"single_logout_service": [(f"{base}/slo/redirect", BINDING_HTTP_REDIRECT)]}
 
 
-def slo_answer_request(handler, query):
+def slo_parse_request(handler, fields, binding):
+    """The service provider's LogoutRequest, its signature checked with --want-signed-logout."""
+    if not handler.server.args.want_signed_logout:
+        return handler.idp().parse_logout_request(fields["SAMLRequest"], binding).message
+    return strict_idp(handler.server).parse_logout_request(
+        fields["SAMLRequest"],
+        binding,
+        relay_state=fields.get("RelayState"),
+        sigalg=fields.get("SigAlg"),
+        signature=fields.get("Signature"),
+    ).message
+
+
+def slo_answer_request(handler, fields, binding):
     """The service provider's LogoutRequest: remembered, and answered with a signed
-    LogoutResponse over HTTP-Redirect to the service provider's SingleLogoutService."""
+    LogoutResponse to the service provider's SingleLogoutService over `binding`: the
+    Location to redirect to, or the auto-posting form."""
     idp = handler.idp()
-    request = idp.parse_logout_request(query["SAMLRequest"], BINDING_HTTP_REDIRECT).message
+    request = slo_parse_request(handler, fields, binding)
     handler.server.slo_seen.append(
         {
             "name_id": request.name_id.text if request.name_id is not None else None,
             "format": request.name_id.format if request.name_id is not None else None,
             "session_index": [index.text for index in request.session_index],
             "issuer": request.issuer.text if request.issuer is not None else None,
+            "binding": binding,
+            "signed": request.signature is not None or "Signature" in fields,
         }
     )
+    if binding == BINDING_HTTP_POST:
+        # Signed, pysaml2 hands back the XML text.
+        xml = str(
+            idp.create_logout_response(
+                request, [BINDING_HTTP_POST], sign=True, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256
+            )
+        )
+        destination = samlp.logout_response_from_string(xml).destination
+        form = idp.apply_binding(BINDING_HTTP_POST, xml, destination, fields.get("RelayState", ""), response=True)
+        return form["data"]
     response = idp.create_logout_response(request, [BINDING_HTTP_REDIRECT])
     binding = idp.apply_binding(
         BINDING_HTTP_REDIRECT,
         str(response),
         response.destination,
-        query.get("RelayState", ""),
+        fields.get("RelayState", ""),
         response=True,
         sign=True,
         sigalg=SIG_RSA_SHA256,
     )
     return dict(binding["headers"])["Location"]
+
+
+def slo_read_response(handler, fields, binding):
+    """The service provider's answer to a logout started here: its status, the signature
+    checked with --want-signed-logout against the certificates the SP metadata announces
+    for signing."""
+    idp = handler.idp()
+    if handler.server.args.want_signed_logout:
+        sp_certs = idp.metadata.certs(slo_sp_entity(idp), "any", "signing")
+        if not sp_certs:
+            raise ValueError("the SP metadata announces no signing certificate")
+        if binding == BINDING_HTTP_REDIRECT:
+            if "SigAlg" not in fields or "Signature" not in fields:
+                raise ValueError("the LogoutResponse is not signed")
+            names = ("SAMLResponse", "RelayState", "SigAlg", "Signature")
+            message = {name: fields[name] for name in names if name in fields}
+            if not any(verify_redirect_signature(message, idp.sec.sec_backend, cert) for _, cert in sp_certs):
+                raise ValueError("the LogoutResponse's query signature does not verify")
+        else:
+            xml = base64.b64decode(fields["SAMLResponse"]).decode()
+            idp.sec.correctly_signed_logout_response(xml, must=True)
+    response = idp.parse_logout_request_response(fields["SAMLResponse"], binding)
+    return response.response.status.status_code.value if response else "unreadable"
 
 
 def slo_start(handler, query):
@@ -165,14 +226,13 @@ def slo_sp_entity(idp):
 def slo_get(handler, url, query):
     """The Single Logout routes; False when `url` is none of them."""
     if url.path == "/slo/redirect" and "SAMLRequest" in query:
+        location = slo_answer_request(handler, query, BINDING_HTTP_REDIRECT)
         handler.send_response(302)
-        handler.send_header("Location", slo_answer_request(handler, query))
+        handler.send_header("Location", location)
         handler.send_header("Content-Length", "0")
         handler.end_headers()
     elif url.path == "/slo/redirect" and "SAMLResponse" in query:
-        response = handler.idp().parse_logout_request_response(query["SAMLResponse"], BINDING_HTTP_REDIRECT)
-        status = response.response.status.status_code.value if response else "unreadable"
-        handler.answer(200, f"logout answered: {status}")
+        handler.answer(200, f"logout answered: {slo_read_response(handler, query, BINDING_HTTP_REDIRECT)}")
     elif url.path == "/slo/seen":
         handler.answer(200, "\n".join(json.dumps(seen) for seen in handler.server.slo_seen), "application/json")
     elif url.path == "/slo/start":
@@ -180,6 +240,15 @@ def slo_get(handler, url, query):
     else:
         return False
     return True
+
+
+def slo_post(handler, form):
+    """POST /slo/post: the service provider's LogoutRequest or LogoutResponse."""
+    if "SAMLRequest" in form:
+        return handler.answer(200, slo_answer_request(handler, form, BINDING_HTTP_POST), "text/html")
+    if "SAMLResponse" in form:
+        return handler.answer(200, f"logout answered: {slo_read_response(handler, form, BINDING_HTTP_POST)}")
+    return handler.answer(400, "no SAMLRequest or SAMLResponse")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -251,9 +320,14 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        if url.path == "/slo/post":
+            try:
+                return slo_post(self, dict(urllib.parse.parse_qsl(body)))
+            except Exception as error:  # the test reads the reason
+                return self.answer(400, f"{type(error).__name__}: {error}")
         if url.path != "/sign":
             return self.answer(404, "not found")
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
         try:
             other = query.get("key") == "other"
             signer = self.server.other if other else self.server.own
@@ -277,16 +351,21 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(200, signed, "application/xml")
 
 
-def parse_signed_request(server, query):
-    """The AuthnRequest of `query`, parsed by an identity provider that requires signed
-    requests (want_authn_requests_signed): pysaml2 checks SigAlg and Signature over the
-    query with the signing certificate of the SP metadata, and raises when they are missing
-    or do not match."""
+def strict_idp(server):
+    """An identity provider that requires signed requests (want_authn_requests_signed):
+    pysaml2 then checks SigAlg and Signature over the query, or the XML signature of a
+    posted request, with the signing certificate of the SP metadata, and raises when they
+    are missing or do not match."""
     if getattr(server, "strict_idp", None) is None:
         strict = config(server.args, with_sp=True)
         strict.setattr("idp", "want_authn_requests_signed", True)
         server.strict_idp = Server(config=strict)
-    return server.strict_idp.parse_authn_request(
+    return server.strict_idp
+
+
+def parse_signed_request(server, query):
+    """The AuthnRequest of `query`, parsed by the strict identity provider."""
+    return strict_idp(server).parse_authn_request(
         query["SAMLRequest"],
         BINDING_HTTP_REDIRECT,
         relay_state=query.get("RelayState"),
@@ -368,6 +447,8 @@ def main():
     parser = argparse.ArgumentParser()
     for name in ("--port", "--key", "--cert", "--other-key", "--other-cert", "--sp-metadata-url", "--metadata-out"):
         parser.add_argument(name, required=True)
+    parser.add_argument("--slo-binding", choices=("redirect", "post"), default="redirect")
+    parser.add_argument("--want-signed-logout", action="store_true")
     args = parser.parse_args()
     args.port = int(args.port)
     own_config = config(args, with_sp=False)

@@ -33,7 +33,7 @@ use crate::virtual_proxies::VirtualProxies;
 pub use self::oidc_login::OidcLoginStarted;
 pub use self::personal::{NO_SESSION, OwnSessions};
 pub use self::saml_login::SamlLoginStarted;
-pub use self::saml_logout::SamlLogoutOutcome;
+pub use self::saml_logout::{SamlLogoutOutcome, SamlLogoutStarted};
 pub use self::sessions::{CheckedSession, IssuedSession, SessionSelector};
 pub use self::tickets::IssuedTicket;
 

@@ -3,15 +3,15 @@
 //! its signed LogoutRequest ends the sessions of that NameID and SessionIndex through the
 //! revocation log (so every node drops them and closes their WebSockets), once; when a
 //! browser logs out here, it is sent to the identity provider with our LogoutRequest, whose
-//! answer is bound, as a login is, to the browser that logged out. The XML and signatures
-//! are in [`crate::saml`].
+//! answer is bound, as a login is, to the browser that logged out, and spent only by it.
+//! The XML and signatures are in [`crate::saml`].
 
 use std::time::Duration;
 
 use super::oidc_login::is_binding;
-use super::{Authority, IssuedSession, SamlLoginStarted};
+use super::{Authority, IssuedSession};
 use crate::audit::{Actor, AuditEvent};
-use crate::domain::{OidcLogin, RevocationReason};
+use crate::domain::{LoginClaim, OidcLogin, RevocationReason};
 use crate::error::Error;
 use crate::saml::{self, IdpLogoutMessage, SamlSubject, SloAnswer, SloMessage};
 use crate::tokens::{self, TokenHash};
@@ -26,6 +26,17 @@ pub struct SamlLogoutOutcome {
     pub answer: SloAnswer,
     /// Handles of the sessions it ended.
     pub ended: Vec<String>,
+}
+
+/// A logout of ours on its way to the identity provider.
+#[derive(Debug, Clone)]
+pub struct SamlLogoutStarted {
+    /// How the browser takes our LogoutRequest there.
+    pub to_idp: SloAnswer,
+    /// The binding cookie's value: the provider's answer must come back with it.
+    pub binding: String,
+    /// How long the logout may take.
+    pub timeout: Duration,
 }
 
 impl Authority {
@@ -119,7 +130,10 @@ impl Authority {
                     ended = ended.len(),
                     "SAML IdP-initiated logout"
                 );
-                let answer = sp.logout_response(&id, relay_state.as_deref(), now)?;
+                let answering = sp.clone();
+                let answer =
+                    off_async(move || answering.logout_response(&id, relay_state.as_deref(), now))
+                        .await?;
                 Ok(SamlLogoutOutcome { answer, ended })
             }
             IdpLogoutMessage::Response {
@@ -127,18 +141,26 @@ impl Authority {
                 relay_state,
                 success,
             } => {
-                let logout = self
-                    .store
-                    .take_oidc_login(&logout_key(&relay_state))
-                    .await?
-                    .filter(|logout| logout.virtual_proxy == virtual_proxy)
-                    .ok_or(Error::Unauthenticated(NOT_OURS))?;
-                let ours = is_binding(binding)
-                    && TokenHash::of(binding).to_text() == logout.binding_hash
-                    && in_response_to == logout_request_id(binding, &relay_state);
-                if !ours {
+                // The logout is spent only by the browser that started it, as a login is
+                // (`claim_login`): a RelayState read from a log or a Referer, brought with
+                // any LogoutResponse by another browser, must not spend it. The request id
+                // comes from the binding and the RelayState, so it is checked first.
+                if !is_binding(binding)
+                    || in_response_to != logout_request_id(binding, &relay_state)
+                {
                     return Err(Error::Unauthenticated(NOT_OURS));
                 }
+                let binding_hash = TokenHash::of(binding).to_text();
+                let logout = match self
+                    .store
+                    .claim_login(&logout_key(&relay_state), &binding_hash)
+                    .await?
+                {
+                    LoginClaim::Taken(logout) if logout.virtual_proxy == virtual_proxy => logout,
+                    LoginClaim::Taken(_) | LoginClaim::OtherBrowser | LoginClaim::Unknown => {
+                        return Err(Error::Unauthenticated(NOT_OURS));
+                    }
+                };
                 if !success {
                     // Logged out here all the same; only the provider's session lives on.
                     tracing::warn!(virtual_proxy, "the identity provider did not log out");
@@ -176,13 +198,13 @@ impl Authority {
     /// After a browser's SAML session `handle` has ended here: the identity provider's URL
     /// with our LogoutRequest for it, and the binding cookie its answer must come back with.
     /// `None` when there is nothing to log out of there (Single Logout is off, the
-    /// provider has no HTTP-Redirect SingleLogoutService, the session was not a SAML one).
+    /// provider has no SingleLogoutService, the session was not a SAML one).
     pub async fn saml_logout_begin(
         &self,
         virtual_proxy: &str,
         handle: &str,
         binding: &str,
-    ) -> Result<Option<SamlLoginStarted>, Error> {
+    ) -> Result<Option<SamlLogoutStarted>, Error> {
         let source = self.saml_provider(virtual_proxy)?;
         let sp = source.sp().await?;
         if !sp.single_logout() {
@@ -205,8 +227,11 @@ impl Authority {
         let relay_state = tokens::new_session_token();
         let request_id = logout_request_id(&binding, &relay_state);
         let now = self.clock.now();
-        let Some(redirect_uri) = sp.logout_request_uri(&request_id, &subject, &relay_state, now)?
-        else {
+        let (requesting, relay) = (sp.clone(), relay_state.clone());
+        let to_idp =
+            off_async(move || requesting.logout_request(&request_id, &subject, &relay, now))
+                .await?;
+        let Some(to_idp) = to_idp else {
             return Ok(None);
         };
         let config = sp.config();
@@ -219,12 +244,23 @@ impl Authority {
         self.store
             .put_oidc_login(&logout_key(&relay_state), &logout, config.login_timeout)
             .await?;
-        Ok(Some(SamlLoginStarted {
-            redirect_uri,
+        Ok(Some(SamlLogoutStarted {
+            to_idp,
             binding,
-            login_timeout: config.login_timeout,
+            timeout: config.login_timeout,
         }))
     }
+}
+
+/// `make` (signing with libxml2, which waits for the one document at a time) on a blocking
+/// thread.
+async fn off_async<T: Send + 'static>(
+    make: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(make).await.map_err(|error| {
+        tracing::error!(%error, "SAML logout message could not be made");
+        Error::ProviderUnavailable("SAML logout is not available right now")
+    })?
 }
 
 /// Where a logout of ours in flight is stored, apart from logins.

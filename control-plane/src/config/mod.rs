@@ -33,7 +33,7 @@ pub use self::oidc::{
     read_secret as read_oidc_secret,
 };
 pub use self::outage::OutageConfig;
-pub use self::saml::SamlConfig;
+pub use self::saml::{SamlConfig, read_idp_metadata};
 use self::virtual_proxy::FileVirtualProxy;
 pub use self::virtual_proxy::{
     AccessRuleConfig, AnonymousMode, AttributeMatch, BalanceStrategy, HeaderAuthConfig,

@@ -21,6 +21,7 @@ pub struct SamlConfig {
     /// Where the identity provider publishes its metadata; re-read every `metadata_refresh`.
     #[serde(default)]
     pub idp_metadata_url: Option<String>,
+    /// How often the URL is read again, or the file looked at (and read again if changed).
     #[serde(default = "default_metadata_refresh", with = "humantime_serde")]
     pub metadata_refresh: Duration,
     /// This service provider's entity id, as registered at the identity provider; the
@@ -79,8 +80,13 @@ pub struct SamlConfig {
     /// Sign the HTTP-Redirect AuthnRequest with the key pair (RSA-SHA256).
     #[serde(default)]
     pub sign_authn_requests: bool,
+    /// Sign our LogoutRequests and LogoutResponses with the key pair; none: whenever there
+    /// is one (the profile wants logout messages through the browser signed, and ADFS
+    /// refuses unsigned LogoutRequests).
+    #[serde(default)]
+    pub sign_logout_messages: Option<bool>,
     /// The metadata file's text, read when the configuration is loaded, so a changed file
-    /// is a changed configuration (picked up on reload).
+    /// is a changed configuration on reload (between reloads `SamlSource` reads it again).
     #[serde(skip)]
     pub idp_metadata: String,
     /// The key pair's PEM text, read with the configuration like the metadata file.
@@ -213,15 +219,25 @@ impl SamlConfig {
         {
             return Err("saml.login_timeout must be between 10s and 1h".to_owned());
         }
-        if self.metadata_refresh < Duration::from_secs(60)
+        // A URL is asked at most once a minute; a file costs one look at its modification
+        // time, so it may be looked at every second.
+        let shortest = if self.idp_metadata_file.is_some() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(60)
+        };
+        if self.metadata_refresh < shortest
             || self.metadata_refresh > Duration::from_secs(7 * 24 * 3600)
         {
-            return Err("saml.metadata_refresh must be between 1m and 7d".to_owned());
+            return Err(
+                "saml.metadata_refresh must be between 1m (1s with idp_metadata_file) and 7d"
+                    .to_owned(),
+            );
         }
         self.load_key_pair()?;
         match (&self.idp_metadata_file, &self.idp_metadata_url) {
             (Some(file), None) => {
-                self.idp_metadata = read_metadata(file)
+                self.idp_metadata = read_idp_metadata(file)
                     .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
                 let metadata = crate::saml::IdpMetadata::parse(&self.idp_metadata)
                     .map_err(|error| format!("saml.idp_metadata_file: {error}"))?;
@@ -261,6 +277,17 @@ impl SamlConfig {
         !self.sp_key_pair.key_pem.is_empty()
     }
 
+    /// Whether our logout messages are signed: as configured, else whenever there is a key.
+    pub fn signs_logout_messages(&self) -> bool {
+        self.has_key_pair() && self.sign_logout_messages.unwrap_or(true)
+    }
+
+    /// Whether the key pair signs anything, so the SP metadata announces it for signing.
+    pub fn signs_messages(&self) -> bool {
+        self.has_key_pair()
+            && (self.sign_authn_requests || (self.single_logout && self.signs_logout_messages()))
+    }
+
     /// Reads and checks `sp_key_file` and `sp_certificate_file` (both or neither), which
     /// `require_encrypted_assertions` and `sign_authn_requests` need.
     fn load_key_pair(&mut self) -> Result<(), String> {
@@ -280,10 +307,13 @@ impl SamlConfig {
             }
             (None, None) => {
                 self.sp_key_pair = SpKeyPair::default();
-                if self.require_encrypted_assertions || self.sign_authn_requests {
+                if self.require_encrypted_assertions
+                    || self.sign_authn_requests
+                    || self.sign_logout_messages == Some(true)
+                {
                     return Err(
-                        "saml.require_encrypted_assertions and saml.sign_authn_requests \
-                                need sp_key_file and sp_certificate_file"
+                        "saml.require_encrypted_assertions, saml.sign_authn_requests and \
+                         saml.sign_logout_messages need sp_key_file and sp_certificate_file"
                             .to_owned(),
                     );
                 }
@@ -298,7 +328,8 @@ impl SamlConfig {
     }
 }
 
-fn read_metadata(path: &std::path::Path) -> Result<String, String> {
+/// The text of an identity provider's metadata file (at most 1 MiB).
+pub fn read_idp_metadata(path: &std::path::Path) -> Result<String, String> {
     read_bounded(path, MAX_METADATA_BYTES)
 }
 
@@ -399,6 +430,20 @@ Z2Al";
             Ok("https://gh.example.com/app/saml/acs")
         );
         assert!(config.is_ok_and(|config| config.idp_metadata == good));
+        // A file may be looked at every second, a URL asked once a minute at most.
+        let refresh = |every: &str| {
+            load(
+                &format!("user_directory = \"CORP\"\nmetadata_refresh = \"{every}\""),
+                &good,
+                &["https://gh.example.com"],
+            )
+        };
+        assert!(refresh("1s").is_ok());
+        assert!(
+            refresh("500ms")
+                .unwrap_err()
+                .contains("1s with idp_metadata_file")
+        );
         let refused = |extra: &str, origins: &[&str]| {
             load(
                 &format!("user_directory = \"CORP\"\n{extra}"),
@@ -642,7 +687,21 @@ Z2Al";
                 .unwrap_err()
                 .contains("need sp_key_file")
         );
-        assert!(with("").is_ok_and(|config| !config.has_key_pair()));
+        assert!(
+            with("sign_logout_messages = true")
+                .unwrap_err()
+                .contains("need sp_key_file")
+        );
+        assert!(with("").is_ok_and(|config| !config.has_key_pair()
+            && !config.signs_logout_messages()
+            && !config.signs_messages()));
+        // With a key, logout messages are signed unless turned off.
+        let keyed = |extra: &str| with(&format!("{}\n{extra}", pair(&key, &certificate)));
+        assert!(keyed("").is_ok_and(|config| config.signs_logout_messages()));
+        assert!(
+            keyed("sign_logout_messages = false")
+                .is_ok_and(|config| !config.signs_logout_messages())
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,7 +4,9 @@
 //! issuer, addressing and time checked; a LogoutRequest only when signed by one of the
 //! provider's signing certificates: over HTTP-Redirect the query signature (openssl, over
 //! the query string's bytes as received), over HTTP-POST the enveloped XML signature
-//! (libxmlsec1 through `samael`, and only the signed element is read afterwards).
+//! (libxmlsec1 through `samael`, and only the signed element is read afterwards). Ours are
+//! signed when the service provider has a key (`sign_logout_messages`): over HTTP-Redirect
+//! with the AuthnRequest's query signature, over HTTP-POST with an enveloped XML signature.
 
 use std::io::{Read as _, Write as _};
 use std::time::SystemTime;
@@ -367,36 +369,35 @@ impl Sp {
         Ok(())
     }
 
-    /// The identity provider's URL that takes the browser there with our LogoutRequest for
-    /// `subject` (HTTP-Redirect; unsigned, as this service provider has no key);
-    /// `None` when this provider has no HTTP-Redirect SingleLogoutService.
-    pub fn logout_request_uri(
+    /// How the browser takes our LogoutRequest for `subject` to the identity provider, over
+    /// the binding of its SingleLogoutService; `None` when it has none.
+    /// Blocking when signed over HTTP-POST (libxml2): call it off the async threads.
+    pub fn logout_request(
         &self,
         request_id: &str,
         subject: &SamlSubject,
         relay_state: &str,
         now: SystemTime,
-    ) -> Result<Option<String>, Error> {
-        let Some(service) = self.idp.slo.as_ref().filter(|service| !service.post) else {
+    ) -> Result<Option<SloAnswer>, Error> {
+        let Some(service) = self.idp.slo.as_ref() else {
             return Ok(None);
         };
-        let xml = super::message::logout_request_xml(
-            request_id,
-            &self.config.entity_id,
-            &service.location,
-            subject,
-            now,
-        );
-        let query = format!(
-            "SAMLRequest={}&RelayState={}",
-            encode_redirect(&xml)?,
-            utf8_percent_encode(relay_state, QUERY_VALUE)
-        );
-        Ok(Some(join_query(&service.location, &query)))
+        let outgoing = Outgoing {
+            field: "SAMLRequest",
+            id: request_id,
+            destination: &service.location,
+            post: service.post,
+            relay_state: Some(relay_state),
+        };
+        self.send(&outgoing, now, |head| {
+            super::message::logout_request_xml(head, subject)
+        })
+        .map(Some)
     }
 
     /// Our LogoutResponse (Success) to the provider's LogoutRequest `in_response_to`, over
-    /// the binding of its SingleLogoutService.
+    /// the binding of its SingleLogoutService. Blocking when signed over HTTP-POST
+    /// (libxml2): call it off the async threads.
     pub fn logout_response(
         &self,
         in_response_to: &str,
@@ -406,32 +407,88 @@ impl Sp {
         let service = self.idp.slo.as_ref().ok_or(Error::PermissionDenied(
             "SAML single logout is not configured here",
         ))?;
-        let destination = service
-            .response_location
-            .as_deref()
-            .unwrap_or(&service.location);
-        let xml = super::message::logout_response_xml(
-            in_response_to,
-            &self.config.entity_id,
-            destination,
-            now,
-        );
-        if service.post {
+        let id = super::response_id();
+        let outgoing = Outgoing {
+            field: "SAMLResponse",
+            id: &id,
+            destination: service
+                .response_location
+                .as_deref()
+                .unwrap_or(&service.location),
+            post: service.post,
+            relay_state,
+        };
+        self.send(&outgoing, now, |head| {
+            super::message::logout_response_xml(head, in_response_to)
+        })
+    }
+
+    /// The message `write` makes, signed when this service provider signs its logout
+    /// messages: over HTTP-POST an enveloped XML signature, over HTTP-Redirect the query
+    /// signature (the AuthnRequest's).
+    fn send(
+        &self,
+        outgoing: &Outgoing<'_>,
+        now: SystemTime,
+        write: impl Fn(&super::message::Head<'_>) -> String,
+    ) -> Result<SloAnswer, Error> {
+        let failed = |detail: String| {
+            tracing::error!(%detail, "cannot make a SAML logout message");
+            Error::ProviderUnavailable("SAML logout is not available right now")
+        };
+        let keys = self
+            .keys
+            .as_ref()
+            .filter(|_| self.config.signs_logout_messages());
+        let template = match keys {
+            Some(keys) if outgoing.post => {
+                Some(super::xml_signature::template(outgoing.id, keys).map_err(failed)?)
+            }
+            _ => None,
+        };
+        let xml = write(&super::message::Head {
+            id: outgoing.id,
+            issuer: &self.config.entity_id,
+            destination: outgoing.destination,
+            issued: now,
+            signature: template.as_deref(),
+        });
+        if outgoing.post {
+            let xml = match keys {
+                Some(keys) => super::xml_signature::sign(&xml, keys).map_err(failed)?,
+                None => xml,
+            };
             return Ok(SloAnswer::Post {
-                action: destination.to_owned(),
-                saml_response: STANDARD.encode(xml),
-                relay_state: relay_state.map(str::to_owned),
+                action: outgoing.destination.to_owned(),
+                saml_message: STANDARD.encode(xml),
+                relay_state: outgoing.relay_state.map(str::to_owned),
             });
         }
-        let mut query = format!("SAMLResponse={}", encode_redirect(&xml)?);
-        if let Some(relay_state) = relay_state {
+        let mut query = format!("{}={}", outgoing.field, encode_redirect(&xml)?);
+        if let Some(relay_state) = outgoing.relay_state {
             query.push_str(&format!(
                 "&RelayState={}",
                 utf8_percent_encode(relay_state, QUERY_VALUE)
             ));
         }
-        Ok(SloAnswer::Redirect(join_query(destination, &query)))
+        let url = join_query(outgoing.destination, &query);
+        match keys {
+            Some(keys) => super::redirect_signature::sign(&url, keys.key())
+                .map(SloAnswer::Redirect)
+                .map_err(failed),
+            None => Ok(SloAnswer::Redirect(url)),
+        }
     }
+}
+
+/// Where and how one of our logout messages goes.
+struct Outgoing<'a> {
+    /// The form field or query parameter: `SAMLRequest` or `SAMLResponse`.
+    field: &'static str,
+    id: &'a str,
+    destination: &'a str,
+    post: bool,
+    relay_state: Option<&'a str>,
 }
 
 /// DEFLATE, base64 and URL-encoding, as the HTTP-Redirect binding carries a message.

@@ -216,14 +216,35 @@ fn instant(at: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Our LogoutRequest for `subject`, to the provider's SingleLogoutService `destination`.
-pub fn logout_request_xml(
-    id: &str,
-    issuer: &str,
-    destination: &str,
-    subject: &SamlSubject,
-    now: SystemTime,
-) -> String {
+/// What our messages start with. `signature` is an XML signature template
+/// ([`super::xml_signature::template`]), placed after the `Issuer` as the schema wants it.
+pub struct Head<'a> {
+    pub id: &'a str,
+    pub issuer: &'a str,
+    pub destination: &'a str,
+    pub issued: SystemTime,
+    pub signature: Option<&'a str>,
+}
+
+impl Head<'_> {
+    /// The root's attributes after the namespaces, up to its `Issuer` (and signature).
+    fn write(&self, root: &str, more_attributes: &str) -> String {
+        format!(
+            "<samlp:{root} xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" \
+             xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{}\" Version=\"2.0\" \
+             IssueInstant=\"{}\" Destination=\"{}\"{more_attributes}>\
+             <saml:Issuer>{}</saml:Issuer>{}",
+            escape(self.id),
+            instant(self.issued),
+            escape(self.destination),
+            escape(self.issuer),
+            self.signature.unwrap_or_default(),
+        )
+    }
+}
+
+/// Our LogoutRequest for `subject`, to the provider's SingleLogoutService (`head.destination`).
+pub fn logout_request_xml(head: &Head<'_>, subject: &SamlSubject) -> String {
     let format = subject
         .format
         .as_deref()
@@ -235,36 +256,19 @@ pub fn logout_request_xml(
         .map(|index| format!("<samlp:SessionIndex>{}</samlp:SessionIndex>", escape(index)))
         .unwrap_or_default();
     format!(
-        "<samlp:LogoutRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" \
-         xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{}\" Version=\"2.0\" \
-         IssueInstant=\"{}\" Destination=\"{}\"><saml:Issuer>{}</saml:Issuer>\
-         <saml:NameID{format}>{}</saml:NameID>{index}</samlp:LogoutRequest>",
-        escape(id),
-        instant(now),
-        escape(destination),
-        escape(issuer),
+        "{}<saml:NameID{format}>{}</saml:NameID>{index}</samlp:LogoutRequest>",
+        head.write("LogoutRequest", ""),
         escape(&subject.name_id),
     )
 }
 
 /// Our LogoutResponse (Success) to the provider's LogoutRequest `in_response_to`.
-pub fn logout_response_xml(
-    in_response_to: &str,
-    issuer: &str,
-    destination: &str,
-    now: SystemTime,
-) -> String {
+pub fn logout_response_xml(head: &Head<'_>, in_response_to: &str) -> String {
+    let answers = format!(" InResponseTo=\"{}\"", escape(in_response_to));
     format!(
-        "<samlp:LogoutResponse xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" \
-         xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{}\" Version=\"2.0\" \
-         IssueInstant=\"{}\" Destination=\"{}\" InResponseTo=\"{}\">\
-         <saml:Issuer>{}</saml:Issuer><samlp:Status>\
-         <samlp:StatusCode Value=\"{SUCCESS}\"/></samlp:Status></samlp:LogoutResponse>",
-        crate::saml::response_id(),
-        instant(now),
-        escape(destination),
-        escape(in_response_to),
-        escape(issuer),
+        "{}<samlp:Status><samlp:StatusCode Value=\"{SUCCESS}\"/></samlp:Status>\
+         </samlp:LogoutResponse>",
+        head.write("LogoutResponse", &answers),
     )
 }
 
@@ -279,13 +283,14 @@ mod tests {
             format: Some("urn:f".to_owned()),
             session_index: Some("_s1".to_owned()),
         };
-        let xml = logout_request_xml(
-            "_r",
-            "urn:sp",
-            "https://idp/slo",
-            &subject,
-            SystemTime::now(),
-        );
+        let head = Head {
+            id: "_r",
+            issuer: "urn:sp",
+            destination: "https://idp/slo",
+            issued: SystemTime::now(),
+            signature: None,
+        };
+        let xml = logout_request_xml(&head, &subject);
         let LogoutXml::Request {
             common,
             id,
@@ -307,7 +312,18 @@ mod tests {
 
     #[test]
     fn a_logout_response_says_whether_it_succeeded() {
-        let xml = logout_response_xml("_r", "urn:idp", "https://sp/slo", SystemTime::now());
+        let head = Head {
+            id: "_a",
+            issuer: "urn:idp",
+            destination: "https://sp/slo",
+            issued: SystemTime::now(),
+            signature: Some("<x:Signature xmlns:x=\"urn:x\"/>"),
+        };
+        let xml = logout_response_xml(&head, "_r");
+        assert!(
+            xml.contains("</saml:Issuer><x:Signature"),
+            "after the Issuer: {xml}"
+        );
         let read = read_logout_xml(&xml).expect("reads");
         assert!(matches!(
             read,

@@ -37,6 +37,8 @@ mod sp_metadata;
 mod unsupported;
 #[cfg(feature = "saml")]
 mod validity;
+#[cfg(feature = "saml")]
+mod xml_signature;
 
 #[cfg(feature = "saml")]
 pub use self::provider::{IdpMetadata, Sp};
@@ -135,13 +137,15 @@ pub enum IdpLogoutMessage {
     },
 }
 
-/// Where the browser takes a LogoutResponse to the identity provider.
+/// How the browser takes our LogoutRequest or LogoutResponse to the identity provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SloAnswer {
     Redirect(String),
+    /// An auto-submitting form: `saml_message` is the base64 `SAMLRequest` or
+    /// `SAMLResponse`, as the caller knows which it asked for.
     Post {
         action: String,
-        saml_response: String,
+        saml_message: String,
         relay_state: Option<String>,
     },
 }

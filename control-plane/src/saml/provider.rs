@@ -127,7 +127,7 @@ pub struct Sp {
     /// `samael`'s service provider, for SP-initiated logins (`InResponseTo` required).
     pub(super) inner: ServiceProvider,
     /// This service provider's key pair (`sp_key_file`), if it has one.
-    keys: Option<SpKeys>,
+    pub(super) keys: Option<SpKeys>,
 }
 
 impl std::fmt::Debug for Sp {

@@ -1,8 +1,9 @@
-//! The signature of an AuthnRequest sent over the HTTP-Redirect binding (SAML bindings
-//! 3.4.4.1): RSA-SHA256 over `SAMLRequest=…&RelayState=…&SigAlg=…` exactly as those
-//! parameters stand, URL-encoded, in the query, then `Signature` appended. Only those three
-//! are signed: other parameters the identity provider's SSO URL carries (`?idpid=…`) are
-//! not part of the message.
+//! The signature of a message we send over the HTTP-Redirect binding (SAML bindings
+//! 3.4.4.1): an AuthnRequest, a LogoutRequest or a LogoutResponse. RSA-SHA256 over
+//! `SAMLRequest=…&RelayState=…&SigAlg=…` (or `SAMLResponse=…`) exactly as those parameters
+//! stand, URL-encoded, in the query, then `Signature` appended. Only those three are
+//! signed: other parameters the identity provider's URL carries (`?idpid=…`) are not part
+//! of the message.
 
 use base64::Engine as _;
 use openssl::hash::MessageDigest;
@@ -22,19 +23,21 @@ const FORM: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_');
 
-/// `url` (the SSO URL with `SAMLRequest` and `RelayState` in its query, as `samael` built
-/// it) with `SigAlg` and `Signature` by `key` added.
+/// `url` (the identity provider's URL with `SAMLRequest` or `SAMLResponse`, and
+/// `RelayState`, in its query) with `SigAlg` and `Signature` by `key` added.
 pub fn sign(url: &str, key: &PKey<Private>) -> Result<String, String> {
     let query = url
         .split_once('?')
         .map(|(_, query)| query.split('#').next().unwrap_or_default())
-        .ok_or("the AuthnRequest URL has no query")?;
+        .ok_or("the SAML message URL has no query")?;
     let raw = |name: &str| {
         query
             .split('&')
             .find(|pair| pair.split('=').next() == Some(name))
     };
-    let request = raw("SAMLRequest").ok_or("the AuthnRequest URL has no SAMLRequest")?;
+    let request = raw("SAMLRequest")
+        .or_else(|| raw("SAMLResponse"))
+        .ok_or("the SAML message URL has no SAMLRequest or SAMLResponse")?;
     let sig_alg = format!("SigAlg={}", utf8_percent_encode(RSA_SHA256, FORM));
     let signed = match raw("RelayState") {
         Some(relay_state) => format!("{request}&{relay_state}&{sig_alg}"),
@@ -97,5 +100,16 @@ mod tests {
             "idpid=C0ffee&SAMLRequest=fZBN%2Bw%3D%3D&RelayState=ab-c_d&{sig_alg}"
         )));
         assert!(sign("https://idp.example.com/sso", &key).is_err());
+        assert!(sign("https://idp.example.com/sso?RelayState=a", &key).is_err());
+        // A LogoutResponse is signed over its SAMLResponse the same way.
+        let response = sign(
+            "https://idp.example.com/slo?SAMLResponse=fZ&RelayState=r",
+            &key,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            response.contains(&format!("RelayState=r&{sig_alg}&Signature=")),
+            "{response}"
+        );
     }
 }

@@ -1,9 +1,12 @@
 //! Where a virtual proxy's identity provider is described, and the service provider built
-//! from it: a metadata file, read with the configuration, or a metadata URL, read at the
-//! first login and again every `metadata_refresh`.
+//! from it: a metadata file, read with the configuration and read again when it changes
+//! (its modification time and length, looked at every `metadata_refresh`), or a metadata
+//! URL, read at the first login and again every `metadata_refresh`. Either way a read that
+//! fails keeps what was read before.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::Sp;
 use crate::config::SamlConfig;
@@ -36,20 +39,32 @@ const METADATA_UNAVAILABLE: &str =
     "the SAML identity provider's metadata cannot be read right now; try again shortly";
 
 /// Where a virtual proxy's identity provider is described: a file (read with the
-/// configuration) or a URL, read at the first login and every `metadata_refresh` after.
+/// configuration, and again once changed) or a URL, read at the first login and every
+/// `metadata_refresh` after.
 pub struct SamlSource {
     config: SamlConfig,
     /// Only for a metadata URL.
     client: Option<crate::outbound::HttpClient>,
     state: std::sync::Mutex<SourceState>,
-    /// Held while reading the URL, so concurrent logins read it once.
+    /// Held while reading the URL or the file, so concurrent logins read it once.
     refreshing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
 struct SourceState {
+    /// The service provider, and when its metadata was read (from a file: last looked at).
     current: Option<(Arc<Sp>, Instant)>,
     failed_at: Option<Instant>,
+    /// The metadata file as it was when read last; none before the first look, so that a
+    /// change between the configuration's read and this source is not missed.
+    file_read: Option<FileStamp>,
+}
+
+/// What tells a changed file: its modification time and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: SystemTime,
+    len: u64,
 }
 
 impl std::fmt::Debug for SamlSource {
@@ -88,6 +103,9 @@ impl SamlSource {
     pub async fn sp(&self) -> Result<Arc<Sp>, Error> {
         let unavailable = || Error::ProviderUnavailable(METADATA_UNAVAILABLE);
         let (Some(client), Some(url)) = (&self.client, &self.config.idp_metadata_url) else {
+            if let Some(file) = &self.config.idp_metadata_file {
+                self.look_at_file(file).await;
+            }
             return self.current(None).ok_or_else(unavailable);
         };
         let refresh = Some(self.config.metadata_refresh);
@@ -126,6 +144,44 @@ impl SamlSource {
         self.current(None).ok_or_else(unavailable)
     }
 
+    /// Once `metadata_refresh` has passed since the last look: the file read again if it
+    /// changed. A file that cannot be read or used is logged and leaves the service provider
+    /// as it was (it is looked at again after `metadata_refresh`).
+    async fn look_at_file(&self, file: &Path) {
+        let refresh = Some(self.config.metadata_refresh);
+        if self.current(refresh).is_some() {
+            return;
+        }
+        let _reading = self.refreshing.lock().await;
+        if self.current(refresh).is_some() {
+            return;
+        }
+        let known = self.lock().file_read;
+        let (path, config) = (file.to_path_buf(), self.config.clone());
+        let read = tokio::task::spawn_blocking(move || read_if_changed(&path, known, &config))
+            .await
+            .unwrap_or_else(|error| Err(error.to_string()));
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some((sp, looked_at)) = state.current.as_mut() else {
+            return;
+        };
+        *looked_at = Instant::now();
+        match read {
+            Ok((stamp, None)) => state.file_read = Some(stamp),
+            Ok((stamp, Some(new))) => {
+                tracing::info!(file = %file.display(), "SAML identity provider's metadata file read again");
+                *sp = Arc::new(new);
+                state.file_read = Some(stamp);
+            }
+            Err(detail) => tracing::warn!(
+                file = %file.display(),
+                %detail,
+                "cannot use the SAML identity provider's metadata file; keeping the metadata read before"
+            ),
+        }
+    }
+
     /// The service provider if its metadata was read within `max_age` (`None`: any age).
     fn current(&self, max_age: Option<Duration>) -> Option<Arc<Sp>> {
         let state = self.lock();
@@ -140,4 +196,32 @@ impl SamlSource {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The metadata file at `path` as it is now, and the service provider of its metadata if
+/// that changed: since `known`, or (at the first look) since the configuration read it.
+/// Blocking (the file system).
+fn read_if_changed(
+    path: &Path,
+    known: Option<FileStamp>,
+    config: &SamlConfig,
+) -> Result<(FileStamp, Option<Sp>), String> {
+    let metadata = std::fs::metadata(path).map_err(|error| error.to_string())?;
+    let stamp = FileStamp {
+        modified: metadata.modified().map_err(|error| error.to_string())?,
+        len: metadata.len(),
+    };
+    if known == Some(stamp) {
+        return Ok((stamp, None));
+    }
+    let xml = crate::config::read_idp_metadata(path)?;
+    if known.is_none() && xml == config.idp_metadata {
+        return Ok((stamp, None));
+    }
+    let sp = Sp::new(config.clone(), &xml)?;
+    // As at start: Single Logout needs the provider's SingleLogoutService.
+    if config.single_logout && !sp.single_logout() {
+        return Err("the metadata has no SingleLogoutService".to_owned());
+    }
+    Ok((stamp, Some(sp)))
 }

@@ -1,6 +1,6 @@
 //! The service provider's own key pair (`sp_key_file`, `sp_certificate_file`): it decrypts
-//! encrypted assertions and signs AuthnRequests. It stays in the control plane: nodes are
-//! never sent it.
+//! encrypted assertions and signs AuthnRequests and logout messages. It stays in the
+//! control plane: nodes are never sent it.
 
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
@@ -55,6 +55,11 @@ impl SpKeys {
 
     pub fn key(&self) -> &PKey<Private> {
         &self.key
+    }
+
+    /// The certificate's DER, as an XML signature's `KeyInfo` names it.
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.certificate_der
     }
 
     /// The certificate, base64 of its DER, as metadata's `X509Certificate` holds it.

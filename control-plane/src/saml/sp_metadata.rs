@@ -1,6 +1,7 @@
 //! This service provider's metadata (SP metadata) for the identity provider's
-//! administrator: entity id, ACS, the SingleLogoutService when Single Logout is on, and the key pair's certificate for encryption (and for
-//! signing when AuthnRequests are signed). Built from the configuration alone, so it is
+//! administrator: entity id, ACS, the SingleLogoutService when Single Logout is on, and the
+//! key pair's certificate for encryption (and for signing when AuthnRequests or logout
+//! messages are signed). Built from the configuration alone, so it is
 //! served even while the identity provider is unreachable.
 
 use samael::key_info::{KeyInfo, X509Data};
@@ -27,7 +28,7 @@ pub fn sp_metadata_xml(config: &SamlConfig) -> Result<String, Error> {
                 tracing::error!(%detail, "cannot read the SAML SP key pair");
                 Error::ProviderUnavailable("the SAML metadata cannot be written right now")
             })?;
-            key_descriptors(&keys, config.sign_authn_requests)
+            key_descriptors(&keys, config.signs_messages())
         } else {
             Vec::new()
         };
@@ -48,12 +49,17 @@ pub fn sp_metadata_xml(config: &SamlConfig) -> Result<String, Error> {
                     is_default: Some(true),
                     ..IndexedEndpoint::default()
                 }],
+                // `/saml/slo` takes both bindings; an identity provider whose own service
+                // is POST only answers over POST.
                 single_logout_services: config.single_logout.then(|| {
-                    vec![samael::metadata::Endpoint {
-                        binding: super::provider::HTTP_REDIRECT_BINDING.to_owned(),
-                        location: config.slo_url(),
-                        response_location: None,
-                    }]
+                    [super::provider::HTTP_REDIRECT_BINDING, HTTP_POST_BINDING]
+                        .into_iter()
+                        .map(|binding| samael::metadata::Endpoint {
+                            binding: binding.to_owned(),
+                            location: config.slo_url(),
+                            response_location: None,
+                        })
+                        .collect()
                 }),
                 ..SpSsoDescriptor::default()
             }]),
@@ -79,7 +85,9 @@ const ENCRYPTION_METHODS: [&str; 8] = [
     "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
 ];
 
-/// The certificate for encryption, and for signing when AuthnRequests are signed.
+/// The certificate for encryption, and for signing when AuthnRequests or logout messages
+/// are signed: an identity provider checks a signature only with a certificate announced
+/// for signing (or for no use in particular).
 fn key_descriptors(keys: &SpKeys, signing: bool) -> Vec<KeyDescriptor> {
     let key_info = || KeyInfo {
         id: None,

@@ -82,13 +82,13 @@ impl Sp {
         match self.never {}
     }
 
-    pub fn logout_request_uri(
+    pub fn logout_request(
         &self,
         _request_id: &str,
         _subject: &SamlSubject,
         _relay_state: &str,
         _now: SystemTime,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Option<SloAnswer>, Error> {
         match self.never {}
     }
 

@@ -14,6 +14,7 @@ use crate::auth::login::{allowed_target, login_uri};
 use crate::auth::{cookie, csrf, oidc, query, saml};
 use crate::body::ProxyBody;
 use crate::endpoints::own_sessions;
+use crate::endpoints::saml_logout::ToIdp;
 use crate::origin::Origin;
 use crate::refusal::Refusal;
 use crate::request::context::RequestCtx;
@@ -114,16 +115,28 @@ async fn logout(
     let mut response = match own_sessions::end_own_session(state, proxy, parts, origin).await? {
         Some(session) => {
             // A SAML session is also ended at the identity provider: the page that called
-            // this sends the browser to `samlLogoutUri` (a redirect would be followed by
-            // the script's request, not the browser).
+            // this sends the browser to `samlLogoutUri`, or posts `samlLogoutForm` (a
+            // redirect would be followed by the script's request, not the browser).
             let at_provider =
                 super::saml_logout::idp_logout(state, proxy, parts, origin, &session.handle).await;
             let user = session.user.unwrap_or_default();
             let mut ended = json!({ "session": "ended", "userDirectory": user.user_directory, "userId": user.user_id });
             let mut binding = None;
-            if let Some((uri, cookie)) = at_provider {
-                ended["samlLogoutUri"] = uri.into();
-                binding = cookie;
+            match at_provider {
+                Some((ToIdp::Redirect(uri), cookie)) => {
+                    ended["samlLogoutUri"] = uri.into();
+                    binding = cookie;
+                }
+                // The provider takes only HTTP-POST: the page posts this form there.
+                Some((ToIdp::Post(form), cookie)) => {
+                    ended["samlLogoutForm"] = json!({
+                        "action": form.action,
+                        "SAMLRequest": form.value,
+                        "RelayState": form.relay_state,
+                    });
+                    binding = cookie;
+                }
+                None => {}
             }
             let mut response = respond::json(StatusCode::OK, &ended);
             if let Some(binding) = binding {

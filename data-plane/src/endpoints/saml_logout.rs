@@ -2,7 +2,8 @@
 //! `single_logout`: `/saml/slo`, where the identity provider has the browser bring its
 //! LogoutRequest (HTTP-Redirect or HTTP-POST) or its LogoutResponse to ours, and
 //! `/saml/logout`, a sign-out link that ends the session here and then at the identity
-//! provider. The control plane reads and verifies every SAML message; the node relays.
+//! provider (a redirect, or a form that posts our LogoutRequest). The control plane reads
+//! and verifies every SAML message; the node relays.
 
 use std::net::SocketAddr;
 
@@ -98,7 +99,13 @@ pub async fn slo(
     let mut response = if answer.post_action.is_empty() {
         respond::redirect(&answer.redirect_uri, None)
     } else {
-        respond::html(StatusCode::OK, &post_form(&answer))
+        let form = PostForm {
+            action: answer.post_action,
+            field: "SAMLResponse",
+            value: answer.saml_response,
+            relay_state: answer.relay_state,
+        };
+        respond::html(StatusCode::OK, &form.page())
     };
     for clear in cookie::clear_session(proxy, origin.secure) {
         response.headers_mut().append(SET_COOKIE, clear);
@@ -106,24 +113,46 @@ pub async fn slo(
     Ok(response)
 }
 
-/// The HTTP-POST binding's page: a form the browser submits to the identity provider.
-fn post_form(answer: &pb::SamlLogoutMessageResponse) -> String {
-    let relay = if answer.relay_state.is_empty() {
-        String::new()
-    } else {
+/// A SAML message the browser posts to the identity provider (the HTTP-POST binding).
+pub struct PostForm {
+    pub action: String,
+    /// `SAMLRequest` or `SAMLResponse`.
+    pub field: &'static str,
+    /// The message, base64.
+    pub value: String,
+    /// Empty: none.
+    pub relay_state: String,
+}
+
+impl PostForm {
+    /// The binding's page: a form the browser submits to the identity provider.
+    fn page(&self) -> String {
+        let relay = if self.relay_state.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<input type=\"hidden\" name=\"RelayState\" value=\"{}\"/>",
+                html_escape(&self.relay_state)
+            )
+        };
         format!(
-            "<input type=\"hidden\" name=\"RelayState\" value=\"{}\"/>",
-            html_escape(&answer.relay_state)
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Signing out</title></head>\
+             <body onload=\"document.forms[0].submit()\"><form method=\"post\" action=\"{}\">\
+             <input type=\"hidden\" name=\"{}\" value=\"{}\"/>{relay}\
+             <noscript><button type=\"submit\">Continue</button></noscript></form></body></html>\n",
+            html_escape(&self.action),
+            self.field,
+            html_escape(&self.value),
         )
-    };
-    format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Signing out</title></head>\
-         <body onload=\"document.forms[0].submit()\"><form method=\"post\" action=\"{}\">\
-         <input type=\"hidden\" name=\"SAMLResponse\" value=\"{}\"/>{relay}\
-         <noscript><button type=\"submit\">Continue</button></noscript></form></body></html>\n",
-        html_escape(&answer.post_action),
-        html_escape(&answer.saml_response),
-    )
+    }
+}
+
+/// How the browser takes our LogoutRequest to the identity provider.
+pub enum ToIdp {
+    /// HTTP-Redirect: the URL.
+    Redirect(String),
+    /// HTTP-POST: the form.
+    Post(PostForm),
 }
 
 /// `GET` or `POST /{prefix}/saml/logout`: ends the session here (same cross-site rule as
@@ -144,7 +173,14 @@ pub async fn logout(
         None => None,
     };
     let mut response = match at_provider {
-        Some((uri, binding)) => respond::redirect(&uri, binding),
+        Some((ToIdp::Redirect(uri), binding)) => respond::redirect(&uri, binding),
+        Some((ToIdp::Post(form), binding)) => {
+            let mut page = respond::html(StatusCode::OK, &form.page());
+            if let Some(binding) = binding {
+                page.headers_mut().append(SET_COOKIE, binding);
+            }
+            page
+        }
         None => respond::html(
             StatusCode::OK,
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Signed out</title></head>\
@@ -157,16 +193,16 @@ pub async fn logout(
     Ok(response)
 }
 
-/// After session `handle` ended here: the identity provider's logout URL and the binding
-/// cookie its answer must come back with; `None` when there is none (or it cannot be had
-/// now: the user is logged out here all the same).
+/// After session `handle` ended here: the way to the identity provider with our
+/// LogoutRequest and the binding cookie its answer must come back with; `None` when there
+/// is none (or it cannot be had now: the user is logged out here all the same).
 pub async fn idp_logout(
     state: &NodeState,
     proxy: &VirtualProxy,
     parts: &Parts,
     origin: &Origin,
     handle: &str,
-) -> Option<(String, Option<http::HeaderValue>)> {
+) -> Option<(ToIdp, Option<http::HeaderValue>)> {
     let saml = proxy.saml.as_ref().filter(|saml| saml.single_logout)?;
     let request = pb::SamlLogoutBeginRequest {
         virtual_proxy: proxy.prefix.clone(),
@@ -182,13 +218,22 @@ pub async fn idp_logout(
             return None;
         }
     };
-    if started.redirect_uri.is_empty() {
+    let to_idp = if !started.redirect_uri.is_empty() {
+        ToIdp::Redirect(started.redirect_uri)
+    } else if !started.post_action.is_empty() {
+        ToIdp::Post(PostForm {
+            action: started.post_action,
+            field: "SAMLRequest",
+            value: started.saml_request,
+            relay_state: started.relay_state,
+        })
+    } else {
         return None;
-    }
+    };
     let max_age = started
         .timeout
         .and_then(|timeout| u64::try_from(timeout.seconds).ok())
         .unwrap_or(600);
     let binding = binding_cookie(proxy, saml, &started.binding, max_age, origin.secure);
-    Some((started.redirect_uri, binding))
+    Some((to_idp, binding))
 }

@@ -9,3 +9,5 @@ mod oidc;
 mod saml;
 mod saml_encryption;
 mod saml_logout;
+mod saml_metadata_file;
+mod saml_signed_logout;

@@ -25,11 +25,11 @@ const SP_ENTITY: &str = "urn:gatehouse:test:app";
 const DIRECTORY: &str = "IDP";
 
 /// An identity provider, virtual proxy "app" logging in with it, and one node.
-struct Site {
-    idp: SamlIdp,
+pub(super) struct Site {
+    pub(super) idp: SamlIdp,
     _upstream: EchoUpstream,
     control_plane: ControlPlane,
-    node: DataPlaneNode,
+    pub(super) node: DataPlaneNode,
 }
 
 /// `[virtual_proxies.saml]` of "app", whose ACS is on `node_url`, with its metadata from
@@ -142,7 +142,7 @@ impl Site {
 
     /// A fresh login of alice whose Response is unsigned, altered by `alter`, then signed
     /// (`what`, with the other key when `other_key`), and posted: the node's answer.
-    async fn altered(
+    pub(super) async fn altered(
         &self,
         what: &str,
         other_key: bool,
@@ -833,7 +833,7 @@ async fn a_store_outage_is_503_at_the_login_and_at_the_acs_never_401() {
 }
 
 /// A site whose `saml` table names the metadata with `metadata(idp)`.
-async fn site_with_metadata(metadata: impl FnOnce(&SamlIdp) -> String) -> Option<Site> {
+pub(super) async fn site_with_metadata(metadata: impl FnOnce(&SamlIdp) -> String) -> Option<Site> {
     let node_port = free_port();
     let node_url = format!("http://127.0.0.1:{node_port}");
     let idp = SamlIdp::start(&format!("{node_url}/app/saml/metadata")).await?;

@@ -4,7 +4,8 @@
 //! HTTP-POST, brought by the browser to one node, ends the sessions it names on every node
 //! and closes their WebSockets on the other; an unsigned or foreign-signed one ends nothing.
 //! A logout here sends the browser to the identity provider with our LogoutRequest, and its
-//! LogoutResponse brings the browser back, once, to the browser that logged out only.
+//! LogoutResponse brings the browser back, once, to the browser that logged out only: another
+//! browser bringing it spends nothing.
 
 use std::time::{Duration, Instant};
 
@@ -15,47 +16,84 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::browser::fixtures::{AppProxy, COOKIE, PROPAGATION, assert_still_open, open_socket};
 use crate::harness::client::{self, HttpResponse, encode, expect_close, query_param, websocket};
 use crate::harness::redis_server::free_port;
-use crate::harness::saml_idp::SamlIdp;
+use crate::harness::saml_idp::{SamlIdp, make_key};
 use crate::harness::web_browser::{WebBrowser, form_action, input_value};
 use crate::harness::{ControlPlane, DataPlaneNode, EchoUpstream, RedisServer, eventually};
 
-const BINDING: &str = "X-Qlik-Session-app-saml";
-const SP_ENTITY: &str = "urn:gatehouse:test:app";
+pub(super) const BINDING: &str = "X-Qlik-Session-app-saml";
+pub(super) const SP_ENTITY: &str = "urn:gatehouse:test:app";
 
 /// An identity provider, virtual proxy "app" with Single Logout, one control plane and two
 /// nodes; the identity provider knows node A's address (as it would the load balancer's).
-struct Fleet {
+pub(super) struct Fleet {
     _redis: Option<RedisServer>,
-    idp: SamlIdp,
+    pub(super) idp: SamlIdp,
     _upstream: EchoUpstream,
     _control_plane: ControlPlane,
-    a: DataPlaneNode,
-    b: DataPlaneNode,
+    pub(super) a: DataPlaneNode,
+    pub(super) b: DataPlaneNode,
+    /// The service provider's key pair (`sp.key`, `sp.crt`), when it has one.
+    _keys: tempfile::TempDir,
 }
 
 /// A browser's login: its cookie pair and the SessionIndex the identity provider gave it.
-struct Login {
-    browser: WebBrowser,
-    cookie: String,
-    session_index: String,
+pub(super) struct Login {
+    pub(super) browser: WebBrowser,
+    pub(super) cookie: String,
+    pub(super) session_index: String,
+}
+
+/// How a fleet differs from the plain one.
+#[derive(Default)]
+pub(super) struct Variant<'a> {
+    /// The control plane's store (the memory store without).
+    pub(super) redis: Option<RedisServer>,
+    /// More options of `idp.py` (`--slo-binding post`, `--want-signed-logout`).
+    pub(super) idp_options: &'a [&'a str],
+    /// The service provider has a key pair.
+    pub(super) key_pair: bool,
+    /// More lines of the `saml` table.
+    pub(super) saml: &'a str,
 }
 
 async fn fleet() -> Option<Fleet> {
-    fleet_on(None).await
+    fleet_with(Variant::default()).await
 }
 
-/// The fleet, its control plane on `redis` (the memory store without).
 async fn fleet_on(redis: Option<RedisServer>) -> Option<Fleet> {
+    fleet_with(Variant {
+        redis,
+        ..Variant::default()
+    })
+    .await
+}
+
+/// The fleet, as `variant` says.
+pub(super) async fn fleet_with(variant: Variant<'_>) -> Option<Fleet> {
     let port_a = free_port();
     let url_a = format!("http://127.0.0.1:{port_a}");
-    let idp = SamlIdp::start(&format!("{url_a}/app/saml/metadata")).await?;
+    let metadata_url = format!("{url_a}/app/saml/metadata");
+    let idp = SamlIdp::start_with(&metadata_url, variant.idp_options).await?;
     let upstream = EchoUpstream::start("engine").await;
+    let keys = tempfile::TempDir::new().expect("a temporary directory");
+    let key_lines = if variant.key_pair {
+        make_key(keys.path(), "sp");
+        format!(
+            "sp_key_file = {:?}\nsp_certificate_file = {:?}\n",
+            keys.path().join("sp.key"),
+            keys.path().join("sp.crt")
+        )
+    } else {
+        String::new()
+    };
     let table = format!(
         "[virtual_proxies.saml]\nidp_metadata_file = {:?}\nentity_id = \"{SP_ENTITY}\"\n\
          acs_url = \"{url_a}/app/saml/acs\"\nuser_directory = \"IDP\"\nsingle_logout = true\n\
-         logout_redirect = \"/app/signed-out\"\n",
+         logout_redirect = \"/app/signed-out\"\n{key_lines}{}\n",
         idp.metadata_file().to_str().expect("a UTF-8 path"),
+        variant.saml,
     );
+    let redis = variant.redis;
     let proxy = AppProxy::new([upstream.node()]).table(&table);
     let settings = redis
         .as_ref()
@@ -71,12 +109,13 @@ async fn fleet_on(redis: Option<RedisServer>) -> Option<Fleet> {
         _control_plane: control_plane,
         a,
         b,
+        _keys: keys,
     })
 }
 
 impl Fleet {
     /// A fresh browser logs in as `user` at node A.
-    async fn login(&self, user: &str) -> Login {
+    pub(super) async fn login(&self, user: &str) -> Login {
         let mut browser = WebBrowser::new();
         let first = browser.get(&self.a.url("/app/hub")).await;
         assert_eq!(first.status, 302, "{}", first.text());
@@ -111,14 +150,19 @@ impl Fleet {
         }
     }
 
-    fn slo_url(&self) -> String {
+    pub(super) fn slo_url(&self) -> String {
         self.a.url("/app/saml/slo")
     }
 
     /// The identity provider's LogoutRequest for alice (of one SessionIndex, or all hers),
     /// over `binding` (`redirect`: the URL; `post`: the base64 SAMLRequest), signed by
     /// `sign` (`own`, `other`, `none`).
-    async fn idp_logout_request(&self, index: Option<&str>, binding: &str, sign: &str) -> String {
+    pub(super) async fn idp_logout_request(
+        &self,
+        index: Option<&str>,
+        binding: &str,
+        sign: &str,
+    ) -> String {
         let mut url = format!(
             "{}/slo/start?destination={}&name_id=alice&binding={binding}&sign={sign}",
             self.idp.origin(),
@@ -133,7 +177,12 @@ impl Fleet {
     }
 
     /// The browser brings the identity provider's LogoutRequest to node A.
-    async fn bring(&self, browser: &mut WebBrowser, binding: &str, message: &str) -> HttpResponse {
+    pub(super) async fn bring(
+        &self,
+        browser: &mut WebBrowser,
+        binding: &str,
+        message: &str,
+    ) -> HttpResponse {
         if binding == "redirect" {
             browser.get(message).await
         } else {
@@ -145,7 +194,7 @@ impl Fleet {
     }
 
     /// Whether node `node` refuses `cookie` (sends the browser to log in again).
-    async fn refuses(&self, node: &DataPlaneNode, cookie: &str) -> bool {
+    pub(super) async fn refuses(&self, node: &DataPlaneNode, cookie: &str) -> bool {
         let page = client::get(&node.url("/app/hub"), &[("cookie", cookie)]).await;
         page.status == 302
             && page
@@ -153,7 +202,7 @@ impl Fleet {
                 .is_some_and(|location| location.starts_with(&self.idp.sso_url()))
     }
 
-    async fn serves(&self, node: &DataPlaneNode, cookie: &str) -> bool {
+    pub(super) async fn serves(&self, node: &DataPlaneNode, cookie: &str) -> bool {
         client::get(&node.url("/app/hub"), &[("cookie", cookie)])
             .await
             .status
@@ -161,7 +210,7 @@ impl Fleet {
     }
 
     /// What the identity provider's SingleLogoutService received from us.
-    async fn logout_requests_seen(&self) -> Vec<serde_json::Value> {
+    pub(super) async fn logout_requests_seen(&self) -> Vec<serde_json::Value> {
         let seen = client::get(&format!("{}/slo/seen", self.idp.origin()), &[]).await;
         seen.text()
             .lines()
@@ -171,7 +220,11 @@ impl Fleet {
 }
 
 /// Waits for the session-ended close frame, within 2 s of `since`.
-async fn closed_by_revocation(socket: &mut client::WebSocket, since: Instant, what: &str) {
+pub(super) async fn closed_by_revocation(
+    socket: &mut client::WebSocket,
+    since: Instant,
+    what: &str,
+) {
     let frame = expect_close(socket, Duration::from_secs(2))
         .await
         .unwrap_or_else(|| panic!("{what}: a close frame with a code"));
@@ -412,7 +465,8 @@ async fn a_logout_here_goes_to_the_identity_provider_and_comes_back() {
         "pysaml2 signs its answer: {back}"
     );
 
-    // Another browser cannot take the answer; the browser that logged out lands, once.
+    // Another browser cannot take the answer, nor spend it: the browser that logged out
+    // still lands, once.
     let elsewhere = WebBrowser::new().get(&back).await;
     assert_eq!(elsewhere.status, 401, "{}", elsewhere.text());
     assert!(
@@ -422,8 +476,18 @@ async fn a_logout_here_goes_to_the_identity_provider_and_comes_back() {
     );
     let landed = alice.browser.get(&back).await;
     assert_eq!(
-        landed.status, 401,
-        "the answer was spent by the other browser's attempt"
+        landed.status,
+        302,
+        "the other browser's attempt left the logout in place: {}",
+        landed.text()
+    );
+    assert_eq!(landed.location(), Some("/app/signed-out"));
+    let again = alice.browser.get(&back).await;
+    assert_eq!(
+        again.status,
+        401,
+        "a LogoutResponse works once: {}",
+        again.text()
     );
 }
 

@@ -56,6 +56,7 @@ fn service_provider(allow_idp_initiated: bool) -> Sp {
         sp_certificate_file: None,
         require_encrypted_assertions: false,
         sign_authn_requests: false,
+        sign_logout_messages: None,
         idp_metadata: metadata(),
         sp_key_pair: Default::default(),
     };

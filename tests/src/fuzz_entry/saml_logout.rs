@@ -43,6 +43,7 @@ fn service_provider() -> Sp {
         sp_certificate_file: None,
         require_encrypted_assertions: false,
         sign_authn_requests: false,
+        sign_logout_messages: None,
         idp_metadata: metadata(),
         sp_key_pair: Default::default(),
     };

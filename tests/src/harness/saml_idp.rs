@@ -35,6 +35,12 @@ impl SamlIdp {
     /// `sp_metadata_url`. `None` (the test is skipped) when pysaml2, xmlsec1 or openssl are
     /// missing outside CI; in CI that is a failure.
     pub async fn start(sp_metadata_url: &str) -> Option<Self> {
+        Self::start_with(sp_metadata_url, &[]).await
+    }
+
+    /// [`start`](Self::start) with more of `idp.py`'s options (`--slo-binding post`,
+    /// `--want-signed-logout`).
+    pub async fn start_with(sp_metadata_url: &str, options: &[&str]) -> Option<Self> {
         let python = tool("python3");
         let ready = python.as_ref().is_some_and(|python| {
             std::process::Command::new(python)
@@ -63,6 +69,7 @@ impl SamlIdp {
             .args(["--other-cert", &path("other.crt")])
             .args(["--sp-metadata-url", sp_metadata_url])
             .args(["--metadata-out", &path("idp-metadata.xml")])
+            .args(options)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -94,6 +101,21 @@ impl SamlIdp {
     /// The identity provider's metadata file, for `idp_metadata_file`.
     pub fn metadata_file(&self) -> PathBuf {
         self.dir.path().join("idp-metadata.xml")
+    }
+
+    /// Its metadata as it reads once the identity provider has rolled its signing key over
+    /// to the other key (the one `sign` uses with `other_key`).
+    pub fn metadata_after_rollover(&self) -> String {
+        let body = |name: &str| -> String {
+            let pem = std::fs::read_to_string(self.dir.path().join(format!("{name}.crt")))
+                .expect("a certificate");
+            pem.lines()
+                .filter(|line| !line.starts_with("-----"))
+                .collect()
+        };
+        let metadata = std::fs::read_to_string(self.metadata_file()).expect("the metadata");
+        assert!(metadata.contains(&body("idp")), "{metadata}");
+        metadata.replace(&body("idp"), &body("other"))
     }
 
     /// Its origin, as a browser names it in `Origin` when the identity provider's page posts

@@ -338,11 +338,11 @@ impl pb::node_service_server::NodeService for NodeApi {
             crate::saml::SloAnswer::Redirect(uri) => response.redirect_uri = uri,
             crate::saml::SloAnswer::Post {
                 action,
-                saml_response,
+                saml_message,
                 relay_state,
             } => {
                 response.post_action = action;
-                response.saml_response = saml_response;
+                response.saml_response = saml_message;
                 response.relay_state = relay_state.unwrap_or_default();
             }
         }
@@ -362,14 +362,27 @@ impl pb::node_service_server::NodeService for NodeApi {
                 &request.binding,
             )
             .await?;
-        Ok(Response::new(started.map_or_else(
-            pb::SamlLogoutBeginResponse::default,
-            |started| pb::SamlLogoutBeginResponse {
-                redirect_uri: started.redirect_uri,
-                binding: started.binding,
-                timeout: prost_types::Duration::try_from(started.login_timeout).ok(),
-            },
-        )))
+        let Some(started) = started else {
+            return Ok(Response::new(pb::SamlLogoutBeginResponse::default()));
+        };
+        let mut response = pb::SamlLogoutBeginResponse {
+            binding: started.binding,
+            timeout: prost_types::Duration::try_from(started.timeout).ok(),
+            ..pb::SamlLogoutBeginResponse::default()
+        };
+        match started.to_idp {
+            crate::saml::SloAnswer::Redirect(uri) => response.redirect_uri = uri,
+            crate::saml::SloAnswer::Post {
+                action,
+                saml_message,
+                relay_state,
+            } => {
+                response.post_action = action;
+                response.saml_request = saml_message;
+                response.relay_state = relay_state.unwrap_or_default();
+            }
+        }
+        Ok(Response::new(response))
     }
 
     async fn anonymous_login(
