@@ -213,7 +213,7 @@ impl NodeState {
         };
         // The rest in a box of its own: its future holds a gRPC call's, kilobytes that the
         // future of every request (moved whole at each step on the way in) would carry
-        // otherwise, though a cached session never gets this far. Copying them was 5 % of a
+        // otherwise, though a cached session never gets this far. Copying them was 3 % of a
         // forward-auth check.
         Box::pin(self.ask_control_plane(proxy, token, Missed { key, stale }, asker, seal)).await
     }
