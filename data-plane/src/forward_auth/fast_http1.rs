@@ -28,8 +28,8 @@ use super::original::{Caller, CheckLines, header_text};
 use crate::body::ProxyBody;
 use crate::config::LimitsConfig;
 pub use crate::http1::Ended;
-use crate::http1::read_more_of_head;
 use crate::http1::request_head::{MAX_HEADERS, has_bare_line_feed, may_end_a_head};
+use crate::http1::{HeadWait, read_more_of_head};
 use crate::refusal::Refusal;
 use crate::request::context::Client;
 use crate::state::NodeState;
@@ -52,6 +52,7 @@ impl Checks<'_> {
     /// Answers the checks on `stream` until it closes or a request needs hyper.
     pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut S) -> Ended {
         let mut read = BytesMut::with_capacity(4096);
+        let mut wait = HeadWait::new(self.stop, self.limits);
         // The first request's head is due `header_read_timeout` after the connection opened,
         // each later one that long after its first byte; between requests, `idle_timeout`.
         let mut head_started = Some(Instant::now());
@@ -78,8 +79,10 @@ impl Checks<'_> {
                     return Ended::HandedOver { read };
                 }
                 Parsed::Partial => {
-                    let (limits, stop) = (self.limits, self.stop);
-                    if read_more_of_head(stream, &mut read, &mut head_started, limits, stop).await {
+                    let limits = self.limits;
+                    if read_more_of_head(stream, &mut read, &mut head_started, limits, &mut wait)
+                        .await
+                    {
                         continue;
                     }
                     return Ended::Closed;
