@@ -11,7 +11,6 @@
 //! read so far, and hyper serves the rest of the connection as it would have served all of
 //! it: the two paths never both frame one byte.
 
-use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -29,6 +28,7 @@ use crate::body::ProxyBody;
 use crate::config::LimitsConfig;
 pub use crate::http1::Ended;
 use crate::http1::request_head::{MAX_HEADERS, has_bare_line_feed, may_end_a_head};
+use crate::http1::write::push_decimal;
 use crate::http1::{HeadWait, read_more_of_head};
 use crate::refusal::Refusal;
 use crate::request::context::Client;
@@ -349,8 +349,7 @@ async fn serialize(
     // As hyper frames it: a HEAD answer with an empty body says no length.
     if !(head_only && body.is_empty()) {
         out.extend_from_slice(b"content-length: ");
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "{}", body.len());
+        push_decimal(out, u64::try_from(body.len()).unwrap_or(u64::MAX));
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"date: ");
