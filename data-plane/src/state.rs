@@ -174,15 +174,16 @@ impl NodeState {
 
     /// As [`validate`](Self::validate), passing the browser's seal along on a cache miss
     /// (`seal` is only called then: a cache hit reads no second cookie); also returns the
-    /// new seal the control plane gave, for the seal cookie.
-    pub async fn validate_sealed<'s>(
+    /// new seal the control plane gave, for the seal cookie. (`check`'s own future, not one
+    /// around it: every request with a cookie would copy that once more on its way in.)
+    pub fn validate_sealed<'s>(
         &self,
         proxy: &VirtualProxy,
         token: &str,
         asker: Asker<'_>,
         seal: impl FnOnce() -> Option<&'s str>,
-    ) -> (Validation, Option<Arc<str>>) {
-        self.check(proxy, token, asker, Some(seal)).await
+    ) -> impl Future<Output = (Validation, Option<Arc<str>>)> {
+        self.check(proxy, token, asker, Some(seal))
     }
 
     /// `seal`: `None` on a path that does not handle seals (the control plane then makes
