@@ -146,9 +146,7 @@ impl Checks<'_> {
             }
         }
     }
-}
 
-impl Checks<'_> {
     /// Writes an answer; false when the connection is to close instead. An answer is a few
     /// hundred bytes, which the socket almost always takes at once: it is offered once
     /// before a timer and the stop signal are set up around the rest (which was 2 % of a

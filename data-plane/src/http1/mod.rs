@@ -45,7 +45,7 @@ pub enum Ended {
 /// What a connection's loop waits on while it reads a head: one timer and one wait for the
 /// node's stop, made once for the connection and set again for each wait. Made anew for each
 /// request, a timer was registered and removed again and a waiter put on the stop signal's
-/// list and taken off every time (5 % of a forward-auth check); a kept timer whose deadline
+/// list and taken off every time (2 % of a forward-auth check); a kept timer whose deadline
 /// moves later is only re-armed, and the waiter stays where it is.
 #[derive(Debug)]
 pub struct HeadWait<'a> {
