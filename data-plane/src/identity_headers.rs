@@ -100,17 +100,22 @@ pub fn inject(
                 out.push_str("; UserId=");
                 encode_into(out, &session.user_id);
             });
-            insert_built(headers, X_QLIK_SECURITY, |out| {
-                out.push_str(if secure {
-                    "SecureRequest=true; Context=AppAccess"
-                } else {
-                    "SecureRequest=false; Context=AppAccess"
-                });
-                if !session.attributes.is_empty() {
+            let fixed = if secure {
+                "SecureRequest=true; Context=AppAccess"
+            } else {
+                "SecureRequest=false; Context=AppAccess"
+            };
+            // Without attributes (anonymous users, most directories) the value is one of two
+            // fixed ones: nothing to build, copy or check.
+            if session.attributes.is_empty() {
+                headers.insert(X_QLIK_SECURITY, HeaderValue::from_static(fixed));
+            } else {
+                insert_built(headers, X_QLIK_SECURITY, |out| {
+                    out.push_str(fixed);
                     out.push_str("; ");
                     attributes(out);
-                }
-            });
+                });
+            }
         }
         IdentityPreset::Generic => {
             insert_built(headers, X_GATEHOUSE_USER_DIRECTORY, |out| {
@@ -172,6 +177,15 @@ pub(crate) fn insert_built(
 }
 
 fn encode_into(out: &mut String, value: &str) {
+    // Most directories and ids are unreserved characters only: copied whole, not read out
+    // of the encoder piece by piece (which was 2 % of a forward-auth check).
+    if value
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~'))
+    {
+        out.push_str(value);
+        return;
+    }
     for piece in utf8_percent_encode(value, ENCODE) {
         out.push_str(piece);
     }

@@ -59,7 +59,8 @@ pub async fn identify(
     if !is_well_formed_ticket(&ticket) {
         return Err(Refusal::bad_request("the login ticket is malformed"));
     }
-    let user = redeem(state, ctx, &ticket, parts).await?;
+    // Boxed, as `authenticate`'s logins are: a call to the control plane.
+    let user = Box::pin(redeem(state, ctx, &ticket, parts)).await?;
     if !ctx.websocket && landing == TicketLanding::Redirect {
         let mut user = user;
         let clean = query::local_redirect(parts.uri.path(), parts.uri.query(), "qlikTicket");
@@ -91,13 +92,13 @@ pub async fn authenticate(
     origin: &Origin,
 ) -> Result<Authenticated, Refusal> {
     // A bearer token names the user explicitly: it wins over whatever cookie came along.
-    if let Some(login) = bearer(state, proxy, parts, origin, peer).await {
+    // (Boxed, as the logins below: see there.)
+    if proxy.jwt_authentication
+        && let Some(login) = Box::pin(bearer(state, proxy, parts, origin, peer)).await
+    {
         return login.map(|(authenticated, _)| authenticated);
     }
-    let header_user = proxy
-        .header_authentication
-        .as_ref()
-        .and_then(|config| header::user(config, &parts.headers, peer.ip()));
+    let header_user = header_user(proxy, parts, peer);
     if let Some(token) = cookie::read(&parts.headers, &proxy.cookie_name) {
         let seal = || cookie::read(&parts.headers, &proxy.seal_cookie_name);
         let asker = Asker {
@@ -123,7 +124,30 @@ pub async fn authenticate(
             Validation::Limited(limited) => return Err(limited.refusal()),
         }
     }
-    if let Some((directory, id)) = header_user {
+    // Every way on from here asks the control plane, and the futures of its calls are
+    // kilobytes: in a box of their own they are not part of the future of every request
+    // with a cached session, which is moved whole at each step on the way in.
+    Box::pin(log_in(state, proxy, parts, peer, origin)).await
+}
+
+/// The user named by the trusted header, where the proxy takes one from `peer`.
+fn header_user(proxy: &VirtualProxy, parts: &Parts, peer: SocketAddr) -> Option<(String, String)> {
+    proxy
+        .header_authentication
+        .as_ref()
+        .and_then(|config| header::user(config, &parts.headers, peer.ip()))
+}
+
+/// [`authenticate`] of a request that carries no session of this proxy's user: a login by
+/// the trusted header, Windows sign-in or anonymous access, else the login flow.
+async fn log_in(
+    state: &NodeState,
+    proxy: &VirtualProxy,
+    parts: &Parts,
+    peer: SocketAddr,
+    origin: &Origin,
+) -> Result<Authenticated, Refusal> {
+    if let Some((directory, id)) = header_user(proxy, parts, peer) {
         let user = pb::User {
             user_directory: directory,
             user_id: id,

@@ -74,21 +74,23 @@ pub async fn handle<B>(
 }
 
 /// Answers a check of `/auth` whose original request the node's own HTTP/1 loop rebuilt from
-/// the check's head as it read it (`original::rebuild_lines`); `query` is the check's.
-pub async fn answer_check(
-    state: &NodeState,
+/// the check's head as it read it (`original::rebuild_lines`); `query` is the check's. Not an
+/// `async fn` itself: it hands `answered`'s future on instead of wrapping it in one more,
+/// which every check would copy once more on its way in.
+pub fn answer_check<'s>(
+    state: &'s NodeState,
     query: Option<&str>,
     rebuilt: Result<(Request<()>, Client), Refusal>,
     caller: Caller,
     started: Instant,
-) -> Response<ProxyBody> {
+) -> impl Future<Output = Response<ProxyBody>> + use<'s> {
     let asked = Asked {
         answer: Answer::asked_in(query),
         at_signin: false,
         caller,
         started,
     };
-    answered(state, rebuilt, asked).await
+    answered(state, rebuilt, asked)
 }
 
 /// What a check asked for, and when it arrived.

@@ -20,11 +20,13 @@ pub mod response_head;
 pub mod serve;
 pub mod write;
 
+use std::pin::Pin;
 use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
-use tokio_util::sync::CancellationToken;
+use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 pub use self::replayed::Replayed;
 use crate::config::LimitsConfig;
@@ -40,6 +42,26 @@ pub enum Ended {
     HandedOver { read: BytesMut },
 }
 
+/// What a connection's loop waits on while it reads a head: one timer and one wait for the
+/// node's stop, made once for the connection and set again for each wait. Made anew for each
+/// request, a timer was registered and removed again and a waiter put on the stop signal's
+/// list and taken off every time (2 % of a forward-auth check); a kept timer whose deadline
+/// moves later is only re-armed, and the waiter stays where it is.
+#[derive(Debug)]
+pub struct HeadWait<'a> {
+    timer: Pin<Box<Sleep>>,
+    stopped: Pin<Box<WaitForCancellationFuture<'a>>>,
+}
+
+impl<'a> HeadWait<'a> {
+    pub fn new(stop: &'a CancellationToken, limits: &LimitsConfig) -> Self {
+        Self {
+            timer: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            stopped: Box::pin(stop.cancelled()),
+        }
+    }
+}
+
 /// Reads more of a request head into `read`, for either loop. The first request's head is
 /// due `header_read_timeout` after the connection opened, each later one that long after
 /// its first byte (`head_started`, set here when that byte arrives); between requests, the
@@ -50,7 +72,7 @@ pub async fn read_more_of_head<S: AsyncRead + Unpin>(
     read: &mut BytesMut,
     head_started: &mut Option<Instant>,
     limits: &LimitsConfig,
-    stop: &CancellationToken,
+    wait: &mut HeadWait<'_>,
 ) -> bool {
     if !read.is_empty() && head_started.is_none() {
         *head_started = Some(Instant::now());
@@ -59,10 +81,14 @@ pub async fn read_more_of_head<S: AsyncRead + Unpin>(
         Some(started) => *started + limits.header_read_timeout,
         None => Instant::now() + limits.idle_timeout,
     };
+    wait.timer.as_mut().reset(deadline.into());
     read.reserve(4096);
+    // As `timeout_at` did: bytes that are there win over a deadline that has passed too.
     let more = tokio::select! {
-        () = stop.cancelled(), if read.is_empty() => return false,
-        more = tokio::time::timeout_at(deadline.into(), stream.read_buf(read)) => more,
+        biased;
+        () = wait.stopped.as_mut(), if read.is_empty() => return false,
+        more = stream.read_buf(read) => more,
+        () = wait.timer.as_mut() => return false,
     };
-    matches!(more, Ok(Ok(read)) if read > 0)
+    matches!(more, Ok(read) if read > 0)
 }

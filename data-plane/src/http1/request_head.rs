@@ -78,17 +78,16 @@ pub fn may_end_a_head(buffer: &[u8], searched: usize) -> bool {
     false
 }
 
-/// Whether a line feed in `head` is not preceded by a carriage return: as many line feeds as
-/// CRLF pairs otherwise. (Counted, not searched, so that the compiler can count many bytes
-/// at once.)
+/// Whether a line feed in `head` is not preceded by a carriage return. Every pair of bytes is
+/// looked at and the findings OR-ed together as bytes, with no branch and no early exit, so
+/// that the compiler compares many pairs at once; counting line feeds and CRLF pairs into
+/// `usize` sums instead widened each byte to eight and was 6 % of a forward-auth check.
 pub fn has_bare_line_feed(head: &[u8]) -> bool {
-    let line_feeds: usize = head.iter().map(|&byte| usize::from(byte == b'\n')).sum();
-    let pairs: usize = head
-        .iter()
-        .zip(head.get(1..).unwrap_or_default())
-        .map(|(&first, &second)| usize::from(first == b'\r' && second == b'\n'))
-        .sum();
-    line_feeds != pairs
+    let mut bare = u8::from(head.first() == Some(&b'\n'));
+    for (&previous, &byte) in head.iter().zip(head.get(1..).unwrap_or_default()) {
+        bare |= u8::from(byte == b'\n') & u8::from(previous != b'\r');
+    }
+    bare != 0
 }
 
 struct Built {

@@ -24,7 +24,7 @@ use super::relay::{Dechunk, Decoding, Relay};
 use super::request_head::{self, Head, Parsed};
 use super::response_head::Framing;
 use super::write::{self, BodyLength};
-use super::{Ended, read_more_of_head};
+use super::{Ended, HeadWait, read_more_of_head};
 use crate::auth::identify::{Identified, TicketLanding};
 use crate::body::ProxyBody;
 use crate::config::LimitsConfig;
@@ -56,6 +56,7 @@ impl Connection<'_> {
     /// Serves the requests on `stream` until it closes or a request needs hyper.
     pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut S) -> Ended {
         let mut read = BytesMut::with_capacity(8 * 1024);
+        let mut wait = HeadWait::new(self.stop, self.limits);
         // The first request's head is due `header_read_timeout` after the connection opened,
         // each later one that long after its first byte; between requests, `idle_timeout`.
         let mut head_started = Some(Instant::now());
@@ -80,8 +81,10 @@ impl Connection<'_> {
                     return self.hand_over(read);
                 }
                 Parsed::Partial => {
-                    let (limits, stop) = (self.limits, self.stop);
-                    if read_more_of_head(stream, &mut read, &mut head_started, limits, stop).await {
+                    let limits = self.limits;
+                    if read_more_of_head(stream, &mut read, &mut head_started, limits, &mut wait)
+                        .await
+                    {
                         continue;
                     }
                     return Ended::Closed;

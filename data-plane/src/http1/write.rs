@@ -3,8 +3,6 @@
 //! head a client receives (hyper's server: lowercase names in the map's order, the length or
 //! chunked framing added after them, then `date`).
 
-use std::io::Write as _;
-
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
@@ -135,7 +133,9 @@ pub fn response_head(out: &mut Vec<u8>, head: ResponseHead<'_>) -> Written {
             }
             BodyLength::Known(length) => {
                 if can_have_length(status) {
-                    let _ = write!(out, "content-length: {length}\r\n");
+                    out.extend_from_slice(b"content-length: ");
+                    push_decimal(out, length);
+                    out.extend_from_slice(b"\r\n");
                 }
             }
         }
@@ -151,6 +151,23 @@ pub fn response_head(out: &mut Vec<u8>, head: ResponseHead<'_>) -> Written {
         chunked,
         close,
     }
+}
+
+/// `value` in decimal digits, without the formatting machinery (`write!` of a length was
+/// 0.7 % of a forward-auth check).
+pub fn push_decimal(out: &mut Vec<u8>, value: u64) {
+    let mut digits = [0; 20];
+    let mut start = digits.len();
+    let mut rest = value;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + u8::try_from(rest % 10).unwrap_or_default();
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 fn status_line(out: &mut Vec<u8>, status: (StatusCode, Option<&[u8]>), http10: bool) {
@@ -206,6 +223,15 @@ fn can_have_length(status: StatusCode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_are_written_in_decimal_as_formatting_writes_them() {
+        for value in [0, 7, 10, 99, 1234, 4_294_967_296, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, value);
+            assert_eq!(out, format!("x{value}").into_bytes());
+        }
+    }
 
     fn written(
         status: u16,
