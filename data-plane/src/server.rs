@@ -474,8 +474,6 @@ fn listener_policy(limits: LimitsConfig, max_connections: Option<usize>) -> List
     }
 }
 
-/// The proxy port's service for one connection: past the connection limit, every request on
-/// it is told so.
 /// Serves a connection with the node's own HTTP/1 engine while it can: `None` once the
 /// connection has closed, else the stream for hyper, replaying the bytes the engine read.
 async fn serve_fast_http1<S: AsyncRead + AsyncWrite + Unpin>(
@@ -488,6 +486,8 @@ async fn serve_fast_http1<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// The proxy port's service for one connection: past the connection limit, every request on
+/// it is told so.
 fn proxy_service(
     state: Arc<NodeState>,
     arrival: Arrival,
