@@ -221,7 +221,7 @@ pub(super) async fn exchange(address: SocketAddr, bytes: &[u8]) -> (Vec<u8>, boo
 /// its body with chunked framing taken off (hyper and the engine may cut chunks differently).
 /// An answer cut short (an upstream that closed mid-body) is left out: how much of it was
 /// flushed before the connection closed depends on timing, on either path.
-pub(super) fn answers(mut bytes: &[u8]) -> Vec<String> {
+fn answers(mut bytes: &[u8]) -> Vec<String> {
     let mut answers = Vec::new();
     while let Some(end) = bytes.windows(4).position(|window| window == b"\r\n\r\n") {
         let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
@@ -300,7 +300,7 @@ fn dechunk(bytes: &[u8]) -> (Option<String>, usize) {
 }
 
 /// The corpus: what is sent on one connection, and what it is.
-pub(super) fn corpus(cookie: &str) -> Vec<(&'static str, String)> {
+fn corpus(cookie: &str) -> Vec<(&'static str, String)> {
     let get = |answer: &str| {
         format!(
             "GET /app/hub HTTP/1.1\r\nHost: gatehouse.test\r\nCookie: {cookie}\r\nx-answer: {answer}\r\n\r\n"
@@ -478,27 +478,11 @@ async fn the_nodes_own_engine_forwards_and_answers_every_input_as_hyper_does() {
     }
     upstream.take();
 
-    let mut forwarded = 0;
-    for (name, bytes) in corpus(&cookie) {
-        let (engine_answer, engine_closed) = exchange(engine.address(), bytes.as_bytes()).await;
-        let engine_upstream = upstream.take();
-        let (hyper_answer, hyper_closed) = exchange(hyper_only.address(), bytes.as_bytes()).await;
-        let hyper_upstream = upstream.take();
-        assert_eq!(
-            engine_upstream, hyper_upstream,
-            "{name}: the upstream received different requests"
-        );
-        assert_eq!(
-            answers(&engine_answer),
-            answers(&hyper_answer),
-            "{name}: the client got different answers"
-        );
-        assert_eq!(
-            engine_closed, hyper_closed,
-            "{name}: the connection ended differently"
-        );
-        forwarded += engine_upstream.len();
-    }
+    let nodes = (engine.address(), hyper_only.address());
+    let forwarded = compare_on_corpus(&upstream, &cookie, nodes, |address, bytes| async move {
+        exchange(address, &bytes).await
+    })
+    .await;
     assert!(
         forwarded >= 20,
         "the corpus reaches the upstream: {forwarded}"
@@ -515,6 +499,44 @@ async fn the_nodes_own_engine_forwards_and_answers_every_input_as_hyper_does() {
         0.0,
         "fast_http1 = false leaves every request to hyper"
     );
+}
+
+/// Sends each case of the corpus through `exchange` to the node with the engine and to the
+/// one without (`nodes`, in that order), and holds them to the same requests at the upstream,
+/// the same answers and the same end of the connection; how many requests reached the
+/// upstream.
+pub(super) async fn compare_on_corpus<Sent>(
+    upstream: &RecordingUpstream,
+    cookie: &str,
+    nodes: (SocketAddr, SocketAddr),
+    exchange: impl Fn(SocketAddr, Vec<u8>) -> Sent,
+) -> usize
+where
+    Sent: std::future::Future<Output = (Vec<u8>, bool)>,
+{
+    let (engine, hyper_only) = nodes;
+    let mut forwarded = 0;
+    for (name, bytes) in corpus(cookie) {
+        let (engine_answer, engine_closed) = exchange(engine, bytes.clone().into_bytes()).await;
+        let engine_upstream = upstream.take();
+        let (hyper_answer, hyper_closed) = exchange(hyper_only, bytes.into_bytes()).await;
+        let hyper_upstream = upstream.take();
+        assert_eq!(
+            engine_upstream, hyper_upstream,
+            "{name}: the upstream received different requests"
+        );
+        assert_eq!(
+            answers(&engine_answer),
+            answers(&hyper_answer),
+            "{name}: the client got different answers"
+        );
+        assert_eq!(
+            engine_closed, hyper_closed,
+            "{name}: the connection ended differently"
+        );
+        forwarded += engine_upstream.len();
+    }
+    forwarded
 }
 
 /// A counter of a node's `/metrics`.

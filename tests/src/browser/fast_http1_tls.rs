@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use super::fast_http1::{RecordingUpstream, answers, corpus, metric};
+use super::fast_http1::{RecordingUpstream, compare_on_corpus, metric};
 use crate::api::tls::{dev_certificates, install_crypto_provider};
 use crate::browser::fixtures::{AppProxy, COOKIE};
 use crate::harness::auth_module::{session_cookie, user};
@@ -94,34 +94,16 @@ async fn over_tls_the_engine_forwards_and_answers_every_input_as_hyper_does() {
     assert!(served_before >= 1.0, "the engine serves TLS connections");
     upstream.take();
 
-    let mut forwarded = 0;
-    for (name, bytes) in corpus(&cookie) {
-        let (engine_answer, engine_closed) =
-            exchange(engine.address(), &certs, bytes.as_bytes()).await;
-        let engine_upstream = upstream.take();
-        let (hyper_answer, hyper_closed) =
-            exchange(hyper_only.address(), &certs, bytes.as_bytes()).await;
-        let hyper_upstream = upstream.take();
-        assert_eq!(
-            engine_upstream, hyper_upstream,
-            "{name}: the upstream received different requests over TLS"
-        );
-        assert_eq!(
-            answers(&engine_answer),
-            answers(&hyper_answer),
-            "{name}: the client got different answers over TLS"
-        );
-        assert_eq!(
-            engine_closed, hyper_closed,
-            "{name}: the connection ended differently over TLS"
-        );
-        forwarded += engine_upstream.len();
-    }
+    let nodes = (engine.address(), hyper_only.address());
+    let certs = &certs;
+    let forwarded = compare_on_corpus(&upstream, &cookie, nodes, |address, bytes| async move {
+        exchange(address, certs, &bytes).await
+    })
+    .await;
     assert!(
         forwarded >= 20,
         "the corpus reaches the upstream: {forwarded}"
     );
-    // Upstreams are told the request came over TLS, on both paths alike (compared above).
     let served = metric(&engine, "gatehouse_fast_http1_requests_total").await;
     assert!(
         served >= served_before + 20.0,
@@ -134,7 +116,7 @@ async fn over_tls_the_engine_forwards_and_answers_every_input_as_hyper_does() {
 
     // A client that chose HTTP/2 in the handshake is hyper's from the start.
     let handed = metric(&engine, "gatehouse_fast_http1_handovers_total").await;
-    let stream = connect(engine.address(), &certs, &[b"h2", b"http/1.1"]).await;
+    let stream = connect(engine.address(), certs, &[b"h2", b"http/1.1"]).await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
