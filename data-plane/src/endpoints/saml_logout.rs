@@ -125,7 +125,9 @@ pub struct PostForm {
 }
 
 impl PostForm {
-    /// The binding's page: a form the browser submits to the identity provider.
+    /// The binding's page: a form the browser submits to the identity provider. Its button
+    /// is shown, not only without scripts: a Content-Security-Policy of the virtual proxy's
+    /// `response_headers` may block the inline `onload`, and the user must still get on.
     fn page(&self) -> String {
         let relay = if self.relay_state.is_empty() {
             String::new()
@@ -139,7 +141,8 @@ impl PostForm {
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Signing out</title></head>\
              <body onload=\"document.forms[0].submit()\"><form method=\"post\" action=\"{}\">\
              <input type=\"hidden\" name=\"{}\" value=\"{}\"/>{relay}\
-             <noscript><button type=\"submit\">Continue</button></noscript></form></body></html>\n",
+             <p>Signing out at the identity provider.</p>\
+             <button type=\"submit\">Continue</button></form></body></html>\n",
             html_escape(&self.action),
             self.field,
             html_escape(&self.value),
@@ -236,4 +239,28 @@ pub async fn idp_logout(
         .unwrap_or(600);
     let binding = binding_cookie(proxy, saml, &started.binding, max_age, origin.secure);
     Some((to_idp, binding))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_post_form_escapes_its_values_and_offers_a_button_that_needs_no_script() {
+        let page = PostForm {
+            action: "https://idp.example/slo?a=1&b=\"2\"".to_owned(),
+            field: "SAMLRequest",
+            value: "PHNhbWxwOkxvZ291dFJlcXVlc3Q+".to_owned(),
+            relay_state: "<script>".to_owned(),
+        }
+        .page();
+        assert!(page.contains("action=\"https://idp.example/slo?a=1&amp;b=&quot;2&quot;\""));
+        assert!(page.contains("name=\"RelayState\" value=\"&lt;script&gt;\""));
+        assert!(!page.contains("<script>"));
+        assert!(
+            !page.contains("<noscript>"),
+            "the button is shown with scripts on too"
+        );
+        assert!(page.contains("<button type=\"submit\">Continue</button></form>"));
+    }
 }
