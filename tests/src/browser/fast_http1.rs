@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::browser::fixtures::{AppProxy, COOKIE};
@@ -204,7 +204,16 @@ fn request_length(buffer: &[u8]) -> Option<usize> {
 /// a moment (a connection kept alive). The sending side stays open: hyper drops a connection
 /// whose client half-closes, answered or not.
 pub(super) async fn exchange(address: SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
-    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let stream = TcpStream::connect(address).await.expect("connect");
+    send_and_read(stream, bytes).await
+}
+
+/// Sends `bytes` on `stream` and reads until the node closes it or stays silent for 400 ms;
+/// whether it closed.
+pub(super) async fn send_and_read(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    bytes: &[u8],
+) -> (Vec<u8>, bool) {
     stream.write_all(bytes).await.expect("send");
     let mut answer = Vec::new();
     let mut chunk = [0u8; 65536];

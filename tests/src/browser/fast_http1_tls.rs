@@ -6,15 +6,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::BodyExt as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use super::fast_http1::{RecordingUpstream, compare_on_corpus, metric};
+use super::fast_http1::{RecordingUpstream, compare_on_corpus, metric, send_and_read};
 use crate::api::tls::{dev_certificates, install_crypto_provider};
 use crate::browser::fixtures::{AppProxy, COOKIE};
 use crate::harness::auth_module::{session_cookie, user};
@@ -44,17 +42,8 @@ async fn connect(address: SocketAddr, certs: &Path, alpn: &[&[u8]]) -> Tls {
 /// Sends `bytes` over a new HTTP/1.1 TLS connection and reads until the node closes it or
 /// stays silent for 400 ms; whether it closed.
 async fn exchange(address: SocketAddr, certs: &Path, bytes: &[u8]) -> (Vec<u8>, bool) {
-    let mut stream = connect(address, certs, &[b"http/1.1"]).await;
-    stream.write_all(bytes).await.expect("send");
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 65536];
-    loop {
-        match tokio::time::timeout(Duration::from_millis(400), stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (answer, true),
-            Ok(Ok(read)) => answer.extend_from_slice(&chunk[..read]),
-            Err(_) => return (answer, false),
-        }
-    }
+    let stream = connect(address, certs, &[b"http/1.1"]).await;
+    send_and_read(stream, bytes).await
 }
 
 /// A node of `control_plane` serving TLS with the dev CA's data-plane certificate.

@@ -334,18 +334,11 @@ impl pb::node_service_server::NodeService for NodeApi {
             ended_handles: outcome.ended,
             ..pb::SamlLogoutMessageResponse::default()
         };
-        match outcome.answer {
-            crate::saml::SloAnswer::Redirect(uri) => response.redirect_uri = uri,
-            crate::saml::SloAnswer::Post {
-                action,
-                saml_message,
-                relay_state,
-            } => {
-                response.post_action = action;
-                response.saml_response = saml_message;
-                response.relay_state = relay_state.unwrap_or_default();
-            }
-        }
+        let fields = SloFields::of(outcome.answer);
+        response.redirect_uri = fields.redirect_uri;
+        response.post_action = fields.post_action;
+        response.saml_response = fields.saml_message;
+        response.relay_state = fields.relay_state;
         Ok(Response::new(response))
     }
 
@@ -370,18 +363,11 @@ impl pb::node_service_server::NodeService for NodeApi {
             timeout: prost_types::Duration::try_from(started.timeout).ok(),
             ..pb::SamlLogoutBeginResponse::default()
         };
-        match started.to_idp {
-            crate::saml::SloAnswer::Redirect(uri) => response.redirect_uri = uri,
-            crate::saml::SloAnswer::Post {
-                action,
-                saml_message,
-                relay_state,
-            } => {
-                response.post_action = action;
-                response.saml_request = saml_message;
-                response.relay_state = relay_state.unwrap_or_default();
-            }
-        }
+        let fields = SloFields::of(started.to_idp);
+        response.redirect_uri = fields.redirect_uri;
+        response.post_action = fields.post_action;
+        response.saml_request = fields.saml_message;
+        response.relay_state = fields.relay_state;
         Ok(Response::new(response))
     }
 
@@ -421,5 +407,37 @@ impl pb::node_service_server::NodeService for NodeApi {
             .collect::<Result<Vec<_>, Status>>()?;
         let ended = self.authority.touch_sessions(activity).await?;
         Ok(Response::new(pb::TouchResponse { ended }))
+    }
+}
+
+/// A SAML logout message on its way to the identity provider, in the fields the node's
+/// messages carry it in (empty where the binding has none).
+struct SloFields {
+    redirect_uri: String,
+    post_action: String,
+    saml_message: String,
+    relay_state: String,
+}
+
+impl SloFields {
+    fn of(answer: crate::saml::SloAnswer) -> Self {
+        match answer {
+            crate::saml::SloAnswer::Redirect(redirect_uri) => Self {
+                redirect_uri,
+                post_action: String::new(),
+                saml_message: String::new(),
+                relay_state: String::new(),
+            },
+            crate::saml::SloAnswer::Post {
+                action,
+                saml_message,
+                relay_state,
+            } => Self {
+                redirect_uri: String::new(),
+                post_action: action,
+                saml_message,
+                relay_state: relay_state.unwrap_or_default(),
+            },
+        }
     }
 }
