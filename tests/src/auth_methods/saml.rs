@@ -274,6 +274,11 @@ async fn a_browser_is_sent_to_the_identity_provider_and_comes_back_with_a_sessio
         seen_header(&seen, "x-qlik-user"),
         Some(qlik_user(DIRECTORY, "alice").as_str())
     );
+    // The groups and attributes of the assertion reach the upstream with the identity.
+    let security = seen_header(&seen, "x-qlik-security").unwrap_or_default();
+    for attribute in ["Group=admins", "Group=sales", "Email=alice%40example.com"] {
+        assert!(security.contains(attribute), "{attribute} in {security}");
+    }
     // Neither the session cookie nor the binding cookie reaches the upstream.
     let forwarded = seen_header(&seen, "cookie").unwrap_or_default();
     assert!(
